@@ -1,0 +1,1 @@
+"""promocodes_service."""
