@@ -1,0 +1,65 @@
+"""Building promo.v1.EventEnvelope messages and the outbox entries that carry them.
+
+Each producing service maps its domain events to payload messages; this module wraps a payload in
+the envelope every consumer relies on (unique event_id for de-duplication, type, time, aggregate,
+version, producer, request id) and picks its stream.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import structlog
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from promo.v1 import events_pb2
+
+from promo_libs.outbox import OutboxEntry
+
+# One stream per producing service (aggregate family): consumers need per-aggregate order, and a
+# family's events share one ordered log.
+USERS_STREAM = "promo.events.users"
+PROMO_CODES_STREAM = "promo.events.promo_codes"
+ORDERS_STREAM = "promo.events.orders"
+
+
+def timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    result = Timestamp()
+    result.FromDatetime(moment)
+    return result
+
+
+def outbox_entry(
+    *,
+    stream: str,
+    payload_field: str,
+    payload: Message,
+    aggregate_type: str,
+    aggregate_id: str,
+    aggregate_version: int,
+    producer: str,
+    occurred_at: datetime,
+) -> OutboxEntry:
+    """Wraps `payload` (set as the envelope's oneof `payload_field`) into an outbox entry."""
+    event_id = uuid.uuid4().hex
+    envelope = events_pb2.EventEnvelope(
+        event_id=event_id,
+        type=payload.DESCRIPTOR.full_name,
+        occurred_at=timestamp(occurred_at),
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+        aggregate_version=aggregate_version,
+        producer=producer,
+        request_id=str(structlog.contextvars.get_contextvars().get("request_id", "")),
+    )
+    getattr(envelope, payload_field).CopyFrom(payload)
+    return OutboxEntry(
+        event_id=event_id,
+        event_type=envelope.type,
+        stream=stream,
+        occurred_at=occurred_at,
+        envelope=envelope.SerializeToString(deterministic=True),
+    )

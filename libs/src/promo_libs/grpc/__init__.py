@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by every server and client: bootstrap, interceptors, error mapping."""

@@ -1,0 +1,126 @@
+"""The one error mapper: domain errors and dependency failures -> gRPC status with rich details.
+
+Details follow google.rpc: BadRequest with field violations for INVALID_ARGUMENT, ErrorInfo with
+a stable `reason` (domain "promo.v1") otherwise. Anything unexpected becomes INTERNAL with a
+generic message; the traceback goes to the log, never to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from pymongo import errors as mongo_errors
+
+from promo_libs import errors
+
+ERROR_DOMAIN = "promo.v1"
+
+_CODES: dict[type[errors.DomainError], int] = {
+    errors.InvalidArgument: code_pb2.INVALID_ARGUMENT,
+    errors.NotFound: code_pb2.NOT_FOUND,
+    errors.AlreadyExists: code_pb2.ALREADY_EXISTS,
+    errors.FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    errors.PermissionDenied: code_pb2.PERMISSION_DENIED,
+    errors.Unauthenticated: code_pb2.UNAUTHENTICATED,
+    errors.Aborted: code_pb2.ABORTED,
+    errors.Unavailable: code_pb2.UNAVAILABLE,
+}
+
+# Failures of MongoDB itself (not of the request): the caller may retry later.
+MONGO_UNAVAILABLE = (
+    mongo_errors.ConnectionFailure,
+    mongo_errors.ServerSelectionTimeoutError,
+    mongo_errors.NetworkTimeout,
+    mongo_errors.AutoReconnect,
+)
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def status_for(error: errors.DomainError) -> status_pb2.Status:
+    code = next(
+        (c for cls, c in _CODES.items() if isinstance(error, cls)), code_pb2.FAILED_PRECONDITION
+    )
+    status = status_pb2.Status(code=code, message=error.message)
+    if isinstance(error, errors.InvalidArgument):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        status.details.append(_pack(bad_request))
+    if error.reason:
+        info = error_details_pb2.ErrorInfo(
+            reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+        )
+        status.details.append(_pack(info))
+    return status
+
+
+def to_domain_error(exc: BaseException) -> errors.DomainError | None:
+    """Infrastructure failures that have a meaning for the caller; None for real bugs."""
+    if isinstance(exc, errors.DomainError):
+        return exc
+    if isinstance(exc, mongo_errors.ExecutionTimeout | asyncio.TimeoutError | TimeoutError):
+        return errors.Unavailable("the operation timed out", reason="DEPENDENCY_UNAVAILABLE")
+    if isinstance(exc, MONGO_UNAVAILABLE):
+        return errors.Unavailable(
+            "the database is unavailable",
+            reason="DEPENDENCY_UNAVAILABLE",
+            metadata={"dependency": "mongo"},
+        )
+    if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    ):
+        return errors.Unavailable(
+            "a service this one depends on is unavailable", reason="DEPENDENCY_UNAVAILABLE"
+        )
+    return None
+
+
+def grpc_status_for(exc: BaseException) -> grpc.Status:
+    domain_error = to_domain_error(exc)
+    if domain_error is None:
+        status = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+    else:
+        status = status_for(domain_error)
+    result: grpc.Status = rpc_status.to_status(status)
+    return result
+
+
+def error_info(error: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo detail of a failed call, for clients that branch on `reason`."""
+    status = rpc_status.from_call(error)
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def bad_request(error: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.BadRequest | None:
+    """The BadRequest detail (field violations) of a failed call."""
+    status = rpc_status.from_call(error)
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            violations = error_details_pb2.BadRequest()
+            detail.Unpack(violations)
+            return violations
+    return None

@@ -1,0 +1,94 @@
+"""Server interceptor: request id, structured access log, metrics, deadlines and error mapping.
+
+Every unary RPC of every service passes through here, so servicers stay thin: they translate,
+call the application service and let exceptions fly; this is where they become statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import grpc
+import pymongo
+import structlog
+
+from promo_libs.grpc.errors import grpc_status_for, to_domain_error
+from promo_libs.logging import get_logger
+from promo_libs.metrics import RPC_HANDLED, RPC_LATENCY
+
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_REQUEST_ID = 128
+
+log = get_logger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler = Callable[[Any, Context], Awaitable[Any]]
+
+
+def _request_id(context: Context) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if (
+            key == REQUEST_ID_HEADER
+            and isinstance(value, str)
+            and 0 < len(value) <= _MAX_REQUEST_ID
+        ):
+            return value
+    return uuid.uuid4().hex
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # streaming RPCs (health Watch, reflection) pass through untouched
+        full_method: str = handler_call_details.method
+        service, _, method = full_method.lstrip("/").rpartition("/")
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap(cast(Handler, handler.unary_unary), service, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _wrap(inner: Handler, service: str, method: str) -> Handler:
+    async def handle(request: Any, context: Context) -> Any:
+        request_id = _request_id(context)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=method):
+            await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+            try:
+                # The caller's deadline bounds every MongoDB operation made for this RPC.
+                with pymongo.timeout(context.time_remaining()):
+                    return await inner(request, context)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN  # the servicer aborted itself
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED  # the caller went away or its deadline passed
+                raise
+            except Exception as exc:
+                status = grpc_status_for(exc)
+                code = status.code
+                if to_domain_error(exc) is None:
+                    log.exception("rpc failed unexpectedly")
+                else:
+                    log.info("rpc refused", code=code.name, error=status.details)
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            finally:
+                elapsed = time.perf_counter() - started
+                RPC_HANDLED.labels(service, method, code.name).inc()
+                RPC_LATENCY.labels(service, method).observe(elapsed)
+                log.info("rpc", code=code.name, ms=round(elapsed * 1000, 2))
+
+    return handle

@@ -1,0 +1,119 @@
+"""The one gRPC server bootstrap every service runs on.
+
+It wires what each server must have (DESIGN.md, Contracts): the interceptor (request ids, logs,
+metrics, error mapping, deadlines), grpc.health.v1 with per-dependency entries, server
+reflection, the Prometheus endpoint, the service's background loops, and a graceful shutdown on
+SIGTERM/SIGINT: report NOT_SERVING, stop accepting, let in-flight RPCs finish within the grace
+period, stop the loops, then close connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from promo_libs.config import ServiceSettings
+from promo_libs.grpc.health import HealthMonitor, Probe
+from promo_libs.grpc.interceptors import ServerInterceptor
+from promo_libs.logging import get_logger
+from promo_libs.metrics import start_metrics_endpoint
+
+log = get_logger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class GrpcApp:
+    """What a service hands to `serve`: its servicers, dependencies, loops and clean-up."""
+
+    name: str
+    service_names: Sequence[str]
+    register: Callable[[grpc.aio.Server], None]
+    probes: Mapping[str, Probe] = field(default_factory=dict)
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+    on_stop: Callable[[], Awaitable[None]] | None = None
+
+
+class RunningServer:
+    """A started server: the port it got, and a way to stop it (used by `serve` and by tests)."""
+
+    def __init__(self, server: grpc.aio.Server, port: int, app: GrpcApp, grace: float) -> None:
+        self.server = server
+        self.port = port
+        self._app = app
+        self._grace = grace
+        self._tasks: list[asyncio.Task[None]] = []
+        self.health = health.aio.HealthServicer()
+
+    async def stop(self) -> None:
+        log.info("shutting down", grace_seconds=self._grace)
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self._grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._app.on_stop is not None:
+            await self._app.on_stop()
+        log.info("stopped")
+
+
+async def start(app: GrpcApp, settings: ServiceSettings) -> RunningServer:
+    server = grpc.aio.server(
+        interceptors=[ServerInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    app.register(server)
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    if port == 0:
+        raise RuntimeError(f"cannot bind gRPC port {settings.grpc_host}:{settings.grpc_port}")
+    running = RunningServer(server, port, app, settings.shutdown_grace_seconds)
+    health_pb2_grpc.add_HealthServicer_to_server(running.health, server)
+    reflection.enable_server_reflection(
+        [*app.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    monitor = HealthMonitor(running.health, app.probes, app.service_names)
+    await monitor.check_once()  # no window where health answers UNKNOWN
+    start_metrics_endpoint(settings.metrics_port)
+    await server.start()
+    running._tasks.append(
+        asyncio.create_task(monitor.run(settings.health_check_interval_seconds), name="health")
+    )
+    for loop in app.background:
+        running._tasks.append(asyncio.create_task(loop(), name=getattr(loop, "__name__", "bg")))
+    log.info(
+        "serving",
+        app=app.name,
+        grpc=f"{settings.grpc_host}:{port}",
+        metrics_port=settings.metrics_port,
+        services=list(app.service_names),
+    )
+    return running
+
+
+async def serve(app: GrpcApp, settings: ServiceSettings) -> None:
+    """Runs `app` until SIGTERM or SIGINT, then shuts it down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    running = await start(app, settings)
+    await stop.wait()
+    await running.stop()
+
+
+__all__ = ["GrpcApp", "RunningServer", "health_pb2", "serve", "start"]

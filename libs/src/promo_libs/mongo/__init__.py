@@ -1,0 +1,1 @@
+"""MongoDB access: the connection, the base repository, migrations and metrics listeners."""

@@ -1,0 +1,1 @@
+"""Concrete implementations of the user service's ports."""

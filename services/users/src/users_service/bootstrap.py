@@ -1,0 +1,60 @@
+"""Composition root: the one place where the user service's concrete adapters are wired."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from bson import ObjectId
+from promo.v1 import users_pb2, users_pb2_grpc
+from promo_libs.grpc.server import GrpcApp
+from promo_libs.mongo.connection import MongoConnection
+from promo_libs.mongo.migrations import apply_migrations
+
+from users_service.adapters.argon2_hasher import Argon2Hasher
+from users_service.adapters.event_codec import encode_events
+from users_service.adapters.migrations import MIGRATIONS
+from users_service.adapters.mongo_repository import MongoUserRepository
+from users_service.config import UsersSettings
+from users_service.entrypoints.grpc_servicer import UserServicer
+from users_service.service_layer.accounts import Accounts
+
+SERVICE_NAME = users_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
+
+
+def new_id() -> str:
+    return str(ObjectId())
+
+
+def utc_now() -> datetime:
+    """Now, at the millisecond precision MongoDB stores, so answers equal later reads."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+async def build(settings: UsersSettings) -> GrpcApp:
+    """Connects, migrates and assembles the service; nothing happens at import time."""
+    connection = MongoConnection(settings)
+    await connection.connect()
+    await connection.wait_until_reachable()
+    await apply_migrations(connection.db, MIGRATIONS)
+    hasher = Argon2Hasher(
+        settings.argon2_time_cost,
+        settings.argon2_memory_kib,
+        settings.argon2_parallelism,
+        settings.argon2_max_concurrent,
+    )
+    accounts = Accounts(MongoUserRepository(connection.db, encode_events), hasher, new_id, utc_now)
+    servicer = UserServicer(accounts)
+
+    async def on_stop() -> None:
+        hasher.close()
+        await connection.disconnect()
+
+    return GrpcApp(
+        name="users",
+        service_names=[SERVICE_NAME],
+        register=lambda server: users_pb2_grpc.add_UserServiceServicer_to_server(servicer, server),
+        probes={"mongo": connection.ping},
+        background=[connection.size_metric_loop],
+        on_stop=on_stop,
+    )

@@ -1,0 +1,1 @@
+"""The user domain: rules and the User aggregate. Standard library only, no I/O."""

@@ -1,0 +1,1 @@
+"""Ways into the user service: the gRPC servicer."""

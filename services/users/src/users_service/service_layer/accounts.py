@@ -1,0 +1,197 @@
+"""The account use cases. Each validates its command, applies domain rules, stores the result with
+its events in one write, and raises promo_libs.errors for everything the caller must hear."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from promo_libs import errors
+from promo_libs.pagination import page_request
+
+from users_service.domain import rules
+from users_service.domain.commands import (
+    AuthenticateUser,
+    CreateUser,
+    DeleteUser,
+    ListUsers,
+    UpdateUser,
+)
+from users_service.domain.model import User, UserDeleted
+from users_service.domain.ports import EmailTaken, PasswordHasher, UserRepository, VersionConflict
+
+UPDATABLE_FIELDS = frozenset({"email", "display_name", "password", "active"})
+MAX_ID_LENGTH = 64
+_UPDATE_ATTEMPTS = 5
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    users: list[User]
+    next_page_token: str
+
+
+def _email_taken() -> errors.AlreadyExists:
+    return errors.AlreadyExists("a user with this email already exists", "EMAIL_ALREADY_EXISTS")
+
+
+def _not_found(user_id: str) -> errors.NotFound:
+    return errors.NotFound(f"user {user_id} does not exist", "USER_NOT_FOUND", {"id": user_id})
+
+
+def check_user_id(user_id: str, field: str) -> None:
+    if not user_id:
+        raise errors.InvalidArgument([errors.FieldViolation(field, "is required")])
+    if len(user_id) > MAX_ID_LENGTH or not user_id.isascii() or not user_id.isalnum():
+        raise errors.InvalidArgument([errors.FieldViolation(field, "is not a valid user id")])
+
+
+class Accounts:
+    def __init__(
+        self,
+        users: UserRepository,
+        hasher: PasswordHasher,
+        new_id: Callable[[], str],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._users = users
+        self._hasher = hasher
+        self._new_id = new_id
+        self._clock = clock
+
+    async def create_user(self, command: CreateUser) -> User:
+        violations = errors.Violations()
+        email = _checked(violations, "user.email", rules.normalize_email, command.email)
+        _checked(violations, "password", rules.check_password, command.password)
+        name = _checked(
+            violations, "user.display_name", rules.normalize_display_name, command.display_name
+        )
+        violations.raise_if_any()
+        assert email is not None and name is not None
+        if await self._users.get_by_email(rules.email_key(email)) is not None:
+            raise _email_taken()  # cheap early answer; the unique index is the real guard
+        password_hash = await self._hasher.hash(command.password)
+        user = User.register(self._new_id(), email, name, password_hash, self._clock())
+        try:
+            await self._users.add(user)
+        except EmailTaken:
+            raise _email_taken() from None
+        return user
+
+    async def get_user(self, user_id: str) -> User:
+        check_user_id(user_id, "id")
+        user = await self._users.get(user_id)
+        if user is None:
+            raise _not_found(user_id)
+        return user
+
+    async def list_users(self, query: ListUsers) -> UserPage:
+        page = page_request(query.page_size, query.page_token, {"active": query.active})
+        users, last_id = await self._users.list_page(query.active, page.after_id, page.size)
+        return UserPage(users, page.next_token(last_id) if last_id else "")
+
+    async def update_user(self, command: UpdateUser) -> User:
+        violations = errors.Violations()
+        if not command.fields:
+            violations.add("update_mask", "must name at least one field")
+        for unknown in sorted(command.fields - UPDATABLE_FIELDS):
+            violations.add("update_mask", f"'{unknown}' cannot be updated")
+        email = name = None
+        if "email" in command.fields:
+            email = _checked(violations, "user.email", rules.normalize_email, command.email)
+        if "display_name" in command.fields:
+            name = _checked(
+                violations, "user.display_name", rules.normalize_display_name, command.display_name
+            )
+        if "password" in command.fields:
+            _checked(violations, "password", rules.check_password, command.password)
+        check_user_id(command.user_id, "user.id")
+        violations.raise_if_any()
+        password_hash = (
+            await self._hasher.hash(command.password) if "password" in command.fields else None
+        )
+        active = command.active if "active" in command.fields else None
+        for _ in range(_UPDATE_ATTEMPTS):
+            user = await self.get_user(command.user_id)
+            try:
+                changed = user.update(
+                    self._clock(),
+                    email=email,
+                    display_name=name,
+                    password_hash=password_hash,
+                    active=active,
+                )
+            except UserDeleted:
+                raise errors.FailedPrecondition(
+                    "a deleted user cannot be changed", "USER_INACTIVE", {"id": user.id}
+                ) from None
+            if not changed:
+                return user
+            try:
+                await self._users.save(user)
+            except EmailTaken:
+                raise _email_taken() from None
+            except VersionConflict:
+                continue  # someone else changed the user meanwhile: apply ours on top
+            return user
+        raise errors.Aborted("the user is being changed concurrently; retry", "CONCURRENT_UPDATE")
+
+    async def delete_user(self, command: DeleteUser) -> User:
+        for _ in range(_UPDATE_ATTEMPTS):
+            user = await self.get_user(command.user_id)
+            if not user.delete(self._clock()):
+                return user  # deleting twice changes nothing
+            try:
+                await self._users.save(user)
+            except VersionConflict:
+                continue
+            return user
+        raise errors.Aborted("the user is being changed concurrently; retry", "CONCURRENT_UPDATE")
+
+    async def authenticate(self, command: AuthenticateUser) -> User:
+        """One answer for unknown email, wrong password and inactive account, in the same time."""
+        violations = errors.Violations()
+        if not command.email:
+            violations.add("email", "is required")
+        if not command.password:
+            violations.add("password", "is required")
+        elif len(command.password) > rules.MAX_PASSWORD_LENGTH:
+            violations.add("password", f"must be at most {rules.MAX_PASSWORD_LENGTH} characters")
+        violations.raise_if_any()
+        refused = errors.Unauthenticated("invalid email or password", "INVALID_CREDENTIALS")
+        try:
+            key = rules.email_key(rules.normalize_email(command.email))
+        except ValueError:
+            await self._hasher.burn(command.password)
+            raise refused from None
+        user = await self._users.get_by_email(key)
+        if user is None:
+            await self._hasher.burn(command.password)
+            raise refused
+        if not await self._hasher.verify(user.password_hash, command.password):
+            raise refused
+        if not user.can_authenticate():
+            raise refused
+        if self._hasher.needs_rehash(user.password_hash):
+            await self._rehash(user, command.password)
+        return user
+
+    async def _rehash(self, user: User, password: str) -> None:
+        user.rehash_password(await self._hasher.hash(password))
+        # If the user changed meanwhile, the next login rehashes.
+        with contextlib.suppress(VersionConflict):
+            await self._users.save(user)
+
+
+def _checked(
+    violations: errors.Violations, field: str, rule: Callable[[str], _T], value: str
+) -> _T | None:
+    try:
+        return rule(value)
+    except ValueError as exc:
+        violations.add(field, str(exc))
+        return None
