@@ -14,6 +14,8 @@ from typing import Any
 
 from bson import Binary
 
+from promo_libs.mongo.times import to_millis
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
@@ -29,7 +31,7 @@ class OutboxEntry:
         return {
             "type": self.event_type,
             "stream": self.stream,
-            "occurred_at": self.occurred_at,
+            "occurred_at": to_millis(self.occurred_at),
             "envelope": Binary(self.envelope),
         }
 

@@ -19,6 +19,7 @@ from pymongo.errors import DuplicateKeyError
 
 from promo_libs.logging import get_logger
 from promo_libs.mongo.connection import Document
+from promo_libs.mongo.times import to_millis
 
 log = get_logger(__name__)
 
@@ -34,17 +35,17 @@ class Migration:
 
 
 async def _acquire(db: AsyncDatabase[Document], holder: str, lease: timedelta) -> bool:
-    now = datetime.now(UTC)
+    now = to_millis(datetime.now(UTC))
+    expires_at = now + int(lease.total_seconds() * 1000)
     try:
-        # Matches only a missing or expired lock; when the lock is held, the upsert's insert
-        # collides on _id and raises DuplicateKeyError.
-        await db[LOCK].find_one_and_update(
-            {"_id": "lock", "expires_at": {"$lt": now}},
-            {"$set": {"holder": holder, "expires_at": now + lease}},
-            upsert=True,
-        )
+        await db[LOCK].insert_one({"_id": "lock", "holder": holder, "expires_at": expires_at})
     except DuplicateKeyError:
-        return False
+        # Held: take it over only if its holder died and let the lease run out.
+        taken = await db[LOCK].find_one_and_update(
+            {"_id": "lock", "expires_at": {"$lt": now}},
+            {"$set": {"holder": holder, "expires_at": expires_at}},
+        )
+        return taken is not None
     return True
 
 
@@ -78,7 +79,11 @@ async def apply_migrations(
             log.info("applying migration", version=migration.version, name=migration.name)
             await migration.apply(db)
             await db[MIGRATIONS].insert_one(
-                {"_id": migration.version, "name": migration.name, "applied_at": datetime.now(UTC)}
+                {
+                    "_id": migration.version,
+                    "name": migration.name,
+                    "applied_at": to_millis(datetime.now(UTC)),
+                }
             )
             applied.append(migration.version)
     finally:

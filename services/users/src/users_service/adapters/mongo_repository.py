@@ -2,7 +2,8 @@
 
 Uniqueness of emails is the unique index on `email_key` (the case-folded address), not a read
 before the write, so concurrent sign-ups with one email create exactly one account. Changes are
-compare-and-set on `version`, and carry their events in the same update (outbox).
+compare-and-set on `version`, and carry their events in the same update (outbox). Moments are
+stored as epoch milliseconds (promo_libs.mongo.times says why).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from promo_libs.mongo.connection import Document
 from promo_libs.mongo.repository import MongoRepository
+from promo_libs.mongo.times import from_millis, optional_from_millis, optional_to_millis, to_millis
 from promo_libs.outbox import OutboxEntry
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -37,9 +39,9 @@ class MongoUserRepository(MongoRepository[User], UserRepository):
             "display_name": entity.display_name,
             "password_hash": entity.password_hash,
             "active": entity.active,
-            "created_at": entity.created_at,
-            "updated_at": entity.updated_at,
-            "deleted_at": entity.deleted_at,
+            "created_at": to_millis(entity.created_at),
+            "updated_at": to_millis(entity.updated_at),
+            "deleted_at": optional_to_millis(entity.deleted_at),
             "version": entity.version,
         }
 
@@ -49,10 +51,10 @@ class MongoUserRepository(MongoRepository[User], UserRepository):
             email=document["email"],
             display_name=document.get("display_name", ""),
             password_hash=document["password_hash"],
-            active=document["active"],
-            created_at=document["created_at"],
-            updated_at=document["updated_at"],
-            deleted_at=document.get("deleted_at"),
+            active=bool(document["active"]),  # the stand-in returns 1/0 after a $set
+            created_at=from_millis(document["created_at"]),
+            updated_at=from_millis(document["updated_at"]),
+            deleted_at=optional_from_millis(document.get("deleted_at")),
             version=document.get("version", 1),
         )
 

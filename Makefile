@@ -1,0 +1,61 @@
+# The two commands a newcomer needs are `make run` and `make test`; the rest are their parts.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PYTEST := .venv/bin/pytest
+# Services that `make run` starts, as NAME=MODULE:GRPC_PORT (ports are the documented defaults).
+SERVICES := users=users_service:50051
+
+.PHONY: help bootstrap run stack test check lint format typecheck protos protos-check \
+        unit integration e2e bench-users clean
+
+help:
+	@echo "make run     - install what is missing, start the local stack and every service"
+	@echo "make test    - install what is missing, run all checks and the whole test suite"
+	@echo "make unit | integration | e2e - one test level"
+	@echo "make lint | typecheck | protos | protos-check | stack | clean"
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+run: bootstrap
+	@$(PY) -m devstack run --stop-on-failure $(addprefix --service ,$(SERVICES))
+
+stack: bootstrap
+	@$(PY) -m devstack up
+
+protos: bootstrap
+	@scripts/gen_protos.sh
+
+protos-check: bootstrap
+	@scripts/gen_protos.sh --check
+
+lint: bootstrap
+	@echo "==> ruff"
+	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
+
+format: bootstrap
+	@.venv/bin/ruff format .
+	@.venv/bin/ruff check --fix .
+
+typecheck: bootstrap
+	@echo "==> mypy"
+	@.venv/bin/mypy libs/src/promo_libs services/*/src deploy/local/devstack
+
+check: protos-check lint typecheck
+
+test: check
+	@echo "==> pytest (all levels)"
+	@$(PYTEST) -q
+
+unit: bootstrap
+	@$(PYTEST) -q -m unit
+
+integration: bootstrap
+	@$(PYTEST) -q -m integration
+
+e2e: bootstrap
+	@$(PYTEST) -q -m e2e
+
+clean:
+	rm -rf .state .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,146 @@
+"""UserService over a real gRPC port, backed by the MongoDB stand-in."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from devstack.service import ServiceProcess
+from google.protobuf import field_mask_pb2
+from promo.v1 import events_pb2, users_pb2, users_pb2_grpc
+from promo_libs.grpc.errors import error_info
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+async def stub(users_service: ServiceProcess) -> AsyncIterator[users_pb2_grpc.UserServiceStub]:
+    async with grpc.aio.insecure_channel(users_service.address) as channel:
+        yield users_pb2_grpc.UserServiceStub(channel)
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}.{uuid.uuid4().hex[:12]}@Example.com"
+
+
+async def create(stub: users_pb2_grpc.UserServiceStub, email: str | None = None) -> users_pb2.User:
+    return await stub.CreateUser(
+        users_pb2.CreateUserRequest(
+            user=users_pb2.User(email=email or unique_email(), display_name="Test"),
+            password=PASSWORD,
+        )
+    )
+
+
+async def test_account_lifecycle(stub: users_pb2_grpc.UserServiceStub, users_db: Any) -> None:
+    email = unique_email("life")
+    user = await create(stub, email)
+    assert user.email == email.rsplit("@", 1)[0] + "@example.com" and user.active
+    assert (await stub.GetUser(users_pb2.GetUserRequest(id=user.id))) == user
+    stored = users_db.users.find_one({"_id": user.id})
+    assert stored["password_hash"].startswith("$argon2id$") and PASSWORD not in str(stored)
+
+    renamed = await stub.UpdateUser(
+        users_pb2.UpdateUserRequest(
+            user=users_pb2.User(id=user.id, display_name="Renamed", email="ignored@x.io"),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        )
+    )
+    assert (renamed.display_name, renamed.email) == ("Renamed", user.email)
+
+    authenticated = await stub.AuthenticateUser(
+        users_pb2.AuthenticateUserRequest(email=email.upper(), password=PASSWORD)
+    )
+    assert authenticated.user.id == user.id
+
+    deleted = await stub.DeleteUser(users_pb2.DeleteUserRequest(id=user.id))
+    assert not deleted.active and deleted.HasField("delete_time")
+    assert (await stub.DeleteUser(users_pb2.DeleteUserRequest(id=user.id))) == deleted
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.AuthenticateUser(
+            users_pb2.AuthenticateUserRequest(email=email, password=PASSWORD)
+        )
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    info = error_info(refused.value)
+    assert info is not None and info.reason == "INVALID_CREDENTIALS"
+
+
+async def test_each_change_writes_its_event_in_the_same_document(
+    stub: users_pb2_grpc.UserServiceStub, users_db: Any
+) -> None:
+    user = await create(stub)
+    await stub.UpdateUser(
+        users_pb2.UpdateUserRequest(
+            user=users_pb2.User(id=user.id),
+            update_mask=field_mask_pb2.FieldMask(paths=["password"]),
+            password="a brand new secret",
+        )
+    )
+    await stub.DeleteUser(users_pb2.DeleteUserRequest(id=user.id))
+    document = users_db.users.find_one({"_id": user.id})
+    assert bool(document["outbox_pending"]) is True  # the stand-in answers 1 after $set
+    envelopes = []
+    for event_id, entry in document["outbox"].items():
+        envelope = events_pb2.EventEnvelope.FromString(bytes(entry["envelope"]))
+        assert envelope.event_id == event_id and envelope.aggregate_id == user.id
+        assert envelope.producer == "users" and envelope.type == entry["type"]
+        envelopes.append(envelope)
+    envelopes.sort(key=lambda e: e.aggregate_version)
+    assert [e.WhichOneof("payload") for e in envelopes] == [
+        "user_created",
+        "user_updated",
+        "user_deactivated",
+    ]
+    assert [e.aggregate_version for e in envelopes] == [1, 2, 3]
+    assert list(envelopes[1].user_updated.changed_fields) == ["password"]
+    assert envelopes[2].user_deactivated.user.HasField("delete_time")
+    assert b"argon2" not in b"".join(e.SerializeToString() for e in envelopes)
+
+
+async def test_fifty_concurrent_sign_ups_with_one_email_create_one_user(
+    stub: users_pb2_grpc.UserServiceStub, users_db: Any
+) -> None:
+    email = unique_email("race")
+    variants = [email, email.upper(), email.lower()]
+    results = await asyncio.gather(
+        *(create(stub, variants[n % 3]) for n in range(50)), return_exceptions=True
+    )
+    created = [r for r in results if isinstance(r, users_pb2.User)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(created) == 1 and len(refused) == 49
+    assert {r.code() for r in refused} == {grpc.StatusCode.ALREADY_EXISTS}
+    assert {error_info(r).reason for r in refused} == {"EMAIL_ALREADY_EXISTS"}  # type: ignore[union-attr]
+    assert users_db.users.count_documents({"email_key": email.casefold()}) == 1
+
+
+async def test_listing_pages_through_every_user_once_in_a_stable_order(
+    stub: users_pb2_grpc.UserServiceStub,
+) -> None:
+    mine = {(await create(stub)).id for _ in range(7)}
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await stub.ListUsers(users_pb2.ListUsersRequest(page_size=3, page_token=token))
+        assert len(page.users) <= 3
+        seen += [u.id for u in page.users]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) and mine <= set(seen) and seen == sorted(seen)
+
+
+async def test_the_request_id_is_echoed_and_logged(
+    stub: users_pb2_grpc.UserServiceStub, users_service: ServiceProcess
+) -> None:
+    request_id = f"req-{uuid.uuid4().hex}"
+    call = stub.GetUser(
+        users_pb2.GetUserRequest(id="ffffffffffffffffffffffff"),
+        metadata=(("x-request-id", request_id),),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await call
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert ("x-request-id", request_id) in tuple(await call.initial_metadata())
+    assert request_id in users_service.log_tail(200)
