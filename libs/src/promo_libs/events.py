@@ -13,8 +13,8 @@ from datetime import datetime
 import structlog
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from promo.v1 import events_pb2
 
+from promo.v1 import events_pb2
 from promo_libs.outbox import OutboxEntry
 
 # One stream per producing service (aggregate family): consumers need per-aggregate order, and a

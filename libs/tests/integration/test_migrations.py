@@ -4,9 +4,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from promo_libs.mongo.migrations import Migration, apply_migrations
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+
+from promo_libs.mongo.migrations import Migration, apply_migrations
 
 Database = AsyncDatabase[dict[str, Any]]
 

@@ -1,6 +1,7 @@
 """Page sizes and page tokens."""
 
 import pytest
+
 from promo_libs import errors
 from promo_libs.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_request
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from promo_libs.config import ServiceSettings
 from promo_libs.grpc.health import HealthMonitor, Probe
 from promo_libs.grpc.interceptors import ServerInterceptor
+from promo_libs.grpc.reflection import enable_reflection
 from promo_libs.logging import get_logger
 from promo_libs.metrics import start_metrics_endpoint
 
@@ -83,9 +83,7 @@ async def start(app: GrpcApp, settings: ServiceSettings) -> RunningServer:
         raise RuntimeError(f"cannot bind gRPC port {settings.grpc_host}:{settings.grpc_port}")
     running = RunningServer(server, port, app, settings.shutdown_grace_seconds)
     health_pb2_grpc.add_HealthServicer_to_server(running.health, server)
-    reflection.enable_server_reflection(
-        [*app.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    enable_reflection([*app.service_names, health.SERVICE_NAME], server)
     monitor = HealthMonitor(running.health, app.probes, app.service_names)
     await monitor.check_once()  # no window where health answers UNKNOWN
     start_metrics_endpoint(settings.metrics_port)

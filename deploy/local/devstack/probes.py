@@ -1,0 +1,65 @@
+"""Is it up? One short, exception-free check per kind of server."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import grpc
+import pymongo
+import pymongo.errors
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def ping_redis(host: str, port: int, timeout: float = 0.5) -> bool:
+    client = redis.Redis(
+        host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def ping_clickhouse(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/ping", timeout=timeout) as response:
+            return bool(response.read().strip() == b"Ok.")
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def clickhouse_query(host: str, port: int, sql: str, timeout: float = 10.0) -> str:
+    """Run one statement over HTTP as the `default` user; raises on error."""
+    request = urllib.request.Request(f"http://{host}:{port}/", data=sql.encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body: bytes = response.read()
+    return body.decode()
+
+
+def ping_mongo(uri: str, timeout: float = 0.5) -> bool:
+    ms = int(timeout * 1000)
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+        uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms
+    )
+    try:
+        client.admin.command("ping")
+    except pymongo.errors.PyMongoError:
+        return False
+    finally:
+        client.close()
+    return True
+
+
+def grpc_health_status(address: str, service: str = "", timeout: float = 1.0) -> str:
+    """`SERVING`, `NOT_SERVING`, ... as the server reports it, or `UNREACHABLE`."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError:
+            return "UNREACHABLE"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))

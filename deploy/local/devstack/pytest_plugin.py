@@ -1,0 +1,114 @@
+"""Pytest fixtures for the local stack. The root conftest.py registers this plugin.
+
+- `stack` (session): MongoDB (nx-27017), Redis and ClickHouse in a temporary state folder, or the
+  servers named by MONGODB_URI / REDIS_HOST / CLICKHOUSE_HOST. A server a test left stopped is
+  started again after that test.
+- `mongo_db_name` (function): a database name no other test uses; dropped after the test.
+- `mongo_client` (function, async, session loop): an AsyncMongoClient to the stack (tz_aware).
+- `start_service` (function): starts ServiceProcess children with the stack's env and waits until
+  they are SERVING; all of them are terminated after the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import pymongo
+import pymongo.errors
+import pytest
+import pytest_asyncio
+from pymongo import AsyncMongoClient
+
+from devstack.ports import free_port
+from devstack.service import ServiceProcess
+from devstack.stack import Stack
+
+_STACK_KEY = pytest.StashKey[Stack]()
+_SESSION_TOKEN = secrets.token_hex(3)
+_db_counter = itertools.count(1)
+
+StartService = Callable[..., ServiceProcess]
+
+
+@pytest.fixture(scope="session")
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    local_stack = Stack.from_environ(tmp_path_factory.mktemp("devstack"))
+    local_stack.start()
+    request.config.stash[_STACK_KEY] = local_stack
+    try:
+        yield local_stack
+    finally:
+        del request.config.stash[_STACK_KEY]
+        local_stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def _devstack_restore_servers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, start again any managed server the test stopped and did not restart."""
+    yield
+    local_stack = request.config.stash.get(_STACK_KEY, None)
+    if local_stack is None:
+        return
+    for server in local_stack.managed():
+        if not server.running:
+            server.start()
+
+
+@pytest.fixture
+def mongo_db_name(request: pytest.FixtureRequest, stack: Stack) -> Iterator[str]:
+    digest = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]
+    name = f"t_{digest}_{_SESSION_TOKEN}_{next(_db_counter)}"
+    yield name
+    if stack.is_managed("mongo") and not stack.managed_server("mongo").running:
+        return  # a test left it stopped; its files go with the state folder
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        stack.mongo_uri, serverSelectionTimeoutMS=2000
+    )
+    with contextlib.suppress(pymongo.errors.PyMongoError), client:
+        client.drop_database(name)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def mongo_client(stack: Stack) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        stack.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10_000
+    )
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def start_service(stack: Stack) -> Iterator[StartService]:
+    """`start_service(name, argv, grpc_port=None, extra_env=None, wait=True) -> ServiceProcess`."""
+    started: list[ServiceProcess] = []
+
+    def start(
+        name: str,
+        argv: Sequence[str],
+        grpc_port: int | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        *,
+        wait: bool = True,
+    ) -> ServiceProcess:
+        # A metrics port of its own, so services started side by side never collide.
+        env = {"METRICS_PORT": str(free_port()), **(extra_env or {})}
+        service = stack.service(name, argv, grpc_port or free_port(), env)
+        started.append(service)
+        if wait:
+            service.start_and_wait()
+        else:
+            service.start()
+        return service
+
+    yield start
+    for service in reversed(started):
+        service.terminate()

@@ -1,0 +1,270 @@
+"""The three servers of the local stack: started here (managed) or given by the environment."""
+
+from __future__ import annotations
+
+import shutil
+import string
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+
+from devstack.ports import pick_port
+from devstack.probes import clickhouse_query, ping_clickhouse, ping_mongo, ping_redis
+from devstack.processes import ChildProcess
+from devstack.state import PidRegistry
+
+HOST = "127.0.0.1"
+CLICKHOUSE_DATABASE = "analytics"
+_TEMPLATES = Path(__file__).resolve().parent / "clickhouse"
+
+
+class Server(ABC):
+    """What the stack needs from a server, wherever it runs."""
+
+    name: str
+    managed: bool
+
+    @abstractmethod
+    def env(self) -> dict[str, str]:
+        """The variables a service needs to reach this server."""
+
+    @abstractmethod
+    def ping(self) -> bool:
+        """True when the server answers now."""
+
+    @abstractmethod
+    def address(self) -> str:
+        """Human-readable address."""
+
+
+class ExternalServer(Server):
+    """A server named by the environment (MONGODB_URI, REDIS_HOST, CLICKHOUSE_HOST)."""
+
+    managed = False
+
+    def __init__(self, name: str, env: Mapping[str, str]) -> None:
+        self.name = name
+        self._env = dict(env)
+
+    def env(self) -> dict[str, str]:
+        return dict(self._env)
+
+    def ping(self) -> bool:
+        if self.name == "mongo":
+            return ping_mongo(self._env["MONGODB_URI"])
+        if self.name == "redis":
+            return ping_redis(self._env["REDIS_HOST"], int(self._env["REDIS_PORT"]))
+        return ping_clickhouse(self._env["CLICKHOUSE_HOST"], int(self._env["CLICKHOUSE_PORT"]))
+
+    def address(self) -> str:
+        if self.name == "mongo":
+            scheme, _, rest = self._env["MONGODB_URI"].partition("://")
+            return f"{scheme}://{rest.rpartition('@')[2]}"  # without credentials
+        if self.name == "redis":
+            return f"redis://{self._env['REDIS_HOST']}:{self._env['REDIS_PORT']}"
+        return f"http://{self._env['CLICKHOUSE_HOST']}:{self._env['CLICKHOUSE_PORT']}"
+
+
+class ManagedServer(Server):
+    """A server run as a child process with its data under `<state>/<name>`; port kept for life."""
+
+    managed = True
+    ready_timeout = 30.0
+    stop_timeout = 20.0
+
+    def __init__(self, name: str, state_dir: Path, registry: PidRegistry | None) -> None:
+        self.name = name
+        self.state_dir = state_dir
+        self.dir = state_dir / name
+        self.registry = registry
+        self._child: ChildProcess | None = None
+
+    @abstractmethod
+    def argv(self) -> list[str]: ...
+
+    def server_logs(self) -> list[Path]:
+        """Log files the server writes itself (shown with stdout when it fails)."""
+        return []
+
+    def prepare(self) -> None:
+        """Create folders and config files before each start."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def after_ready(self) -> None:
+        """Runs once the server answers."""
+
+    @property
+    def child(self) -> ChildProcess | None:
+        return self._child
+
+    @property
+    def running(self) -> bool:
+        return self._child is not None and self._child.running
+
+    def launch(self) -> None:
+        """Start the process without waiting for it."""
+        self.prepare()
+        self._child = ChildProcess(
+            self.name,
+            self.argv(),
+            log_path=self.dir / "stdout.log",
+            extra_logs=self.server_logs(),
+            registry=self.registry,
+        )
+        self._child.start()
+
+    def wait_ready(self) -> None:
+        assert self._child is not None, f"{self.name} was never launched"
+        self._child.wait_ready(self.ping, self.ready_timeout, f"answer at {self.address()}")
+        self.after_ready()
+
+    def start(self) -> None:
+        self.launch()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self._child is not None:
+            self._child.stop(self.stop_timeout)
+
+    def kill(self) -> None:
+        if self._child is not None:
+            self._child.kill()
+
+
+class RedisServer(ManagedServer):
+    def __init__(
+        self, state_dir: Path, registry: PidRegistry | None, port: int | None = None
+    ) -> None:
+        super().__init__("redis", state_dir, registry)
+        self.port = pick_port(port)
+
+    def argv(self) -> list[str]:
+        return [
+            _which("redis-server"),
+            "--port", str(self.port),
+            "--bind", HOST,
+            "--dir", str(self.dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--daemonize", "no",
+            "--logfile", str(self.dir / "redis.log"),
+        ]  # fmt: skip
+
+    def server_logs(self) -> list[Path]:
+        return [self.dir / "redis.log"]
+
+    def ping(self) -> bool:
+        return ping_redis(HOST, self.port)
+
+    def address(self) -> str:
+        return f"redis://{HOST}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {"REDIS_HOST": HOST, "REDIS_PORT": str(self.port)}
+
+
+class ClickHouseServer(ManagedServer):
+    binary = "/usr/sbin/clickhouse-server"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        registry: PidRegistry | None,
+        http_port: int | None = None,
+        tcp_port: int | None = None,
+        database: str = CLICKHOUSE_DATABASE,
+    ) -> None:
+        super().__init__("clickhouse", state_dir, registry)
+        self.http_port = pick_port(http_port)
+        self.tcp_port = pick_port(tcp_port)
+        self.database = database
+
+    def prepare(self) -> None:
+        for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        values = {
+            "state": str(self.state_dir),
+            "http_port": str(self.http_port),
+            "tcp_port": str(self.tcp_port),
+        }
+        for name in ("config.xml", "users.xml"):
+            template = string.Template((_TEMPLATES / name).read_text())
+            (self.dir / name).write_text(template.substitute(values))
+
+    def argv(self) -> list[str]:
+        return [self.binary, f"--config-file={self.dir / 'config.xml'}"]
+
+    def server_logs(self) -> list[Path]:
+        return [self.dir / "log" / "clickhouse-server.err.log"]
+
+    def ping(self) -> bool:
+        return ping_clickhouse(HOST, self.http_port)
+
+    def after_ready(self) -> None:
+        clickhouse_query(HOST, self.http_port, f"CREATE DATABASE IF NOT EXISTS {self.database}")
+
+    def address(self) -> str:
+        return f"http://{HOST}:{self.http_port} (native {self.tcp_port})"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "CLICKHOUSE_HOST": HOST,
+            "CLICKHOUSE_PORT": str(self.http_port),
+            "CLICKHOUSE_DATABASE": self.database,
+            "CLICKHOUSE_USER": "default",
+            "CLICKHOUSE_PASSWORD": "",
+        }
+
+
+class MongoServer(ManagedServer):
+    """nx-27017, the MongoDB wire-protocol stand-in, from this Python environment."""
+
+    def __init__(
+        self, state_dir: Path, registry: PidRegistry | None, port: int | None = None
+    ) -> None:
+        super().__init__("mongo", state_dir, registry)
+        self.port = pick_port(port)
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://{HOST}:{self.port}"
+
+    def prepare(self) -> None:
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        # A pid file left by a killed run must not stop nx-27017 from starting.
+        (self.dir / "nx-27017.pid").unlink(missing_ok=True)
+
+    def argv(self) -> list[str]:
+        binary = Path(sys.executable).parent / "nx-27017"
+        return [
+            str(binary) if binary.exists() else _which("nx-27017"),
+            "--data-dir", str(self.dir / "data"),
+            "--host", HOST,
+            "-p", str(self.port),
+            "--log-file", str(self.dir / "nx-27017.log"),
+            "--pid-file", str(self.dir / "nx-27017.pid"),
+        ]  # fmt: skip
+
+    def server_logs(self) -> list[Path]:
+        return [self.dir / "nx-27017.log"]
+
+    def ping(self) -> bool:
+        return ping_mongo(self.uri)
+
+    def address(self) -> str:
+        return self.uri
+
+    def env(self) -> dict[str, str]:
+        return {"MONGODB_URI": self.uri}
+
+
+def _which(program: str) -> str:
+    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if path is None:
+        raise FileNotFoundError(f"{program} not found on PATH (is its package installed?)")
+    return path

@@ -1,0 +1,255 @@
+"""The local stack: MongoDB (nx-27017), Redis and ClickHouse, each managed or external."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from devstack.servers import (
+    CLICKHOUSE_DATABASE,
+    ClickHouseServer,
+    ExternalServer,
+    ManagedServer,
+    MongoServer,
+    RedisServer,
+    Server,
+)
+from devstack.service import ServiceProcess
+from devstack.state import PidRegistry, StateLock, default_state_dir
+
+SERVER_NAMES = ("mongo", "redis", "clickhouse")
+ENV_FILE = "stack.env"
+
+
+class Stack:
+    """Three servers and the environment that points services at them.
+
+    Build it with `Stack.from_environ()`; `start()` launches the managed servers together and
+    waits until each answers, `stop()` stops them. Ports stay the same for the stack's life,
+    across `stop_server`/`start_server`, and are reused by the next run on the same state folder
+    when still free.
+    """
+
+    def __init__(self, state_dir: Path, servers: Mapping[str, Server]) -> None:
+        self.state_dir = state_dir
+        self.servers = dict(servers)
+        self.registry = PidRegistry(state_dir)
+        self._lock = StateLock(state_dir)
+        self._started = False
+        for server in self.servers.values():
+            if isinstance(server, ManagedServer):
+                server.registry = self.registry
+
+    @classmethod
+    def from_environ(
+        cls, state_dir: Path | None = None, environ: Mapping[str, str] | None = None
+    ) -> Stack:
+        state = (state_dir or default_state_dir()).resolve()
+        env = os.environ if environ is None else environ
+        ports = _read_ports(state)
+        servers: dict[str, Server] = {}
+        if env.get("MONGODB_URI"):
+            servers["mongo"] = ExternalServer("mongo", {"MONGODB_URI": env["MONGODB_URI"]})
+        else:
+            servers["mongo"] = MongoServer(state, None, ports.get("mongo"))
+        if env.get("REDIS_HOST"):
+            servers["redis"] = ExternalServer(
+                "redis",
+                {"REDIS_HOST": env["REDIS_HOST"], "REDIS_PORT": env.get("REDIS_PORT", "6379")},
+            )
+        else:
+            servers["redis"] = RedisServer(state, None, ports.get("redis"))
+        database = env.get("CLICKHOUSE_DATABASE", CLICKHOUSE_DATABASE)
+        if env.get("CLICKHOUSE_HOST"):
+            servers["clickhouse"] = ExternalServer(
+                "clickhouse",
+                {
+                    "CLICKHOUSE_HOST": env["CLICKHOUSE_HOST"],
+                    "CLICKHOUSE_PORT": env.get("CLICKHOUSE_PORT", "8123"),
+                    "CLICKHOUSE_DATABASE": database,
+                    "CLICKHOUSE_USER": env.get("CLICKHOUSE_USER", "default"),
+                    "CLICKHOUSE_PASSWORD": env.get("CLICKHOUSE_PASSWORD", ""),
+                },
+            )
+        else:
+            servers["clickhouse"] = ClickHouseServer(
+                state, None, ports.get("clickhouse_http"), ports.get("clickhouse_tcp"), database
+            )
+        return cls(state, servers)
+
+    # --- what services need -------------------------------------------------------------------
+
+    @property
+    def env(self) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for name in SERVER_NAMES:
+            merged.update(self.servers[name].env())
+        return merged
+
+    @property
+    def mongo_uri(self) -> str:
+        return self.env["MONGODB_URI"]
+
+    @property
+    def redis_host(self) -> str:
+        return self.env["REDIS_HOST"]
+
+    @property
+    def redis_port(self) -> int:
+        return int(self.env["REDIS_PORT"])
+
+    @property
+    def clickhouse_host(self) -> str:
+        return self.env["CLICKHOUSE_HOST"]
+
+    @property
+    def clickhouse_port(self) -> int:
+        return int(self.env["CLICKHOUSE_PORT"])
+
+    def is_managed(self, name: str) -> bool:
+        return isinstance(self.servers[name], ManagedServer)
+
+    def managed(self) -> list[ManagedServer]:
+        return [s for n in SERVER_NAMES if isinstance(s := self.servers[n], ManagedServer)]
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Lock the state folder, clear a killed run's leftovers, start and wait for all."""
+        if self._started:
+            return
+        self._lock.acquire()
+        self._started = True
+        atexit.register(self.stop)
+        try:
+            for leftover in self.registry.kill_stale():
+                print(f"devstack: stopped {leftover} left by an earlier run")
+            for server in self.managed():
+                print(f"devstack: starting {server.name} at {server.address()}", flush=True)
+                server.launch()
+            for server in self.managed():
+                server.wait_ready()
+                print(f"devstack: {server.name} is up at {server.address()}", flush=True)
+            for other in self.servers.values():
+                if not other.managed:
+                    print(f"devstack: using {other.name} from the environment: {other.address()}")
+            self._remember_ports()
+            self.write_env_file()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every managed server (idempotent) and release the state folder."""
+        if not self._started:
+            return
+        for server in reversed(self.managed()):
+            if server.running:
+                print(f"devstack: stopping {server.name}", flush=True)
+            server.stop()
+        (self.state_dir / ENV_FILE).unlink(missing_ok=True)
+        self._lock.release()
+        self._started = False
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def managed_server(self, name: str) -> ManagedServer:
+        server = self.servers[name]
+        if not isinstance(server, ManagedServer):
+            raise RuntimeError(f"{name} comes from the environment; devstack cannot stop it")
+        return server
+
+    def stop_server(self, name: str) -> None:
+        """SIGTERM one server and wait; its port and data are kept for `start_server`."""
+        self.managed_server(name).stop()
+
+    def kill_server(self, name: str) -> None:
+        """SIGKILL one server (a crash); `start_server` brings it back."""
+        self.managed_server(name).kill()
+
+    def start_server(self, name: str) -> None:
+        """Start one server again on the same port and data, and wait until it answers."""
+        self.managed_server(name).start()
+
+    @contextmanager
+    def server_down(self, name: str) -> Iterator[None]:
+        """`with stack.server_down("mongo"): ...` stops it, and starts it again on leaving."""
+        self.stop_server(name)
+        try:
+            yield
+        finally:
+            self.start_server(name)
+
+    def service(
+        self,
+        name: str,
+        argv: Sequence[str],
+        grpc_port: int,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> ServiceProcess:
+        """A ServiceProcess with this stack's env (plus `extra_env`), logging under the state."""
+        # GRPC_PORT is the variable every service of the project listens on.
+        env = {**os.environ, **self.env, "GRPC_PORT": str(grpc_port), **(extra_env or {})}
+        return ServiceProcess(
+            name,
+            argv,
+            env,
+            grpc_port,
+            log_dir=self.state_dir / "services",
+            registry=self.registry,
+        )
+
+    # --- files --------------------------------------------------------------------------------
+
+    def env_lines(self) -> list[str]:
+        return [f"export {key}={shlex.quote(value)}" for key, value in self.env.items()]
+
+    def write_env_file(self) -> Path:
+        path = self.state_dir / ENV_FILE
+        path.touch(mode=0o600)
+        path.write_text("\n".join(self.env_lines()) + "\n")
+        return path
+
+    def _remember_ports(self) -> None:
+        ports: dict[str, int] = {}
+        for server in self.managed():
+            if isinstance(server, ClickHouseServer):
+                ports["clickhouse_http"] = server.http_port
+                ports["clickhouse_tcp"] = server.tcp_port
+            elif isinstance(server, MongoServer | RedisServer):
+                ports[server.name] = server.port
+        (self.state_dir / "ports.json").write_text(json.dumps(ports, indent=2))
+
+
+def read_env_file(state_dir: Path | None = None) -> dict[str, str]:
+    """The environment of the stack running on `state_dir` (FileNotFoundError if none)."""
+    path = (state_dir or default_state_dir()) / ENV_FILE
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+            key, _, value = words[1].partition("=")
+            env[key] = value
+    return env
+
+
+def _read_ports(state_dir: Path) -> dict[str, int]:
+    try:
+        data: Any = json.loads((state_dir / "ports.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): int(v) for k, v in data.items() if isinstance(v, int)}

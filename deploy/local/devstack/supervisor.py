@@ -1,0 +1,125 @@
+"""Run the stack and some services in the foreground until SIGINT/SIGTERM, then stop it all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from devstack.processes import ChildProcess
+from devstack.service import ServiceProcess
+from devstack.stack import Stack
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Supervisor:
+    """Servers first, then `services` in order; on shutdown services first (reversed), then servers.
+
+    A child that dies while up is reported with its log tail; with `stop_on_failure` the whole
+    stack then shuts down and `run_forever()` returns 1. Must run in the main thread.
+    """
+
+    def __init__(
+        self,
+        stack: Stack,
+        services: Sequence[ServiceProcess] = (),
+        *,
+        stop_on_failure: bool = False,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.stack = stack
+        self.services = list(services)
+        self.stop_on_failure = stop_on_failure
+        self.poll_interval = poll_interval
+        self._stop = threading.Event()
+        self._starting = False
+        self._reported: set[int] = set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def run_forever(self) -> int:
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in _SIGNALS}
+        status = 0
+        try:
+            self._starting = True
+            self._start_all()
+            self._starting = False
+            print(f"devstack: up; env written to {self.stack.state_dir / 'stack.env'}")
+            for line in self.stack.env_lines():
+                print(line)
+            self._print_examples()
+            print("devstack: Ctrl-C (SIGINT) or SIGTERM stops everything", flush=True)
+            while not self._stop.wait(self.poll_interval):
+                if self._report_deaths() and self.stop_on_failure:
+                    status = 1
+                    break
+        except KeyboardInterrupt:
+            print("devstack: interrupted during start-up", flush=True)
+            status = 130
+        finally:
+            self._starting = False
+            self._stop_all()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return status
+
+    def _print_examples(self) -> None:
+        """grpcurl lines that work as printed (grpcurl lives next to this Python)."""
+        grpcurl = Path(sys.executable).parent / "grpcurl"
+        shown = os.path.relpath(grpcurl) if grpcurl.exists() else "grpcurl"
+        for service in self.services:
+            print(f"devstack: {service.name} at {service.address}; try:", flush=True)
+            print(f"  {shown} -plaintext {service.address} list", flush=True)
+            print(
+                f'  {shown} -plaintext -d \'{{"service":""}}\' {service.address} '
+                "grpc.health.v1.Health/Check",
+                flush=True,
+            )
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        print(f"devstack: got {signal.Signals(signum).name}, stopping", flush=True)
+        self._stop.set()
+        if self._starting:
+            self._starting = False
+            raise KeyboardInterrupt
+
+    def _start_all(self) -> None:
+        self.stack.start()
+        for service in self.services:
+            if service.registry is None:
+                service.registry = self.stack.registry
+            print(f"devstack: starting service {service.name} on {service.address}", flush=True)
+            service.start_and_wait()
+            print(f"devstack: {service.name} is SERVING (log {service.log_path})", flush=True)
+
+    def _stop_all(self) -> None:
+        for service in reversed(self.services):
+            if service.running:
+                print(f"devstack: stopping service {service.name}", flush=True)
+            service.terminate()
+        self.stack.stop()
+
+    def _children(self) -> list[ChildProcess]:
+        children = [s.child for s in self.stack.managed()]
+        children += [s.child for s in self.services]
+        return [c for c in children if c is not None]
+
+    def _report_deaths(self) -> bool:
+        found = False
+        for child in self._children():
+            if child.died_unexpectedly and id(child) not in self._reported:
+                self._reported.add(id(child))
+                found = True
+                print(
+                    f"devstack: {child.name} died unexpectedly (exit code {child.exit_code})\n"
+                    f"{child.log_tail()}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        return found

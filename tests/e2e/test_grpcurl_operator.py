@@ -1,0 +1,103 @@
+"""What an operator does with grpcurl against a running service: no .proto files at hand."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.service import ServiceProcess
+from devstack.stack import Stack
+
+GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
+
+
+def grpcurl(address: str, *args: str, data: dict[str, Any] | None = None) -> str:
+    argv = [GRPCURL, "-plaintext", "-max-time", "10"]
+    if data is not None:
+        argv += ["-d", json.dumps(data)]
+    result = subprocess.run(
+        [*argv, address, *args], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, f"grpcurl {args} failed: {result.stderr}"
+    return result.stdout
+
+
+def health(address: str, service: str) -> str:
+    answer = json.loads(grpcurl(address, "grpc.health.v1.Health/Check", data={"service": service}))
+    return str(answer["status"])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def users(start_service: Callable[..., ServiceProcess], mongo_db_name: str) -> ServiceProcess:
+    return start_service(
+        "users",
+        [sys.executable, "-m", "users_service"],
+        extra_env={
+            "MONGODB_DB_NAME": mongo_db_name,
+            "HEALTH_CHECK_INTERVAL_SECONDS": "0.2",
+            "ARGON2_MEMORY_KIB": "8192",
+        },
+    )
+
+
+def test_reflection_lists_and_describes_the_service(users: ServiceProcess) -> None:
+    services = grpcurl(users.address, "list").split()
+    assert {"promo.v1.UserService", "grpc.health.v1.Health"} <= set(services)
+    methods = grpcurl(users.address, "list", "promo.v1.UserService").split()
+    assert {f"promo.v1.UserService.{m}" for m in ("CreateUser", "GetUser", "ListUsers")} <= set(
+        methods
+    )
+    description = grpcurl(users.address, "describe", "promo.v1.UserService.CreateUser")
+    assert (
+        "rpc CreateUser ( .promo.v1.CreateUserRequest ) returns ( .promo.v1.User )" in description
+    )
+
+
+def test_a_call_returns_json(users: ServiceProcess) -> None:
+    email = f"ops.{uuid.uuid4().hex[:8]}@example.com"
+    created = json.loads(
+        grpcurl(
+            users.address,
+            "promo.v1.UserService/CreateUser",
+            data={"user": {"email": email, "displayName": "Ops"}, "password": "correct horse 1"},
+        )
+    )
+    assert created["email"] == email and created["active"] is True and "password" not in created
+    fetched = json.loads(
+        grpcurl(users.address, "promo.v1.UserService/GetUser", data={"id": created["id"]})
+    )
+    assert fetched["id"] == created["id"]
+
+
+def test_health_follows_mongo_down_and_back(users: ServiceProcess, stack: Stack) -> None:
+    assert health(users.address, "") == "SERVING"
+    assert health(users.address, "mongo") == "SERVING"
+    assert health(users.address, "promo.v1.UserService") == "SERVING"
+    with stack.server_down("mongo"):
+        wait_for(lambda: health(users.address, "mongo") == "NOT_SERVING", 20, "mongo NOT_SERVING")
+        assert health(users.address, "") == "NOT_SERVING"
+    wait_for(lambda: health(users.address, "mongo") == "SERVING", 30, "mongo SERVING again")
+    assert health(users.address, "") == "SERVING"
+
+
+def test_sigterm_drains_and_exits_cleanly(users: ServiceProcess) -> None:
+    started = time.monotonic()
+    exit_code = users.terminate()  # SIGTERM; SIGKILL only if it overstays the grace period
+    assert exit_code == 0
+    assert time.monotonic() - started < 15
+    assert '"shutting down"' in users.log_tail(50) and '"stopped"' in users.log_tail(50)
