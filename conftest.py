@@ -1,4 +1,16 @@
 """Root conftest: the local-stack fixtures (stack, mongo_db_name, mongo_client, start_service)
-for every test below this folder (tests/ and services/*/tests)."""
+for every test below this folder (tests/, libs/tests and services/*/tests), and the test level
+of each test taken from its folder (unit, integration, e2e) so `pytest -m unit` selects a level."""
+
+import pytest
 
 pytest_plugins = ["devstack.pytest_plugin"]
+
+_LEVELS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        level = next((part for part in item.path.parts if part in _LEVELS), None)
+        if level is not None:
+            item.add_marker(getattr(pytest.mark, level))
