@@ -7,7 +7,6 @@ import asyncio
 from promo_libs.config import load_settings
 from promo_libs.grpc.server import serve
 from promo_libs.logging import configure_logging
-
 from users_service.bootstrap import build
 from users_service.config import UsersSettings
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bson import ObjectId
+
 from promo.v1 import users_pb2, users_pb2_grpc
 from promo_libs.grpc.server import GrpcApp
 from promo_libs.mongo.connection import MongoConnection
 from promo_libs.mongo.migrations import apply_migrations
-
 from users_service.adapters.argon2_hasher import Argon2Hasher
 from users_service.adapters.event_codec import encode_events
 from users_service.adapters.migrations import MIGRATIONS

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from promo_libs.config import MongoSettings, ServiceSettings
 from pydantic import Field
+
+from promo_libs.config import MongoSettings, ServiceSettings
 
 
 class UsersSettings(ServiceSettings, MongoSettings):

@@ -6,6 +6,7 @@ from typing import Any
 
 import pymongo
 import pytest
+
 from devstack.ports import free_port
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
@@ -24,7 +25,6 @@ def users_service(stack: Stack, users_db_name: str) -> Iterator[ServiceProcess]:
         [sys.executable, "-m", "users_service"],
         port,
         {
-            "GRPC_PORT": str(port),
             "METRICS_PORT": str(free_port()),
             "MONGODB_DB_NAME": users_db_name,
             "HEALTH_CHECK_INTERVAL_SECONDS": "0.2",

@@ -7,8 +7,9 @@ from typing import Any
 
 import grpc
 import pytest
-from devstack.service import ServiceProcess
 from google.protobuf import field_mask_pb2
+
+from devstack.service import ServiceProcess
 from promo.v1 import users_pb2, users_pb2_grpc
 from promo_libs.grpc.errors import bad_request, error_info
 

@@ -1,6 +1,7 @@
 """Unit-test fixtures of the user service: fakes for every port, no servers."""
 
 import pytest
+
 from users_service.domain.ports import PasswordHasher
 
 

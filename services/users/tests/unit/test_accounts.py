@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from promo_libs import errors
 from users_service.adapters.memory_repository import InMemoryUserRepository
 from users_service.domain.commands import (

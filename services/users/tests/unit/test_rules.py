@@ -1,6 +1,7 @@
 """Account input rules: normalization and every refusal."""
 
 import pytest
+
 from users_service.domain import rules
 
 

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from promo.v1 import events_pb2
 from promo_libs.events import USERS_STREAM, outbox_entry, timestamp
 from promo_libs.outbox import OutboxEntry
-
 from users_service.domain.events import (
     UserCreated,
     UserDeactivated,

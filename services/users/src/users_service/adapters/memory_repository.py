@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 
 from promo_libs.repository import InMemoryRepository
-
 from users_service.domain.model import User
 from users_service.domain.ports import EmailTaken, UserRepository, VersionConflict
 

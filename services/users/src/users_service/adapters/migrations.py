@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from promo_libs.mongo.connection import Document
-from promo_libs.mongo.migrations import Migration
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
+
+from promo_libs.mongo.connection import Document
+from promo_libs.mongo.migrations import Migration
 
 
 async def _indexes(db: AsyncDatabase[Document]) -> None:

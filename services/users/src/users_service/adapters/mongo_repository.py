@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
 from promo_libs.mongo.connection import Document
 from promo_libs.mongo.repository import MongoRepository
 from promo_libs.mongo.times import from_millis, optional_from_millis, optional_to_millis, to_millis
 from promo_libs.outbox import OutboxEntry
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
-
 from users_service.domain.events import UserEvent
 from users_service.domain.model import User
 from users_service.domain.ports import EmailTaken, UserRepository, VersionConflict

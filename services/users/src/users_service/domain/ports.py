@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 
 from promo_libs.repository import Repository
-
 from users_service.domain.model import User
 
 

@@ -11,7 +11,6 @@ from typing import TypeVar
 
 from promo_libs import errors
 from promo_libs.pagination import page_request
-
 from users_service.domain import rules
 from users_service.domain.commands import (
     AuthenticateUser,
