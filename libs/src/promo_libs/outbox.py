@@ -7,12 +7,11 @@ module only shapes those fields; it knows nothing about the bus.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from bson import Binary
 
 from promo_libs.mongo.times import to_millis
 
@@ -32,7 +31,9 @@ class OutboxEntry:
             "type": self.event_type,
             "stream": self.stream,
             "occurred_at": to_millis(self.occurred_at),
-            "envelope": Binary(self.envelope),
+            # Base64 text, not BSON binary: the local MongoDB stand-in cannot store bytes written
+            # by update_one's $set ("Object of type bytes is not JSON serializable").
+            "envelope": base64.b64encode(self.envelope).decode("ascii"),
         }
 
 
@@ -48,3 +49,8 @@ def outbox_fields(events: Sequence[OutboxEntry], *, nested: bool) -> dict[str, A
     fields: dict[str, Any] = {f"outbox.{e.event_id}": e.as_document() for e in events}
     fields["outbox_pending"] = True
     return fields
+
+
+def decode_envelope(stored: dict[str, Any]) -> bytes:
+    """The serialized promo.v1.EventEnvelope of one stored outbox entry."""
+    return base64.b64decode(stored["envelope"])

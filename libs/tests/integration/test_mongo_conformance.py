@@ -57,6 +57,10 @@ async def test_compare_and_set_updates_only_a_matching_version(
         {"_id": "a", "version": 1}, {"$set": {"version": 2, "name": "z"}}
     )
     assert stale is None
+    missed = await collection.update_one({"_id": "a", "version": 1}, {"$set": {"name": "z"}})
+    assert missed.matched_count == 0
+    hit = await collection.update_one({"_id": "a", "version": 2}, {"$set": {"version": 3}})
+    assert hit.matched_count == 1
     assert (await collection.find_one({"_id": "a"}))["name"] == "y"  # type: ignore[index]
 
 

@@ -15,7 +15,6 @@ import abc
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -65,11 +64,14 @@ class MongoRepository(Repository[T], abc.ABC):
         KeyError when no document matches.
         """
         query: dict[str, Any] = {"_id": entity_id, **(expected or {})}
-        document = await self.collection.find_one_and_update(
-            query,
-            {"$set": {**changes, **outbox_fields(events, nested=False)}},
-            return_document=ReturnDocument.AFTER,
+        # update_one, not find_one_and_update: the local MongoDB stand-in answers a unique-index
+        # violation of find_one_and_update with "no match" instead of a duplicate-key error.
+        result = await self.collection.update_one(
+            query, {"$set": {**changes, **outbox_fields(events, nested=False)}}
         )
+        if result.matched_count == 0:
+            raise KeyError(entity_id)
+        document = await self.collection.find_one({"_id": entity_id})
         if document is None:
             raise KeyError(entity_id)
         return self.from_document(document)

@@ -12,6 +12,7 @@ from google.protobuf import field_mask_pb2
 from devstack.service import ServiceProcess
 from promo.v1 import events_pb2, users_pb2, users_pb2_grpc
 from promo_libs.grpc.errors import error_info
+from promo_libs.outbox import decode_envelope
 
 PASSWORD = "correct horse battery"
 
@@ -84,7 +85,7 @@ async def test_each_change_writes_its_event_in_the_same_document(
     assert bool(document["outbox_pending"]) is True  # the stand-in answers 1 after $set
     envelopes = []
     for event_id, entry in document["outbox"].items():
-        envelope = events_pb2.EventEnvelope.FromString(bytes(entry["envelope"]))
+        envelope = events_pb2.EventEnvelope.FromString(decode_envelope(entry))
         assert envelope.event_id == event_id and envelope.aggregate_id == user.id
         assert envelope.producer == "users" and envelope.type == entry["type"]
         envelopes.append(envelope)
@@ -145,3 +146,21 @@ async def test_the_request_id_is_echoed_and_logged(
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     assert ("x-request-id", request_id) in tuple(await call.initial_metadata())
     assert request_id in users_service.log_tail(200)
+
+
+async def test_changing_to_a_taken_email_is_already_exists_and_changes_nothing(
+    stub: users_pb2_grpc.UserServiceStub, users_db: Any
+) -> None:
+    first = await create(stub)
+    second = await create(stub)
+    before = users_db.users.find_one({"_id": second.id})
+    with pytest.raises(grpc.aio.AioRpcError) as taken:
+        await stub.UpdateUser(
+            users_pb2.UpdateUserRequest(
+                user=users_pb2.User(id=second.id, email=first.email.upper()),
+                update_mask=field_mask_pb2.FieldMask(paths=["email"]),
+            )
+        )
+    assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error_info(taken.value).reason == "EMAIL_ALREADY_EXISTS"  # type: ignore[union-attr]
+    assert users_db.users.find_one({"_id": second.id}) == before
