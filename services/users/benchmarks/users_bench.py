@@ -1,0 +1,107 @@
+"""UserService throughput and latency: CreateUser, GetUser, AuthenticateUser over gRPC.
+
+    .venv/bin/python services/users/benchmarks/users_bench.py --concurrency 16 --requests 400
+
+Starts the local stack and a users process (production argon2 parameters) unless --address is
+given. Prints requests/s and p50/p99 latency per RPC. A benchmark, not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+
+from devstack.ports import free_port
+from devstack.stack import Stack
+from promo.v1 import users_pb2, users_pb2_grpc
+
+PASSWORD = "benchmark password 1"
+
+
+async def measure(
+    name: str, count: int, concurrency: int, call: Callable[[int], Awaitable[object]]
+) -> None:
+    latencies: list[float] = []
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(n: int) -> None:
+        async with gate:
+            started = time.perf_counter()
+            await call(n)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(n) for n in range(count)))
+    elapsed = time.perf_counter() - started
+    cuts = statistics.quantiles(latencies, n=100)
+    print(
+        f"{name:<18} {count / elapsed:8.1f} req/s   p50 {cuts[49] * 1000:7.2f} ms"
+        f"   p99 {cuts[98] * 1000:7.2f} ms   ({count} calls, concurrency {concurrency})"
+    )
+
+
+async def run(address: str, count: int, concurrency: int) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = users_pb2_grpc.UserServiceStub(channel)
+        prefix = uuid.uuid4().hex[:8]
+        ids: list[str] = [""] * count
+
+        async def create(n: int) -> None:
+            user = await stub.CreateUser(
+                users_pb2.CreateUserRequest(
+                    user=users_pb2.User(email=f"bench.{prefix}.{n}@example.com"),
+                    password=PASSWORD,
+                )
+            )
+            ids[n] = user.id
+
+        async def get(n: int) -> None:
+            await stub.GetUser(users_pb2.GetUserRequest(id=ids[n]))
+
+        async def authenticate(n: int) -> None:
+            await stub.AuthenticateUser(
+                users_pb2.AuthenticateUserRequest(
+                    email=f"bench.{prefix}.{n}@example.com", password=PASSWORD
+                )
+            )
+
+        await measure("CreateUser", count, concurrency, create)
+        await measure("GetUser", count, concurrency, get)
+        await measure("AuthenticateUser", count, concurrency, authenticate)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--address", help="a running UserService; default: start one")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=400)
+    args = parser.parse_args()
+    if args.address:
+        asyncio.run(run(args.address, args.requests, args.concurrency))
+        return
+    with tempfile.TemporaryDirectory() as state, Stack.from_environ(Path(state)) as stack:
+        port = free_port()
+        service = stack.service(
+            "users",
+            [sys.executable, "-m", "users_service"],
+            port,
+            {"METRICS_PORT": "0", "MONGODB_DB_NAME": f"bench_{uuid.uuid4().hex[:8]}"},
+        )
+        service.start_and_wait()
+        try:
+            asyncio.run(run(service.address, args.requests, args.concurrency))
+        finally:
+            service.terminate()
+
+
+if __name__ == "__main__":
+    main()
