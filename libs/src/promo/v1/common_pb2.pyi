@@ -108,6 +108,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """[INVALID_ARGUMENT] An analytics request left currency_code empty while the selected data holds
     more than one currency (metadata: currencies, comma-separated).
     """
+    ERROR_REASON_CONCURRENT_UPDATE: _ErrorReason.ValueType  # 28
+    """[ABORTED] The resource was changed by another request between our read and our write, more
+    often than we retry internally; retrying the whole request is safe.
+    """
+    ERROR_REASON_REDEMPTION_IN_PROGRESS: _ErrorReason.ValueType  # 29
+    """[ABORTED] A redemption with the same redemption_id is still being processed; retry with the
+    same id to get its outcome.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable error reasons.
@@ -212,6 +220,14 @@ series buckets); narrow the range or use a coarser granularity.
 ERROR_REASON_CURRENCY_REQUIRED: ErrorReason.ValueType  # 27
 """[INVALID_ARGUMENT] An analytics request left currency_code empty while the selected data holds
 more than one currency (metadata: currencies, comma-separated).
+"""
+ERROR_REASON_CONCURRENT_UPDATE: ErrorReason.ValueType  # 28
+"""[ABORTED] The resource was changed by another request between our read and our write, more
+often than we retry internally; retrying the whole request is safe.
+"""
+ERROR_REASON_REDEMPTION_IN_PROGRESS: ErrorReason.ValueType  # 29
+"""[ABORTED] A redemption with the same redemption_id is still being processed; retry with the
+same id to get its outcome.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 

@@ -8,17 +8,19 @@ queries and sorting on every server, and millisecond precision is what MongoDB k
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_millis(moment: datetime) -> int:
     if moment.tzinfo is None:
         raise ValueError("naive datetime: every moment in this system is timezone-aware UTC")
-    return int(moment.timestamp() * 1000)
+    return (moment - _EPOCH) // timedelta(milliseconds=1)  # exact: no float rounding
 
 
 def from_millis(millis: int) -> datetime:
-    return datetime.fromtimestamp(millis / 1000, tz=UTC)
+    return _EPOCH + timedelta(milliseconds=millis)
 
 
 def optional_to_millis(moment: datetime | None) -> int | None:

@@ -1,0 +1,1 @@
+"""Concrete implementations of the promo-code service's ports."""

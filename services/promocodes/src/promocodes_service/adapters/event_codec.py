@@ -1,0 +1,144 @@
+"""Promo-code domain events -> promo.v1 event envelopes in the outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from google.protobuf.message import Message
+
+from promo.v1 import events_pb2, promo_codes_pb2
+from promo_libs.events import PROMO_CODES_STREAM, outbox_entry, timestamp
+from promo_libs.outbox import OutboxEntry
+from promocodes_service.domain.events import (
+    CodeEvent,
+    CodeSnapshot,
+    PromoCodeCreated,
+    PromoCodeDeactivated,
+    PromoCodeRedeemed,
+    PromoCodeReleased,
+    PromoCodeUpdated,
+    UsageEvent,
+    UsageSnapshot,
+    UserSnapshot,
+)
+
+PRODUCER = "promocodes"
+
+
+def code_snapshot(code: CodeSnapshot) -> events_pb2.PromoCodeSnapshot:
+    return events_pb2.PromoCodeSnapshot(
+        id=code.id,
+        code=code.code,
+        discount_type=events_pb2.DiscountType.Value(f"DISCOUNT_TYPE_{code.discount_type}"),
+        basis_points=code.basis_points,
+        fixed_amount_minor=code.fixed_amount,
+        max_discount_minor=code.max_discount,
+        currency_code=code.currency or "",
+        min_order_amount_minor=code.min_order_amount,
+        max_uses=code.max_uses,
+        max_uses_per_user=code.max_uses_per_user,
+        budget_minor=code.budget,
+        batch_id=code.batch_id,
+        active=code.active,
+        valid_from=timestamp(code.valid_from),
+        valid_until=timestamp(code.valid_until),
+        create_time=timestamp(code.created_at),
+    )
+
+
+def user_snapshot(user: UserSnapshot) -> events_pb2.UserSnapshot:
+    return events_pb2.UserSnapshot(
+        id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        active=user.active,
+        create_time=timestamp(user.created_at),
+        delete_time=timestamp(user.deleted_at),
+    )
+
+
+def usage_snapshot(usage: UsageSnapshot) -> events_pb2.UsageSnapshot:
+    return events_pb2.UsageSnapshot(
+        id=usage.id,
+        promo_code_id=usage.promo_code_id,
+        code=usage.code,
+        user_id=usage.user_id,
+        order_id=usage.id,
+        currency_code=usage.currency,
+        order_amount_minor=usage.order_amount,
+        discount_minor=usage.discount,
+        status=promo_codes_pb2.PromoCodeUsageStatus.Value(
+            f"PROMO_CODE_USAGE_STATUS_{usage.status}"
+        ),
+        release_reason=usage.release_reason,
+        create_time=timestamp(usage.created_at),
+        release_time=timestamp(usage.released_at),
+    )
+
+
+def _code_payload(event: CodeEvent) -> tuple[str, Message]:
+    snapshot = code_snapshot(event.code)
+    if isinstance(event, PromoCodeCreated):
+        return "promo_code_created", events_pb2.PromoCodeCreated(promo_code=snapshot)
+    if isinstance(event, PromoCodeUpdated):
+        return "promo_code_updated", events_pb2.PromoCodeUpdated(
+            promo_code=snapshot, changed_fields=list(event.changed_fields)
+        )
+    if isinstance(event, PromoCodeDeactivated):
+        return "promo_code_deactivated", events_pb2.PromoCodeDeactivated(promo_code=snapshot)
+    raise TypeError(f"unknown promo code event {event!r}")
+
+
+def _usage_payload(event: UsageEvent) -> tuple[str, Message]:
+    usage, code, user = (
+        usage_snapshot(event.usage),
+        code_snapshot(event.code),
+        user_snapshot(event.user),
+    )
+    if isinstance(event, PromoCodeRedeemed):
+        return "promo_code_redeemed", events_pb2.PromoCodeRedeemed(
+            usage=usage, promo_code=code, user=user
+        )
+    if isinstance(event, PromoCodeReleased):
+        return "promo_code_released", events_pb2.PromoCodeReleased(
+            usage=usage, promo_code=code, user=user
+        )
+    raise TypeError(f"unknown usage event {event!r}")
+
+
+def encode_code_events(events: Sequence[CodeEvent], version: int) -> list[OutboxEntry]:
+    entries = []
+    for event in events:
+        field, payload = _code_payload(event)
+        entries.append(
+            outbox_entry(
+                stream=PROMO_CODES_STREAM,
+                payload_field=field,
+                payload=payload,
+                aggregate_type="promo_code",
+                aggregate_id=event.code.id,
+                aggregate_version=version,
+                producer=PRODUCER,
+                occurred_at=event.occurred_at,
+            )
+        )
+    return entries
+
+
+def encode_usage_events(events: Sequence[UsageEvent], version: int) -> list[OutboxEntry]:
+    entries = []
+    for event in events:
+        field, payload = _usage_payload(event)
+        entries.append(
+            outbox_entry(
+                stream=PROMO_CODES_STREAM,
+                payload_field=field,
+                payload=payload,
+                aggregate_type="promo_code_usage",
+                aggregate_id=event.usage.id,
+                aggregate_version=version,
+                producer=PRODUCER,
+                occurred_at=event.occurred_at,
+            )
+        )
+    return entries

@@ -1,0 +1,39 @@
+"""The promocodes database's migrations, in version order.
+
+No index names `_id` inside a compound key: the local MongoDB stand-in rejects writes to a
+collection with such an index.
+"""
+
+from __future__ import annotations
+
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+from promo_libs.mongo.connection import Document
+from promo_libs.mongo.migrations import Migration
+
+CODES = "promo_codes"
+USAGES = "promo_code_usages"
+
+
+async def _indexes(db: AsyncDatabase[Document]) -> None:
+    codes = db[CODES]
+    await codes.create_index([("code", ASCENDING)], unique=True, name="code_unique")
+    await codes.create_index([("pending_count", ASCENDING)], name="pending_count")
+    await codes.create_index([("batch_id", ASCENDING)], name="batch_id")
+    await codes.create_index([("rules.active", ASCENDING)], name="active")
+    await codes.create_index([("outbox_pending", ASCENDING)], name="outbox_pending")
+    usages = db[USAGES]
+    # The per-user slot guard: a user holds at most max_uses_per_user numbered slots of a code.
+    await usages.create_index(
+        [("promo_id", ASCENDING), ("user_id", ASCENDING), ("slot", ASCENDING)],
+        unique=True,
+        name="user_slot_unique",
+    )
+    await usages.create_index([("promo_id", ASCENDING), ("sort_key", ASCENDING)], name="by_code")
+    await usages.create_index([("user_id", ASCENDING), ("sort_key", ASCENDING)], name="by_user")
+    await usages.create_index([("sort_key", ASCENDING)], name="sort_key")
+    await usages.create_index([("outbox_pending", ASCENDING)], name="outbox_pending")
+
+
+MIGRATIONS = [Migration(1, "promo codes and usages indexes", _indexes)]

@@ -1,0 +1,286 @@
+"""PromoCodeRepository on MongoDB: collection `promo_codes`, one document per code.
+
+The document holds the rules, the counters (`uses`, `discount_granted`, `redeemed_total`) and
+the reservations in flight as a map `pending.<redemption id> = {at, attempt, kind, user_id,
+discount}` with `pending_count`. Every write is one atomic update whose filter carries the
+condition (DESIGN.md); no filter uses `$or`, `$not` or array paths (the local stand-in answers
+some of those wrongly). Moments are epoch milliseconds (promo_libs.mongo.times). The rules an
+operator changes live in one sub-document `rules`, always written whole, so their booleans stay
+booleans on the stand-in too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from promo_libs.mongo.connection import Document
+from promo_libs.mongo.repository import MongoRepository
+from promo_libs.mongo.times import from_millis, optional_from_millis, optional_to_millis, to_millis
+from promo_libs.outbox import OutboxEntry, outbox_fields
+from promocodes_service.adapters.migrations import CODES
+from promocodes_service.domain import rules
+from promocodes_service.domain.events import CodeEvent
+from promocodes_service.domain.model import PromoCode, Reservation, RuleSet
+from promocodes_service.domain.ports import (
+    CodeQuery,
+    PromoCodeExists,
+    PromoCodeRepository,
+    VersionConflict,
+)
+
+EncodeEvents = Callable[[Sequence[CodeEvent], int], list[OutboxEntry]]
+
+# Open ends of the validity window, so "valid at t" is two range conditions without $or.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, tzinfo=UTC)
+_CHUNK = 1000
+_DUPLICATE_KEY = 11000
+
+
+def rules_document(promo: PromoCode) -> Document:
+    """The `rules` sub-document."""
+    r = promo.rules
+    percentage = r.discount if isinstance(r.discount, rules.Percentage) else None
+    fixed = r.discount if isinstance(r.discount, rules.FixedAmount) else None
+    return {
+        "description": r.description,
+        "discount_type": "PERCENTAGE" if percentage else "FIXED_AMOUNT",
+        "basis_points": percentage.basis_points if percentage else None,
+        "max_discount": percentage.max_discount if percentage else None,
+        "fixed_amount": fixed.amount if fixed else None,
+        "currency": r.currency,
+        "valid_from": optional_to_millis(r.valid_from),
+        "valid_until": optional_to_millis(r.valid_until),
+        "window_from": to_millis(r.valid_from or EARLIEST),
+        "window_until": to_millis(r.valid_until or LATEST),
+        "min_order_amount": r.min_order_amount,
+        "max_uses": r.max_uses,
+        "max_uses_per_user": r.max_uses_per_user,
+        "budget": r.budget,
+        "eligible_user_ids": list(r.eligible_user_ids),
+        "active": r.active,
+        "updated_at": to_millis(promo.updated_at),
+    }
+
+
+def reservation_document(reservation: Reservation) -> Document:
+    return {
+        "at": to_millis(reservation.at),
+        "attempt": reservation.attempt,
+        "kind": reservation.kind,
+        "user_id": reservation.user_id,
+        "discount": reservation.discount,
+    }
+
+
+class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
+    collection_name = CODES
+
+    def __init__(self, db: AsyncDatabase[Document], encode_events: EncodeEvents) -> None:
+        super().__init__(db)
+        self._encode = encode_events
+
+    def to_document(self, entity: PromoCode) -> Document:
+        return {
+            "_id": entity.id,
+            "code": entity.code,
+            "batch_id": entity.batch_id,
+            "created_at": to_millis(entity.created_at),
+            "version": entity.version,
+            "rules": rules_document(entity),
+            "uses": entity.uses,
+            "discount_granted": entity.discount_granted,
+            "redeemed_total": entity.redeemed_total,
+            "pending": {k: reservation_document(v) for k, v in entity.pending.items()},
+            "pending_count": len(entity.pending),
+        }
+
+    def from_document(self, document: Document) -> PromoCode:
+        stored: Document = document["rules"]
+        discount: rules.Discount
+        if stored["discount_type"] == "PERCENTAGE":
+            discount = rules.Percentage(stored["basis_points"], stored.get("max_discount"))
+        else:
+            discount = rules.FixedAmount(stored["fixed_amount"])
+        rule_set = RuleSet(
+            description=stored.get("description", ""),
+            discount=discount,
+            currency=stored.get("currency"),
+            valid_from=optional_from_millis(stored.get("valid_from")),
+            valid_until=optional_from_millis(stored.get("valid_until")),
+            min_order_amount=stored.get("min_order_amount"),
+            max_uses=stored.get("max_uses"),
+            max_uses_per_user=stored.get("max_uses_per_user"),
+            budget=stored.get("budget"),
+            eligible_user_ids=tuple(stored.get("eligible_user_ids") or ()),
+            active=bool(stored["active"]),
+        )
+        pending = {
+            key: Reservation(
+                attempt=value["attempt"],
+                kind=value["kind"],
+                user_id=value["user_id"],
+                discount=value["discount"],
+                at=from_millis(value["at"]),
+            )
+            for key, value in (document.get("pending") or {}).items()
+        }
+        return PromoCode(
+            id=document["_id"],
+            code=document["code"],
+            rules=rule_set,
+            created_at=from_millis(document["created_at"]),
+            updated_at=from_millis(stored["updated_at"]),
+            batch_id=document.get("batch_id", ""),
+            version=document.get("version", 1),
+            uses=document.get("uses", 0),
+            discount_granted=document.get("discount_granted", 0),
+            redeemed_total=document.get("redeemed_total", 0),
+            pending=pending,
+        )
+
+    async def get(self, code_id: str) -> PromoCode | None:
+        return await self.find_by_id(code_id)
+
+    async def get_by_code(self, code: str) -> PromoCode | None:
+        document = await self.collection.find_one({"code": code})
+        return None if document is None else self.from_document(document)
+
+    async def add(self, promo: PromoCode) -> None:
+        try:
+            await self.create(promo, self._encode(promo.events, promo.version))
+        except DuplicateKeyError:
+            raise PromoCodeExists(promo.code) from None
+        promo.events.clear()
+
+    async def add_batch(self, promos: list[PromoCode]) -> set[str]:
+        taken: set[str] = set()
+        for start in range(0, len(promos), _CHUNK):
+            chunk = promos[start : start + _CHUNK]
+            documents = []
+            for promo in chunk:
+                document = self.to_document(promo)
+                document.update(
+                    outbox_fields(self._encode(promo.events, promo.version), nested=True)
+                )
+                documents.append(document)
+            try:
+                await self.collection.insert_many(documents, ordered=False)
+            except BulkWriteError as exc:
+                write_errors: list[dict[str, Any]] = exc.details.get("writeErrors", [])
+                if any(e.get("code") != _DUPLICATE_KEY for e in write_errors):
+                    raise
+                taken.update(chunk[e["index"]].code for e in write_errors)
+        for promo in promos:
+            promo.events.clear()
+        return taken
+
+    async def remove_batch(self, batch_id: str) -> None:
+        await self.collection.delete_many({"batch_id": batch_id})
+
+    async def save(self, promo: PromoCode, expected_version: int, require_unused: bool) -> None:
+        query: Document = {"_id": promo.id, "version": expected_version}
+        if promo.rules.max_uses is not None:
+            query["uses"] = {"$lte": promo.rules.max_uses}
+        if promo.rules.budget is not None:
+            query["discount_granted"] = {"$lte": promo.rules.budget}
+        if require_unused:
+            query["redeemed_total"] = 0
+        changes = {
+            "rules": rules_document(promo),
+            "version": promo.version,
+            **outbox_fields(self._encode(promo.events, promo.version), nested=False),
+        }
+        result = await self.collection.update_one(query, {"$set": changes})
+        if result.matched_count != 1:
+            raise VersionConflict(promo.id)
+        promo.events.clear()
+
+    async def list_page(
+        self, query: CodeQuery, after_code: str | None, size: int
+    ) -> tuple[list[PromoCode], str | None]:
+        filter_: Document = {}
+        if query.active is not None:
+            filter_["rules.active"] = query.active
+        if query.valid_at is not None:
+            at = to_millis(query.valid_at)
+            filter_["rules.window_from"] = {"$lte": at}
+            filter_["rules.window_until"] = {"$gt": at}
+        if query.batch_id:
+            filter_["batch_id"] = query.batch_id
+        code_range: Document = {}
+        if query.code_prefix:
+            code_range["$gte"] = query.code_prefix
+            code_range["$lt"] = rules.prefix_upper_bound(query.code_prefix)
+        if after_code is not None:
+            code_range["$gt"] = after_code
+        if code_range:
+            filter_["code"] = code_range
+        cursor = self.collection.find(filter_).sort("code", 1).limit(size + 1)
+        documents = [d async for d in cursor]
+        codes = [self.from_document(d) for d in documents[:size]]
+        more = len(documents) > size and bool(codes)
+        return codes, (codes[-1].code if more else None)
+
+    async def reserve(self, promo: PromoCode, redemption_id: str, reservation: Reservation) -> bool:
+        r = promo.rules
+        query: Document = {
+            "_id": promo.id,
+            "version": promo.version,
+            "rules.active": True,
+            f"pending.{redemption_id}": {"$exists": False},
+        }
+        if r.valid_from is not None:
+            query["rules.window_from"] = {"$lte": to_millis(reservation.at)}
+        if r.valid_until is not None:
+            query["rules.window_until"] = {"$gt": to_millis(reservation.at)}
+        if r.max_uses is not None:
+            query["uses"] = {"$lt": r.max_uses}
+        if r.budget is not None:
+            query["discount_granted"] = {"$lte": r.budget - reservation.discount}
+        result = await self.collection.update_one(
+            query,
+            {
+                "$inc": {
+                    "uses": 1,
+                    "discount_granted": reservation.discount,
+                    "pending_count": 1,
+                    "redeemed_total": 1,
+                },
+                "$set": {f"pending.{redemption_id}": reservation_document(reservation)},
+            },
+        )
+        return result.matched_count == 1
+
+    async def begin_release(
+        self, code_id: str, redemption_id: str, reservation: Reservation
+    ) -> bool:
+        result = await self.collection.update_one(
+            {"_id": code_id, f"pending.{redemption_id}": {"$exists": False}},
+            {
+                "$inc": {"pending_count": 1},
+                "$set": {f"pending.{redemption_id}": reservation_document(reservation)},
+            },
+        )
+        return result.matched_count == 1
+
+    async def settle(
+        self, code_id: str, redemption_id: str, attempt: str, give_back: int | None
+    ) -> bool:
+        increments = {"pending_count": -1}
+        if give_back is not None:
+            increments.update({"uses": -1, "discount_granted": -give_back})
+        result = await self.collection.update_one(
+            {"_id": code_id, f"pending.{redemption_id}.attempt": attempt},
+            {"$unset": {f"pending.{redemption_id}": ""}, "$inc": increments},
+        )
+        return result.matched_count == 1
+
+    async def with_pending(self, limit: int) -> list[PromoCode]:
+        cursor = self.collection.find({"pending_count": {"$gt": 0}}).limit(limit)
+        return [self.from_document(d) async for d in cursor]

@@ -1,0 +1,242 @@
+"""UsageRepository on MongoDB: collection `promo_code_usages`, one document per redemption.
+
+`_id` is the redemption id, so a retried redemption collides with its first write. `slot` is the
+per-user slot under the unique index (promo_id, user_id, slot): 1..max_uses_per_user while the
+usage is ACTIVE, a string unique to the usage otherwise (no per-user limit, released, abandoned),
+which frees the numbered slot. `aborted.<attempt>` fences attempts the recovery sweep rolled back.
+Moments are epoch milliseconds (promo_libs.mongo.times); release data is one sub-document
+`release` written whole; a fenced id is taken over with a filtered replace (which, unlike
+find_one_and_update on the stand-in, reports a unique-index violation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from promo_libs.mongo.connection import Document
+from promo_libs.mongo.repository import MongoRepository
+from promo_libs.mongo.times import optional_from_millis, optional_to_millis, to_millis
+from promo_libs.outbox import OutboxEntry, outbox_fields
+from promocodes_service.adapters.migrations import USAGES
+from promocodes_service.domain.events import UsageEvent, UserSnapshot
+from promocodes_service.domain.model import ABANDONED, ACTIVE, RELEASED, Usage
+from promocodes_service.domain.ports import (
+    CLAIMED,
+    EXISTS,
+    FENCED,
+    SLOT_TAKEN,
+    Claim,
+    UsageQuery,
+    UsageRepository,
+    usage_sort_key,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+EncodeEvents = Callable[[Sequence[UsageEvent], int], list[OutboxEntry]]
+
+
+def slot_key(usage_id: str, slot: int | None) -> int | str:
+    return f"u:{usage_id}" if slot is None else slot
+
+
+class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
+    collection_name = USAGES
+
+    def __init__(self, db: AsyncDatabase[Document], encode_events: EncodeEvents) -> None:
+        super().__init__(db)
+        self._encode = encode_events
+
+    def to_document(self, entity: Usage) -> Document:
+        user = entity.user
+        return {
+            "_id": entity.id,
+            "promo_id": entity.promo_code_id,
+            "code": entity.code,
+            "user_id": entity.user_id,
+            "currency": entity.currency,
+            "order_amount": entity.order_amount,
+            "discount": entity.discount,
+            "status": entity.status,
+            "created_at": to_millis(entity.created_at),
+            "attempt": entity.attempt,
+            "release": {
+                "reason": entity.release_reason,
+                "at": optional_to_millis(entity.released_at),
+                "by": entity.released_by,
+            },
+            "sort_key": usage_sort_key(entity.created_at, entity.id),
+            "user": {
+                "email": user.email,
+                "display_name": user.display_name,
+                "active": user.active,
+                "created_at": optional_to_millis(user.created_at),
+                "deleted_at": optional_to_millis(user.deleted_at),
+            },
+            "version": entity.version,
+        }
+
+    def from_document(self, document: Document) -> Usage:
+        user = document.get("user") or {}
+        release = document.get("release") or {}
+        return Usage(
+            id=document["_id"],
+            promo_code_id=document.get("promo_id", ""),
+            code=document.get("code", ""),
+            user_id=document.get("user_id", ""),
+            currency=document.get("currency", ""),
+            order_amount=document.get("order_amount", 0),
+            discount=document.get("discount", 0),
+            created_at=optional_from_millis(document.get("created_at")) or _EPOCH,
+            user=UserSnapshot(
+                id=document.get("user_id", ""),
+                email=user.get("email", ""),
+                display_name=user.get("display_name", ""),
+                active=bool(user.get("active", False)),
+                created_at=optional_from_millis(user.get("created_at")),
+                deleted_at=optional_from_millis(user.get("deleted_at")),
+            ),
+            status=document.get("status", ABANDONED),
+            release_reason=release.get("reason", ""),
+            released_at=optional_from_millis(release.get("at")),
+            attempt=document.get("attempt", ""),
+            released_by=release.get("by", ""),
+            version=document.get("version", 1),
+        )
+
+    async def get(self, redemption_id: str) -> Usage | None:
+        return await self.find_by_id(redemption_id)
+
+    async def active_slots(self, promo_code_id: str, user_id: str) -> tuple[int, set[int]]:
+        cursor = self.collection.find(
+            {"promo_id": promo_code_id, "user_id": user_id, "status": ACTIVE}, {"slot": 1}
+        )
+        slots = [d.get("slot") async for d in cursor]
+        return len(slots), {s for s in slots if isinstance(s, int)}
+
+    async def claim(self, usage: Usage, slot: int | None) -> Claim:
+        events = self._encode(usage.events, usage.version)
+        document = self.to_document(usage)
+        document["slot"] = slot_key(usage.id, slot)
+        document["aborted"] = {}
+        try:
+            await self.collection.insert_one({**document, **outbox_fields(events, nested=True)})
+        except DuplicateKeyError:
+            return await self._after_collision(usage, document, events)
+        usage.events.clear()
+        return Claim(CLAIMED)
+
+    async def _after_collision(
+        self, usage: Usage, document: Document, events: list[OutboxEntry]
+    ) -> Claim:
+        stored = await self.collection.find_one({"_id": usage.id})
+        if stored is None:
+            return Claim(SLOT_TAKEN)  # the collision was on the per-user slot
+        if stored.get("status") != ABANDONED:
+            if stored.get("attempt") == usage.attempt:
+                usage.events.clear()
+                return Claim(CLAIMED)  # our own write, retried after a lost reply
+            return Claim(EXISTS, self.from_document(stored))
+        # A rolled-back earlier attempt left the id fenced: take it over unless we are fenced.
+        replacement = {
+            **document,
+            "aborted": stored.get("aborted") or {},
+            **outbox_fields(events, nested=True),
+        }
+        try:
+            taken = await self.collection.replace_one(
+                {
+                    "_id": usage.id,
+                    "status": ABANDONED,
+                    f"aborted.{usage.attempt}": {"$exists": False},
+                },
+                replacement,
+            )
+        except DuplicateKeyError:
+            return Claim(SLOT_TAKEN)
+        if taken.matched_count == 1:
+            usage.events.clear()
+            return Claim(CLAIMED)
+        stored = await self.collection.find_one({"_id": usage.id})
+        if stored is not None and stored.get("status") != ABANDONED:
+            return Claim(EXISTS, self.from_document(stored))
+        return Claim(FENCED)
+
+    async def release(self, usage: Usage) -> bool:
+        changes = {
+            "status": RELEASED,
+            "slot": f"r:{usage.id}",
+            "release": {
+                "reason": usage.release_reason,
+                "at": optional_to_millis(usage.released_at),
+                "by": usage.released_by,
+            },
+            "version": usage.version,
+            **outbox_fields(self._encode(usage.events, usage.version), nested=False),
+        }
+        result = await self.collection.update_one(
+            {"_id": usage.id, "status": ACTIVE, f"aborted.{usage.released_by}": {"$exists": False}},
+            {"$set": changes},
+        )
+        if result.matched_count != 1:
+            return False
+        usage.events.clear()
+        return True
+
+    async def fence_redeem(
+        self, redemption_id: str, attempt: str, promo_code_id: str, user_id: str
+    ) -> Usage | None:
+        while True:
+            stored = await self.collection.find_one({"_id": redemption_id})
+            if stored is None:
+                try:
+                    await self.collection.insert_one(
+                        {
+                            "_id": redemption_id,
+                            "promo_id": promo_code_id,
+                            "user_id": user_id,
+                            "status": ABANDONED,
+                            "slot": f"a:{redemption_id}",
+                            "sort_key": "",
+                            "aborted": {attempt: True},
+                        }
+                    )
+                except DuplicateKeyError:
+                    continue  # written meanwhile: look again
+                return None
+            if stored.get("status") != ABANDONED:
+                return self.from_document(stored)
+            fenced = await self.collection.update_one(
+                {"_id": redemption_id, "status": ABANDONED},
+                {"$set": {f"aborted.{attempt}": True}},
+            )
+            if fenced.matched_count == 1:
+                return None
+
+    async def fence_release(self, redemption_id: str, attempt: str) -> Usage | None:
+        fenced = await self.collection.update_one(
+            {"_id": redemption_id, "status": ACTIVE}, {"$set": {f"aborted.{attempt}": True}}
+        )
+        if fenced.matched_count == 1:
+            return None
+        return await self.get(redemption_id)
+
+    async def list_page(
+        self, query: UsageQuery, after_key: str | None, size: int
+    ) -> tuple[list[Usage], str | None]:
+        filter_: Document = {"status": query.status or {"$in": [ACTIVE, RELEASED]}}
+        if query.promo_code_id:
+            filter_["promo_id"] = query.promo_code_id
+        if query.user_id:
+            filter_["user_id"] = query.user_id
+        if after_key is not None:
+            filter_["sort_key"] = {"$gt": after_key}
+        cursor = self.collection.find(filter_).sort("sort_key", 1).limit(size + 1)
+        documents = [d async for d in cursor]
+        usages = [self.from_document(d) for d in documents[:size]]
+        more = len(documents) > size and bool(usages)
+        return usages, (documents[size - 1]["sort_key"] if more else None)

@@ -1,0 +1,93 @@
+"""Composition root: the one place where the promo-code service's concrete adapters are wired."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from bson import ObjectId
+
+from promo.v1 import promo_codes_pb2, promo_codes_pb2_grpc
+from promo_libs.grpc.client import insecure_channel
+from promo_libs.grpc.server import GrpcApp
+from promo_libs.mongo.connection import MongoConnection
+from promo_libs.mongo.migrations import apply_migrations
+from promocodes_service.adapters.event_codec import encode_code_events, encode_usage_events
+from promocodes_service.adapters.migrations import MIGRATIONS
+from promocodes_service.adapters.mongo_codes import MongoPromoCodeRepository
+from promocodes_service.adapters.mongo_usages import MongoUsageRepository
+from promocodes_service.adapters.users_client import GrpcUserDirectory
+from promocodes_service.config import PromocodesSettings
+from promocodes_service.entrypoints.grpc_servicer import PromoCodeServicer
+from promocodes_service.service_layer.catalogue import Catalogue
+from promocodes_service.service_layer.recovery import Recovery
+from promocodes_service.service_layer.redemption import Redemptions
+
+SERVICE_NAME = promo_codes_pb2.DESCRIPTOR.services_by_name["PromoCodeService"].full_name
+
+
+def new_id() -> str:
+    return str(ObjectId())
+
+
+def utc_now() -> datetime:
+    """Now, at the millisecond precision MongoDB stores, so answers equal later reads."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass
+class Storage:
+    connection: MongoConnection
+    codes: MongoPromoCodeRepository
+    usages: MongoUsageRepository
+
+
+async def connect_storage(settings: PromocodesSettings) -> Storage:
+    connection = MongoConnection(settings)
+    await connection.connect()
+    await connection.wait_until_reachable()
+    await apply_migrations(connection.db, MIGRATIONS)
+    return Storage(
+        connection,
+        MongoPromoCodeRepository(connection.db, encode_code_events),
+        MongoUsageRepository(connection.db, encode_usage_events),
+    )
+
+
+def build_recovery(settings: PromocodesSettings, storage: Storage) -> Recovery:
+    return Recovery(
+        storage.codes,
+        storage.usages,
+        utc_now,
+        timedelta(seconds=settings.recovery_stale_seconds),
+    )
+
+
+async def build(settings: PromocodesSettings) -> GrpcApp:
+    """Connects, migrates and assembles the service; nothing happens at import time."""
+    storage = await connect_storage(settings)
+    users_channel = insecure_channel(settings.users_addr)
+    users = GrpcUserDirectory(users_channel, settings.users_timeout_seconds)
+    recovery = build_recovery(settings, storage)
+    catalogue = Catalogue(storage.codes, new_id, utc_now)
+    redemptions = Redemptions(storage.codes, storage.usages, users, recovery, new_id, utc_now)
+    servicer = PromoCodeServicer(catalogue, redemptions)
+
+    async def recovery_loop() -> None:
+        await recovery.loop(settings.recovery_interval_seconds)
+
+    async def on_stop() -> None:
+        await users_channel.close()
+        await storage.connection.disconnect()
+
+    return GrpcApp(
+        name="promocodes",
+        service_names=[SERVICE_NAME],
+        register=lambda server: promo_codes_pb2_grpc.add_PromoCodeServiceServicer_to_server(
+            servicer, server
+        ),
+        probes={"mongo": storage.connection.ping, "users": users.ping},
+        background=[recovery_loop, storage.connection.size_metric_loop],
+        on_stop=on_stop,
+    )

@@ -1,0 +1,1 @@
+"""The promo-code domain: rules, discount arithmetic and the aggregates. Standard library only."""

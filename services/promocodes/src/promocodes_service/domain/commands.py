@@ -1,0 +1,105 @@
+"""What callers ask the promo-code service to do, in the imperative. Plain immutable data.
+
+Field names follow the request messages, so violations can name request paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyIn:
+    currency_code: str
+    amount_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class CodeSpec:
+    """A PromoCode as given in a request; `None` = unset. `malformed` names fields whose wire
+    value could not be read (e.g. a timestamp out of range)."""
+
+    code: str = ""
+    description: str = ""
+    discount: str = ""  # "percentage", "fixed_amount" or "" (none given)
+    basis_points: int = 0
+    max_discount: MoneyIn | None = None
+    fixed_amount: MoneyIn | None = None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    min_order_amount: MoneyIn | None = None
+    max_uses: int | None = None
+    max_uses_per_user: int | None = None
+    budget: MoneyIn | None = None
+    eligible_user_ids: tuple[str, ...] = ()
+    active: bool = True
+    malformed: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePromoCode:
+    spec: CodeSpec
+
+
+@dataclass(frozen=True, slots=True)
+class UpdatePromoCode:
+    """Only the fields named in `fields` change (the request's update_mask)."""
+
+    code_id: str
+    fields: frozenset[str]
+    spec: CodeSpec
+
+
+@dataclass(frozen=True, slots=True)
+class DeletePromoCode:
+    code_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratePromoCodes:
+    prefix: str
+    count: int
+    random_length: int
+    template: CodeSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatePromoCode:
+    code: str
+    user_id: str
+    order_amount: MoneyIn | None
+
+
+@dataclass(frozen=True, slots=True)
+class RedeemPromoCode:
+    code: str
+    user_id: str
+    order_amount: MoneyIn | None
+    redemption_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasePromoCode:
+    redemption_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListPromoCodes:
+    page_size: int
+    page_token: str
+    active: bool | None = None
+    valid_at: datetime | None = None
+    code_prefix: str = ""
+    batch_id: str = ""
+    malformed: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class ListPromoCodeUsages:
+    page_size: int
+    page_token: str
+    promo_code_id: str = ""
+    user_id: str = ""
+    status: str = ""  # "", "ACTIVE" or "RELEASED"; anything else is invalid

@@ -1,0 +1,95 @@
+"""What happened to promo codes and their usages, in the past tense.
+
+Recorded by the aggregates, written to the outbox in the same document write as the change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CodeSnapshot:
+    """A code's rules at one moment (counters excluded: analytics derive them from usages)."""
+
+    id: str
+    code: str
+    discount_type: str  # "PERCENTAGE" or "FIXED_AMOUNT"
+    basis_points: int
+    fixed_amount: int
+    max_discount: int | None
+    currency: str | None
+    min_order_amount: int | None
+    max_uses: int | None
+    max_uses_per_user: int | None
+    budget: int | None
+    batch_id: str
+    active: bool
+    valid_from: datetime | None
+    valid_until: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UserSnapshot:
+    id: str
+    email: str
+    display_name: str
+    active: bool
+    created_at: datetime | None
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSnapshot:
+    id: str
+    promo_code_id: str
+    code: str
+    user_id: str
+    currency: str
+    order_amount: int
+    discount: int
+    status: str  # "ACTIVE" or "RELEASED"
+    release_reason: str
+    created_at: datetime
+    released_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PromoCodeCreated:
+    code: CodeSnapshot
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PromoCodeUpdated:
+    code: CodeSnapshot
+    changed_fields: tuple[str, ...]
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PromoCodeDeactivated:
+    code: CodeSnapshot
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PromoCodeRedeemed:
+    usage: UsageSnapshot
+    code: CodeSnapshot
+    user: UserSnapshot
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PromoCodeReleased:
+    usage: UsageSnapshot
+    code: CodeSnapshot
+    user: UserSnapshot
+    occurred_at: datetime
+
+
+CodeEvent = PromoCodeCreated | PromoCodeUpdated | PromoCodeDeactivated
+UsageEvent = PromoCodeRedeemed | PromoCodeReleased

@@ -1,0 +1,316 @@
+"""The aggregates: PromoCode (rules, counters, reservations in flight) and Usage (a redemption).
+
+Counters of a code (`uses`, `discount_granted`) count ACTIVE usages plus reservations in flight.
+A reservation (`pending[redemption_id]`) is the first step of a redemption or a release; it names
+its `attempt`, so exactly one party can settle it (DESIGN.md, consistency without transactions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from promocodes_service.domain.events import (
+    CodeEvent,
+    CodeSnapshot,
+    PromoCodeCreated,
+    PromoCodeDeactivated,
+    PromoCodeRedeemed,
+    PromoCodeReleased,
+    PromoCodeUpdated,
+    UsageEvent,
+    UsageSnapshot,
+    UserSnapshot,
+)
+from promocodes_service.domain.rules import Discount, FixedAmount, Percentage
+
+REDEEM = "redeem"
+RELEASE = "release"
+
+ACTIVE = "ACTIVE"
+RELEASED = "RELEASED"
+# A redemption id whose reservation the recovery sweep rolled back before its usage was written:
+# it fences that attempt out. Never shown to callers (it reads as "no usage").
+ABANDONED = "ABANDONED"
+
+# Reasons (promo.v1.ErrorReason names without prefix), in the order the rules are checked.
+PROMO_CODE_NOT_FOUND = "PROMO_CODE_NOT_FOUND"
+PROMO_CODE_INACTIVE = "PROMO_CODE_INACTIVE"
+PROMO_CODE_NOT_STARTED = "PROMO_CODE_NOT_STARTED"
+PROMO_CODE_EXPIRED = "PROMO_CODE_EXPIRED"
+USER_NOT_ELIGIBLE = "USER_NOT_ELIGIBLE"
+CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+ORDER_BELOW_MINIMUM = "ORDER_BELOW_MINIMUM"
+PROMO_CODE_EXHAUSTED = "PROMO_CODE_EXHAUSTED"
+PER_USER_LIMIT_REACHED = "PER_USER_LIMIT_REACHED"
+BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
+
+
+class UpdateNotAllowed(Exception):
+    """The change would break an invariant of a code that has been used."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """Everything an operator sets. Money amounts are in `currency` (None: the code has none)."""
+
+    description: str
+    discount: Discount
+    currency: str | None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    min_order_amount: int | None = None
+    max_uses: int | None = None
+    max_uses_per_user: int | None = None
+    budget: int | None = None
+    eligible_user_ids: tuple[str, ...] = ()
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    attempt: str
+    kind: str  # REDEEM or RELEASE
+    user_id: str
+    discount: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The outcome of the rules for one order: a discount, or the first failing rule's reason."""
+
+    discount: int
+    reason: str = ""
+
+    @property
+    def applicable(self) -> bool:
+        return not self.reason
+
+
+@dataclass
+class PromoCode:
+    id: str
+    code: str
+    rules: RuleSet
+    created_at: datetime
+    updated_at: datetime
+    batch_id: str = ""
+    version: int = 1  # of the rules; redemptions do not change it
+    uses: int = 0
+    discount_granted: int = 0
+    redeemed_total: int = 0  # reservations ever made: > 0 means "has been used"
+    pending: dict[str, Reservation] = field(default_factory=dict)
+    events: list[CodeEvent] = field(default_factory=list, compare=False, repr=False)
+
+    @classmethod
+    def create(
+        cls, code_id: str, code: str, rules: RuleSet, now: datetime, batch_id: str = ""
+    ) -> PromoCode:
+        promo = cls(
+            id=code_id,
+            code=code,
+            rules=dataclasses.replace(rules, active=True),
+            created_at=now,
+            updated_at=now,
+            batch_id=batch_id,
+        )
+        promo.events.append(PromoCodeCreated(promo.snapshot(), now))
+        return promo
+
+    @property
+    def used(self) -> bool:
+        return self.redeemed_total > 0
+
+    def snapshot(self) -> CodeSnapshot:
+        rules = self.rules
+        percentage = rules.discount if isinstance(rules.discount, Percentage) else None
+        fixed = rules.discount if isinstance(rules.discount, FixedAmount) else None
+        return CodeSnapshot(
+            id=self.id,
+            code=self.code,
+            discount_type="PERCENTAGE" if percentage else "FIXED_AMOUNT",
+            basis_points=percentage.basis_points if percentage else 0,
+            fixed_amount=fixed.amount if fixed else 0,
+            max_discount=percentage.max_discount if percentage else None,
+            currency=rules.currency,
+            min_order_amount=rules.min_order_amount,
+            max_uses=rules.max_uses,
+            max_uses_per_user=rules.max_uses_per_user,
+            budget=rules.budget,
+            batch_id=self.batch_id,
+            active=rules.active,
+            valid_from=rules.valid_from,
+            valid_until=rules.valid_until,
+            created_at=self.created_at,
+        )
+
+    def evaluate(
+        self, user_id: str, amount: int, currency: str, now: datetime, user_active_uses: int
+    ) -> Quote:
+        """The rules in the documented order (promo_codes.proto); changes nothing."""
+        rules = self.rules
+        if not rules.active:
+            return Quote(0, PROMO_CODE_INACTIVE)
+        if rules.valid_from is not None and now < rules.valid_from:
+            return Quote(0, PROMO_CODE_NOT_STARTED)
+        if rules.valid_until is not None and now >= rules.valid_until:
+            return Quote(0, PROMO_CODE_EXPIRED)
+        if rules.eligible_user_ids and user_id not in rules.eligible_user_ids:
+            return Quote(0, USER_NOT_ELIGIBLE)
+        if rules.currency is not None and currency != rules.currency:
+            return Quote(0, CURRENCY_MISMATCH)
+        if rules.min_order_amount is not None and amount < rules.min_order_amount:
+            return Quote(0, ORDER_BELOW_MINIMUM)
+        if rules.max_uses is not None and self.uses >= rules.max_uses:
+            return Quote(0, PROMO_CODE_EXHAUSTED)
+        if rules.max_uses_per_user is not None and user_active_uses >= rules.max_uses_per_user:
+            return Quote(0, PER_USER_LIMIT_REACHED)
+        discount = rules.discount.discount(amount)
+        if rules.budget is not None and self.discount_granted + discount > rules.budget:
+            return Quote(0, BUDGET_EXHAUSTED)
+        return Quote(discount)
+
+    def change_rules(self, new: RuleSet, fields: tuple[str, ...], now: datetime) -> tuple[str, ...]:
+        """Applies `new`; returns the fields that really changed. What may change once the code
+        has been used: anything except the currency, max_uses below the current uses, a budget
+        below the discount granted, and max_uses_per_user other than raised (lowering it or
+        setting it where it was unlimited would let existing usages escape the new limit)."""
+        old = self.rules
+        changed = tuple(f for f in fields if _rule_value(old, f) != _rule_value(new, f))
+        if not changed:
+            return ()
+        if new.max_uses is not None and new.max_uses < self.uses:
+            raise UpdateNotAllowed(f"max_uses cannot go below the current uses ({self.uses})")
+        if new.budget is not None and new.budget < self.discount_granted:
+            raise UpdateNotAllowed(
+                f"budget cannot go below the discount granted ({self.discount_granted})"
+            )
+        if self.used and requires_unused(old, new):
+            if new.currency != old.currency:
+                raise UpdateNotAllowed("the currency cannot change after the first redemption")
+            raise UpdateNotAllowed(
+                "after the first redemption max_uses_per_user can only be raised or removed"
+            )
+        self.rules = new
+        self.updated_at = now
+        self.version += 1
+        self.events.append(PromoCodeUpdated(self.snapshot(), changed, now))
+        return changed
+
+    def deactivate(self, now: datetime) -> bool:
+        if not self.rules.active:
+            return False
+        self.rules = dataclasses.replace(self.rules, active=False)
+        self.updated_at = now
+        self.version += 1
+        self.events.append(PromoCodeDeactivated(self.snapshot(), now))
+        return True
+
+
+def requires_unused(old: RuleSet, new: RuleSet) -> bool:
+    """Changes only a never-redeemed code may take: another currency, or a per-user limit that
+    is new or lower (usages made under the old scheme would escape it)."""
+    if new.currency != old.currency:
+        return True
+    return new.max_uses_per_user is not None and (
+        old.max_uses_per_user is None or new.max_uses_per_user < old.max_uses_per_user
+    )
+
+
+def _rule_value(rules: RuleSet, name: str) -> object:
+    if name in ("percentage", "fixed_amount"):
+        return (rules.discount, rules.currency)
+    if name in ("min_order_amount", "budget"):
+        return (getattr(rules, name), rules.currency)
+    return getattr(rules, name)
+
+
+@dataclass
+class Usage:
+    """One redemption: id = redemption id = order id."""
+
+    id: str
+    promo_code_id: str
+    code: str
+    user_id: str
+    currency: str
+    order_amount: int
+    discount: int
+    created_at: datetime
+    user: UserSnapshot
+    status: str = ACTIVE
+    release_reason: str = ""
+    released_at: datetime | None = None
+    attempt: str = ""  # the reservation attempt that wrote it
+    released_by: str = ""  # the release attempt that released it
+    version: int = 1
+    events: list[UsageEvent] = field(default_factory=list, compare=False, repr=False)
+
+    @classmethod
+    def redeem(
+        cls,
+        redemption_id: str,
+        promo: PromoCode,
+        user: UserSnapshot,
+        amount: int,
+        currency: str,
+        discount: int,
+        attempt: str,
+        now: datetime,
+    ) -> Usage:
+        usage = cls(
+            id=redemption_id,
+            promo_code_id=promo.id,
+            code=promo.code,
+            user_id=user.id,
+            currency=currency,
+            order_amount=amount,
+            discount=discount,
+            created_at=now,
+            user=user,
+            attempt=attempt,
+        )
+        usage.events.append(PromoCodeRedeemed(usage.snapshot(), promo.snapshot(), user, now))
+        return usage
+
+    @property
+    def visible(self) -> bool:
+        return self.status != ABANDONED
+
+    def same_request(self, code: str, user_id: str, amount: int, currency: str) -> bool:
+        return (self.code, self.user_id, self.order_amount, self.currency) == (
+            code,
+            user_id,
+            amount,
+            currency,
+        )
+
+    def release(
+        self, attempt: str, reason: str, promo: PromoCode, user: UserSnapshot, now: datetime
+    ) -> bool:
+        if self.status != ACTIVE:
+            return False
+        self.status = RELEASED
+        self.release_reason = reason
+        self.released_at = now
+        self.released_by = attempt
+        self.version += 1
+        self.events.append(PromoCodeReleased(self.snapshot(), promo.snapshot(), user, now))
+        return True
+
+    def snapshot(self) -> UsageSnapshot:
+        return UsageSnapshot(
+            id=self.id,
+            promo_code_id=self.promo_code_id,
+            code=self.code,
+            user_id=self.user_id,
+            currency=self.currency,
+            order_amount=self.order_amount,
+            discount=self.discount,
+            status=self.status,
+            release_reason=self.release_reason,
+            created_at=self.created_at,
+            released_at=self.released_at,
+        )

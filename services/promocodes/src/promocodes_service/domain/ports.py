@@ -1,0 +1,162 @@
+"""What the promo-code use cases need from the outside world, as abstract ports.
+
+Every write is a single-document atomic operation; the filters described here are the whole
+concurrency story (no multi-document transactions).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from datetime import datetime
+
+from promo_libs.repository import Repository
+from promocodes_service.domain.events import UserSnapshot
+from promocodes_service.domain.model import PromoCode, Reservation, Usage
+
+
+class PromoCodeExists(Exception):
+    """Another code has the same normalized text."""
+
+
+class VersionConflict(Exception):
+    """The code changed between our read and our write (or a guard no longer holds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CodeQuery:
+    active: bool | None = None
+    valid_at: datetime | None = None
+    code_prefix: str = ""
+    batch_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    promo_code_id: str = ""
+    user_id: str = ""
+    status: str = ""  # "" = ACTIVE or RELEASED
+
+
+CLAIMED = "claimed"
+SLOT_TAKEN = "slot_taken"
+EXISTS = "exists"
+FENCED = "fenced"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    outcome: str  # CLAIMED, SLOT_TAKEN, EXISTS (another usage holds the id) or FENCED
+    existing: Usage | None = None
+
+
+class PromoCodeRepository(Repository[PromoCode]):
+    @abc.abstractmethod
+    async def get(self, code_id: str) -> PromoCode | None: ...
+
+    @abc.abstractmethod
+    async def get_by_code(self, code: str) -> PromoCode | None:
+        """By normalized (upper-case) text."""
+
+    @abc.abstractmethod
+    async def add(self, promo: PromoCode) -> None:
+        """Stores a new code with its events; PromoCodeExists on a duplicate text."""
+
+    @abc.abstractmethod
+    async def add_batch(self, promos: list[PromoCode]) -> set[str]:
+        """Stores the codes whose text is free, with their events; returns the texts that were
+        taken (those codes are not stored)."""
+
+    @abc.abstractmethod
+    async def remove_batch(self, batch_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def save(self, promo: PromoCode, expected_version: int, require_unused: bool) -> None:
+        """Stores the rules and events if the stored version is `expected_version`, its counters
+        still fit the new limits (uses <= max_uses, discount_granted <= budget) and, when
+        `require_unused`, it was never redeemed. VersionConflict otherwise."""
+
+    @abc.abstractmethod
+    async def list_page(
+        self, query: CodeQuery, after_code: str | None, size: int
+    ) -> tuple[list[PromoCode], str | None]:
+        """Codes in ascending text order after `after_code`; the last text when there is more."""
+
+    @abc.abstractmethod
+    async def reserve(self, promo: PromoCode, redemption_id: str, reservation: Reservation) -> bool:
+        """Redeem step 1, one atomic update, filtered on: rules still at promo.version, active,
+        inside the window at reservation.at, uses < max_uses, discount_granted + discount <=
+        budget, no reservation for this redemption id. Increments uses, discount_granted,
+        pending_count and redeemed_total and stores the reservation. False when not matched."""
+
+    @abc.abstractmethod
+    async def begin_release(
+        self, code_id: str, redemption_id: str, reservation: Reservation
+    ) -> bool:
+        """Release step 1: stores the reservation (kind RELEASE) if none exists for the id."""
+
+    @abc.abstractmethod
+    async def settle(
+        self, code_id: str, redemption_id: str, attempt: str, give_back: int | None
+    ) -> bool:
+        """Removes the reservation of `attempt` (exactly once: filtered on it); with `give_back`,
+        also returns one use and that much discount. False when it was already settled."""
+
+    @abc.abstractmethod
+    async def with_pending(self, limit: int) -> list[PromoCode]:
+        """Codes holding reservations."""
+
+
+class UsageRepository(Repository[Usage]):
+    @abc.abstractmethod
+    async def get(self, redemption_id: str) -> Usage | None:
+        """Any usage document, ABANDONED ones included."""
+
+    @abc.abstractmethod
+    async def active_slots(self, promo_code_id: str, user_id: str) -> tuple[int, set[int]]:
+        """The user's number of ACTIVE usages of the code and the numbered slots they hold."""
+
+    @abc.abstractmethod
+    async def claim(self, usage: Usage, slot: int | None) -> Claim:
+        """Redeem step 2: writes the usage (with its events) under its id, holding per-user slot
+        `slot` (None: no per-user limit). An ABANDONED document with the id is taken over unless
+        it fences `usage.attempt` out."""
+
+    @abc.abstractmethod
+    async def release(self, usage: Usage) -> bool:
+        """Release step 2: stores the RELEASED usage and its events, frees its slot; filtered on
+        ACTIVE and on `usage.released_by` not being fenced out. False when not matched."""
+
+    @abc.abstractmethod
+    async def fence_redeem(
+        self, redemption_id: str, attempt: str, promo_code_id: str, user_id: str
+    ) -> Usage | None:
+        """Recovery: makes sure reservation `attempt` can never write its usage. Returns the
+        visible usage already stored under the id (None: fenced, nothing was written)."""
+
+    @abc.abstractmethod
+    async def fence_release(self, redemption_id: str, attempt: str) -> Usage | None:
+        """Recovery: if the usage is still ACTIVE, fences release `attempt` out and returns None;
+        otherwise returns the usage as stored."""
+
+    @abc.abstractmethod
+    async def list_page(
+        self, query: UsageQuery, after_key: str | None, size: int
+    ) -> tuple[list[Usage], str | None]:
+        """Visible usages in (create time, id) order; the last sort key when there is more."""
+
+
+class UserDirectory(abc.ABC):
+    """UserService, as far as redemptions need it."""
+
+    @abc.abstractmethod
+    async def get_user(self, user_id: str) -> UserSnapshot | None:
+        """None when no such user; raises promo_libs.errors.Unavailable when it cannot tell."""
+
+    @abc.abstractmethod
+    async def ping(self) -> bool: ...
+
+
+def usage_sort_key(created_at: datetime, usage_id: str) -> str:
+    """One string ordering usages by create time, then id (keyset pagination on one field)."""
+    return f"{created_at.strftime('%Y%m%d%H%M%S')}{created_at.microsecond // 1000:03d}|{usage_id}"

@@ -1,0 +1,1 @@
+"""Ways into the promo-code service: the gRPC servicer."""

@@ -1,0 +1,275 @@
+"""promo.v1.PromoCodeService over gRPC: translate the request, call the use case, translate back.
+
+Errors are not handled here: promo_libs' interceptor maps them to statuses with details.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from promo.v1 import common_pb2, promo_codes_pb2, promo_codes_pb2_grpc
+from promo_libs.events import timestamp
+from promocodes_service.domain import rules
+from promocodes_service.domain.commands import (
+    CodeSpec,
+    CreatePromoCode,
+    DeletePromoCode,
+    GeneratePromoCodes,
+    ListPromoCodes,
+    ListPromoCodeUsages,
+    MoneyIn,
+    RedeemPromoCode,
+    ReleasePromoCode,
+    UpdatePromoCode,
+    ValidatePromoCode,
+)
+from promocodes_service.domain.model import PromoCode, Usage
+from promocodes_service.service_layer.catalogue import Catalogue
+from promocodes_service.service_layer.redemption import Redemptions
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_MIN_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
+_MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+_STATUS_NAMES = {0: "", 1: "ACTIVE", 2: "RELEASED"}
+
+
+def _instant(value: Timestamp) -> datetime:
+    """A valid Timestamp as an aware UTC datetime at MongoDB's millisecond precision."""
+    moment = value.ToDatetime(tzinfo=UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _valid(value: Timestamp) -> bool:
+    return _MIN_SECONDS <= value.seconds <= _MAX_SECONDS and 0 <= value.nanos <= 999_999_999
+
+
+def _money(message: common_pb2.Money) -> MoneyIn:
+    return MoneyIn(message.currency_code, message.amount_minor)
+
+
+def _money_out(currency: str | None, amount: int | None) -> common_pb2.Money | None:
+    if amount is None:
+        return None
+    return common_pb2.Money(currency_code=currency or "", amount_minor=amount)
+
+
+def code_spec(message: promo_codes_pb2.PromoCode) -> CodeSpec:
+    given = {
+        "valid_from": message.valid_from if message.HasField("valid_from") else None,
+        "valid_until": message.valid_until if message.HasField("valid_until") else None,
+    }
+    malformed = frozenset(k for k, v in given.items() if v is not None and not _valid(v))
+
+    def instant(name: str) -> datetime | None:
+        value = given[name]
+        return None if value is None or name in malformed else _instant(value)
+
+    percentage = message.percentage
+    return CodeSpec(
+        code=message.code,
+        description=message.description,
+        discount=message.WhichOneof("discount") or "",
+        basis_points=percentage.basis_points,
+        max_discount=_money(percentage.max_discount)
+        if percentage.HasField("max_discount")
+        else None,
+        fixed_amount=_money(message.fixed_amount) if message.HasField("fixed_amount") else None,
+        valid_from=instant("valid_from"),
+        valid_until=instant("valid_until"),
+        min_order_amount=(
+            _money(message.min_order_amount) if message.HasField("min_order_amount") else None
+        ),
+        max_uses=message.max_uses if message.HasField("max_uses") else None,
+        max_uses_per_user=(
+            message.max_uses_per_user if message.HasField("max_uses_per_user") else None
+        ),
+        budget=_money(message.budget) if message.HasField("budget") else None,
+        eligible_user_ids=tuple(message.eligible_user_ids),
+        active=message.active,
+        malformed=malformed,
+    )
+
+
+def promo_message(promo: PromoCode) -> promo_codes_pb2.PromoCode:
+    r = promo.rules
+    message = promo_codes_pb2.PromoCode(
+        id=promo.id,
+        code=promo.code,
+        description=r.description,
+        valid_from=timestamp(r.valid_from),
+        valid_until=timestamp(r.valid_until),
+        min_order_amount=_money_out(r.currency, r.min_order_amount),
+        max_uses=r.max_uses,
+        max_uses_per_user=r.max_uses_per_user,
+        budget=_money_out(r.currency, r.budget),
+        eligible_user_ids=list(r.eligible_user_ids),
+        active=r.active,
+        uses=promo.uses,
+        discount_granted=_money_out(r.currency, promo.discount_granted if r.currency else None),
+        batch_id=promo.batch_id,
+        create_time=timestamp(promo.created_at),
+        update_time=timestamp(promo.updated_at),
+    )
+    if isinstance(r.discount, rules.Percentage):
+        message.percentage.CopyFrom(
+            promo_codes_pb2.PercentageDiscount(
+                basis_points=r.discount.basis_points,
+                max_discount=_money_out(r.currency, r.discount.max_discount),
+            )
+        )
+    else:
+        message.fixed_amount.CopyFrom(
+            common_pb2.Money(currency_code=r.currency or "", amount_minor=r.discount.amount)
+        )
+    return message
+
+
+def usage_message(usage: Usage) -> promo_codes_pb2.PromoCodeUsage:
+    return promo_codes_pb2.PromoCodeUsage(
+        id=usage.id,
+        promo_code_id=usage.promo_code_id,
+        code=usage.code,
+        user_id=usage.user_id,
+        order_id=usage.id,
+        order_amount=common_pb2.Money(
+            currency_code=usage.currency, amount_minor=usage.order_amount
+        ),
+        discount=common_pb2.Money(currency_code=usage.currency, amount_minor=usage.discount),
+        status=promo_codes_pb2.PromoCodeUsageStatus.Value(
+            f"PROMO_CODE_USAGE_STATUS_{usage.status}"
+        ),
+        release_reason=usage.release_reason,
+        create_time=timestamp(usage.created_at),
+        release_time=timestamp(usage.released_at),
+    )
+
+
+class PromoCodeServicer(promo_codes_pb2_grpc.PromoCodeServiceServicer):
+    def __init__(self, catalogue: Catalogue, redemptions: Redemptions) -> None:
+        self._catalogue = catalogue
+        self._redemptions = redemptions
+
+    async def CreatePromoCode(
+        self, request: promo_codes_pb2.CreatePromoCodeRequest, context: Context
+    ) -> promo_codes_pb2.PromoCode:
+        promo = await self._catalogue.create(CreatePromoCode(code_spec(request.promo_code)))
+        return promo_message(promo)
+
+    async def GetPromoCode(
+        self, request: promo_codes_pb2.GetPromoCodeRequest, context: Context
+    ) -> promo_codes_pb2.PromoCode:
+        return promo_message(await self._catalogue.get(request.id))
+
+    async def LookupPromoCode(
+        self, request: promo_codes_pb2.LookupPromoCodeRequest, context: Context
+    ) -> promo_codes_pb2.PromoCode:
+        return promo_message(await self._catalogue.lookup(request.code))
+
+    async def ListPromoCodes(
+        self, request: promo_codes_pb2.ListPromoCodesRequest, context: Context
+    ) -> promo_codes_pb2.ListPromoCodesResponse:
+        has_valid_at = request.HasField("valid_at")
+        valid = has_valid_at and _valid(request.valid_at)
+        page = await self._catalogue.list(
+            ListPromoCodes(
+                page_size=request.page_size,
+                page_token=request.page_token,
+                active=request.active if request.HasField("active") else None,
+                valid_at=_instant(request.valid_at) if valid else None,
+                code_prefix=request.code_prefix,
+                batch_id=request.batch_id,
+                malformed=frozenset({"valid_at"} if has_valid_at and not valid else ()),
+            )
+        )
+        return promo_codes_pb2.ListPromoCodesResponse(
+            promo_codes=[promo_message(p) for p in page.codes],
+            next_page_token=page.next_page_token,
+        )
+
+    async def UpdatePromoCode(
+        self, request: promo_codes_pb2.UpdatePromoCodeRequest, context: Context
+    ) -> promo_codes_pb2.PromoCode:
+        promo = await self._catalogue.update(
+            UpdatePromoCode(
+                code_id=request.promo_code.id,
+                fields=frozenset(request.update_mask.paths),
+                spec=code_spec(request.promo_code),
+            )
+        )
+        return promo_message(promo)
+
+    async def DeletePromoCode(
+        self, request: promo_codes_pb2.DeletePromoCodeRequest, context: Context
+    ) -> promo_codes_pb2.PromoCode:
+        return promo_message(await self._catalogue.delete(DeletePromoCode(request.id)))
+
+    async def GeneratePromoCodes(
+        self, request: promo_codes_pb2.GeneratePromoCodesRequest, context: Context
+    ) -> promo_codes_pb2.GeneratePromoCodesResponse:
+        batch = await self._catalogue.generate(
+            GeneratePromoCodes(
+                prefix=request.prefix,
+                count=request.count,
+                random_length=request.random_length,
+                template=code_spec(request.template),
+            )
+        )
+        return promo_codes_pb2.GeneratePromoCodesResponse(
+            batch_id=batch.batch_id, codes=batch.codes, collisions_avoided=batch.collisions_avoided
+        )
+
+    async def ValidatePromoCode(
+        self, request: promo_codes_pb2.ValidatePromoCodeRequest, context: Context
+    ) -> promo_codes_pb2.ValidatePromoCodeResponse:
+        amount = _money(request.order_amount) if request.HasField("order_amount") else None
+        result = await self._redemptions.validate(
+            ValidatePromoCode(request.code, request.user_id, amount)
+        )
+        return promo_codes_pb2.ValidatePromoCodeResponse(
+            applicable=result.quote.applicable,
+            discount=common_pb2.Money(
+                currency_code=request.order_amount.currency_code,
+                amount_minor=result.quote.discount,
+            ),
+            reason=result.quote.reason,
+            promo_code=promo_message(result.promo) if result.promo else None,
+        )
+
+    async def RedeemPromoCode(
+        self, request: promo_codes_pb2.RedeemPromoCodeRequest, context: Context
+    ) -> promo_codes_pb2.PromoCodeUsage:
+        amount = _money(request.order_amount) if request.HasField("order_amount") else None
+        usage = await self._redemptions.redeem(
+            RedeemPromoCode(request.code, request.user_id, amount, request.redemption_id)
+        )
+        return usage_message(usage)
+
+    async def ReleasePromoCode(
+        self, request: promo_codes_pb2.ReleasePromoCodeRequest, context: Context
+    ) -> promo_codes_pb2.PromoCodeUsage:
+        usage = await self._redemptions.release(
+            ReleasePromoCode(request.redemption_id, request.reason)
+        )
+        return usage_message(usage)
+
+    async def ListPromoCodeUsages(
+        self, request: promo_codes_pb2.ListPromoCodeUsagesRequest, context: Context
+    ) -> promo_codes_pb2.ListPromoCodeUsagesResponse:
+        page = await self._redemptions.list_usages(
+            ListPromoCodeUsages(
+                page_size=request.page_size,
+                page_token=request.page_token,
+                promo_code_id=request.promo_code_id,
+                user_id=request.user_id,
+                status=_STATUS_NAMES.get(request.status, str(request.status)),
+            )
+        )
+        return promo_codes_pb2.ListPromoCodeUsagesResponse(
+            promo_code_usages=[usage_message(u) for u in page.usages],
+            next_page_token=page.next_page_token,
+        )

@@ -1,0 +1,241 @@
+"""The catalogue use cases: create, read, list, update, deactivate and bulk-generate codes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from promo_libs import errors
+from promo_libs.pagination import page_request
+from promocodes_service.domain import rules
+from promocodes_service.domain.commands import (
+    CreatePromoCode,
+    DeletePromoCode,
+    GeneratePromoCodes,
+    ListPromoCodes,
+    UpdatePromoCode,
+)
+from promocodes_service.domain.model import PromoCode, UpdateNotAllowed, requires_unused
+from promocodes_service.domain.ports import (
+    CodeQuery,
+    PromoCodeExists,
+    PromoCodeRepository,
+    VersionConflict,
+)
+from promocodes_service.service_layer.validation import (
+    IMMUTABLE_FIELDS,
+    RULE_FIELDS,
+    build_rules,
+    checked,
+)
+
+_UPDATE_ATTEMPTS = 8
+_MAX_DRAW_FACTOR = 20  # give up (CODE_SPACE_EXHAUSTED) after this many draws per wanted code
+
+
+@dataclass(frozen=True, slots=True)
+class CodePage:
+    codes: list[PromoCode]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedBatch:
+    batch_id: str
+    codes: list[str]
+    collisions_avoided: int
+
+
+def code_not_found(key: str) -> errors.NotFound:
+    return errors.NotFound(
+        f"promo code {key} does not exist", "PROMO_CODE_NOT_FOUND", {"promo_code": key}
+    )
+
+
+def check_code_id(code_id: str, field: str = "id") -> None:
+    violations = errors.Violations()
+    checked(violations, field, lambda v: rules.check_id(v, "promo code id"), code_id)
+    violations.raise_if_any()
+
+
+class Catalogue:
+    def __init__(
+        self,
+        codes: PromoCodeRepository,
+        new_id: Callable[[], str],
+        clock: Callable[[], datetime],
+        draw: Callable[[str, int], str] = rules.random_code,
+    ) -> None:
+        self._codes = codes
+        self._new_id = new_id
+        self._clock = clock
+        self._draw = draw
+
+    async def create(self, command: CreatePromoCode) -> PromoCode:
+        violations = errors.Violations()
+        code = checked(violations, "promo_code.code", rules.normalize_code, command.spec.code)
+        rule_set = build_rules(command.spec, "promo_code", violations)
+        violations.raise_if_any()
+        assert code is not None and rule_set is not None
+        promo = PromoCode.create(self._new_id(), code, rule_set, self._clock())
+        try:
+            await self._codes.add(promo)
+        except PromoCodeExists:
+            raise errors.AlreadyExists(
+                f"promo code {code} already exists", "PROMO_CODE_ALREADY_EXISTS", {"code": code}
+            ) from None
+        return promo
+
+    async def get(self, code_id: str) -> PromoCode:
+        check_code_id(code_id)
+        promo = await self._codes.get(code_id)
+        if promo is None:
+            raise code_not_found(code_id)
+        return promo
+
+    async def lookup(self, code_text: str) -> PromoCode:
+        violations = errors.Violations()
+        code = checked(violations, "code", rules.normalize_code, code_text)
+        violations.raise_if_any()
+        assert code is not None
+        promo = await self._codes.get_by_code(code)
+        if promo is None:
+            raise code_not_found(code)
+        return promo
+
+    async def list(self, command: ListPromoCodes) -> CodePage:
+        violations = errors.Violations()
+        prefix = checked(violations, "code_prefix", rules.normalize_prefix, command.code_prefix)
+        if command.batch_id:
+            checked(
+                violations, "batch_id", lambda v: rules.check_id(v, "batch id"), command.batch_id
+            )
+        if "valid_at" in command.malformed:
+            violations.add("valid_at", "is not a valid timestamp")
+        violations.raise_if_any()
+        query = CodeQuery(command.active, command.valid_at, prefix or "", command.batch_id)
+        page = page_request(
+            command.page_size,
+            command.page_token,
+            {
+                "active": query.active,
+                "valid_at": query.valid_at.isoformat() if query.valid_at else None,
+                "code_prefix": query.code_prefix,
+                "batch_id": query.batch_id,
+            },
+        )
+        codes, last = await self._codes.list_page(query, page.after_id, page.size)
+        return CodePage(codes, page.next_token(last) if last else "")
+
+    async def update(self, command: UpdatePromoCode) -> PromoCode:
+        violations = errors.Violations()
+        if not command.fields:
+            violations.add("update_mask", "must name at least one field")
+        for path in sorted(command.fields - RULE_FIELDS):
+            what = "is immutable" if path in IMMUTABLE_FIELDS else "is not a field of PromoCode"
+            violations.add("update_mask", f"'{path}' {what}")
+        if {"percentage", "fixed_amount"} <= command.fields:
+            violations.add("update_mask", "name one of percentage or fixed_amount, not both")
+        checked(
+            violations,
+            "promo_code.id",
+            lambda v: rules.check_id(v, "promo code id"),
+            command.code_id,
+        )
+        violations.raise_if_any()
+        fields = tuple(f for f in sorted(RULE_FIELDS) if f in command.fields)
+        for _ in range(_UPDATE_ATTEMPTS):
+            promo = await self.get(command.code_id)
+            new_rules = build_rules(
+                command.spec, "promo_code", violations, base=promo.rules, fields=command.fields
+            )
+            violations.raise_if_any()
+            assert new_rules is not None
+            old_rules, expected = promo.rules, promo.version
+            try:
+                changed = promo.change_rules(new_rules, fields, self._clock())
+            except UpdateNotAllowed as exc:
+                raise errors.FailedPrecondition(
+                    str(exc), "UPDATE_NOT_ALLOWED", {"promo_code_id": promo.id}
+                ) from None
+            if not changed:
+                return promo
+            try:
+                await self._codes.save(promo, expected, requires_unused(old_rules, new_rules))
+            except VersionConflict:
+                continue  # changed or redeemed meanwhile: check the rules again on fresh state
+            return promo
+        raise errors.Aborted(
+            "the promo code is being changed concurrently; retry", "CONCURRENT_UPDATE"
+        )
+
+    async def delete(self, command: DeletePromoCode) -> PromoCode:
+        for _ in range(_UPDATE_ATTEMPTS):
+            promo = await self.get(command.code_id)
+            expected = promo.version
+            if not promo.deactivate(self._clock()):
+                return promo  # deactivating twice changes nothing
+            try:
+                await self._codes.save(promo, expected, require_unused=False)
+            except VersionConflict:
+                continue
+            return promo
+        raise errors.Aborted(
+            "the promo code is being changed concurrently; retry", "CONCURRENT_UPDATE"
+        )
+
+    async def generate(self, command: GeneratePromoCodes) -> GeneratedBatch:
+        violations = errors.Violations()
+        prefix = checked(violations, "prefix", rules.normalize_prefix, command.prefix)
+        if not 1 <= command.count <= rules.MAX_GENERATE_COUNT:
+            violations.add("count", f"must be 1..{rules.MAX_GENERATE_COUNT}")
+        length = command.random_length or rules.DEFAULT_RANDOM_LENGTH
+        if not rules.MIN_RANDOM_LENGTH <= length <= rules.MAX_RANDOM_LENGTH:
+            violations.add(
+                "random_length",
+                f"must be {rules.MIN_RANDOM_LENGTH}..{rules.MAX_RANDOM_LENGTH} (0 = default)",
+            )
+        elif prefix is not None and len(prefix) + length > rules.MAX_CODE_LENGTH:
+            violations.add("prefix", f"prefix plus random part exceed {rules.MAX_CODE_LENGTH}")
+        rule_set = build_rules(command.template, "template", violations)
+        violations.raise_if_any()
+        assert prefix is not None and rule_set is not None
+        if rules.code_space(length) < command.count:
+            raise _space_exhausted(prefix, length)
+        batch_id = self._new_id()
+        now = self._clock()
+        drawn: set[str] = set()
+        created: list[str] = []
+        collisions = 0
+        draws_left = command.count * _MAX_DRAW_FACTOR
+        try:
+            while len(created) < command.count:
+                candidates: list[str] = []
+                while len(created) + len(candidates) < command.count:
+                    if draws_left == 0:
+                        raise _space_exhausted(prefix, length)
+                    draws_left -= 1
+                    candidate = self._draw(prefix, length)
+                    if candidate in drawn:
+                        collisions += 1
+                        continue
+                    drawn.add(candidate)
+                    candidates.append(candidate)
+                promos = [
+                    PromoCode.create(self._new_id(), c, rule_set, now, batch_id) for c in candidates
+                ]
+                taken = await self._codes.add_batch(promos)
+                collisions += len(taken)
+                created.extend(c for c in candidates if c not in taken)
+        except BaseException:
+            await self._codes.remove_batch(batch_id)  # all or nothing
+            raise
+        return GeneratedBatch(batch_id, created, collisions)
+
+
+def _space_exhausted(prefix: str, length: int) -> errors.FailedPrecondition:
+    return errors.FailedPrecondition(
+        f"not enough unused codes for prefix {prefix!r} and random length {length}",
+        "CODE_SPACE_EXHAUSTED",
+    )

@@ -1,0 +1,378 @@
+"""Quotes, redemptions, releases and the usage list.
+
+Redeem follows DESIGN.md's protocol with single-document atomic writes only:
+  1. reserve on the code's document (limits in the filter, `pending.<redemption id>` set),
+  2. write the usage under the redemption id holding a free per-user slot (unique index),
+  3. settle the reservation (finalize; or roll back when no slot was free).
+Release mirrors it: reserve a release, mark the usage RELEASED (slot freed), give the use and
+the discount back while settling. Anything interrupted is settled by `Recovery.resolve`.
+A code is reported exhausted (uses or budget) only when settled redemptions alone reach the
+limit: while reservations that may still roll back are in flight, the request waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from promo_libs import errors
+from promo_libs.logging import get_logger
+from promo_libs.pagination import page_request
+from promocodes_service.domain import rules
+from promocodes_service.domain.commands import (
+    ListPromoCodeUsages,
+    RedeemPromoCode,
+    ReleasePromoCode,
+    ValidatePromoCode,
+)
+from promocodes_service.domain.events import UserSnapshot
+from promocodes_service.domain.model import (
+    ACTIVE,
+    BUDGET_EXHAUSTED,
+    PROMO_CODE_EXHAUSTED,
+    PROMO_CODE_NOT_FOUND,
+    REDEEM,
+    RELEASE,
+    RELEASED,
+    PromoCode,
+    Quote,
+    Reservation,
+    Usage,
+)
+from promocodes_service.domain.ports import (
+    CLAIMED,
+    EXISTS,
+    SLOT_TAKEN,
+    PromoCodeRepository,
+    UsageQuery,
+    UsageRepository,
+    UserDirectory,
+)
+from promocodes_service.service_layer.catalogue import code_not_found
+from promocodes_service.service_layer.recovery import Recovery
+from promocodes_service.service_layer.validation import check_order_amount, checked
+
+log = get_logger(__name__)
+
+_ATTEMPTS = 50
+_SLOT_CANDIDATES = 4
+_MAX_PAUSE = 0.05
+_UNCERTAIN = frozenset({PROMO_CODE_EXHAUSTED, BUDGET_EXHAUSTED})
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    quote: Quote
+    promo: PromoCode | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsagePage:
+    usages: list[Usage]
+    next_page_token: str
+
+
+def _free_slots(per_user: int, taken: set[int]) -> list[int | None]:
+    """The lowest free numbered slots (a few: the next ones are looked up when these fill)."""
+    free = (s for s in itertools.count(1) if s not in taken)
+    return [s for s in itertools.islice(free, _SLOT_CANDIDATES) if s <= per_user]
+
+
+def _in_progress() -> errors.Aborted:
+    return errors.Aborted(
+        "the redemption is still in progress; retry with the same id", "REDEMPTION_IN_PROGRESS"
+    )
+
+
+class Redemptions:
+    def __init__(
+        self,
+        codes: PromoCodeRepository,
+        usages: UsageRepository,
+        users: UserDirectory,
+        recovery: Recovery,
+        new_id: Callable[[], str],
+        clock: Callable[[], datetime],
+        *,
+        wait_step: float = 0.005,
+        wait_limit: float = 10.0,
+    ) -> None:
+        self._codes = codes
+        self._usages = usages
+        self._users = users
+        self._recovery = recovery
+        self._new_id = new_id
+        self._clock = clock
+        self._wait_step = wait_step
+        self._wait_limit = wait_limit
+
+    # --- quotes ---------------------------------------------------------------------------
+
+    async def validate(self, command: ValidatePromoCode) -> Validation:
+        violations = errors.Violations()
+        code = checked(violations, "code", rules.normalize_code, command.code)
+        checked(violations, "user_id", lambda v: rules.check_id(v, "user id"), command.user_id)
+        amount = check_order_amount(violations, command.order_amount)
+        violations.raise_if_any()
+        assert code is not None and amount is not None
+        promo = await self._codes.get_by_code(code)
+        if promo is None:
+            return Validation(Quote(0, PROMO_CODE_NOT_FOUND), None)
+        quote = await self._quote(promo, command.user_id, amount.amount_minor, amount.currency_code)
+        return Validation(quote, promo)
+
+    async def _quote(self, promo: PromoCode, user_id: str, amount: int, currency: str) -> Quote:
+        user_uses = 0
+        if promo.rules.max_uses_per_user is not None:
+            user_uses, _ = await self._usages.active_slots(promo.id, user_id)
+        return promo.evaluate(user_id, amount, currency, self._clock(), user_uses)
+
+    # --- redeem ---------------------------------------------------------------------------
+
+    async def redeem(self, command: RedeemPromoCode) -> Usage:
+        violations = errors.Violations()
+        code = checked(violations, "code", rules.normalize_code, command.code)
+        checked(violations, "user_id", lambda v: rules.check_id(v, "user id"), command.user_id)
+        money = check_order_amount(violations, command.order_amount)
+        rid = checked(violations, "redemption_id", rules.check_redemption_id, command.redemption_id)
+        violations.raise_if_any()
+        assert code is not None and money is not None and rid is not None
+        amount, currency = money.amount_minor, money.currency_code
+        user: UserSnapshot | None = None
+        loop = asyncio.get_running_loop()
+        give_up: float | None = None  # set at the first verdict that in-flight work may change
+        pause = self._wait_step
+        conflicts = 0
+        while conflicts < _ATTEMPTS:
+            stored = await self._usages.get(rid)
+            if stored is not None and stored.visible:
+                return self._replay(stored, code, command.user_id, amount, currency)
+            promo = await self._codes.get_by_code(code)
+            if promo is None:
+                raise code_not_found(code)
+            in_flight = promo.pending.get(rid)
+            if in_flight is not None:
+                await self._wait_settled(promo, rid, in_flight)
+                continue
+            if user is None:
+                user = await self._user(command.user_id)
+            user_uses, taken = 0, set[int]()
+            per_user = promo.rules.max_uses_per_user
+            if per_user is not None:
+                user_uses, taken = await self._usages.active_slots(promo.id, user.id)
+            now = self._clock()
+            quote = promo.evaluate(user.id, amount, currency, now, user_uses)
+            if not quote.applicable:
+                if quote.reason in _UNCERTAIN and promo.pending:
+                    # Reservations in flight may still roll back: wait for them, then decide.
+                    give_up = give_up or loop.time() + self._wait_limit
+                    if loop.time() < give_up:
+                        await self._settle_stale(promo)
+                        await asyncio.sleep(pause)
+                        pause = min(pause * 2, _MAX_PAUSE)
+                        continue
+                return await self._refuse(rid, code, user.id, amount, currency, quote.reason, promo)
+            usage = await self._take(promo, rid, user, (amount, currency), quote.discount, taken)
+            if usage is None:
+                conflicts += 1
+                continue  # the code changed meanwhile: read it again
+            return usage
+        raise _in_progress()
+
+    async def _take(
+        self,
+        promo: PromoCode,
+        rid: str,
+        user: UserSnapshot,
+        order: tuple[int, str],
+        discount: int,
+        taken: set[int],
+    ) -> Usage | None:
+        """Steps 1-3 of the protocol; None when the reservation did not match."""
+        (amount, currency), now = order, self._clock()
+        attempt = self._new_id()
+        reservation = Reservation(attempt, REDEEM, user.id, discount, now)
+        if not await self._codes.reserve(promo, rid, reservation):
+            return None
+        usage = Usage.redeem(rid, promo, user, amount, currency, discount, attempt, now)
+        outcome = await self._write_usage(usage, promo.rules.max_uses_per_user, taken)
+        if outcome is usage:
+            await self._settle_quietly(promo.id, rid, attempt, None)
+            return usage
+        await self._codes.settle(promo.id, rid, attempt, discount)  # compensate
+        if outcome is None:
+            return await self._refuse(
+                rid, promo.code, user.id, amount, currency, "PER_USER_LIMIT_REACHED", promo
+            )
+        return self._replay(outcome, promo.code, user.id, amount, currency)
+
+    async def _refuse(
+        self,
+        rid: str,
+        code: str,
+        user_id: str,
+        amount: int,
+        currency: str,
+        reason: str,
+        promo: PromoCode,
+    ) -> Usage:
+        # A concurrent request with the same id may have just won: its answer is ours.
+        stored = await self._usages.get(rid)
+        if stored is not None and stored.visible:
+            return self._replay(stored, code, user_id, amount, currency)
+        raise errors.FailedPrecondition(
+            f"promo code {code} does not apply: {reason}", reason, {"promo_code_id": promo.id}
+        )
+
+    async def _write_usage(
+        self, usage: Usage, per_user: int | None, taken: set[int]
+    ) -> Usage | None:
+        """Step 2. Returns `usage` when written, the other visible usage holding its id, or None
+        when every per-user slot is taken."""
+        candidates: list[int | None] = [None] if per_user is None else _free_slots(per_user, taken)
+        while candidates:
+            slot = candidates.pop(0)
+            claim = await self._usages.claim(usage, slot)
+            if claim.outcome == CLAIMED:
+                return usage
+            if claim.outcome == EXISTS and claim.existing is not None:
+                return claim.existing
+            if claim.outcome != SLOT_TAKEN:
+                raise _in_progress()  # FENCED: recovery rolled this attempt back
+            if not candidates and per_user is not None:
+                _, taken = await self._usages.active_slots(usage.promo_code_id, usage.user_id)
+                candidates = _free_slots(per_user, taken)
+        return None
+
+    def _replay(self, stored: Usage, code: str, user_id: str, amount: int, currency: str) -> Usage:
+        if not stored.same_request(code, user_id, amount, currency):
+            raise errors.AlreadyExists(
+                f"redemption {stored.id} exists for another code, user or amount",
+                "REDEMPTION_CONFLICT",
+                {"redemption_id": stored.id},
+            )
+        return stored
+
+    async def _user(self, user_id: str) -> UserSnapshot:
+        user = await self._users.get_user(user_id)
+        if user is None:
+            raise errors.NotFound(
+                f"user {user_id} does not exist", "USER_NOT_FOUND", {"user_id": user_id}
+            )
+        if not user.active:
+            raise errors.FailedPrecondition(
+                f"user {user_id} is not active", "USER_INACTIVE", {"user_id": user_id}
+            )
+        return user
+
+    async def _wait_settled(self, promo: PromoCode, rid: str, reservation: Reservation) -> None:
+        """Another request holds a reservation for this id: wait until it is settled (or settle
+        it when it is stale: its request died)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._wait_limit
+        while True:
+            if self._recovery.is_stale(reservation, self._clock()):
+                await self._recovery.resolve(promo.id, rid, reservation)
+                return
+            await asyncio.sleep(self._wait_step)
+            fresh = await self._codes.get(promo.id)
+            current = fresh.pending.get(rid) if fresh else None
+            if current is None or current.attempt != reservation.attempt:
+                return
+            if loop.time() > give_up:
+                raise _in_progress()
+
+    async def _settle_stale(self, promo: PromoCode) -> None:
+        now = self._clock()
+        for rid, reservation in promo.pending.items():
+            if self._recovery.is_stale(reservation, now):
+                await self._recovery.resolve(promo.id, rid, reservation)
+
+    async def _settle_quietly(
+        self, code_id: str, rid: str, attempt: str, give_back: int | None
+    ) -> None:
+        """The last step: the outcome is already decided; if it fails, recovery completes it."""
+        try:
+            await self._codes.settle(code_id, rid, attempt, give_back)
+        except Exception as exc:
+            log.warning("settling deferred to recovery", redemption_id=rid, error=str(exc))
+
+    # --- release --------------------------------------------------------------------------
+
+    async def release(self, command: ReleasePromoCode) -> Usage:
+        violations = errors.Violations()
+        rid = checked(violations, "redemption_id", rules.check_redemption_id, command.redemption_id)
+        if len(command.reason) > rules.MAX_RELEASE_REASON_LENGTH:
+            violations.add(
+                "reason", f"must be at most {rules.MAX_RELEASE_REASON_LENGTH} characters"
+            )
+        violations.raise_if_any()
+        assert rid is not None
+        user: UserSnapshot | None = None
+        for _ in range(_ATTEMPTS):
+            usage = await self._usages.get(rid)
+            if usage is None or not usage.visible:
+                raise errors.NotFound(
+                    f"no redemption {rid}", "REDEMPTION_NOT_FOUND", {"redemption_id": rid}
+                )
+            if usage.status == RELEASED:
+                return usage
+            promo = await self._codes.get(usage.promo_code_id)
+            if promo is None:
+                raise code_not_found(usage.promo_code_id)
+            in_flight = promo.pending.get(rid)
+            if in_flight is not None:
+                if in_flight.kind == REDEEM and in_flight.attempt == usage.attempt:
+                    # The redemption wrote its usage but has not settled yet: settle it.
+                    await self._codes.settle(promo.id, rid, in_flight.attempt, None)
+                else:
+                    await self._wait_settled(promo, rid, in_flight)
+                continue
+            if user is None:
+                user = await self._users.get_user(usage.user_id) or usage.user
+            now = self._clock()
+            attempt = self._new_id()
+            reservation = Reservation(attempt, RELEASE, usage.user_id, usage.discount, now)
+            if not await self._codes.begin_release(promo.id, rid, reservation):
+                continue
+            usage.release(attempt, command.reason, promo, user, now)
+            if not await self._usages.release(usage):
+                await self._codes.settle(promo.id, rid, attempt, None)
+                continue  # released by someone else meanwhile: answer with the stored one
+            await self._settle_quietly(promo.id, rid, attempt, usage.discount)
+            return usage
+        raise errors.Aborted(
+            "the redemption is being changed concurrently; retry", "CONCURRENT_UPDATE"
+        )
+
+    # --- list -----------------------------------------------------------------------------
+
+    async def list_usages(self, command: ListPromoCodeUsages) -> UsagePage:
+        violations = errors.Violations()
+        if command.promo_code_id:
+            checked(
+                violations,
+                "promo_code_id",
+                lambda v: rules.check_id(v, "promo code id"),
+                command.promo_code_id,
+            )
+        if command.user_id:
+            checked(violations, "user_id", lambda v: rules.check_id(v, "user id"), command.user_id)
+        if command.status not in ("", ACTIVE, RELEASED):
+            violations.add("status", "is not a PromoCodeUsageStatus")
+        violations.raise_if_any()
+        query = UsageQuery(command.promo_code_id, command.user_id, command.status)
+        page = page_request(
+            command.page_size,
+            command.page_token,
+            {
+                "promo_code_id": query.promo_code_id,
+                "user_id": query.user_id,
+                "status": query.status,
+            },
+        )
+        usages, last = await self._usages.list_page(query, page.after_id, page.size)
+        return UsagePage(usages, page.next_token(last) if last else "")

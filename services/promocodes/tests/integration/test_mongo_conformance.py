@@ -1,0 +1,217 @@
+"""Every MongoDB query form the promocodes service relies on, with MongoDB's documented answer.
+
+They run against whatever MONGODB_URI names (the nx-27017 stand-in locally, real MongoDB too).
+Forms the stand-in answers wrongly are not used by the service at all: `$or` beside `$exists`
+(matched documents it should not), `$not`, `$ne`/`$nin` on arrays, find_one_and_update under a
+unique index (returns None instead of raising), and datetimes or bare booleans written by `$set`
+(read back as text / ints): moments are epoch milliseconds, rules are one sub-document.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from promo_libs.mongo.times import to_millis
+
+pytestmark = pytest.mark.integration
+
+Db = AsyncDatabase[dict[str, Any]]
+NOW = to_millis(datetime(2030, 5, 1, 12, 0, 0, 123000, tzinfo=UTC))
+DAY = 86_400_000
+
+
+async def _code(db: Db, **extra: Any) -> None:
+    await db.promo_codes.insert_one(
+        {
+            "_id": "p1",
+            "code": "ABC",
+            "version": 1,
+            "uses": 0,
+            "discount_granted": 0,
+            "pending": {},
+            "pending_count": 0,
+            "rules": {
+                "active": True,
+                "window_from": extra.pop("window_from", NOW - DAY),
+                "window_until": extra.pop("window_until", NOW + DAY),
+            },
+            **extra,
+        }
+    )
+
+
+def _reserve_filter(rid: str) -> dict[str, Any]:
+    return {
+        "_id": "p1",
+        "version": 1,
+        "rules.active": True,
+        f"pending.{rid}": {"$exists": False},
+        "rules.window_from": {"$lte": NOW},
+        "rules.window_until": {"$gt": NOW},
+        "uses": {"$lt": 2},
+        "discount_granted": {"$lte": 1000 - 400},
+    }
+
+
+def _reserve_update(rid: str, attempt: str) -> dict[str, Any]:
+    return {
+        "$inc": {"uses": 1, "discount_granted": 400, "pending_count": 1},
+        "$set": {f"pending.{rid}": {"at": NOW, "attempt": attempt, "kind": "redeem"}},
+    }
+
+
+async def test_reserve_matches_once_per_key_with_exists_false_lt_lte_and_times(db: Db) -> None:
+    await _code(db)
+    first = await db.promo_codes.update_one(_reserve_filter("r1"), _reserve_update("r1", "a"))
+    again = await db.promo_codes.update_one(_reserve_filter("r1"), _reserve_update("r1", "b"))
+    other = await db.promo_codes.update_one(_reserve_filter("r2"), _reserve_update("r2", "c"))
+    budget = await db.promo_codes.update_one(_reserve_filter("r3"), _reserve_update("r3", "d"))
+    assert (first.matched_count, again.matched_count, other.matched_count) == (1, 0, 1)
+    assert budget.matched_count == 0  # uses < 2 and 800 <= 600 both fail now
+    stored = await db.promo_codes.find_one({"_id": "p1"})
+    assert stored is not None
+    assert (stored["uses"], stored["discount_granted"], stored["pending_count"]) == (2, 800, 2)
+    assert stored["pending"]["r1"] == {"at": NOW, "attempt": "a", "kind": "redeem"}
+    assert isinstance(stored["pending"]["r1"]["at"], int)
+
+
+async def test_window_bounds_are_inclusive_from_exclusive_until(db: Db) -> None:
+    await _code(db, window_from=NOW, window_until=NOW + 1000)
+    at_start = {"rules.window_from": {"$lte": NOW}, "rules.window_until": {"$gt": NOW}}
+    at_end = {
+        "rules.window_from": {"$lte": NOW + 1000},
+        "rules.window_until": {"$gt": NOW + 1000},
+    }
+    before = {"rules.window_from": {"$lte": NOW - 1}}
+    assert await db.promo_codes.count_documents(at_start) == 1
+    assert await db.promo_codes.count_documents(at_end) == 0
+    assert await db.promo_codes.count_documents(before) == 0
+
+
+async def test_settle_unsets_a_map_entry_exactly_once_by_attempt(db: Db) -> None:
+    await _code(db, pending={"r1": {"at": NOW, "attempt": "a"}}, pending_count=1, uses=1)
+    update = {"$unset": {"pending.r1": ""}, "$inc": {"pending_count": -1, "uses": -1}}
+    wrong = await db.promo_codes.update_one({"_id": "p1", "pending.r1.attempt": "zz"}, update)
+    right = await db.promo_codes.update_one({"_id": "p1", "pending.r1.attempt": "a"}, update)
+    twice = await db.promo_codes.update_one({"_id": "p1", "pending.r1.attempt": "a"}, update)
+    assert (wrong.matched_count, right.matched_count, twice.matched_count) == (0, 1, 0)
+    stored = await db.promo_codes.find_one({"_id": "p1"})
+    assert stored is not None
+    assert (stored["pending"], stored["pending_count"], stored["uses"]) == ({}, 0, 0)
+    assert await db.promo_codes.count_documents({"pending_count": {"$gt": 0}}) == 0
+
+
+async def test_unique_compound_slot_index_and_freeing_a_slot(db: Db) -> None:
+    usages = db.promo_code_usages
+    await usages.insert_one({"_id": "r1", "promo_id": "p", "user_id": "u", "slot": 1})
+    with pytest.raises(DuplicateKeyError):
+        await usages.insert_one({"_id": "r2", "promo_id": "p", "user_id": "u", "slot": 1})
+    with pytest.raises(DuplicateKeyError):
+        await usages.insert_one({"_id": "r1", "promo_id": "p", "user_id": "u", "slot": 2})
+    assert await usages.find_one({"_id": "r2"}) is None  # nothing of a refused insert remains
+    await usages.insert_one({"_id": "r3", "promo_id": "p", "user_id": "other", "slot": 1})
+    await usages.update_one({"_id": "r1"}, {"$set": {"slot": "r:r1"}})
+    await usages.insert_one({"_id": "r2", "promo_id": "p", "user_id": "u", "slot": 1})
+    with pytest.raises(DuplicateKeyError):
+        await usages.update_one({"_id": "r3"}, {"$set": {"user_id": "u"}})
+    assert await usages.count_documents({"promo_id": "p", "user_id": "u"}) == 2
+
+
+async def test_fencing_map_with_exists_false_and_equality(db: Db) -> None:
+    usages = db.promo_code_usages
+    await usages.insert_one(
+        {"_id": "r1", "promo_id": "p", "user_id": "u", "slot": "a:r1", "status": "ABANDONED",
+         "aborted": {"att1": True}}
+    )  # fmt: skip
+    fenced = {"_id": "r1", "status": "ABANDONED", "aborted.att1": {"$exists": False}}
+    free = {"_id": "r1", "status": "ABANDONED", "aborted.att2": {"$exists": False}}
+    assert await usages.count_documents(fenced) == 0
+    taken = await usages.update_one(free, {"$set": {"status": "ACTIVE", "slot": 1}})
+    assert taken.matched_count == 1
+    assert await usages.count_documents({"status": {"$in": ["ACTIVE", "RELEASED"]}}) == 1
+    assert (await usages.update_one(free, {"$set": {"slot": 2}})).matched_count == 0
+
+
+async def test_code_prefix_range_and_keyset_in_code_order(db: Db) -> None:
+    for index, code in enumerate(["AB-1", "AB_2", "ABC", "AC", "AA", "AB"]):
+        await db.promo_codes.insert_one({"_id": f"c{index}", "code": code})
+    found = db.promo_codes.find({"code": {"$gte": "AB", "$lt": "AC", "$gt": "AB-1"}}).sort(
+        "code", 1
+    )
+    assert [d["code"] async for d in found] == ["ABC", "AB_2"]
+    with pytest.raises(DuplicateKeyError):
+        await db.promo_codes.insert_one({"_id": "c9", "code": "ABC"})
+
+
+async def test_insert_many_unordered_reports_each_duplicate_and_inserts_the_rest(db: Db) -> None:
+    await db.promo_codes.insert_one({"_id": "x0", "code": "TAKEN"})
+    documents = [{"_id": f"x{i}", "code": code} for i, code in enumerate(["A1", "TAKEN", "A2"], 1)]
+    with pytest.raises(BulkWriteError) as caught:
+        await db.promo_codes.insert_many(documents, ordered=False)
+    errors = caught.value.details["writeErrors"]
+    assert [(e["index"], e["code"]) for e in errors] == [(1, 11000)]
+    assert caught.value.details["nInserted"] == 2
+    assert await db.promo_codes.count_documents({}) == 3
+
+
+async def test_sort_key_keyset_and_status_filters(db: Db) -> None:
+    for key in ["20300101000000001|b", "20300101000000001|a", "20300101000000002|a"]:
+        await db.promo_code_usages.insert_one(
+            {"_id": key, "promo_id": "p", "user_id": "u", "slot": key, "status": "ACTIVE",
+             "sort_key": key}
+        )  # fmt: skip
+    after = db.promo_code_usages.find(
+        {"promo_id": "p", "status": "ACTIVE", "sort_key": {"$gt": "20300101000000001|a"}}
+    ).sort("sort_key", 1)
+    assert [d["_id"] async for d in after] == ["20300101000000001|b", "20300101000000002|a"]
+
+
+async def test_whole_subdocument_set_keeps_types_and_compare_and_set_on_version(db: Db) -> None:
+    await _code(db, version=1)
+    rules = {"active": False, "window_from": NOW, "window_until": NOW + 2 * DAY,
+             "max_uses": None, "eligible_user_ids": ["u1"], "updated_at": NOW}  # fmt: skip
+    stale = await db.promo_codes.update_one(
+        {"_id": "p1", "version": 0}, {"$set": {"rules": rules, "version": 2}}
+    )
+    fresh = await db.promo_codes.update_one(
+        {"_id": "p1", "version": 1, "uses": {"$lte": 5}, "redeemed_total": {"$exists": False}},
+        {"$set": {"rules": rules, "version": 2}},
+    )
+    assert (stale.matched_count, fresh.matched_count) == (0, 1)
+    stored = await db.promo_codes.find_one({"_id": "p1"})
+    assert stored is not None and stored["rules"] == rules and stored["version"] == 2
+    assert await db.promo_codes.count_documents({"rules.active": False}) == 1
+    assert await db.promo_codes.count_documents({"rules.window_from": {"$lte": NOW}}) == 1
+
+
+async def test_filtered_replace_takes_over_a_fenced_document_once(db: Db) -> None:
+    usages = db.promo_code_usages
+    await usages.insert_one({"_id": "r9", "promo_id": "p", "user_id": "u", "slot": "a:r9",
+                             "status": "ABANDONED", "aborted": {"old": True}})  # fmt: skip
+    new = {"_id": "r9", "promo_id": "p", "user_id": "u", "slot": 1, "status": "ACTIVE",
+           "created_at": NOW, "aborted": {"old": True}}  # fmt: skip
+    fenced = {"_id": "r9", "status": "ABANDONED", "aborted.old": {"$exists": False}}
+    free = {"_id": "r9", "status": "ABANDONED", "aborted.new": {"$exists": False}}
+    assert (await usages.replace_one(fenced, new)).matched_count == 0
+    assert (await usages.replace_one(free, new)).matched_count == 1
+    assert (await usages.replace_one(free, new)).matched_count == 0
+    assert await usages.find_one({"_id": "r9"}) == new
+
+
+async def test_replace_and_update_report_a_unique_index_violation(db: Db) -> None:
+    usages = db.promo_code_usages
+    await usages.insert_one({"_id": "a", "promo_id": "p", "user_id": "u", "slot": 1})
+    await usages.insert_one({"_id": "b", "promo_id": "p", "user_id": "u", "slot": "a:b"})
+    with pytest.raises(DuplicateKeyError):
+        await usages.replace_one(
+            {"_id": "b"}, {"_id": "b", "promo_id": "p", "user_id": "u", "slot": 1}
+        )
+    with pytest.raises(DuplicateKeyError):
+        await usages.update_one({"_id": "b"}, {"$set": {"slot": 1}})
+    stored = await usages.find_one({"_id": "b"})
+    assert stored is not None and stored["slot"] == "a:b"
