@@ -12,7 +12,7 @@ never exists without its event.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -28,8 +28,13 @@ T = TypeVar("T", bound=Entity)
 class MongoRepository(Repository[T], abc.ABC):
     collection_name: ClassVar[str]
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self, db: AsyncDatabase[Document], on_events_written: Callable[[], None] | None = None
+    ) -> None:
         self.collection: AsyncCollection[Document] = db[self.collection_name]
+        # Called after a write that stored events (e.g. OutboxRelay.notify): the relay publishes
+        # them at once, off the request's path.
+        self._on_events_written = on_events_written or (lambda: None)
 
     @abc.abstractmethod
     def to_document(self, entity: T) -> Document: ...
@@ -49,6 +54,8 @@ class MongoRepository(Repository[T], abc.ABC):
         document = self.to_document(entity)
         document.update(outbox_fields(events, nested=True))
         await self.collection.insert_one(document)
+        if events:
+            self._on_events_written()
         return entity
 
     async def update(
@@ -71,6 +78,8 @@ class MongoRepository(Repository[T], abc.ABC):
         )
         if result.matched_count == 0:
             raise KeyError(entity_id)
+        if events:
+            self._on_events_written()
         document = await self.collection.find_one({"_id": entity_id})
         if document is None:
             raise KeyError(entity_id)

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 from bson import ObjectId
 
 from promo.v1 import users_pb2, users_pb2_grpc
+from promo_libs.bus import RedisStreamPublisher, redis_client
 from promo_libs.grpc.server import GrpcApp
 from promo_libs.mongo.connection import MongoConnection
 from promo_libs.mongo.migrations import apply_migrations
+from promo_libs.relay import OutboxRelay
 from users_service.adapters.argon2_hasher import Argon2Hasher
 from users_service.adapters.event_codec import encode_events
 from users_service.adapters.migrations import MIGRATIONS
@@ -43,11 +45,19 @@ async def build(settings: UsersSettings) -> GrpcApp:
         settings.argon2_parallelism,
         settings.argon2_max_concurrent,
     )
-    accounts = Accounts(MongoUserRepository(connection.db, encode_events), hasher, new_id, utc_now)
+    redis = redis_client(settings)
+    relay = OutboxRelay(
+        connection.db[MongoUserRepository.collection_name],
+        RedisStreamPublisher(redis),
+        idle_seconds=settings.outbox_relay_idle_seconds,
+    )
+    repository = MongoUserRepository(connection.db, encode_events, on_events_written=relay.notify)
+    accounts = Accounts(repository, hasher, new_id, utc_now)
     servicer = UserServicer(accounts)
 
     async def on_stop() -> None:
         hasher.close()
+        await redis.aclose()
         await connection.disconnect()
 
     return GrpcApp(
@@ -55,6 +65,6 @@ async def build(settings: UsersSettings) -> GrpcApp:
         service_names=[SERVICE_NAME],
         register=lambda server: users_pb2_grpc.add_UserServiceServicer_to_server(servicer, server),
         probes={"mongo": connection.ping},
-        background=[connection.size_metric_loop],
+        background=[connection.size_metric_loop, relay.run],
         on_stop=on_stop,
     )

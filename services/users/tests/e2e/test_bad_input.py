@@ -131,7 +131,7 @@ CASES: list[tuple[str, Call, grpc.StatusCode, str]] = [
 
 
 def snapshot(users_db: Any) -> list[dict[str, Any]]:
-    return list(users_db.users.find({}, {"outbox": 0}).sort("_id", 1))
+    return list(users_db.users.find({}, {"outbox": 0, "outbox_pending": 0}).sort("_id", 1))
 
 
 @pytest.mark.parametrize(("case", "call", "code", "detail"), CASES, ids=[c[0] for c in CASES])

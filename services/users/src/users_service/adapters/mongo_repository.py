@@ -27,8 +27,13 @@ EncodeEvents = Callable[[Sequence[UserEvent], int], list[OutboxEntry]]
 class MongoUserRepository(MongoRepository[User], UserRepository):
     collection_name = "users"
 
-    def __init__(self, db: AsyncDatabase[Document], encode_events: EncodeEvents) -> None:
-        super().__init__(db)
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        encode_events: EncodeEvents,
+        on_events_written: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(db, on_events_written)
         self._encode = encode_events
 
     def to_document(self, entity: User) -> Document:

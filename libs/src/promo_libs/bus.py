@@ -1,0 +1,102 @@
+"""The event bus on Redis Streams: the entry format, the publisher port and its Redis adapter.
+
+One stream per producing service (promo_libs.events names them). An entry has three fields:
+`event_id`, `type` and `envelope` (the serialized promo.v1.EventEnvelope, raw bytes). Any Redis
+client can read that; sync-consumer reads it with FastStream.
+
+Publishing is idempotent by event_id: a Lua script (atomic in Redis, and persisted as one unit
+in the append-only file) records `promo:published:<event_id>` with SET NX and only then XADDs,
+so the relay can publish an entry again after a crash, or two relays can race on one document,
+and the stream still holds each event once. The marker expires after `dedupe_ttl_seconds`,
+which only has to outlive the time between a publish and the clearing of its outbox entry.
+
+The publisher uses redis-py directly rather than FastStream's publisher: the fields above are
+the contract (not FastStream's framing of a payload with JSON headers), and the SET NX + XADD
+pair must be one atomic script, which FastStream's publish API cannot express.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from promo_libs.config import RedisSettings
+
+EVENT_ID_FIELD = b"event_id"
+TYPE_FIELD = b"type"
+ENVELOPE_FIELD = b"envelope"
+DEDUPE_PREFIX = "promo:published:"
+
+_PUBLISH_ONCE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  return redis.call('XADD', KEYS[2], '*', 'event_id', ARGV[2], 'type', ARGV[3], 'envelope', ARGV[4])
+end
+return false
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BusEvent:
+    """One serialized promo.v1.EventEnvelope bound for `stream`."""
+
+    event_id: str
+    event_type: str
+    stream: str
+    envelope: bytes
+
+
+class EventPublisher(abc.ABC):
+    @abc.abstractmethod
+    async def publish(self, events: Sequence[BusEvent]) -> None:
+        """Appends each event to its stream, in order, once per event_id; raises on failure."""
+
+
+@dataclass
+class InMemoryPublisher(EventPublisher):
+    """A fake for unit tests: the streams as lists, de-duplicated like the real one."""
+
+    streams: dict[str, list[BusEvent]] = field(default_factory=dict)
+    fail: bool = False
+    _seen: set[str] = field(default_factory=set)
+
+    async def publish(self, events: Sequence[BusEvent]) -> None:
+        if self.fail:
+            raise ConnectionError("bus unavailable")
+        for event in events:
+            if event.event_id not in self._seen:
+                self._seen.add(event.event_id)
+                self.streams.setdefault(event.stream, []).append(event)
+
+
+def redis_client(settings: RedisSettings, timeout_seconds: float = 2.0) -> aioredis.Redis:
+    """A client for the bus (bytes in, bytes out). Nothing connects until first use."""
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    return aioredis.Redis(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        password=password,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+        # One quick retry (a pooled connection that died with a Redis restart); callers have
+        # their own retry loops, so the default's seconds of backoff would only delay them.
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+    )
+
+
+class RedisStreamPublisher(EventPublisher):
+    def __init__(self, client: aioredis.Redis, dedupe_ttl_seconds: int = 7 * 24 * 3600) -> None:
+        self._client = client
+        self._ttl = dedupe_ttl_seconds
+        self._script = client.register_script(_PUBLISH_ONCE)
+
+    async def publish(self, events: Sequence[BusEvent]) -> None:
+        for event in events:  # in order: the stream order of one aggregate is its version order
+            await self._script(
+                keys=[DEDUPE_PREFIX + event.event_id, event.stream],
+                args=[self._ttl, event.event_id, event.event_type, event.envelope],
+            )

@@ -1,0 +1,1 @@
+"""ClickHouse access shared by the processes that write or read analytics: client, migrations."""

@@ -1,0 +1,81 @@
+"""An aiochclient client built from ClickHouseSettings, and the value formats ClickHouse accepts.
+
+Datetimes go to ClickHouse as naive UTC text (`YYYY-MM-DD hh:mm:ss`): the 18.16 server used
+locally rejects the `+00:00` offsets aiochclient writes for aware datetimes, and every DateTime
+column of the project is declared `DateTime('UTC')`, so the text means the same everywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import aiohttp
+from aiochclient import ChClient
+
+from promo_libs.config import ClickHouseSettings
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ClickHouse:
+    """Owns one HTTP session and the client on it. Nothing connects at import time."""
+
+    def __init__(self, settings: ClickHouseSettings, timeout_seconds: float = 30.0) -> None:
+        self.settings = settings
+        self.database = settings.clickhouse_database
+        self._timeout = timeout_seconds
+        self._session: aiohttp.ClientSession | None = None
+        self._client: ChClient | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.clickhouse_host}:{self.settings.clickhouse_port}/"
+
+    def connect(self) -> ChClient:
+        if self._client is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout, connect=5.0)
+            )
+            self._client = ChClient(
+                self._session,
+                url=self.url,
+                user=self.settings.clickhouse_user,
+                password=self.settings.clickhouse_password.get_secret_value() or None,
+                # The server's own `default` database: the analytics database may not exist
+                # yet (migrations create it); every statement names its tables in full.
+                database="default",
+            )
+        return self._client
+
+    @property
+    def client(self) -> ChClient:
+        if self._client is None:
+            raise RuntimeError("ClickHouse.connect() has not been called")
+        return self._client
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        self._session = None
+        self._client = None
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.is_alive())
+        except Exception:
+            return False
+
+
+def ch_datetime(moment: datetime | None) -> str:
+    """A DateTime('UTC') value; None (unset) becomes the epoch, ClickHouse's zero."""
+    if moment is None:
+        moment = EPOCH
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: every moment in this system is timezone-aware UTC")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def ch_date(moment: datetime | date) -> str:
+    if isinstance(moment, datetime):
+        moment = moment.astimezone(UTC).date()
+    return moment.isoformat()

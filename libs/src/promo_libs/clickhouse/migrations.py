@@ -1,0 +1,93 @@
+"""Versioned SQL migrations for ClickHouse: applied at start, recorded, idempotent.
+
+A migrations folder holds `NNN_name.sql` files, applied in version order. `${database}` in a
+file is replaced by the configured database; statements are separated by `;` at the end of a
+line (ClickHouse's HTTP interface takes one statement per request). Every statement must be
+idempotent (`IF NOT EXISTS`), because a process that dies in the middle of a file applies the
+whole file again; the version is recorded in `<database>.schema_migrations` once it is done.
+Two processes starting together may both apply a file: harmless for the same reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiochclient import ChClient
+
+from promo_libs.clickhouse.client import ch_datetime
+from promo_libs.logging import get_logger
+
+log = get_logger(__name__)
+
+_FILE_NAME = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class SqlMigration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
+
+    def statements(self, database: str) -> list[str]:
+        text = string.Template(self.sql).substitute(database=database)
+        lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
+        return [s.strip() for s in re.split(r";\s*$", "\n".join(lines), flags=re.M) if s.strip()]
+
+
+def load_migrations(folder: Path) -> list[SqlMigration]:
+    migrations = []
+    for path in sorted(folder.glob("*.sql")):
+        match = _FILE_NAME.match(path.name)
+        if match is None:
+            raise ValueError(f"migration file {path.name} is not named NNN_name.sql")
+        migrations.append(SqlMigration(int(match[1]), match[2], path.read_text()))
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"two migrations share a version in {folder}")
+    return sorted(migrations, key=lambda m: m.version)
+
+
+async def applied_versions(client: ChClient, database: str) -> set[int]:
+    rows = await client.fetch(f"SELECT DISTINCT version FROM {database}.schema_migrations")
+    return {int(row["version"]) for row in rows}
+
+
+async def apply_migrations(
+    client: ChClient, database: str, migrations: list[SqlMigration]
+) -> list[int]:
+    """Creates the database and the record table, applies what is missing; returns versions."""
+    await client.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+    await client.execute(
+        f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
+        "(version UInt32, name String, checksum String, applied_at DateTime('UTC')) "
+        "ENGINE = MergeTree() ORDER BY version"
+    )
+    done = await applied_versions(client, database)
+    applied = []
+    for migration in migrations:
+        if migration.version in done:
+            continue
+        log.info("applying clickhouse migration", version=migration.version, name=migration.name)
+        for statement in migration.statements(database):
+            await client.execute(statement)
+        await client.execute(
+            f"INSERT INTO {database}.schema_migrations (version, name, checksum, applied_at) "
+            "VALUES",
+            (
+                migration.version,
+                migration.name,
+                migration.checksum,
+                ch_datetime(datetime.now(UTC)),
+            ),
+        )
+        applied.append(migration.version)
+    return applied

@@ -1,0 +1,191 @@
+"""The outbox relay against real MongoDB and Redis, and the query forms it relies on."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
+from devstack.stack import Stack
+from promo.v1 import events_pb2
+from promo_libs.bus import BusEvent, EventPublisher, RedisStreamPublisher
+from promo_libs.config import RedisSettings
+from promo_libs.events import outbox_entry
+from promo_libs.outbox import OutboxEntry, outbox_fields
+from promo_libs.relay import OutboxRelay
+
+Client = AsyncMongoClient[dict[str, Any]]
+
+
+@pytest.fixture
+async def redis(stack: Stack) -> AsyncIterator[aioredis.Redis]:
+    from promo_libs.bus import redis_client
+
+    client = redis_client(
+        RedisSettings(redis_host=stack.redis_host, redis_port=stack.redis_port),
+        timeout_seconds=0.5,
+    )
+    yield client
+    await client.aclose()
+
+
+def event(stream: str, user_id: str, version: int = 1) -> OutboxEntry:
+    now = datetime.now(UTC)
+    return outbox_entry(
+        stream=stream,
+        payload_field="user_created",
+        payload=events_pb2.UserCreated(user=events_pb2.UserSnapshot(id=user_id)),
+        aggregate_type="user",
+        aggregate_id=user_id,
+        aggregate_version=version,
+        producer="test",
+        occurred_at=now,
+    )
+
+
+async def stream_ids(redis: aioredis.Redis, stream: str) -> list[str]:
+    return [fields[b"event_id"].decode() for _, fields in await redis.xrange(stream)]
+
+
+# --- conformance: the query forms the relay relies on ---------------------------------------
+
+
+async def test_pending_flag_query_and_empty_map_filter(
+    mongo_client: Client, mongo_db_name: str
+) -> None:
+    collection = mongo_client[mongo_db_name]["c"]
+    await collection.insert_many(
+        [
+            {"_id": "a", "outbox": {"e1": {"n": 1}}, "outbox_pending": True},
+            {"_id": "b", "outbox": {}, "outbox_pending": False},
+            {"_id": "c", "outbox": {}, "outbox_pending": False},
+            {"_id": "d", "name": "no outbox at all"},
+        ]
+    )
+    await collection.update_one(
+        {"_id": "c"}, {"$set": {"outbox.e2": {"n": 2}, "outbox_pending": True}}
+    )
+    assert [d["_id"] async for d in collection.find({"outbox_pending": True}).sort("_id", 1)] == [
+        "a",
+        "c",
+    ]
+    page = collection.find({"outbox_pending": True, "_id": {"$gt": "a"}}).sort("_id", 1)
+    assert [d["_id"] async for d in page] == ["c"]
+    # $unset of a map entry leaves an empty map; of an absent one changes nothing.
+    await collection.update_one({"_id": "a"}, {"$unset": {"outbox.e1": "", "outbox.nope": ""}})
+    assert (await collection.find_one({"_id": "a"}))["outbox"] == {}  # type: ignore[index]
+    # The relay's flag protocol: a token string replaces the flag, a write sets it back to true,
+    # and the loop finds anything not false (true, a dead relay's token, or no flag at all).
+    await collection.update_one({"_id": "a"}, {"$set": {"outbox_pending": "token-a"}})
+    await collection.update_one({"_id": "c"}, {"$set": {"outbox_pending": "token-c"}})
+    await collection.update_one(
+        {"_id": "c"}, {"$set": {"outbox.e3": {"n": 3}, "outbox_pending": True}}
+    )
+    missed = await collection.update_one(
+        {"_id": "c", "outbox_pending": "token-c"}, {"$set": {"outbox_pending": False}}
+    )
+    assert missed.matched_count == 0
+    pending = collection.find({"outbox_pending": {"$ne": False}}).sort("_id", 1)
+    assert [d["_id"] async for d in pending] == ["a", "c", "d"]
+    hit = await collection.update_one(
+        {"_id": "a", "outbox_pending": "token-a"}, {"$set": {"outbox_pending": False}}
+    )
+    assert hit.modified_count == 1
+    pending = collection.find({"outbox_pending": {"$ne": False}}).sort("_id", 1)
+    assert [d["_id"] async for d in pending] == ["c", "d"]
+    assert [d["_id"] async for d in collection.find({"outbox_pending": True})] == ["c"]
+
+
+# --- the relay ----------------------------------------------------------------------------
+
+
+async def test_publishes_in_version_order_once_and_clears_the_outbox(
+    mongo_client: Client, mongo_db_name: str, redis: aioredis.Redis
+) -> None:
+    stream = f"test.{uuid.uuid4().hex}"
+    collection = mongo_client[mongo_db_name]["users"]
+    v2, v1 = event(stream, "u1", 2), event(stream, "u1", 1)
+    await collection.insert_one({"_id": "u1", **outbox_fields([v2, v1], nested=True)})
+    await collection.insert_one({"_id": "u2", **outbox_fields([event(stream, "u2")], nested=True)})
+    relay = OutboxRelay(collection, RedisStreamPublisher(redis))
+    assert await relay.publish_pending() == 2
+    ids = await stream_ids(redis, stream)
+    assert ids[:2] == [v1.event_id, v2.event_id] and len(ids) == 3
+    for document in [d async for d in collection.find({})]:
+        assert document["outbox"] == {} and not document["outbox_pending"]
+    # Published again (a relay that died before clearing): the stream still holds each once.
+    await RedisStreamPublisher(redis).publish(
+        [BusEvent(v1.event_id, v1.event_type, stream, v1.envelope)]
+    )
+    assert len(await stream_ids(redis, stream)) == 3
+    assert await relay.publish_pending() == 0
+
+
+async def test_entry_added_during_a_pass_is_not_stranded(
+    mongo_client: Client, mongo_db_name: str, redis: aioredis.Redis
+) -> None:
+    stream = f"test.{uuid.uuid4().hex}"
+    collection = mongo_client[mongo_db_name]["users"]
+    late = event(stream, "u1", 2)
+
+    class WriteDuringPublish(EventPublisher):
+        """A concurrent write lands between the relay's read and its clearing of the flag."""
+
+        def __init__(self) -> None:
+            self.inner = RedisStreamPublisher(redis)
+            self.wrote = False
+
+        async def publish(self, events: Sequence[BusEvent]) -> None:
+            await self.inner.publish(events)
+            if not self.wrote:
+                self.wrote = True
+                await collection.update_one(
+                    {"_id": "u1"}, {"$set": outbox_fields([late], nested=False)}
+                )
+
+    await collection.insert_one({"_id": "u1", **outbox_fields([event(stream, "u1")], nested=True)})
+    relay = OutboxRelay(collection, WriteDuringPublish())
+    await relay.publish_pending()
+    document = await collection.find_one({"_id": "u1"})
+    assert (
+        document is not None
+        and bool(document["outbox_pending"])
+        and late.event_id in document["outbox"]
+    )
+    await relay.publish_pending()
+    assert len(await stream_ids(redis, stream)) == 2
+    assert [d async for d in collection.find({"outbox_pending": {"$ne": False}})] == []
+
+
+async def test_redis_down_keeps_entries_and_the_loop_publishes_them_after(
+    stack: Stack, mongo_client: Client, mongo_db_name: str, redis: aioredis.Redis
+) -> None:
+    if not stack.is_managed("redis"):
+        pytest.skip("Redis comes from the environment")
+    stream = f"test.{uuid.uuid4().hex}"
+    collection = mongo_client[mongo_db_name]["users"]
+    relay = OutboxRelay(
+        collection, RedisStreamPublisher(redis), idle_seconds=0.05, max_backoff_seconds=0.5
+    )
+    written: list[str] = []
+    await asyncio.to_thread(stack.stop_server, "redis")
+    task = asyncio.create_task(relay.run())
+    try:
+        for n in range(20):
+            entry = event(stream, f"u{n}")
+            written.append(entry.event_id)
+            await collection.insert_one({"_id": f"u{n}", **outbox_fields([entry], nested=True)})
+            assert not await relay.publish_now(f"u{n}")  # best effort, fails quietly
+        assert await collection.count_documents({"outbox_pending": {"$ne": False}}) == 20
+        await asyncio.to_thread(stack.start_server, "redis")
+        deadline = asyncio.get_running_loop().time() + 20
+        while await collection.count_documents({"outbox_pending": {"$ne": False}}):
+            assert asyncio.get_running_loop().time() < deadline, "outbox not drained"
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+    assert sorted(await stream_ids(redis, stream)) == sorted(written)

@@ -1,0 +1,208 @@
+"""promo.v1 event envelopes -> ClickHouse rows (denormalized, one row per event and table).
+
+Each row carries the event's id, type and time, the entity's version (ReplacingMergeTree keeps
+the highest) and the source stream position (the exactly-once guard). Payloads this consumer
+does not know yield no rows (the contract only ever adds payloads); an entry that is not a
+valid envelope, or lacks the snapshot its type needs, is malformed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from promo.v1 import events_pb2, orders_pb2, promo_codes_pb2
+from promo_libs.bus import ENVELOPE_FIELD
+from promo_libs.clickhouse.client import ch_date, ch_datetime
+from sync_consumer.domain.model import MalformedEvent, Row, StreamEntry, TableRow
+
+USERS = "users"
+PROMO_CODES = "promo_codes"
+USAGES = "promo_code_usages_analytics"
+ORDERS = "orders_analytics"
+EVENT_TABLES = (USERS, PROMO_CODES, USAGES, ORDERS)
+
+
+def _time(value: Timestamp, present: bool = True) -> datetime | None:
+    if not present or (value.seconds == 0 and value.nanos == 0):
+        return None
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def _dt(message: object, name: str) -> str:
+    value: Timestamp = getattr(message, name)
+    return ch_datetime(_time(value, message.HasField(name)))  # type: ignore[attr-defined]
+
+
+def _require(message: object, name: str) -> None:
+    if not message.HasField(name):  # type: ignore[attr-defined]
+        raise MalformedEvent(f"{type(message).__name__} without {name}")
+
+
+def _common(entry: StreamEntry, envelope: events_pb2.EventEnvelope) -> Row:
+    ms, seq = entry.position
+    return {
+        "version": envelope.aggregate_version,
+        "event_id": envelope.event_id,
+        "event_type": envelope.type,
+        "event_time": _dt(envelope, "occurred_at"),
+        "src_stream": entry.stream,
+        "src_ms": ms,
+        "src_seq": seq,
+    }
+
+
+def _discount_type(value: events_pb2.DiscountType.ValueType) -> str:
+    return events_pb2.DiscountType.Name(value).removeprefix("DISCOUNT_TYPE_")
+
+
+def _user(snapshot: events_pb2.UserSnapshot) -> Row:
+    return {
+        "user_id": snapshot.id,
+        "email": snapshot.email,
+        "display_name": snapshot.display_name,
+        "active": int(snapshot.active),
+        "deleted": int(snapshot.HasField("delete_time")),
+        "create_time": _dt(snapshot, "create_time"),
+        "delete_time": _dt(snapshot, "delete_time"),
+    }
+
+
+def _promo_code(snapshot: events_pb2.PromoCodeSnapshot) -> Row:
+    return {
+        "promo_code_id": snapshot.id,
+        "code": snapshot.code,
+        "discount_type": _discount_type(snapshot.discount_type),
+        "basis_points": snapshot.basis_points,
+        "fixed_amount_minor": snapshot.fixed_amount_minor,
+        "max_discount_minor": snapshot.max_discount_minor,
+        "currency_code": snapshot.currency_code,
+        "max_uses": snapshot.max_uses,
+        "max_uses_per_user": snapshot.max_uses_per_user,
+        "budget_minor": snapshot.budget_minor,
+        "batch_id": snapshot.batch_id,
+        "active": int(snapshot.active),
+        "valid_from": _dt(snapshot, "valid_from"),
+        "valid_until": _dt(snapshot, "valid_until"),
+        "create_time": _dt(snapshot, "create_time"),
+    }
+
+
+def _usage(event: events_pb2.PromoCodeRedeemed | events_pb2.PromoCodeReleased) -> Row:
+    _require(event, "usage")
+    usage = event.usage
+    _require(usage, "create_time")
+    created = _time(usage.create_time)
+    assert created is not None
+    return {
+        "usage_id": usage.id,
+        "usage_date": ch_date(created),
+        "promo_code_id": usage.promo_code_id,
+        "code": usage.code,
+        "discount_type": _discount_type(event.promo_code.discount_type),
+        "user_id": usage.user_id,
+        "user_email": event.user.email,
+        "order_id": usage.order_id,
+        "currency_code": usage.currency_code,
+        "order_amount_minor": usage.order_amount_minor,
+        "discount_minor": usage.discount_minor,
+        "status": promo_codes_pb2.PromoCodeUsageStatus.Name(usage.status).removeprefix(
+            "PROMO_CODE_USAGE_STATUS_"
+        ),
+        "release_reason": usage.release_reason,
+        "create_time": ch_datetime(created),
+        "release_time": _dt(usage, "release_time"),
+    }
+
+
+def _order(
+    event: events_pb2.OrderCreated
+    | events_pb2.OrderConfirmed
+    | events_pb2.OrderRejected
+    | events_pb2.OrderCancelled,
+) -> Row:
+    _require(event, "order")
+    order = event.order
+    _require(order, "create_time")
+    created = _time(order.create_time)
+    assert created is not None
+    has_promo = "promo_code" in type(event).DESCRIPTOR.fields_by_name and event.HasField(
+        "promo_code"  # type: ignore[arg-type]
+    )
+    return {
+        "order_id": order.id,
+        "order_date": ch_date(created),
+        "user_id": order.user_id,
+        "user_email": event.user.email,
+        "currency_code": order.currency_code,
+        "subtotal_minor": order.subtotal_minor,
+        "discount_minor": order.discount_minor,
+        "total_minor": order.total_minor,
+        "promo_code": order.promo_code,
+        "promo_code_id": order.promo_code_id,
+        "promo_code_usage_id": order.promo_code_usage_id,
+        "discount_type": _discount_type(event.promo_code.discount_type) if has_promo else "",  # type: ignore[union-attr]
+        "status": orders_pb2.OrderStatus.Name(order.status).removeprefix("ORDER_STATUS_"),
+        "rejection_reason": order.rejection_reason,
+        "cancellation_reason": order.cancellation_reason,
+        "create_time": ch_datetime(created),
+        "update_time": _dt(order, "update_time"),
+        "confirm_time": _dt(order, "confirm_time"),
+        "cancel_time": _dt(order, "cancel_time"),
+    }
+
+
+def _user_row(envelope: events_pb2.EventEnvelope, field: str) -> TableRow:
+    event = getattr(envelope, field)
+    _require(event, "user")
+    return TableRow(USERS, _user(event.user))
+
+
+def _promo_code_row(envelope: events_pb2.EventEnvelope, field: str) -> TableRow:
+    event = getattr(envelope, field)
+    _require(event, "promo_code")
+    return TableRow(PROMO_CODES, _promo_code(event.promo_code))
+
+
+_MAPPERS: dict[str, Callable[[events_pb2.EventEnvelope, str], TableRow]] = {
+    "user_created": _user_row,
+    "user_updated": _user_row,
+    "user_deactivated": _user_row,
+    "promo_code_created": _promo_code_row,
+    "promo_code_updated": _promo_code_row,
+    "promo_code_deactivated": _promo_code_row,
+    "promo_code_redeemed": lambda e, f: TableRow(USAGES, _usage(getattr(e, f))),
+    "promo_code_released": lambda e, f: TableRow(USAGES, _usage(getattr(e, f))),
+    "order_created": lambda e, f: TableRow(ORDERS, _order(getattr(e, f))),
+    "order_confirmed": lambda e, f: TableRow(ORDERS, _order(getattr(e, f))),
+    "order_rejected": lambda e, f: TableRow(ORDERS, _order(getattr(e, f))),
+    "order_cancelled": lambda e, f: TableRow(ORDERS, _order(getattr(e, f))),
+}
+
+
+def decode(entry: StreamEntry) -> events_pb2.EventEnvelope:
+    raw = entry.fields.get(ENVELOPE_FIELD)
+    if raw is None:
+        raise MalformedEvent("no envelope field")
+    try:
+        envelope = events_pb2.EventEnvelope.FromString(raw)
+    except DecodeError as exc:
+        raise MalformedEvent(f"envelope does not decode: {exc}") from None
+    if not envelope.event_id:
+        raise MalformedEvent("envelope without event_id")
+    return envelope
+
+
+def rows_for(entry: StreamEntry) -> list[TableRow]:
+    """The rows one entry adds; MalformedEvent when it can never be stored."""
+    envelope = decode(entry)
+    field = envelope.WhichOneof("payload")
+    mapper = _MAPPERS.get(field or "")
+    if mapper is None:
+        return []  # a payload added to the contract after this consumer: not ours to store
+    table_row = mapper(envelope, field or "")
+    table_row.row.update(_common(entry, envelope))
+    return [table_row]

@@ -1,0 +1,39 @@
+"""In-memory fakes of the pipeline's ports, for unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sync_consumer.domain.model import ZERO, DeadLetter, Position, Row
+from sync_consumer.domain.ports import AnalyticsSink, DeadLetterQueue
+
+
+@dataclass
+class InMemorySink(AnalyticsSink):
+    tables: dict[str, list[Row]] = field(default_factory=dict)
+    failures_left: int = 0
+    inserts: int = 0
+
+    async def max_position(self, table: str, stream: str) -> Position:
+        positions = [
+            (r["src_ms"], r["src_seq"])
+            for r in self.tables.get(table, [])
+            if r["src_stream"] == stream
+        ]
+        return max(positions, default=ZERO)
+
+    async def insert(self, table: str, rows: Sequence[Row]) -> None:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise ConnectionError("sink unavailable")
+        self.inserts += 1
+        self.tables.setdefault(table, []).extend(rows)
+
+
+@dataclass
+class InMemoryDeadLetters(DeadLetterQueue):
+    letters: list[DeadLetter] = field(default_factory=list)
+
+    async def send(self, letters: Sequence[DeadLetter]) -> None:
+        self.letters.extend(letters)

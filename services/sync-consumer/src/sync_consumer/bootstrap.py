@@ -1,0 +1,91 @@
+"""Composition root: the one place where sync-consumer's concrete adapters are wired."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from faststream.redis import RedisBroker
+from faststream.security import SASLPlaintext
+
+from promo_libs.bus import redis_client
+from promo_libs.clickhouse.client import ClickHouse
+from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
+from promo_libs.grpc.server import GrpcApp
+from promo_libs.logging import get_logger
+from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
+from sync_consumer.adapters.event_rows import rows_for
+from sync_consumer.adapters.metrics import INSERT_FAILURES
+from sync_consumer.adapters.redis_streams import RedisDeadLetters
+from sync_consumer.config import SyncConsumerSettings
+from sync_consumer.entrypoints.stream_consumer import StreamConsumer
+from sync_consumer.service_layer.pipeline import StreamPipeline
+
+log = get_logger(__name__)
+
+MIGRATIONS = Path(str(resources.files("sync_consumer") / "migrations"))
+
+
+def _on_retry(what: str, exc: Exception) -> None:
+    INSERT_FAILURES.labels(what).inc()
+    log.warning("storing a batch failed; retrying", target=what, error=str(exc))
+
+
+async def build(settings: SyncConsumerSettings) -> GrpcApp:
+    """Migrates ClickHouse, recovers pending entries and assembles the consumer."""
+    clickhouse = ClickHouse(settings)
+    client = clickhouse.connect()
+    await apply_migrations(client, settings.clickhouse_database, load_migrations(MIGRATIONS))
+    redis = redis_client(settings, timeout_seconds=10.0)
+    security = (
+        SASLPlaintext(username="default", password=settings.redis_password.get_secret_value())
+        if settings.redis_password
+        else None
+    )
+    broker = RedisBroker(f"redis://{settings.redis_host}:{settings.redis_port}", security=security)
+    sink = ClickHouseSink(client, settings.clickhouse_database)
+    dead_letters = RedisDeadLetters(redis)
+    consumers = [
+        StreamConsumer(
+            broker,
+            redis,
+            StreamPipeline(
+                stream,
+                sink,
+                dead_letters,
+                rows_for,
+                max_deliveries=settings.max_deliveries,
+                on_retry=_on_retry,
+            ),
+            group=settings.consumer_group,
+            consumer=settings.consumer_name,
+            batch_size=settings.batch_size,
+            poll_ms=settings.batch_wait_ms,
+            claim_idle_ms=settings.claim_idle_ms,
+            retention_ms=settings.stream_retention_ms,
+        )
+        for stream in settings.stream_names
+    ]
+    for consumer in consumers:
+        await consumer.prepare()
+    await broker.start()
+
+    async def redis_up() -> bool:
+        return bool(await redis.ping())
+
+    async def on_stop() -> None:
+        await broker.stop()
+        await redis.aclose()
+        await clickhouse.close()
+
+    return GrpcApp(
+        name="sync-consumer",
+        service_names=[],
+        register=lambda server: None,
+        probes={"redis": redis_up, "clickhouse": clickhouse.ping},
+        background=[
+            *(c.claim_loop for c in consumers),
+            *(c.maintenance_loop for c in consumers),
+        ],
+        on_stop=on_stop,
+    )

@@ -1,0 +1,53 @@
+"""What the pipeline moves: stream entries in, table rows out. Standard library only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# A Redis stream entry id `<ms>-<seq>` as a comparable pair.
+Position = tuple[int, int]
+ZERO: Position = (0, 0)
+
+Row = dict[str, Any]
+
+
+def parse_position(entry_id: str | bytes) -> Position:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def format_position(position: Position) -> str:
+    return f"{position[0]}-{position[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One entry read from a stream, with how often it has been delivered so far."""
+
+    stream: str
+    entry_id: str
+    fields: Mapping[bytes, bytes]
+    deliveries: int = 1
+
+    @property
+    def position(self) -> Position:
+        return parse_position(self.entry_id)
+
+
+@dataclass(frozen=True, slots=True)
+class TableRow:
+    table: str
+    row: Row
+
+
+class MalformedEvent(Exception):
+    """The entry can never become rows (not an envelope, missing snapshot): dead-letter it."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    entry: StreamEntry
+    reason: str

@@ -1,0 +1,135 @@
+"""One stream's way into the analytics tables, exactly once per table.
+
+Entries of a stream are handled by one ordered consumer, one batch at a time (a lock makes the
+reader and the claim loop take turns). For each table, the pipeline knows the highest source
+position already stored (read from the table at start, and again after any failed INSERT,
+which may have landed after all); a batch's rows at or below it are dropped, the rest go in as
+one INSERT, which ClickHouse stores as one part or not at all. So a batch delivered again after
+a crash, a claim or a retry adds nothing twice, and since a batch is retried until it is stored
+before the next is taken, nothing above the position is ever skipped.
+
+An entry that can never become rows goes to the dead-letter queue at once; one delivered more
+than `max_deliveries` times without being stored goes there too. Letters are stored before the
+caller acknowledges the batch, so a crash duplicates a letter rather than loses an entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from sync_consumer.domain.model import (
+    DeadLetter,
+    MalformedEvent,
+    Position,
+    Row,
+    StreamEntry,
+    TableRow,
+)
+from sync_consumer.domain.ports import AnalyticsSink, DeadLetterQueue
+
+ToRows = Callable[[StreamEntry], list[TableRow]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def _position(row: Row) -> Position:
+    return int(row["src_ms"]), int(row["src_seq"])
+
+
+class StreamPipeline:
+    def __init__(
+        self,
+        stream: str,
+        sink: AnalyticsSink,
+        dead_letters: DeadLetterQueue,
+        to_rows: ToRows,
+        *,
+        max_deliveries: int = 5,
+        retry_min_seconds: float = 0.2,
+        retry_max_seconds: float = 5.0,
+        sleep: Sleep = asyncio.sleep,
+        on_retry: Callable[[str, Exception], None] | None = None,
+    ) -> None:
+        self.stream = stream
+        self._sink = sink
+        self._dead_letters = dead_letters
+        self._to_rows = to_rows
+        self._max_deliveries = max_deliveries
+        self._retry_min = retry_min_seconds
+        self._retry_max = retry_max_seconds
+        self._sleep = sleep
+        self._on_retry = on_retry
+        self._positions: dict[str, Position] = {}
+        self.lock = asyncio.Lock()
+
+    async def handle(self, entries: Sequence[StreamEntry]) -> list[DeadLetter]:
+        """Stores the rows of `entries` (retrying until it can); then they may be acknowledged.
+
+        Returns the entries sent to the dead-letter queue.
+        """
+        async with self.lock:
+            mapped: list[tuple[StreamEntry, list[TableRow]]] = []
+            letters: list[DeadLetter] = []
+            for entry in sorted(entries, key=lambda e: e.position):
+                try:
+                    mapped.append((entry, self._to_rows(entry)))
+                except MalformedEvent as exc:
+                    letters.append(DeadLetter(entry, f"malformed: {exc}"))
+            tables = {table_row.table for _, table_rows in mapped for table_row in table_rows}
+            await self._retrying("positions", lambda: self._load_positions(tables))
+            rows: dict[str, list[Row]] = {}
+            for entry, table_rows in mapped:
+                if entry.deliveries > self._max_deliveries and not self._stored(entry, table_rows):
+                    letters.append(
+                        DeadLetter(entry, f"not stored after {entry.deliveries} deliveries")
+                    )
+                    continue
+                for table_row in table_rows:
+                    rows.setdefault(table_row.table, []).append(table_row.row)
+            if letters:
+                await self._retrying("dead-letters", lambda: self._dead_letters.send(letters))
+            for table, table_rows_of_table in rows.items():
+                await self._insert(table, table_rows_of_table)
+            return letters
+
+    async def _load_positions(self, tables: set[str]) -> None:
+        for table in tables:
+            await self._position_of(table)
+
+    def _stored(self, entry: StreamEntry, table_rows: list[TableRow]) -> bool:
+        return all(entry.position <= self._positions[t.table] for t in table_rows)
+
+    async def _position_of(self, table: str) -> Position:
+        position = self._positions.get(table)
+        if position is None:
+            position = await self._sink.max_position(table, self.stream)
+            self._positions[table] = position
+        return position
+
+    async def _insert(self, table: str, rows: list[Row]) -> None:
+        async def attempt() -> None:
+            stored = await self._position_of(table)
+            fresh = [row for row in rows if _position(row) > stored]
+            if not fresh:
+                return
+            try:
+                await self._sink.insert(table, fresh)
+            except BaseException:
+                # It may have landed anyway (a timeout after the commit): read the table again.
+                self._positions.pop(table, None)
+                raise
+            self._positions[table] = max(_position(row) for row in fresh)
+
+        await self._retrying(table, attempt)
+
+    async def _retrying(self, what: str, action: Callable[[], Awaitable[None]]) -> None:
+        delay = self._retry_min
+        while True:
+            try:
+                await action()
+                return
+            except Exception as exc:
+                if self._on_retry is not None:
+                    self._on_retry(what, exc)
+                await self._sleep(delay)
+                delay = min(delay * 2, self._retry_max)

@@ -1,0 +1,96 @@
+"""Migrations and the sink against the local ClickHouse (18.16) or the one CLICKHOUSE_HOST names."""
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from devstack.stack import Stack
+from promo_libs.clickhouse.client import ClickHouse
+from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
+from promo_libs.config import ClickHouseSettings
+from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
+from sync_consumer.bootstrap import MIGRATIONS
+
+
+@pytest.fixture
+async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
+    settings = ClickHouseSettings(
+        clickhouse_host=stack.clickhouse_host,
+        clickhouse_port=stack.clickhouse_port,
+        clickhouse_database=f"it_{uuid.uuid4().hex[:12]}",
+    )
+    connection = ClickHouse(settings)
+    connection.connect()
+    yield connection
+    await connection.client.execute(f"DROP DATABASE IF EXISTS {connection.database}")
+    await connection.close()
+
+
+async def test_migrations_create_everything_once_and_are_recorded(clickhouse: ClickHouse) -> None:
+    migrations = load_migrations(MIGRATIONS)
+    db = clickhouse.database
+    assert await apply_migrations(clickhouse.client, db, migrations) == [1]
+    assert await apply_migrations(clickhouse.client, db, migrations) == []
+    # A process that died after the statements but before recording them applies them again.
+    await clickhouse.client.execute(f"DROP TABLE {db}.schema_migrations")
+    assert await apply_migrations(clickhouse.client, db, migrations) == [1]
+    tables = {
+        row["name"]
+        for row in await clickhouse.client.fetch(
+            "SELECT name FROM system.tables WHERE database = {db}", params={"db": db}
+        )
+    }
+    assert {
+        "users",
+        "promo_codes",
+        "promo_code_usages_analytics",
+        "orders_analytics",
+        "users_analytics",
+        "users_analytics_from_orders",
+        "users_analytics_from_usages",
+        "schema_migrations",
+    } <= tables
+
+
+async def test_sink_positions_and_summing_through_the_views(clickhouse: ClickHouse) -> None:
+    db = clickhouse.database
+    await apply_migrations(clickhouse.client, db, load_migrations(MIGRATIONS))
+    sink = ClickHouseSink(clickhouse.client, db)
+    assert await sink.max_position("orders_analytics", "s") == (0, 0)
+
+    def order(n: int, status: str, version: int, seq: int) -> dict[str, object]:
+        return {
+            "order_id": f"o{n}",
+            "version": version,
+            "order_date": "2024-02-29",
+            "user_id": "u1",
+            "currency_code": "EUR",
+            "total_minor": 900,
+            "discount_minor": 100,
+            "status": status,
+            "event_type": f"promo.v1.Order{status.title()}",
+            "create_time": "2024-02-29 23:59:59",
+            "src_stream": "s",
+            "src_ms": 5,
+            "src_seq": seq,
+        }
+
+    await sink.insert(
+        "orders_analytics", [order(1, "CONFIRMED", 2, 1), order(2, "CONFIRMED", 2, 2)]
+    )
+    await sink.insert("orders_analytics", [order(1, "CANCELLED", 3, 3)])
+    assert await sink.max_position("orders_analytics", "s") == (5, 3)
+    assert await sink.max_position("orders_analytics", "other") == (0, 0)
+    row = await clickhouse.client.fetchrow(
+        f"SELECT sum(orders) AS o, sum(revenue_minor) AS r, sum(discounts_minor) AS d "
+        f"FROM {db}.users_analytics WHERE user_id = 'u1' AND day = '2024-02-29'"
+    )
+    assert row is not None and (row["o"], row["r"], row["d"]) == (1, 900, 100)
+    await clickhouse.client.execute(f"OPTIMIZE TABLE {db}.orders_analytics FINAL")
+    status = await clickhouse.client.fetchval(
+        f"SELECT status FROM {db}.orders_analytics FINAL WHERE order_id = 'o1'"
+    )
+    assert status == "CANCELLED"
+    # The latest version of an entity is the last one it got, so merging keeps the top position.
+    assert await sink.max_position("orders_analytics", "s") == (5, 3)
