@@ -44,6 +44,13 @@ class RedisSettings(BaseSettings):
     redis_password: SecretStr | None = None
 
 
+class OutboxSettings(RedisSettings):
+    """A service that writes events: the bus its outbox relay publishes to."""
+
+    # The relay's wait between passes when nothing was written (a write wakes it at once).
+    outbox_relay_idle_seconds: float = Field(0.5, gt=0, le=60)
+
+
 class ClickHouseSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 

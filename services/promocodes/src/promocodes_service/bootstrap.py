@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bson import ObjectId
 
 from promo.v1 import promo_codes_pb2, promo_codes_pb2_grpc
+from promo_libs.bus import EventPublisher, RedisStreamPublisher, redis_client
 from promo_libs.grpc.client import insecure_channel
 from promo_libs.grpc.server import GrpcApp
 from promo_libs.mongo.connection import MongoConnection
 from promo_libs.mongo.migrations import apply_migrations
+from promo_libs.relay import OutboxRelay
 from promocodes_service.adapters.event_codec import encode_code_events, encode_usage_events
 from promocodes_service.adapters.migrations import MIGRATIONS
 from promocodes_service.adapters.mongo_codes import MongoPromoCodeRepository
@@ -41,17 +44,42 @@ class Storage:
     connection: MongoConnection
     codes: MongoPromoCodeRepository
     usages: MongoUsageRepository
+    relays: list[OutboxRelay]
 
 
-async def connect_storage(settings: PromocodesSettings) -> Storage:
+async def connect_storage(
+    settings: PromocodesSettings, publisher: EventPublisher | None = None
+) -> Storage:
+    """The repositories; with a `publisher`, each collection's outbox relay too."""
     connection = MongoConnection(settings)
     await connection.connect()
     await connection.wait_until_reachable()
     await apply_migrations(connection.db, MIGRATIONS)
+    relays: dict[str, OutboxRelay] = {}
+    if publisher is not None:
+        for collection in (
+            MongoPromoCodeRepository.collection_name,
+            MongoUsageRepository.collection_name,
+        ):
+            relays[collection] = OutboxRelay(
+                connection.db[collection],
+                publisher,
+                idle_seconds=settings.outbox_relay_idle_seconds,
+            )
+
+    def notifier(collection: str) -> Callable[[], None] | None:
+        relay = relays.get(collection)
+        return None if relay is None else relay.notify
+
     return Storage(
         connection,
-        MongoPromoCodeRepository(connection.db, encode_code_events),
-        MongoUsageRepository(connection.db, encode_usage_events),
+        MongoPromoCodeRepository(
+            connection.db, encode_code_events, notifier(MongoPromoCodeRepository.collection_name)
+        ),
+        MongoUsageRepository(
+            connection.db, encode_usage_events, notifier(MongoUsageRepository.collection_name)
+        ),
+        list(relays.values()),
     )
 
 
@@ -66,7 +94,8 @@ def build_recovery(settings: PromocodesSettings, storage: Storage) -> Recovery:
 
 async def build(settings: PromocodesSettings) -> GrpcApp:
     """Connects, migrates and assembles the service; nothing happens at import time."""
-    storage = await connect_storage(settings)
+    redis = redis_client(settings)
+    storage = await connect_storage(settings, RedisStreamPublisher(redis))
     users_channel = insecure_channel(settings.users_addr)
     users = GrpcUserDirectory(users_channel, settings.users_timeout_seconds)
     recovery = build_recovery(settings, storage)
@@ -79,6 +108,7 @@ async def build(settings: PromocodesSettings) -> GrpcApp:
 
     async def on_stop() -> None:
         await users_channel.close()
+        await redis.aclose()
         await storage.connection.disconnect()
 
     return GrpcApp(
@@ -88,6 +118,10 @@ async def build(settings: PromocodesSettings) -> GrpcApp:
             servicer, server
         ),
         probes={"mongo": storage.connection.ping, "users": users.ping},
-        background=[recovery_loop, storage.connection.size_metric_loop],
+        background=[
+            recovery_loop,
+            storage.connection.size_metric_loop,
+            *(relay.run for relay in storage.relays),
+        ],
         on_stop=on_stop,
     )

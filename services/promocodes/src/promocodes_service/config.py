@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from promo_libs.config import MongoSettings, ServiceSettings
+from promo_libs.config import MongoSettings, OutboxSettings, ServiceSettings
 
 
-class PromocodesSettings(ServiceSettings, MongoSettings):
+class PromocodesSettings(ServiceSettings, MongoSettings, OutboxSettings):
     grpc_port: int = Field(50052, ge=1, le=65535)
     metrics_port: int = Field(9102, ge=0, le=65535)
     mongodb_db_name: str = Field("promo_promocodes", min_length=1, max_length=63)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from promo_libs.config import MongoSettings, RedisSettings, ServiceSettings
+from promo_libs.config import MongoSettings, OutboxSettings, ServiceSettings
 
 
-class UsersSettings(ServiceSettings, MongoSettings, RedisSettings):
+class UsersSettings(ServiceSettings, MongoSettings, OutboxSettings):
     grpc_port: int = Field(50051, ge=1, le=65535)
     metrics_port: int = Field(9101, ge=0, le=65535)
     mongodb_db_name: str = Field("promo_users", min_length=1, max_length=63)
@@ -16,5 +16,3 @@ class UsersSettings(ServiceSettings, MongoSettings, RedisSettings):
     argon2_memory_kib: int = Field(65536, ge=8192, le=1048576)
     argon2_parallelism: int = Field(4, ge=1, le=16)
     argon2_max_concurrent: int = Field(4, ge=1, le=64)
-    # The outbox relay's wait between passes when nothing was written.
-    outbox_relay_idle_seconds: float = Field(0.5, gt=0, le=60)

@@ -81,8 +81,13 @@ def reservation_document(reservation: Reservation) -> Document:
 class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
     collection_name = CODES
 
-    def __init__(self, db: AsyncDatabase[Document], encode_events: EncodeEvents) -> None:
-        super().__init__(db)
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        encode_events: EncodeEvents,
+        on_events_written: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(db, on_events_written)
         self._encode = encode_events
 
     def to_document(self, entity: PromoCode) -> Document:
@@ -178,6 +183,7 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
                 taken.update(chunk[e["index"]].code for e in write_errors)
         for promo in promos:
             promo.events.clear()
+        self._on_events_written()
         return taken
 
     async def remove_batch(self, batch_id: str) -> None:
@@ -200,6 +206,7 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
         if result.matched_count != 1:
             raise VersionConflict(promo.id)
         promo.events.clear()
+        self._on_events_written()
 
     async def list_page(
         self, query: CodeQuery, after_code: str | None, size: int

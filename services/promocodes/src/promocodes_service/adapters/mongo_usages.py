@@ -47,8 +47,13 @@ def slot_key(usage_id: str, slot: int | None) -> int | str:
 class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
     collection_name = USAGES
 
-    def __init__(self, db: AsyncDatabase[Document], encode_events: EncodeEvents) -> None:
-        super().__init__(db)
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        encode_events: EncodeEvents,
+        on_events_written: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(db, on_events_written)
         self._encode = encode_events
 
     def to_document(self, entity: Usage) -> Document:
@@ -128,6 +133,7 @@ class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
         except DuplicateKeyError:
             return await self._after_collision(usage, document, events)
         usage.events.clear()
+        self._on_events_written()
         return Claim(CLAIMED)
 
     async def _after_collision(
@@ -139,6 +145,7 @@ class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
         if stored.get("status") != ABANDONED:
             if stored.get("attempt") == usage.attempt:
                 usage.events.clear()
+                self._on_events_written()
                 return Claim(CLAIMED)  # our own write, retried after a lost reply
             return Claim(EXISTS, self.from_document(stored))
         # A rolled-back earlier attempt left the id fenced: take it over unless we are fenced.
@@ -160,6 +167,7 @@ class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
             return Claim(SLOT_TAKEN)
         if taken.matched_count == 1:
             usage.events.clear()
+            self._on_events_written()
             return Claim(CLAIMED)
         stored = await self.collection.find_one({"_id": usage.id})
         if stored is not None and stored.get("status") != ABANDONED:
@@ -185,6 +193,7 @@ class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
         if result.matched_count != 1:
             return False
         usage.events.clear()
+        self._on_events_written()
         return True
 
     async def fence_redeem(

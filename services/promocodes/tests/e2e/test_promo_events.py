@@ -1,0 +1,77 @@
+"""Each change is written with its event and the outbox relay puts it on the promo-code stream."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from redis.asyncio import Redis
+
+from devstack.stack import Stack
+from promo.v1 import common_pb2, events_pb2, promo_codes_pb2, promo_codes_pb2_grpc, users_pb2_grpc
+from promo_libs.bus import ENVELOPE_FIELD
+from promo_libs.events import PROMO_CODES_STREAM
+
+from .conftest import create_users
+
+pytestmark = pytest.mark.e2e
+
+pb = promo_codes_pb2
+
+
+async def events_of(
+    redis: Redis, aggregate_ids: set[str], count: int, within: float = 15.0
+) -> list[events_pb2.EventEnvelope]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        entries = await redis.xrange(PROMO_CODES_STREAM)
+        mine = [
+            envelope
+            for _, fields in entries
+            if (
+                envelope := events_pb2.EventEnvelope.FromString(fields[ENVELOPE_FIELD])
+            ).aggregate_id
+            in aggregate_ids
+        ]
+        if len(mine) >= count or loop.time() > deadline:
+            return mine
+        await asyncio.sleep(0.05)
+
+
+async def test_code_and_redemption_events_reach_the_stream(
+    promo: promo_codes_pb2_grpc.PromoCodeServiceStub,
+    users: users_pb2_grpc.UserServiceStub,
+    stack: Stack,
+) -> None:
+    [user_id] = await create_users(users, 1, f"events-{uuid.uuid4().hex[:8]}")
+    eur = common_pb2.Money(currency_code="EUR", amount_minor=5000)
+    code = await promo.CreatePromoCode(
+        pb.CreatePromoCodeRequest(
+            promo_code=pb.PromoCode(
+                code=f"EV-{uuid.uuid4().hex[:8]}",
+                percentage=pb.PercentageDiscount(basis_points=1000),
+            )
+        )
+    )
+    redemption_id = uuid.uuid4().hex
+    await promo.RedeemPromoCode(
+        pb.RedeemPromoCodeRequest(
+            code=code.code, user_id=user_id, order_amount=eur, redemption_id=redemption_id
+        )
+    )
+    await promo.ReleasePromoCode(
+        pb.ReleasePromoCodeRequest(redemption_id=redemption_id, reason="order cancelled")
+    )
+    redis = Redis(host=stack.redis_host, port=stack.redis_port)
+    try:
+        envelopes = await events_of(redis, {code.id, redemption_id}, 3)
+    finally:
+        await redis.aclose()
+    kinds = [e.WhichOneof("payload") for e in envelopes]
+    assert kinds == ["promo_code_created", "promo_code_redeemed", "promo_code_released"]
+    redeemed = envelopes[1].promo_code_redeemed
+    assert (redeemed.usage.discount_minor, redeemed.usage.user_id) == (500, user_id)
+    assert (redeemed.promo_code.code, redeemed.user.id) == (code.code, user_id)
+    assert len({e.event_id for e in envelopes}) == 3
