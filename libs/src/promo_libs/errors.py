@@ -65,6 +65,10 @@ class Aborted(DomainError):
     """A concurrency conflict: retrying the whole request may succeed."""
 
 
+class DeadlineExceeded(DomainError):
+    """The caller's deadline passed before the work was done; its outcome may still be unknown."""
+
+
 class Unavailable(DomainError):
     """A dependency (database, another service) cannot be reached right now; safe to retry."""
 

@@ -28,6 +28,7 @@ _CODES: dict[type[errors.DomainError], int] = {
     errors.Unauthenticated: code_pb2.UNAUTHENTICATED,
     errors.Aborted: code_pb2.ABORTED,
     errors.Unavailable: code_pb2.UNAVAILABLE,
+    errors.DeadlineExceeded: code_pb2.DEADLINE_EXCEEDED,
 }
 
 # Failures of MongoDB itself (not of the request): the caller may retry later.
@@ -43,6 +44,16 @@ def _pack(message: object) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)  # type: ignore[arg-type]
     return packed
+
+
+def _deadline_passed(exc: BaseException) -> bool:
+    """A timeout of the RPC's own deadline (PyMongo's client-side operation timeout), as opposed
+    to a database that cannot be reached at all."""
+    if isinstance(exc, mongo_errors.ServerSelectionTimeoutError):
+        return False
+    if isinstance(exc, mongo_errors.PyMongoError):
+        return exc.timeout
+    return isinstance(exc, asyncio.TimeoutError | TimeoutError)
 
 
 def status_for(error: errors.DomainError) -> status_pb2.Status:
@@ -72,14 +83,14 @@ def to_domain_error(exc: BaseException) -> errors.DomainError | None:
     """Infrastructure failures that have a meaning for the caller; None for real bugs."""
     if isinstance(exc, errors.DomainError):
         return exc
-    if isinstance(exc, mongo_errors.ExecutionTimeout | asyncio.TimeoutError | TimeoutError):
-        return errors.Unavailable("the operation timed out", reason="DEPENDENCY_UNAVAILABLE")
-    if isinstance(exc, MONGO_UNAVAILABLE):
+    if isinstance(exc, MONGO_UNAVAILABLE) and not _deadline_passed(exc):
         return errors.Unavailable(
             "the database is unavailable",
             reason="DEPENDENCY_UNAVAILABLE",
             metadata={"dependency": "mongo"},
         )
+    if _deadline_passed(exc):
+        return errors.DeadlineExceeded("the deadline passed before the operation completed")
     if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,

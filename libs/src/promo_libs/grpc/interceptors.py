@@ -60,6 +60,15 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
+def _drop_result(work: asyncio.Future[Any]) -> None:
+    """Observes the outcome of a use case whose caller left, so it is logged, not lost."""
+    if work.cancelled():
+        return
+    error = work.exception()
+    if error is not None and to_domain_error(error) is None:
+        log.error("abandoned rpc failed", error=repr(error))
+
+
 def _wrap(inner: Handler, service: str, method: str) -> Handler:
     async def handle(request: Any, context: Context) -> Any:
         request_id = _request_id(context)
@@ -70,12 +79,19 @@ def _wrap(inner: Handler, service: str, method: str) -> Handler:
             try:
                 # The caller's deadline bounds every MongoDB operation made for this RPC.
                 with pymongo.timeout(context.time_remaining()):
-                    return await inner(request, context)
+                    work = asyncio.ensure_future(inner(request, context))
+                # When the caller goes away, gRPC cancels this coroutine. The use case is not
+                # cancelled with it: a coroutine cancelled inside PyMongo's pool breaks the pool
+                # for every later request, and a half-run use case is exactly what our
+                # single-document protocols are built to avoid. It finishes in the background,
+                # bounded by the deadline above, and its answer is dropped.
+                return await asyncio.shield(work)
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN  # the servicer aborted itself
                 raise
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED  # the caller went away or its deadline passed
+                work.add_done_callback(_drop_result)
                 raise
             except Exception as exc:
                 status = grpc_status_for(exc)

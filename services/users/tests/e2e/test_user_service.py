@@ -192,3 +192,26 @@ async def test_changing_to_a_taken_email_is_already_exists_and_changes_nothing(
     assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert error_info(taken.value).reason == "EMAIL_ALREADY_EXISTS"  # type: ignore[union-attr]
     assert users_db.users.find_one({"_id": second.id}, account_fields) == before
+
+
+async def test_calls_abandoned_by_their_callers_leave_the_service_whole(
+    stub: users_pb2_grpc.UserServiceStub,
+) -> None:
+    """Deadlines that expire mid-call (inside MongoDB or hashing) must not break later calls."""
+    user = await create(stub)
+    abandoned = [
+        stub.ListUsers(users_pb2.ListUsersRequest(page_size=1000), timeout=0.005 * (n % 10 + 1))
+        for n in range(300)
+    ] + [
+        stub.AuthenticateUser(
+            users_pb2.AuthenticateUserRequest(email=user.email, password=PASSWORD), timeout=0.01
+        )
+        for _ in range(10)
+    ]
+    outcomes = await asyncio.gather(*abandoned, return_exceptions=True)
+    errors = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert errors and {e.code() for e in errors} == {grpc.StatusCode.DEADLINE_EXCEEDED}
+    for _ in range(20):
+        assert (await stub.GetUser(users_pb2.GetUserRequest(id=user.id), timeout=5)).id == user.id
+    page = await stub.ListUsers(users_pb2.ListUsersRequest(page_size=1000), timeout=10)
+    assert user.id in {u.id for u in page.users}
