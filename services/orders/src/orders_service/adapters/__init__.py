@@ -1,0 +1,1 @@
+"""Concrete implementations of the order service's ports."""

@@ -1,0 +1,170 @@
+"""PromoCodes over gRPC: Redeem, Release and GetPromoCode of promo.v1.PromoCodeService.
+
+Every call has its own deadline. Answers are sorted into three kinds: a result, a definite
+refusal (FAILED_PRECONDITION / NOT_FOUND with a reason: the code does not apply), and an unknown
+outcome (deadline, UNAVAILABLE, ABORTED "in progress", anything else), which the saga retries
+with the same redemption id. Promo code rules are cached for a short while: event snapshots
+carry the code "as the producer last read it", and reading it for every order would add a round
+trip to the saga.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2_grpc
+
+from orders_service.adapters.users_client import serving
+from orders_service.domain.events import PromoCodeSnapshot
+from orders_service.domain.model import Money
+from orders_service.domain.ports import (
+    OutcomeUnknown,
+    PromoCodes,
+    Redeemed,
+    RedeemOutcome,
+    Redemption,
+    Refused,
+)
+from promo.v1 import common_pb2, promo_codes_pb2, promo_codes_pb2_grpc
+from promo_libs.grpc.errors import error_info
+from promo_libs.logging import get_logger
+
+log = get_logger(__name__)
+
+DEPENDENCY = "promocodes"
+_REFUSALS = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
+
+
+def _moment(value: Timestamp, present: bool) -> datetime | None:
+    return value.ToDatetime(tzinfo=UTC) if present else None
+
+
+def promo_snapshot(promo: promo_codes_pb2.PromoCode) -> PromoCodeSnapshot:
+    currencies = [
+        money.currency_code
+        for present, money in (
+            (promo.HasField("fixed_amount"), promo.fixed_amount),
+            (promo.percentage.HasField("max_discount"), promo.percentage.max_discount),
+            (promo.HasField("min_order_amount"), promo.min_order_amount),
+            (promo.HasField("budget"), promo.budget),
+        )
+        if present and money.currency_code
+    ]
+    kind = promo.WhichOneof("discount")
+    return PromoCodeSnapshot(
+        id=promo.id,
+        code=promo.code,
+        discount_type={"percentage": "PERCENTAGE", "fixed_amount": "FIXED_AMOUNT"}.get(
+            kind or "", ""
+        ),
+        basis_points=promo.percentage.basis_points if kind == "percentage" else 0,
+        fixed_amount_minor=promo.fixed_amount.amount_minor if kind == "fixed_amount" else 0,
+        max_discount_minor=promo.percentage.max_discount.amount_minor
+        if kind == "percentage" and promo.percentage.HasField("max_discount")
+        else None,
+        currency=currencies[0] if currencies else "",
+        min_order_amount_minor=promo.min_order_amount.amount_minor
+        if promo.HasField("min_order_amount")
+        else None,
+        max_uses=promo.max_uses if promo.HasField("max_uses") else None,
+        max_uses_per_user=promo.max_uses_per_user if promo.HasField("max_uses_per_user") else None,
+        budget_minor=promo.budget.amount_minor if promo.HasField("budget") else None,
+        batch_id=promo.batch_id,
+        active=promo.active,
+        valid_from=_moment(promo.valid_from, promo.HasField("valid_from")),
+        valid_until=_moment(promo.valid_until, promo.HasField("valid_until")),
+        created_at=_moment(promo.create_time, promo.HasField("create_time")),
+    )
+
+
+class GrpcPromoCodes(PromoCodes):
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        timeout: float,
+        snapshot_ttl: float = 60.0,
+        describe_timeout: float = 1.0,
+        max_in_flight: int = 32,
+    ) -> None:
+        self._stub = promo_codes_pb2_grpc.PromoCodeServiceStub(channel)
+        self._health = health_pb2_grpc.HealthStub(channel)
+        self._timeout = timeout
+        self._describe_timeout = describe_timeout
+        self._ttl = snapshot_ttl
+        self._snapshots: dict[str, tuple[float, PromoCodeSnapshot]] = {}
+        # A bulkhead: a burst of orders queues here instead of flooding PromoCodeService (whose
+        # database pool would otherwise be oversubscribed and its calls time out together).
+        self._gate = asyncio.Semaphore(max_in_flight)
+
+    async def redeem(self, redemption: Redemption) -> RedeemOutcome:
+        request = promo_codes_pb2.RedeemPromoCodeRequest(
+            code=redemption.code,
+            user_id=redemption.user_id,
+            order_amount=common_pb2.Money(
+                currency_code=redemption.amount.currency,
+                amount_minor=redemption.amount.amount_minor,
+            ),
+            redemption_id=redemption.redemption_id,
+        )
+        try:
+            async with self._gate:
+                usage = await self._stub.RedeemPromoCode(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            info = error_info(exc)
+            if exc.code() in _REFUSALS and info is not None and info.reason:
+                return Refused(info.reason, info.metadata.get("promo_code_id", ""))
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                # Our own checks match PromoCodeService's: a code it cannot parse exists nowhere.
+                log.warning("redeem refused the request", error=exc.details())
+                return Refused("PROMO_CODE_NOT_FOUND")
+            if exc.code() == grpc.StatusCode.ALREADY_EXISTS and info is not None:
+                log.error("redemption id already used", redemption_id=redemption.redemption_id)
+                return Refused(info.reason or "REDEMPTION_CONFLICT")
+            raise OutcomeUnknown(DEPENDENCY, exc.code().name) from None
+        return Redeemed(
+            usage_id=usage.id,
+            promo_code_id=usage.promo_code_id,
+            code=usage.code,
+            discount=Money(usage.discount.currency_code, usage.discount.amount_minor),
+        )
+
+    async def release(self, redemption_id: str, reason: str) -> bool:
+        request = promo_codes_pb2.ReleasePromoCodeRequest(
+            redemption_id=redemption_id, reason=reason
+        )
+        try:
+            async with self._gate:
+                await self._stub.ReleasePromoCode(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            info = error_info(exc)
+            if exc.code() == grpc.StatusCode.NOT_FOUND and (
+                info is None or info.reason == "REDEMPTION_NOT_FOUND"
+            ):
+                return False
+            raise OutcomeUnknown(DEPENDENCY, exc.code().name) from None
+        return True
+
+    async def describe(self, promo_code_id: str, code: str) -> PromoCodeSnapshot:
+        now = time.monotonic()
+        cached = self._snapshots.get(promo_code_id)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        try:
+            promo = await self._stub.GetPromoCode(
+                promo_codes_pb2.GetPromoCodeRequest(id=promo_code_id),
+                timeout=self._describe_timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            failure = exc.code().name
+            log.warning("promo code unreadable", promo_code_id=promo_code_id, error=failure)
+            return PromoCodeSnapshot(id=promo_code_id, code=code)
+        snapshot = promo_snapshot(promo)
+        self._snapshots[promo_code_id] = (now, snapshot)
+        return snapshot
+
+    async def ping(self) -> bool:
+        return await serving(self._health, self._timeout)

@@ -1,0 +1,125 @@
+"""What the order use cases need from the outside world, as abstract ports."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from datetime import datetime
+
+from orders_service.domain.events import PromoCodeSnapshot, UserSnapshot
+from orders_service.domain.model import Money, Order
+from promo_libs.repository import Repository
+
+
+class OutcomeUnknown(Exception):
+    """A dependency did not answer (deadline, unavailable, in progress): what it did is unknown,
+    and the same request may be sent again with the same idempotency key."""
+
+    def __init__(self, dependency: str, detail: str = "") -> None:
+        super().__init__(f"{dependency}: {detail}" if detail else dependency)
+        self.dependency = dependency
+
+
+class UserDirectory(abc.ABC):
+    @abc.abstractmethod
+    async def get_user(self, user_id: str) -> UserSnapshot | None:
+        """The user, or None when there is none; OutcomeUnknown when UserService is down."""
+
+
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    """PromoCodeService.RedeemPromoCode's request; `redemption_id` is the order id."""
+
+    redemption_id: str
+    code: str
+    user_id: str
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class Redeemed:
+    usage_id: str
+    promo_code_id: str
+    code: str
+    discount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The code does not apply: `reason` is an ErrorReason name without its prefix."""
+
+    reason: str
+    promo_code_id: str = ""
+
+
+RedeemOutcome = Redeemed | Refused
+
+
+class PromoCodes(abc.ABC):
+    @abc.abstractmethod
+    async def redeem(self, redemption: Redemption) -> RedeemOutcome:
+        """Idempotent by redemption id; OutcomeUnknown when the answer never came."""
+
+    @abc.abstractmethod
+    async def release(self, redemption_id: str, reason: str) -> bool:
+        """Gives the redemption back (idempotent). False when there is no such redemption;
+        OutcomeUnknown when the answer never came."""
+
+    @abc.abstractmethod
+    async def describe(self, promo_code_id: str, code: str) -> PromoCodeSnapshot:
+        """The code's rules as last read, for event snapshots. Never fails: when the code cannot
+        be read, a snapshot with only its id and text."""
+
+
+class DuplicateIdempotencyKey(Exception):
+    pass
+
+
+class VersionConflict(Exception):
+    """The order changed between our read and our write."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderQuery:
+    user_id: str = ""
+    status: str = ""
+    created_from: datetime | None = None
+    created_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCursor:
+    """Position in the newest-first listing: (create time, id) of the last order returned."""
+
+    created_at: datetime
+    order_id: str
+
+
+class OrderRepository(Repository[Order]):
+    """The base repository of the original spec, plus what the order use cases need."""
+
+    @abc.abstractmethod
+    async def get(self, order_id: str) -> Order | None: ...
+
+    @abc.abstractmethod
+    async def get_by_idempotency_key(self, key: str) -> Order | None: ...
+
+    @abc.abstractmethod
+    async def add(self, order: Order) -> None:
+        """Stores a new order with its pending events; DuplicateIdempotencyKey when the key is
+        taken (the unique index decides, not a read)."""
+
+    @abc.abstractmethod
+    async def save(self, order: Order) -> None:
+        """Stores the order and its pending events if the stored version is still
+        `order.stored_version`; VersionConflict otherwise."""
+
+    @abc.abstractmethod
+    async def list_page(
+        self, query: OrderQuery, after: OrderCursor | None, size: int
+    ) -> tuple[list[Order], OrderCursor | None]:
+        """Newest first (create time, then id, both descending); the cursor when more remain."""
+
+    @abc.abstractmethod
+    async def due_for_sweep(self, now: datetime, limit: int) -> list[Order]:
+        """Orders whose `sweep_due_at` is at or before `now`, oldest due first."""

@@ -1,0 +1,71 @@
+"""Input rules of orders. Each function returns the normalized value or raises ValueError whose
+text fits a field violation. Code and id rules match PromoCodeService's, so a request refused by
+it is refused here first, before anything is written."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+MAX_ID_LENGTH = 64
+MAX_AMOUNT = 10**12  # minor units; sums stay far inside int64
+MIN_CODE_LENGTH = 3
+MAX_CODE_LENGTH = 64
+MAX_IDEMPOTENCY_KEY_LENGTH = 128
+MAX_CANCEL_REASON_LENGTH = 500
+
+_CODE_RE = re.compile(r"^[A-Z0-9_-]+$")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+
+
+def check_id(value: str, what: str = "id") -> str:
+    if not value:
+        raise ValueError("is required")
+    if len(value) > MAX_ID_LENGTH or not value.isascii() or not value.isalnum():
+        raise ValueError(f"is not a valid {what}")
+    return value
+
+
+def check_currency(value: str) -> str:
+    if not value:
+        raise ValueError("is required")
+    if not _CURRENCY_RE.match(value):
+        raise ValueError("must be a three-letter ISO 4217 code in upper case")
+    return value
+
+
+def check_amount(value: int) -> int:
+    if value < 1:
+        raise ValueError("must be at least 1")
+    if value > MAX_AMOUNT:
+        raise ValueError(f"must be at most {MAX_AMOUNT}")
+    return value
+
+
+def normalize_code(raw: str) -> str:
+    if not raw:
+        raise ValueError("must not be empty when given")
+    code = raw.upper()
+    if not raw.isascii() or not _CODE_RE.match(code):
+        raise ValueError("may only contain A-Z, 0-9, '-' and '_'")
+    if not MIN_CODE_LENGTH <= len(code) <= MAX_CODE_LENGTH:
+        raise ValueError(f"must be {MIN_CODE_LENGTH}..{MAX_CODE_LENGTH} characters")
+    return code
+
+
+def check_idempotency_key(value: str) -> str:
+    if not value:
+        raise ValueError("is required")
+    if len(value) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise ValueError(f"must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def check_cancel_reason(value: str) -> str:
+    if len(value) > MAX_CANCEL_REASON_LENGTH:
+        raise ValueError(f"must be at most {MAX_CANCEL_REASON_LENGTH} characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") and ch not in "\n\t" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value

@@ -1,0 +1,1 @@
+"""How the outside world reaches the order use cases: the gRPC servicer."""

@@ -1,0 +1,107 @@
+"""promo.v1.OrderService over gRPC: translate the request, call the use case, translate back.
+
+Errors are not handled here: promo_libs' interceptor maps them to statuses with details.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+import grpc
+
+from orders_service.adapters.event_codec import status_value
+from orders_service.domain.commands import CancelOrder, CreateOrder, ListOrders
+from orders_service.domain.model import Order
+from orders_service.service_layer.orders import Orders
+from promo.v1 import common_pb2, orders_pb2, orders_pb2_grpc
+from promo_libs.events import timestamp
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _money(currency: str, amount: int) -> common_pb2.Money:
+    return common_pb2.Money(currency_code=currency, amount_minor=amount)
+
+
+def order_message(order: Order) -> orders_pb2.Order:
+    return orders_pb2.Order(
+        id=order.id,
+        user_id=order.user_id,
+        subtotal=_money(order.subtotal.currency, order.subtotal.amount_minor),
+        discount=_money(order.discount.currency, order.discount.amount_minor),
+        total=_money(order.total.currency, order.total.amount_minor),
+        promo_code=order.promo_code,
+        promo_code_id=order.promo_code_id,
+        promo_code_usage_id=order.usage_id,
+        status=status_value(order.status),
+        rejection_reason=order.rejection_reason,
+        cancellation_reason=order.cancellation_reason,
+        idempotency_key=order.idempotency_key,
+        create_time=timestamp(order.created_at),
+        update_time=timestamp(order.updated_at),
+        confirm_time=timestamp(order.confirmed_at),
+        cancel_time=timestamp(order.cancelled_at),
+    )
+
+
+def _status_filter(value: int) -> str:
+    if value == orders_pb2.ORDER_STATUS_UNSPECIFIED:
+        return ""
+    try:
+        return orders_pb2.OrderStatus.Name(value).removeprefix("ORDER_STATUS_")  # type: ignore[arg-type]
+    except ValueError:
+        return f"UNKNOWN({value})"  # refused by the use case as not an OrderStatus
+
+
+class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
+    def __init__(self, orders: Orders) -> None:
+        self._orders = orders
+
+    async def CreateOrder(
+        self, request: orders_pb2.CreateOrderRequest, context: Context
+    ) -> orders_pb2.Order:
+        order = await self._orders.create_order(
+            CreateOrder(
+                user_id=request.user_id,
+                currency=request.amount.currency_code,
+                amount_minor=request.amount.amount_minor,
+                promo_code=request.promo_code if request.HasField("promo_code") else None,
+                idempotency_key=request.idempotency_key,
+                amount_given=request.HasField("amount"),
+            )
+        )
+        return order_message(order)
+
+    async def GetOrder(
+        self, request: orders_pb2.GetOrderRequest, context: Context
+    ) -> orders_pb2.Order:
+        return order_message(await self._orders.get_order(request.id))
+
+    async def ListOrders(
+        self, request: orders_pb2.ListOrdersRequest, context: Context
+    ) -> orders_pb2.ListOrdersResponse:
+        time_range = request.create_time_range
+        page = await self._orders.list_orders(
+            ListOrders(
+                page_size=request.page_size,
+                page_token=request.page_token,
+                user_id=request.user_id,
+                status=_status_filter(request.status),
+                created_from=time_range.start_time.ToDatetime(tzinfo=UTC)
+                if time_range.HasField("start_time")
+                else None,
+                created_until=time_range.end_time.ToDatetime(tzinfo=UTC)
+                if time_range.HasField("end_time")
+                else None,
+            )
+        )
+        return orders_pb2.ListOrdersResponse(
+            orders=[order_message(o) for o in page.orders], next_page_token=page.next_page_token
+        )
+
+    async def CancelOrder(
+        self, request: orders_pb2.CancelOrderRequest, context: Context
+    ) -> orders_pb2.Order:
+        order = await self._orders.cancel_order(CancelOrder(request.id, request.reason))
+        return order_message(order)

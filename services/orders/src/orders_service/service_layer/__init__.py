@@ -1,0 +1,1 @@
+"""The order use cases and the recovery sweep."""

@@ -1,0 +1,245 @@
+"""The three services as real processes (users, promocodes, orders), each with its own database,
+and helpers that talk to them only over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import grpc
+import pymongo
+import pytest
+import pytest_asyncio
+
+from devstack.ports import free_port
+from devstack.service import ServiceProcess
+from devstack.stack import Stack
+from promo.v1 import (
+    common_pb2,
+    orders_pb2,
+    orders_pb2_grpc,
+    promo_codes_pb2,
+    promo_codes_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+)
+from promo_libs.grpc.errors import error_info
+
+COMMON = {
+    "METRICS_PORT": "0",
+    "HEALTH_CHECK_INTERVAL_SECONDS": "0.2",
+    "SHUTDOWN_GRACE_SECONDS": "2",
+}
+_T = TypeVar("_T")
+
+
+@dataclass
+class Platform:
+    users: ServiceProcess
+    promocodes: ServiceProcess
+    orders: ServiceProcess
+    orders_db_name: str
+
+    def stop(self) -> None:
+        for service in (self.orders, self.promocodes, self.users):
+            service.terminate()
+
+
+def start_platform(
+    stack: Stack,
+    label: str,
+    orders_env: Mapping[str, str] | None = None,
+    promocodes_env: Mapping[str, str] | None = None,
+) -> Platform:
+    suffix = f"{label}_{free_port()}"
+    users = stack.service(
+        f"users-{label}",
+        [sys.executable, "-m", "users_service"],
+        free_port(),
+        {
+            **COMMON,
+            "MONGODB_DB_NAME": f"e2e_ou_{suffix}",
+            "ARGON2_MEMORY_KIB": "8192",
+            "ARGON2_TIME_COST": "1",
+            "ARGON2_PARALLELISM": "1",
+        },
+    )
+    promocodes = stack.service(
+        f"promocodes-{label}",
+        [sys.executable, "-m", "promocodes_service"],
+        free_port(),
+        {
+            **COMMON,
+            "MONGODB_DB_NAME": f"e2e_op_{suffix}",
+            "USERS_ADDR": users.address,
+            **(promocodes_env or {}),
+        },
+    )
+    orders_db_name = f"e2e_oo_{suffix}"
+    orders = stack.service(
+        f"orders-{label}",
+        [sys.executable, "-m", "orders_service"],
+        free_port(),
+        {
+            **COMMON,
+            "MONGODB_DB_NAME": orders_db_name,
+            "USERS_ADDR": users.address,
+            "PROMOCODES_ADDR": promocodes.address,
+            **(orders_env or {}),
+        },
+    )
+    users.start_and_wait()
+    promocodes.start_and_wait()
+    orders.start_and_wait()
+    return Platform(users, promocodes, orders, orders_db_name)
+
+
+@dataclass
+class Clients:
+    users: users_pb2_grpc.UserServiceStub
+    codes: promo_codes_pb2_grpc.PromoCodeServiceStub
+    orders: orders_pb2_grpc.OrderServiceStub
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def clients(platform: Platform) -> AsyncIterator[Clients]:
+    async with (
+        grpc.aio.insecure_channel(platform.users.address) as users,
+        grpc.aio.insecure_channel(platform.promocodes.address) as codes,
+        grpc.aio.insecure_channel(platform.orders.address) as orders,
+    ):
+        yield Clients(
+            users_pb2_grpc.UserServiceStub(users),
+            promo_codes_pb2_grpc.PromoCodeServiceStub(codes),
+            orders_pb2_grpc.OrderServiceStub(orders),
+        )
+
+
+@pytest.fixture(scope="module")
+def orders_db(stack: Stack, platform: Platform) -> Iterator[Any]:
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(stack.mongo_uri)
+    yield client[platform.orders_db_name]
+    client.close()
+
+
+def eur(amount: int) -> common_pb2.Money:
+    return common_pb2.Money(currency_code="EUR", amount_minor=amount)
+
+
+async def new_user(clients: Clients) -> users_pb2.User:
+    return await clients.users.CreateUser(
+        users_pb2.CreateUserRequest(
+            user=users_pb2.User(email=f"o.{uuid.uuid4().hex[:12]}@example.com", display_name="O"),
+            password="correct horse battery",
+        )
+    )
+
+
+async def new_code(clients: Clients, **fields: Any) -> promo_codes_pb2.PromoCode:
+    if "percentage" not in fields:
+        fields.setdefault("fixed_amount", eur(500))
+    code = f"E2E{uuid.uuid4().hex[:10].upper()}"
+    return await clients.codes.CreatePromoCode(
+        promo_codes_pb2.CreatePromoCodeRequest(
+            promo_code=promo_codes_pb2.PromoCode(code=code, **fields)
+        )
+    )
+
+
+def order_request(
+    user_id: str, code: str | None = None, amount: int = 5000, key: str | None = None
+) -> orders_pb2.CreateOrderRequest:
+    request = orders_pb2.CreateOrderRequest(
+        user_id=user_id, amount=eur(amount), idempotency_key=key or uuid.uuid4().hex
+    )
+    if code is not None:
+        request.promo_code = code
+    return request
+
+
+async def usages_of(
+    clients: Clients, promo_code_id: str, status: int = 0
+) -> list[promo_codes_pb2.PromoCodeUsage]:
+    found: list[promo_codes_pb2.PromoCodeUsage] = []
+    token = ""
+    while True:
+        page = await clients.codes.ListPromoCodeUsages(
+            promo_codes_pb2.ListPromoCodeUsagesRequest(
+                promo_code_id=promo_code_id,
+                status=status,
+                page_size=1000,
+                page_token=token,  # type: ignore[arg-type]
+            )
+        )
+        found += page.promo_code_usages
+        token = page.next_page_token
+        if not token:
+            return found
+
+
+async def orders_of(clients: Clients, user_id: str = "", status: int = 0) -> list[orders_pb2.Order]:
+    found: list[orders_pb2.Order] = []
+    token = ""
+    while True:
+        page = await clients.orders.ListOrders(
+            orders_pb2.ListOrdersRequest(
+                user_id=user_id,
+                status=status,
+                page_size=1000,
+                page_token=token,  # type: ignore[arg-type]
+            )
+        )
+        found += page.orders
+        token = page.next_page_token
+        if not token:
+            return found
+
+
+async def eventually(
+    check: Callable[[], Awaitable[_T | None]], within: float, what: str, step: float = 0.2
+) -> _T:
+    """Polls `check` until it returns something other than None (a deadline, not a sleep)."""
+    give_up = time.monotonic() + within
+    while True:
+        result = await check()
+        if result is not None:
+            return result
+        if time.monotonic() > give_up:
+            raise AssertionError(f"not reached within {within:.0f}s: {what}")
+        await asyncio.sleep(step)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def definite(
+    clients: Clients, request: orders_pb2.CreateOrderRequest, within: float = 150.0
+) -> tuple[str, str]:
+    """CreateOrder until the answer is definite, as a client should: UNAVAILABLE means the
+    outcome is unknown, so retry with the same idempotency key, backing off. Returns
+    ("CONFIRMED", order id) or (rejection reason, order id)."""
+    give_up = time.monotonic() + within
+    pause = 0.2
+    while True:
+        try:
+            order = await clients.orders.CreateOrder(request, timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                if time.monotonic() > give_up:
+                    raise
+                await asyncio.sleep(pause * (0.5 + random.random()))
+                pause = min(pause * 2, 3.0)
+                continue
+            info = error_info(exc)
+            assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION, exc.details()
+            assert info is not None and info.metadata["order_id"]
+            return info.reason, info.metadata["order_id"]
+        return orders_pb2.OrderStatus.Name(order.status).removeprefix("ORDER_STATUS_"), order.id
