@@ -8,12 +8,12 @@ SERVICES := users=users_service:50051 promocodes=promocodes_service:50052 \
             sync-consumer=sync_consumer:50055
 
 .PHONY: help bootstrap run stack test check lint format typecheck protos protos-check \
-        unit integration e2e bench-users clean
+        unit integration e2e deploy-check clean
 
 help:
 	@echo "make run     - install what is missing, start the local stack and every service"
 	@echo "make test    - install what is missing, run all checks and the whole test suite"
-	@echo "make unit | integration | e2e - one test level"
+	@echo "make unit | integration | e2e | deploy-check - one test level"
 	@echo "make lint | typecheck | protos | protos-check | stack | clean"
 
 bootstrap:
@@ -58,6 +58,9 @@ integration: bootstrap
 
 e2e: bootstrap
 	@$(PYTEST) -q -m e2e
+
+deploy-check: bootstrap
+	@$(PYTEST) -q -m deploy
 
 clean:
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache

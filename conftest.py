@@ -1,12 +1,12 @@
 """Root conftest: the local-stack fixtures (stack, mongo_db_name, mongo_client, start_service)
 for every test below this folder (tests/, libs/tests and services/*/tests), and the test level
-of each test taken from its folder (unit, integration, e2e) so `pytest -m unit` selects a level."""
+of each test taken from its folder (unit, integration, e2e, deploy) so `pytest -m unit` selects a level."""
 
 import pytest
 
 pytest_plugins = ["devstack.pytest_plugin"]
 
-_LEVELS = ("unit", "integration", "e2e")
+_LEVELS = ("unit", "integration", "e2e", "deploy")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

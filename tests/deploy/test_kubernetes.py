@@ -1,0 +1,517 @@
+"""The Kubernetes manifests: both overlays render, validate against a current Kubernetes'
+schemas, and agree with the services they run (entrypoints, variables, ports, probes), with a
+restricted security context everywhere and only the design's network flows."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import pytest
+
+from tests.deploy.deploy_support import (
+    BY_MODULE,
+    K8S,
+    KUBERNETES_VERSION,
+    OVERLAYS,
+    ROOT,
+    SERVICES,
+    Service,
+    by_kind,
+    container_env,
+    containers,
+    is_project_image,
+    is_secret,
+    render,
+    settings_class,
+    variables_to_set,
+    workloads,
+    yaml_module,
+)
+
+GRPC_SERVICES = [s for s in SERVICES if s.name != "sync-consumer"]
+
+
+def service_container(overlay: str, service: Service) -> tuple[dict[str, Any], dict[str, Any]]:
+    found = workloads(render(overlay))
+    assert service.name in found, f"{overlay}: no workload named {service.name}"
+    pod = found[service.name]["pod"]
+    (container,) = [c for c in pod["containers"] if c["name"] == service.name]
+    return found[service.name], container
+
+
+# --- rendering and schemas ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", ["base", *OVERLAYS])
+def test_overlay_renders_and_validates_strictly(overlay: str) -> None:
+    try:
+        import kubernetes_validate
+    except ImportError:
+        pytest.fail(
+            "kubernetes-validate is not installed: add `kubernetes-validate` to the dev "
+            "extras and the lock (it bundles the schemas; works offline)",
+            pytrace=False,
+        )
+    objects = render(overlay)
+    assert objects, f"{overlay} rendered nothing"
+    failures = []
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            failures.append(
+                f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at "
+                f"{'/'.join(str(p) for p in exc.path)}"
+            )
+    assert not failures, "\n".join(failures)
+
+
+def test_strict_validation_rejects_an_unknown_field() -> None:
+    """Guards the guard: a misspelt field must fail, not pass silently."""
+    import kubernetes_validate
+
+    deployment = dict(workloads(render("dev"))["users"]["object"])
+    deployment["spec"] = {**deployment["spec"], "replica": 3}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_lives_in_the_overlay_namespace(overlay: str) -> None:
+    objects = render(overlay)
+    (namespace,) = by_kind(objects, "Namespace")
+    for obj in objects:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == namespace, obj["metadata"]["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_images_are_tagged_and_name_no_registry(overlay: str) -> None:
+    for name, workload in workloads(render(overlay)).items():
+        for container in containers(workload["pod"]):
+            image = container["image"]
+            first, _, rest = image.partition("/")
+            assert not (rest and ("." in first or ":" in first)), f"{name}: registry in {image}"
+            assert ":" in image.rsplit("/", 1)[-1], f"{name}: {image} has no tag"
+            assert not image.endswith(":latest"), f"{name}: {image}"
+
+
+# --- entrypoints -------------------------------------------------------------------------------
+
+
+def _commands(overlay: str) -> list[tuple[str, list[str]]]:
+    found = []
+    for name, workload in workloads(render(overlay)).items():
+        for container in containers(workload["pod"]):
+            if is_project_image(container["image"]):
+                found.append((f"{name}/{container['name']}", container.get("command", [])))
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_project_containers_run_python_m_a_service_module(overlay: str) -> None:
+    for where, command in _commands(overlay):
+        assert command[:2] == ["python", "-m"] and len(command) >= 3, f"{where}: {command}"
+        assert command[2] in BY_MODULE, f"{where}: {command[2]} is not a service module"
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_service_commands_resolve_to_real_entrypoints(service: Service) -> None:
+    settings_class(service)  # skips a service not written yet, fails a broken one
+    module = importlib.import_module(f"{service.module}.__main__")
+    assert callable(getattr(module, "main", None)), f"{service.module}.__main__ has no main()"
+    uses = [
+        where
+        for overlay in OVERLAYS
+        for where, command in _commands(overlay)
+        if command[2] == service.module
+    ]
+    assert uses, f"no container runs python -m {service.module}"
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_subcommands_in_the_manifests_are_handled(service: Service) -> None:
+    """`python -m <module> migrate` (the migrations Job): the entrypoint must handle it."""
+    settings_class(service)
+    source = service.main_file.read_text(encoding="utf-8")
+    missing = set()
+    for overlay in OVERLAYS:
+        for where, command in _commands(overlay):
+            if command[2] != service.module:
+                continue
+            for argument in command[3:]:
+                if f'"{argument}"' not in source and f"'{argument}'" not in source:
+                    missing.add(f"{where}: `python -m {service.module} {argument}`")
+    assert not missing, (
+        f"{service.main_file.relative_to(ROOT)} does not handle these commands (the migrations "
+        "Job needs `migrate`: apply this service's migrations, then exit 0):\n"
+        + "\n".join(sorted(missing))
+    )
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+def _check_env(
+    cls: Any,
+    service: Service,
+    env: dict[str, tuple[str, str]],
+    where: str,
+    must_set: dict[str, str],
+) -> None:
+    fields = {name.upper() for name in cls.model_fields}
+    missing = [f"{var} ({why})" for var, why in must_set.items() if var not in env]
+    assert not missing, f"{where} leaves unset:\n  " + "\n  ".join(missing)
+    unknown = set(env) - fields
+    assert not unknown, f"{where} sets variables {cls.__name__} does not read: {sorted(unknown)}"
+    for var, (source, _) in env.items():
+        if is_secret(cls, var):
+            assert source == "secret", f"{where}: {var} must come from a Secret, not {source}"
+
+
+def _load(cls: Any, env: dict[str, tuple[str, str]], monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name in cls.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    for var, (_, value) in env.items():
+        monkeypatch.setenv(var, value)
+    return cls()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_every_variable_the_service_needs_is_set(
+    overlay: str, service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cls = settings_class(service)
+    _, container = service_container(overlay, service)
+    env = container_env(container, render(overlay))
+    _check_env(cls, service, env, f"{overlay} {service.name}", variables_to_set(cls))
+    settings = _load(cls, env, monkeypatch)  # the values pass the class's own validation
+    assert settings.grpc_port == service.grpc_port
+    assert settings.metrics_port == service.metrics_port
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_migrations_job_containers_get_their_data_store_settings(
+    overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objects = render(overlay)
+    job = workloads(objects)["promo-migrations"]
+    for container in containers(job["pod"]):
+        service = BY_MODULE[container["command"][2]]
+        cls = settings_class(service)
+        env = container_env(container, objects)
+        must_set = {
+            var: why
+            for var, why in variables_to_set(cls).items()
+            if var.startswith(("MONGODB_", "CLICKHOUSE_")) or why.startswith("required")
+        }
+        _check_env(cls, service, env, f"{overlay} migrations/{container['name']}", must_set)
+        _load(cls, env, monkeypatch)
+
+
+# --- ports and probes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_probes_and_service_point_at_the_listening_ports(overlay: str, service: Service) -> None:
+    cls = settings_class(service)
+    _, container = service_container(overlay, service)
+    env = container_env(container, render(overlay))
+    defaults = {name.upper(): f.default for name, f in cls.model_fields.items()}
+    grpc_port = int(env["GRPC_PORT"][1]) if "GRPC_PORT" in env else defaults["GRPC_PORT"]
+    metrics_port = (
+        int(env["METRICS_PORT"][1]) if "METRICS_PORT" in env else defaults["METRICS_PORT"]
+    )
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"grpc": grpc_port, "metrics": metrics_port}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == grpc_port, f"{probe} of {service.name}"
+        assert container[probe]["grpc"].get("service", "") == "", "overall health"
+    svc = by_kind(render(overlay), "Service")[service.name]
+    named = {p["name"]: p for p in svc["spec"]["ports"]}
+    assert named["grpc"]["targetPort"] == "grpc" and named["grpc"]["appProtocol"] == "grpc"
+    assert named["grpc"]["port"] == grpc_port
+    assert named["metrics"]["targetPort"] == "metrics"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_service_addresses_name_real_services_and_ports(overlay: str) -> None:
+    objects = render(overlay)
+    k8s_services = by_kind(objects, "Service")
+    for service in SERVICES:
+        _, container = service_container(overlay, service)
+        for var, (_, value) in container_env(container, objects).items():
+            if not var.endswith("_ADDR"):
+                continue
+            host, port = value.rsplit(":", 1)
+            assert host in k8s_services, f"{service.name} {var}={value}: no Service {host}"
+            ports = [p["port"] for p in k8s_services[host]["spec"]["ports"] if p["name"] == "grpc"]
+            assert ports == [int(port)], f"{service.name} {var}={value}"
+
+
+# --- security, resources, availability ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_runs_restricted(overlay: str) -> None:
+    for name, workload in workloads(render(overlay)).items():
+        pod = workload["pod"]
+        assert pod.get("automountServiceAccountToken") is False, name
+        context = pod["securityContext"]
+        assert context["runAsNonRoot"] is True, name
+        assert context["seccompProfile"]["type"] == "RuntimeDefault", name
+        for container in containers(pod):
+            where = f"{name}/{container['name']}"
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in sc["capabilities"], where
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][kind]), f"{where} {kind}"
+            if is_project_image(container["image"]):
+                mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+                volumes = {v["name"]: v for v in pod["volumes"]}
+                assert "emptyDir" in volumes[mounts["/tmp"]], f"{where}: /tmp is not an emptyDir"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_service_accounts_exist_and_do_not_mount_tokens(overlay: str) -> None:
+    objects = render(overlay)
+    accounts = by_kind(objects, "ServiceAccount")
+    for service in SERVICES:
+        workload, _ = service_container(overlay, service)
+        account = workload["pod"]["serviceAccountName"]
+        assert account in accounts, f"{service.name}: no ServiceAccount {account}"
+        assert accounts[account]["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_grpc_services_scale_and_have_disruption_budgets(overlay: str) -> None:
+    objects = render(overlay)
+    autoscalers = {
+        h["spec"]["scaleTargetRef"]["name"]: h
+        for h in by_kind(objects, "HorizontalPodAutoscaler").values()
+    }
+    budgets = list(by_kind(objects, "PodDisruptionBudget").values())
+    for service in SERVICES:
+        workload, _ = service_container(overlay, service)
+        labels = workload["template"]["metadata"]["labels"]
+        assert workload["object"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        covering = [
+            b for b in budgets if b["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        ]
+        assert len(covering) == 1, f"{overlay} {service.name}: {len(covering)} budgets"
+        spread = workload["pod"]["topologySpreadConstraints"]
+        assert all(c["labelSelector"]["matchLabels"].items() <= labels.items() for c in spread)
+        if service.name == "sync-consumer":
+            continue
+        assert workload["kind"] == "Deployment"
+        assert "replicas" not in workload["object"]["spec"], "the HPA owns the replica count"
+        hpa = autoscalers[service.name]
+        assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+        assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    if overlay == "prod":
+        assert all(autoscalers[s.name]["spec"]["minReplicas"] >= 3 for s in GRPC_SERVICES)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_sync_consumer_is_one_ordered_consumer(overlay: str) -> None:
+    workload, container = service_container(overlay, BY_MODULE["sync_consumer"])
+    assert workload["kind"] == "StatefulSet"
+    assert workload["object"]["spec"]["replicas"] == 1
+    autoscaled = {
+        h["spec"]["scaleTargetRef"]["name"]
+        for h in by_kind(render(overlay), "HorizontalPodAutoscaler").values()
+    }
+    assert "sync-consumer" not in autoscaled
+    (name,) = [e for e in container["env"] if e["name"] == "CONSUMER_NAME"]
+    assert name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_backups_and_migrations_are_present(overlay: str) -> None:
+    found = workloads(render(overlay))
+    assert found["promo-migrations"]["kind"] == "Job"
+    commands = {c["command"][2] for c in containers(found["promo-migrations"]["pod"])}
+    assert commands == {"users_service", "promocodes_service", "orders_service", "sync_consumer"}
+    assert found["mongodb-backup"]["kind"] == "CronJob"
+    assert found["clickhouse-backup"]["kind"] == "CronJob"
+
+
+def test_prod_uses_external_data_stores_and_dev_runs_its_own() -> None:
+    dev_sets = set(by_kind(render("dev"), "StatefulSet"))
+    prod_sets = set(by_kind(render("prod"), "StatefulSet"))
+    assert {"mongodb", "redis", "clickhouse"} <= dev_sets
+    assert prod_sets == {"sync-consumer"}
+    prod_config = by_kind(render("prod"), "ConfigMap")
+    (datastores,) = [c for n, c in prod_config.items() if n.startswith("promo-datastores")]
+    assert "." in datastores["data"]["REDIS_HOST"] and "." in datastores["data"]["CLICKHOUSE_HOST"]
+
+
+def test_kustomizations_use_only_kustomize_v2_fields() -> None:
+    """Debian's kubectl 1.20 (kustomize v2) must render them too."""
+    allowed = {
+        "apiVersion",
+        "kind",
+        "namespace",
+        "bases",
+        "resources",
+        "images",
+        "commonLabels",
+        "configMapGenerator",
+        "secretGenerator",
+        "patchesStrategicMerge",
+        "namePrefix",
+    }
+    yaml = yaml_module()
+    for path in K8S.rglob("kustomization.yaml"):
+        fields = set(yaml.safe_load(path.read_text(encoding="utf-8")))
+        assert fields <= allowed, f"{path}: {sorted(fields - allowed)}"
+
+
+# --- network policies --------------------------------------------------------------------------
+
+
+def _matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    if selector is None:
+        return False
+    for key, value in selector.get("matchLabels", {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator = expression["key"], expression["operator"]
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+        if operator == "In" and labels.get(key) not in expression["values"]:
+            return False
+        if operator == "NotIn" and labels.get(key) in expression["values"]:
+            return False
+    return True
+
+
+def _peer_matches(
+    peer: dict[str, Any], pod: dict[str, str], pod_ns: dict[str, str], same_namespace: bool
+) -> bool:
+    if "ipBlock" in peer:
+        return False
+    if "namespaceSelector" in peer:
+        if not _matches(peer["namespaceSelector"], pod_ns):
+            return False
+    elif not same_namespace:
+        return False
+    return "podSelector" not in peer or _matches(peer["podSelector"], pod)
+
+
+def _port_allowed(rule: dict[str, Any], port: int, names: dict[str, int]) -> bool:
+    if "ports" not in rule:
+        return True
+    return any(names.get(p["port"], p["port"]) == port for p in rule["ports"])
+
+
+def _allowed(
+    policies: list[dict[str, Any]],
+    direction: str,
+    subject: dict[str, str],
+    peer: dict[str, str],
+    peer_ns: dict[str, str],
+    same_ns: bool,
+    port: int,
+    port_names: dict[str, int],
+) -> bool:
+    key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    selecting = [
+        p
+        for p in policies
+        if direction in p["spec"]["policyTypes"] and _matches(p["spec"]["podSelector"], subject)
+    ]
+    if not selecting:
+        return True  # not isolated in this direction
+    for policy in selecting:
+        for rule in policy["spec"].get(key, []):
+            if not _port_allowed(rule, port, port_names):
+                continue
+            if peers_key not in rule or any(
+                _peer_matches(peer_rule, peer, peer_ns, same_ns) for peer_rule in rule[peers_key]
+            ):
+                return True
+    return False
+
+
+# The design's flows inside the namespace (dev runs the data stores there): caller -> callee.
+EXPECTED_FLOWS = {
+    ("orders", "users"),
+    ("orders", "promocodes"),
+    ("promocodes", "users"),
+    ("users", "mongodb"),
+    ("promocodes", "mongodb"),
+    ("orders", "mongodb"),
+    ("users", "redis"),
+    ("promocodes", "redis"),
+    ("orders", "redis"),
+    ("sync-consumer", "redis"),
+    ("sync-consumer", "clickhouse"),
+    ("analytics", "clickhouse"),
+}
+
+
+def test_network_policies_allow_exactly_the_designs_flows() -> None:
+    objects = render("dev")
+    policies = list(by_kind(objects, "NetworkPolicy").values())
+    (namespace,) = by_kind(objects, "Namespace").values()
+    ns_labels = {
+        **namespace["metadata"].get("labels", {}),
+        "kubernetes.io/metadata.name": namespace["metadata"]["name"],
+    }
+    names = [s.name for s in SERVICES] + ["mongodb", "redis", "clickhouse"]
+    found = workloads(objects)
+    pods = {n: found[n]["template"]["metadata"]["labels"] for n in names}
+    ports = {
+        n: {p["name"]: p["containerPort"] for p in found[n]["pod"]["containers"][0]["ports"]}
+        for n in names
+    }
+    allowed = set()
+    for src in [s.name for s in SERVICES]:
+        for dst in names:
+            if src == dst:
+                continue
+            # the port that serves callers: grpc for services, the store's own port otherwise
+            port_name = "grpc" if "grpc" in ports[dst] else next(iter(ports[dst]))
+            port = ports[dst][port_name]
+            if _allowed(
+                policies, "Egress", pods[src], pods[dst], ns_labels, True, port, ports[dst]
+            ) and _allowed(
+                policies, "Ingress", pods[dst], pods[src], ns_labels, True, port, ports[dst]
+            ):
+                allowed.add((src, dst))
+    unexpected, missing = sorted(allowed - EXPECTED_FLOWS), sorted(EXPECTED_FLOWS - allowed)
+    assert allowed == EXPECTED_FLOWS, f"unexpected: {unexpected}, missing: {missing}"
+    # Prometheus in the "monitoring" namespace reaches every service's metrics port, and only it.
+    monitoring = {"kubernetes.io/metadata.name": "monitoring"}
+    for service in SERVICES:
+        metrics = ports[service.name]["metrics"]
+        assert _allowed(
+            policies,
+            "Ingress",
+            pods[service.name],
+            {},
+            monitoring,
+            False,
+            metrics,
+            ports[service.name],
+        ), service.name
+        assert not _allowed(
+            policies,
+            "Ingress",
+            pods[service.name],
+            {},
+            {"x": "y"},
+            False,
+            metrics,
+            ports[service.name],
+        ), service.name
