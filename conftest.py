@@ -1,6 +1,7 @@
 """Root conftest: the local-stack fixtures (stack, mongo_db_name, mongo_client, start_service)
 for every test below this folder (tests/, libs/tests and services/*/tests), and the test level
-of each test taken from its folder (unit, integration, e2e, deploy) so `pytest -m unit` selects a level."""
+of each test taken from its folder (unit, integration, e2e, deploy), so that `pytest -m unit`
+selects one level."""
 
 import pytest
 
