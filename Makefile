@@ -4,8 +4,8 @@ PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 # Services that `make run` starts, as NAME=MODULE:GRPC_PORT (ports are the documented defaults).
 SERVICES := users=users_service:50051 promocodes=promocodes_service:50052 \
-            orders=orders_service:50053 \
-            sync-consumer=sync_consumer:50055
+            orders=orders_service:50053 sync-consumer=sync_consumer:50055 \
+            analytics=analytics_service:50054
 
 .PHONY: help bootstrap run stack test check lint format typecheck protos protos-check \
         unit integration e2e deploy-check clean

@@ -1,0 +1,292 @@
+"""The analytics SQL, as text builders: one place, no I/O, runnable by any ClickHouse.
+
+Every statement runs on the local ClickHouse 18.16 and on current ClickHouse (a test runs them
+all through chdb):
+- latest state through argMax(column, version) grouped by entity id, not FINAL: on 18.16 FINAL
+  merges every part before any filter applies (10x slower for one user or one code on a million
+  rows), and it could move WHERE before the merge;
+- conditions inside the de-duplicating subquery only on columns every version of an entity
+  shares (create_time and its date, user_id, currency); conditions on columns that change
+  (status, promo_code_id) outside it;
+- range conditions repeated on the partition's date column, so partitions outside are skipped;
+- datetimes as naive UTC literals wrapped in toDateTime(..., 'UTC');
+- buckets by integer arithmetic on the epoch seconds (no toStartOfInterval, no dependence on the
+  server's time zone); months through toYYYYMM of a Date built from the day number;
+- results as plain String, Int64 and UInt32 columns (and one Array(String)), no LowCardinality,
+  no DateTime64; UNION ALL branches cast to identical types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from analytics_service.domain.model import Granularity, TimeRange
+from promo_libs.clickhouse.client import ch_date, ch_datetime
+
+ORDERS = "orders_analytics"
+USAGES = "promo_code_usages_analytics"
+PROMO_CODES = "promo_codes"
+REQUIRED_TABLES = (ORDERS, USAGES, PROMO_CODES, "users_analytics")
+
+
+def quote(value: str) -> str:
+    """A ClickHouse string literal."""
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+def quote_list(values: Sequence[str]) -> str:
+    return "(" + ", ".join(quote(v) for v in values) + ")"
+
+
+def _moment(moment: datetime) -> str:
+    return f"toDateTime({quote(ch_datetime(moment))}, 'UTC')"
+
+
+def in_range(column: str, time_range: TimeRange, date_column: str = "") -> str:
+    """`column` in [start, end); `date_column`, the UTC date of `column` and the partition key,
+    repeats the bounds by day so that ClickHouse skips the partitions outside."""
+    conditions = []
+    if time_range.start is not None:
+        conditions.append(f"{column} >= {_moment(time_range.start)}")
+        if date_column:
+            conditions.append(f"{date_column} >= toDate({quote(ch_date(time_range.start))})")
+    if time_range.end is not None:
+        conditions.append(f"{column} < {_moment(time_range.end)}")
+        if date_column:
+            conditions.append(f"{date_column} <= toDate({quote(ch_date(time_range.end))})")
+    return " AND ".join(conditions) or "1"
+
+
+def _where(*conditions: str) -> str:
+    return " AND ".join(c for c in conditions if c) or "1"
+
+
+# Bucket start (epoch seconds for hour/day/week; YYYYMM for month) of a DateTime column.
+_EPOCH_SECONDS = "toInt64(toUInt32(created))"
+_BUCKETS = {
+    Granularity.HOUR: f"intDiv({_EPOCH_SECONDS}, 3600) * 3600",
+    Granularity.DAY: f"intDiv({_EPOCH_SECONDS}, 86400) * 86400",
+    # 1970-01-01 was a Thursday: shift by three days so weeks start on Monday.
+    Granularity.WEEK: f"intDiv({_EPOCH_SECONDS} + 259200, 604800) * 604800 - 259200",
+    Granularity.MONTH: (f"toInt64(toYYYYMM(toDate(toUInt16(intDiv({_EPOCH_SECONDS}, 86400)))))"),
+}
+
+
+def latest_orders(
+    database: str,
+    time_range: TimeRange,
+    *,
+    user_id: str | None = None,
+    promo_code_id: str | None = None,
+) -> str:
+    """One row per order created in the range, with its current state."""
+    conditions = [in_range("create_time", time_range, "order_date")]
+    if user_id is not None:
+        conditions.append(f"user_id = {quote(user_id)}")
+    if promo_code_id is not None:
+        # Narrows the scan; the code of the latest version is checked outside.
+        conditions.append(
+            f"order_id IN (SELECT order_id FROM {database}.{ORDERS}"
+            f" WHERE promo_code_id = {quote(promo_code_id)})"
+        )
+    outer = f" WHERE code_id = {quote(promo_code_id)}" if promo_code_id is not None else ""
+    # Aliases never repeat a column name: current ClickHouse would read them in WHERE too.
+    return (
+        "SELECT * FROM (SELECT order_id,"
+        " any(create_time) AS created,"
+        " any(user_id) AS buyer,"
+        " any(currency_code) AS currency,"
+        " argMax(status, version) AS state,"
+        " argMax(total_minor, version) AS total,"
+        " argMax(discount_minor, version) AS off,"
+        " argMax(promo_code_id, version) AS code_id"
+        f" FROM {database}.{ORDERS} WHERE {_where(*conditions)} GROUP BY order_id){outer}"
+    )
+
+
+_ORDER_MEASURES = (
+    "toInt64(count()) AS orders,"
+    " toInt64(countIf(state = 'CONFIRMED')) AS confirmed,"
+    " toInt64(countIf(state = 'REJECTED')) AS rejected,"
+    " toInt64(countIf(state = 'CANCELLED')) AS cancelled,"
+    " toInt64(sumIf(total, state = 'CONFIRMED')) AS revenue,"
+    " toInt64(sumIf(off, state = 'CONFIRMED')) AS discount,"
+    " toInt64(uniqExact(buyer)) AS users"
+)
+
+
+def order_totals(
+    database: str,
+    time_range: TimeRange,
+    *,
+    user_id: str | None = None,
+    promo_code_id: str | None = None,
+) -> str:
+    source = latest_orders(database, time_range, user_id=user_id, promo_code_id=promo_code_id)
+    return (
+        f"SELECT currency AS currency_code, {_ORDER_MEASURES} FROM ({source})"
+        " GROUP BY currency_code ORDER BY currency_code"
+    )
+
+
+def order_totals_by_code(database: str, time_range: TimeRange) -> str:
+    source = latest_orders(database, time_range)
+    return (
+        f"SELECT currency AS currency_code, code_id AS promo_code_id, {_ORDER_MEASURES}"
+        f" FROM ({source}) WHERE code_id != '' GROUP BY currency_code, promo_code_id"
+        " ORDER BY currency_code, promo_code_id"
+    )
+
+
+def order_series(
+    database: str,
+    time_range: TimeRange,
+    granularity: Granularity,
+    promo_code_id: str | None = None,
+) -> str:
+    source = latest_orders(database, time_range, promo_code_id=promo_code_id)
+    return (
+        f"SELECT currency AS currency_code, {_BUCKETS[granularity]} AS bucket, {_ORDER_MEASURES}"
+        f" FROM ({source}) GROUP BY currency_code, bucket ORDER BY currency_code, bucket"
+    )
+
+
+def _latest_usages(database: str, conditions: Sequence[str]) -> str:
+    return (
+        "SELECT usage_id,"
+        " any(promo_code_id) AS code_id,"
+        " any(code) AS code_text,"
+        " any(user_id) AS holder,"
+        " any(currency_code) AS currency,"
+        " argMax(status, version) AS state,"
+        " argMax(discount_minor, version) AS off"
+        f" FROM {database}.{USAGES} WHERE {_where(*conditions)} GROUP BY usage_id"
+    )
+
+
+_USAGE_MEASURES = (
+    "toInt64(count()) AS redemptions,"
+    " toInt64(uniqExact(holder)) AS users,"
+    " toInt64(uniqExact(code_id)) AS codes,"
+    " toInt64(sumIf(off, state = 'ACTIVE')) AS active_discount"
+)
+
+
+def _usage_filters(
+    time_range: TimeRange, user_id: str | None, promo_code_id: str | None
+) -> list[str]:
+    conditions = [in_range("create_time", time_range, "usage_date")]
+    if user_id is not None:
+        conditions.append(f"user_id = {quote(user_id)}")
+    if promo_code_id is not None:
+        conditions.append(f"promo_code_id = {quote(promo_code_id)}")
+    return conditions
+
+
+def usage_totals(
+    database: str,
+    time_range: TimeRange,
+    *,
+    user_id: str | None = None,
+    promo_code_id: str | None = None,
+    with_code_texts: bool = False,
+) -> str:
+    source = _latest_usages(database, _usage_filters(time_range, user_id, promo_code_id))
+    texts = ", groupUniqArray(code_text) AS code_texts" if with_code_texts else ""
+    return (
+        f"SELECT currency AS currency_code, {_USAGE_MEASURES}{texts} FROM ({source})"
+        " GROUP BY currency_code ORDER BY currency_code"
+    )
+
+
+def usage_totals_by_code(database: str, time_range: TimeRange) -> str:
+    source = _latest_usages(database, _usage_filters(time_range, None, None))
+    return (
+        f"SELECT currency AS currency_code, code_id AS promo_code_id, {_USAGE_MEASURES}"
+        f" FROM ({source})"
+        " GROUP BY currency_code, promo_code_id ORDER BY currency_code, promo_code_id"
+    )
+
+
+def _releases(
+    database: str, time_range: TimeRange, promo_code_id: str | None, by_code: bool
+) -> str:
+    # RELEASED is a usage's last state and only that version has a release_time.
+    conditions = ["status = 'RELEASED'", in_range("release_time", time_range)]
+    if promo_code_id is not None:
+        conditions.append(f"promo_code_id = {quote(promo_code_id)}")
+    keys = "currency_code, promo_code_id" if by_code else "currency_code"
+    return (
+        f"SELECT {keys}, toInt64(uniqExact(usage_id)) AS releases"
+        f" FROM {database}.{USAGES} WHERE {_where(*conditions)}"
+        f" GROUP BY {keys} ORDER BY {keys}"
+    )
+
+
+def release_counts(database: str, time_range: TimeRange, promo_code_id: str | None = None) -> str:
+    return _releases(database, time_range, promo_code_id, by_code=False)
+
+
+def release_counts_by_code(database: str, time_range: TimeRange) -> str:
+    return _releases(database, time_range, None, by_code=True)
+
+
+def consumption(database: str, ids: Sequence[str]) -> str:
+    source = _latest_usages(database, [f"promo_code_id IN {quote_list(ids)}"])
+    return (
+        "SELECT code_id AS promo_code_id, toInt64(countIf(state = 'ACTIVE')) AS active_uses,"
+        " toInt64(sumIf(off, state = 'ACTIVE')) AS discount_granted"
+        f" FROM ({source}) GROUP BY promo_code_id ORDER BY promo_code_id"
+    )
+
+
+def promo_codes(database: str, ids: Sequence[str]) -> str:
+    """Current dimension rows of these codes."""
+    return (
+        "SELECT promo_code_id AS code_id,"
+        " argMax(code, version) AS code_text,"
+        " argMax(currency_code, version) AS currency,"
+        " toInt64(argMax(max_uses, version)) AS uses_cap,"
+        " toInt64(argMax(budget_minor, version)) AS budget_cap"
+        f" FROM {database}.{PROMO_CODES} WHERE promo_code_id IN {quote_list(ids)}"
+        " GROUP BY code_id ORDER BY code_id"
+    )
+
+
+def promo_code_texts(database: str, ids: Sequence[str]) -> str:
+    """The text of codes that only usages or orders name (their creation event not stored)."""
+    wanted = quote_list(ids)
+    return (
+        "SELECT code_id AS promo_code_id, any(code_text) AS code FROM ("
+        "SELECT promo_code_id AS code_id, code AS code_text"
+        f" FROM {database}.{USAGES} WHERE promo_code_id IN {wanted}"
+        " UNION ALL SELECT promo_code_id AS code_id, promo_code AS code_text"
+        f" FROM {database}.{ORDERS} WHERE promo_code_id IN {wanted})"
+        " GROUP BY promo_code_id ORDER BY promo_code_id"
+    )
+
+
+def find_promo_code_id(database: str, code: str) -> str:
+    """Ids whose text is `code`: dimension first (newest code first), then usages, orders."""
+    text = quote(code)
+    return (
+        "SELECT code_id AS promo_code_id, toUInt8(source) AS rank, toUInt32(created) AS since"
+        " FROM ("
+        "SELECT promo_code_id AS code_id, 0 AS source, max(create_time) AS created"
+        f" FROM {database}.{PROMO_CODES} WHERE code = {text} GROUP BY code_id"
+        " UNION ALL SELECT promo_code_id AS code_id, 1 AS source, min(create_time) AS created"
+        f" FROM {database}.{USAGES} WHERE code = {text} GROUP BY code_id"
+        " UNION ALL SELECT promo_code_id AS code_id, 2 AS source, min(create_time) AS created"
+        f" FROM {database}.{ORDERS} WHERE promo_code = {text} AND promo_code_id != ''"
+        " GROUP BY code_id)"
+        " ORDER BY rank, since DESC, promo_code_id LIMIT 1"
+    )
+
+
+def tables_present(database: str) -> str:
+    return (
+        "SELECT toInt64(count()) AS tables FROM system.tables"
+        f" WHERE database = {quote(database)} AND name IN {quote_list(REQUIRED_TABLES)}"
+    )

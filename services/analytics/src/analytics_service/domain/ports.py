@@ -1,0 +1,88 @@
+"""What the analytics use cases need from the analytics store, as one abstract port.
+
+Every aggregate comes back per currency (the service layer applies the currency rule) and
+follows the contract's definitions: an order or usage is in a range when its create_time is, a
+release when its release_time is; statuses are the current ones (latest version of the entity).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from datetime import datetime
+
+from analytics_service.domain.model import (
+    Consumption,
+    Granularity,
+    OrderTotals,
+    PromoCodeInfo,
+    TimeRange,
+    UsageTotals,
+)
+
+CodeKey = tuple[str, str]  # (currency, promo_code_id)
+BucketKey = tuple[str, datetime]  # (currency, bucket start)
+
+
+class AnalyticsStore(abc.ABC):
+    @abc.abstractmethod
+    async def find_promo_code_id(self, code: str) -> str | None:
+        """The id of the code with this text (upper case), None when no event names it."""
+
+    @abc.abstractmethod
+    async def promo_codes(self, ids: Sequence[str]) -> dict[str, PromoCodeInfo]:
+        """Current dimension data of these codes; ids no event names are left out. A code known
+        only from usages or orders has its text and no limits."""
+
+    @abc.abstractmethod
+    async def consumption(self, ids: Sequence[str]) -> dict[str, Consumption]:
+        """All-time ACTIVE usages of these codes (missing ids have none)."""
+
+    @abc.abstractmethod
+    async def order_totals(
+        self,
+        time_range: TimeRange,
+        *,
+        user_id: str | None = None,
+        promo_code_id: str | None = None,
+    ) -> dict[str, OrderTotals]:
+        """Orders created in the range, per currency; optionally of one user or one code."""
+
+    @abc.abstractmethod
+    async def order_totals_by_code(self, time_range: TimeRange) -> dict[CodeKey, OrderTotals]:
+        """Orders created in the range that carry a promo code, per currency and code."""
+
+    @abc.abstractmethod
+    async def order_series(
+        self, time_range: TimeRange, granularity: Granularity, promo_code_id: str | None = None
+    ) -> dict[BucketKey, OrderTotals]:
+        """Orders created in the range per currency and UTC bucket (only non-empty buckets)."""
+
+    @abc.abstractmethod
+    async def usage_totals(
+        self,
+        time_range: TimeRange,
+        *,
+        user_id: str | None = None,
+        promo_code_id: str | None = None,
+        with_code_texts: bool = False,
+    ) -> dict[str, UsageTotals]:
+        """Usages created in the range, per currency; optionally of one user or one code."""
+
+    @abc.abstractmethod
+    async def usage_totals_by_code(self, time_range: TimeRange) -> dict[CodeKey, UsageTotals]:
+        """Usages created in the range, per currency and code."""
+
+    @abc.abstractmethod
+    async def release_counts(
+        self, time_range: TimeRange, *, promo_code_id: str | None = None
+    ) -> dict[str, int]:
+        """Usages released in the range, per currency."""
+
+    @abc.abstractmethod
+    async def release_counts_by_code(self, time_range: TimeRange) -> dict[CodeKey, int]:
+        """Usages released in the range, per currency and code."""
+
+    @abc.abstractmethod
+    async def ready(self) -> bool:
+        """True when the store answers and holds the analytics tables."""

@@ -1,0 +1,295 @@
+"""The analytics use cases: validate the question, ask the store, apply the contract's rules.
+
+The store returns aggregates per currency; here they become one answer in one currency
+(rules.choose_currency), codes are ranked, series are zero-filled and averages computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
+
+from analytics_service.domain import rules
+from analytics_service.domain.model import (
+    Consumption,
+    Money,
+    OrderTotals,
+    Overview,
+    PromoCodeInfo,
+    PromoCodeStats,
+    Ranking,
+    TimeSeries,
+    TimeSeriesPoint,
+    UsageTotals,
+    UserStats,
+)
+from analytics_service.domain.ports import AnalyticsStore, CodeKey
+from analytics_service.domain.queries import (
+    GetOrdersTimeSeries,
+    GetOverview,
+    GetPromoCodeStats,
+    GetUserStats,
+    ListTopPromoCodes,
+)
+from promo_libs.errors import NotFound, Violations
+
+T = TypeVar("T")
+
+
+def _currencies(*groups: Mapping[str, object]) -> set[str]:
+    return {currency for group in groups for currency in group}
+
+
+def _confirmed(orders: Mapping[str, OrderTotals]) -> dict[str, OrderTotals]:
+    """Orders of a code count only once confirmed; the others select no currency."""
+    return {c: t for c, t in orders.items() if t.confirmed}
+
+
+class PromoCodeNotFound(NotFound):
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"no promo code {key!r} in analytics",
+            reason="PROMO_CODE_NOT_FOUND",
+            metadata={"promo_code": key},
+        )
+
+
+def code_stats(
+    info: PromoCodeInfo,
+    currency: str,
+    usages: UsageTotals,
+    releases: int,
+    orders: OrderTotals,
+    consumption: Consumption,
+) -> PromoCodeStats:
+    remaining_budget = None
+    if info.budget is not None:
+        remaining_budget = Money(info.currency, info.budget - consumption.discount_granted)
+    return PromoCodeStats(
+        promo_code_id=info.promo_code_id,
+        code=info.code,
+        currency=currency,
+        redemptions=usages.redemptions,
+        releases=releases,
+        unique_users=usages.users,
+        total_discount=usages.active_discount,
+        orders=orders.confirmed,
+        revenue=orders.revenue,
+        average_order_value=rules.average(orders.revenue, orders.confirmed),
+        remaining_uses=(None if info.max_uses is None else info.max_uses - consumption.active_uses),
+        remaining_budget=remaining_budget,
+    )
+
+
+def _measure(stats: PromoCodeStats, ranking: Ranking) -> int:
+    if ranking is Ranking.DISCOUNT:
+        return stats.total_discount
+    if ranking is Ranking.REVENUE:
+        return stats.revenue
+    return stats.redemptions
+
+
+def rank(entries: Iterable[PromoCodeStats], ranking: Ranking, limit: int) -> list[PromoCodeStats]:
+    """Best first by the measure; ties broken by ascending code text (then id)."""
+    return sorted(entries, key=lambda s: (-_measure(s, ranking), s.code, s.promo_code_id))[:limit]
+
+
+class Analytics:
+    def __init__(self, store: AnalyticsStore) -> None:
+        self._store = store
+
+    async def ready(self) -> bool:
+        return await self._store.ready()
+
+    # --- GetPromoCodeStats ------------------------------------------------------------------
+
+    async def get_promo_code_stats(self, query: GetPromoCodeStats) -> PromoCodeStats:
+        violations = Violations()
+        if query.promo_code_id is None and query.code is None:
+            violations.add("promo_code", "set promo_code_id or code")
+        elif query.promo_code_id is not None:
+            rules.check_identifier(violations, query.promo_code_id, path="promo_code_id")
+        elif query.code is not None:
+            rules.check_identifier(
+                violations, query.code, path="code", max_length=rules.MAX_CODE_LENGTH
+            )
+        rules.check_range(violations, query.time_range, path="time_range")
+        rules.check_currency(violations, query.currency)
+        violations.raise_if_any()
+
+        if query.promo_code_id is not None:
+            promo_code_id: str | None = query.promo_code_id
+        else:
+            promo_code_id = await self._store.find_promo_code_id((query.code or "").upper())
+        found = await self._store.promo_codes([promo_code_id]) if promo_code_id else {}
+        if not promo_code_id or promo_code_id not in found:
+            raise PromoCodeNotFound(query.promo_code_id or query.code or "")
+        info = found[promo_code_id]
+
+        usages, releases, orders, consumption = await asyncio.gather(
+            self._store.usage_totals(query.time_range, promo_code_id=promo_code_id),
+            self._store.release_counts(query.time_range, promo_code_id=promo_code_id),
+            self._store.order_totals(query.time_range, promo_code_id=promo_code_id),
+            self._store.consumption([promo_code_id]),
+        )
+        orders = _confirmed(orders)
+        currency = rules.choose_currency(query.currency, _currencies(usages, releases, orders))
+        return code_stats(
+            info,
+            currency,
+            usages.get(currency, UsageTotals()),
+            releases.get(currency, 0),
+            orders.get(currency, OrderTotals()),
+            consumption.get(promo_code_id, Consumption()),
+        )
+
+    # --- ListTopPromoCodes ------------------------------------------------------------------
+
+    async def list_top_promo_codes(self, query: ListTopPromoCodes) -> list[PromoCodeStats]:
+        violations = Violations()
+        rules.check_range(violations, query.time_range, path="time_range")
+        rules.check_currency(violations, query.currency)
+        limit = rules.top_limit(violations, query.limit)
+        if query.ranking is None:
+            violations.add("order_by", "unknown ranking")
+        violations.raise_if_any()
+        assert query.ranking is not None
+
+        usages, releases, orders = await asyncio.gather(
+            self._store.usage_totals_by_code(query.time_range),
+            self._store.release_counts_by_code(query.time_range),
+            self._store.order_totals_by_code(query.time_range),
+        )
+        orders = {key: totals for key, totals in orders.items() if totals.confirmed}
+        present = {currency for currency, _ in (*usages, *releases, *orders)}
+        currency = rules.choose_currency(query.currency, present)
+
+        def mine(group: Mapping[CodeKey, T]) -> dict[str, T]:
+            return {code_id: v for (c, code_id), v in group.items() if c == currency}
+
+        my_usages, my_releases, my_orders = mine(usages), mine(releases), mine(orders)
+        ids = sorted({*my_usages, *my_releases, *my_orders})
+        if not ids:
+            return []
+        infos = await self._store.promo_codes(ids)
+        candidates = [
+            code_stats(
+                infos.get(code_id, PromoCodeInfo(code_id, "")),
+                currency,
+                my_usages.get(code_id, UsageTotals()),
+                my_releases.get(code_id, 0),
+                my_orders.get(code_id, OrderTotals()),
+                Consumption(),
+            )
+            for code_id in ids
+        ]
+        best = rank(candidates, query.ranking, limit)
+        # What remains of each code does not rank it: asked for the winners only.
+        consumption = await self._store.consumption([s.promo_code_id for s in best])
+        return [
+            code_stats(
+                infos.get(s.promo_code_id, PromoCodeInfo(s.promo_code_id, "")),
+                currency,
+                my_usages.get(s.promo_code_id, UsageTotals()),
+                my_releases.get(s.promo_code_id, 0),
+                my_orders.get(s.promo_code_id, OrderTotals()),
+                consumption.get(s.promo_code_id, Consumption()),
+            )
+            for s in best
+        ]
+
+    # --- GetUserStats -----------------------------------------------------------------------
+
+    async def get_user_stats(self, query: GetUserStats) -> UserStats:
+        violations = Violations()
+        rules.check_identifier(violations, query.user_id, path="user_id")
+        rules.check_range(violations, query.time_range, path="time_range")
+        rules.check_currency(violations, query.currency)
+        violations.raise_if_any()
+
+        orders, usages = await asyncio.gather(
+            self._store.order_totals(query.time_range, user_id=query.user_id),
+            self._store.usage_totals(query.time_range, user_id=query.user_id, with_code_texts=True),
+        )
+        currency = rules.choose_currency(query.currency, _currencies(orders, usages))
+        mine = orders.get(currency, OrderTotals())
+        used = usages.get(currency, UsageTotals())
+        return UserStats(
+            user_id=query.user_id,
+            currency=currency,
+            orders=mine.orders,
+            confirmed_orders=mine.confirmed,
+            revenue=mine.revenue,
+            discount=mine.discount,
+            redemptions=used.redemptions,
+            codes_used=used.codes,
+            codes=tuple(sorted(set(used.code_texts))),
+        )
+
+    # --- GetOrdersTimeSeries ----------------------------------------------------------------
+
+    async def get_orders_time_series(self, query: GetOrdersTimeSeries) -> TimeSeries:
+        violations = Violations()
+        rules.check_range(violations, query.time_range, path="time_range", required=True)
+        rules.check_currency(violations, query.currency)
+        if query.granularity is None:
+            violations.add("granularity", "unknown granularity")
+        if query.promo_code_id is not None:
+            rules.check_identifier(violations, query.promo_code_id, path="promo_code_id")
+        violations.raise_if_any()
+        assert query.granularity is not None
+        assert query.time_range.start is not None and query.time_range.end is not None
+
+        # Refused before any query: RANGE_TOO_LARGE costs nothing.
+        starts = list(
+            rules.buckets(query.time_range.start, query.time_range.end, query.granularity)
+        )
+        rows = await self._store.order_series(
+            query.time_range, query.granularity, query.promo_code_id
+        )
+        currency = rules.choose_currency(query.currency, {c for c, _ in rows})
+        points = []
+        for start in starts:
+            totals = rows.get((currency, start), OrderTotals())
+            points.append(
+                TimeSeriesPoint(
+                    bucket_start=start,
+                    orders=totals.orders,
+                    confirmed_orders=totals.confirmed,
+                    revenue=totals.revenue,
+                    discount=totals.discount,
+                )
+            )
+        return TimeSeries(currency=currency, points=tuple(points))
+
+    # --- GetOverview ------------------------------------------------------------------------
+
+    async def get_overview(self, query: GetOverview) -> Overview:
+        violations = Violations()
+        rules.check_range(violations, query.time_range, path="time_range")
+        rules.check_currency(violations, query.currency)
+        violations.raise_if_any()
+
+        orders, usages, releases = await asyncio.gather(
+            self._store.order_totals(query.time_range),
+            self._store.usage_totals(query.time_range),
+            self._store.release_counts(query.time_range),
+        )
+        currency = rules.choose_currency(query.currency, _currencies(orders, usages, releases))
+        mine = orders.get(currency, OrderTotals())
+        used = usages.get(currency, UsageTotals())
+        return Overview(
+            currency=currency,
+            orders=mine.orders,
+            confirmed_orders=mine.confirmed,
+            rejected_orders=mine.rejected,
+            cancelled_orders=mine.cancelled,
+            revenue=mine.revenue,
+            discount=mine.discount,
+            average_order_value=rules.average(mine.revenue, mine.confirmed),
+            redemptions=used.redemptions,
+            releases=releases.get(currency, 0),
+            active_users=mine.users,
+            active_codes=used.codes,
+        )

@@ -1,0 +1,61 @@
+"""The analytics SQL on the local ClickHouse 18.16, with the schema sync-consumer migrates.
+
+Seeded with the rows sync-consumer's own mapper writes for a generated history (one JSONEachRow
+INSERT per table, as the consumer batches), then every answer is compared with the truth.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from analytics_inprocess import servicer_call
+from analytics_scenario import Scenario, compare_everything
+
+import sync_consumer
+from analytics_service.adapters.clickhouse_store import ClickHouseStore, HttpRunner
+from analytics_service.domain.model import ALL_TIME
+from devstack.stack import Stack
+from promo_libs.clickhouse.client import ClickHouse
+from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
+from promo_libs.config import ClickHouseSettings
+from promo_libs.errors import Unavailable
+
+MIGRATIONS = Path(sync_consumer.__file__).parent / "migrations"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
+    settings = ClickHouseSettings(
+        clickhouse_host=stack.clickhouse_host,
+        clickhouse_port=stack.clickhouse_port,
+        clickhouse_database=f"it_analytics_{uuid.uuid4().hex[:10]}",
+    )
+    clickhouse = ClickHouse(settings)
+    clickhouse.connect()
+    yield clickhouse
+    await clickhouse.client.execute(f"DROP DATABASE IF EXISTS {clickhouse.database}")
+    await clickhouse.close()
+
+
+async def test_before_the_migrations_the_store_is_not_ready(clickhouse: ClickHouse) -> None:
+    store = ClickHouseStore(HttpRunner(clickhouse), clickhouse.database)
+    assert not await store.ready()
+    with pytest.raises(Unavailable) as error:
+        await store.order_totals(ALL_TIME)
+    assert error.value.reason == "DEPENDENCY_UNAVAILABLE"
+
+
+async def test_every_answer_equals_the_truth_on_clickhouse_18(clickhouse: ClickHouse) -> None:
+    await apply_migrations(clickhouse.client, clickhouse.database, load_migrations(MIGRATIONS))
+    scenario = Scenario.generate(seed=5)
+    for table, rows in scenario.rows().items():
+        await clickhouse.client.execute(
+            f"INSERT INTO {clickhouse.database}.{table} FORMAT JSONEachRow", *rows, json=True
+        )
+    store = ClickHouseStore(HttpRunner(clickhouse), clickhouse.database)
+    assert await store.ready()
+    assert await compare_everything(servicer_call(store), scenario) > 400

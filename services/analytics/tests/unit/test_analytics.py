@@ -1,0 +1,150 @@
+"""The use cases over the in-memory store: currency rule, ranking, zero-filling, not found."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from analytics_service.adapters.memory_store import MemoryStore, OrderState, UsageState
+from analytics_service.domain.model import (
+    Granularity,
+    Money,
+    PromoCodeInfo,
+    Ranking,
+    TimeRange,
+)
+from analytics_service.domain.queries import (
+    GetOrdersTimeSeries,
+    GetOverview,
+    GetPromoCodeStats,
+    GetUserStats,
+    ListTopPromoCodes,
+)
+from analytics_service.domain.rules import CurrencyRequired, RangeTooLarge
+from analytics_service.service_layer.analytics import Analytics, PromoCodeNotFound
+from promo_libs.errors import InvalidArgument
+
+T = datetime(2024, 5, 6, tzinfo=UTC)  # a Monday
+
+
+def order(n: int, user: str, total: int, status: str = "CONFIRMED", **kw: object) -> OrderState:
+    fields: dict[str, object] = {
+        "currency": "EUR",
+        "discount": 0,
+        "create_time": T + timedelta(hours=n),
+        "promo_code_id": "",
+    }
+    fields.update(kw)
+    return OrderState(f"o{n}", user, status=status, total=total, **fields)  # type: ignore[arg-type]
+
+
+def usage(n: int, code: str, user: str, discount: int, **kw: object) -> UsageState:
+    fields: dict[str, object] = {"currency": "EUR", "create_time": T + timedelta(hours=n)}
+    fields.update(kw)
+    return UsageState(f"o{n}", f"id-{code}", code, user, discount=discount, **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    s = MemoryStore()
+    s.add(
+        PromoCodeInfo("id-A", "A", "EUR", max_uses=10, budget=1000),
+        PromoCodeInfo("id-B", "B", "EUR"),
+        PromoCodeInfo("id-Z", "Z", "EUR", max_uses=3),
+        order(0, "u1", 900, discount=100, promo_code_id="id-A"),
+        usage(0, "A", "u1", 100),
+        order(1, "u2", 1900, discount=100, promo_code_id="id-B"),
+        usage(1, "B", "u2", 100),
+        order(2, "u1", 450, status="CANCELLED", discount=50, promo_code_id="id-A"),
+        usage(2, "A", "u1", 50, status="RELEASED", release_time=T + timedelta(days=2)),
+        order(3, "u3", 700, status="REJECTED"),
+        order(30, "u3", 1000),  # the next day
+    )
+    return s
+
+
+async def test_overview_counts_by_current_status(store: MemoryStore) -> None:
+    overview = await Analytics(store).get_overview(GetOverview(TimeRange(T, T + timedelta(days=1))))
+    assert (overview.orders, overview.confirmed_orders) == (4, 2)
+    assert (overview.cancelled_orders, overview.rejected_orders) == (1, 1)
+    assert (overview.revenue, overview.discount, overview.average_order_value) == (2800, 200, 1400)
+    assert (overview.redemptions, overview.releases) == (3, 0)  # released on day 3
+    assert (overview.active_users, overview.active_codes, overview.currency) == (3, 2, "EUR")
+
+
+async def test_several_currencies_need_a_choice(store: MemoryStore) -> None:
+    store.add(order(5, "u9", 5000, currency="USD"))
+    analytics = Analytics(store)
+    with pytest.raises(CurrencyRequired):
+        await analytics.get_overview(GetOverview())
+    usd = await analytics.get_overview(GetOverview(currency="USD"))
+    assert (usd.orders, usd.revenue, usd.currency, usd.redemptions) == (1, 5000, "USD", 0)
+    # A user with one currency needs no choice; an unknown user gets zeros and no currency.
+    assert (await analytics.get_user_stats(GetUserStats("u9"))).revenue == 5000
+    ghost = await analytics.get_user_stats(GetUserStats("ghost"))
+    assert (ghost.orders, ghost.currency) == (0, "")
+
+
+async def test_code_stats_and_what_remains(store: MemoryStore) -> None:
+    analytics = Analytics(store)
+    stats = await analytics.get_promo_code_stats(GetPromoCodeStats(code="a"))
+    assert (stats.promo_code_id, stats.redemptions, stats.releases, stats.unique_users) == (
+        "id-A",
+        2,
+        1,
+        1,
+    )
+    assert (stats.total_discount, stats.orders, stats.revenue) == (100, 1, 900)
+    assert stats.remaining_uses == 9
+    assert stats.remaining_budget == Money("EUR", 900)
+    plain = await analytics.get_promo_code_stats(GetPromoCodeStats(promo_code_id="id-B"))
+    assert plain.remaining_uses is None and plain.remaining_budget is None
+    unused = await analytics.get_promo_code_stats(GetPromoCodeStats(promo_code_id="id-Z"))
+    assert (unused.redemptions, unused.remaining_uses, unused.currency) == (0, 3, "")
+    with pytest.raises(PromoCodeNotFound):
+        await analytics.get_promo_code_stats(GetPromoCodeStats(promo_code_id="nope"))
+    with pytest.raises(InvalidArgument):
+        await analytics.get_promo_code_stats(GetPromoCodeStats())
+
+
+async def test_top_codes_ties_go_to_the_smaller_code(store: MemoryStore) -> None:
+    analytics = Analytics(store)
+    day_one = TimeRange(T, T + timedelta(days=1))
+    by_redemptions = await analytics.list_top_promo_codes(ListTopPromoCodes(day_one))
+    assert [e.code for e in by_redemptions] == ["A", "B"]
+    by_discount = await analytics.list_top_promo_codes(ListTopPromoCodes(day_one, Ranking.DISCOUNT))
+    assert [(e.code, e.total_discount) for e in by_discount] == [("A", 100), ("B", 100)]
+    by_revenue = await analytics.list_top_promo_codes(
+        ListTopPromoCodes(day_one, Ranking.REVENUE, limit=1)
+    )
+    assert [(e.code, e.revenue) for e in by_revenue] == [("B", 1900)]
+    # Codes without activity in the range are left out.
+    later = TimeRange(T + timedelta(days=5), None)
+    assert await analytics.list_top_promo_codes(ListTopPromoCodes(later)) == []
+
+
+async def test_series_are_zero_filled_and_bounded(store: MemoryStore) -> None:
+    analytics = Analytics(store)
+    series = await analytics.get_orders_time_series(
+        GetOrdersTimeSeries(TimeRange(T - timedelta(days=1), T + timedelta(days=3)))
+    )
+    assert [p.bucket_start for p in series.points] == [T + timedelta(days=d) for d in range(-1, 3)]
+    assert [p.orders for p in series.points] == [0, 4, 1, 0]
+    assert [p.revenue for p in series.points] == [0, 2800, 1000, 0]
+    weekly = await analytics.get_orders_time_series(
+        GetOrdersTimeSeries(TimeRange(T, T + timedelta(days=3)), Granularity.WEEK, "id-A")
+    )
+    assert [(p.bucket_start, p.orders, p.confirmed_orders) for p in weekly.points] == [(T, 2, 1)]
+    with pytest.raises(RangeTooLarge):
+        await analytics.get_orders_time_series(
+            GetOrdersTimeSeries(TimeRange(T, T + timedelta(days=3650)), Granularity.HOUR)
+        )
+    with pytest.raises(InvalidArgument):
+        await analytics.get_orders_time_series(GetOrdersTimeSeries(TimeRange(T, None)))
+
+
+async def test_user_stats_list_codes_in_order(store: MemoryStore) -> None:
+    stats = await Analytics(store).get_user_stats(GetUserStats("u1"))
+    assert (stats.orders, stats.confirmed_orders, stats.revenue, stats.discount) == (2, 1, 900, 100)
+    assert (stats.redemptions, stats.codes_used, stats.codes) == (2, 1, ("A",))
