@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,28 +15,28 @@ from pathlib import Path
 
 from devstack.state import PidRegistry
 
-_PR_SET_PDEATHSIG = 1
-
 
 class StartupError(RuntimeError):
     """A child did not come up (exited, or did not answer before its deadline)."""
 
 
-def _death_signal_hook() -> Callable[[], None] | None:
-    """On Linux, children started from the main thread get SIGTERM when their parent dies.
+def _with_death_signal(argv: list[str]) -> list[str]:
+    """On Linux, a child started from the main thread gets SIGTERM when its parent dies.
 
-    Only from the main thread: the kernel sends the signal when the *thread* that forked exits.
+    Done by util-linux's `setpriv --pdeathsig` (part of every Debian system) in front of the
+    command, not by a preexec_fn: running Python between fork and exec in a process that has
+    threads (gRPC's, asyncio's) can deadlock the child before it ever execs, and without a
+    preexec_fn subprocess can use vfork. Only from the main thread: the kernel sends the signal
+    when the *thread* that forked exits.
     """
     if not sys.platform.startswith("linux"):
-        return None
+        return argv
     if threading.current_thread() is not threading.main_thread():
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-    return hook
+        return argv
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return argv
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv]
 
 
 class ChildProcess:
@@ -90,13 +90,12 @@ class ChildProcess:
             log.write(f"\n=== devstack {stamp} start: {' '.join(self.argv)}\n".encode())
             log.flush()
             self._popen = subprocess.Popen(
-                self.argv,
+                _with_death_signal(self.argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
-                preexec_fn=_death_signal_hook(),  # noqa: PLW1509 - only a prctl call
             )
         self._stopping = False
         if self._registry is not None:
