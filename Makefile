@@ -8,13 +8,15 @@ SERVICES := users=users_service:50051 promocodes=promocodes_service:50052 \
             analytics=analytics_service:50054
 
 .PHONY: help bootstrap run stack test check lint format typecheck protos protos-check \
-        unit integration e2e deploy-check clean
+        unit integration e2e deploy-check rebuild reconcile asyncapi asyncapi-check \
+        bench-pipeline clean
 
 help:
 	@echo "make run     - install what is missing, start the local stack and every service"
 	@echo "make test    - install what is missing, run all checks and the whole test suite"
 	@echo "make unit | integration | e2e | deploy-check - one test level"
-	@echo "make lint | typecheck | protos | protos-check | stack | clean"
+	@echo "make lint | typecheck | protos | protos-check | asyncapi | stack | clean"
+	@echo "make rebuild | reconcile - ClickHouse from MongoDB / compare them (stack running)"
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -44,7 +46,7 @@ typecheck: bootstrap
 	@echo "==> mypy"
 	@.venv/bin/mypy libs/src/promo_libs services/*/src deploy/local/devstack
 
-check: protos-check lint typecheck
+check: protos-check asyncapi-check lint typecheck
 
 test: check
 	@echo "==> pytest (all levels)"
@@ -61,6 +63,22 @@ e2e: bootstrap
 
 deploy-check: bootstrap
 	@$(PYTEST) -q -m deploy
+
+# Operator commands against the stack that `make run` / `make stack` started (.state/dev).
+rebuild: bootstrap
+	@eval "$$($(PY) -m devstack env)" && $(PY) -m sync_consumer.rebuild
+
+reconcile: bootstrap
+	@eval "$$($(PY) -m devstack env)" && $(PY) -m sync_consumer.reconcile
+
+asyncapi: bootstrap
+	@$(PY) -m sync_consumer.asyncapi
+
+asyncapi-check: bootstrap
+	@$(PY) -m sync_consumer.asyncapi --check
+
+bench-pipeline: bootstrap
+	@$(PY) services/sync-consumer/benchmarks/pipeline_bench.py
 
 clean:
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache

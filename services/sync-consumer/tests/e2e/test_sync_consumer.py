@@ -190,6 +190,12 @@ def test_events_land_denormalized_and_cancellation_is_reflected(harness: Harness
             "2024-01-31 23:02:00",
         ],
     ]
+    # Usages come from another stream (its own ordered consumer): wait for them too.
+    h.wait_for(
+        "SELECT concat(toString(count()), '/', toString(countIf(status = 'RELEASED')))"
+        " FROM {db}.promo_code_usages_analytics FINAL",
+        "2/1",
+    )
     usages = h.query(
         "SELECT usage_id, status, code, discount_minor"
         " FROM {db}.promo_code_usages_analytics FINAL ORDER BY usage_id"

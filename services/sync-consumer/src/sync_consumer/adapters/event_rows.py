@@ -24,6 +24,15 @@ PROMO_CODES = "promo_codes"
 USAGES = "promo_code_usages_analytics"
 ORDERS = "orders_analytics"
 EVENT_TABLES = (USERS, PROMO_CODES, USAGES, ORDERS)
+# The entity key of each table; those feeding users_analytics (through its materialized views)
+# are also guarded by entity version (service_layer.pipeline).
+ENTITY_KEYS = {
+    USERS: "user_id",
+    PROMO_CODES: "promo_code_id",
+    USAGES: "usage_id",
+    ORDERS: "order_id",
+}
+VERSIONED = {USAGES: ENTITY_KEYS[USAGES], ORDERS: ENTITY_KEYS[ORDERS]}
 
 
 def _time(value: Timestamp, present: bool = True) -> datetime | None:

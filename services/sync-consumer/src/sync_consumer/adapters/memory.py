@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from sync_consumer.domain.model import ZERO, DeadLetter, Position, Row
@@ -29,6 +29,13 @@ class InMemorySink(AnalyticsSink):
             raise ConnectionError("sink unavailable")
         self.inserts += 1
         self.tables.setdefault(table, []).extend(rows)
+
+    async def latest_versions(self, table: str, key: str, ids: Collection[str]) -> dict[str, int]:
+        latest: dict[str, int] = {}
+        for row in self.tables.get(table, []):
+            if row[key] in ids:
+                latest[row[key]] = max(latest.get(row[key], 0), int(row["version"]))
+        return latest
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sync_consumer.domain.model import DeadLetter, Position, Row
 
@@ -16,6 +16,25 @@ class AnalyticsSink(abc.ABC):
     @abc.abstractmethod
     async def insert(self, table: str, rows: Sequence[Row]) -> None:
         """All rows in one INSERT (one atomic part), or an exception and none of them."""
+
+    @abc.abstractmethod
+    async def latest_versions(self, table: str, key: str, ids: Collection[str]) -> dict[str, int]:
+        """The highest stored `version` of each entity in `ids` (absent: none stored)."""
+
+
+class RebuildGate(abc.ABC):
+    """Lets a rebuild (sync_consumer.rebuild) hold the consumer between two batches.
+
+    `enter` returns once no rebuild holds the pipeline, and True when the stored positions may
+    have changed under the consumer since its last batch (a rebuild swapped the tables in).
+    While a batch runs between `enter` and `leave`, a rebuild waits for it to finish.
+    """
+
+    @abc.abstractmethod
+    async def enter(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def leave(self) -> None: ...
 
 
 class DeadLetterQueue(abc.ABC):

@@ -8,6 +8,16 @@ one INSERT, which ClickHouse stores as one part or not at all. So a batch delive
 a crash, a claim or a retry adds nothing twice, and since a batch is retried until it is stored
 before the next is taken, nothing above the position is ever skipped.
 
+Tables whose rows feed a summing table through materialized views (orders, usages) have a
+second guard, by entity version: a row is stored only when its `version` is above the highest
+version stored for its entity, and an event id only once per batch. The same event reaching the
+stream twice (at two positions), or an event whose effect a rebuild already replayed from
+MongoDB's current state, then adds nothing, where a duplicate would otherwise be summed for good.
+Within one stream an entity's versions arrive in increasing order, so nothing new is dropped.
+
+Between batches a rebuild may hold the pipeline (RebuildGate); when it swapped the tables in,
+the cached positions are dropped and read again from the new tables.
+
 An entry that can never become rows goes to the dead-letter queue at once; one delivered more
 than `max_deliveries` times without being stored goes there too. Letters are stored before the
 caller acknowledges the batch, so a crash duplicates a letter rather than loses an entry.
@@ -16,7 +26,8 @@ caller acknowledges the batch, so a crash duplicates a letter rather than loses 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from sync_consumer.domain.model import (
     DeadLetter,
@@ -26,7 +37,7 @@ from sync_consumer.domain.model import (
     StreamEntry,
     TableRow,
 )
-from sync_consumer.domain.ports import AnalyticsSink, DeadLetterQueue
+from sync_consumer.domain.ports import AnalyticsSink, DeadLetterQueue, RebuildGate
 
 ToRows = Callable[[StreamEntry], list[TableRow]]
 Sleep = Callable[[float], Awaitable[None]]
@@ -34,6 +45,16 @@ Sleep = Callable[[float], Awaitable[None]]
 
 def _position(row: Row) -> Position:
     return int(row["src_ms"]), int(row["src_seq"])
+
+
+class OpenGate(RebuildGate):
+    """No rebuild ever holds this pipeline (unit tests, the benchmark)."""
+
+    async def enter(self) -> bool:
+        return False
+
+    async def leave(self) -> None:
+        return None
 
 
 class StreamPipeline:
@@ -49,6 +70,8 @@ class StreamPipeline:
         retry_max_seconds: float = 5.0,
         sleep: Sleep = asyncio.sleep,
         on_retry: Callable[[str, Exception], None] | None = None,
+        versioned: Mapping[str, str] | None = None,
+        gate: RebuildGate | None = None,
     ) -> None:
         self.stream = stream
         self._sink = sink
@@ -59,6 +82,8 @@ class StreamPipeline:
         self._retry_max = retry_max_seconds
         self._sleep = sleep
         self._on_retry = on_retry
+        self._versioned = dict(versioned or {})  # table -> its entity key column
+        self._gate = gate or OpenGate()
         self._positions: dict[str, Position] = {}
         self.lock = asyncio.Lock()
 
@@ -68,29 +93,43 @@ class StreamPipeline:
         Returns the entries sent to the dead-letter queue.
         """
         async with self.lock:
-            mapped: list[tuple[StreamEntry, list[TableRow]]] = []
-            letters: list[DeadLetter] = []
-            for entry in sorted(entries, key=lambda e: e.position):
-                try:
-                    mapped.append((entry, self._to_rows(entry)))
-                except MalformedEvent as exc:
-                    letters.append(DeadLetter(entry, f"malformed: {exc}"))
-            tables = {table_row.table for _, table_rows in mapped for table_row in table_rows}
-            await self._retrying("positions", lambda: self._load_positions(tables))
-            rows: dict[str, list[Row]] = {}
-            for entry, table_rows in mapped:
-                if entry.deliveries > self._max_deliveries and not self._stored(entry, table_rows):
-                    letters.append(
-                        DeadLetter(entry, f"not stored after {entry.deliveries} deliveries")
-                    )
-                    continue
-                for table_row in table_rows:
-                    rows.setdefault(table_row.table, []).append(table_row.row)
-            if letters:
-                await self._retrying("dead-letters", lambda: self._dead_letters.send(letters))
-            for table, table_rows_of_table in rows.items():
-                await self._insert(table, table_rows_of_table)
-            return letters
+            changed = False
+
+            async def enter() -> None:
+                nonlocal changed
+                changed = await self._gate.enter()
+
+            await self._retrying("rebuild-gate", enter)
+            try:
+                if changed:
+                    self._positions.clear()
+                return await self._handle(entries)
+            finally:
+                with contextlib.suppress(Exception):  # the busy mark expires by itself
+                    await self._gate.leave()
+
+    async def _handle(self, entries: Sequence[StreamEntry]) -> list[DeadLetter]:
+        mapped: list[tuple[StreamEntry, list[TableRow]]] = []
+        letters: list[DeadLetter] = []
+        for entry in sorted(entries, key=lambda e: e.position):
+            try:
+                mapped.append((entry, self._to_rows(entry)))
+            except MalformedEvent as exc:
+                letters.append(DeadLetter(entry, f"malformed: {exc}"))
+        tables = {table_row.table for _, table_rows in mapped for table_row in table_rows}
+        await self._retrying("positions", lambda: self._load_positions(tables))
+        rows: dict[str, list[Row]] = {}
+        for entry, table_rows in mapped:
+            if entry.deliveries > self._max_deliveries and not self._stored(entry, table_rows):
+                letters.append(DeadLetter(entry, f"not stored after {entry.deliveries} deliveries"))
+                continue
+            for table_row in table_rows:
+                rows.setdefault(table_row.table, []).append(table_row.row)
+        if letters:
+            await self._retrying("dead-letters", lambda: self._dead_letters.send(letters))
+        for table, table_rows_of_table in rows.items():
+            await self._insert(table, table_rows_of_table)
+        return letters
 
     async def _load_positions(self, tables: set[str]) -> None:
         for table in tables:
@@ -110,6 +149,9 @@ class StreamPipeline:
         async def attempt() -> None:
             stored = await self._position_of(table)
             fresh = [row for row in rows if _position(row) > stored]
+            key = self._versioned.get(table)
+            if key is not None and fresh:
+                fresh = await self._newer(table, key, fresh)
             if not fresh:
                 return
             try:
@@ -121,6 +163,18 @@ class StreamPipeline:
             self._positions[table] = max(_position(row) for row in fresh)
 
         await self._retrying(table, attempt)
+
+    async def _newer(self, table: str, key: str, rows: list[Row]) -> list[Row]:
+        """Rows above their entity's stored version, each event id once."""
+        stored = await self._sink.latest_versions(table, key, {str(row[key]) for row in rows})
+        seen: set[str] = set()
+        newer = []
+        for row in rows:
+            if row["event_id"] in seen or int(row["version"]) <= stored.get(str(row[key]), 0):
+                continue
+            seen.add(row["event_id"])
+            newer.append(row)
+        return newer
 
     async def _retrying(self, what: str, action: Callable[[], Awaitable[None]]) -> None:
         delay = self._retry_min

@@ -1,0 +1,311 @@
+"""The pipeline's speed: stream -> ClickHouse throughput beside its ceiling, and end-to-end lag.
+
+    .venv/bin/python services/sync-consumer/benchmarks/pipeline_bench.py \
+        --events 20000 --batch-size 5000 --rate 40 --seconds 20
+
+1. Throughput: a `python -m sync_consumer` process reads a stream of its own; `--events`
+   synthetic order events are appended at once, and the clock runs until the last row is
+   visible. Ceiling: the same rows (the consumer's own mapping) inserted straight with aiochclient
+   in batches of the same size into the same tables (materialized views included) of another
+   database on the same server. Prints events/s of both and their ratio.
+2. Lag: users, promocodes, orders and sync-consumer as processes; orders with a code placed at
+   `--rate` per second for `--seconds`; for each, the time from CreateOrder's answer (the order
+   is committed) to its CONFIRMED row being visible in orders_analytics (polled every 20 ms).
+   Prints p50/p99.
+
+Uses the servers of MONGODB_URI / REDIS_HOST / CLICKHOUSE_HOST when set (`eval $(python -m
+devstack env)`), otherwise starts its own stack. A benchmark, not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import redis.asyncio as aioredis
+
+from devstack.ports import free_port
+from devstack.service import ServiceProcess
+from devstack.stack import Stack
+from promo.v1 import (
+    common_pb2,
+    orders_pb2,
+    orders_pb2_grpc,
+    promo_codes_pb2,
+    promo_codes_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+)
+from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD, TYPE_FIELD
+from promo_libs.clickhouse.client import ClickHouse
+from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
+from promo_libs.config import ClickHouseSettings
+from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM, USERS_STREAM
+from sync_consumer import synthetic
+from sync_consumer.adapters.event_rows import ORDERS, rows_for
+from sync_consumer.bootstrap import MIGRATIONS
+from sync_consumer.domain.model import StreamEntry
+
+COMMON = {"METRICS_PORT": "0", "HEALTH_CHECK_INTERVAL_SECONDS": "0.2", "LOG_LEVEL": "WARNING"}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def clickhouse(stack: Stack, database: str) -> ClickHouse:
+    return ClickHouse(
+        ClickHouseSettings(
+            clickhouse_host=stack.clickhouse_host,
+            clickhouse_port=stack.clickhouse_port,
+            clickhouse_database=database,
+        )
+    )
+
+
+async def count_rows(ch: ClickHouse, table: str) -> int:
+    return int(await ch.client.fetchval(f"SELECT count() FROM {ch.database}.{table}") or 0)
+
+
+async def throughput(stack: Stack, events: int, batch_size: int) -> None:
+    token = uuid.uuid4().hex[:8]
+    stream, database = f"bench.{token}.orders", f"bench_{token}"
+    consumer = stack.service(
+        "sync-consumer-bench",
+        [sys.executable, "-m", "sync_consumer"],
+        free_port(),
+        {
+            **COMMON,
+            "CLICKHOUSE_DATABASE": database,
+            "STREAMS": stream,
+            "CONSUMER_GROUP": f"bench-{token}",
+            "BATCH_SIZE": str(batch_size),
+            "BATCH_WAIT_MS": "200",
+        },
+    )
+    consumer.start_and_wait()
+    at = datetime.now(UTC)
+    messages = [
+        synthetic.order_event(
+            "confirmed",
+            f"b{token}{n}",
+            f"u{n % 500}",
+            at,
+            subtotal=1000 + n,
+            discount=100,
+            code_id="p1",
+            version=2,
+        )
+        for n in range(events)
+    ]
+    redis = aioredis.Redis(host=stack.redis_host, port=stack.redis_port)
+    ch = clickhouse(stack, database)
+    ch.connect()
+    try:
+        started = time.perf_counter()
+        pipe = redis.pipeline(transaction=False)
+        for message in messages:
+            pipe.xadd(
+                stream,
+                {
+                    EVENT_ID_FIELD: message.event_id,
+                    TYPE_FIELD: message.type,
+                    ENVELOPE_FIELD: message.SerializeToString(),
+                },
+            )
+        ids = await pipe.execute()
+        give_up = time.monotonic() + 300
+        while await count_rows(ch, ORDERS) < events:
+            if time.monotonic() > give_up:
+                raise TimeoutError(consumer.log_tail())
+            await asyncio.sleep(0.02)
+        pipeline_seconds = time.perf_counter() - started
+
+        # The ceiling: the same rows, straight into the same tables of another database.
+        ceiling_db = f"bench_{token}_ceiling"
+        await apply_migrations(ch.client, ceiling_db, load_migrations(MIGRATIONS))
+        rows = [
+            rows_for(
+                StreamEntry(stream, entry_id.decode(), {ENVELOPE_FIELD: m.SerializeToString()})
+            )[0].row
+            for entry_id, m in zip(ids, messages, strict=True)
+        ]
+        started = time.perf_counter()
+        for first in range(0, len(rows), batch_size):
+            await ch.client.execute(
+                f"INSERT INTO {ceiling_db}.{ORDERS} FORMAT JSONEachRow",
+                *rows[first : first + batch_size],
+                json=True,
+            )
+        ceiling_seconds = time.perf_counter() - started
+        for db in (database, ceiling_db):
+            await ch.client.execute(f"DROP DATABASE IF EXISTS {db}")
+    finally:
+        consumer.terminate()
+        await redis.delete(stream)
+        await redis.aclose()
+        await ch.close()
+    pipeline_rate, ceiling_rate = events / pipeline_seconds, events / ceiling_seconds
+    print(f"throughput, {events} events, batch size {batch_size}:")
+    print(f"  stream -> ClickHouse (sync-consumer): {pipeline_rate:9.0f} events/s")
+    print(f"  ceiling (raw aiochclient inserts):     {ceiling_rate:9.0f} events/s")
+    print(f"  ratio:                                 {pipeline_rate / ceiling_rate:9.2f}")
+
+
+def platform(stack: Stack, token: str, database: str) -> list[ServiceProcess]:
+    users = stack.service(
+        "users-bench",
+        [sys.executable, "-m", "users_service"],
+        free_port(),
+        {
+            **COMMON,
+            "MONGODB_DB_NAME": f"bench_u_{token}",
+            "ARGON2_MEMORY_KIB": "8192",
+            "ARGON2_TIME_COST": "1",
+            "ARGON2_PARALLELISM": "1",
+        },
+    )
+    codes = stack.service(
+        "promocodes-bench",
+        [sys.executable, "-m", "promocodes_service"],
+        free_port(),
+        {**COMMON, "MONGODB_DB_NAME": f"bench_p_{token}", "USERS_ADDR": users.address},
+    )
+    orders = stack.service(
+        "orders-bench",
+        [sys.executable, "-m", "orders_service"],
+        free_port(),
+        {
+            **COMMON,
+            "MONGODB_DB_NAME": f"bench_o_{token}",
+            "USERS_ADDR": users.address,
+            "PROMOCODES_ADDR": codes.address,
+        },
+    )
+    consumer = stack.service(
+        "sync-consumer-bench",
+        [sys.executable, "-m", "sync_consumer"],
+        free_port(),
+        {
+            **COMMON,
+            "CLICKHOUSE_DATABASE": database,
+            "CONSUMER_GROUP": f"bench-{token}",
+            "STREAMS": f"{USERS_STREAM},{PROMO_CODES_STREAM},{ORDERS_STREAM}",
+        },
+    )
+    for service in (users, codes, orders, consumer):
+        service.start_and_wait()
+    return [users, codes, orders, consumer]
+
+
+async def lag(stack: Stack, rate: float, seconds: float) -> None:
+    token = uuid.uuid4().hex[:8]
+    database = f"bench_lag_{token}"
+    processes = platform(stack, token, database)
+    users, codes, orders = processes[0], processes[1], processes[2]
+    ch = clickhouse(stack, database)
+    ch.connect()
+    committed: dict[str, float] = {}
+    visible: dict[str, float] = {}
+    try:
+        async with (
+            grpc.aio.insecure_channel(users.address) as u,
+            grpc.aio.insecure_channel(codes.address) as c,
+            grpc.aio.insecure_channel(orders.address) as o,
+        ):
+            user_stub = users_pb2_grpc.UserServiceStub(u)
+            order_stub = orders_pb2_grpc.OrderServiceStub(o)
+            user = await user_stub.CreateUser(
+                users_pb2.CreateUserRequest(
+                    user=users_pb2.User(email=f"bench.{token}@example.com", display_name="B"),
+                    password="benchmark password 1",
+                )
+            )
+            eur = common_pb2.Money(currency_code="EUR", amount_minor=300)
+            code = await promo_codes_pb2_grpc.PromoCodeServiceStub(c).CreatePromoCode(
+                promo_codes_pb2.CreatePromoCodeRequest(
+                    promo_code=promo_codes_pb2.PromoCode(
+                        code=f"BENCH{token.upper()}", fixed_amount=eur
+                    )
+                )
+            )
+
+            async def place() -> None:
+                order = await order_stub.CreateOrder(
+                    orders_pb2.CreateOrderRequest(
+                        user_id=user.id,
+                        promo_code=code.code,
+                        idempotency_key=uuid.uuid4().hex,
+                        amount=common_pb2.Money(currency_code="EUR", amount_minor=5000),
+                    )
+                )
+                committed[order.id] = time.perf_counter()
+
+            async def watch() -> None:
+                while True:
+                    waiting = [i for i in committed if i not in visible]
+                    if waiting:
+                        listed = ",".join(f"'{i}'" for i in waiting)
+                        rows = await ch.client.fetch(
+                            f"SELECT order_id FROM {database}.{ORDERS} WHERE status = "
+                            f"'CONFIRMED' AND order_id IN ({listed})"
+                        )
+                        now = time.perf_counter()
+                        for row in rows:
+                            visible.setdefault(row["order_id"], now)
+                    await asyncio.sleep(0.02)
+
+            watcher = asyncio.create_task(watch())
+            tasks = []
+            for _ in range(int(rate * seconds)):
+                tasks.append(asyncio.create_task(place()))
+                await asyncio.sleep(1 / rate)
+            await asyncio.gather(*tasks)
+            deadline = time.monotonic() + 60
+            while len(visible) < len(committed) and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            watcher.cancel()
+        lags = [visible[i] - committed[i] for i in visible]
+        print(
+            f"end-to-end lag at {rate:.0f} orders/s for {seconds:.0f}s ({len(lags)} orders, "
+            f"{len(committed) - len(lags)} not visible within 60 s after the load):"
+        )
+        print(
+            f"  order commit -> row visible: p50 {statistics.median(lags) * 1000:6.0f} ms, "
+            f"p99 {percentile(lags, 0.99) * 1000:6.0f} ms"
+        )
+        await ch.client.execute(f"DROP DATABASE IF EXISTS {database}")
+    finally:
+        await ch.close()
+        for process in reversed(processes):
+            process.terminate()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--rate", type=float, default=40.0, help="orders per second")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as state:
+        stack = Stack.from_environ(Path(state))
+        stack.start()
+        try:
+            asyncio.run(throughput(stack, args.events, args.batch_size))
+            asyncio.run(lag(stack, args.rate, args.seconds))
+        finally:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""`python -m sync_consumer.rebuild`: recreate the ClickHouse analytics from MongoDB (I6).
+
+No process reads another service's collections: each owning service's replay command
+(`python -m <service>.replay`, promo_libs.replay) publishes its current state as events into a
+dedicated rebuild stream, in the live envelope format with aggregate_version = the document's
+version, and this command maps them with the live consumer's row mapping into fresh tables.
+
+Steps:
+1. hold the live consumers (adapters.rebuild_gate): every consumer of the group finishes the
+   batch it is in and waits before the next one; the hold expires by itself if this dies;
+2. record each live stream's last id H: every entry up to H was committed in MongoDB before the
+   hold, so the replay, read after it, already contains its effect;
+3. create `<table>__rebuild` beside each table (same structure and engine, `CREATE TABLE AS`),
+   run the replays and insert their rows there, each row with source position H of its live
+   stream; fill `users_analytics__rebuild` from the replayed latest state (confirmed orders,
+   active redemptions) -- the net sum of the live view's +1/-1 deltas;
+4. swap in one statement, `RENAME TABLE t TO t__old, t__rebuild TO t, ...` (renamed under one
+   lock: readers see all old or all new tables), then recreate the materialized views from the
+   migration SQL so they feed the new tables (18.16 binds a view to names, current ClickHouse to
+   the renamed table itself: recreating is right on both), drop the old tables;
+5. release the hold and bump the generation: consumers drop their cached positions.
+
+Events arriving meanwhile wait in Redis (the consumers are held, nothing is acknowledged). Once
+released, entries up to H are skipped by the position guard (already in the snapshot); later
+ones pass it, and the version guard (service_layer.pipeline) stores an order or usage event only
+when its version is above the replayed one. So an event whose effect the snapshot already holds
+is not summed again into users_analytics, and one that happened after the snapshot is applied
+on top of it: the delta it carries (+1 confirm, -1 cancel, ...) is exactly the step from the
+replayed version to its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from aiochclient import ChClient
+from pydantic import Field
+
+from promo_libs.bus import redis_client
+from promo_libs.clickhouse.client import ClickHouse
+from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
+from promo_libs.config import load_settings
+from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM, USERS_STREAM
+from promo_libs.logging import configure_logging, get_logger
+from sync_consumer.adapters import rebuild_gate
+from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
+from sync_consumer.adapters.event_rows import EVENT_TABLES, ORDERS, USAGES, rows_for
+from sync_consumer.bootstrap import MIGRATIONS
+from sync_consumer.config import SyncConsumerSettings
+from sync_consumer.domain.model import ZERO, Position, Row, StreamEntry, format_position
+
+log = get_logger(__name__)
+
+SUMMARY = "users_analytics"
+TABLES = (*EVENT_TABLES, SUMMARY)
+REBUILD, OLD = "__rebuild", "__old"
+_VIEW = re.compile(r"CREATE MATERIALIZED VIEW IF NOT EXISTS (\S+)", re.I)
+
+
+class RebuildSettings(SyncConsumerSettings):
+    users_mongodb_db_name: str = "promo_users"
+    promocodes_mongodb_db_name: str = "promo_promocodes"
+    orders_mongodb_db_name: str = "promo_orders"
+    rebuild_hold_ttl_ms: int = Field(30_000, ge=1000)
+    rebuild_idle_timeout_seconds: float = Field(120.0, gt=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    module: str  # python -m <module>.replay
+    live_stream: str
+    database: str
+
+
+def replays(settings: RebuildSettings) -> list[Replay]:
+    return [
+        Replay("users_service", USERS_STREAM, settings.users_mongodb_db_name),
+        Replay("promocodes_service", PROMO_CODES_STREAM, settings.promocodes_mongodb_db_name),
+        Replay("orders_service", ORDERS_STREAM, settings.orders_mongodb_db_name),
+    ]
+
+
+@contextlib.asynccontextmanager
+async def held(redis: aioredis.Redis, settings: RebuildSettings) -> AsyncIterator[list[bool]]:
+    """Holds the group's consumers; yields a flag to set once the tables were swapped."""
+    group, ttl = settings.consumer_group, settings.rebuild_hold_ttl_ms
+    await rebuild_gate.hold(redis, group, ttl)
+
+    async def refresh() -> None:
+        while True:
+            await asyncio.sleep(ttl / 4000)
+            await rebuild_gate.hold(redis, group, ttl)
+
+    refresher = asyncio.create_task(refresh())
+    swapped = [False]
+    try:
+        await rebuild_gate.wait_idle(redis, group, settings.rebuild_idle_timeout_seconds)
+        yield swapped
+    finally:
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+        await rebuild_gate.release(redis, group, swapped=swapped[0])
+
+
+async def stream_head(redis: aioredis.Redis, stream: str) -> Position:
+    try:
+        info = await redis.xinfo_stream(stream)
+    except aioredis.ResponseError:  # no such stream yet
+        return ZERO
+    last = info["last-generated-id"]
+    text = last.decode() if isinstance(last, bytes) else str(last)
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq)
+
+
+async def run_replay(replay: Replay, stream: str) -> None:
+    env = {**os.environ, "MONGODB_DB_NAME": replay.database}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", f"{replay.module}.replay", "--stream", stream, env=env
+    )
+    if await process.wait() != 0:
+        raise RuntimeError(f"{replay.module}.replay exited with {process.returncode}")
+
+
+async def load_stream(
+    redis: aioredis.Redis,
+    sink: ClickHouseSink,
+    stream: str,
+    live_stream: str,
+    head: Position,
+    batch_size: int,
+) -> int:
+    """Maps the replayed events with the live mapping into the `__rebuild` tables."""
+    loaded, start = 0, "-"
+    while True:
+        page: list[tuple[bytes, dict[bytes, bytes]]] = (
+            await redis.xrange(stream, min=start, max="+", count=batch_size) or []  # type: ignore[assignment]
+        )
+        rows: dict[str, list[Row]] = {}
+        for entry_id, fields in page:
+            # Position H of the live stream: entries up to H are in this snapshot.
+            entry = StreamEntry(live_stream, format_position(head), fields)
+            for table_row in rows_for(entry):
+                rows.setdefault(table_row.table + REBUILD, []).append(table_row.row)
+            start = "(" + entry_id.decode()
+        for table, table_rows in rows.items():
+            await sink.insert(table, table_rows)
+        loaded += len(page)
+        if len(page) < batch_size:
+            return loaded
+
+
+async def fill_summary(client: ChClient, db: str) -> None:
+    """users_analytics__rebuild from the replayed latest state: what the live view's deltas sum
+    to (a confirmation adds an order, its cancellation takes it away; a redemption adds one, its
+    release takes it away)."""
+    columns = "user_id, day, currency_code, orders, revenue_minor, discounts_minor, redemptions"
+    await client.execute(
+        f"INSERT INTO {db}.{SUMMARY}{REBUILD} ({columns}) "
+        "SELECT user_id, order_date, currency_code, toInt64(count()), toInt64(sum(total_minor)), "
+        "toInt64(sum(discount_minor)), toInt64(0) "
+        f"FROM {db}.{ORDERS}{REBUILD} FINAL WHERE status = 'CONFIRMED' "
+        "GROUP BY user_id, order_date, currency_code"
+    )
+    await client.execute(
+        f"INSERT INTO {db}.{SUMMARY}{REBUILD} ({columns}) "
+        "SELECT user_id, usage_date, currency_code, toInt64(0), toInt64(0), toInt64(0), "
+        f"toInt64(count()) FROM {db}.{USAGES}{REBUILD} FINAL WHERE status = 'ACTIVE' "
+        "GROUP BY user_id, usage_date, currency_code"
+    )
+
+
+def view_statements(db: str) -> list[tuple[str, str]]:
+    """(view name, CREATE statement) of every materialized view in the migrations."""
+    found = []
+    for migration in load_migrations(MIGRATIONS):
+        for statement in migration.statements(db):
+            match = _VIEW.search(statement)
+            if match:
+                found.append((match[1], statement))
+    return found
+
+
+async def drop_tables(client: ChClient, db: str, suffix: str) -> None:
+    for table in TABLES:
+        await client.execute(f"DROP TABLE IF EXISTS {db}.{table}{suffix}")
+
+
+async def swap(client: ChClient, db: str) -> None:
+    pairs = []
+    for table in TABLES:
+        pairs += [f"{db}.{table} TO {db}.{table}{OLD}", f"{db}.{table}{REBUILD} TO {db}.{table}"]
+    await client.execute("RENAME TABLE " + ", ".join(pairs))
+    for name, statement in view_statements(db):
+        await client.execute(f"DROP TABLE IF EXISTS {name}")
+        await client.execute(statement)
+    await drop_tables(client, db, OLD)
+
+
+async def rebuild(settings: RebuildSettings) -> dict[str, int]:
+    """Runs the whole rebuild; returns the number of replayed events per live stream."""
+    db = settings.clickhouse_database
+    clickhouse = ClickHouse(settings, timeout_seconds=300.0)
+    client = clickhouse.connect()
+    redis = redis_client(settings, timeout_seconds=10.0)
+    run = uuid.uuid4().hex[:8]
+    counts: dict[str, int] = {}
+    try:
+        await apply_migrations(client, db, load_migrations(MIGRATIONS))
+        sink = ClickHouseSink(client, db)
+        async with held(redis, settings) as swapped:
+            heads = {
+                r.live_stream: await stream_head(redis, r.live_stream) for r in replays(settings)
+            }
+            log.info(
+                "rebuild: consumers held", heads={k: format_position(v) for k, v in heads.items()}
+            )
+            await drop_tables(client, db, REBUILD)
+            await drop_tables(client, db, OLD)
+            for table in TABLES:
+                await client.execute(f"CREATE TABLE {db}.{table}{REBUILD} AS {db}.{table}")
+            for replay in replays(settings):
+                stream = f"promo.rebuild.{run}.{replay.module}"
+                try:
+                    await run_replay(replay, stream)
+                    counts[replay.live_stream] = await load_stream(
+                        redis,
+                        sink,
+                        stream,
+                        replay.live_stream,
+                        heads[replay.live_stream],
+                        settings.batch_size,
+                    )
+                finally:
+                    await redis.delete(stream)
+            await fill_summary(client, db)
+            await swap(client, db)
+            swapped[0] = True
+    finally:
+        await redis.aclose()
+        await clickhouse.close()
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sync_consumer.rebuild", description=__doc__)
+    parser.add_argument("--users-db", help="the users service's database")
+    parser.add_argument("--promocodes-db", help="the promo-code service's database")
+    parser.add_argument("--orders-db", help="the orders service's database")
+    args = parser.parse_args(argv)
+    settings = load_settings(RebuildSettings)
+    configure_logging("sync-consumer-rebuild", settings.log_level)
+    overrides = {
+        "users_mongodb_db_name": args.users_db,
+        "promocodes_mongodb_db_name": args.promocodes_db,
+        "orders_mongodb_db_name": args.orders_db,
+    }
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v})
+    started = time.monotonic()
+    counts = asyncio.run(rebuild(settings))
+    took = time.monotonic() - started
+    print(f"rebuild: swapped in {sum(counts.values())} replayed events {counts} in {took:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

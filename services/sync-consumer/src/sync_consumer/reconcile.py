@@ -1,0 +1,238 @@
+"""`python -m sync_consumer.reconcile`: MongoDB's truth against every ClickHouse table (I4).
+
+An operator tool, not a service: to compare, it reads each service's database directly (users,
+promo codes and usages, orders), which no service ever does. It computes the same facts from
+both sides and prints every difference; the exit status is 1 when there is any, 0 otherwise.
+
+Facts (latest state in ClickHouse through FINAL; users_analytics summed, its all-zero groups
+equal to absent ones):
+- users: per user, (email, active, deleted);
+- promo_codes: per code, (code, active, discount type);
+- orders_analytics: per day, status and currency (count, subtotal, discount, total); per user
+  and status (count, total); per promo code and status (count, discount);
+- promo_code_usages_analytics: per day and status, per user and status, per promo code and
+  status (count, discount, order amount); abandoned ids (never redeemed) are not usages;
+- users_analytics: per user, day and currency (confirmed orders, revenue, discounts, active
+  redemptions).
+
+Database names come from USERS_MONGODB_DB_NAME, PROMOCODES_MONGODB_DB_NAME and
+ORDERS_MONGODB_DB_NAME (defaults: the services' own defaults) or the matching flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pydantic import Field
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from promo_libs.clickhouse.client import ClickHouse
+from promo_libs.config import ClickHouseSettings, load_settings
+
+Document = dict[str, Any]
+Key = tuple[Any, ...]
+Facts = dict[str, dict[Key, tuple[Any, ...]]]
+
+
+class ReconcileSettings(ClickHouseSettings):
+    mongodb_uri: str = Field("mongodb://localhost:27017", min_length=10)
+    users_mongodb_db_name: str = "promo_users"
+    promocodes_mongodb_db_name: str = "promo_promocodes"
+    orders_mongodb_db_name: str = "promo_orders"
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    fact: str
+    key: Key
+    truth: tuple[Any, ...] | None
+    analytics: tuple[Any, ...] | None
+
+    def __str__(self) -> str:
+        return f"{self.fact} {self.key}: mongodb={self.truth} clickhouse={self.analytics}"
+
+
+def _day(millis: int) -> str:
+    return datetime.fromtimestamp(millis / 1000, UTC).date().isoformat()
+
+
+def _add(facts: dict[Key, tuple[Any, ...]], key: Key, *values: int) -> None:
+    current = facts.get(key, (0,) * len(values))
+    facts[key] = tuple(a + b for a, b in zip(current, values, strict=True))
+
+
+def truth_facts(
+    users: Iterable[Document],
+    codes: Iterable[Document],
+    usages: Iterable[Document],
+    orders: Iterable[Document],
+) -> Facts:
+    """The facts as MongoDB's documents state them."""
+    facts: Facts = defaultdict(dict)
+    for user in users:
+        facts["users"][(user["_id"],)] = (
+            user["email"],
+            int(bool(user["active"])),
+            int(user.get("deleted_at") is not None),
+        )
+    for code in codes:
+        rules = code["rules"]
+        facts["promo_codes"][(code["_id"],)] = (
+            code["code"],
+            int(bool(rules["active"])),
+            rules["discount_type"],
+        )
+    summary = facts["users_analytics"]
+    for order in orders:
+        status, currency = order["status"], order["currency"]
+        day, subtotal = _day(order["created_at"]), int(order["subtotal_minor"])
+        discount = int(order.get("discount_minor", 0))
+        total = subtotal - discount
+        _add(facts["orders by day"], (day, status, currency), 1, subtotal, discount, total)
+        _add(facts["orders by user"], (order["user_id"], status), 1, total)
+        if order.get("promo_code_id"):
+            _add(facts["orders by code"], (order["promo_code_id"], status), 1, discount)
+        if status == "CONFIRMED":
+            _add(summary, (order["user_id"], day, currency), 1, total, discount, 0)
+    for usage in usages:
+        status = usage.get("status")
+        if status not in ("ACTIVE", "RELEASED"):
+            continue  # an abandoned id: a fence, never a redemption
+        day = _day(usage["created_at"])
+        values = (1, int(usage["discount"]), int(usage["order_amount"]))
+        _add(facts["usages by day"], (day, status), *values)
+        _add(facts["usages by user"], (usage["user_id"], status), *values)
+        _add(facts["usages by code"], (usage["promo_id"], status), *values)
+        if status == "ACTIVE":
+            _add(summary, (usage["user_id"], day, usage["currency"]), 0, 0, 0, 1)
+    return facts
+
+
+def _text(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+_QUERIES: Mapping[str, str] = {
+    "users": "SELECT user_id, argMax(email, version), argMax(active, version), "
+    "argMax(deleted, version) FROM {db}.users GROUP BY user_id",
+    "promo_codes": "SELECT promo_code_id, argMax(code, version), argMax(active, version), "
+    "argMax(discount_type, version) FROM {db}.promo_codes GROUP BY promo_code_id",
+    "orders by day": "SELECT toString(order_date), status, currency_code, count(), "
+    "sum(subtotal_minor), sum(discount_minor), sum(total_minor) "
+    "FROM {db}.orders_analytics FINAL GROUP BY order_date, status, currency_code",
+    "orders by user": "SELECT user_id, status, count(), sum(total_minor) "
+    "FROM {db}.orders_analytics FINAL GROUP BY user_id, status",
+    "orders by code": "SELECT promo_code_id, status, count(), sum(discount_minor) "
+    "FROM {db}.orders_analytics FINAL WHERE promo_code_id != '' "
+    "GROUP BY promo_code_id, status",
+    "usages by day": "SELECT toString(usage_date), status, count(), sum(discount_minor), "
+    "sum(order_amount_minor) FROM {db}.promo_code_usages_analytics FINAL "
+    "GROUP BY usage_date, status",
+    "usages by user": "SELECT user_id, status, count(), sum(discount_minor), "
+    "sum(order_amount_minor) FROM {db}.promo_code_usages_analytics FINAL "
+    "GROUP BY user_id, status",
+    "usages by code": "SELECT promo_code_id, status, count(), sum(discount_minor), "
+    "sum(order_amount_minor) FROM {db}.promo_code_usages_analytics FINAL "
+    "GROUP BY promo_code_id, status",
+    "users_analytics": "SELECT user_id, toString(day), currency_code, sum(orders) AS o, "
+    "sum(revenue_minor) AS r, sum(discounts_minor) AS d, sum(redemptions) AS u "
+    "FROM {db}.users_analytics GROUP BY user_id, day, currency_code "
+    "HAVING o != 0 OR r != 0 OR d != 0 OR u != 0",
+}
+# How many leading columns of each query form the key.
+_KEY_WIDTH = {
+    "users": 1,
+    "promo_codes": 1,
+    "orders by day": 3,
+    "orders by user": 2,
+    "orders by code": 2,
+    "usages by day": 2,
+    "usages by user": 2,
+    "usages by code": 2,
+    "users_analytics": 3,
+}
+
+
+async def analytics_facts(clickhouse: ClickHouse) -> Facts:
+    """The same facts as ClickHouse's tables state them."""
+    client = clickhouse.connect()
+    facts: Facts = defaultdict(dict)
+    for fact, sql in _QUERIES.items():
+        width = _KEY_WIDTH[fact]
+        for row in await client.fetch(sql.format(db=clickhouse.database)):
+            values = [_text(value) for value in row.values()]
+            facts[fact][tuple(values[:width])] = tuple(
+                int(v) if isinstance(v, int) else v for v in values[width:]
+            )
+    return facts
+
+
+def differences(truth: Facts, analytics: Facts) -> list[Difference]:
+    found = []
+    for fact in _QUERIES:
+        ours, theirs = truth.get(fact, {}), analytics.get(fact, {})
+        for key in sorted(ours.keys() | theirs.keys(), key=repr):
+            if ours.get(key) != theirs.get(key):
+                found.append(Difference(fact, key, ours.get(key), theirs.get(key)))
+    return found
+
+
+async def _documents(db: AsyncDatabase[Document], collection: str) -> list[Document]:
+    return [document async for document in db[collection].find({}, {"outbox": 0})]
+
+
+async def reconcile(settings: ReconcileSettings) -> tuple[list[Difference], dict[str, int]]:
+    """The differences, and how many keys each fact has on the MongoDB side."""
+    mongo: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+    clickhouse = ClickHouse(settings)
+    try:
+        users_db = mongo[settings.users_mongodb_db_name]
+        codes_db = mongo[settings.promocodes_mongodb_db_name]
+        orders_db = mongo[settings.orders_mongodb_db_name]
+        truth = truth_facts(
+            await _documents(users_db, "users"),
+            await _documents(codes_db, "promo_codes"),
+            await _documents(codes_db, "promo_code_usages"),
+            await _documents(orders_db, "orders"),
+        )
+        analytics = await analytics_facts(clickhouse)
+    finally:
+        await clickhouse.close()
+        await mongo.close()
+    return differences(truth, analytics), {fact: len(truth.get(fact, {})) for fact in _QUERIES}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sync_consumer.reconcile", description=__doc__)
+    parser.add_argument("--users-db", help="the users service's database")
+    parser.add_argument("--promocodes-db", help="the promo-code service's database")
+    parser.add_argument("--orders-db", help="the orders service's database")
+    parser.add_argument("--limit", type=int, default=50, help="differences to print at most")
+    args = parser.parse_args(argv)
+    settings = load_settings(ReconcileSettings)
+    overrides = {
+        "users_mongodb_db_name": args.users_db,
+        "promocodes_mongodb_db_name": args.promocodes_db,
+        "orders_mongodb_db_name": args.orders_db,
+    }
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v})
+    found, sizes = asyncio.run(reconcile(settings))
+    for difference in found[: args.limit]:
+        print(difference)
+    if len(found) > args.limit:
+        print(f"... and {len(found) - args.limit} more")
+    checked = ", ".join(f"{fact}: {n}" for fact, n in sizes.items())
+    print(f"reconcile: {len(found)} differences ({checked})", file=sys.stderr)
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

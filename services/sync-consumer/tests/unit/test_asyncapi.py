@@ -1,0 +1,15 @@
+"""The AsyncAPI document in the repository is what `python -m sync_consumer.asyncapi` writes."""
+
+from sync_consumer import asyncapi
+
+
+def test_committed_asyncapi_document_is_up_to_date() -> None:
+    assert asyncapi.DOCUMENT.read_text() == asyncapi.document(), (
+        "services/sync-consumer/asyncapi.yaml is stale: run python -m sync_consumer.asyncapi"
+    )
+
+
+def test_every_stream_and_its_dead_letters_are_described() -> None:
+    text = asyncapi.document()
+    for stream in asyncapi.PRODUCERS:
+        assert f"channel: {stream}\n" in text and f"channel: {stream}.dead-letter\n" in text

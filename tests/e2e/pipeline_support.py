@@ -1,0 +1,315 @@
+"""The whole platform as real processes for the pipeline tests: users, promocodes, orders and
+sync-consumer on the local stack, each service with its own database, the consumer with its own
+ClickHouse database and consumer group; load, polling and reconcile helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import redis
+
+from devstack.ports import free_port
+from devstack.probes import clickhouse_query
+from devstack.service import ServiceProcess
+from devstack.stack import Stack
+from promo.v1 import (
+    common_pb2,
+    orders_pb2,
+    orders_pb2_grpc,
+    promo_codes_pb2,
+    promo_codes_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+)
+from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM, USERS_STREAM
+from sync_consumer.reconcile import Difference, ReconcileSettings, reconcile
+
+COMMON = {
+    "METRICS_PORT": "0",
+    "HEALTH_CHECK_INTERVAL_SECONDS": "0.2",
+    "SHUTDOWN_GRACE_SECONDS": "2",
+}
+LIVE_STREAMS = (USERS_STREAM, PROMO_CODES_STREAM, ORDERS_STREAM)
+_T = TypeVar("_T")
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+@dataclass
+class Platform:
+    stack: Stack
+    token: str
+    users: ServiceProcess
+    promocodes: ServiceProcess
+    orders: ServiceProcess
+    consumer: ServiceProcess
+    consumer_env: dict[str, str]
+
+    @property
+    def clickhouse_db(self) -> str:
+        return self.consumer_env["CLICKHOUSE_DATABASE"]
+
+    @property
+    def databases(self) -> dict[str, str]:
+        return {
+            "USERS_MONGODB_DB_NAME": f"pipe_u_{self.token}",
+            "PROMOCODES_MONGODB_DB_NAME": f"pipe_p_{self.token}",
+            "ORDERS_MONGODB_DB_NAME": f"pipe_o_{self.token}",
+        }
+
+    def tool_env(self) -> dict[str, str]:
+        """What reconcile and rebuild need: the stack, the consumer's settings, the databases."""
+        return {**self.stack.env, **self.consumer_env, **self.databases}
+
+    def reconcile_settings(self) -> ReconcileSettings:
+        env = self.tool_env()
+        return ReconcileSettings(
+            mongodb_uri=self.stack.mongo_uri,
+            clickhouse_host=self.stack.clickhouse_host,
+            clickhouse_port=self.stack.clickhouse_port,
+            clickhouse_database=self.clickhouse_db,
+            users_mongodb_db_name=env["USERS_MONGODB_DB_NAME"],
+            promocodes_mongodb_db_name=env["PROMOCODES_MONGODB_DB_NAME"],
+            orders_mongodb_db_name=env["ORDERS_MONGODB_DB_NAME"],
+        )
+
+    def query(self, sql: str) -> list[list[str]]:
+        text = clickhouse_query(
+            self.stack.clickhouse_host,
+            self.stack.clickhouse_port,
+            sql.format(db=self.clickhouse_db),
+        )
+        return [line.split("\t") for line in text.splitlines()]
+
+    def stop(self) -> None:
+        for service in (self.consumer, self.orders, self.promocodes, self.users):
+            service.terminate()
+
+
+def start_platform(stack: Stack) -> Platform:
+    token = uuid.uuid4().hex[:8]
+    client = redis.Redis(host=stack.redis_host, port=stack.redis_port)
+    client.delete(*LIVE_STREAMS)  # the producers' streams are fixed: start them empty
+    client.close()
+    databases = {
+        "users": f"pipe_u_{token}",
+        "promocodes": f"pipe_p_{token}",
+        "orders": f"pipe_o_{token}",
+    }
+    users = stack.service(
+        "users-pipe",
+        [sys.executable, "-m", "users_service"],
+        free_port(),
+        {
+            **COMMON,
+            "MONGODB_DB_NAME": databases["users"],
+            "ARGON2_MEMORY_KIB": "8192",
+            "ARGON2_TIME_COST": "1",
+            "ARGON2_PARALLELISM": "1",
+        },
+    )
+    promocodes = stack.service(
+        "promocodes-pipe",
+        [sys.executable, "-m", "promocodes_service"],
+        free_port(),
+        {**COMMON, "MONGODB_DB_NAME": databases["promocodes"], "USERS_ADDR": users.address},
+    )
+    orders = stack.service(
+        "orders-pipe",
+        [sys.executable, "-m", "orders_service"],
+        free_port(),
+        {
+            **COMMON,
+            "MONGODB_DB_NAME": databases["orders"],
+            "USERS_ADDR": users.address,
+            "PROMOCODES_ADDR": promocodes.address,
+        },
+    )
+    consumer_env = {
+        **COMMON,
+        "CLICKHOUSE_DATABASE": f"pipe_{token}",
+        "CONSUMER_GROUP": f"sync-{token}",
+        "CONSUMER_NAME": "sync-1",
+        "BATCH_SIZE": "1000",
+        "BATCH_WAIT_MS": "200",
+        "CLAIM_IDLE_MS": "2000",
+    }
+    consumer = stack.service(
+        "sync-consumer-pipe", [sys.executable, "-m", "sync_consumer"], free_port(), consumer_env
+    )
+    for service in (users, promocodes, orders, consumer):
+        service.start_and_wait()
+    return Platform(stack, token, users, promocodes, orders, consumer, consumer_env)
+
+
+@dataclass
+class Clients:
+    users: users_pb2_grpc.UserServiceStub
+    codes: promo_codes_pb2_grpc.PromoCodeServiceStub
+    orders: orders_pb2_grpc.OrderServiceStub
+
+
+def eur(amount: int) -> common_pb2.Money:
+    return common_pb2.Money(currency_code="EUR", amount_minor=amount)
+
+
+async def retried(call: Callable[[], Awaitable[_T]], within: float = 120.0) -> _T:
+    """A call retried while the answer is unknown (UNAVAILABLE, deadline), as a client should;
+    every call here carries an idempotency key or is a read, so retrying is safe."""
+    give_up = time.monotonic() + within
+    pause = 0.1
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in RETRYABLE or time.monotonic() > give_up:
+                raise
+        await asyncio.sleep(pause * (0.5 + random.random()))
+        pause = min(pause * 2, 2.0)
+
+
+async def new_user(clients: Clients) -> users_pb2.User:
+    request = users_pb2.CreateUserRequest(
+        user=users_pb2.User(email=f"p.{uuid.uuid4().hex[:12]}@example.com", display_name="P"),
+        password="correct horse battery",
+    )
+    return await retried(lambda: clients.users.CreateUser(request, timeout=30))
+
+
+async def new_code(clients: Clients, **fields: Any) -> promo_codes_pb2.PromoCode:
+    if "percentage" not in fields:
+        fields.setdefault("fixed_amount", eur(500))
+    request = promo_codes_pb2.CreatePromoCodeRequest(
+        promo_code=promo_codes_pb2.PromoCode(code=f"P{uuid.uuid4().hex[:10].upper()}", **fields)
+    )
+    return await retried(lambda: clients.codes.CreatePromoCode(request, timeout=30))
+
+
+async def place(clients: Clients, user_id: str, code: str | None, amount: int) -> str | None:
+    """CreateOrder until definite; the order id when CONFIRMED, None when rejected."""
+    request = orders_pb2.CreateOrderRequest(
+        user_id=user_id, amount=eur(amount), idempotency_key=uuid.uuid4().hex
+    )
+    if code is not None:
+        request.promo_code = code
+    try:
+        order = await retried(lambda: clients.orders.CreateOrder(request, timeout=30))
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION, exc.details()
+        return None
+    return order.id if order.status == orders_pb2.ORDER_STATUS_CONFIRMED else None
+
+
+async def cancel(clients: Clients, order_id: str) -> None:
+    request = orders_pb2.CancelOrderRequest(id=order_id, reason="changed my mind")
+    await retried(lambda: clients.orders.CancelOrder(request, timeout=30))
+
+
+@dataclass
+class Load:
+    """Orders with and without codes (some rejected: an exhausted code) and cancellations."""
+
+    clients: Clients
+    users: list[str]
+    codes: list[str]
+    placed: int = 0
+    cancelled: int = 0
+    rejected: int = 0
+    _rng: random.Random = field(default_factory=lambda: random.Random(5))
+
+    async def run(self, operations: int, concurrency: int = 16) -> None:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for n in range(operations):
+            queue.put_nowait(n)
+
+        async def worker() -> None:
+            while not queue.empty():
+                queue.get_nowait()
+                await self.one()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    async def one(self) -> None:
+        user = self._rng.choice(self.users)
+        code = self._rng.choice([*self.codes, None])
+        order_id = await place(self.clients, user, code, self._rng.randrange(1000, 20000))
+        self.placed += 1
+        if order_id is None:
+            self.rejected += 1
+        elif self._rng.random() < 0.25:
+            await cancel(self.clients, order_id)
+            self.cancelled += 1
+
+
+async def make_load(clients: Clients, users: int = 12) -> Load:
+    made = [await new_user(clients) for _ in range(users)]
+    codes = [
+        await new_code(clients),
+        await new_code(clients, percentage=promo_codes_pb2.PercentageDiscount(basis_points=1500)),
+        await new_code(clients, max_uses_per_user=2),
+        await new_code(clients, max_uses=25),  # exhausted early: rejections
+    ]
+    return Load(clients, [u.id for u in made], [c.code for c in codes])
+
+
+class LoadProcess:
+    """`Load.run` in a child process (pipeline_load.py), started and awaited from a test."""
+
+    def __init__(self, platform: Platform, load: Load, operations: int, concurrency: int) -> None:
+        self._argv = [
+            sys.executable,
+            str(Path(__file__).with_name("pipeline_load.py")),
+            platform.users.address,
+            platform.promocodes.address,
+            platform.orders.address,
+            str(operations),
+            str(concurrency),
+            str(random.randrange(1_000_000)),
+            ",".join(load.users),
+            ",".join(load.codes),
+        ]
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> LoadProcess:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+        self._process = await asyncio.create_subprocess_exec(
+            *self._argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        return self
+
+    @property
+    def done(self) -> bool:
+        return self._process is not None and self._process.returncode is not None
+
+    async def wait(self) -> dict[str, int]:
+        assert self._process is not None
+        out, err = await self._process.communicate()
+        assert self._process.returncode == 0, err.decode()[-3000:]
+        result: dict[str, int] = json.loads(out.decode().strip().splitlines()[-1])
+        return result
+
+
+async def until_reconciled(platform: Platform, within: float) -> float:
+    """Polls reconcile until it finds no difference (the pipeline drained); returns seconds."""
+    started = time.monotonic()
+    found: list[Difference] = []
+    while time.monotonic() - started < within:
+        try:
+            found, _ = await reconcile(platform.reconcile_settings())
+        except Exception as exc:  # ClickHouse still starting
+            found = [Difference("error", (repr(exc),), None, None)]
+        if not found:
+            return time.monotonic() - started
+        await asyncio.sleep(1.0)
+    shown = "\n".join(str(d) for d in found[:20])
+    raise AssertionError(f"{len(found)} differences after {within:.0f}s:\n{shown}")
