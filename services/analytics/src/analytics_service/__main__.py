@@ -1,24 +1,15 @@
-"""`python -m analytics_service`: runs the analytics service until SIGTERM."""
+"""`python -m analytics_service`: runs the analytics service until SIGTERM (it owns no schema:
+sync-consumer's migrations create the tables it reads)."""
 
 from __future__ import annotations
 
-import asyncio
-
 from analytics_service.bootstrap import build
 from analytics_service.config import AnalyticsSettings
-from promo_libs.config import load_settings
-from promo_libs.grpc.server import serve
-from promo_libs.logging import configure_logging
-
-
-async def _run(settings: AnalyticsSettings) -> None:
-    await serve(await build(settings), settings)
+from promo_libs.entrypoint import run_service
 
 
 def main() -> None:
-    settings = load_settings(AnalyticsSettings)
-    configure_logging("analytics", settings.log_level)
-    asyncio.run(_run(settings))
+    run_service("analytics_service", "analytics", AnalyticsSettings, build)
 
 
 if __name__ == "__main__":

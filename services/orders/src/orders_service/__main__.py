@@ -1,38 +1,22 @@
-"""`python -m orders_service`: runs the order service until SIGTERM.
-
-`python -m orders_service migrate` applies the database migrations and exits (the deployment's
-migrations Job); serving applies them at start-up too.
+"""`python -m orders_service [serve|migrate]`: runs the order service until SIGTERM, or applies its
+MongoDB migrations and exits.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-
 from orders_service.adapters.migrations import MIGRATIONS
 from orders_service.bootstrap import build
 from orders_service.config import OrdersSettings
-from promo_libs.config import load_settings
-from promo_libs.grpc.server import serve
-from promo_libs.logging import configure_logging
+from promo_libs.entrypoint import run_service
 from promo_libs.mongo.migrations import migrate
 
 
-async def _run(settings: OrdersSettings) -> None:
-    await serve(await build(settings), settings)
+async def _migrate(settings: OrdersSettings) -> list[int]:
+    return await migrate(settings, MIGRATIONS)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m orders_service", description=__doc__)
-    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
-    command = parser.parse_args().command
-    settings = load_settings(OrdersSettings)
-    configure_logging("orders", settings.log_level)
-    if command == "migrate":
-        print(json.dumps({"applied": asyncio.run(migrate(settings, MIGRATIONS))}), flush=True)
-        return
-    asyncio.run(_run(settings))
+    run_service("orders_service", "orders", OrdersSettings, build, _migrate)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,13 @@
-"""`python -m sync_consumer`: streams -> ClickHouse until SIGTERM.
-
-`python -m sync_consumer migrate` applies the ClickHouse migrations and exits (the deployment's
-migrations Job); serving applies them at start-up too.
-"""
+"""`python -m sync_consumer [serve|migrate]`: streams -> ClickHouse until SIGTERM, or applies the
+ClickHouse migrations and exits."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
-from promo_libs.config import load_settings
-from promo_libs.grpc.server import serve
-from promo_libs.logging import configure_logging
+from promo_libs.entrypoint import run_service
 from sync_consumer.bootstrap import MIGRATIONS, build
 from sync_consumer.config import SyncConsumerSettings
-
-
-async def _run(settings: SyncConsumerSettings) -> None:
-    await serve(await build(settings), settings)
 
 
 async def _migrate(settings: SyncConsumerSettings) -> list[int]:
@@ -34,15 +21,7 @@ async def _migrate(settings: SyncConsumerSettings) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m sync_consumer", description=__doc__)
-    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
-    command = parser.parse_args().command
-    settings = load_settings(SyncConsumerSettings)
-    configure_logging("sync-consumer", settings.log_level)
-    if command == "migrate":
-        print(json.dumps({"applied": asyncio.run(_migrate(settings))}), flush=True)
-        return
-    asyncio.run(_run(settings))
+    run_service("sync_consumer", "sync-consumer", SyncConsumerSettings, build, _migrate)
 
 
 if __name__ == "__main__":
