@@ -8,7 +8,7 @@ version, producer, request id) and picks its stream.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 import structlog
 from google.protobuf.message import Message
@@ -30,6 +30,14 @@ def timestamp(moment: datetime | None) -> Timestamp | None:
     result = Timestamp()
     result.FromDatetime(moment)
     return result
+
+
+def moment(message: Message, field: str) -> datetime | None:
+    """A Timestamp field of `message` as an aware UTC datetime; None when it is unset."""
+    if not message.HasField(field):
+        return None
+    value: Timestamp = getattr(message, field)
+    return value.ToDatetime(tzinfo=UTC)
 
 
 def outbox_entry(

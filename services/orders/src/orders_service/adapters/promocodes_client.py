@@ -16,9 +16,7 @@ from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health_pb2_grpc
 
-from orders_service.adapters.users_client import serving
 from orders_service.domain.events import PromoCodeSnapshot
 from orders_service.domain.model import Money
 from orders_service.domain.ports import (
@@ -30,6 +28,7 @@ from orders_service.domain.ports import (
     Refused,
 )
 from promo.v1 import common_pb2, promo_codes_pb2, promo_codes_pb2_grpc
+from promo_libs.grpc.client import peer_serving
 from promo_libs.grpc.errors import error_info
 from promo_libs.logging import get_logger
 
@@ -91,7 +90,7 @@ class GrpcPromoCodes(PromoCodes):
         max_in_flight: int = 32,
     ) -> None:
         self._stub = promo_codes_pb2_grpc.PromoCodeServiceStub(channel)
-        self._health = health_pb2_grpc.HealthStub(channel)
+        self._channel = channel
         self._timeout = timeout
         self._describe_timeout = describe_timeout
         self._ttl = snapshot_ttl
@@ -167,4 +166,4 @@ class GrpcPromoCodes(PromoCodes):
         return snapshot
 
     async def ping(self) -> bool:
-        return await serving(self._health, self._timeout)
+        return await peer_serving(self._channel, self._timeout)

@@ -1,63 +1,42 @@
-"""UserDirectory over gRPC: promo.v1.UserService.GetUser with a deadline."""
+"""UserDirectory over gRPC: UserService.GetUser with a deadline, as this service's snapshot."""
 
 from __future__ import annotations
 
-from datetime import UTC
-
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from promo.v1 import users_pb2, users_pb2_grpc
+from promo.v1 import users_pb2
 from promo_libs import errors
-from promo_libs.grpc.errors import error_info
+from promo_libs.events import moment
+from promo_libs.grpc.users import UserLookupFailed, UsersClient
 from promocodes_service.domain.events import UserSnapshot
 from promocodes_service.domain.ports import UserDirectory
-
-_MISSING = frozenset({"USER_NOT_FOUND"})
 
 
 class GrpcUserDirectory(UserDirectory):
     def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
-        self._users = users_pb2_grpc.UserServiceStub(channel)
-        self._health = health_pb2_grpc.HealthStub(channel)
-        self._timeout = timeout
+        self._users = UsersClient(channel, timeout)
 
     async def get_user(self, user_id: str) -> UserSnapshot | None:
         try:
-            user = await self._users.GetUser(
-                users_pb2.GetUserRequest(id=user_id), timeout=self._timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            info = error_info(exc)
-            if exc.code() == grpc.StatusCode.NOT_FOUND and (
-                info is None or info.reason in _MISSING
-            ):
-                return None
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                return None  # an id UserService cannot even parse names no user
+            user = await self._users.get(user_id)
+        except UserLookupFailed:
             raise errors.Unavailable(
                 "the user service did not answer",
                 "DEPENDENCY_UNAVAILABLE",
                 {"dependency": "users"},
             ) from None
-        return UserSnapshot(
-            id=user.id,
-            email=user.email,
-            display_name=user.display_name,
-            active=user.active,
-            created_at=user.create_time.ToDatetime(tzinfo=UTC)
-            if user.HasField("create_time")
-            else None,
-            deleted_at=user.delete_time.ToDatetime(tzinfo=UTC)
-            if user.HasField("delete_time")
-            else None,
-        )
+        return None if user is None else snapshot(user)
 
     async def ping(self) -> bool:
-        try:
-            response = await self._health.Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=self._timeout
-            )
-        except grpc.aio.AioRpcError:
-            return False
-        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+        return await self._users.ping()
+
+
+def snapshot(user: users_pb2.User) -> UserSnapshot:
+    return UserSnapshot(
+        id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        active=user.active,
+        created_at=moment(user, "create_time"),
+        deleted_at=moment(user, "delete_time"),
+    )
