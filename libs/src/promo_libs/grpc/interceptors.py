@@ -41,6 +41,16 @@ def _request_id(context: Context) -> str:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        # Use cases whose caller left and that still run (see _wrap): shutdown waits for them
+        # before it closes the connections they use.
+        self.abandoned: set[asyncio.Future[Any]] = set()
+
+    async def drain(self, within_seconds: float) -> None:
+        """Waits (at most `within_seconds`) for the abandoned use cases to finish."""
+        if self.abandoned:
+            await asyncio.wait(set(self.abandoned), timeout=within_seconds)
+
     async def intercept_service(
         self,
         continuation: Callable[
@@ -54,7 +64,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         full_method: str = handler_call_details.method
         service, _, method = full_method.lstrip("/").rpartition("/")
         return grpc.unary_unary_rpc_method_handler(
-            _wrap(cast(Handler, handler.unary_unary), service, method),
+            _wrap(cast(Handler, handler.unary_unary), service, method, self.abandoned),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -69,7 +79,9 @@ def _drop_result(work: asyncio.Future[Any]) -> None:
         log.error("abandoned rpc failed", error=repr(error))
 
 
-def _wrap(inner: Handler, service: str, method: str) -> Handler:
+def _wrap(
+    inner: Handler, service: str, method: str, abandoned: set[asyncio.Future[Any]]
+) -> Handler:
     async def handle(request: Any, context: Context) -> Any:
         request_id = _request_id(context)
         started = time.perf_counter()
@@ -91,6 +103,8 @@ def _wrap(inner: Handler, service: str, method: str) -> Handler:
                 raise
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED  # the caller went away or its deadline passed
+                abandoned.add(work)
+                work.add_done_callback(abandoned.discard)
                 work.add_done_callback(_drop_result)
                 raise
             except Exception as exc:

@@ -46,8 +46,16 @@ class GrpcApp:
 class RunningServer:
     """A started server: the port it got, and a way to stop it (used by `serve` and by tests)."""
 
-    def __init__(self, server: grpc.aio.Server, port: int, app: GrpcApp, grace: float) -> None:
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        port: int,
+        app: GrpcApp,
+        grace: float,
+        interceptor: ServerInterceptor,
+    ) -> None:
         self.server = server
+        self._interceptor = interceptor
         self.port = port
         self._app = app
         self._grace = grace
@@ -58,6 +66,8 @@ class RunningServer:
         log.info("shutting down", grace_seconds=self._grace)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self._grace)
+        # Use cases whose callers left still write through the connections closed below.
+        await self._interceptor.drain(self._grace)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -69,8 +79,9 @@ class RunningServer:
 
 
 async def start(app: GrpcApp, settings: ServiceSettings) -> RunningServer:
+    interceptor = ServerInterceptor()
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor()],
+        interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -81,7 +92,7 @@ async def start(app: GrpcApp, settings: ServiceSettings) -> RunningServer:
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     if port == 0:
         raise RuntimeError(f"cannot bind gRPC port {settings.grpc_host}:{settings.grpc_port}")
-    running = RunningServer(server, port, app, settings.shutdown_grace_seconds)
+    running = RunningServer(server, port, app, settings.shutdown_grace_seconds, interceptor)
     health_pb2_grpc.add_HealthServicer_to_server(running.health, server)
     enable_reflection([*app.service_names, health.SERVICE_NAME], server)
     monitor = HealthMonitor(running.health, app.probes, app.service_names)

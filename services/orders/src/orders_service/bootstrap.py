@@ -48,7 +48,7 @@ class Assembly:
     users: GrpcUserDirectory
     promo_codes: GrpcPromoCodes
     channels: list[grpc.aio.Channel]
-    relay: OutboxRelay | None = None
+    relays: list[OutboxRelay]
 
     async def close(self) -> None:
         for channel in self.channels:
@@ -93,14 +93,19 @@ async def assemble(settings: OrdersSettings, publisher: EventPublisher | None = 
     )
     sweeper = Sweeper(repository, orders, utc_now, settings.sweep_batch_size)
     return Assembly(
-        connection, orders, sweeper, users, promo_codes, [users_channel, promocodes_channel], relay
+        connection,
+        orders,
+        sweeper,
+        users,
+        promo_codes,
+        [users_channel, promocodes_channel],
+        [] if relay is None else [relay],
     )
 
 
 async def build(settings: OrdersSettings) -> GrpcApp:
     redis = redis_client(settings)
     assembly = await assemble(settings, RedisStreamPublisher(redis))
-    assert assembly.relay is not None
     servicer = OrderServicer(assembly.orders)
 
     async def sweep_loop() -> None:
@@ -122,6 +127,10 @@ async def build(settings: OrdersSettings) -> GrpcApp:
             "users": assembly.users.ping,
             "promocodes": assembly.promo_codes.ping,
         },
-        background=[sweep_loop, assembly.connection.size_metric_loop, assembly.relay.run],
+        background=[
+            sweep_loop,
+            assembly.connection.size_metric_loop,
+            *(relay.run for relay in assembly.relays),
+        ],
         on_stop=on_stop,
     )
