@@ -59,6 +59,10 @@ class ClickHouseSettings(BaseSettings):
     clickhouse_database: str = Field("analytics", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     clickhouse_user: str = "default"
     clickhouse_password: SecretStr = SecretStr("")
+    # How long an idle HTTP connection is kept for reuse. It must stay below the server's
+    # keep_alive_timeout (3 s by default): a connection the server has already closed fails
+    # the next request sent on it with "Server disconnected".
+    clickhouse_keepalive_seconds: float = Field(2.0, gt=0, le=3600)
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

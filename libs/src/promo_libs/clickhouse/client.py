@@ -34,7 +34,10 @@ class ClickHouse:
     def connect(self) -> ChClient:
         if self._client is None:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout, connect=5.0)
+                connector=aiohttp.TCPConnector(
+                    keepalive_timeout=self.settings.clickhouse_keepalive_seconds
+                ),
+                timeout=aiohttp.ClientTimeout(total=self._timeout, connect=5.0),
             )
             self._client = ChClient(
                 self._session,
