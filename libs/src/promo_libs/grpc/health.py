@@ -3,6 +3,11 @@
 `grpc.health.v1.Health/Check` with service "" (overall) or a service name is SERVING only while
 every dependency answers; with a dependency's name ("mongo", "redis", "clickhouse", "users", ...)
 it reports that dependency alone. A background loop re-checks them every few seconds.
+
+The entry "liveness" says only that the process itself works: its event loop answers and its
+health loop runs. It stays SERVING while a dependency is down, because restarting the process
+would not bring the dependency back (a liveness probe on the overall status turns an outage of
+MongoDB into a restart of every pod); it goes NOT_SERVING if the health loop dies.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ Probe = Callable[[], Awaitable[bool]]
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+LIVENESS = "liveness"
 
 log = get_logger(__name__)
 
@@ -55,9 +62,18 @@ class HealthMonitor:
         overall = all(results)
         for service in ["", *self._served]:
             await self._servicer.set(service, SERVING if overall else NOT_SERVING)
+        await self._servicer.set(LIVENESS, SERVING)
         return overall
 
     async def run(self, interval: float) -> None:
-        while True:
-            await self.check_once()
-            await asyncio.sleep(interval)
+        try:
+            while True:
+                await self.check_once()
+                await asyncio.sleep(interval)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Nothing would update the statuses any more: let the orchestrator restart us.
+            log.exception("health loop died")
+            await self._servicer.set(LIVENESS, NOT_SERVING)
+            raise
