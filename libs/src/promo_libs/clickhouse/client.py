@@ -7,6 +7,7 @@ column of the project is declared `DateTime('UTC')`, so the text means the same 
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, date, datetime
 
 import aiohttp
@@ -76,6 +77,13 @@ def ch_datetime(moment: datetime | None) -> str:
     if moment.tzinfo is None:
         raise ValueError("naive datetime: every moment in this system is timezone-aware UTC")
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def ch_datetime_of_second(seconds: int) -> str:
+    """ch_datetime of a whole second since the epoch. Cached: the events of a batch name few
+    distinct seconds, and formatting each anew was the largest cost of mapping events to rows."""
+    return ch_datetime(datetime.fromtimestamp(seconds, UTC))
 
 
 def ch_date(moment: datetime | date) -> str:

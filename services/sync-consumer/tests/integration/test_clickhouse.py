@@ -94,3 +94,28 @@ async def test_sink_positions_and_summing_through_the_views(clickhouse: ClickHou
     assert status == "CANCELLED"
     # The latest version of an entity is the last one it got, so merging keeps the top position.
     assert await sink.max_position("orders_analytics", "s") == (5, 3)
+
+
+async def test_latest_versions_of_many_ids_with_any_characters(clickhouse: ClickHouse) -> None:
+    db = clickhouse.database
+    await apply_migrations(clickhouse.client, db, load_migrations(MIGRATIONS))
+    sink = ClickHouseSink(clickhouse.client, db)
+    # More ids than one query holds, and ids that would break a naive literal or separator.
+    odd = ["it's", "a,b", "back\\slash", "tab\there", "ünï", "x" * 200]
+    ids = [*odd, *(f"u{n}" for n in range(2500))]
+
+    def usage(usage_id: str, version: int, seq: int) -> dict[str, object]:
+        return {
+            "usage_id": usage_id,
+            "version": version,
+            "usage_date": "2024-03-01",
+            "src_stream": "s",
+            "src_ms": 1,
+            "src_seq": seq,
+        }
+
+    table = "promo_code_usages_analytics"
+    await sink.insert(table, [usage(i, 1, n) for n, i in enumerate(ids)])
+    await sink.insert(table, [usage(i, 4, 10_000 + n) for n, i in enumerate(ids[::7])])
+    latest = await sink.latest_versions(table, "usage_id", [*ids, "never-stored"])
+    assert latest == {i: 4 if n % 7 == 0 else 1 for n, i in enumerate(ids)}

@@ -108,6 +108,17 @@ async def test_malformed_entry_goes_to_dead_letters_and_the_rest_is_stored() -> 
     assert len(result) == len(reasons)
 
 
+async def test_a_time_no_datetime_can_hold_dead_letters_the_entry_not_the_stream() -> None:
+    sink, letters = InMemorySink(), InMemoryDeadLetters()
+    poisoned = synthetic.order_event("confirmed", "o99", "u1", AT, subtotal=1000, version=2)
+    poisoned.order_confirmed.order.create_time.seconds = 10**15  # far beyond year 9999
+    await pipeline(sink, letters).handle([*orders(2), entry(99, poisoned)])
+    assert [row["order_id"] for row in sink.tables[ORDERS]] == ["o0", "o1"]
+    (letter,) = letters.letters
+    assert letter.entry.entry_id == "1000-99"
+    assert letter.reason.startswith("malformed: order_confirmed: ")
+
+
 async def test_too_many_deliveries_dead_letters_only_what_is_not_stored() -> None:
     sink, letters = InMemorySink(), InMemoryDeadLetters()
     batch = orders(4)

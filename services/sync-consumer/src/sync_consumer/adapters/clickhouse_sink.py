@@ -35,18 +35,19 @@ class ClickHouseSink(AnalyticsSink):
         INSERT_LATENCY.labels(table).observe(time.perf_counter() - started)
 
     async def latest_versions(self, table: str, key: str, ids: Collection[str]) -> dict[str, int]:
-        # In chunks: a query holds at most 10000 tokens by default (an id and a comma are two).
+        # The ids travel as one string literal of hex-encoded ids: aiochclient tokenizes every
+        # query with sqlparse, and an `IN ('a','b',...)` list of thousands of ids cost a third
+        # of the consumer's time; one literal is one token. Hex keeps any id intact (no
+        # separator can occur in it). In chunks, to stay far below max_query_size.
         wanted, latest = sorted(ids), {}
         for first in range(0, len(wanted), _IDS_PER_QUERY):
-            listed = ",".join(quote(value) for value in wanted[first : first + _IDS_PER_QUERY])
+            chunk = ",".join(
+                value.encode().hex() for value in wanted[first : first + _IDS_PER_QUERY]
+            )
             rows = await self._client.fetch(
                 f"SELECT {key} AS id, max(version) AS version FROM {self._database}.{table} "
-                f"WHERE {key} IN ({listed}) GROUP BY {key}"
+                f"WHERE {key} IN (SELECT arrayJoin(arrayMap(x -> unhex(x), "
+                f"splitByChar(',', '{chunk}')))) GROUP BY {key}"
             )
             latest.update({str(row["id"]): int(row["version"]) for row in rows})
         return latest
-
-
-def quote(value: str) -> str:
-    """A ClickHouse string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -16,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from promo.v1 import events_pb2, orders_pb2, promo_codes_pb2
 from promo_libs.bus import ENVELOPE_FIELD
-from promo_libs.clickhouse.client import ch_date, ch_datetime
+from promo_libs.clickhouse.client import EPOCH, ch_date, ch_datetime, ch_datetime_of_second
 from sync_consumer.domain.model import MalformedEvent, Row, StreamEntry, TableRow
 
 USERS = "users"
@@ -41,9 +41,14 @@ def _time(value: Timestamp, present: bool = True) -> datetime | None:
     return value.ToDatetime(tzinfo=UTC)
 
 
+_UNSET = ch_datetime(EPOCH)
+
+
 def _dt(message: object, name: str) -> str:
     value: Timestamp = getattr(message, name)
-    return ch_datetime(_time(value, message.HasField(name)))  # type: ignore[attr-defined]
+    if not message.HasField(name) or (value.seconds == 0 and value.nanos == 0):  # type: ignore[attr-defined]
+        return _UNSET
+    return ch_datetime_of_second(value.seconds)  # DateTime holds whole seconds
 
 
 def _require(message: object, name: str) -> None:
@@ -122,7 +127,7 @@ def _usage(event: events_pb2.PromoCodeRedeemed | events_pb2.PromoCodeReleased) -
             "PROMO_CODE_USAGE_STATUS_"
         ),
         "release_reason": usage.release_reason,
-        "create_time": ch_datetime(created),
+        "create_time": _dt(usage, "create_time"),
         "release_time": _dt(usage, "release_time"),
     }
 
@@ -157,7 +162,7 @@ def _order(
         "status": orders_pb2.OrderStatus.Name(order.status).removeprefix("ORDER_STATUS_"),
         "rejection_reason": order.rejection_reason,
         "cancellation_reason": order.cancellation_reason,
-        "create_time": ch_datetime(created),
+        "create_time": _dt(order, "create_time"),
         "update_time": _dt(order, "update_time"),
         "confirm_time": _dt(order, "confirm_time"),
         "cancel_time": _dt(order, "cancel_time"),
@@ -212,6 +217,9 @@ def rows_for(entry: StreamEntry) -> list[TableRow]:
     mapper = _MAPPERS.get(field or "")
     if mapper is None:
         return []  # a payload added to the contract after this consumer: not ours to store
-    table_row = mapper(envelope, field or "")
+    try:
+        table_row = mapper(envelope, field or "")
+    except (ValueError, OverflowError) as exc:  # e.g. a time no datetime can hold
+        raise MalformedEvent(f"{field}: {exc}") from None
     table_row.row.update(_common(entry, envelope))
     return [table_row]
