@@ -166,7 +166,9 @@ class CreateOrderRequest(_message.Message):
     promo_code: _builtins.str
     """Optional. Promo code text to apply, any case."""
     idempotency_key: _builtins.str
-    """Required. Client-chosen key, unique per intended order (e.g. a UUID), 1..128 characters."""
+    """Required. Client-chosen key, unique among this user's intended orders (e.g. a UUID), 1..128
+    characters.
+    """
     @_builtins.property
     def amount(self) -> _common_pb2.Money:
         """Required. The amount before any discount (amount_minor >= 1)."""

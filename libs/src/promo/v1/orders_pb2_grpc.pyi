@@ -46,8 +46,9 @@ class OrderServiceStub:
     CreateOrder: _grpc.UnaryUnaryMultiCallable[_orders_pb2.CreateOrderRequest, _orders_pb2.Order]
     """Creates an order, applying the promo code if one is given.
 
-    Idempotent by idempotency_key: a retry with the same user_id, amount and promo_code returns the
-    stored order (completing it first if it was left PENDING) and changes nothing more.
+    Idempotent by (user_id, idempotency_key): a retry with the same amount and promo_code returns
+    the stored order (completing it first if it was left PENDING) and changes nothing more. Keys
+    are scoped per user: another user's order under the same key is a different order.
 
     A promo code that does not apply fails the call with FAILED_PRECONDITION and the reason
     (ErrorInfo: the same reasons as ValidatePromoCode, plus ErrorInfo.metadata "order_id"); the
@@ -87,8 +88,9 @@ class OrderServiceAsyncStub(OrderServiceStub):
     CreateOrder: _aio.UnaryUnaryMultiCallable[_orders_pb2.CreateOrderRequest, _orders_pb2.Order]  # type: ignore[assignment]
     """Creates an order, applying the promo code if one is given.
 
-    Idempotent by idempotency_key: a retry with the same user_id, amount and promo_code returns the
-    stored order (completing it first if it was left PENDING) and changes nothing more.
+    Idempotent by (user_id, idempotency_key): a retry with the same amount and promo_code returns
+    the stored order (completing it first if it was left PENDING) and changes nothing more. Keys
+    are scoped per user: another user's order under the same key is a different order.
 
     A promo code that does not apply fails the call with FAILED_PRECONDITION and the reason
     (ErrorInfo: the same reasons as ValidatePromoCode, plus ErrorInfo.metadata "order_id"); the
@@ -131,8 +133,9 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_orders_pb2.Order, _abc.Awaitable[_orders_pb2.Order]]:
         """Creates an order, applying the promo code if one is given.
 
-        Idempotent by idempotency_key: a retry with the same user_id, amount and promo_code returns the
-        stored order (completing it first if it was left PENDING) and changes nothing more.
+        Idempotent by (user_id, idempotency_key): a retry with the same amount and promo_code returns
+        the stored order (completing it first if it was left PENDING) and changes nothing more. Keys
+        are scoped per user: another user's order under the same key is a different order.
 
         A promo code that does not apply fails the call with FAILED_PRECONDITION and the reason
         (ErrorInfo: the same reasons as ValidatePromoCode, plus ErrorInfo.metadata "order_id"); the

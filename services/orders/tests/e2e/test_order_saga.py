@@ -4,6 +4,7 @@ concurrency, cancellation, and the limits of a code under 500 concurrent orders.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -184,6 +185,20 @@ async def test_the_same_key_twenty_times_at_once_gives_one_order(clients: Client
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
     info = error_info(caught.value)
     assert info is not None and info.reason == "IDEMPOTENCY_KEY_REUSED"
+
+
+async def test_two_users_choosing_the_same_key_place_two_orders(clients: Clients) -> None:
+    alice, bob = await new_user(clients), await new_user(clients)
+    code = await new_code(clients, max_uses_per_user=1)
+    key = f"cart-{uuid.uuid4().hex}"
+    alices = await clients.orders.CreateOrder(order_request(alice.id, code.code, key=key))
+    bobs = await clients.orders.CreateOrder(order_request(bob.id, code.code, 7000, key=key))
+    assert alices.id != bobs.id and (alices.status, bobs.status) == (CONFIRMED, CONFIRMED)
+    assert bobs.user_id == bob.id and bobs.subtotal.amount_minor == 7000
+    # Each one's retry still answers with that user's own order.
+    again = await clients.orders.CreateOrder(order_request(alice.id, code.code, key=key))
+    assert again == alices
+    assert sorted(u.id for u in await usages_of(clients, code.id)) == sorted([alices.id, bobs.id])
 
 
 async def test_cancel_releases_the_usage_and_the_code_can_be_used_again(

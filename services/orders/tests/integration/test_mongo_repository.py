@@ -48,7 +48,8 @@ async def test_round_trip_and_outbox(
     await repo.add(order)
     stored = await repo.get("o1")
     assert stored == order and stored.status == PENDING and stored.sweep_due_at is not None
-    assert await repo.get_by_idempotency_key("k1") == order
+    assert await repo.get_by_idempotency_key("u1", "k1") == order
+    assert await repo.get_by_idempotency_key("u2", "k1") is None
     stored.confirm_redemption("o1", PROMO, Money("EUR", 500), NOW + timedelta(seconds=1))
     await repo.save(stored)
     again = await repo.get("o1")
@@ -76,6 +77,15 @@ async def test_the_idempotency_key_is_guarded_by_the_index(repo: MongoOrderRepos
     )
     assert sum(r is None for r in results) == 1
     assert all(isinstance(r, DuplicateIdempotencyKey) for r in results if r is not None)
+
+
+async def test_the_same_key_of_two_users_is_two_orders(repo: MongoOrderRepository) -> None:
+    await repo.add(place("o1", "same", user="u1"))
+    await repo.add(place("o2", "same", user="u2"))
+    first = await repo.get_by_idempotency_key("u1", "same")
+    second = await repo.get_by_idempotency_key("u2", "same")
+    assert first is not None and second is not None
+    assert (first.id, second.id) == ("o1", "o2")
 
 
 async def test_save_is_compare_and_set(repo: MongoOrderRepository) -> None:

@@ -82,7 +82,6 @@ async def test_same_key_same_body_returns_the_stored_order(
 @pytest.mark.parametrize(
     "other",
     [
-        create(user="bob"),
         create(amount=1),
         create(code="SAVE10"),
         CreateOrder("alice", "USD", 5000, None, "k1"),
@@ -93,6 +92,15 @@ async def test_same_key_other_body_is_refused(orders: Orders, other: CreateOrder
     with pytest.raises(errors.AlreadyExists) as caught:
         await orders.create_order(other)
     assert caught.value.reason == "IDEMPOTENCY_KEY_REUSED"
+
+
+async def test_keys_are_scoped_per_user(orders: Orders, promo_codes: FakePromoCodes) -> None:
+    alices = await orders.create_order(create(key="order-1", code="SAVE10"))
+    bobs = await orders.create_order(create(key="order-1", user="bob", code="SAVE10", amount=7))
+    assert alices.id != bobs.id and bobs.user_id == "bob" and bobs.subtotal.amount_minor == 7
+    assert sorted(promo_codes.active_usages()) == sorted([alices.id, bobs.id])
+    # Each user's retry still finds that user's own order.
+    assert await orders.create_order(create(key="order-1", code="SAVE10")) == alices
 
 
 async def test_concurrent_retries_share_one_order_and_one_redemption(

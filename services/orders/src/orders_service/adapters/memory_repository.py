@@ -25,14 +25,14 @@ class InMemoryOrderRepository(InMemoryRepository[Order], OrderRepository):
     async def get(self, order_id: str) -> Order | None:
         return await self.find_by_id(order_id)
 
-    async def get_by_idempotency_key(self, key: str) -> Order | None:
+    async def get_by_idempotency_key(self, user_id: str, key: str) -> Order | None:
         for order in self.items.values():
-            if order.idempotency_key == key:
+            if (order.user_id, order.idempotency_key) == (user_id, key):
                 return copy.deepcopy(order)
         return None
 
     async def add(self, order: Order) -> None:
-        if await self.get_by_idempotency_key(order.idempotency_key) is not None:
+        if await self.get_by_idempotency_key(order.user_id, order.idempotency_key) is not None:
             raise DuplicateIdempotencyKey(order.idempotency_key)
         self.published.extend(order.events)
         order.events.clear()

@@ -29,4 +29,26 @@ async def _indexes(db: AsyncDatabase[Document]) -> None:
     await orders.create_index([("outbox_pending", ASCENDING)], name="outbox_pending")
 
 
-MIGRATIONS = [Migration(1, "orders indexes", _indexes)]
+async def _keys_per_user(db: AsyncDatabase[Document]) -> None:
+    # A key is the client's name for one intended order of one user: two users choosing the
+    # same key (or a careless client using a constant) must not collide, nor learn of each
+    # other's orders. The new index is built before the old one goes, so a key is never
+    # unguarded; a document pair the old index refused is valid under the new one.
+    orders = db["orders"]
+    await orders.create_index(
+        [("user_id", ASCENDING), ("idempotency_key", ASCENDING)],
+        unique=True,
+        name="user_idempotency_key_unique",
+    )
+    # Found and dropped by its keys: the local stand-in names indexes itself and ignores a drop
+    # by the name we gave (real MongoDB accepts the key spec too).
+    global_key = [("idempotency_key", ASCENDING)]
+    for index in (await orders.index_information()).values():
+        if list(index["key"]) == global_key:
+            await orders.drop_index(global_key)
+
+
+MIGRATIONS = [
+    Migration(1, "orders indexes", _indexes),
+    Migration(2, "idempotency keys per user", _keys_per_user),
+]

@@ -1,8 +1,8 @@
 """OrderRepository on MongoDB: collection `orders`, one document per order.
 
-- Idempotency is the unique index on `idempotency_key`: the insert decides between concurrent
-  requests, never a read before it (an upsert would not: the local stand-in does not raise on a
-  colliding upsert).
+- Idempotency is the unique index on (`user_id`, `idempotency_key`): the insert decides between
+  concurrent requests, never a read before it (an upsert would not: the local stand-in does not
+  raise on a colliding upsert).
 - Every change is a compare-and-set on `version` that carries the change's events (outbox).
 - Moments are epoch milliseconds (promo_libs.mongo.times says why); booleans are read through
   bool() because the stand-in returns 1/0 after a `$set`.
@@ -170,8 +170,8 @@ class MongoOrderRepository(MongoRepository[Order], OrderRepository):
     async def get(self, order_id: str) -> Order | None:
         return await self.find_by_id(order_id)
 
-    async def get_by_idempotency_key(self, key: str) -> Order | None:
-        document = await self.collection.find_one({"idempotency_key": key})
+    async def get_by_idempotency_key(self, user_id: str, key: str) -> Order | None:
+        document = await self.collection.find_one({"user_id": user_id, "idempotency_key": key})
         return None if document is None else self.from_document(document)
 
     async def add(self, order: Order) -> None:

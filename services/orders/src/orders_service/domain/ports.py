@@ -102,7 +102,8 @@ class OrderRepository(Repository[Order]):
     async def get(self, order_id: str) -> Order | None: ...
 
     @abc.abstractmethod
-    async def get_by_idempotency_key(self, key: str) -> Order | None: ...
+    async def get_by_idempotency_key(self, user_id: str, key: str) -> Order | None:
+        """The order `user_id` placed under `key` (keys are scoped per user)."""
 
     @abc.abstractmethod
     async def add(self, order: Order) -> None:

@@ -113,7 +113,7 @@ class Orders:
 
     async def create_order(self, command: CreateOrder) -> Order:
         subtotal, code, key = self._validate(command)
-        existing = await self._orders.get_by_idempotency_key(key)
+        existing = await self._orders.get_by_idempotency_key(command.user_id, key)
         if existing is not None:
             return await self._replay(existing, command.user_id, subtotal, code)
         user = await self._user(command.user_id)
@@ -123,7 +123,7 @@ class Orders:
             await self._orders.add(order)
         except DuplicateIdempotencyKey:
             # A concurrent request with the same key won the insert: its order is ours.
-            stored = await self._orders.get_by_idempotency_key(key)
+            stored = await self._orders.get_by_idempotency_key(command.user_id, key)
             if stored is None:
                 raise errors.Aborted("the order is being created concurrently; retry") from None
             return await self._replay(stored, command.user_id, subtotal, code)
