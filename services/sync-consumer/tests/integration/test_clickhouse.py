@@ -102,7 +102,7 @@ async def test_latest_versions_of_many_ids_with_any_characters(clickhouse: Click
     sink = ClickHouseSink(clickhouse.client, db)
     # More ids than one query holds, and ids that would break a naive literal or separator.
     odd = ["it's", "a,b", "back\\slash", "tab\there", "ünï", "x" * 200]
-    ids = [*odd, *(f"u{n}" for n in range(2500))]
+    ids = [*odd, *(f"usage-{n:05}-{'u' * 50}" for n in range(2500))]  # several queries' worth
 
     def usage(usage_id: str, version: int, seq: int) -> dict[str, object]:
         return {

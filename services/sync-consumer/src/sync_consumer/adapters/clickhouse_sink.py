@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 from aiochclient import ChClient
 
@@ -11,7 +11,7 @@ from sync_consumer.adapters.metrics import INSERT_LATENCY
 from sync_consumer.domain.model import ZERO, Position, Row
 from sync_consumer.domain.ports import AnalyticsSink
 
-_IDS_PER_QUERY = 2000
+_HEX_CHARS_PER_QUERY = 100_000
 
 
 class ClickHouseSink(AnalyticsSink):
@@ -38,12 +38,9 @@ class ClickHouseSink(AnalyticsSink):
         # The ids travel as one string literal of hex-encoded ids: aiochclient tokenizes every
         # query with sqlparse, and an `IN ('a','b',...)` list of thousands of ids cost a third
         # of the consumer's time; one literal is one token. Hex keeps any id intact (no
-        # separator can occur in it). In chunks, to stay far below max_query_size.
-        wanted, latest = sorted(ids), {}
-        for first in range(0, len(wanted), _IDS_PER_QUERY):
-            chunk = ",".join(
-                value.encode().hex() for value in wanted[first : first + _IDS_PER_QUERY]
-            )
+        # separator can occur in it).
+        latest: dict[str, int] = {}
+        for chunk in _hex_chunks(sorted(ids)):
             rows = await self._client.fetch(
                 f"SELECT {key} AS id, max(version) AS version FROM {self._database}.{table} "
                 f"WHERE {key} IN (SELECT arrayJoin(arrayMap(x -> unhex(x), "
@@ -51,3 +48,18 @@ class ClickHouseSink(AnalyticsSink):
             )
             latest.update({str(row["id"]): int(row["version"]) for row in rows})
         return latest
+
+
+def _hex_chunks(ids: Sequence[str]) -> Iterator[str]:
+    """Comma-separated hex ids, each string well below ClickHouse's max_query_size (256 KiB)."""
+    chunk: list[str] = []
+    size = 0
+    for value in ids:
+        encoded = value.encode().hex()
+        if chunk and size + len(encoded) > _HEX_CHARS_PER_QUERY:
+            yield ",".join(chunk)
+            chunk, size = [], 0
+        chunk.append(encoded)
+        size += len(encoded) + 1
+    if chunk:
+        yield ",".join(chunk)
