@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 from grpc_health.v1 import health, health_pb2
 
-from promo_libs.grpc.health import LIVENESS, NOT_SERVING, SERVING, HealthMonitor
+from promo_libs.grpc.health import (
+    LIVENESS,
+    NOT_SERVING,
+    READINESS,
+    SERVING,
+    HealthMonitor,
+    Probe,
+)
 
 SERVICE = "promo.v1.UserService"
 
@@ -33,7 +40,33 @@ async def test_a_dependency_down_makes_the_service_unready_but_not_dead() -> Non
     assert await status(servicer, "mongo") == NOT_SERVING
     assert await status(servicer, "") == NOT_SERVING
     assert await status(servicer, SERVICE) == NOT_SERVING
+    assert await status(servicer, READINESS) == NOT_SERVING
     assert await status(servicer, LIVENESS) == SERVING
+
+
+async def test_a_peer_service_down_leaves_the_service_ready() -> None:
+    servicer = health.aio.HealthServicer()
+    up = {"mongo": True, "users": False}
+
+    def probe(name: str) -> Probe:
+        async def answer() -> bool:
+            return up[name]
+
+        return answer
+
+    monitor = HealthMonitor(servicer, {n: probe(n) for n in up}, [SERVICE], peers={"users"})
+    assert await monitor.check_once() is False
+    assert await status(servicer, "users") == NOT_SERVING
+    assert await status(servicer, "") == NOT_SERVING  # DESIGN.md: a dependency is down
+    assert await status(servicer, READINESS) == SERVING  # but its own store answers
+    up["mongo"] = False
+    await monitor.check_once()
+    assert await status(servicer, READINESS) == NOT_SERVING
+
+
+def test_a_peer_must_be_one_of_the_probes() -> None:
+    with pytest.raises(ValueError, match="peers without a probe"):
+        HealthMonitor(health.aio.HealthServicer(), {}, [], peers={"users"})
 
 
 async def test_a_probe_that_raises_or_hangs_counts_as_down() -> None:

@@ -8,12 +8,17 @@ The entry "liveness" says only that the process itself works: its event loop ans
 health loop runs. It stays SERVING while a dependency is down, because restarting the process
 would not bring the dependency back (a liveness probe on the overall status turns an outage of
 MongoDB into a restart of every pod); it goes NOT_SERVING if the health loop dies.
+
+The entry "readiness" follows the service's own data stores only, not the peer services it calls
+(`peers`, e.g. "users" for promocodes). When a peer is down every replica is equally affected:
+taking them all out of load balancing would turn a partial outage (orders without a code, reads)
+into a total one, and the calls that need the peer already fail fast with UNAVAILABLE.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
 from grpc_health.v1 import health, health_pb2
 
@@ -26,6 +31,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 LIVENESS = "liveness"
+READINESS = "readiness"
 
 log = get_logger(__name__)
 
@@ -37,7 +43,12 @@ class HealthMonitor:
         probes: Mapping[str, Probe],
         served_services: Sequence[str],
         probe_timeout: float = 2.0,
+        peers: Collection[str] = (),
     ) -> None:
+        unknown = set(peers) - set(probes)
+        if unknown:
+            raise ValueError(f"peers without a probe: {sorted(unknown)}")
+        self._peers = frozenset(peers)
         self._servicer = servicer
         self._probes = dict(probes)
         self._served = list(served_services)
@@ -62,6 +73,8 @@ class HealthMonitor:
         overall = all(results)
         for service in ["", *self._served]:
             await self._servicer.set(service, SERVING if overall else NOT_SERVING)
+        ready = all(up for name, up in zip(names, results, strict=True) if name not in self._peers)
+        await self._servicer.set(READINESS, SERVING if ready else NOT_SERVING)
         await self._servicer.set(LIVENESS, SERVING)
         return overall
 

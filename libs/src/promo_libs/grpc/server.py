@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,9 @@ class GrpcApp:
     service_names: Sequence[str]
     register: Callable[[grpc.aio.Server], None]
     probes: Mapping[str, Probe] = field(default_factory=dict)
+    # Probes that are other services of the platform: part of the overall status, not of
+    # readiness (promo_libs.grpc.health says why).
+    peers: Collection[str] = ()
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
     on_stop: Callable[[], Awaitable[None]] | None = None
 
@@ -95,7 +98,7 @@ async def start(app: GrpcApp, settings: ServiceSettings) -> RunningServer:
     running = RunningServer(server, port, app, settings.shutdown_grace_seconds, interceptor)
     health_pb2_grpc.add_HealthServicer_to_server(running.health, server)
     enable_reflection([*app.service_names, health.SERVICE_NAME], server)
-    monitor = HealthMonitor(running.health, app.probes, app.service_names)
+    monitor = HealthMonitor(running.health, app.probes, app.service_names, peers=app.peers)
     await monitor.check_once()  # no window where health answers UNKNOWN
     start_metrics_endpoint(settings.metrics_port)
     await server.start()

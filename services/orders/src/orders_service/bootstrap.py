@@ -127,6 +127,7 @@ async def build(settings: OrdersSettings) -> GrpcApp:
             "users": assembly.users.ping,
             "promocodes": assembly.promo_codes.ping,
         },
+        peers={"users", "promocodes"},
         background=[
             sweep_loop,
             assembly.connection.size_metric_loop,

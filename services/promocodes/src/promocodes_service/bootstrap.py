@@ -118,6 +118,7 @@ async def build(settings: PromocodesSettings) -> GrpcApp:
             servicer, server
         ),
         probes={"mongo": storage.connection.ping, "users": users.ping},
+        peers={"users"},
         background=[
             recovery_loop,
             storage.connection.size_metric_loop,

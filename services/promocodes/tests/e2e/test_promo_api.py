@@ -168,6 +168,11 @@ async def test_users_down_gives_unavailable_and_writes_nothing(
                 health_pb2.HealthCheckRequest(service="users")
             )
             assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            # Still ready: its own MongoDB answers, and the catalogue keeps working.
+            ready = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="readiness")
+            )
+            assert ready.status == health_pb2.HealthCheckResponse.SERVING
             created = await stub.CreatePromoCode(
                 pb.CreatePromoCodeRequest(
                     promo_code=pb.PromoCode(code="DOWN", fixed_amount=eur(100), max_uses=1)
