@@ -1,8 +1,11 @@
-"""The SQL text: literals escaped, datetimes naive UTC, nothing 18.16 lacks."""
+"""The SQL text: literals escaped, datetimes naive UTC, nothing 18.16 lacks, FINAL only where
+it is the cheaper way to the latest state."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from analytics_service.adapters import sql
 from analytics_service.domain.model import Granularity, TimeRange
@@ -38,5 +41,39 @@ def test_no_statement_uses_what_clickhouse_18_16_lacks() -> None:
         sql.tables_present("db"),
     ]
     for statement in statements:
-        for missing in ("DateTime64", "toStartOfInterval", "LowCardinality", "FINAL", "+00:00"):
+        for missing in ("DateTime64", "toStartOfInterval", "LowCardinality", "+00:00"):
             assert missing not in statement
+
+
+DAY = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("window", "user_id", "final"),
+    [
+        (TimeRange(), None, True),  # all time
+        (TimeRange(DAY, None), None, True),  # open end
+        (TimeRange(None, DAY), None, True),  # open start
+        (TimeRange(DAY, DAY + timedelta(days=90)), None, True),
+        (TimeRange(DAY, DAY + timedelta(days=44)), None, False),
+        (TimeRange(DAY, DAY + timedelta(days=1)), None, False),
+        (TimeRange(), "u", False),  # one user: argMax reads only that user's rows
+    ],
+)
+def test_latest_state_by_final_only_where_a_query_keeps_most_rows(
+    window: TimeRange, user_id: str | None, final: bool
+) -> None:
+    orders = sql.order_totals("db", window, user_id=user_id)
+    usages = sql.usage_totals("db", window, user_id=user_id)
+    for statement in (orders, usages):
+        assert ("FINAL" in statement) is final
+        assert ("argMax" in statement) is not final
+    if user_id is None:
+        for by_code in (
+            sql.order_totals_by_code("db", window),
+            sql.usage_totals_by_code("db", window),
+        ):
+            assert ("FINAL" in by_code) is final
+    # A code filter always reads through argMax, whatever the range.
+    assert "FINAL" not in sql.order_totals("db", TimeRange(), promo_code_id="p")
+    assert "FINAL" not in sql.order_series("db", TimeRange(), Granularity.DAY, "p")
