@@ -21,11 +21,15 @@ help:
 bootstrap:
 	@scripts/bootstrap.sh
 
+# setpriv --pdeathsig: when make itself is stopped (SIGTERM from a supervisor, `timeout make
+# run`), the stack gets SIGTERM too and stops cleanly instead of living on without a parent.
+FOREGROUND := setpriv --pdeathsig TERM -- $(PY)
+
 run: bootstrap
-	@$(PY) -m devstack run --stop-on-failure $(addprefix --service ,$(SERVICES))
+	@$(FOREGROUND) -m devstack run --stop-on-failure $(addprefix --service ,$(SERVICES))
 
 stack: bootstrap
-	@$(PY) -m devstack up
+	@$(FOREGROUND) -m devstack up
 
 protos: bootstrap
 	@scripts/gen_protos.sh
