@@ -20,7 +20,7 @@ import contextlib
 import uuid
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from pymongo.asynchronous.collection import AsyncCollection
 
 from promo.v1 import events_pb2
@@ -37,6 +37,11 @@ OUTBOX_PUBLISHED = Counter(
 )
 OUTBOX_FAILURES = Counter(
     "outbox_relay_failures_total", "Relay passes that failed (bus or MongoDB down)", ["collection"]
+)
+OUTBOX_BACKLOG = Gauge(
+    "outbox_pending_documents",
+    "Documents whose events were still unpublished after the relay's last pass",
+    ["collection"],
 )
 
 
@@ -100,7 +105,7 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """One pass over every document with outbox_pending; returns how many it cleared."""
-        cleared = 0
+        cleared = found = 0
         after: Any = None
         while True:
             # Not only `true`: a relay that died mid-pass leaves its token (a string) there.
@@ -109,9 +114,12 @@ class OutboxRelay:
                 query["_id"] = {"$gt": after}
             cursor = self._collection.find(query).sort("_id", 1).limit(self._page_size)
             documents = [document async for document in cursor]
+            found += len(documents)
             for document in documents:
                 cleared += await self._publish_document(document)
             if len(documents) < self._page_size:
+                # Left flagged: written to during the pass; the next pass takes them.
+                OUTBOX_BACKLOG.labels(self._collection.name).set(found - cleared)
                 return cleared
             after = documents[-1]["_id"]
 
@@ -138,6 +146,12 @@ class OutboxRelay:
         )
         return 0 if remaining else result.modified_count
 
+    async def _count_backlog(self) -> None:
+        """After a failed pass: how much waits (nothing to report when MongoDB is the problem)."""
+        with contextlib.suppress(Exception):
+            waiting = await self._collection.count_documents({"outbox_pending": {"$ne": False}})
+            OUTBOX_BACKLOG.labels(self._collection.name).set(waiting)
+
     async def run(self) -> None:
         backoff = self._min_backoff
         while True:
@@ -147,6 +161,7 @@ class OutboxRelay:
             except Exception as exc:
                 OUTBOX_FAILURES.labels(self._collection.name).inc()
                 log.warning("outbox relay pass failed", error=str(exc), retry_in=backoff)
+                await self._count_backlog()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue

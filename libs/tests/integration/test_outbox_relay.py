@@ -2,12 +2,13 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 
 from devstack.stack import Stack
@@ -181,11 +182,25 @@ async def test_redis_down_keeps_entries_and_the_loop_publishes_them_after(
             await collection.insert_one({"_id": f"u{n}", **outbox_fields([entry], nested=True)})
             assert not await relay.publish_now(f"u{n}")  # best effort, fails quietly
         assert await collection.count_documents({"outbox_pending": {"$ne": False}}) == 20
+        # The backlog is on the metrics endpoint for operators (and their alert).
+        await until(lambda: backlog("users") == 20, "backlog gauge at 20")
         await asyncio.to_thread(stack.start_server, "redis")
         deadline = asyncio.get_running_loop().time() + 20
         while await collection.count_documents({"outbox_pending": {"$ne": False}}):
             assert asyncio.get_running_loop().time() < deadline, "outbox not drained"
             await asyncio.sleep(0.05)
+        await until(lambda: backlog("users") == 0, "backlog gauge back at 0")
     finally:
         task.cancel()
     assert sorted(await stream_ids(redis, stream)) == sorted(written)
+
+
+def backlog(collection: str) -> float | None:
+    return REGISTRY.get_sample_value("outbox_pending_documents", {"collection": collection})
+
+
+async def until(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"no {what} within {seconds}s"
+        await asyncio.sleep(0.05)
