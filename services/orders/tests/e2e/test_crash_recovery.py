@@ -86,6 +86,14 @@ async def _crash_during_load(
     return await load
 
 
+def _note_final_answer(told: dict[str, int], key: str, answer: Any) -> None:
+    """Records what a client was told for good: CONFIRMED, or REJECTED (FAILED_PRECONDITION)."""
+    if isinstance(answer, orders_pb2.Order):
+        told[key] = answer.status
+    elif answer.code() == grpc.StatusCode.FAILED_PRECONDITION:
+        told[key] = orders_pb2.ORDER_STATUS_REJECTED
+
+
 async def _settled(clients: Clients, orders_db: Any) -> None:
     """Waits until the sweeps left nothing PENDING and nothing due."""
 
@@ -144,15 +152,29 @@ async def test_orders_killed_during_a_load_with_cancellations(
     answers = await _crash_during_load(clients, platform.orders, requests)
     await cancelled
     assert any(isinstance(a, grpc.aio.AioRpcError) for a in answers)
+    told: dict[str, int] = {}  # idempotency key -> the order status a final answer gave
+    for request, answer in zip(requests, answers, strict=True):
+        _note_final_answer(told, request.idempotency_key, answer)
     # Some clients retry with the same key after the restart; the sweep settles the rest.
     for request in requests[::3]:
         try:
-            await clients.orders.CreateOrder(request, timeout=20)
+            retried: Any = await clients.orders.CreateOrder(request, timeout=20)
         except grpc.aio.AioRpcError as exc:
             assert exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE)
+            retried = exc
+        _note_final_answer(told, request.idempotency_key, retried)
     await _settled(clients, orders_db)
     counts = await _check_invariants(clients, [u.id for u in users], promo)
-    assert sum(counts.values()) == len(requests) + len(early)
+    orders = [o for u in users for o in await orders_of(clients, u.id)]
+    keys = [o.idempotency_key for o in orders]
+    assert len(keys) == len(set(keys)), "two orders under one idempotency key"
+    assert set(keys) <= {r.idempotency_key for r in requests} | {o.idempotency_key for o in early}
+    # Every request answered for good has its order, in the state its client was told. A request
+    # the crash cut off before its order was stored has none: its client got UNAVAILABLE, and
+    # only a retry with the same key (as every third client does here) creates it.
+    stored = {o.idempotency_key: o.status for o in orders}
+    assert {key: stored.get(key) for key in told} == told
+    assert len(orders) == sum(counts.values()) >= len(told) + len(early)
     # Every cancellation that was answered is complete.
     for order in early:
         stored = await clients.orders.GetOrder(orders_pb2.GetOrderRequest(id=order.id))
