@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import unicodedata
 
-MAX_ID_LENGTH = 64
 MAX_AMOUNT = 10**12  # minor units; sums stay far inside int64
 MIN_CODE_LENGTH = 3
 MAX_CODE_LENGTH = 64
@@ -15,23 +14,6 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 128
 MAX_CANCEL_REASON_LENGTH = 500
 
 _CODE_RE = re.compile(r"^[A-Z0-9_-]+$")
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
-
-
-def check_id(value: str, what: str = "id") -> str:
-    if not value:
-        raise ValueError("is required")
-    if len(value) > MAX_ID_LENGTH or not value.isascii() or not value.isalnum():
-        raise ValueError(f"is not a valid {what}")
-    return value
-
-
-def check_currency(value: str) -> str:
-    if not value:
-        raise ValueError("is required")
-    if not _CURRENCY_RE.match(value):
-        raise ValueError("must be a three-letter ISO 4217 code in upper case")
-    return value
 
 
 def check_amount(value: int) -> int:

@@ -42,6 +42,7 @@ from orders_service.domain.ports import (
     VersionConflict,
 )
 from promo_libs import errors
+from promo_libs.identifiers import check_currency, check_id
 from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
 
@@ -133,14 +134,14 @@ class Orders:
 
     def _validate(self, command: CreateOrder) -> tuple[Money, str, str]:
         violations = errors.Violations()
-        _checked(violations, "user_id", lambda v: rules.check_id(v, "user id"), command.user_id)
+        _checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
         currency: str | None = None
         amount: int | None = None
         if not command.amount_given:
             violations.add("amount", "is required")
         else:
             currency = _checked(
-                violations, "amount.currency_code", rules.check_currency, command.currency
+                violations, "amount.currency_code", check_currency, command.currency
             )
             try:
                 amount = rules.check_amount(command.amount_minor)
@@ -254,7 +255,7 @@ class Orders:
 
     async def get_order(self, order_id: str) -> Order:
         violations = errors.Violations()
-        _checked(violations, "id", lambda v: rules.check_id(v, "order id"), order_id)
+        _checked(violations, "id", lambda v: check_id(v, "order id"), order_id)
         violations.raise_if_any()
         order = await self._orders.get(order_id)
         if order is None:
@@ -264,7 +265,7 @@ class Orders:
     async def list_orders(self, command: ListOrders) -> OrderPage:
         violations = errors.Violations()
         if command.user_id:
-            _checked(violations, "user_id", lambda v: rules.check_id(v, "user id"), command.user_id)
+            _checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
         if command.status and command.status not in STATUSES:
             violations.add("status", "is not an OrderStatus")
         start, end = command.created_from, command.created_until
@@ -291,7 +292,7 @@ class Orders:
 
     async def cancel_order(self, command: CancelOrder) -> Order:
         violations = errors.Violations()
-        _checked(violations, "id", lambda v: rules.check_id(v, "order id"), command.order_id)
+        _checked(violations, "id", lambda v: check_id(v, "order id"), command.order_id)
         _checked(violations, "reason", rules.check_cancel_reason, command.reason)
         violations.raise_if_any()
         for _ in range(_ATTEMPTS):
@@ -363,7 +364,7 @@ def _encode_cursor(cursor: OrderCursor) -> str:
 def _decode_cursor(raw: str) -> OrderCursor:
     millis, _, order_id = raw.partition(_CURSOR_SEPARATOR)
     try:
-        rules.check_id(order_id)
+        check_id(order_id)
         moment = datetime.fromtimestamp(int(millis) / 1000, tz=UTC)
     except (ValueError, OverflowError, OSError):
         bad = errors.InvalidArgument(

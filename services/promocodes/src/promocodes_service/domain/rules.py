@@ -19,6 +19,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from promo_libs.identifiers import MAX_ID_LENGTH
+
 MIN_CODE_LENGTH = 3
 MAX_CODE_LENGTH = 64
 CODE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
@@ -29,14 +31,12 @@ MAX_RANDOM_LENGTH = 32
 MAX_GENERATE_COUNT = 10_000
 MAX_DESCRIPTION_LENGTH = 1000
 MAX_ELIGIBLE_USERS = 1000
-MAX_ID_LENGTH = 64
 MAX_RELEASE_REASON_LENGTH = 500
 MAX_AMOUNT = 10**12
 MAX_LIMIT = 10**9
 BASIS_POINTS_WHOLE = 10_000
 
 _CODE_RE = re.compile(r"^[A-Z0-9_-]*$")
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 # Redemption ids become keys of a map in the code's document: no '.', no '$', bounded length.
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -67,27 +67,11 @@ def prefix_upper_bound(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-def check_id(value: str, what: str = "id") -> str:
-    if not value:
-        raise ValueError("is required")
-    if len(value) > MAX_ID_LENGTH or not value.isascii() or not value.isalnum():
-        raise ValueError(f"is not a valid {what}")
-    return value
-
-
 def check_redemption_id(value: str) -> str:
     if not value:
         raise ValueError("is required")
     if len(value) > MAX_ID_LENGTH or not _KEY_RE.match(value):
         raise ValueError(f"must be 1..{MAX_ID_LENGTH} characters of A-Z, a-z, 0-9, '-' and '_'")
-    return value
-
-
-def check_currency(value: str) -> str:
-    if not value:
-        raise ValueError("is required")
-    if not _CURRENCY_RE.match(value):
-        raise ValueError("must be a three-letter ISO 4217 code in upper case")
     return value
 
 

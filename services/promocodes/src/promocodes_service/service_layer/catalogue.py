@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from promo_libs import errors
+from promo_libs.identifiers import check_id
 from promo_libs.pagination import page_request
 from promocodes_service.domain import rules
 from promocodes_service.domain.commands import (
@@ -55,7 +56,7 @@ def code_not_found(key: str) -> errors.NotFound:
 
 def check_code_id(code_id: str, field: str = "id") -> None:
     violations = errors.Violations()
-    checked(violations, field, lambda v: rules.check_id(v, "promo code id"), code_id)
+    checked(violations, field, lambda v: check_id(v, "promo code id"), code_id)
     violations.raise_if_any()
 
 
@@ -108,9 +109,7 @@ class Catalogue:
         violations = errors.Violations()
         prefix = checked(violations, "code_prefix", rules.normalize_prefix, command.code_prefix)
         if command.batch_id:
-            checked(
-                violations, "batch_id", lambda v: rules.check_id(v, "batch id"), command.batch_id
-            )
+            checked(violations, "batch_id", lambda v: check_id(v, "batch id"), command.batch_id)
         if "valid_at" in command.malformed:
             violations.add("valid_at", "is not a valid timestamp")
         violations.raise_if_any()
@@ -140,7 +139,7 @@ class Catalogue:
         checked(
             violations,
             "promo_code.id",
-            lambda v: rules.check_id(v, "promo code id"),
+            lambda v: check_id(v, "promo code id"),
             command.code_id,
         )
         violations.raise_if_any()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from promo_libs import errors
+from promo_libs.identifiers import check_id
 from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
 from promocodes_service.domain import rules
@@ -114,7 +115,7 @@ class Redemptions:
     async def validate(self, command: ValidatePromoCode) -> Validation:
         violations = errors.Violations()
         code = checked(violations, "code", rules.normalize_code, command.code)
-        checked(violations, "user_id", lambda v: rules.check_id(v, "user id"), command.user_id)
+        checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
         amount = check_order_amount(violations, command.order_amount)
         violations.raise_if_any()
         assert code is not None and amount is not None
@@ -135,7 +136,7 @@ class Redemptions:
     async def redeem(self, command: RedeemPromoCode) -> Usage:
         violations = errors.Violations()
         code = checked(violations, "code", rules.normalize_code, command.code)
-        checked(violations, "user_id", lambda v: rules.check_id(v, "user id"), command.user_id)
+        checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
         money = check_order_amount(violations, command.order_amount)
         rid = checked(violations, "redemption_id", rules.check_redemption_id, command.redemption_id)
         violations.raise_if_any()
@@ -356,11 +357,11 @@ class Redemptions:
             checked(
                 violations,
                 "promo_code_id",
-                lambda v: rules.check_id(v, "promo code id"),
+                lambda v: check_id(v, "promo code id"),
                 command.promo_code_id,
             )
         if command.user_id:
-            checked(violations, "user_id", lambda v: rules.check_id(v, "user id"), command.user_id)
+            checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
         if command.status not in ("", ACTIVE, RELEASED):
             violations.add("status", "is not a PromoCodeUsageStatus")
         violations.raise_if_any()

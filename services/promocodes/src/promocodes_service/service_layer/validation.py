@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from promo_libs import errors
+from promo_libs.identifiers import check_currency, check_id
 from promocodes_service.domain import rules
 from promocodes_service.domain.commands import CodeSpec, MoneyIn
 from promocodes_service.domain.model import CURRENCY_MISMATCH, RuleSet
@@ -55,9 +56,7 @@ def check_money(
     """A Money field: currency and amount each checked, violations on their own paths."""
     if money is None:
         return None
-    currency = checked(
-        violations, f"{path}.currency_code", rules.check_currency, money.currency_code
-    )
+    currency = checked(violations, f"{path}.currency_code", check_currency, money.currency_code)
     amount = checked(
         violations,
         f"{path}.amount_minor",
@@ -197,7 +196,7 @@ class _RuleBuilder:
             checked(
                 self.violations,
                 f"{self.root}.eligible_user_ids[{index}]",
-                lambda v: rules.check_id(v, "user id"),
+                lambda v: check_id(v, "user id"),
                 user_id,
             )
         return tuple(dict.fromkeys(ids))

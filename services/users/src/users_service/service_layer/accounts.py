@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from promo_libs import errors
+from promo_libs.identifiers import check_id
 from promo_libs.pagination import page_request
 from users_service.domain import rules
 from users_service.domain.commands import (
@@ -23,7 +24,6 @@ from users_service.domain.model import User, UserDeleted
 from users_service.domain.ports import EmailTaken, PasswordHasher, UserRepository, VersionConflict
 
 UPDATABLE_FIELDS = frozenset({"email", "display_name", "password", "active"})
-MAX_ID_LENGTH = 64
 _UPDATE_ATTEMPTS = 5
 _T = TypeVar("_T")
 
@@ -43,10 +43,10 @@ def _not_found(user_id: str) -> errors.NotFound:
 
 
 def check_user_id(user_id: str, field: str) -> None:
-    if not user_id:
-        raise errors.InvalidArgument([errors.FieldViolation(field, "is required")])
-    if len(user_id) > MAX_ID_LENGTH or not user_id.isascii() or not user_id.isalnum():
-        raise errors.InvalidArgument([errors.FieldViolation(field, "is not a valid user id")])
+    try:
+        check_id(user_id, "user id")
+    except ValueError as exc:
+        raise errors.InvalidArgument([errors.FieldViolation(field, str(exc))]) from None
 
 
 class Accounts:
