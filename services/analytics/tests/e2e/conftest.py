@@ -15,7 +15,15 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from analytics_e2e import ANALYTICS, Pipeline, drop, migrate, service, wait_until_drained
+from analytics_e2e import (
+    ANALYTICS,
+    Pipeline,
+    assert_summed_once,
+    drop,
+    migrate,
+    service,
+    wait_until_drained,
+)
 from analytics_scenario import Scenario
 
 from devstack.service import ServiceProcess
@@ -55,8 +63,9 @@ def pipeline(stack: Stack) -> Iterator[Pipeline]:
                     ENVELOPE_FIELD: event.SerializeToString(),
                 },
             )
-        wait_until_drained(stack, database, scenario.event_counts(), timeout=60)
+        wait_until_drained(client, streams.values(), "sync-consumer", timeout=60)
         drained = time.monotonic() - started
+        assert_summed_once(stack, database, scenario)
         analytics.start_and_wait()
         yield Pipeline(scenario, analytics, database, drained)
     finally:
