@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Protocol
 
 import structlog
 from google.protobuf.message import Message
@@ -30,6 +31,35 @@ def timestamp(moment: datetime | None) -> Timestamp | None:
     result = Timestamp()
     result.FromDatetime(moment)
     return result
+
+
+class UserFacts(Protocol):
+    """What every service knows of a user at the moment of an event (each has its own class)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def display_name(self) -> str: ...
+    @property
+    def active(self) -> bool: ...
+    @property
+    def created_at(self) -> datetime | None: ...
+    @property
+    def deleted_at(self) -> datetime | None: ...
+
+
+def user_snapshot_message(user: UserFacts) -> events_pb2.UserSnapshot:
+    """The user snapshot every event that names a user carries, built the same by every producer."""
+    return events_pb2.UserSnapshot(
+        id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        active=user.active,
+        create_time=timestamp(user.created_at),
+        delete_time=timestamp(user.deleted_at),
+    )
 
 
 def moment(message: Message, field: str) -> datetime | None:

@@ -14,10 +14,9 @@ from orders_service.domain.events import (
     OrderRejected,
     OrderSnapshot,
     PromoCodeSnapshot,
-    UserSnapshot,
 )
 from promo.v1 import events_pb2, orders_pb2
-from promo_libs.events import ORDERS_STREAM, outbox_entry, timestamp
+from promo_libs.events import ORDERS_STREAM, outbox_entry, timestamp, user_snapshot_message
 from promo_libs.outbox import OutboxEntry
 
 PRODUCER = "orders"
@@ -31,17 +30,6 @@ _DISCOUNT_TYPES = {
 
 def status_value(status: str) -> orders_pb2.OrderStatus.ValueType:
     return orders_pb2.OrderStatus.Value(f"ORDER_STATUS_{status}")
-
-
-def user_message(user: UserSnapshot) -> events_pb2.UserSnapshot:
-    return events_pb2.UserSnapshot(
-        id=user.id,
-        email=user.email,
-        display_name=user.display_name,
-        active=user.active,
-        create_time=timestamp(user.created_at),
-        delete_time=timestamp(user.deleted_at),
-    )
 
 
 def promo_message(promo: PromoCodeSnapshot) -> events_pb2.PromoCodeSnapshot:
@@ -91,7 +79,7 @@ def order_message(order: OrderSnapshot) -> events_pb2.OrderSnapshot:
 
 def _payload(event: OrderEvent) -> tuple[str, Message]:
     order = order_message(event.order)
-    user = user_message(event.user)
+    user = user_snapshot_message(event.user)
     if isinstance(event, OrderCreated):
         return "order_created", events_pb2.OrderCreated(order=order, user=user)
     if isinstance(event, OrderConfirmed):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from google.protobuf.message import Message
 
 from promo.v1 import events_pb2, promo_codes_pb2
-from promo_libs.events import PROMO_CODES_STREAM, outbox_entry, timestamp
+from promo_libs.events import PROMO_CODES_STREAM, outbox_entry, timestamp, user_snapshot_message
 from promo_libs.outbox import OutboxEntry
 from promocodes_service.domain.events import (
     CodeEvent,
@@ -19,7 +19,6 @@ from promocodes_service.domain.events import (
     PromoCodeUpdated,
     UsageEvent,
     UsageSnapshot,
-    UserSnapshot,
 )
 
 PRODUCER = "promocodes"
@@ -43,17 +42,6 @@ def code_snapshot(code: CodeSnapshot) -> events_pb2.PromoCodeSnapshot:
         valid_from=timestamp(code.valid_from),
         valid_until=timestamp(code.valid_until),
         create_time=timestamp(code.created_at),
-    )
-
-
-def user_snapshot(user: UserSnapshot) -> events_pb2.UserSnapshot:
-    return events_pb2.UserSnapshot(
-        id=user.id,
-        email=user.email,
-        display_name=user.display_name,
-        active=user.active,
-        create_time=timestamp(user.created_at),
-        delete_time=timestamp(user.deleted_at),
     )
 
 
@@ -93,7 +81,7 @@ def _usage_payload(event: UsageEvent) -> tuple[str, Message]:
     usage, code, user = (
         usage_snapshot(event.usage),
         code_snapshot(event.code),
-        user_snapshot(event.user),
+        user_snapshot_message(event.user),
     )
     if isinstance(event, PromoCodeRedeemed):
         return "promo_code_redeemed", events_pb2.PromoCodeRedeemed(

@@ -5,34 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from promo.v1 import events_pb2
-from promo_libs.events import USERS_STREAM, outbox_entry, timestamp
+from promo_libs.events import USERS_STREAM, outbox_entry, user_snapshot_message
 from promo_libs.outbox import OutboxEntry
 from users_service.domain.events import (
     UserCreated,
     UserDeactivated,
     UserEvent,
-    UserSnapshot,
     UserUpdated,
 )
 
 PRODUCER = "users"
 
 
-def snapshot_message(user: UserSnapshot) -> events_pb2.UserSnapshot:
-    return events_pb2.UserSnapshot(
-        id=user.id,
-        email=user.email,
-        display_name=user.display_name,
-        active=user.active,
-        create_time=timestamp(user.created_at),
-        delete_time=timestamp(user.deleted_at),
-    )
-
-
 def _payload(
     event: UserEvent,
 ) -> tuple[str, events_pb2.UserCreated | events_pb2.UserUpdated | events_pb2.UserDeactivated]:
-    snapshot = snapshot_message(event.user)
+    snapshot = user_snapshot_message(event.user)
     if isinstance(event, UserCreated):
         return "user_created", events_pb2.UserCreated(user=snapshot)
     if isinstance(event, UserUpdated):
