@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 
-import grpc
 import pytest
 import pytest_asyncio
 import redis
@@ -49,9 +48,9 @@ def platform(stack: Stack) -> Iterator[Platform]:
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def clients(platform: Platform) -> AsyncIterator[Clients]:
     async with (
-        grpc.aio.insecure_channel(platform.users.address) as users,
-        grpc.aio.insecure_channel(platform.promocodes.address) as codes,
-        grpc.aio.insecure_channel(platform.orders.address) as orders,
+        platform.users.channel() as users,
+        platform.promocodes.channel() as codes,
+        platform.orders.channel() as orders,
     ):
         yield Clients(
             users_pb2_grpc.UserServiceStub(users),

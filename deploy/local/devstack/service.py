@@ -7,6 +7,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import grpc
+
 from devstack.probes import grpc_health_status
 from devstack.processes import ChildProcess, StartupError
 from devstack.state import PidRegistry, default_state_dir
@@ -59,6 +61,18 @@ class ServiceProcess:
     @property
     def address(self) -> str:
         return f"{HOST}:{self.grpc_port}"
+
+    def channel(self) -> grpc.aio.Channel:
+        """An asyncio channel to this service, as a test or benchmark caller opens it.
+
+        Every test opens its channels here, so that how callers reach a service (transport
+        security, identity) is decided in one place.
+        """
+        return grpc.aio.insecure_channel(self.address)
+
+    def sync_channel(self) -> grpc.Channel:
+        """A blocking channel to this service (for tests that run no event loop)."""
+        return grpc.insecure_channel(self.address)
 
     @property
     def child(self) -> ChildProcess | None:

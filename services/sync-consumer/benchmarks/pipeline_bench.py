@@ -29,7 +29,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc
 import redis.asyncio as aioredis
 
 from devstack.ports import free_port
@@ -218,9 +217,9 @@ async def lag(stack: Stack, rate: float, seconds: float) -> None:
     visible: dict[str, float] = {}
     try:
         async with (
-            grpc.aio.insecure_channel(users.address) as u,
-            grpc.aio.insecure_channel(codes.address) as c,
-            grpc.aio.insecure_channel(orders.address) as o,
+            users.channel() as u,
+            codes.channel() as c,
+            orders.channel() as o,
         ):
             user_stub = users_pb2_grpc.UserServiceStub(u)
             order_stub = orders_pb2_grpc.OrderServiceStub(o)

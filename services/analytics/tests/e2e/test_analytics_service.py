@@ -33,7 +33,7 @@ def grpc_call(channel: grpc.aio.Channel) -> Any:
 
 async def test_every_answer_equals_the_truth(pipeline: Pipeline) -> None:
     started = time.monotonic()
-    async with grpc.aio.insecure_channel(pipeline.analytics.address) as channel:
+    async with pipeline.analytics.channel() as channel:
         compared = await compare_everything(grpc_call(channel), pipeline.scenario)
     print(
         f"drained in {pipeline.drain_seconds:.1f}s; {compared} answers compared "
@@ -56,7 +56,7 @@ async def test_the_history_holds_the_edge_cases_the_comparison_relies_on(
 async def test_midnight_belongs_to_the_next_day(pipeline: Pipeline) -> None:
     scenario = pipeline.scenario
     midnight = DAY0 + timedelta(days=1)
-    async with grpc.aio.insecure_channel(pipeline.analytics.address) as channel:
+    async with pipeline.analytics.channel() as channel:
         stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
         series = await stub.GetOrdersTimeSeries(
             analytics_pb2.GetOrdersTimeSeriesRequest(
@@ -75,7 +75,7 @@ async def test_midnight_belongs_to_the_next_day(pipeline: Pipeline) -> None:
 
 
 async def test_a_code_never_used_and_an_empty_range(pipeline: Pipeline) -> None:
-    async with grpc.aio.insecure_channel(pipeline.analytics.address) as channel:
+    async with pipeline.analytics.channel() as channel:
         stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
         never = await stub.GetPromoCodeStats(
             analytics_pb2.GetPromoCodeStatsRequest(code="never-used")

@@ -193,7 +193,7 @@ CASES: list[tuple[str, str, Any, str, str]] = [
 async def test_bad_input_gets_a_clear_status(
     empty_analytics: ServiceProcess, method: str, request_: Any, status: str, detail: str
 ) -> None:
-    async with grpc.aio.insecure_channel(empty_analytics.address) as channel:
+    async with empty_analytics.channel() as channel:
         stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await getattr(stub, method)(request_, timeout=10)
@@ -208,7 +208,7 @@ async def test_bad_input_gets_a_clear_status(
 async def test_valid_requests_on_an_empty_store_answer_zeros(
     empty_analytics: ServiceProcess,
 ) -> None:
-    async with grpc.aio.insecure_channel(empty_analytics.address) as channel:
+    async with empty_analytics.channel() as channel:
         stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
         top = await stub.ListTopPromoCodes(pb.ListTopPromoCodesRequest(limit=100))
         user = await stub.GetUserStats(pb.GetUserStatsRequest(user_id="ghost", currency_code="EUR"))
@@ -226,7 +226,7 @@ async def test_valid_requests_on_an_empty_store_answer_zeros(
 async def test_a_deadline_shorter_than_the_work_is_reported_as_such(
     empty_analytics: ServiceProcess,
 ) -> None:
-    async with grpc.aio.insecure_channel(empty_analytics.address) as channel:
+    async with empty_analytics.channel() as channel:
         stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.GetOverview(pb.GetOverviewRequest(), timeout=0.0005)

@@ -111,9 +111,9 @@ class Clients:
 @pytest_asyncio.fixture(loop_scope="session")
 async def clients(platform: Platform) -> AsyncIterator[Clients]:
     async with (
-        grpc.aio.insecure_channel(platform.users.address) as users,
-        grpc.aio.insecure_channel(platform.promocodes.address) as codes,
-        grpc.aio.insecure_channel(platform.orders.address) as orders,
+        platform.users.channel() as users,
+        platform.promocodes.channel() as codes,
+        platform.orders.channel() as orders,
     ):
         yield Clients(
             users_pb2_grpc.UserServiceStub(users),

@@ -88,7 +88,7 @@ def promo_db(stack: Stack, promo_db_name: str) -> Iterator[Any]:
 async def promo(
     promocodes_service: ServiceProcess,
 ) -> AsyncIterator[promo_codes_pb2_grpc.PromoCodeServiceStub]:
-    async with grpc.aio.insecure_channel(promocodes_service.address) as channel:
+    async with promocodes_service.channel() as channel:
         yield promo_codes_pb2_grpc.PromoCodeServiceStub(channel)
 
 
@@ -96,7 +96,7 @@ async def promo(
 async def users(
     users_service: ServiceProcess,
 ) -> AsyncIterator[users_pb2_grpc.UserServiceStub]:
-    async with grpc.aio.insecure_channel(users_service.address) as channel:
+    async with users_service.channel() as channel:
         yield users_pb2_grpc.UserServiceStub(channel)
 
 

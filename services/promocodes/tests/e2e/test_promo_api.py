@@ -162,7 +162,7 @@ async def test_users_down_gives_unavailable_and_writes_nothing(
     service.start()
     try:
         service.wait_status("NOT_SERVING", timeout=30)  # health tells the users dependency is down
-        async with grpc.aio.insecure_channel(service.address) as channel:
+        async with service.channel() as channel:
             stub = promo_codes_pb2_grpc.PromoCodeServiceStub(channel)
             health = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service="users")

@@ -92,7 +92,7 @@ async def test_sigkill_during_redemptions_then_recovery(
     )
     await asyncio.to_thread(service.start_and_wait)
     try:
-        async with grpc.aio.insecure_channel(service.address) as channel:
+        async with service.channel() as channel:
             created = await promo_codes_pb2_grpc.PromoCodeServiceStub(channel).CreatePromoCode(
                 promo_codes_pb2.CreatePromoCodeRequest(
                     promo_code=promo_codes_pb2.PromoCode(
@@ -117,7 +117,7 @@ async def test_sigkill_during_redemptions_then_recovery(
         assert_counters_match_usages(sync_db, created.id)
 
         # Every id whose outcome the client never learned, retried: the stored answer or a rule.
-        async with grpc.aio.insecure_channel(service.address) as channel:
+        async with service.channel() as channel:
             stub = promo_codes_pb2_grpc.PromoCodeServiceStub(channel)
             for rid, (request, outcome) in all_outcomes.items():
                 try:

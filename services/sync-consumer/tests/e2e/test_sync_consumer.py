@@ -293,7 +293,6 @@ def test_malformed_message_is_dead_lettered_and_the_pipeline_carries_on(harness:
 def test_users_service_events_reach_clickhouse_through_the_relay(
     harness: Harness, start_service: Callable[..., ServiceProcess], mongo_db_name: str
 ) -> None:
-    import grpc
 
     from promo.v1 import users_pb2, users_pb2_grpc
     from promo_libs.events import USERS_STREAM
@@ -310,7 +309,7 @@ def test_users_service_events_reach_clickhouse_through_the_relay(
             "ARGON2_TIME_COST": "1",
         },
     )
-    with grpc.insecure_channel(users.address) as channel:
+    with users.sync_channel() as channel:
         stub = users_pb2_grpc.UserServiceStub(channel)
         user = stub.CreateUser(
             users_pb2.CreateUserRequest(

@@ -22,7 +22,7 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture
 async def stub(users_service: ServiceProcess) -> AsyncIterator[users_pb2_grpc.UserServiceStub]:
-    async with grpc.aio.insecure_channel(users_service.address) as channel:
+    async with users_service.channel() as channel:
         yield users_pb2_grpc.UserServiceStub(channel)
 
 
