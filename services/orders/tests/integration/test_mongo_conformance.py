@@ -6,12 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pymongo import DESCENDING, AsyncMongoClient
+from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
-
-from orders_service.adapters.migrations import MIGRATIONS
-from promo_libs.mongo.migrations import apply_migrations
 
 Db = AsyncDatabase[dict[str, Any]]
 
@@ -23,26 +20,6 @@ async def test_unique_idempotency_key_per_user_refuses_a_second_insert(db: Db) -
     assert "idempotency_key" in str(caught.value)  # how the repository tells it from others
     await db.orders.insert_one({"_id": "c", "user_id": "u2", "idempotency_key": "k"})
     assert await db.orders.count_documents({}) == 2
-
-
-async def test_migrating_a_database_of_global_keys_to_keys_per_user(
-    mongo_client: AsyncMongoClient[dict[str, Any]], mongo_db_name: str
-) -> None:
-    database = mongo_client[f"{mongo_db_name}_v1"]
-    try:
-        await apply_migrations(database, MIGRATIONS[:1])
-        await database.orders.insert_one({"_id": "a", "user_id": "u1", "idempotency_key": "k"})
-        with pytest.raises(DuplicateKeyError):  # version 1: one key for everybody
-            await database.orders.insert_one({"_id": "b", "user_id": "u2", "idempotency_key": "k"})
-        assert await apply_migrations(database, MIGRATIONS) == [2]
-        keys = [list(i["key"]) for i in (await database.orders.index_information()).values()]
-        assert [("user_id", 1), ("idempotency_key", 1)] in keys
-        assert [("idempotency_key", 1)] not in keys
-        await database.orders.insert_one({"_id": "b", "user_id": "u2", "idempotency_key": "k"})
-        with pytest.raises(DuplicateKeyError):
-            await database.orders.insert_one({"_id": "c", "user_id": "u1", "idempotency_key": "k"})
-    finally:
-        await mongo_client.drop_database(database.name)
 
 
 async def test_compare_and_set_on_version_sets_values_of_every_kind(db: Db) -> None:

@@ -6,6 +6,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from promo_libs.mongo.connection import Document
+from promo_libs.mongo.indexes import drop_index_by_keys
 from promo_libs.mongo.migrations import Migration
 
 
@@ -40,12 +41,12 @@ async def _keys_per_user(db: AsyncDatabase[Document]) -> None:
         unique=True,
         name="user_idempotency_key_unique",
     )
-    # Found and dropped by its keys: the local stand-in names indexes itself and ignores a drop
-    # by the name we gave (real MongoDB accepts the key spec too).
-    global_key = [("idempotency_key", ASCENDING)]
-    for index in (await orders.index_information()).values():
-        if list(index["key"]) == global_key:
-            await orders.drop_index(global_key)
+    # Found by its key specification and dropped by the name the server reports for it: on
+    # MongoDB that is the name migration 1 gave it (`idempotency_key_unique`), which a drop by key
+    # list (PyMongo sends the generated `idempotency_key_1`) does not find -- IndexNotFound, and
+    # the service could not start. A database where a failed start left both indexes, or where
+    # the old one is already gone, is finished by the same code.
+    await drop_index_by_keys(orders, [("idempotency_key", ASCENDING)])
 
 
 MIGRATIONS = [
