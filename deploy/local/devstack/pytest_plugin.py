@@ -4,7 +4,8 @@
   servers named by MONGODB_URI / REDIS_HOST / CLICKHOUSE_HOST. A server a test left stopped is
   started again after that test.
 - `mongo_db_name` (function): a database name no other test uses; dropped after the test.
-- `mongo_client` (function, async, session loop): an AsyncMongoClient to the stack (tz_aware).
+- `mongo_client` (function, async, session loop): an AsyncMongoClient to the stack (tz_aware);
+  fails the test when a command it sent is one MongoDB refuses and the stand-in applies.
 - `start_service` (function): starts ServiceProcess children with the stack's env and waits until
   they are SERVING; all of them are terminated after the test.
 """
@@ -24,6 +25,7 @@ import pytest
 import pytest_asyncio
 from pymongo import AsyncMongoClient
 
+from devstack.mongo_rules import MongoRules
 from devstack.ports import free_port
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
@@ -77,13 +79,17 @@ def mongo_db_name(request: pytest.FixtureRequest, stack: Stack) -> Iterator[str]
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def mongo_client(stack: Stack) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    # Every command the test sends is checked against refusals of MongoDB that the stand-in does
+    # not make (devstack.mongo_rules): the suite must not pass on a permission of the stand-in.
+    rules = MongoRules()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        stack.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10_000
+        stack.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10_000, event_listeners=[rules]
     )
     try:
         yield client
     finally:
         await client.close()
+    assert rules.refusals == [], f"MongoDB would refuse: {rules.refusals}"
 
 
 @pytest.fixture

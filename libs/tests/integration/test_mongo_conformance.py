@@ -10,6 +10,10 @@ import pytest
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from promo_libs.config import MongoSettings
+from promo_libs.metrics import MONGO_DATABASE_SIZE
+from promo_libs.mongo.connection import MongoConnection
+
 Client = AsyncMongoClient[dict[str, Any]]
 
 
@@ -107,3 +111,28 @@ async def test_lock_by_insert_and_take_over_only_when_expired(
     assert await collection.count_documents({}) == 1
     await collection.delete_one({"_id": "lock", "holder": "c"})
     assert await collection.count_documents({}) == 0
+
+
+async def test_db_stats_feeds_the_database_size_metric(stack: Any, mongo_db_name: str) -> None:
+    # dbStats (not collStats, deprecated since MongoDB 6.2) gives byte sizes of the database.
+    connection = MongoConnection(
+        MongoSettings(mongodb_uri=stack.mongo_uri, mongodb_db_name=mongo_db_name)
+    )
+    await connection.connect()
+    try:
+        await connection.db["sized"].insert_many([{"_id": n, "pad": "x" * 1000} for n in range(50)])
+        await connection.refresh_size_metric()
+    finally:
+        await connection.disconnect()
+    assert MONGO_DATABASE_SIZE.labels(mongo_db_name)._value.get() > 0
+
+
+async def test_count_with_limit_counts_at_most_the_limit(
+    mongo_client: Client, mongo_db_name: str
+) -> None:
+    # PyMongo sends count_documents as an aggregate ($match, $limit, $group): 0 for no match.
+    items = mongo_client[mongo_db_name]["items"]
+    await items.insert_many([{"_id": n, "pending": n % 2 == 0} for n in range(6)])
+    assert await items.count_documents({"pending": True}, limit=1) == 1
+    assert await items.count_documents({"pending": True}) == 3
+    assert await items.count_documents({"_id": "missing"}, limit=1) == 0
