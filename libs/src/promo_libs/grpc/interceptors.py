@@ -16,7 +16,9 @@ import grpc
 import pymongo
 import structlog
 
+from promo_libs import errors
 from promo_libs.grpc.errors import grpc_status_for, to_domain_error
+from promo_libs.grpc.requests import timestamp_violations
 from promo_libs.logging import get_logger
 from promo_libs.metrics import RPC_HANDLED, RPC_LATENCY
 
@@ -89,6 +91,10 @@ def _wrap(
         with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=method):
             await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
             try:
+                # Checks every request needs, whatever its servicer (promo_libs.grpc.requests).
+                refused = timestamp_violations(request)
+                if refused:
+                    raise errors.InvalidArgument(refused)
                 # The caller's deadline bounds every MongoDB operation made for this RPC.
                 with pymongo.timeout(context.time_remaining()):
                     work = asyncio.ensure_future(inner(request, context))

@@ -67,10 +67,14 @@ def list_orders(**fields: Any) -> Call:
     return lambda clients, _: clients.orders.ListOrders(orders_pb2.ListOrdersRequest(**fields))
 
 
-def ts(seconds: int) -> Any:
+def ts(seconds: int, nanos: int = 0) -> Any:
     from google.protobuf.timestamp_pb2 import Timestamp
 
-    return Timestamp(seconds=seconds)
+    return Timestamp(seconds=seconds, nanos=nanos)
+
+
+def time_range(**fields: Any) -> Call:
+    return list_orders(create_time_range=common_pb2.TimeRange(**fields))
 
 
 CASES: list[tuple[str, Call, grpc.StatusCode, str]] = [
@@ -121,6 +125,26 @@ CASES: list[tuple[str, Call, grpc.StatusCode, str]] = [
         list_orders(create_time_range=common_pb2.TimeRange(start_time=ts(200), end_time=ts(100))),
         INVALID,
         "create_time_range",
+    ),
+    # Beyond what a Timestamp (and a datetime) holds: was INTERNAL from ToDatetime().
+    (
+        "list: start before year 1",
+        time_range(start_time=ts(-62135596801)),
+        INVALID,
+        "create_time_range.start_time",
+    ),
+    ("list: end at 2**40 s", time_range(end_time=ts(2**40)), INVALID, "create_time_range.end_time"),
+    (
+        "list: negative nanos",
+        time_range(start_time=ts(0, -1)),
+        INVALID,
+        "create_time_range.start_time",
+    ),
+    (
+        "list: nanos of 1 s",
+        time_range(end_time=ts(0, 10**9)),
+        INVALID,
+        "create_time_range.end_time",
     ),
 ]
 

@@ -24,7 +24,6 @@ from analytics_service.domain.queries import (
 )
 from analytics_service.service_layer.analytics import Analytics
 from promo.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
-from promo_libs.errors import FieldViolation, InvalidArgument
 from promo_libs.events import timestamp
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -45,14 +44,12 @@ _GRANULARITIES = {
 }
 
 
-def _moment(parent: Any, name: str, path: str) -> datetime | None:
+def _moment(parent: Any, name: str) -> datetime | None:
+    # In range: the interceptor refused any request with a Timestamp that is not.
     if not parent.HasField(name):
         return None
     value: Timestamp = getattr(parent, name)
-    try:
-        return value.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise InvalidArgument([FieldViolation(path, "not a valid timestamp")]) from None
+    return value.ToDatetime(tzinfo=UTC)
 
 
 def time_range(request: Any, field: str = "time_range") -> model.TimeRange:
@@ -60,8 +57,8 @@ def time_range(request: Any, field: str = "time_range") -> model.TimeRange:
         return model.ALL_TIME
     message = getattr(request, field)
     return model.TimeRange(
-        _moment(message, "start_time", f"{field}.start_time"),
-        _moment(message, "end_time", f"{field}.end_time"),
+        _moment(message, "start_time"),
+        _moment(message, "end_time"),
     )
 
 

@@ -33,19 +33,16 @@ from promocodes_service.service_layer.redemption import Redemptions
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-_MIN_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
-_MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
 _STATUS_NAMES = {0: "", 1: "ACTIVE", 2: "RELEASED"}
 
 
 def _instant(value: Timestamp) -> datetime:
-    """A valid Timestamp as an aware UTC datetime at MongoDB's millisecond precision."""
+    """A Timestamp as an aware UTC datetime at MongoDB's millisecond precision.
+
+    In range: the interceptor refused every request with one that is not
+    (promo_libs.grpc.requests)."""
     moment = value.ToDatetime(tzinfo=UTC)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
-def _valid(value: Timestamp) -> bool:
-    return _MIN_SECONDS <= value.seconds <= _MAX_SECONDS and 0 <= value.nanos <= 999_999_999
 
 
 def _money(message: common_pb2.Money) -> MoneyIn:
@@ -59,16 +56,6 @@ def _money_out(currency: str | None, amount: int | None) -> common_pb2.Money | N
 
 
 def code_spec(message: promo_codes_pb2.PromoCode) -> CodeSpec:
-    given = {
-        "valid_from": message.valid_from if message.HasField("valid_from") else None,
-        "valid_until": message.valid_until if message.HasField("valid_until") else None,
-    }
-    malformed = frozenset(k for k, v in given.items() if v is not None and not _valid(v))
-
-    def instant(name: str) -> datetime | None:
-        value = given[name]
-        return None if value is None or name in malformed else _instant(value)
-
     percentage = message.percentage
     return CodeSpec(
         code=message.code,
@@ -79,8 +66,8 @@ def code_spec(message: promo_codes_pb2.PromoCode) -> CodeSpec:
         if percentage.HasField("max_discount")
         else None,
         fixed_amount=_money(message.fixed_amount) if message.HasField("fixed_amount") else None,
-        valid_from=instant("valid_from"),
-        valid_until=instant("valid_until"),
+        valid_from=_instant(message.valid_from) if message.HasField("valid_from") else None,
+        valid_until=_instant(message.valid_until) if message.HasField("valid_until") else None,
         min_order_amount=(
             _money(message.min_order_amount) if message.HasField("min_order_amount") else None
         ),
@@ -91,7 +78,6 @@ def code_spec(message: promo_codes_pb2.PromoCode) -> CodeSpec:
         budget=_money(message.budget) if message.HasField("budget") else None,
         eligible_user_ids=tuple(message.eligible_user_ids),
         active=message.active,
-        malformed=malformed,
     )
 
 
@@ -173,17 +159,14 @@ class PromoCodeServicer(promo_codes_pb2_grpc.PromoCodeServiceServicer):
     async def ListPromoCodes(
         self, request: promo_codes_pb2.ListPromoCodesRequest, context: Context
     ) -> promo_codes_pb2.ListPromoCodesResponse:
-        has_valid_at = request.HasField("valid_at")
-        valid = has_valid_at and _valid(request.valid_at)
         page = await self._catalogue.list(
             ListPromoCodes(
                 page_size=request.page_size,
                 page_token=request.page_token,
                 active=request.active if request.HasField("active") else None,
-                valid_at=_instant(request.valid_at) if valid else None,
+                valid_at=_instant(request.valid_at) if request.HasField("valid_at") else None,
                 code_prefix=request.code_prefix,
                 batch_id=request.batch_id,
-                malformed=frozenset({"valid_at"} if has_valid_at and not valid else ()),
             )
         )
         return promo_codes_pb2.ListPromoCodesResponse(
