@@ -2,17 +2,29 @@
 
 Each raises ValueError with the text of a field violation (the caller names the field), so the
 same id is accepted or refused with the same words by every service.
+
+Currencies are the active codes of ISO 4217 (its list one, from the `iso4217` package, pinned and
+dated by the list it ships) that have a minor unit. `Money.amount_minor` counts that minor unit:
+10^exponent of them make one unit of the currency, so 5000 is 50.00 EUR (exponent 2), 5000 JPY
+(exponent 0) and 5.000 KWD (exponent 3). Codes without a minor unit (gold XAU, XDR, the testing
+code XTS, "no currency" XXX, ...) cannot be counted that way and are refused, as are withdrawn
+codes and any other three letters: "ABC" used to pass, and then split analytics in two.
 """
 
 from __future__ import annotations
 
-import re
+from types import MappingProxyType
+
+from iso4217 import Currency
 
 # Ids are what the services generate (24 hex characters) or what a caller chose before, up to 64
 # ASCII letters and digits: nothing that needs escaping in a log, a key or a query.
 MAX_ID_LENGTH = 64
 
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+# code -> exponent of its minor unit (how many decimal places amount_minor stands for).
+MINOR_UNIT_EXPONENTS = MappingProxyType(
+    {c.code: c.exponent for c in Currency if c.exponent is not None}
+)
 
 
 def check_id(value: str, what: str = "id") -> str:
@@ -26,6 +38,6 @@ def check_id(value: str, what: str = "id") -> str:
 def check_currency(value: str) -> str:
     if not value:
         raise ValueError("is required")
-    if not _CURRENCY_RE.match(value):
-        raise ValueError("must be a three-letter ISO 4217 code in upper case")
+    if value not in MINOR_UNIT_EXPONENTS:
+        raise ValueError("must be an active ISO 4217 currency code in upper case, e.g. EUR")
     return value

@@ -264,12 +264,15 @@ class Money(_message.Message):
     CURRENCY_CODE_FIELD_NUMBER: _builtins.int
     AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
     currency_code: _builtins.str
-    """Three-letter ISO 4217 currency code in upper case, e.g. "EUR", "USD", "JPY". Required wherever a
-    Money is given.
+    """An active ISO 4217 currency code in upper case that has a minor unit, e.g. "EUR", "USD", "JPY",
+    "KWD". Withdrawn codes, codes without a minor unit (XAU, XDR, XTS, XXX, ...) and any other three
+    letters are INVALID_ARGUMENT. Required wherever a Money is given.
     """
     amount_minor: _builtins.int
-    """The amount in the minor unit of the currency (cents for EUR and USD, yen for JPY). Never a float.
-    Request amounts must be >= 0 unless a field's comment says otherwise.
+    """The amount as a count of the currency's ISO 4217 minor unit: 10^e of them make one unit, where e
+    is the currency's exponent. e = 2 for EUR and USD (5000 = 50.00 EUR), e = 0 for JPY (5000 =
+    5000 yen; there is no smaller unit), e = 3 for KWD, BHD and TND (5000 = 5.000 KWD, in fils).
+    Never a float. Request amounts must be >= 0 unless a field's comment says otherwise.
     """
     def __init__(
         self,

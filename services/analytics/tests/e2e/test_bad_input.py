@@ -121,6 +121,20 @@ CASES: list[tuple[str, str, Any, str, str]] = [
         "currency_code",
     ),
     (
+        "unassigned-currency",
+        "GetOrdersTimeSeries",
+        pb.GetOrdersTimeSeriesRequest(currency_code="ABC"),
+        "INVALID_ARGUMENT",
+        "currency_code",
+    ),
+    (
+        "no-currency-code-XXX",
+        "GetUserStats",
+        pb.GetUserStatsRequest(user_id="u1", currency_code="XXX"),
+        "INVALID_ARGUMENT",
+        "currency_code",
+    ),
+    (
         "four-letter-currency",
         "ListTopPromoCodes",
         pb.ListTopPromoCodesRequest(currency_code="EURO"),

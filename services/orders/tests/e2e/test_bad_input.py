@@ -88,6 +88,18 @@ CASES: list[tuple[str, Call, grpc.StatusCode, str]] = [
     ("create: no currency", create(amount=money("", 100)), INVALID, "amount.currency_code"),
     ("create: lower currency", create(amount=money("eur", 100)), INVALID, "amount.currency_code"),
     ("create: long currency", create(amount=money("EURO", 100)), INVALID, "amount.currency_code"),
+    (
+        "create: unassigned currency",
+        create(amount=money("ABC", 100)),
+        INVALID,
+        "amount.currency_code",
+    ),
+    (
+        "create: withdrawn currency",
+        create(amount=money("DEM", 100)),
+        INVALID,
+        "amount.currency_code",
+    ),
     ("create: empty code", create(code=""), INVALID, "promo_code"),
     ("create: short code", create(code="ab"), INVALID, "promo_code"),
     ("create: code with spaces", create(code="SAVE 10"), INVALID, "promo_code"),

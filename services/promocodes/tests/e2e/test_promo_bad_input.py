@@ -156,6 +156,20 @@ CASES: list[tuple[str, str, Any, set[str]]] = [
         {"order_amount.currency_code", "order_amount.amount_minor"},
     ),
     (
+        "ValidatePromoCode",
+        "order_amount",
+        pb.ValidatePromoCodeRequest(code="ABC", user_id="u1", order_amount=money("ABC", 100)),
+        {"order_amount.currency_code"},
+    ),
+    (
+        "CreatePromoCode",
+        "budget.currency_code",
+        pb.CreatePromoCodeRequest(
+            promo_code=pb.PromoCode(code="ABC", fixed_amount=money(), budget=money("XTS", 100))
+        ),
+        {"promo_code.budget.currency_code"},
+    ),
+    (
         "RedeemPromoCode",
         "all",
         pb.RedeemPromoCodeRequest(),

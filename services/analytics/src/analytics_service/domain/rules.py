@@ -12,11 +12,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 from analytics_service.domain.model import Granularity, TimeRange
+from promo_libs import identifiers
 from promo_libs.errors import FieldViolation, InvalidArgument, Violations
 
 MAX_BUCKETS = 1000
@@ -28,8 +28,6 @@ MAX_CODE_LENGTH = 64
 # ClickHouse DateTime is an unsigned 32-bit count of seconds since the epoch.
 MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_TIME = datetime(2106, 1, 1, tzinfo=UTC)
-
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
 class RangeTooLarge(InvalidArgument):
@@ -85,8 +83,12 @@ def check_range(
 
 
 def check_currency(violations: Violations, currency: str, *, path: str = "currency_code") -> None:
-    if currency and not _CURRENCY.match(currency):
-        violations.add(path, "must be a three-letter ISO 4217 code in upper case, e.g. EUR")
+    """Optional here (empty: every currency); when given, the same rule as everywhere else."""
+    if currency:
+        try:
+            identifiers.check_currency(currency)
+        except ValueError as problem:
+            violations.add(path, str(problem))
 
 
 def check_identifier(
