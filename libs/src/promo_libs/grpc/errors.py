@@ -19,6 +19,18 @@ from promo_libs import errors
 
 ERROR_DOMAIN = "promo.v1"
 
+# The status travels in trailers (grpc-message, grpc-status-details-bin in base64), and a client
+# refuses metadata beyond its limit (gRPC's default soft limit is 8 KiB, hard 16 KiB): a request
+# with 1000 bad ids answered with 1000 violations reached the caller as RESOURCE_EXHAUSTED. So the
+# list is capped by count and by bytes, long texts are clipped, and the message says how many
+# more there were. 3,000 bytes of details are about 4 KiB in base64, leaving room for the message
+# (percent-encoded) and an ErrorInfo.
+MAX_LISTED_VIOLATIONS = 25
+_MAX_DETAILS_BYTES = 3000
+_MAX_FIELD_CHARS = 160
+_MAX_DESCRIPTION_CHARS = 240
+_MAX_MESSAGE_CHARS = 512
+
 _CODES: dict[type[errors.DomainError], int] = {
     errors.InvalidArgument: code_pb2.INVALID_ARGUMENT,
     errors.NotFound: code_pb2.NOT_FOUND,
@@ -56,20 +68,45 @@ def _deadline_passed(exc: BaseException) -> bool:
     return isinstance(exc, asyncio.TimeoutError | TimeoutError)
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _capped_bad_request(
+    violations: tuple[errors.FieldViolation, ...],
+) -> error_details_pb2.BadRequest:
+    """The first violations, as many as fit the count and byte budget (at least one)."""
+    bad_request = error_details_pb2.BadRequest()
+    for violation in violations[:MAX_LISTED_VIOLATIONS]:
+        item = error_details_pb2.BadRequest.FieldViolation(
+            field=_clip(violation.field, _MAX_FIELD_CHARS),
+            description=_clip(violation.description, _MAX_DESCRIPTION_CHARS),
+        )
+        # +4: the tag and length prefix of one repeated entry.
+        if bad_request.field_violations and (
+            bad_request.ByteSize() + item.ByteSize() + 4 > _MAX_DETAILS_BYTES
+        ):
+            break
+        bad_request.field_violations.append(item)
+    return bad_request
+
+
 def status_for(error: errors.DomainError) -> status_pb2.Status:
     code = next(
         (c for cls, c in _CODES.items() if isinstance(error, cls)), code_pb2.FAILED_PRECONDITION
     )
-    status = status_pb2.Status(code=code, message=error.message)
+    message = error.message
+    bad_request: error_details_pb2.BadRequest | None = None
     if isinstance(error, errors.InvalidArgument):
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in error.violations
-            ]
-        )
+        bad_request = _capped_bad_request(error.violations)
+        listed, total = len(bad_request.field_violations), len(error.violations)
+        if listed < total:
+            shown = "; ".join(f"{v.field}: {v.description}" for v in bad_request.field_violations)
+            message = _clip(shown, _MAX_MESSAGE_CHARS - 60) + (
+                f" (and {total - listed} more violations not listed)"
+            )
+    status = status_pb2.Status(code=code, message=_clip(message, _MAX_MESSAGE_CHARS))
+    if bad_request is not None:
         status.details.append(_pack(bad_request))
     if error.reason:
         info = error_details_pb2.ErrorInfo(

@@ -265,3 +265,25 @@ async def test_currency_mismatch_and_unknown_things(
         grpc.StatusCode.NOT_FOUND, "PROMO_CODE_NOT_FOUND",
     )  # fmt: skip
     assert promo_db.promo_codes.count_documents({"code": "MIX"}) == 0
+
+
+async def test_a_thousand_bad_ids_are_invalid_argument_with_a_capped_list(
+    promo: promo_codes_pb2_grpc.PromoCodeServiceStub, promo_db: Any
+) -> None:
+    # Every id is its own violation: listing all of them made trailers beyond gRPC's metadata
+    # limit, and the client got RESOURCE_EXHAUSTED instead of INVALID_ARGUMENT.
+    many = pb.PromoCode(
+        code="MANY-BAD",
+        fixed_amount=money(),
+        eligible_user_ids=[f"bad id {n}" for n in range(1000)],
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await promo.CreatePromoCode(pb.CreatePromoCodeRequest(promo_code=many))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    violations = bad_request(caught.value)
+    assert violations is not None
+    listed = [v.field for v in violations.field_violations]
+    assert 0 < len(listed) < 1000
+    assert listed[0] == "promo_code.eligible_user_ids[0]"
+    assert f"{1000 - len(listed)} more" in (caught.value.details() or "")
+    assert promo_db.promo_codes.count_documents({"code": "MANY-BAD"}) == 0
