@@ -25,6 +25,11 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     shutdown_grace_seconds: float = Field(10.0, gt=0, le=300)
     health_check_interval_seconds: float = Field(2.0, gt=0, le=60)
+    # The largest request message the server accepts; bigger ones are refused by gRPC itself with
+    # RESOURCE_EXHAUSTED before anything is parsed. Sized per service from its largest legitimate
+    # request: every request of users, orders and analytics fits in a few KB (ids, an e-mail, a
+    # 128-character password, a 100-character name); promocodes overrides it.
+    grpc_max_receive_bytes: int = Field(64 * 1024, ge=4096, le=16 * 1024 * 1024)
 
 
 class MongoSettings(BaseSettings):

@@ -28,7 +28,7 @@ from promo_libs.metrics import start_metrics_endpoint
 
 log = get_logger(__name__)
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # responses; requests are limited per service (settings)
 
 
 @dataclass
@@ -86,7 +86,7 @@ async def start(app: GrpcApp, settings: ServiceSettings) -> RunningServer:
     server = grpc.aio.server(
         interceptors=[interceptor],
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ],

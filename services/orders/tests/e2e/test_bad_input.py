@@ -16,7 +16,8 @@ from promo_libs.grpc.errors import bad_request, error_info
 from .conftest import Clients, Platform, eur, new_code, new_user, start_platform, usages_of
 
 UNKNOWN_ID = "0123456789abcdef01234567"
-HUGE = "x" * 1_000_000
+# The longest string a request can carry under the 64 KiB receive limit (oversized: below).
+HUGE = "x" * 60_000
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 Call = Callable[[Clients, dict[str, str]], Awaitable[Any]]
@@ -198,3 +199,13 @@ async def test_bad_input_is_refused_clearly_and_writes_nothing(
         assert info is not None and info.reason == detail and info.domain == "promo.v1"
     assert snapshot(orders_db) == before, f"{case} changed the database"
     assert await usages_of(clients, promo.id) == []
+
+
+async def test_a_request_beyond_the_receive_limit_is_refused_before_parsing(
+    clients: Clients, orders_db: Any
+) -> None:
+    before = snapshot(orders_db)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await create(key="k" * 70_000)(clients, {"user": UNKNOWN_ID, "code": "SAVE10"})
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value.details()
+    assert snapshot(orders_db) == before

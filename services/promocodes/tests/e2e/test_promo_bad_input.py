@@ -287,3 +287,27 @@ async def test_a_thousand_bad_ids_are_invalid_argument_with_a_capped_list(
     assert listed[0] == "promo_code.eligible_user_ids[0]"
     assert f"{1000 - len(listed)} more" in (caught.value.details() or "")
     assert promo_db.promo_codes.count_documents({"code": "MANY-BAD"}) == 0
+
+
+async def test_the_largest_legitimate_request_passes_and_a_bigger_one_is_refused(
+    promo: promo_codes_pb2_grpc.PromoCodeServiceStub, promo_db: Any
+) -> None:
+    ids = [f"{n:064d}" for n in range(1000)]  # 1000 ids of the longest allowed length
+    largest = pb.PromoCode(
+        code="LARGEST", fixed_amount=money(), description="d" * 1000, eligible_user_ids=ids
+    )
+    created = await promo.CreatePromoCode(pb.CreatePromoCodeRequest(promo_code=largest))
+    assert len(created.eligible_user_ids) == 1000
+    before = promo_db.promo_codes.count_documents({})
+    huge = pb.PromoCode(code="HUGE", fixed_amount=money(), eligible_user_ids=ids * 5)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await promo.CreatePromoCode(pb.CreatePromoCodeRequest(promo_code=huge))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value.details()
+    # Within the limit but more ids than allowed: refused by count, not by converting each.
+    many = pb.PromoCode(code="MANY", fixed_amount=money(), eligible_user_ids=["u"] * 50_000)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await promo.CreatePromoCode(pb.CreatePromoCodeRequest(promo_code=many))
+    violations = bad_request(caught.value)
+    assert violations is not None
+    assert [v.field for v in violations.field_violations] == ["promo_code.eligible_user_ids"]
+    assert promo_db.promo_codes.count_documents({}) == before

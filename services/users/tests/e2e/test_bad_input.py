@@ -15,7 +15,8 @@ from promo_libs.grpc.errors import bad_request, error_info
 
 PASSWORD = "correct horse battery"
 UNKNOWN_ID = "0123456789abcdef01234567"
-HUGE = "x" * 1_000_000
+# The longest string a request can carry under the 64 KiB receive limit (oversized: below).
+HUGE = "x" * 60_000
 
 Call = Callable[[users_pb2_grpc.UserServiceStub, str], Awaitable[Any]]
 
@@ -163,3 +164,14 @@ async def test_bad_input_is_refused_clearly_and_writes_nothing(
         info = error_info(error)
         assert info is not None and info.reason == detail and info.domain == "promo.v1"
     assert snapshot(users_db) == before, f"{case} changed the database"
+
+
+async def test_a_request_beyond_the_receive_limit_is_refused_before_parsing(
+    stub: users_pb2_grpc.UserServiceStub, users_db: Any
+) -> None:
+    # 64 KiB by default (GRPC_MAX_RECEIVE_BYTES): the largest CreateUser is a few hundred bytes.
+    before = snapshot(users_db)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await create(name="x" * 70_000)(stub, "")
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value.details()
+    assert snapshot(users_db) == before

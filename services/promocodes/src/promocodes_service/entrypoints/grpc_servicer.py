@@ -76,7 +76,9 @@ def code_spec(message: promo_codes_pb2.PromoCode) -> CodeSpec:
             message.max_uses_per_user if message.HasField("max_uses_per_user") else None
         ),
         budget=_money(message.budget) if message.HasField("budget") else None,
-        eligible_user_ids=tuple(message.eligible_user_ids),
+        # At most one more than allowed is converted: that is enough for the use case to refuse
+        # the list, and a request of 100,000 ids costs no more than one of 1001.
+        eligible_user_ids=tuple(message.eligible_user_ids[: rules.MAX_ELIGIBLE_USERS + 1]),
         active=message.active,
     )
 
