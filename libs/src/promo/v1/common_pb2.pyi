@@ -31,7 +31,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_USER_NOT_FOUND: _ErrorReason.ValueType  # 2
     """[NOT_FOUND] No user with the given id (metadata: user_id)."""
     ERROR_REASON_USER_INACTIVE: _ErrorReason.ValueType  # 3
-    """[FAILED_PRECONDITION] The user exists but is not active (deactivated or deleted)."""
+    """[FAILED_PRECONDITION] The user exists but is not active (deactivated or deleted): CreateOrder,
+    ValidatePromoCode, RedeemPromoCode. AuthenticateUser answers INVALID_CREDENTIALS instead.
+    """
     ERROR_REASON_INVALID_CREDENTIALS: _ErrorReason.ValueType  # 4
     """[UNAUTHENTICATED] Unknown email or wrong password; which one is deliberately not told."""
     ERROR_REASON_PROMO_CODE_NOT_FOUND: _ErrorReason.ValueType  # 5
@@ -144,7 +146,9 @@ ERROR_REASON_EMAIL_ALREADY_EXISTS: ErrorReason.ValueType  # 1
 ERROR_REASON_USER_NOT_FOUND: ErrorReason.ValueType  # 2
 """[NOT_FOUND] No user with the given id (metadata: user_id)."""
 ERROR_REASON_USER_INACTIVE: ErrorReason.ValueType  # 3
-"""[FAILED_PRECONDITION] The user exists but is not active (deactivated or deleted)."""
+"""[FAILED_PRECONDITION] The user exists but is not active (deactivated or deleted): CreateOrder,
+ValidatePromoCode, RedeemPromoCode. AuthenticateUser answers INVALID_CREDENTIALS instead.
+"""
 ERROR_REASON_INVALID_CREDENTIALS: ErrorReason.ValueType  # 4
 """[UNAUTHENTICATED] Unknown email or wrong password; which one is deliberately not told."""
 ERROR_REASON_PROMO_CODE_NOT_FOUND: ErrorReason.ValueType  # 5

@@ -37,10 +37,13 @@ class User(_message.Message):
     """Output only. Server-assigned id."""
     email: _builtins.str
     """Required. The login email, unique among all users (deleted ones included), compared
-    case-insensitively; stored trimmed and in lower case. At most 254 characters.
+    case-insensitively. Stored trimmed and Unicode-normalized with its domain in lower case; the
+    local part keeps its case (RFC 5321 leaves it to the receiving host). At most 254 characters.
     """
     display_name: _builtins.str
-    """Optional. Name shown to people, 0..200 characters."""
+    """Optional. Name shown to people, 0..100 characters (after trimming and NFC normalization), no
+    control or format characters.
+    """
     active: _builtins.bool
     """Whether the user may log in, order and redeem codes. Defaults to true on creation (the value
     given in CreateUserRequest.user is ignored). False after DeleteUser.
@@ -85,7 +88,9 @@ class CreateUserRequest(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     password: _builtins.str
-    """Required. The initial password, 8..128 characters. Stored only as an argon2id hash."""
+    """Required. The initial password: 10..128 characters, at least 4 different ones, not a common
+    password, no control characters. Stored only as an argon2id hash.
+    """
     @_builtins.property
     def user(self) -> Global___User:
         """Required. The user to create: email (required) and display_name. Output-only fields and
@@ -198,7 +203,9 @@ class UpdateUserRequest(_message.Message):
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     password: _builtins.str
-    """The new password (8..128 characters); used only when update_mask contains "password"."""
+    """The new password (the rules of CreateUserRequest.password); used only when update_mask
+    contains "password".
+    """
     @_builtins.property
     def user(self) -> Global___User:
         """Required. The user with its `id` set and the new values of the fields named in update_mask."""

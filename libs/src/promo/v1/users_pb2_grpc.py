@@ -113,8 +113,9 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AuthenticateUser(self, request, context):
-        """Checks an email and password. Errors: UNAUTHENTICATED INVALID_CREDENTIALS (unknown email or
-        wrong password), FAILED_PRECONDITION USER_INACTIVE (right password, inactive or deleted user).
+        """Checks an email and password. Errors: UNAUTHENTICATED INVALID_CREDENTIALS for an unknown
+        email, a wrong password and an inactive or deleted user alike, answered in the same time: a
+        distinct answer for an inactive account would tell whoever guesses that the password is right.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -53,8 +53,9 @@ class UserServiceStub:
     returns it unchanged. Errors: NOT_FOUND USER_NOT_FOUND.
     """
     AuthenticateUser: _grpc.UnaryUnaryMultiCallable[_users_pb2.AuthenticateUserRequest, _users_pb2.AuthenticateUserResponse]
-    """Checks an email and password. Errors: UNAUTHENTICATED INVALID_CREDENTIALS (unknown email or
-    wrong password), FAILED_PRECONDITION USER_INACTIVE (right password, inactive or deleted user).
+    """Checks an email and password. Errors: UNAUTHENTICATED INVALID_CREDENTIALS for an unknown
+    email, a wrong password and an inactive or deleted user alike, answered in the same time: a
+    distinct answer for an inactive account would tell whoever guesses that the password is right.
     """
 
 @_typing.type_check_only
@@ -82,8 +83,9 @@ class UserServiceAsyncStub(UserServiceStub):
     returns it unchanged. Errors: NOT_FOUND USER_NOT_FOUND.
     """
     AuthenticateUser: _aio.UnaryUnaryMultiCallable[_users_pb2.AuthenticateUserRequest, _users_pb2.AuthenticateUserResponse]  # type: ignore[assignment]
-    """Checks an email and password. Errors: UNAUTHENTICATED INVALID_CREDENTIALS (unknown email or
-    wrong password), FAILED_PRECONDITION USER_INACTIVE (right password, inactive or deleted user).
+    """Checks an email and password. Errors: UNAUTHENTICATED INVALID_CREDENTIALS for an unknown
+    email, a wrong password and an inactive or deleted user alike, answered in the same time: a
+    distinct answer for an inactive account would tell whoever guesses that the password is right.
     """
 
 class UserServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -144,8 +146,9 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _users_pb2.AuthenticateUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_users_pb2.AuthenticateUserResponse, _abc.Awaitable[_users_pb2.AuthenticateUserResponse]]:
-        """Checks an email and password. Errors: UNAUTHENTICATED INVALID_CREDENTIALS (unknown email or
-        wrong password), FAILED_PRECONDITION USER_INACTIVE (right password, inactive or deleted user).
+        """Checks an email and password. Errors: UNAUTHENTICATED INVALID_CREDENTIALS for an unknown
+        email, a wrong password and an inactive or deleted user alike, answered in the same time: a
+        distinct answer for an inactive account would tell whoever guesses that the password is right.
         """
 
 def add_UserServiceServicer_to_server(servicer: UserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

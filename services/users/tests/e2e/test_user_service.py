@@ -70,6 +70,16 @@ async def test_account_lifecycle(stub: users_pb2_grpc.UserServiceStub, users_db:
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     info = error_info(refused.value)
     assert info is not None and info.reason == "INVALID_CREDENTIALS"
+    with pytest.raises(grpc.aio.AioRpcError) as frozen:
+        await stub.UpdateUser(
+            users_pb2.UpdateUserRequest(
+                user=users_pb2.User(id=user.id, display_name="Back"),
+                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+            )
+        )
+    assert frozen.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = error_info(frozen.value)
+    assert info is not None and info.reason == "UPDATE_NOT_ALLOWED"
 
 
 async def test_each_change_is_published_as_an_event(

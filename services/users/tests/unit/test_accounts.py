@@ -152,7 +152,8 @@ async def test_delete_is_a_soft_delete_and_idempotent(
     assert [type(e) for e in repo.published] == [UserCreated, UserDeactivated]
     with pytest.raises(errors.FailedPrecondition) as caught:
         await accounts.update_user(UpdateUser(user.id, frozenset({"active"}), active=True))
-    assert caught.value.reason == "USER_INACTIVE"
+    # What users.proto promises: a deleted user is past changing (an inactive one is not).
+    assert caught.value.reason == "UPDATE_NOT_ALLOWED"
     assert (await accounts.get_user(user.id)).deleted_at == NOW
 
 

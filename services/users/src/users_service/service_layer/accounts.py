@@ -125,8 +125,10 @@ class Accounts:
                     active=active,
                 )
             except UserDeleted:
+                # UPDATE_NOT_ALLOWED, as users.proto promises: USER_INACTIVE would tell the
+                # caller that inactive users cannot be changed, yet a suspended one can be.
                 raise errors.FailedPrecondition(
-                    "a deleted user cannot be changed", "USER_INACTIVE", {"id": user.id}
+                    "a deleted user cannot be changed", "UPDATE_NOT_ALLOWED", {"id": user.id}
                 ) from None
             if not changed:
                 return user
