@@ -5,7 +5,7 @@ Field names follow the request messages, so violations can name request paths.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 
@@ -17,8 +17,8 @@ class MoneyIn:
 
 @dataclass(frozen=True, slots=True)
 class CodeSpec:
-    """A PromoCode as given in a request; `None` = unset. `malformed` names fields whose wire
-    value could not be read (e.g. a timestamp out of range)."""
+    """A PromoCode as given in a request; `None` = unset. Its timestamps are in range: the shared
+    interceptor refuses a request with one that is not (promo_libs.grpc.requests)."""
 
     code: str = ""
     description: str = ""
@@ -34,7 +34,6 @@ class CodeSpec:
     budget: MoneyIn | None = None
     eligible_user_ids: tuple[str, ...] = ()
     active: bool = True
-    malformed: frozenset[str] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +92,6 @@ class ListPromoCodes:
     valid_at: datetime | None = None
     code_prefix: str = ""
     batch_id: str = ""
-    malformed: frozenset[str] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True, slots=True)

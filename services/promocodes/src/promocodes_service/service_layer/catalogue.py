@@ -110,8 +110,6 @@ class Catalogue:
         prefix = checked(violations, "code_prefix", rules.normalize_prefix, command.code_prefix)
         if command.batch_id:
             checked(violations, "batch_id", lambda v: check_id(v, "batch id"), command.batch_id)
-        if "valid_at" in command.malformed:
-            violations.add("valid_at", "is not a valid timestamp")
         violations.raise_if_any()
         query = CodeQuery(command.active, command.valid_at, prefix or "", command.batch_id)
         page = page_request(

@@ -164,10 +164,7 @@ class _RuleBuilder:
         }
         for name in bounds:
             if self.take(name):
-                if name in self.spec.malformed:
-                    self.violations.add(f"{self.root}.{name}", "is not a valid timestamp")
-                else:
-                    bounds[name] = getattr(self.spec, name)
+                bounds[name] = getattr(self.spec, name)
         start, end = bounds["valid_from"], bounds["valid_until"]
         if start is not None and end is not None and end <= start:
             self.violations.add(f"{self.root}.valid_until", "must be after valid_from")
