@@ -28,7 +28,7 @@ from promo_libs.metrics import start_metrics_endpoint
 
 log = get_logger(__name__)
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # responses; requests are limited per service (settings)
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
