@@ -85,4 +85,4 @@ bench-pipeline: bootstrap
 	@$(PY) services/sync-consumer/benchmarks/pipeline_bench.py
 
 clean:
-	rm -rf .state .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .state .pytest_cache .mypy_cache .ruff_cache .hypothesis
