@@ -149,7 +149,7 @@ def order_flow(h: Harness, n: int, user: str, *, cancel: bool) -> tuple[int, int
 
 TOTALS = (
     "SELECT concat(toString(sum(orders)), '/', toString(sum(revenue_minor)), '/',"
-    " toString(sum(redemptions))) FROM {db}.users_analytics"
+    " toString(sum(redemptions))) FROM {db}.users_analytics FINAL"
 )
 
 
@@ -204,7 +204,7 @@ def test_events_land_denormalized_and_cancellation_is_reflected(harness: Harness
     h.wait_for("SELECT email FROM {db}.users FINAL WHERE user_id = 'u1'", "u1@example.com")
     per_day = h.query(
         "SELECT user_id, day, sum(orders), sum(revenue_minor), sum(discounts_minor),"
-        " sum(redemptions) FROM {db}.users_analytics GROUP BY user_id, day"
+        " sum(redemptions) FROM {db}.users_analytics FINAL GROUP BY user_id, day"
     )
     assert per_day == [["u1", "2024-01-31", "1", "901", "100", "1"]]
 
