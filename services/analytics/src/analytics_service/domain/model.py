@@ -66,6 +66,17 @@ class UsageTotals:
 
 
 @dataclass(frozen=True, slots=True)
+class CodeTotals:
+    """One code's activity in a range and currency, as ListTopPromoCodes ranks it."""
+
+    promo_code_id: str
+    code: str  # the text ties are broken by
+    usages: UsageTotals = UsageTotals()
+    releases: int = 0
+    orders: OrderTotals = OrderTotals()  # its confirmed orders: `confirmed` and `revenue`
+
+
+@dataclass(frozen=True, slots=True)
 class PromoCodeInfo:
     """A promo code's current dimension data; limits None when the code has none."""
 

@@ -7,7 +7,7 @@ The store returns aggregates per currency; here they become one answer in one cu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TypeVar
 
 from analytics_service.domain import rules
@@ -18,13 +18,12 @@ from analytics_service.domain.model import (
     Overview,
     PromoCodeInfo,
     PromoCodeStats,
-    Ranking,
     TimeSeries,
     TimeSeriesPoint,
     UsageTotals,
     UserStats,
 )
-from analytics_service.domain.ports import AnalyticsStore, CodeKey
+from analytics_service.domain.ports import AnalyticsStore
 from analytics_service.domain.queries import (
     GetOrdersTimeSeries,
     GetOverview,
@@ -80,19 +79,6 @@ def code_stats(
         remaining_uses=(None if info.max_uses is None else info.max_uses - consumption.active_uses),
         remaining_budget=remaining_budget,
     )
-
-
-def _measure(stats: PromoCodeStats, ranking: Ranking) -> int:
-    if ranking is Ranking.DISCOUNT:
-        return stats.total_discount
-    if ranking is Ranking.REVENUE:
-        return stats.revenue
-    return stats.redemptions
-
-
-def rank(entries: Iterable[PromoCodeStats], ranking: Ranking, limit: int) -> list[PromoCodeStats]:
-    """Best first by the measure; ties broken by ascending code text (then id)."""
-    return sorted(entries, key=lambda s: (-_measure(s, ranking), s.code, s.promo_code_id))[:limit]
 
 
 class Analytics:
@@ -156,47 +142,26 @@ class Analytics:
         violations.raise_if_any()
         assert query.ranking is not None
 
-        usages, releases, orders = await asyncio.gather(
-            self._store.usage_totals_by_code(query.time_range),
-            self._store.release_counts_by_code(query.time_range),
-            self._store.order_totals_by_code(query.time_range),
-        )
-        orders = {key: totals for key, totals in orders.items() if totals.confirmed}
-        present = {currency for currency, _ in (*usages, *releases, *orders)}
-        currency = rules.choose_currency(query.currency, present)
-
-        def mine(group: Mapping[CodeKey, T]) -> dict[str, T]:
-            return {code_id: v for (c, code_id), v in group.items() if c == currency}
-
-        my_usages, my_releases, my_orders = mine(usages), mine(releases), mine(orders)
-        ids = sorted({*my_usages, *my_releases, *my_orders})
-        if not ids:
+        # Ranked and cut in the store (SQL): no list of every code ever leaves it.
+        top = await self._store.top_promo_codes(query.time_range, query.ranking, limit)
+        currency = rules.choose_currency(query.currency, set(top))
+        best = top.get(currency, [])
+        if not best:
             return []
-        infos = await self._store.promo_codes(ids)
-        candidates = [
-            code_stats(
-                infos.get(code_id, PromoCodeInfo(code_id, "")),
-                currency,
-                my_usages.get(code_id, UsageTotals()),
-                my_releases.get(code_id, 0),
-                my_orders.get(code_id, OrderTotals()),
-                Consumption(),
-            )
-            for code_id in ids
-        ]
-        best = rank(candidates, query.ranking, limit)
-        # What remains of each code does not rank it: asked for the winners only.
-        consumption = await self._store.consumption([s.promo_code_id for s in best])
+        ids = [entry.promo_code_id for entry in best]
+        infos, consumption = await asyncio.gather(
+            self._store.promo_codes(ids), self._store.consumption(ids)
+        )
         return [
             code_stats(
-                infos.get(s.promo_code_id, PromoCodeInfo(s.promo_code_id, "")),
+                infos.get(entry.promo_code_id, PromoCodeInfo(entry.promo_code_id, entry.code)),
                 currency,
-                my_usages.get(s.promo_code_id, UsageTotals()),
-                my_releases.get(s.promo_code_id, 0),
-                my_orders.get(s.promo_code_id, OrderTotals()),
-                consumption.get(s.promo_code_id, Consumption()),
+                entry.usages,
+                entry.releases,
+                entry.orders,
+                consumption.get(entry.promo_code_id, Consumption()),
             )
-            for s in best
+            for entry in best
         ]
 
     # --- GetUserStats -----------------------------------------------------------------------
