@@ -121,3 +121,33 @@ async def test_latest_versions_of_many_ids_with_any_characters(clickhouse: Click
     await sink.insert(table, [usage(i, 4, 10_000 + n) for n, i in enumerate(ids[::7])])
     latest = await sink.latest_versions(table, "usage_id", [*ids, "never-stored"])
     assert latest == {i: 4 if n % 7 == 0 else 1 for n, i in enumerate(ids)}
+
+
+async def test_refresh_of_a_batch_with_more_user_ids_than_one_query_holds(
+    clickhouse: ClickHouse,
+) -> None:
+    db = clickhouse.database
+    await apply_migrations(clickhouse.client, db, load_migrations(MIGRATIONS))
+    sink = ClickHouseSink(clickhouse.client, db)
+    # 3,000 users of 64-character ids: about 390 KB hex-encoded, past max_query_size (256 KiB).
+    users = [f"user-{n:05}-{'x' * 53}" for n in range(3000)]
+    await sink.insert(
+        "orders_analytics",
+        [
+            {
+                "order_id": f"o{n}",
+                "version": 2,
+                "order_date": "2024-03-01",
+                "user_id": user,
+                "currency_code": "EUR",
+                "total_minor": 100,
+                "status": "CONFIRMED",
+            }
+            for n, user in enumerate(users)
+        ],
+    )
+    await sink.refresh("users_analytics", {"user_id": set(users), "day": {"2024-03-01"}})
+    row = await clickhouse.client.fetchrow(
+        f"SELECT count() AS keys, sum(orders) AS o FROM {db}.users_analytics FINAL"
+    )
+    assert row is not None and (row["keys"], row["o"]) == (3000, 3000)

@@ -12,6 +12,7 @@ HTTP query does not outlive its server). If the server cannot be asked, the writ
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
@@ -48,9 +49,15 @@ class ClickHouseSink(AnalyticsSink):
 
     async def refresh(self, table: str, scope: Mapping[str, Collection[str]]) -> None:
         started = time.perf_counter()
-        sql = refresh_statement(table, self._database, scope=scope)
-        await self._write(lambda query_id: self._client.execute(sql, query_id=query_id))
+        # Users in chunks, each statement well below max_query_size: a key belongs to one user,
+        # so recomputing the users chunk by chunk recomputes every key exactly as at once.
+        for users in _chunks(sorted(scope.get("user_id", ()))):
+            sql = refresh_statement(table, self._database, scope={**scope, "user_id": users})
+            await self._write(functools.partial(self._execute, sql))
         INSERT_LATENCY.labels(table).observe(time.perf_counter() - started)
+
+    async def _execute(self, sql: str, query_id: str) -> None:
+        await self._client.execute(sql, query_id=query_id)
 
     async def _write(self, send: Callable[[str], Awaitable[None]]) -> None:
         await self.settle()
@@ -88,6 +95,21 @@ class ClickHouseSink(AnalyticsSink):
             )
             latest.update({str(row["id"]): int(row["version"]) for row in rows})
         return latest
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+    """The ids in groups whose hex encoding stays below _HEX_CHARS_PER_QUERY."""
+    chunk: list[str] = []
+    size = 0
+    for value in ids:
+        encoded = 2 * len(value.encode()) + 1
+        if chunk and size + encoded > _HEX_CHARS_PER_QUERY:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(value)
+        size += encoded
+    if chunk:
+        yield chunk
 
 
 def _hex_chunks(ids: Sequence[str]) -> Iterator[str]:
