@@ -212,8 +212,13 @@ class Scenario:
             if o.code and o.status == "CONFIRMED" and inside(o.created)
         }
         chosen = self._currency(currency, present)
-        if chosen is None:
-            return "CURRENCY_REQUIRED"
+        if chosen is None:  # several currencies, none asked for: one list per currency
+            response = analytics_pb2.ListTopPromoCodesResponse()
+            for one in sorted(present):
+                alone = self.top(start, end, ranking, limit, one)
+                assert not isinstance(alone, str)
+                response.per_currency.add(currency_code=one, entries=alone.entries)
+            return response
         entries = []
         for code in self.codes:
             stats = self.code_stats(code, start, end, chosen)
@@ -267,8 +272,13 @@ class Scenario:
             if inside(o.created) and (code is None or (o.code is code and o.status != "PENDING"))
         ]
         chosen = self._currency(currency, {o.currency for o in orders})
-        if chosen is None:
-            return "CURRENCY_REQUIRED"
+        if chosen is None:  # several currencies, none asked for: one series per currency
+            several = analytics_pb2.GetOrdersTimeSeriesResponse()
+            for one in sorted({o.currency for o in orders}):
+                alone = self.series(start, end, granularity, code, one)
+                assert not isinstance(alone, str)
+                several.per_currency.add(currency_code=one, points=alone.points)
+            return several
         orders = [o for o in orders if o.currency == chosen]
         # Buckets by walking the calendar, independently of the service's arithmetic.
         response = analytics_pb2.GetOrdersTimeSeriesResponse()
@@ -294,9 +304,15 @@ class Scenario:
         orders = [o for o in self.orders if inside(o.created)]
         usages = [o for o in self.usages() if inside(o.usage_created)]
         releases = [o for o in self.usages() if o.cancelled_at and inside(o.cancelled_at)]
-        chosen = self._currency(currency, {o.currency for o in orders + usages + releases})
-        if chosen is None:
-            return "CURRENCY_REQUIRED"
+        present = {o.currency for o in orders + usages + releases}
+        chosen = self._currency(currency, present)
+        if chosen is None:  # several currencies, none asked for: one overview per currency
+            per_currency = []
+            for one in sorted(present):
+                alone = self.overview(start, end, one)
+                assert not isinstance(alone, str)
+                per_currency.append(alone)
+            return analytics_pb2.Overview(per_currency=per_currency)
         orders = [o for o in orders if o.currency == chosen]
         usages = [o for o in usages if o.currency == chosen]
         releases = [o for o in releases if o.currency == chosen]

@@ -90,13 +90,16 @@ async def test_top_codes_over_twelve_thousand_codes(clickhouse: ClickHouse) -> N
             f"INSERT INTO {clickhouse.database}.{table} FORMAT JSONEachRow", *rows, json=True
         )
     analytics = Analytics(ClickHouseStore(HttpRunner(clickhouse), clickhouse.database))
-    top = await analytics.list_top_promo_codes(ListTopPromoCodes(ALL_TIME, limit=100))
+    top = (await analytics.list_top_promo_codes(ListTopPromoCodes(ALL_TIME, limit=100))).entries
     # Five redemptions each (n % 5 == 4), ties by ascending code text.
     assert [e.code for e in top] == [f"CODE-C{n:05}" for n in range(4, 500, 5)]
     assert {(e.redemptions, e.total_discount, e.unique_users) for e in top} == {(5, 50, 5)}
-    by_discount = await analytics.list_top_promo_codes(
-        ListTopPromoCodes(TimeRange(AT, AT + timedelta(hours=1)), Ranking.DISCOUNT, limit=3)
-    )
+    first_hour = TimeRange(AT, AT + timedelta(hours=1))
+    by_discount = (
+        await analytics.list_top_promo_codes(
+            ListTopPromoCodes(first_hour, Ranking.DISCOUNT, limit=3)
+        )
+    ).entries
     # Within the first hour only codes n % 600 < 60 count: 4, 9, 14 lead.
     assert [(e.code, e.total_discount) for e in by_discount] == [
         ("CODE-C00004", 50),

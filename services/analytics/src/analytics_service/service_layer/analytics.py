@@ -1,7 +1,8 @@
 """The analytics use cases: validate the question, ask the store, apply the contract's rules.
 
 The store returns aggregates per currency; here they become one answer in one currency
-(rules.choose_currency), codes are ranked, series are zero-filled and averages computed.
+(rules.choose_currency), or one per currency where the contract says so
+(rules.currencies_to_answer); series are zero-filled and averages computed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from analytics_service.domain.model import (
     PromoCodeStats,
     TimeSeries,
     TimeSeriesPoint,
+    TopPromoCodes,
     UsageTotals,
     UserStats,
 )
@@ -132,7 +134,7 @@ class Analytics:
 
     # --- ListTopPromoCodes ------------------------------------------------------------------
 
-    async def list_top_promo_codes(self, query: ListTopPromoCodes) -> list[PromoCodeStats]:
+    async def list_top_promo_codes(self, query: ListTopPromoCodes) -> TopPromoCodes:
         violations = Violations()
         rules.check_range(violations, query.time_range, path="time_range")
         rules.check_currency(violations, query.currency)
@@ -144,25 +146,31 @@ class Analytics:
 
         # Ranked and cut in the store (SQL): no list of every code ever leaves it.
         top = await self._store.top_promo_codes(query.time_range, query.ranking, limit)
-        currency = rules.choose_currency(query.currency, set(top))
-        best = top.get(currency, [])
-        if not best:
-            return []
-        ids = [entry.promo_code_id for entry in best]
+        currency, several = rules.currencies_to_answer(query.currency, set(top))
+        chosen = several or [currency]
+        ids = sorted({e.promo_code_id for c in chosen for e in top.get(c, [])})
+        if not ids:
+            return TopPromoCodes()
         infos, consumption = await asyncio.gather(
             self._store.promo_codes(ids), self._store.consumption(ids)
         )
-        return [
-            code_stats(
-                infos.get(entry.promo_code_id, PromoCodeInfo(entry.promo_code_id, entry.code)),
-                currency,
-                entry.usages,
-                entry.releases,
-                entry.orders,
-                consumption.get(entry.promo_code_id, Consumption()),
+
+        def entries(of: str) -> tuple[PromoCodeStats, ...]:
+            return tuple(
+                code_stats(
+                    infos.get(entry.promo_code_id, PromoCodeInfo(entry.promo_code_id, entry.code)),
+                    of,
+                    entry.usages,
+                    entry.releases,
+                    entry.orders,
+                    consumption.get(entry.promo_code_id, Consumption()),
+                )
+                for entry in top.get(of, [])
             )
-            for entry in best
-        ]
+
+        if several:
+            return TopPromoCodes(per_currency=tuple((c, entries(c)) for c in several))
+        return TopPromoCodes(entries=entries(currency))
 
     # --- GetUserStats -----------------------------------------------------------------------
 
@@ -213,20 +221,26 @@ class Analytics:
         rows = await self._store.order_series(
             query.time_range, query.granularity, query.promo_code_id
         )
-        currency = rules.choose_currency(query.currency, {c for c, _ in rows})
-        points = []
-        for start in starts:
-            totals = rows.get((currency, start), OrderTotals())
-            points.append(
-                TimeSeriesPoint(
-                    bucket_start=start,
-                    orders=totals.orders,
-                    confirmed_orders=totals.confirmed,
-                    revenue=totals.revenue,
-                    discount=totals.discount,
+        currency, several = rules.currencies_to_answer(query.currency, {c for c, _ in rows})
+
+        def series(of: str) -> TimeSeries:
+            points = []
+            for start in starts:
+                totals = rows.get((of, start), OrderTotals())
+                points.append(
+                    TimeSeriesPoint(
+                        bucket_start=start,
+                        orders=totals.orders,
+                        confirmed_orders=totals.confirmed,
+                        revenue=totals.revenue,
+                        discount=totals.discount,
+                    )
                 )
-            )
-        return TimeSeries(currency=currency, points=tuple(points))
+            return TimeSeries(currency=of, points=tuple(points))
+
+        if several:
+            return TimeSeries(currency="", per_currency=tuple(series(c) for c in several))
+        return series(currency)
 
     # --- GetOverview ------------------------------------------------------------------------
 
@@ -241,20 +255,36 @@ class Analytics:
             self._store.usage_totals(query.time_range),
             self._store.release_counts(query.time_range),
         )
-        currency = rules.choose_currency(query.currency, _currencies(orders, usages, releases))
-        mine = orders.get(currency, OrderTotals())
-        used = usages.get(currency, UsageTotals())
-        return Overview(
-            currency=currency,
-            orders=mine.orders,
-            confirmed_orders=mine.confirmed,
-            rejected_orders=mine.rejected,
-            cancelled_orders=mine.cancelled,
-            revenue=mine.revenue,
-            discount=mine.discount,
-            average_order_value=rules.average(mine.revenue, mine.confirmed),
-            redemptions=used.redemptions,
-            releases=releases.get(currency, 0),
-            active_users=mine.users,
-            active_codes=used.codes,
+        currency, several = rules.currencies_to_answer(
+            query.currency, _currencies(orders, usages, releases)
         )
+        if several:
+            return Overview(
+                currency="",
+                per_currency=tuple(_overview(c, orders, usages, releases) for c in several),
+            )
+        return _overview(currency, orders, usages, releases)
+
+
+def _overview(
+    currency: str,
+    orders: Mapping[str, OrderTotals],
+    usages: Mapping[str, UsageTotals],
+    releases: Mapping[str, int],
+) -> Overview:
+    mine = orders.get(currency, OrderTotals())
+    used = usages.get(currency, UsageTotals())
+    return Overview(
+        currency=currency,
+        orders=mine.orders,
+        confirmed_orders=mine.confirmed,
+        rejected_orders=mine.rejected,
+        cancelled_orders=mine.cancelled,
+        revenue=mine.revenue,
+        discount=mine.discount,
+        average_order_value=rules.average(mine.revenue, mine.confirmed),
+        redemptions=used.redemptions,
+        releases=releases.get(currency, 0),
+        active_users=mine.users,
+        active_codes=used.codes,
+    )
