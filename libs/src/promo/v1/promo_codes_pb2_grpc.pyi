@@ -93,12 +93,16 @@ class PromoCodeServiceStub:
     stored usage (whatever its current status) and changes nothing. Errors: NOT_FOUND
     PROMO_CODE_NOT_FOUND; FAILED_PRECONDITION with the failing rule's reason; NOT_FOUND
     USER_NOT_FOUND / FAILED_PRECONDITION USER_INACTIVE; ALREADY_EXISTS REDEMPTION_CONFLICT;
+    FAILED_PRECONDITION REDEMPTION_VOIDED (the id was released before it was redeemed);
     UNAVAILABLE DEPENDENCY_UNAVAILABLE (outcome unknown: retry with the same redemption_id).
     """
     ReleasePromoCode: _grpc.UnaryUnaryMultiCallable[_promo_codes_pb2.ReleasePromoCodeRequest, _promo_codes_pb2.PromoCodeUsage]
     """Releases a redemption (its order was cancelled): gives the use, the per-user slot and the
     discount back to the code. Idempotent: releasing a RELEASED usage returns it unchanged (with the
-    first release_reason). Errors: NOT_FOUND REDEMPTION_NOT_FOUND, UNAVAILABLE
+    first release_reason). Releasing an id nothing was redeemed under answers NOT_FOUND
+    REDEMPTION_NOT_FOUND and voids the id, so a Redeem arriving later is refused
+    (REDEMPTION_VOIDED) instead of taking a use nobody would give back. Errors: NOT_FOUND
+    REDEMPTION_NOT_FOUND, UNAVAILABLE
     DEPENDENCY_UNAVAILABLE.
     """
     ListPromoCodeUsages: _grpc.UnaryUnaryMultiCallable[_promo_codes_pb2.ListPromoCodeUsagesRequest, _promo_codes_pb2.ListPromoCodeUsagesResponse]
@@ -169,12 +173,16 @@ class PromoCodeServiceAsyncStub(PromoCodeServiceStub):
     stored usage (whatever its current status) and changes nothing. Errors: NOT_FOUND
     PROMO_CODE_NOT_FOUND; FAILED_PRECONDITION with the failing rule's reason; NOT_FOUND
     USER_NOT_FOUND / FAILED_PRECONDITION USER_INACTIVE; ALREADY_EXISTS REDEMPTION_CONFLICT;
+    FAILED_PRECONDITION REDEMPTION_VOIDED (the id was released before it was redeemed);
     UNAVAILABLE DEPENDENCY_UNAVAILABLE (outcome unknown: retry with the same redemption_id).
     """
     ReleasePromoCode: _aio.UnaryUnaryMultiCallable[_promo_codes_pb2.ReleasePromoCodeRequest, _promo_codes_pb2.PromoCodeUsage]  # type: ignore[assignment]
     """Releases a redemption (its order was cancelled): gives the use, the per-user slot and the
     discount back to the code. Idempotent: releasing a RELEASED usage returns it unchanged (with the
-    first release_reason). Errors: NOT_FOUND REDEMPTION_NOT_FOUND, UNAVAILABLE
+    first release_reason). Releasing an id nothing was redeemed under answers NOT_FOUND
+    REDEMPTION_NOT_FOUND and voids the id, so a Redeem arriving later is refused
+    (REDEMPTION_VOIDED) instead of taking a use nobody would give back. Errors: NOT_FOUND
+    REDEMPTION_NOT_FOUND, UNAVAILABLE
     DEPENDENCY_UNAVAILABLE.
     """
     ListPromoCodeUsages: _aio.UnaryUnaryMultiCallable[_promo_codes_pb2.ListPromoCodeUsagesRequest, _promo_codes_pb2.ListPromoCodeUsagesResponse]  # type: ignore[assignment]
@@ -296,6 +304,7 @@ class PromoCodeServiceServicer(metaclass=_abc_1.ABCMeta):
         stored usage (whatever its current status) and changes nothing. Errors: NOT_FOUND
         PROMO_CODE_NOT_FOUND; FAILED_PRECONDITION with the failing rule's reason; NOT_FOUND
         USER_NOT_FOUND / FAILED_PRECONDITION USER_INACTIVE; ALREADY_EXISTS REDEMPTION_CONFLICT;
+        FAILED_PRECONDITION REDEMPTION_VOIDED (the id was released before it was redeemed);
         UNAVAILABLE DEPENDENCY_UNAVAILABLE (outcome unknown: retry with the same redemption_id).
         """
 
@@ -307,7 +316,10 @@ class PromoCodeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_promo_codes_pb2.PromoCodeUsage, _abc.Awaitable[_promo_codes_pb2.PromoCodeUsage]]:
         """Releases a redemption (its order was cancelled): gives the use, the per-user slot and the
         discount back to the code. Idempotent: releasing a RELEASED usage returns it unchanged (with the
-        first release_reason). Errors: NOT_FOUND REDEMPTION_NOT_FOUND, UNAVAILABLE
+        first release_reason). Releasing an id nothing was redeemed under answers NOT_FOUND
+        REDEMPTION_NOT_FOUND and voids the id, so a Redeem arriving later is refused
+        (REDEMPTION_VOIDED) instead of taking a use nobody would give back. Errors: NOT_FOUND
+        REDEMPTION_NOT_FOUND, UNAVAILABLE
         DEPENDENCY_UNAVAILABLE.
         """
 

@@ -397,3 +397,52 @@ async def test_bad_values_in_redemption_requests(app: App) -> None:
         await app.redemptions.list_usages(ListPromoCodeUsages(-1, "", status="7"))
     assert {v.field for v in caught.value.violations} == {"status"}
     assert app.users.calls == 0
+
+
+# --- a Release before the Redeem voids the id ---------------------------------------------
+
+
+async def test_a_release_of_an_unknown_id_voids_it_for_every_later_redeem(app: App) -> None:
+    await create(app, fixed("VOID", 100, max_uses=5))
+    release = ReleasePromoCode("late-order", "order rejected")
+    assert await reason_of(app.redemptions.release(release)) == "REDEMPTION_NOT_FOUND"
+    assert await reason_of(app.redemptions.release(release)) == "REDEMPTION_NOT_FOUND"
+    for _ in range(2):  # refused, and refused again: the same answer every time
+        assert await reason_of(redeem(app, "VOID", "alice", 1000, "late-order")) == (
+            "REDEMPTION_VOIDED"
+        )
+    after = await app.catalogue.lookup("VOID")
+    assert (after.uses, after.discount_granted, after.pending) == (0, 0, {})
+    listed = await app.redemptions.list_usages(ListPromoCodeUsages(10, ""))
+    assert listed.usages == []
+
+
+async def test_a_redeem_in_flight_when_the_id_is_voided_gives_its_reservation_back(
+    app: App,
+) -> None:
+    """The Release lands between the Redeem's reservation and its usage write: the usage write
+    collides with the tombstone, the reservation is compensated, the Redeem is refused."""
+    await create(app, fixed("RACE", 100, max_uses=1))
+    real_claim = app.usages.claim
+
+    async def claim_after_release(usage, slot):  # type: ignore[no-untyped-def]
+        assert await app.usages.void(usage.id) is None  # what a Release finds: no usage yet
+        return await real_claim(usage, slot)
+
+    app.usages.claim = claim_after_release  # type: ignore[method-assign]
+    assert await reason_of(redeem(app, "RACE", "alice", 1000, "raced")) == "REDEMPTION_VOIDED"
+    app.usages.claim = real_claim  # type: ignore[method-assign]
+    after = await app.catalogue.lookup("RACE")
+    assert (after.uses, after.discount_granted, after.pending) == (0, 0, {})
+    assert (await redeem(app, "RACE", "alice", 1000, "other")).status == "ACTIVE"
+
+
+async def test_recovery_rolls_back_a_stale_reservation_of_a_voided_id(app: App) -> None:
+    await create(app, fixed("STALE", 100, max_uses=1))
+    await _reserve(app, "STALE", "gone", "att9")
+    assert await app.usages.void("gone") is None
+    app.clock.advance(31)
+    assert (await app.recovery.sweep()).rolled_back == 1
+    after = await app.catalogue.lookup("STALE")
+    assert (after.uses, after.pending) == (0, {})
+    assert app.usages.stored["gone"].usage.status == "VOIDED"

@@ -14,6 +14,7 @@ from promocodes_service.domain.model import (
     ABANDONED,
     ACTIVE,
     RELEASED,
+    VOIDED,
     PromoCode,
     Reservation,
     Usage,
@@ -217,6 +218,8 @@ class InMemoryUsageRepository(InMemoryRepository[Usage], UsageRepository):
         self, redemption_id: str, attempt: str, promo_code_id: str, user_id: str
     ) -> Usage | None:
         stored = self.stored.get(redemption_id)
+        if stored is not None and stored.usage.status == VOIDED:
+            return None
         if stored is not None and stored.usage.status != ABANDONED:
             return copy.deepcopy(stored.usage)
         if stored is None:
@@ -235,6 +238,30 @@ class InMemoryUsageRepository(InMemoryRepository[Usage], UsageRepository):
             stored = self.stored[redemption_id] = _Stored(tombstone, f"a:{redemption_id}")
             self._sync()
         stored.aborted.add(attempt)
+        return None
+
+    async def void(self, redemption_id: str) -> Usage | None:
+        stored = self.stored.get(redemption_id)
+        if stored is not None and stored.usage.visible:
+            return copy.deepcopy(stored.usage)
+        if stored is None:
+            tombstone = Usage(
+                id=redemption_id,
+                promo_code_id="",
+                code="",
+                user_id="",
+                currency="",
+                order_amount=0,
+                discount=0,
+                created_at=rules_epoch(),
+                user=UserSnapshot("", "", "", False, None, None),
+                status=VOIDED,
+            )
+            self.stored[redemption_id] = _Stored(tombstone, f"v:{redemption_id}")
+        else:
+            stored.usage.status = VOIDED
+            stored.slot = f"v:{redemption_id}"
+        self._sync()
         return None
 
     async def fence_release(self, redemption_id: str, attempt: str) -> Usage | None:

@@ -135,6 +135,12 @@ class UsageRepository(Repository[Usage]):
         visible usage already stored under the id (None: fenced, nothing was written)."""
 
     @abc.abstractmethod
+    async def void(self, redemption_id: str) -> Usage | None:
+        """Release of an id with no visible usage: stores a VOIDED tombstone under the id (turning
+        an ABANDONED one into it), so that no attempt can ever write a usage there. Returns the
+        visible usage when one is stored under the id after all (None: the id is void)."""
+
+    @abc.abstractmethod
     async def fence_release(self, redemption_id: str, attempt: str) -> Usage | None:
         """Recovery: if the usage is still ACTIVE, fences release `attempt` out and returns None;
         otherwise returns the usage as stored."""

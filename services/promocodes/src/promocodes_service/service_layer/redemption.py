@@ -6,6 +6,11 @@ Redeem follows DESIGN.md's protocol with single-document atomic writes only:
   3. settle the reservation (finalize; or roll back when no slot was free).
 Release mirrors it: reserve a release, mark the usage RELEASED (slot freed), give the use and
 the discount back while settling. Anything interrupted is settled by `Recovery.resolve`.
+A Release that finds no usage voids the id (a VOIDED tombstone under the unique `_id`): a Redeem
+with that id arriving later, or still in flight, can never write its usage and is refused with
+REDEMPTION_VOIDED. That is what makes "the order gave up on this id" final across replicas: an
+orders sweep that rejected an order and released its id cannot be overtaken by a late Redeem of
+another replica (issue 12, "a use leaked for ever").
 A code is reported exhausted (uses or budget) only when settled redemptions alone reach the
 limit: while reservations that may still roll back are in flight, the request waits for them.
 """
@@ -36,6 +41,7 @@ from promocodes_service.domain.model import (
     PROMO_CODE_EXHAUSTED,
     PROMO_CODE_NOT_FOUND,
     REDEEM,
+    REDEMPTION_VOIDED,
     RELEASE,
     RELEASED,
     PromoCode,
@@ -80,6 +86,14 @@ def _free_slots(per_user: int, taken: set[int]) -> list[int | None]:
     """The lowest free numbered slots (a few: the next ones are looked up when these fill)."""
     free = (s for s in itertools.count(1) if s not in taken)
     return [s for s in itertools.islice(free, _SLOT_CANDIDATES) if s <= per_user]
+
+
+def _voided(rid: str) -> errors.FailedPrecondition:
+    return errors.FailedPrecondition(
+        f"redemption {rid} was released before it was redeemed; it can never be redeemed",
+        REDEMPTION_VOIDED,
+        {"redemption_id": rid},
+    )
 
 
 def _in_progress() -> errors.Aborted:
@@ -151,6 +165,8 @@ class Redemptions:
             stored = await self._usages.get(rid)
             if stored is not None and stored.visible:
                 return self._replay(stored, code, command.user_id, amount, currency)
+            if stored is not None and stored.voided:
+                raise _voided(rid)
             promo = await self._codes.get_by_code(code)
             if promo is None:
                 raise code_not_found(code)
@@ -204,6 +220,8 @@ class Redemptions:
             await self._settle_quietly(promo.id, rid, attempt, None)
             return usage
         await self._codes.settle(promo.id, rid, attempt, discount)  # compensate
+        if outcome is not None and outcome.voided:
+            raise _voided(rid)  # a Release voided the id while we were reserving
         if outcome is None:
             return await self._refuse(
                 rid, promo.code, user.id, amount, currency, "PER_USER_LIMIT_REACHED", promo
@@ -316,6 +334,9 @@ class Redemptions:
         for _ in range(_ATTEMPTS):
             usage = await self._usages.get(rid)
             if usage is None or not usage.visible:
+                # Nothing redeemed under the id (yet): void it, so nothing ever will be.
+                usage = await self._usages.void(rid)
+            if usage is None:
                 raise errors.NotFound(
                     f"no redemption {rid}", "REDEMPTION_NOT_FOUND", {"redemption_id": rid}
                 )
