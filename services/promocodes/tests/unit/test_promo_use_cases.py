@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from promo_libs import errors
+from promo_libs import deadlines, errors
 from promocodes_service.domain.commands import (
     CodeSpec,
     CreatePromoCode,
@@ -26,6 +26,7 @@ from promocodes_service.domain.commands import (
 from promocodes_service.domain.model import ABANDONED, REDEEM, PromoCode, Reservation
 from promocodes_service.domain.ports import CLAIMED, FENCED
 from promocodes_service.service_layer.catalogue import Catalogue
+from promocodes_service.service_layer.redemption import Redemptions
 
 from .conftest import App
 
@@ -446,3 +447,69 @@ async def test_recovery_rolls_back_a_stale_reservation_of_a_voided_id(app: App) 
     after = await app.catalogue.lookup("STALE")
     assert (after.uses, after.pending) == (0, {})
     assert app.usages.stored["gone"].usage.status == "VOIDED"
+
+
+# --- how long a Redeem waits for other requests' reservations -----------------------------
+
+
+def _patient(app: App) -> None:
+    """Redemptions that would wait up to 30 s for in-flight reservations (the caller's deadline
+    must be what stops them)."""
+    ids = itertools.count(1)
+    app.redemptions = Redemptions(
+        app.codes,
+        app.usages,
+        app.users,
+        app.recovery,
+        lambda: f"p{next(ids):06d}",
+        app.clock,
+        wait_limit=30.0,
+        fence_after=timedelta(seconds=1),
+    )
+
+
+async def test_a_fresh_reservation_is_waited_for_only_until_the_callers_deadline(
+    app: App,
+) -> None:
+    _patient(app)
+    await create(app, fixed("FULL", 100, max_uses=1))
+    await _reserve(app, "FULL", "alive", "att-a")  # fresh: not fenced, may still roll back
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with deadlines.bound(0.6):
+        reason = await reason_of(redeem(app, "FULL", "bob", 1000, "waiter"))
+    waited = loop.time() - started
+    assert reason == "PROMO_CODE_EXHAUSTED"
+    assert waited < 0.6, f"answered after the caller's deadline ({waited:.2f}s)"
+
+
+async def test_a_reservation_whose_usage_is_written_is_not_waited_for(app: App) -> None:
+    _patient(app)
+    await create(app, fixed("DONE", 100, max_uses=1))
+    promo = await _reserve(app, "DONE", "written", "att-w")
+    from promocodes_service.domain.model import Usage
+
+    usage = Usage.redeem(
+        "written", promo, app.users.users["alice"], 1000, EUR, 100, "att-w", app.clock.now
+    )
+    assert (await app.usages.claim(usage, None)).outcome == CLAIMED  # settle step not done yet
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with deadlines.bound(20):
+        reason = await reason_of(redeem(app, "DONE", "bob", 1000, "next"))
+    assert reason == "PROMO_CODE_EXHAUSTED"
+    assert loop.time() - started < 0.5  # no wait: that reservation can only be finalized
+
+
+async def test_an_overdue_reservation_of_a_dead_request_is_settled_by_the_next_redeem(
+    app: App,
+) -> None:
+    _patient(app)
+    await create(app, fixed("DEAD", 100, max_uses=1))
+    await _reserve(app, "DEAD", "killed", "att-k")  # its replica was killed before step 2
+    app.clock.advance(2)  # older than fence_after, far younger than the recovery sweep's 30 s
+    with deadlines.bound(5):
+        usage = await redeem(app, "DEAD", "bob", 1000, "after")
+    after = await app.catalogue.lookup("DEAD")
+    assert usage.status == "ACTIVE" and (after.uses, after.pending.keys()) == (1, set())
+    assert app.usages.stored["killed"].usage.status == ABANDONED  # the dead attempt is fenced

@@ -240,6 +240,13 @@ class InMemoryUsageRepository(InMemoryRepository[Usage], UsageRepository):
         stored.aborted.add(attempt)
         return None
 
+    async def written_attempts(self, redemption_ids: list[str]) -> dict[str, str]:
+        return {
+            rid: stored.usage.attempt
+            for rid in redemption_ids
+            if (stored := self.stored.get(rid)) is not None and stored.usage.visible
+        }
+
     async def void(self, redemption_id: str) -> Usage | None:
         stored = self.stored.get(redemption_id)
         if stored is not None and stored.usage.visible:

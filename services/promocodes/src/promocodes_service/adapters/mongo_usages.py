@@ -229,6 +229,13 @@ class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
             if fenced.matched_count == 1:
                 return None
 
+    async def written_attempts(self, redemption_ids: list[str]) -> dict[str, str]:
+        cursor = self.collection.find(
+            {"_id": {"$in": redemption_ids}, "status": {"$in": [ACTIVE, RELEASED]}},
+            {"attempt": 1},
+        )
+        return {d["_id"]: d.get("attempt", "") async for d in cursor}
+
     async def void(self, redemption_id: str) -> Usage | None:
         while True:
             stored = await self.collection.find_one({"_id": redemption_id})

@@ -135,6 +135,10 @@ class UsageRepository(Repository[Usage]):
         visible usage already stored under the id (None: fenced, nothing was written)."""
 
     @abc.abstractmethod
+    async def written_attempts(self, redemption_ids: list[str]) -> dict[str, str]:
+        """The attempt that wrote each visible usage among `redemption_ids` (absent: none)."""
+
+    @abc.abstractmethod
     async def void(self, redemption_id: str) -> Usage | None:
         """Release of an id with no visible usage: stores a VOIDED tombstone under the id (turning
         an ABANDONED one into it), so that no attempt can ever write a usage there. Returns the

@@ -12,7 +12,12 @@ REDEMPTION_VOIDED. That is what makes "the order gave up on this id" final acros
 orders sweep that rejected an order and released its id cannot be overtaken by a late Redeem of
 another replica (issue 12, "a use leaked for ever").
 A code is reported exhausted (uses or budget) only when settled redemptions alone reach the
-limit: while reservations that may still roll back are in flight, the request waits for them.
+limit: while reservations that may still roll back are in flight, the request waits for them --
+but only for those that can still give a use back (a reservation whose usage is written will be
+finalized, not rolled back), never past the caller's deadline (the answer must reach it), and a
+reservation older than `fence_after` is settled on the spot through `Recovery.resolve` (safe at
+any moment: it fences the attempt out). So one reservation left by a killed replica costs the
+next Redeem of the code about `fence_after`, not every Redeem its whole deadline (issue 12).
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ import asyncio
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from promo_libs import errors
+from promo_libs import deadlines, errors
 from promo_libs.identifiers import check_id
 from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
@@ -68,6 +73,8 @@ _ATTEMPTS = 50
 _SLOT_CANDIDATES = 4
 _MAX_PAUSE = 0.05
 _UNCERTAIN = frozenset({PROMO_CODE_EXHAUSTED, BUDGET_EXHAUSTED})
+# Stop waiting this long before the caller's deadline, so that the answer still reaches it.
+_ANSWER_MARGIN = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +121,7 @@ class Redemptions:
         *,
         wait_step: float = 0.005,
         wait_limit: float = 10.0,
+        fence_after: timedelta = timedelta(seconds=1),
     ) -> None:
         self._codes = codes
         self._usages = usages
@@ -123,6 +131,7 @@ class Redemptions:
         self._clock = clock
         self._wait_step = wait_step
         self._wait_limit = wait_limit
+        self._fence_after = fence_after
 
     # --- quotes ---------------------------------------------------------------------------
 
@@ -183,11 +192,11 @@ class Redemptions:
             now = self._clock()
             quote = promo.evaluate(user.id, amount, currency, now, user_uses)
             if not quote.applicable:
-                if quote.reason in _UNCERTAIN and promo.pending:
+                if quote.reason in _UNCERTAIN and await self._may_give_back(promo):
                     # Reservations in flight may still roll back: wait for them, then decide.
-                    give_up = give_up or loop.time() + self._wait_limit
+                    give_up = give_up or loop.time() + self._wait_budget()
                     if loop.time() < give_up:
-                        await self._settle_stale(promo)
+                        await self._settle_overdue(promo)
                         await asyncio.sleep(pause)
                         pause = min(pause * 2, _MAX_PAUSE)
                         continue
@@ -291,7 +300,7 @@ class Redemptions:
         """Another request holds a reservation for this id: wait until it is settled (or settle
         it when it is stale: its request died)."""
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self._wait_limit
+        give_up = loop.time() + self._wait_budget()
         while True:
             if self._recovery.is_stale(reservation, self._clock()):
                 await self._recovery.resolve(promo.id, rid, reservation)
@@ -304,10 +313,33 @@ class Redemptions:
             if loop.time() > give_up:
                 raise _in_progress()
 
-    async def _settle_stale(self, promo: PromoCode) -> None:
+    def _wait_budget(self) -> float:
+        """How long this request may wait for others: `wait_limit`, ending early enough before
+        the caller's deadline for the answer to reach it."""
+        left = deadlines.remaining()
+        if left is None:
+            return self._wait_limit
+        return max(min(self._wait_limit, left - _ANSWER_MARGIN), 0.0)
+
+    async def _may_give_back(self, promo: PromoCode) -> bool:
+        """Whether a reservation of the code may still return a use or budget: a release, or a
+        redemption whose usage is not written yet (it may roll back). A redemption whose usage
+        is written only waits to be finalized: waiting for it changes nothing."""
+        redeems = {rid: r.attempt for rid, r in promo.pending.items() if r.kind == REDEEM}
+        if len(redeems) < len(promo.pending):
+            return True
+        if not redeems:
+            return False
+        written = await self._usages.written_attempts(list(redeems))
+        return any(written.get(rid) != attempt for rid, attempt in redeems.items())
+
+    async def _settle_overdue(self, promo: PromoCode) -> None:
+        """Settles, on the spot, the reservations older than `fence_after`: a live request
+        finishes its three steps well within it, so the owner has most likely died (a killed
+        replica); if it is only slow, it is fenced out and its caller retries with the same id."""
         now = self._clock()
         for rid, reservation in promo.pending.items():
-            if self._recovery.is_stale(reservation, now):
+            if now - reservation.at >= self._fence_after:
                 await self._recovery.resolve(promo.id, rid, reservation)
 
     async def _settle_quietly(
