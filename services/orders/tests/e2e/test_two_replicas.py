@@ -345,11 +345,11 @@ async def test_one_stale_reservation_neither_delays_its_code_nor_starves_others(
 ) -> None:
     """A promocodes replica is killed while it holds a reservation of code C; the code is then
     full. Orders for C through both orders replicas (the default 6 s PromoCodeService timeout,
-    a bulkhead of 4) must get a definite answer at once -- PROMO_CODE_EXHAUSTED, or CONFIRMED
-    for the use the dead reservation gives back -- and orders for code D, sharing the
-    bulkheads, must all be CONFIRMED. Before the fix every C order waited for the dead
-    reservation longer than its deadline (UNAVAILABLE, order left PENDING) and held a slot
-    meanwhile, so D's orders timed out behind them."""
+    a bulkhead of 4) must get a definite answer -- PROMO_CODE_EXHAUSTED, or CONFIRMED for the
+    use the dead reservation gives back, within the dead request's own deadline (5 s) at
+    worst -- and orders for code D, sharing the bulkheads, must all be CONFIRMED. Before the
+    fix every C order waited for the dead reservation longer than its deadline (UNAVAILABLE,
+    order left PENDING) and held a slot meanwhile, so D's orders timed out behind them."""
     orders_env = {"PROMOCODES_MAX_IN_FLIGHT": "4", "SWEEP_INTERVAL_SECONDS": "3600"}
     replicas = start_replicas(stack, "stale", orders_env, orders_env)
     promo_db = mongo[replicas.promocodes_db]

@@ -100,15 +100,7 @@ async def build(settings: PromocodesSettings) -> GrpcApp:
     users = GrpcUserDirectory(users_channel, settings.users_timeout_seconds)
     recovery = build_recovery(settings, storage)
     catalogue = Catalogue(storage.codes, new_id, utc_now)
-    redemptions = Redemptions(
-        storage.codes,
-        storage.usages,
-        users,
-        recovery,
-        new_id,
-        utc_now,
-        fence_after=timedelta(seconds=settings.redeem_fence_after_seconds),
-    )
+    redemptions = Redemptions(storage.codes, storage.usages, users, recovery, new_id, utc_now)
     servicer = PromoCodeServicer(catalogue, redemptions)
 
     async def recovery_loop() -> None:

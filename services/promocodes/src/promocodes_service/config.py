@@ -16,6 +16,3 @@ class PromocodesSettings(ServiceSettings, MongoSettings, OutboxSettings):
     # A reservation older than this is settled by the sweep (its request is assumed dead).
     recovery_interval_seconds: float = Field(10.0, gt=0, le=3600)
     recovery_stale_seconds: float = Field(30.0, ge=0, le=86400)
-    # A Redeem that would be refused as exhausted while another request's reservation older than
-    # this is still unsettled settles it itself instead of waiting (a live one takes far less).
-    redeem_fence_after_seconds: float = Field(1.0, gt=0, le=3600)

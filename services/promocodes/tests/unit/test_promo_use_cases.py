@@ -464,7 +464,6 @@ def _patient(app: App) -> None:
         lambda: f"p{next(ids):06d}",
         app.clock,
         wait_limit=30.0,
-        fence_after=timedelta(seconds=1),
     )
 
 
@@ -506,8 +505,11 @@ async def test_an_overdue_reservation_of_a_dead_request_is_settled_by_the_next_r
 ) -> None:
     _patient(app)
     await create(app, fixed("DEAD", 100, max_uses=1))
-    await _reserve(app, "DEAD", "killed", "att-k")  # its replica was killed before step 2
-    app.clock.advance(2)  # older than fence_after, far younger than the recovery sweep's 30 s
+    promo = await app.catalogue.lookup("DEAD")
+    until = app.clock.now + timedelta(seconds=1)  # its caller's deadline
+    reservation = Reservation("att-k", REDEEM, "alice", 100, app.clock.now, until)
+    assert await app.codes.reserve(promo, "killed", reservation)  # killed before step 2
+    app.clock.advance(2)  # past its deadline, far younger than the recovery sweep's 30 s
     with deadlines.bound(5):
         usage = await redeem(app, "DEAD", "bob", 1000, "after")
     after = await app.catalogue.lookup("DEAD")

@@ -75,6 +75,7 @@ def reservation_document(reservation: Reservation) -> Document:
         "kind": reservation.kind,
         "user_id": reservation.user_id,
         "discount": reservation.discount,
+        "until": optional_to_millis(reservation.until),
     }
 
 
@@ -132,6 +133,7 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
                 user_id=value["user_id"],
                 discount=value["discount"],
                 at=from_millis(value["at"]),
+                until=optional_from_millis(value.get("until")),
             )
             for key, value in (document.get("pending") or {}).items()
         }

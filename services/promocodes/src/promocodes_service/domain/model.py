@@ -81,6 +81,10 @@ class Reservation:
     user_id: str
     discount: int
     at: datetime
+    # When the request that made it gives up (its caller's deadline): past it, the request can
+    # no longer complete its steps itself, so another request may settle it at once instead of
+    # waiting for the recovery sweep. None: its request had no deadline.
+    until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,11 @@ A code is reported exhausted (uses or budget) only when settled redemptions alon
 limit: while reservations that may still roll back are in flight, the request waits for them --
 but only for those that can still give a use back (a reservation whose usage is written will be
 finalized, not rolled back), never past the caller's deadline (the answer must reach it), and a
-reservation older than `fence_after` is settled on the spot through `Recovery.resolve` (safe at
-any moment: it fences the attempt out). So one reservation left by a killed replica costs the
-next Redeem of the code about `fence_after`, not every Redeem its whole deadline (issue 12).
+reservation whose own request's deadline has passed (`Reservation.until`) is settled on the spot
+through `Recovery.resolve` (safe at any moment: it fences the attempt out) instead of being
+waited for until the recovery sweep. So a reservation left by a killed replica delays its code
+only until its request would have given up anyway, and live reservations, however slow under
+load, are still waited for: "exhausted" stays exact (issue 12).
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ _MAX_PAUSE = 0.05
 _UNCERTAIN = frozenset({PROMO_CODE_EXHAUSTED, BUDGET_EXHAUSTED})
 # Stop waiting this long before the caller's deadline, so that the answer still reaches it.
 _ANSWER_MARGIN = 0.25
+# How long after its request's deadline a reservation is settled by others (a write sent just
+# before the deadline may still land; fencing makes it harmless either way).
+_LANDING = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +126,6 @@ class Redemptions:
         *,
         wait_step: float = 0.005,
         wait_limit: float = 10.0,
-        fence_after: timedelta = timedelta(seconds=1),
     ) -> None:
         self._codes = codes
         self._usages = usages
@@ -131,7 +135,6 @@ class Redemptions:
         self._clock = clock
         self._wait_step = wait_step
         self._wait_limit = wait_limit
-        self._fence_after = fence_after
 
     # --- quotes ---------------------------------------------------------------------------
 
@@ -170,6 +173,7 @@ class Redemptions:
         give_up: float | None = None  # set at the first verdict that in-flight work may change
         pause = self._wait_step
         conflicts = 0
+        seen_pending: frozenset[tuple[str, str]] = frozenset()
         while conflicts < _ATTEMPTS:
             stored = await self._usages.get(rid)
             if stored is not None and stored.visible:
@@ -192,7 +196,9 @@ class Redemptions:
             now = self._clock()
             quote = promo.evaluate(user.id, amount, currency, now, user_uses)
             if not quote.applicable:
-                if quote.reason in _UNCERTAIN and await self._may_give_back(promo):
+                pending = frozenset((k, r.attempt) for k, r in promo.pending.items())
+                stuck, seen_pending = pending == seen_pending, pending
+                if quote.reason in _UNCERTAIN and await self._may_give_back(promo, stuck):
                     # Reservations in flight may still roll back: wait for them, then decide.
                     give_up = give_up or loop.time() + self._wait_budget()
                     if loop.time() < give_up:
@@ -220,7 +226,7 @@ class Redemptions:
         """Steps 1-3 of the protocol; None when the reservation did not match."""
         (amount, currency), now = order, self._clock()
         attempt = self._new_id()
-        reservation = Reservation(attempt, REDEEM, user.id, discount, now)
+        reservation = Reservation(attempt, REDEEM, user.id, discount, now, self._until(now))
         if not await self._codes.reserve(promo, rid, reservation):
             return None
         usage = Usage.redeem(rid, promo, user, amount, currency, discount, attempt, now)
@@ -321,25 +327,35 @@ class Redemptions:
             return self._wait_limit
         return max(min(self._wait_limit, left - _ANSWER_MARGIN), 0.0)
 
-    async def _may_give_back(self, promo: PromoCode) -> bool:
+    async def _may_give_back(self, promo: PromoCode, stuck: bool) -> bool:
         """Whether a reservation of the code may still return a use or budget: a release, or a
         redemption whose usage is not written yet (it may roll back). A redemption whose usage
-        is written only waits to be finalized: waiting for it changes nothing."""
+        is written only waits to be finalized: waiting for it changes nothing. The usages are
+        looked up only once the same reservations are seen twice in a row (`stuck`): while
+        they come and go, one more short wait is cheaper than a query per pass."""
         redeems = {rid: r.attempt for rid, r in promo.pending.items() if r.kind == REDEEM}
         if len(redeems) < len(promo.pending):
             return True
         if not redeems:
             return False
+        if not stuck:
+            return True
         written = await self._usages.written_attempts(list(redeems))
         return any(written.get(rid) != attempt for rid, attempt in redeems.items())
 
+    def _until(self, now: datetime) -> datetime | None:
+        """When this request gives up: its caller's deadline, plus the time a MongoDB write sent
+        just before it may still take to land."""
+        left = deadlines.remaining()
+        return None if left is None else now + timedelta(seconds=left + _LANDING)
+
     async def _settle_overdue(self, promo: PromoCode) -> None:
-        """Settles, on the spot, the reservations older than `fence_after`: a live request
-        finishes its three steps well within it, so the owner has most likely died (a killed
-        replica); if it is only slow, it is fenced out and its caller retries with the same id."""
+        """Settles, on the spot, the reservations whose request has given up (its deadline
+        passed: it died with a killed replica, or its caller left) or that are stale."""
         now = self._clock()
         for rid, reservation in promo.pending.items():
-            if now - reservation.at >= self._fence_after:
+            overdue = reservation.until is not None and now >= reservation.until
+            if overdue or self._recovery.is_stale(reservation, now):
                 await self._recovery.resolve(promo.id, rid, reservation)
 
     async def _settle_quietly(
@@ -389,7 +405,9 @@ class Redemptions:
                 user = await self._users.get_user(usage.user_id) or usage.user
             now = self._clock()
             attempt = self._new_id()
-            reservation = Reservation(attempt, RELEASE, usage.user_id, usage.discount, now)
+            reservation = Reservation(
+                attempt, RELEASE, usage.user_id, usage.discount, now, self._until(now)
+            )
             if not await self._codes.begin_release(promo.id, rid, reservation):
                 continue
             usage.release(attempt, command.reason, promo, user, now)
