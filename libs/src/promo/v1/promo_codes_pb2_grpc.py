@@ -189,8 +189,11 @@ class PromoCodeServiceServicer:
 
     def GeneratePromoCodes(self, request, context):
         """Creates `count` codes "<prefix><random part>" sharing the rules of `template` and one new
-        batch_id. All or nothing. Not idempotent: a retry creates another batch. Errors:
-        INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED.
+        batch_id. All or nothing: no code of the batch is visible, redeemable or announced by an event
+        until every code is stored; a failure or crash before that leaves nothing (a crash may leave
+        invisible codes that a retry with the same request_id completes). Idempotent by request_id.
+        Errors: INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED, ALREADY_EXISTS
+        IDEMPOTENCY_KEY_REUSED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -79,8 +79,11 @@ class PromoCodeServiceStub:
     """
     GeneratePromoCodes: _grpc.UnaryUnaryMultiCallable[_promo_codes_pb2.GeneratePromoCodesRequest, _promo_codes_pb2.GeneratePromoCodesResponse]
     """Creates `count` codes "<prefix><random part>" sharing the rules of `template` and one new
-    batch_id. All or nothing. Not idempotent: a retry creates another batch. Errors:
-    INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED.
+    batch_id. All or nothing: no code of the batch is visible, redeemable or announced by an event
+    until every code is stored; a failure or crash before that leaves nothing (a crash may leave
+    invisible codes that a retry with the same request_id completes). Idempotent by request_id.
+    Errors: INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED, ALREADY_EXISTS
+    IDEMPOTENCY_KEY_REUSED.
     """
     ValidatePromoCode: _grpc.UnaryUnaryMultiCallable[_promo_codes_pb2.ValidatePromoCodeRequest, _promo_codes_pb2.ValidatePromoCodeResponse]
     """Checks whether a code would apply to an order, without changing anything. Rule failures
@@ -159,8 +162,11 @@ class PromoCodeServiceAsyncStub(PromoCodeServiceStub):
     """
     GeneratePromoCodes: _aio.UnaryUnaryMultiCallable[_promo_codes_pb2.GeneratePromoCodesRequest, _promo_codes_pb2.GeneratePromoCodesResponse]  # type: ignore[assignment]
     """Creates `count` codes "<prefix><random part>" sharing the rules of `template` and one new
-    batch_id. All or nothing. Not idempotent: a retry creates another batch. Errors:
-    INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED.
+    batch_id. All or nothing: no code of the batch is visible, redeemable or announced by an event
+    until every code is stored; a failure or crash before that leaves nothing (a crash may leave
+    invisible codes that a retry with the same request_id completes). Idempotent by request_id.
+    Errors: INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED, ALREADY_EXISTS
+    IDEMPOTENCY_KEY_REUSED.
     """
     ValidatePromoCode: _aio.UnaryUnaryMultiCallable[_promo_codes_pb2.ValidatePromoCodeRequest, _promo_codes_pb2.ValidatePromoCodeResponse]  # type: ignore[assignment]
     """Checks whether a code would apply to an order, without changing anything. Rule failures
@@ -278,8 +284,11 @@ class PromoCodeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_promo_codes_pb2.GeneratePromoCodesResponse, _abc.Awaitable[_promo_codes_pb2.GeneratePromoCodesResponse]]:
         """Creates `count` codes "<prefix><random part>" sharing the rules of `template` and one new
-        batch_id. All or nothing. Not idempotent: a retry creates another batch. Errors:
-        INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED.
+        batch_id. All or nothing: no code of the batch is visible, redeemable or announced by an event
+        until every code is stored; a failure or crash before that leaves nothing (a crash may leave
+        invisible codes that a retry with the same request_id completes). Idempotent by request_id.
+        Errors: INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED, ALREADY_EXISTS
+        IDEMPOTENCY_KEY_REUSED.
         """
 
     @_abc_1.abstractmethod

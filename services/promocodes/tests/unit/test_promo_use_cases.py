@@ -197,6 +197,59 @@ async def test_generate_refuses_an_exhausted_space_and_writes_nothing(app: App) 
         == "CODE_SPACE_EXHAUSTED"
     )
     assert not app.codes.items
+    assert app.codes.published == []  # nothing announced: no ghost codes downstream
+
+
+def _drawing(app: App, texts: list[str]) -> Catalogue:
+    draws, ids = iter(texts), itertools.count()
+    return Catalogue(app.codes, lambda: f"b{next(ids)}", app.clock,
+                     lambda prefix, length: next(draws))  # fmt: skip
+
+
+async def test_generate_with_a_request_id_is_idempotent(app: App) -> None:
+    catalogue = _drawing(app, ["R-AAAA", "R-BBBB", "R-CCCC", "R-DDDD"])
+    command = GeneratePromoCodes("r-", 2, 4, pct(""), request_id="gen-1")
+    first = await catalogue.generate(command)
+    again = await catalogue.generate(command)
+    assert (
+        (again.batch_id, again.codes)
+        == (first.batch_id, first.codes)
+        == (
+            first.batch_id,
+            ["R-AAAA", "R-BBBB"],
+        )
+    )
+    assert len(app.codes.items) == 2 and len(app.codes.published) == 2
+    other = dataclasses.replace(command, count=3)
+    assert await reason_of(catalogue.generate(other)) == "IDEMPOTENCY_KEY_REUSED"
+
+
+async def test_a_batch_is_invisible_until_complete_and_a_retry_completes_it(app: App) -> None:
+    """An attempt that died after staging some codes: none is visible or announced; the retry
+    with the same request id keeps them, draws the rest and commits the whole batch."""
+    catalogue = _drawing(app, ["K-CCCC", "K-DDDD"])
+    command = GeneratePromoCodes("k-", 3, 4, pct(""), request_id="gen-2")
+    import hashlib
+
+    fingerprint = hashlib.sha256(
+        repr(dataclasses.replace(command, request_id="")).encode()
+    ).hexdigest()
+    batch = await app.codes.begin_batch("gen-2", "dead-batch", fingerprint)
+    spec = await create(app, pct("K-SEED"))
+    staged = [PromoCode.create(f"s{n}", f"K-{c}", spec.rules, app.clock.now, batch.batch_id)
+              for n, c in enumerate(["AAAA", "BBBB"])]  # fmt: skip
+    assert await app.codes.add_batch(staged, 0) == set()
+    assert await app.codes.get_by_code("K-AAAA") is None
+    assert await reason_of(redeem(app, "K-AAAA", "alice", 1000, "early")) == (
+        "PROMO_CODE_NOT_FOUND"
+    )
+    assert [type(e).__name__ for e in app.codes.published] == ["PromoCodeCreated"]  # K-SEED
+    done = await catalogue.generate(command)
+    assert done.batch_id == "dead-batch"
+    assert done.codes == ["K-AAAA", "K-BBBB", "K-CCCC"]
+    assert (await app.codes.get_by_code("K-AAAA")) is not None
+    assert len(app.codes.published) == 4
+    assert (await redeem(app, "K-BBBB", "alice", 1000, "later")).status == "ACTIVE"
 
 
 # --- rules and reasons --------------------------------------------------------------------

@@ -72,6 +72,9 @@ class Recovery:
     async def sweep(self, stale_after: timedelta | None = None) -> SweepReport:
         """Settles every reservation older than `stale_after` (default: the configured age)."""
         age = self.stale_after if stale_after is None else stale_after
+        # Generated batches committed by a process that died before it released their events.
+        if finished := await self._codes.finish_committed_batches():
+            log.info("generated batches finished", batches=finished)
         now = self._clock()
         counts = {"finalized": 0, "rolled_back": 0, "released": 0, "release_aborted": 0}
         fresh = 0
