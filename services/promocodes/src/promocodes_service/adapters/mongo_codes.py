@@ -1,7 +1,7 @@
 """PromoCodeRepository on MongoDB: collection `promo_codes`, one document per code.
 
 The document holds the rules, the counters (`uses`, `discount_granted`, `redeemed_total`) and
-the reservations in flight as a map `pending.<redemption id> = {at, attempt, kind, user_id,
+the reservations in flight as a map `pending.<redemption id> = {at, attempt, kind, user_id, until,
 discount}` with `pending_count`. Every write is one atomic update whose filter carries the
 condition (DESIGN.md); no filter uses `$or`, `$not` or array paths (the local stand-in answers
 some of those wrongly). Moments are epoch milliseconds (promo_libs.mongo.times). The rules an
