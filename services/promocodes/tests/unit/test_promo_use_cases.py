@@ -234,7 +234,7 @@ async def test_a_batch_is_invisible_until_complete_and_a_retry_completes_it(app:
     fingerprint = hashlib.sha256(
         repr(dataclasses.replace(command, request_id="")).encode()
     ).hexdigest()
-    batch = await app.codes.begin_batch("gen-2", "dead-batch", fingerprint)
+    batch = await app.codes.begin_batch("gen-2", "dead-batch", fingerprint, app.clock.now)
     spec = await create(app, pct("K-SEED"))
     staged = [PromoCode.create(f"s{n}", f"K-{c}", spec.rules, app.clock.now, batch.batch_id)
               for n, c in enumerate(["AAAA", "BBBB"])]  # fmt: skip
@@ -568,3 +568,17 @@ async def test_an_overdue_reservation_of_a_dead_request_is_settled_by_the_next_r
     after = await app.catalogue.lookup("DEAD")
     assert usage.status == "ACTIVE" and (after.uses, after.pending.keys()) == (1, set())
     assert app.usages.stored["killed"].usage.status == ABANDONED  # the dead attempt is fenced
+
+
+async def test_a_batch_nobody_retries_is_dropped_by_recovery_after_an_hour(app: App) -> None:
+    seed = await create(app, pct("Z-SEED"))
+    batch = await app.codes.begin_batch("gen-3", "lost-batch", "f", app.clock.now)
+    staged = [PromoCode.create("z1", "Z-AAAA", seed.rules, app.clock.now, batch.batch_id)]
+    assert await app.codes.add_batch(staged, 0) == set()
+    app.clock.advance(1800)
+    await app.recovery.sweep()
+    assert "z1" in app.codes.items  # half an hour: a retry may still come
+    app.clock.advance(1801)
+    await app.recovery.sweep()
+    assert "z1" not in app.codes.items and "gen-3" not in app.codes.batches
+    assert [type(e).__name__ for e in app.codes.published] == ["PromoCodeCreated"]  # Z-SEED

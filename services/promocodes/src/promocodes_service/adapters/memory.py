@@ -76,10 +76,20 @@ class InMemoryPromoCodeRepository(InMemoryRepository[PromoCode], PromoCodeReposi
     async def add_batch(self, promos: list[PromoCode], first_seq: int) -> set[str]:
         return {p.code for n, p in enumerate(promos) if not self._insert(p, first_seq + n)}
 
-    async def begin_batch(self, request_id: str, batch_id: str, fingerprint: str) -> BatchRecord:
+    async def begin_batch(
+        self, request_id: str, batch_id: str, fingerprint: str, now: datetime
+    ) -> BatchRecord:
         return self.batches.setdefault(
-            request_id, BatchRecord(request_id, batch_id, fingerprint, BUILDING)
+            request_id, BatchRecord(request_id, batch_id, fingerprint, BUILDING, now)
         )
+
+    async def drop_abandoned_batches(self, begun_before: datetime) -> int:
+        old = [
+            b for b in self.batches.values() if b.state == BUILDING and b.created_at < begun_before
+        ]
+        for batch in old:
+            await self.drop_batch(batch)
+        return len(old)
 
     async def batch_codes(self, batch_id: str) -> list[str]:
         mine = [p for p in self.items.values() if p.batch_id == batch_id]

@@ -182,7 +182,9 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
     def _batches(self) -> Any:
         return self.collection.database[BATCHES]
 
-    async def begin_batch(self, request_id: str, batch_id: str, fingerprint: str) -> BatchRecord:
+    async def begin_batch(
+        self, request_id: str, batch_id: str, fingerprint: str, now: datetime
+    ) -> BatchRecord:
         with contextlib.suppress(DuplicateKeyError):  # a retry: the stored batch is the one
             await self._batches.insert_one(
                 {
@@ -190,12 +192,33 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
                     "batch_id": batch_id,
                     "fingerprint": fingerprint,
                     "state": BUILDING,
-                    "finished": False,
+                    # Text, not a boolean: the stand-in reads booleans written by $set as ints.
+                    "events": "held",
+                    "created_at": to_millis(now),
                 }
             )
         stored = await self._batches.find_one({"_id": request_id})
         assert stored is not None
-        return BatchRecord(request_id, stored["batch_id"], stored["fingerprint"], stored["state"])
+        return self._batch(stored)
+
+    @staticmethod
+    def _batch(stored: Document) -> BatchRecord:
+        return BatchRecord(
+            stored["_id"],
+            stored["batch_id"],
+            stored["fingerprint"],
+            stored["state"],
+            from_millis(stored.get("created_at", 0)),
+        )
+
+    async def drop_abandoned_batches(self, begun_before: datetime) -> int:
+        cursor = self._batches.find(
+            {"state": BUILDING, "created_at": {"$lt": to_millis(begun_before)}}
+        )
+        old = [self._batch(d) async for d in cursor]
+        for batch in old:
+            await self.drop_batch(batch)
+        return len(old)
 
     async def batch_codes(self, batch_id: str) -> list[str]:
         cursor = self.collection.find({"batch_id": batch_id}, {"code": 1, "batch_seq": 1})
@@ -212,7 +235,7 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
             {"batch_id": batch_id, "staged": True},
             {"$set": {"outbox_pending": True}, "$unset": {"staged": ""}},
         )
-        await self._batches.update_one({"_id": request_id}, {"$set": {"finished": True}})
+        await self._batches.update_one({"_id": request_id}, {"$set": {"events": "released"}})
         self._on_events_written()
 
     async def drop_batch(self, batch: BatchRecord) -> None:
@@ -220,7 +243,7 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
         await self._batches.delete_one({"_id": batch.request_id, "state": BUILDING})
 
     async def finish_committed_batches(self) -> int:
-        cursor = self._batches.find({"state": LIVE, "finished": False})
+        cursor = self._batches.find({"state": LIVE, "events": "held"})
         unfinished = [d async for d in cursor]
         for document in unfinished:
             await self._finish(document["_id"], document["batch_id"])

@@ -63,6 +63,7 @@ class BatchRecord:
     batch_id: str
     fingerprint: str
     state: str
+    created_at: datetime
 
 
 class PromoCodeRepository(Repository[PromoCode]):
@@ -84,7 +85,9 @@ class PromoCodeRepository(Repository[PromoCode]):
         (those codes are not stored)."""
 
     @abc.abstractmethod
-    async def begin_batch(self, request_id: str, batch_id: str, fingerprint: str) -> BatchRecord:
+    async def begin_batch(
+        self, request_id: str, batch_id: str, fingerprint: str, now: datetime
+    ) -> BatchRecord:
         """The batch of `request_id`: a new BUILDING one, or the one stored before."""
 
     @abc.abstractmethod
@@ -99,6 +102,11 @@ class PromoCodeRepository(Repository[PromoCode]):
     @abc.abstractmethod
     async def drop_batch(self, batch: BatchRecord) -> None:
         """Deletes a BUILDING batch and its staged codes (their events were never published)."""
+
+    @abc.abstractmethod
+    async def drop_abandoned_batches(self, begun_before: datetime) -> int:
+        """Drops the BUILDING batches begun before `begun_before` (their request died and was
+        never retried): their staged codes were never visible, and free their texts."""
 
     @abc.abstractmethod
     async def finish_committed_batches(self) -> int:

@@ -217,7 +217,7 @@ class Catalogue:
         same = dataclasses.replace(command, request_id="")
         fingerprint = hashlib.sha256(repr(same).encode()).hexdigest()
         batch = await self._codes.begin_batch(
-            command.request_id or self._new_id(), self._new_id(), fingerprint
+            command.request_id or self._new_id(), self._new_id(), fingerprint, self._clock()
         )
         if batch.fingerprint != fingerprint:
             raise errors.AlreadyExists(
