@@ -118,6 +118,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """[ABORTED] A redemption with the same redemption_id is still being processed; retry with the
     same id to get its outcome.
     """
+    ERROR_REASON_REDEMPTION_VOIDED: _ErrorReason.ValueType  # 30
+    """[FAILED_PRECONDITION] The redemption_id was released before any redemption was stored under it
+    (the order gave up on it): it can never be redeemed. Every retry gets the same answer.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable error reasons.
@@ -232,6 +236,10 @@ often than we retry internally; retrying the whole request is safe.
 ERROR_REASON_REDEMPTION_IN_PROGRESS: ErrorReason.ValueType  # 29
 """[ABORTED] A redemption with the same redemption_id is still being processed; retry with the
 same id to get its outcome.
+"""
+ERROR_REASON_REDEMPTION_VOIDED: ErrorReason.ValueType  # 30
+"""[FAILED_PRECONDITION] The redemption_id was released before any redemption was stored under it
+(the order gave up on it): it can never be redeemed. Every retry gets the same answer.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
