@@ -7,11 +7,35 @@ names the variable, instead of failing later on first use. Secrets have no defau
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+@dataclass(frozen=True)
+class TlsPaths:
+    """One workload's certificate chain, private key and trusted CA bundle (PEM files)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    def read(self) -> tuple[bytes, bytes, bytes]:
+        """(chain, key, ca), read now."""
+        return self.cert.read_bytes(), self.key.read_bytes(), self.ca.read_bytes()
+
+    def stamp(self) -> tuple[tuple[int, int, int], ...]:
+        """What changes when any of the files is replaced or rewritten."""
+        stamps = []
+        for path in (self.cert, self.key, self.ca):
+            info = os.stat(path)
+            stamps.append((info.st_ino, info.st_mtime_ns, info.st_size))
+        return tuple(stamps)
 
 
 class ServiceSettings(BaseSettings):
@@ -25,6 +49,34 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     shutdown_grace_seconds: float = Field(10.0, gt=0, le=300)
     health_check_interval_seconds: float = Field(2.0, gt=0, le=60)
+    # Mutual TLS (promo_libs.grpc.tls): this workload's certificate, key and the CA bundle it
+    # trusts. No defaults: serving, or calling another service, refuses to start without them
+    # (commands that open no gRPC port, such as `migrate` or a replay, do not need them).
+    grpc_tls_cert_file: Path | None = None
+    grpc_tls_key_file: Path | None = None
+    grpc_tls_ca_file: Path | None = None
+    # Only grpc.health.v1, plaintext, for Kubernetes' gRPC probes (which present no
+    # certificate). 0 = not served.
+    grpc_health_port: int = Field(0, ge=0, le=65535)
+    # Server reflection (for grpcurl), callable by operators only; off in production.
+    grpc_reflection: bool = True
+    # Callers are identified by the SPIFFE ID of their certificate; only this trust domain's.
+    spiffe_trust_domain: str = Field("promo.local", pattern=r"^[a-z0-9._-]+$")
+
+    def tls_paths(self) -> TlsPaths:
+        """The mTLS files, or a configuration error naming what is missing."""
+        missing = [
+            name.upper()
+            for name in ("grpc_tls_cert_file", "grpc_tls_key_file", "grpc_tls_ca_file")
+            if getattr(self, name) is None
+        ]
+        if missing:
+            raise SystemExit(
+                f"configuration error: {', '.join(missing)} must be set: every gRPC port and "
+                "every call between services uses mutual TLS"
+            )
+        assert self.grpc_tls_cert_file and self.grpc_tls_key_file and self.grpc_tls_ca_file
+        return TlsPaths(self.grpc_tls_cert_file, self.grpc_tls_key_file, self.grpc_tls_ca_file)
 
 
 class MongoSettings(BaseSettings):

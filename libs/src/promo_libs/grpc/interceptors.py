@@ -1,7 +1,8 @@
-"""Server interceptor: request id, structured access log, metrics, deadlines and error mapping.
+"""Server interceptor: authorization, request id, access log, metrics, deadlines, error mapping.
 
-Every unary RPC of every service passes through here, so servicers stay thin: they translate,
-call the application service and let exceptions fly; this is where they become statuses.
+Every RPC of every service passes through here, so servicers stay thin: they translate, call the
+application service and let exceptions fly; this is where they become statuses. Authorization
+(promo_libs.grpc.authz) comes first, for streaming RPCs (reflection, health Watch) too.
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import grpc
 import pymongo
 import structlog
 
+from promo_libs.grpc.authz import Authorizer
 from promo_libs.grpc.errors import grpc_status_for, to_domain_error
+from promo_libs.identity import current_caller
 from promo_libs.logging import get_logger
 from promo_libs.metrics import RPC_HANDLED, RPC_LATENCY
 
@@ -41,7 +44,8 @@ def _request_id(context: Context) -> str:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self) -> None:
+    def __init__(self, authorizer: Authorizer) -> None:
+        self.authorizer = authorizer
         # Use cases whose caller left and that still run (see _wrap): shutdown waits for them
         # before it closes the connections they use.
         self.abandoned: set[asyncio.Future[Any]] = set()
@@ -59,15 +63,61 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # streaming RPCs (health Watch, reflection) pass through untouched
+        if handler is None:
+            return None
         full_method: str = handler_call_details.method
+        if handler.unary_unary is None:
+            return _authorized_stream(handler, full_method, self.authorizer)
         service, _, method = full_method.lstrip("/").rpartition("/")
         return grpc.unary_unary_rpc_method_handler(
-            _wrap(cast(Handler, handler.unary_unary), service, method, self.abandoned),
+            _wrap(
+                cast(Handler, handler.unary_unary),
+                full_method,
+                service,
+                method,
+                self.abandoned,
+                self.authorizer,
+            ),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _authorized_stream(
+    handler: grpc.RpcMethodHandler[Any, Any], full_method: str, authorizer: Authorizer
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A streaming handler (health Watch, reflection) behind the same authorization."""
+    inner = cast(
+        Callable[[Any, Context], Any],
+        handler.unary_stream or handler.stream_stream or handler.stream_unary,
+    )
+
+    async def handle(request: Any, context: Context) -> Any:
+        try:
+            caller = authorizer.authorize(full_method, context)
+        except Exception as exc:
+            status = grpc_status_for(exc)
+            log.info("rpc refused", rpc=full_method, code=status.code.name, error=status.details)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        current_caller.set(caller)
+        result = inner(request, context)
+        if hasattr(result, "__aiter__"):
+            # An async-generator servicer: forward what it yields (this wrapper writes instead,
+            # so both styles of servicer go through one coroutine).
+            async for response in cast(AsyncIterator[Any], result):
+                await context.write(response)
+            return None
+        return await result
+
+    options = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(handle, **options)
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(handle, **options)
+    return grpc.stream_unary_rpc_method_handler(handle, **options)
 
 
 def _drop_result(work: asyncio.Future[Any]) -> None:
@@ -80,7 +130,12 @@ def _drop_result(work: asyncio.Future[Any]) -> None:
 
 
 def _wrap(
-    inner: Handler, service: str, method: str, abandoned: set[asyncio.Future[Any]]
+    inner: Handler,
+    full_method: str,
+    service: str,
+    method: str,
+    abandoned: set[asyncio.Future[Any]],
+    authorizer: Authorizer,
 ) -> Handler:
     async def handle(request: Any, context: Context) -> Any:
         request_id = _request_id(context)
@@ -89,6 +144,9 @@ def _wrap(
         with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=method):
             await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
             try:
+                # Before anything else runs: the use case sees the caller (a context variable,
+                # copied into the task below), or is never started.
+                current_caller.set(authorizer.authorize(full_method, context))
                 # The caller's deadline bounds every MongoDB operation made for this RPC.
                 with pymongo.timeout(context.time_remaining()):
                     work = asyncio.ensure_future(inner(request, context))

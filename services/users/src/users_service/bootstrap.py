@@ -18,6 +18,7 @@ from users_service.adapters.migrations import MIGRATIONS
 from users_service.adapters.mongo_repository import MongoUserRepository
 from users_service.config import UsersSettings
 from users_service.entrypoints.grpc_servicer import UserServicer
+from users_service.entrypoints.policy import POLICY
 from users_service.service_layer.accounts import Accounts
 
 SERVICE_NAME = users_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
@@ -63,6 +64,7 @@ async def build(settings: UsersSettings) -> GrpcApp:
     return GrpcApp(
         name="users",
         service_names=[SERVICE_NAME],
+        policies=[POLICY],
         register=lambda server: users_pb2_grpc.add_UserServiceServicer_to_server(servicer, server),
         probes={"mongo": connection.ping},
         background=[connection.size_metric_loop, relay.run],

@@ -1,0 +1,60 @@
+"""Workload identities: who is calling, as the service layer sees it (no gRPC here).
+
+A caller is identified by the SPIFFE ID in the URI SAN of the certificate it presented
+(`spiffe://<trust domain>/ns/<namespace>/sa/<service account>`); the service account name is
+the workload, the vocabulary the policy tables are written in. The interceptor that verified the
+certificate (promo_libs.grpc.authz) sets `current_caller` for the duration of the call, so use
+cases can ask who calls them without any transport in their signature.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Workload(StrEnum):
+    """Every identity the platform issues certificates to."""
+
+    USERS = "users"
+    PROMOCODES = "promocodes"
+    ORDERS = "orders"
+    ANALYTICS = "analytics"
+    SYNC_CONSUMER = "sync-consumer"
+    # People's tools: the staff back office (catalogue, users, analytics, order support), the
+    # customer-facing storefront (acts for one signed-in user), operators (reflection, debugging).
+    BACK_OFFICE = "back-office"
+    STOREFRONT = "storefront"
+    OPERATOR = "operator"
+
+
+_SPIFFE = re.compile(
+    r"^spiffe://(?P<domain>[a-z0-9._-]+)/ns/(?P<ns>[a-z0-9-]+)/sa/(?P<sa>[a-z0-9-]+)$"
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated peer: its full SPIFFE ID and the workload it names."""
+
+    spiffe_id: str
+    workload: Workload
+
+
+def parse_spiffe_id(spiffe_id: str, trust_domain: str) -> Caller | None:
+    """The caller a SPIFFE ID names, None when it is of another trust domain or no workload."""
+    match = _SPIFFE.match(spiffe_id)
+    if match is None or match["domain"] != trust_domain:
+        return None
+    try:
+        workload = Workload(match["sa"])
+    except ValueError:
+        return None
+    return Caller(spiffe_id, workload)
+
+
+current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+    "current_caller", default=None
+)
