@@ -25,6 +25,15 @@ DEFAULT_CALLER = "back-office"
 PROBE_IDENTITY = "operator"
 
 
+def caller_channel(
+    address: str, identity: str = DEFAULT_CALLER, pki: DevPki | None = None
+) -> grpc.aio.Channel:
+    """An asyncio channel to any service of a devstack, as `identity`, with `pki`'s certificates
+    (default: the `make run` stack's, `<repo>/.state/dev/pki`). For benchmarks and child
+    processes that get an address rather than a ServiceProcess."""
+    return secure_channel(address, (pki or DevPki(default_state_dir() / "pki")).files(identity))
+
+
 class ServiceProcess:
     """A gRPC service: started with `env`, healthy when grpc.health.v1 Check("") is SERVING.
 
@@ -86,7 +95,7 @@ class ServiceProcess:
         which certificate) is decided in one place. `identity` is a promo_libs.identity.Workload
         value: "back-office" (default), "storefront", "orders", "operator", ...
         """
-        return secure_channel(self.address, self.tls(identity))
+        return caller_channel(self.address, identity, self.pki)
 
     def sync_channel(self, identity: str = DEFAULT_CALLER) -> grpc.Channel:
         """A blocking channel to this service (for tests that run no event loop)."""

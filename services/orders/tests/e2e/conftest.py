@@ -113,7 +113,8 @@ async def clients(platform: Platform) -> AsyncIterator[Clients]:
     async with (
         platform.users.channel() as users,
         platform.promocodes.channel() as codes,
-        platform.orders.channel() as orders,
+        # Shoppers' orders come from the storefront (orders_service.entrypoints.policy).
+        platform.orders.channel(identity="storefront") as orders,
     ):
         yield Clients(
             users_pb2_grpc.UserServiceStub(users),
