@@ -119,9 +119,11 @@ class ServiceProcess:
         )
         self._child.start()
 
-    def health(self, timeout: float = 1.0) -> str:
-        """`SERVING`, `NOT_SERVING`, ... or `UNREACHABLE`."""
-        return grpc_health_status(self.address, self.tls(PROBE_IDENTITY), timeout=timeout)
+    def health(self, timeout: float = 1.0, service: str = "") -> str:
+        """`SERVING`, `NOT_SERVING`, ... or `UNREACHABLE` (overall, or of one `service`)."""
+        return grpc_health_status(
+            self.address, self.tls(PROBE_IDENTITY), service=service, timeout=timeout
+        )
 
     def wait_status(self, expected: str, timeout: float = 15.0) -> None:
         """Wait until the health check reports `expected` (e.g. `NOT_SERVING`)."""
