@@ -366,3 +366,58 @@ async def test_a_certificate_rotated_on_disk_is_used_without_a_restart(
         assert users.child.pid == pid and users.running
     finally:
         users.terminate()
+
+
+def test_a_mongodb_uri_is_logged_without_its_password(stack: Stack, mongo_db_name: str) -> None:
+    """The service waits for a MongoDB that is not there, and says so, without the password
+    (the pytest plugin also searches every log of the run for it: SECRETS_USED)."""
+    password = "s3cret-mongo-PW"
+    users = stack.service(
+        "users-secret",
+        [sys.executable, "-m", "users_service"],
+        free_port(),
+        {
+            **COMMON,
+            "MONGODB_URI": f"mongodb://promo:{password}@127.0.0.1:{free_port()}/?authSource=admin",
+            "MONGODB_DB_NAME": mongo_db_name,
+            "MONGODB_TIMEOUT_MS": "200",
+        },
+    )
+    users.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "waiting for MongoDB" not in users.log_tail(200):
+            assert time.monotonic() < deadline, users.log_tail(40)
+            time.sleep(0.1)
+        log = users.log_path.read_text()
+        assert "mongodb://promo:***@127.0.0.1:" in log
+        assert password not in log
+    finally:
+        users.kill()
+
+
+async def test_health_alone_is_served_in_plaintext_on_its_own_port(
+    stack: Stack, mongo_db_name: str
+) -> None:
+    health_port = free_port()
+    users = stack.service(
+        "users-probe",
+        [sys.executable, "-m", "users_service"],
+        free_port(),
+        {**COMMON, "MONGODB_DB_NAME": mongo_db_name, "GRPC_HEALTH_PORT": str(health_port)},
+    )
+    users.start_and_wait()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{health_port}") as probe:
+            assert await _health_code(probe) == grpc.StatusCode.OK
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await users_pb2_grpc.UserServiceStub(probe).ListUsers(
+                    users_pb2.ListUsersRequest(), timeout=10
+                )
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            stream = reflection_pb2_grpc.ServerReflectionStub(probe).ServerReflectionInfo(
+                timeout=10
+            )
+            assert await stream.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        users.terminate()

@@ -120,6 +120,28 @@ class ClickHouseSettings(BaseSettings):
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
+def redacted_uri(uri: str) -> str:
+    """`uri` fit for a log line or an error message: the password of its user info (and any
+    query option that may hold a secret) replaced by `***`. A URI is never logged otherwise."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return "***"
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    if at:
+        user = userinfo.partition(":")[0]
+        authority = f"{user}:***@{hosts}"
+    path, question, query = tail.partition("?")
+    if question:
+        options = []
+        for option in query.split("&"):
+            key, _, _ = option.partition("=")
+            secret = any(word in key.lower() for word in ("password", "secret", "token", "key"))
+            options.append(f"{key}=***" if secret else option)
+        path = f"{path}?{'&'.join(options)}"
+    return f"{scheme}://{authority}{slash}{path}"
+
+
 def load_settings(settings_class: type[SettingsT]) -> SettingsT:
     """Reads the environment into `settings_class`, exiting with a clear message when it can't."""
     try:
