@@ -57,7 +57,7 @@ def secrets_in_logs(local_stack: Stack) -> list[str]:
     for name, value in local_stack.env.items():
         if "PASSWORD" in name and value:
             secrets_.add(value)
-    found = []
+    found: list[str] = []
     for log in sorted((local_stack.state_dir / "services").glob("*.log")):
         text = log.read_text(errors="replace")
         found.extend(f"{log.name}: {secret[:6]}..." for secret in secrets_ if secret in text)
