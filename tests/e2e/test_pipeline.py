@@ -50,7 +50,7 @@ async def clients(platform: Platform) -> AsyncIterator[Clients]:
     async with (
         platform.users.channel() as users,
         platform.promocodes.channel() as codes,
-        platform.orders.channel(identity="storefront") as orders,
+        platform.orders.channel() as orders,
     ):
         yield Clients(
             users_pb2_grpc.UserServiceStub(users),

@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import message_factory
+from google.protobuf import field_mask_pb2, message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -69,7 +69,7 @@ EXPECTED: dict[str, set[Workload]] = {
     "promo.v1.PromoCodeService/RedeemPromoCode": {W.ORDERS},
     "promo.v1.PromoCodeService/ReleasePromoCode": {W.ORDERS},
     "promo.v1.PromoCodeService/ListPromoCodeUsages": STAFF,
-    "promo.v1.OrderService/CreateOrder": {W.STOREFRONT},
+    "promo.v1.OrderService/CreateOrder": {W.STOREFRONT, W.BACK_OFFICE},
     "promo.v1.OrderService/GetOrder": {W.STOREFRONT, W.BACK_OFFICE},
     "promo.v1.OrderService/ListOrders": {W.STOREFRONT, W.BACK_OFFICE},
     "promo.v1.OrderService/CancelOrder": {W.STOREFRONT, W.BACK_OFFICE},
@@ -259,6 +259,24 @@ async def test_callers_without_a_certificate_of_our_ca_are_refused(
         assert info is not None and info.reason == "UNKNOWN_IDENTITY"
 
 
+PASSWORD = "correct horse battery"
+
+
+async def sign_up_and_log_in(users: ServiceProcess) -> tuple[users_pb2.User, str]:
+    """A new shopper, signed up and logged in through the storefront: (user, user token)."""
+    async with users.channel(identity="storefront") as channel:
+        stub = users_pb2_grpc.UserServiceStub(channel)
+        email = f"zt.{uuid.uuid4().hex[:8]}@example.com"
+        user = await stub.CreateUser(
+            users_pb2.CreateUserRequest(user=users_pb2.User(email=email), password=PASSWORD)
+        )
+        login = await stub.AuthenticateUser(
+            users_pb2.AuthenticateUserRequest(email=email, password=PASSWORD)
+        )
+    assert login.access_token and login.HasField("access_token_expire_time")
+    return user, login.access_token
+
+
 async def test_releasing_an_orders_redemption_directly_is_refused_for_all_but_orders(
     platform: Platform,
 ) -> None:
@@ -266,17 +284,11 @@ async def test_releasing_an_orders_redemption_directly_is_refused_for_all_but_or
     the slot comes back while the order keeps its discount."""
     services = platform.services
     eur = common_pb2.Money(currency_code="EUR", amount_minor=5000)
+    user, token = await sign_up_and_log_in(services["users"])
     async with (
-        services["users"].channel(identity="storefront") as users_channel,
         services["promocodes"].channel(identity="back-office") as staff_channel,
-        services["orders"].channel(identity="storefront") as shop_channel,
+        services["orders"].channel(identity="storefront", user_token=token) as shop_channel,
     ):
-        user = await users_pb2_grpc.UserServiceStub(users_channel).CreateUser(
-            users_pb2.CreateUserRequest(
-                user=users_pb2.User(email=f"zt.{uuid.uuid4().hex[:8]}@example.com"),
-                password="correct horse battery",
-            )
-        )
         staff = promo_codes_pb2_grpc.PromoCodeServiceStub(staff_channel)
         code = await staff.CreatePromoCode(
             promo_codes_pb2.CreatePromoCodeRequest(
@@ -421,3 +433,123 @@ async def test_health_alone_is_served_in_plaintext_on_its_own_port(
             assert await stream.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         users.terminate()
+
+
+def _reason(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
+    info = error_info(error)
+    return error.code(), info.reason if info else ""
+
+
+async def test_one_users_token_cannot_read_or_act_for_another(platform: Platform) -> None:
+    services = platform.services
+    ada, ada_token = await sign_up_and_log_in(services["users"])
+    bob, bob_token = await sign_up_and_log_in(services["users"])
+    eur = common_pb2.Money(currency_code="EUR", amount_minor=1000)
+    not_this_user = (grpc.StatusCode.PERMISSION_DENIED, "NOT_THIS_USER")
+    async with (
+        services["users"].channel(identity="storefront", user_token=ada_token) as users_channel,
+        services["orders"].channel(identity="storefront", user_token=ada_token) as ada_orders,
+        services["orders"].channel(identity="storefront", user_token=bob_token) as bob_orders,
+        services["promocodes"].channel(identity="storefront", user_token=ada_token) as codes,
+        services["users"].channel(identity="storefront") as no_token,
+        services["users"].channel(identity="storefront", user_token="not.a.jwt") as forged,
+    ):
+        users = users_pb2_grpc.UserServiceStub(users_channel)
+        assert (await users.GetUser(users_pb2.GetUserRequest(id=ada.id))).id == ada.id
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await users.GetUser(users_pb2.GetUserRequest(id=bob.id))
+        assert _reason(caught.value) == not_this_user
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await users.UpdateUser(
+                users_pb2.UpdateUserRequest(
+                    user=users_pb2.User(id=bob.id, display_name="Mallory"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+                )
+            )
+        assert _reason(caught.value) == not_this_user
+        # Ordering, reading and cancelling for another user.
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await orders_pb2_grpc.OrderServiceStub(ada_orders).CreateOrder(
+                orders_pb2.CreateOrderRequest(user_id=bob.id, amount=eur, idempotency_key="x1")
+            )
+        assert _reason(caught.value) == not_this_user
+        bobs = await orders_pb2_grpc.OrderServiceStub(bob_orders).CreateOrder(
+            orders_pb2.CreateOrderRequest(user_id=bob.id, amount=eur, idempotency_key="b1")
+        )
+        for call in (
+            lambda stub: stub.GetOrder(orders_pb2.GetOrderRequest(id=bobs.id)),
+            lambda stub: stub.CancelOrder(orders_pb2.CancelOrderRequest(id=bobs.id, reason="x")),
+            lambda stub: stub.ListOrders(orders_pb2.ListOrdersRequest(user_id=bob.id)),
+            lambda stub: stub.ListOrders(orders_pb2.ListOrdersRequest()),  # everyone's
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call(orders_pb2_grpc.OrderServiceStub(ada_orders))
+            assert _reason(caught.value) == not_this_user
+        mine = await orders_pb2_grpc.OrderServiceStub(ada_orders).ListOrders(
+            orders_pb2.ListOrdersRequest(user_id=ada.id)
+        )
+        assert list(mine.orders) == []
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await promo_codes_pb2_grpc.PromoCodeServiceStub(codes).ValidatePromoCode(
+                promo_codes_pb2.ValidatePromoCodeRequest(
+                    code="ANY", user_id=bob.id, order_amount=eur
+                )
+            )
+        assert _reason(caught.value) == not_this_user
+        # No token, or one that does not verify: not even the user's own data.
+        for channel in (no_token, forged):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await users_pb2_grpc.UserServiceStub(channel).GetUser(
+                    users_pb2.GetUserRequest(id=ada.id)
+                )
+            assert _reason(caught.value) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "INVALID_USER_TOKEN",
+            )
+    async with services["orders"].channel() as staff:  # the back office reaches every user
+        fetched = await orders_pb2_grpc.OrderServiceStub(staff).GetOrder(
+            orders_pb2.GetOrderRequest(id=bobs.id)
+        )
+        assert fetched.status == orders_pb2.ORDER_STATUS_CONFIRMED
+
+
+async def test_a_user_changes_their_password_only_with_the_current_one(
+    platform: Platform,
+) -> None:
+    users_service = platform.services["users"]
+    ada, token = await sign_up_and_log_in(users_service)
+    change = users_pb2.UpdateUserRequest(
+        user=users_pb2.User(id=ada.id),
+        update_mask=field_mask_pb2.FieldMask(paths=["password"]),
+        password="a brand new secret",
+    )
+    async with users_service.channel(identity="storefront", user_token=token) as channel:
+        stub = users_pb2_grpc.UserServiceStub(channel)
+        for wrong in ("", "not her password"):
+            change.current_password = wrong
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.UpdateUser(change)
+            assert _reason(caught.value) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "INVALID_CREDENTIALS",
+            )
+        reactivate = users_pb2.UpdateUserRequest(
+            user=users_pb2.User(id=ada.id, active=True),
+            update_mask=field_mask_pb2.FieldMask(paths=["active"]),
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.UpdateUser(reactivate)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        change.current_password = PASSWORD
+        await stub.UpdateUser(change)
+    async with users_service.channel(identity="storefront") as login:
+        stub = users_pb2_grpc.UserServiceStub(login)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.AuthenticateUser(
+                users_pb2.AuthenticateUserRequest(email=ada.email, password=PASSWORD)
+            )
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        again = await stub.AuthenticateUser(
+            users_pb2.AuthenticateUserRequest(email=ada.email, password="a brand new secret")
+        )
+        assert again.user.id == ada.id

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import threading
 from pathlib import Path
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from promo_libs.config import TlsPaths
+from promo_libs.user_tokens import public_jwk
 
 TRUST_DOMAIN = "promo.local"
 NAMESPACE = "promo"
@@ -68,6 +70,19 @@ class DevPki:
             if not (files.cert.exists() and files.key.exists()):
                 self._issue(identity, ca_cert, ca_key, files)
             return files
+
+    def user_token_keys(self) -> tuple[Path, Path]:
+        """(signing key, JWKS): UserService signs user tokens with the first, every service
+        verifies them with the second (promo_libs.user_tokens). Created on first use."""
+        with self._lock:
+            key_file, jwks_file = self.folder / "user-token.key", self.folder / "jwks.json"
+            if not (key_file.exists() and jwks_file.exists()):
+                self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                key = ec.generate_private_key(ec.SECP256R1())
+                jwks = {"keys": [public_jwk(key.public_key())]}
+                _write(key_file, _key_pem(key), secret=True)
+                _write(jwks_file, json.dumps(jwks, indent=2).encode(), secret=False)
+            return key_file, jwks_file
 
     def reissue(self, identity: str) -> TlsPaths:
         """A new key and certificate for `identity`, replacing the old files atomically."""

@@ -26,12 +26,17 @@ PROBE_IDENTITY = "operator"
 
 
 def caller_channel(
-    address: str, identity: str = DEFAULT_CALLER, pki: DevPki | None = None
+    address: str,
+    identity: str = DEFAULT_CALLER,
+    pki: DevPki | None = None,
+    *,
+    user_token: str | None = None,
 ) -> grpc.aio.Channel:
     """An asyncio channel to any service of a devstack, as `identity`, with `pki`'s certificates
     (default: the `make run` stack's, `<repo>/.state/dev/pki`). For benchmarks and child
     processes that get an address rather than a ServiceProcess."""
-    return secure_channel(address, (pki or DevPki(default_state_dir() / "pki")).files(identity))
+    files = (pki or DevPki(default_state_dir() / "pki")).files(identity)
+    return secure_channel(address, files, user_token=user_token)
 
 
 class ServiceProcess:
@@ -88,14 +93,17 @@ class ServiceProcess:
         """The certificate files of `identity` (issued by the stack's CA on first use)."""
         return self.pki.files(identity)
 
-    def channel(self, identity: str = DEFAULT_CALLER) -> grpc.aio.Channel:
+    def channel(
+        self, identity: str = DEFAULT_CALLER, *, user_token: str | None = None
+    ) -> grpc.aio.Channel:
         """An asyncio channel to this service, calling as workload `identity`.
 
         Every test opens its channels here, so that how callers reach a service (mutual TLS,
         which certificate) is decided in one place. `identity` is a promo_libs.identity.Workload
-        value: "back-office" (default), "storefront", "orders", "operator", ...
+        value: "back-office" (default), "storefront", "orders", "operator", ... The storefront
+        acts for one signed-in user: give it that user's `user_token` (AuthenticateUser's).
         """
-        return caller_channel(self.address, identity, self.pki)
+        return caller_channel(self.address, identity, self.pki, user_token=user_token)
 
     def sync_channel(self, identity: str = DEFAULT_CALLER) -> grpc.Channel:
         """A blocking channel to this service (for tests that run no event loop)."""

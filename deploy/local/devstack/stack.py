@@ -223,11 +223,16 @@ class Stack:
         if identity is None:
             module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
             identity = _MODULE_IDENTITIES.get(module, name)
+        signing_key, jwks = self.pki.user_token_keys()
+        tokens = {"USER_TOKEN_JWKS_FILE": str(jwks)}
+        if identity == "users":  # the one signer of user tokens
+            tokens["USER_TOKEN_SIGNING_KEY_FILE"] = str(signing_key)
         # GRPC_PORT is the variable every service of the project listens on.
         env = {
             **os.environ,
             **self.env,
             **tls_env(self.pki.files(identity)),
+            **tokens,
             "GRPC_PORT": str(grpc_port),
             **(extra_env or {}),
         }

@@ -64,14 +64,14 @@ async def measure(
 
 
 async def run(addresses: dict[str, str], count: int, concurrency: int, pki: DevPki) -> None:
-    # Each call as the workload that makes it in production: shoppers through the storefront,
-    # the catalogue from the back office; the floor calls as the orders service does.
+    # Sign-ups as the storefront, the catalogue and the orders (for many users: no user token)
+    # as the back office; the floor calls as the orders service does.
     async with (
         caller_channel(addresses["users"], "storefront", pki) as users_channel,
         caller_channel(addresses["promocodes"], "back-office", pki) as codes_channel,
         caller_channel(addresses["users"], "orders", pki) as floor_users_channel,
         caller_channel(addresses["promocodes"], "orders", pki) as floor_codes_channel,
-        caller_channel(addresses["orders"], "storefront", pki) as orders_channel,
+        caller_channel(addresses["orders"], "back-office", pki) as orders_channel,
     ):
         users = users_pb2_grpc.UserServiceStub(users_channel)
         codes = promo_codes_pb2_grpc.PromoCodeServiceStub(codes_channel)

@@ -116,6 +116,27 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """[ABORTED] A redemption with the same redemption_id is still being processed; retry with the
     same id to get its outcome.
     """
+    ERROR_REASON_METHOD_NOT_ALLOWED: _ErrorReason.ValueType  # 40
+    """Authorization (DESIGN.md I7). Numbered from 40 on so that other reasons can keep growing.
+    [PERMISSION_DENIED] The calling workload (its certificate's SPIFFE ID) may not call this
+    method (metadata: method, caller).
+    """
+    ERROR_REASON_UNKNOWN_IDENTITY: _ErrorReason.ValueType  # 41
+    """[PERMISSION_DENIED] The client certificate names no workload of this trust domain."""
+    ERROR_REASON_INVALID_USER_TOKEN: _ErrorReason.ValueType  # 42
+    """[UNAUTHENTICATED] A call on a user's behalf carries no user token, or one that is expired,
+    malformed or not signed by a trusted key.
+    """
+    ERROR_REASON_NOT_THIS_USER: _ErrorReason.ValueType  # 43
+    """[PERMISSION_DENIED] The user token is another user's than the one the request names."""
+    ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 44
+    """[RESOURCE_EXHAUSTED] Too many calls for this caller, account or code; RetryInfo says when
+    to try again.
+    """
+    ERROR_REASON_TOO_MANY_FAILURES: _ErrorReason.ValueType  # 45
+    """[RESOURCE_EXHAUSTED] Too many failed log-ins for this account: locked out for a while that
+    doubles with each further failure (RetryInfo says how long).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable error reasons.
@@ -228,6 +249,27 @@ often than we retry internally; retrying the whole request is safe.
 ERROR_REASON_REDEMPTION_IN_PROGRESS: ErrorReason.ValueType  # 29
 """[ABORTED] A redemption with the same redemption_id is still being processed; retry with the
 same id to get its outcome.
+"""
+ERROR_REASON_METHOD_NOT_ALLOWED: ErrorReason.ValueType  # 40
+"""Authorization (DESIGN.md I7). Numbered from 40 on so that other reasons can keep growing.
+[PERMISSION_DENIED] The calling workload (its certificate's SPIFFE ID) may not call this
+method (metadata: method, caller).
+"""
+ERROR_REASON_UNKNOWN_IDENTITY: ErrorReason.ValueType  # 41
+"""[PERMISSION_DENIED] The client certificate names no workload of this trust domain."""
+ERROR_REASON_INVALID_USER_TOKEN: ErrorReason.ValueType  # 42
+"""[UNAUTHENTICATED] A call on a user's behalf carries no user token, or one that is expired,
+malformed or not signed by a trusted key.
+"""
+ERROR_REASON_NOT_THIS_USER: ErrorReason.ValueType  # 43
+"""[PERMISSION_DENIED] The user token is another user's than the one the request names."""
+ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 44
+"""[RESOURCE_EXHAUSTED] Too many calls for this caller, account or code; RetryInfo says when
+to try again.
+"""
+ERROR_REASON_TOO_MANY_FAILURES: ErrorReason.ValueType  # 45
+"""[RESOURCE_EXHAUSTED] Too many failed log-ins for this account: locked out for a while that
+doubles with each further failure (RetryInfo says how long).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 

@@ -13,7 +13,9 @@ call it. The server's interceptor asks `Authorizer.authorize` before any handler
   without a policy entry is closed, and `check_covers` stops the server at start-up instead;
 - grpc.health.v1 is open to every authenticated workload; reflection only to operators.
 
-The caller is then put in `promo_libs.identity.current_caller` for the service layer.
+The caller is then put in `promo_libs.identity.current_caller` for the service layer, and the
+end user the call is made for, when it carries `authorization: Bearer <user token>`, in
+`current_user` (a token that does not verify is refused: UNAUTHENTICATED, INVALID_USER_TOKEN).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from grpc_health.v1 import health
 
 from promo_libs import errors
 from promo_libs.identity import Caller, Workload, parse_spiffe_id
+from promo_libs.user_tokens import UserTokenVerifier
 
 HEALTH_SERVICE = health.SERVICE_NAME
 REFLECTION_SERVICES = (
@@ -69,8 +72,10 @@ class Authorizer:
         trust_domain: str,
         *,
         reflection: frozenset[Workload] = OPERATORS,
+        tokens: UserTokenVerifier | None = None,
     ) -> None:
         self.trust_domain = trust_domain
+        self._tokens = tokens
         self._allowed: dict[str, frozenset[Workload]] = {}
         for policy in policies:
             for method, workloads in policy.methods.items():
@@ -113,3 +118,16 @@ class Authorizer:
                 metadata={"method": full_method.lstrip("/"), "caller": caller.spiffe_id},
             )
         return caller
+
+    def user_of(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+        """The subject of the call's verified user token; None when it carries none."""
+        for key, value in context.invocation_metadata() or ():
+            if key != "authorization" or not isinstance(value, str):
+                continue
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() != "bearer" or not token or self._tokens is None:
+                raise errors.Unauthenticated(
+                    "the user token cannot be verified here", reason="INVALID_USER_TOKEN"
+                )
+            return self._tokens.verify(token.strip())
+        return None

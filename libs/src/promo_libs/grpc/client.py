@@ -10,6 +10,7 @@ itself, promo_libs.grpc.tls).
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -44,9 +45,40 @@ CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
 ]
 
 
-def secure_channel(address: str, tls: TlsPaths) -> grpc.aio.Channel:
-    """An asyncio channel to `address`, authenticated both ways with `tls`."""
-    return grpc.aio.secure_channel(address, channel_credentials(tls), options=CHANNEL_OPTIONS)
+class _UserToken(grpc.aio.UnaryUnaryClientInterceptor):
+    """Sends `authorization: Bearer <token>` on every call: calls made for one end user."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Any,
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()), self._header)
+        details = grpc.aio.ClientCallDetails(
+            client_call_details.method,
+            client_call_details.timeout,
+            metadata,
+            client_call_details.credentials,
+            client_call_details.wait_for_ready,
+        )
+        return await continuation(details, request)
+
+
+def secure_channel(
+    address: str, tls: TlsPaths, *, user_token: str | None = None
+) -> grpc.aio.Channel:
+    """An asyncio channel to `address`, authenticated both ways with `tls`; with `user_token`,
+    every call is made on that end user's behalf."""
+    return grpc.aio.secure_channel(
+        address,
+        channel_credentials(tls),
+        options=CHANNEL_OPTIONS,
+        interceptors=None if user_token is None else [_UserToken(user_token)],
+    )
 
 
 def secure_sync_channel(address: str, tls: TlsPaths) -> grpc.Channel:

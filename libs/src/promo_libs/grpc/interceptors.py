@@ -17,9 +17,11 @@ import grpc
 import pymongo
 import structlog
 
+from promo_libs.deadline import current_deadline
 from promo_libs.grpc.authz import Authorizer
 from promo_libs.grpc.errors import grpc_status_for, to_domain_error
-from promo_libs.identity import current_caller
+from promo_libs.grpc.limits import RateLimits
+from promo_libs.identity import current_caller, current_user
 from promo_libs.logging import get_logger
 from promo_libs.metrics import RPC_HANDLED, RPC_LATENCY
 
@@ -44,8 +46,15 @@ def _request_id(context: Context) -> str:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authorizer: Authorizer) -> None:
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        limits: RateLimits | None = None,
+        max_deadline_seconds: float = 30.0,
+    ) -> None:
         self.authorizer = authorizer
+        self.limits = limits
+        self.max_deadline_seconds = max_deadline_seconds
         # Use cases whose caller left and that still run (see _wrap): shutdown waits for them
         # before it closes the connections they use.
         self.abandoned: set[asyncio.Future[Any]] = set()
@@ -77,6 +86,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 method,
                 self.abandoned,
                 self.authorizer,
+                self.limits,
+                self.max_deadline_seconds,
             ),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
@@ -136,6 +147,8 @@ def _wrap(
     method: str,
     abandoned: set[asyncio.Future[Any]],
     authorizer: Authorizer,
+    limits: RateLimits | None,
+    max_deadline_seconds: float,
 ) -> Handler:
     async def handle(request: Any, context: Context) -> Any:
         request_id = _request_id(context)
@@ -147,15 +160,30 @@ def _wrap(
                 # Before anything else runs: the use case sees the caller (a context variable,
                 # copied into the task below), or is never started.
                 current_caller.set(authorizer.authorize(full_method, context))
-                # The caller's deadline bounds every MongoDB operation made for this RPC.
-                with pymongo.timeout(context.time_remaining()):
+                current_user.set(authorizer.user_of(context))
+                if limits is not None:  # before any work: a refused call costs nothing
+                    await limits.admit(full_method, request)
+                # The caller's deadline bounds every MongoDB operation made for this RPC, and so
+                # does the server's maximum: a call without a deadline (or a far one) cannot
+                # hold the server's resources for ever, even after its caller left.
+                remaining = context.time_remaining()
+                bound = (
+                    max_deadline_seconds
+                    if remaining is None
+                    else min(remaining, max_deadline_seconds)
+                )
+                current_deadline.set(time.monotonic() + bound)
+                with pymongo.timeout(bound):
                     work = asyncio.ensure_future(inner(request, context))
                 # When the caller goes away, gRPC cancels this coroutine. The use case is not
                 # cancelled with it: a coroutine cancelled inside PyMongo's pool breaks the pool
                 # for every later request, and a half-run use case is exactly what our
                 # single-document protocols are built to avoid. It finishes in the background,
                 # bounded by the deadline above, and its answer is dropped.
-                return await asyncio.shield(work)
+                result = await asyncio.shield(work)
+                if limits is not None:
+                    await limits.succeeded(full_method, request)
+                return result
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN  # the servicer aborted itself
                 raise
@@ -166,6 +194,8 @@ def _wrap(
                 work.add_done_callback(_drop_result)
                 raise
             except Exception as exc:
+                if limits is not None:
+                    await limits.failed(full_method, request, exc)
                 status = grpc_status_for(exc)
                 code = status.code
                 if to_domain_error(exc) is None:

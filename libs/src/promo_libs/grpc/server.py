@@ -27,10 +27,13 @@ from promo_libs.config import ServiceSettings
 from promo_libs.grpc.authz import Authorizer, ServicePolicy
 from promo_libs.grpc.health import HealthMonitor, Probe
 from promo_libs.grpc.interceptors import ServerInterceptor
+from promo_libs.grpc.limits import RateLimits
 from promo_libs.grpc.reflection import enable_reflection
 from promo_libs.grpc.tls import server_credentials
 from promo_libs.logging import get_logger
 from promo_libs.metrics import start_metrics_endpoint
+from promo_libs.rate_limit import Limiter, LimitTable, Overrides
+from promo_libs.user_tokens import UserTokenVerifier
 
 log = get_logger(__name__)
 
@@ -46,6 +49,9 @@ class GrpcApp:
     register: Callable[[grpc.aio.Server], None]
     # Who may call what: one table per service in `service_names` (promo_libs.grpc.authz).
     policies: Sequence[ServicePolicy] = ()
+    # How often (promo_libs.rate_limit), and the store of the buckets (Redis, shared by replicas).
+    limits: LimitTable = field(default_factory=dict)
+    limiter: Limiter | None = None
     probes: Mapping[str, Probe] = field(default_factory=dict)
     # Probes that are other services of the platform: part of the overall status, not of
     # readiness (promo_libs.grpc.health says why).
@@ -95,12 +101,27 @@ class RunningServer:
 
 async def start(app: GrpcApp, settings: ServiceSettings) -> RunningServer:
     tls = settings.tls_paths()  # before anything binds: no TLS files, no server
-    authorizer = Authorizer(app.policies, settings.spiffe_trust_domain)
+    tokens = (
+        None
+        if settings.user_token_jwks_file is None
+        else UserTokenVerifier(
+            settings.user_token_jwks_file, settings.user_token_issuer, settings.user_token_audience
+        )
+    )
+    authorizer = Authorizer(app.policies, settings.spiffe_trust_domain, tokens=tokens)
     pool = descriptor_pool.Default()
     authorizer.check_covers([pool.FindServiceByName(name) for name in app.service_names])
-    interceptor = ServerInterceptor(authorizer)
+    limits = (
+        None
+        if app.limiter is None or not app.limits
+        else RateLimits(app.limits, app.limiter, Overrides(settings.rate_limit_overrides))
+    )
+    interceptor = ServerInterceptor(authorizer, limits, settings.grpc_max_deadline_seconds)
     server = grpc.aio.server(
         interceptors=[interceptor],
+        # Calls beyond this many at once are refused by gRPC itself (RESOURCE_EXHAUSTED)
+        # instead of queueing without bound.
+        maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

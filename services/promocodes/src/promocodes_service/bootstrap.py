@@ -14,6 +14,7 @@ from promo_libs.grpc.client import secure_channel
 from promo_libs.grpc.server import GrpcApp
 from promo_libs.mongo.connection import MongoConnection
 from promo_libs.mongo.migrations import apply_migrations
+from promo_libs.rate_limit import RedisLimiter
 from promo_libs.relay import OutboxRelay
 from promocodes_service.adapters.event_codec import encode_code_events, encode_usage_events
 from promocodes_service.adapters.migrations import MIGRATIONS
@@ -22,6 +23,7 @@ from promocodes_service.adapters.mongo_usages import MongoUsageRepository
 from promocodes_service.adapters.users_client import GrpcUserDirectory
 from promocodes_service.config import PromocodesSettings
 from promocodes_service.entrypoints.grpc_servicer import PromoCodeServicer
+from promocodes_service.entrypoints.limits import LIMITS
 from promocodes_service.entrypoints.policy import POLICY
 from promocodes_service.service_layer.catalogue import Catalogue
 from promocodes_service.service_layer.recovery import Recovery
@@ -116,6 +118,8 @@ async def build(settings: PromocodesSettings) -> GrpcApp:
         name="promocodes",
         service_names=[SERVICE_NAME],
         policies=[POLICY],
+        limits=LIMITS,
+        limiter=RedisLimiter(redis),
         register=lambda server: promo_codes_pb2_grpc.add_PromoCodeServiceServicer_to_server(
             servicer, server
         ),

@@ -12,8 +12,9 @@ from promo_libs.identity import Workload as W
 POLICY = ServicePolicy(
     orders_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
     {
-        # Shoppers order through the storefront; staff never place orders for them.
-        "CreateOrder": allow(W.STOREFRONT),
+        # Shoppers order through the storefront (for themselves: their user token); staff may
+        # place one for a customer (orders taken by phone).
+        "CreateOrder": allow(W.STOREFRONT, W.BACK_OFFICE),
         # A shopper's own orders (storefront) and customer support (back office).
         "GetOrder": allow(W.STOREFRONT, W.BACK_OFFICE),
         "ListOrders": allow(W.STOREFRONT, W.BACK_OFFICE),
