@@ -67,11 +67,11 @@ class ServiceSettings(BaseSettings):
     user_token_audience: str = Field("promo", min_length=1)
     # Server-side bounds: RPCs served at once (more are refused), and the longest any call may
     # run, whatever deadline its caller set (none included).
-    grpc_max_concurrent_rpcs: int = Field(1000, ge=1, le=100_000)
-    grpc_max_deadline_seconds: float = Field(30.0, gt=0, le=3600)
+    grpc_max_concurrent_rpcs: int = Field(4096, ge=1, le=100_000)
+    grpc_max_deadline_seconds: float = Field(120.0, gt=0, le=3600)
     # Rate limits: (rate per second, burst) replacing a scope's default in the service's table
     # (promo_libs.rate_limit), as JSON, e.g. {"email": [0.2, 10]}.
-    rate_limit_overrides: dict[str, tuple[float, int]] = Field(default_factory=dict)
+    rate_limit_overrides: dict[str, tuple[float, int]] = Field(default={})
     # Callers are identified by the SPIFFE ID of their certificate; only this trust domain's.
     spiffe_trust_domain: str = Field("promo.local", pattern=r"^[a-z0-9._-]+$")
 

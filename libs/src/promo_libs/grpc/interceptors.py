@@ -50,7 +50,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         self,
         authorizer: Authorizer,
         limits: RateLimits | None = None,
-        max_deadline_seconds: float = 30.0,
+        max_deadline_seconds: float = 120.0,
     ) -> None:
         self.authorizer = authorizer
         self.limits = limits
