@@ -104,8 +104,10 @@ def test_reflection_lists_and_describes_the_service(users: ServiceProcess) -> No
 def test_reflection_is_the_operators_and_plaintext_is_refused(users: ServiceProcess) -> None:
     denied = grpcurl(users.address, "list", flags=tls(users, "back-office"), expect_ok=False)
     assert "PermissionDenied" in denied, denied
+    # Plaintext on the mutual-TLS port: grpcurl never gets a connection (how it words that
+    # depends on where the handshake broke off: a dial timeout or an unavailable server).
     refused = grpcurl(users.address, "list", flags=["-plaintext"], expect_ok=False)
-    assert "Unavailable" in refused or "connection" in refused, refused
+    assert any(sign in refused for sign in ("Failed to dial", "Unavailable")), refused
 
 
 def test_a_call_returns_json(users: ServiceProcess) -> None:
