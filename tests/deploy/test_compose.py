@@ -112,7 +112,8 @@ def test_health_checks_and_start_order() -> None:
         assert services[name]["healthcheck"]["test"], name
     for service in SERVICES:
         health = " ".join(services[service.name]["healthcheck"]["test"])
-        assert "HealthStub" in health and "GRPC_PORT" in health
+        # The plaintext health-only port: the gRPC port is mutual TLS.
+        assert "HealthStub" in health and "GRPC_HEALTH_PORT" in health
         for dependency, condition in services[service.name]["depends_on"].items():
             expected = (
                 "service_completed_successfully"

@@ -230,6 +230,35 @@ def test_migrations_job_containers_get_their_data_store_settings(
 # --- ports and probes --------------------------------------------------------------------------
 
 
+def test_reflection_is_off_in_prod_only() -> None:
+    for overlay, expected in (("prod", "false"), ("dev", None)):
+        objects = render(overlay)
+        for service in SERVICES:
+            _, container = service_container(overlay, service)
+            value = container_env(container, objects).get("GRPC_REFLECTION")
+            assert (value[1] if value else None) == expected, (overlay, service.name)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_gets_its_certificate(overlay: str) -> None:
+    """Every service's container mounts a cert-manager CSI volume with its SPIFFE ID and reads
+    its mTLS files from it (promo_libs.config.ServiceSettings.tls_paths)."""
+    objects = render(overlay)
+    for service in SERVICES:
+        workload, container = service_container(overlay, service)
+        env = container_env(container, objects)
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["tls"]["readOnly"] is True, service.name
+        volume = {v["name"]: v for v in workload["pod"]["volumes"]}["tls"]
+        attributes = volume["csi"]["volumeAttributes"]
+        assert volume["csi"]["driver"] == "csi.cert-manager.io", service.name
+        assert attributes["csi.cert-manager.io/uri-sans"].startswith("spiffe://promo.local/ns/")
+        assert attributes["csi.cert-manager.io/uri-sans"].endswith("/sa/${SERVICE_ACCOUNT_NAME}")
+        assert service.name in attributes["csi.cert-manager.io/dns-names"].split(",")
+        for var, file in (("CERT", "tls.crt"), ("KEY", "tls.key"), ("CA", "ca.crt")):
+            assert env[f"GRPC_TLS_{var}_FILE"][1] == f"{mounts['tls']['mountPath']}/{file}"
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
 def test_probes_and_service_point_at_the_listening_ports(overlay: str, service: Service) -> None:
@@ -243,8 +272,12 @@ def test_probes_and_service_point_at_the_listening_ports(overlay: str, service: 
     )
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": grpc_port, "metrics": metrics_port}
+    # The gRPC port is mutual TLS, which a kubelet probe cannot speak: probes ask the
+    # plaintext health-only port.
+    health_port = int(env["GRPC_HEALTH_PORT"][1])
+    assert health_port not in (0, grpc_port, metrics_port)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == grpc_port, f"{probe} of {service.name}"
+        assert container[probe]["grpc"]["port"] == health_port, f"{probe} of {service.name}"
     # Ready while its own data stores answer; alive as long as the process itself works.
     assert container["startupProbe"]["grpc"]["service"] == READINESS
     assert container["readinessProbe"]["grpc"]["service"] == READINESS

@@ -1,6 +1,7 @@
-"""The pipeline tests' load, in a process of its own:
-`python pipeline_load.py USERS_ADDR PROMOCODES_ADDR ORDERS_ADDR OPS CONCURRENCY SEED USER_IDS CODES`
-(ids and codes comma-separated); prints what it did as one JSON line.
+"""The pipeline tests' load, in a process of its own: `python pipeline_load.py PKI USERS_ADDR
+PROMOCODES_ADDR ORDERS_ADDR OPS CONCURRENCY SEED USER_IDS CODES`
+(PKI: the stack's certificate folder; ids and codes comma-separated); prints what it did as one
+JSON line. It calls as the back office, which may order for every user of the load.
 
 The tests kill and start processes while this runs: forking the test process while its own gRPC
 calls are in flight crashes the child in gRPC's fork handlers, so the calls happen here.
@@ -12,19 +13,22 @@ import asyncio
 import json
 import random
 import sys
+from pathlib import Path
 
-import grpc
 from pipeline_support import Clients, Load
 
+from devstack.pki import DevPki
+from devstack.service import caller_channel
 from promo.v1 import orders_pb2_grpc, promo_codes_pb2_grpc, users_pb2_grpc
 
 
 async def main(argv: list[str]) -> None:
-    users_addr, codes_addr, orders_addr, ops, concurrency, seed, user_ids, codes = argv
+    pki_dir, users_addr, codes_addr, orders_addr, ops, concurrency, seed, user_ids, codes = argv
+    pki = DevPki(Path(pki_dir))
     async with (
-        grpc.aio.insecure_channel(users_addr) as users,
-        grpc.aio.insecure_channel(codes_addr) as promo_codes,
-        grpc.aio.insecure_channel(orders_addr) as orders,
+        caller_channel(users_addr, "back-office", pki) as users,
+        caller_channel(codes_addr, "back-office", pki) as promo_codes,
+        caller_channel(orders_addr, "back-office", pki) as orders,
     ):
         clients = Clients(
             users_pb2_grpc.UserServiceStub(users),

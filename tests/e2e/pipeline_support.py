@@ -269,6 +269,7 @@ class LoadProcess:
         self._argv = [
             sys.executable,
             str(Path(__file__).with_name("pipeline_load.py")),
+            str(platform.users.pki.folder),
             platform.users.address,
             platform.promocodes.address,
             platform.orders.address,

@@ -2,6 +2,7 @@
 documented ports, on a stack of its own (a newcomer's fresh machine, not the shared test one)."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -45,8 +46,14 @@ def json_documents(output: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def fresh_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServiceProcess]]:
+def fresh_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = Stack.from_environ(tmp_path_factory.mktemp("tour"))
+    yield stack
+
+
+@pytest.fixture(scope="module")
+def fresh_platform(fresh_stack: Stack) -> Iterator[list[ServiceProcess]]:
+    stack = fresh_stack
     stack.start()
     started: list[ServiceProcess] = []
     try:
@@ -72,10 +79,15 @@ def fresh_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Se
         stack.stop()
 
 
-def test_the_readme_tour_works_as_printed(fresh_platform: list[ServiceProcess]) -> None:
+def test_the_readme_tour_works_as_printed(
+    fresh_stack: Stack, fresh_platform: list[ServiceProcess]
+) -> None:
+    # The block reads its certificates from $PKI, `make run`'s .state/dev/pki unless set: here
+    # the fresh stack's, so a `make run` going on this machine is left alone.
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", tour_block()],
         cwd=ROOT,
+        env={**os.environ, "PKI": str(fresh_stack.pki.folder)},
         capture_output=True,
         text=True,
         timeout=180,
@@ -83,17 +95,22 @@ def test_the_readme_tour_works_as_printed(fresh_platform: list[ServiceProcess]) 
     )
     assert result.returncode == 0, f"the tour failed:\n{result.stdout}\n{result.stderr}"
     assert "promo.v1.UserService" in result.stdout.splitlines()
+    # JSON names are the proto3 JSON mapping's (camelCase): the calls describe the API with
+    # the .proto files, whose fields carry their JSON names.
     code, order, cancelled, quote, overview, stats, user = json_documents(result.stdout)
-    assert code["code"] == "WELCOME10" and code["max_uses"] == "100"
+    assert code["code"] == "WELCOME10" and code["maxUses"] == "100"
     assert order["status"] == "ORDER_STATUS_CONFIRMED"
-    assert (order["discount"]["amount_minor"], order["total"]["amount_minor"]) == ("500", "4500")
+    assert (order["discount"]["amountMinor"], order["total"]["amountMinor"]) == ("500", "4500")
     assert cancelled["status"] == "ORDER_STATUS_CANCELLED"
     assert quote.get("applicable", False) is False and quote["reason"] == "PER_USER_LIMIT_REACHED"
-    assert (overview["orders"], overview["confirmed_orders"], overview["cancelled_orders"]) == (
+    assert (overview["orders"], overview["confirmedOrders"], overview["cancelledOrders"]) == (
         "2",
         "1",
         "1",
     )
     assert stats["code"] == "WELCOME10" and stats["redemptions"] == "1"
-    assert stats["total_discount"]["amount_minor"] == "500"
+    assert stats["totalDiscount"]["amountMinor"] == "500"
     assert user["orders"] == "2" and user["codes"] == ["WELCOME10"]
+    # The last call is refused by the users service's policy, as its comment says.
+    assert "Code: PermissionDenied" in result.stderr
+    assert "storefront may not call promo.v1.UserService/ListUsers" in result.stderr

@@ -18,16 +18,24 @@ from devstack.stack import Stack
 
 pytestmark = pytest.mark.integration
 
+# A stand-in service: mutual TLS from the files devstack hands every service, as ours do.
 HEALTH_SERVER = """
-import signal, sys, time
+import os, signal, sys, time
 from concurrent import futures
+from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 server = grpc.server(futures.ThreadPoolExecutor(2))
 servicer = health.HealthServicer()
 health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-server.add_insecure_port(f"127.0.0.1:{sys.argv[1]}")
+read = lambda name: Path(os.environ[name]).read_bytes()
+credentials = grpc.ssl_server_credentials(
+    [(read("GRPC_TLS_KEY_FILE"), read("GRPC_TLS_CERT_FILE"))],
+    root_certificates=read("GRPC_TLS_CA_FILE"),
+    require_client_auth=True,
+)
+server.add_secure_port(f"127.0.0.1:{sys.argv[1]}", credentials)
 servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
 server.start()
 signal.signal(signal.SIGTERM, lambda *_: server.stop(0))

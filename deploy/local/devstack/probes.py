@@ -11,6 +11,9 @@ import pymongo.errors
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from promo_libs.config import TlsPaths
+from promo_libs.grpc.client import secure_sync_channel
+
 
 def ping_redis(host: str, port: int, timeout: float = 0.5) -> bool:
     client = redis.Redis(
@@ -54,9 +57,15 @@ def ping_mongo(uri: str, timeout: float = 0.5) -> bool:
     return True
 
 
-def grpc_health_status(address: str, service: str = "", timeout: float = 1.0) -> str:
-    """`SERVING`, `NOT_SERVING`, ... as the server reports it, or `UNREACHABLE`."""
-    with grpc.insecure_channel(address) as channel:
+def grpc_health_status(
+    address: str, tls: TlsPaths | None, service: str = "", timeout: float = 1.0
+) -> str:
+    """`SERVING`, `NOT_SERVING`, ... as the server reports it, or `UNREACHABLE`.
+
+    Over mutual TLS with `tls`; `None` asks a plaintext health-only port (GRPC_HEALTH_PORT).
+    """
+    opened = grpc.insecure_channel(address) if tls is None else secure_sync_channel(address, tls)
+    with opened as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)

@@ -2,7 +2,9 @@
 
 - `stack` (session): MongoDB (nx-27017), Redis and ClickHouse in a temporary state folder, or the
   servers named by MONGODB_URI / REDIS_HOST / CLICKHOUSE_HOST. A server a test left stopped is
-  started again after that test.
+  started again after that test. When the session ends, every service log it wrote is searched
+  for the secrets the run used (`SECRETS_USED`, the private keys of its certificates, the data
+  stores' passwords): one found fails the session (DESIGN.md: no secret ever reaches a log).
 - `mongo_db_name` (function): a database name no other test uses; dropped after the test.
 - `mongo_client` (function, async, session loop): an AsyncMongoClient to the stack (tz_aware);
   fails the test when a command it sent is one MongoDB refuses and the stand-in applies.
@@ -36,6 +38,33 @@ _db_counter = itertools.count(1)
 
 StartService = Callable[..., ServiceProcess]
 
+# The passwords the suite's tests send (a test that adds one adds it here).
+SECRETS_USED = (
+    "correct horse battery",
+    "correct horse 1",
+    "benchmark password 1",
+    "password123",
+    "another good secret",
+    "a brand new secret",
+    "s3cret-mongo-PW",
+)
+
+
+def secrets_in_logs(local_stack: Stack) -> list[str]:
+    """`file: secret` for each secret of the run found in a service log of `local_stack`."""
+    secrets_: set[str] = set(SECRETS_USED)
+    for key in local_stack.pki.folder.glob("*.key"):
+        # A line of the key's base64 body is as telling as the whole key.
+        secrets_.update(line for line in key.read_text().splitlines() if "-----" not in line)
+    for name, value in local_stack.env.items():
+        if "PASSWORD" in name and value:
+            secrets_.add(value)
+    found: list[str] = []
+    for log in sorted((local_stack.state_dir / "services").glob("*.log")):
+        text = log.read_text(errors="replace")
+        found.extend(f"{log.name}: {secret[:6]}..." for secret in secrets_ if secret in text)
+    return found
+
 
 @pytest.fixture(scope="session")
 def stack(
@@ -46,6 +75,8 @@ def stack(
     request.config.stash[_STACK_KEY] = local_stack
     try:
         yield local_stack
+        leaked = secrets_in_logs(local_stack)
+        assert not leaked, f"secrets in service logs: {leaked}"
     finally:
         del request.config.stash[_STACK_KEY]
         local_stack.stop()

@@ -9,17 +9,42 @@ from pathlib import Path
 
 import grpc
 
+from devstack.pki import DevPki
 from devstack.probes import grpc_health_status
 from devstack.processes import ChildProcess, StartupError
 from devstack.state import PidRegistry, default_state_dir
+from promo_libs.config import TlsPaths
+from promo_libs.grpc.client import secure_channel, secure_sync_channel
 
 HOST = "127.0.0.1"
+# Who a test or benchmark calls as when it names nobody: staff, who may manage the catalogue,
+# users and analytics. Calls the policies keep for one workload name it, e.g.
+# `service.channel(identity="orders")` for RedeemPromoCode / ReleasePromoCode.
+DEFAULT_CALLER = "back-office"
+# Who devstack's own health probes present (health is open to every workload).
+PROBE_IDENTITY = "operator"
+
+
+def caller_channel(
+    address: str,
+    identity: str = DEFAULT_CALLER,
+    pki: DevPki | None = None,
+    *,
+    user_token: str | None = None,
+) -> grpc.aio.Channel:
+    """An asyncio channel to any service of a devstack, as `identity`, with `pki`'s certificates
+    (default: the `make run` stack's, `<repo>/.state/dev/pki`). For benchmarks and child
+    processes that get an address rather than a ServiceProcess."""
+    files = (pki or DevPki(default_state_dir() / "pki")).files(identity)
+    return secure_channel(address, files, user_token=user_token)
 
 
 class ServiceProcess:
     """A gRPC service: started with `env`, healthy when grpc.health.v1 Check("") is SERVING.
 
-    Output goes to `<log_dir>/<name>.log` (default `<repo>/.state/dev/services`).
+    Output goes to `<log_dir>/<name>.log` (default `<repo>/.state/dev/services`). Every channel
+    to it is mutual TLS with a certificate of `pki` (default `<repo>/.state/dev/pki`), the
+    caller's identity chosen per channel.
     `python_module(...)` builds one that runs `python -m <module>` from this environment.
     """
 
@@ -34,6 +59,7 @@ class ServiceProcess:
         ready_timeout: float = 30.0,
         stop_timeout: float = 15.0,
         registry: PidRegistry | None = None,
+        pki: DevPki | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -43,6 +69,7 @@ class ServiceProcess:
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.registry = registry
+        self.pki = pki or DevPki(default_state_dir() / "pki")
         self._child: ChildProcess | None = None
 
     @classmethod
@@ -62,17 +89,25 @@ class ServiceProcess:
     def address(self) -> str:
         return f"{HOST}:{self.grpc_port}"
 
-    def channel(self) -> grpc.aio.Channel:
-        """An asyncio channel to this service, as a test or benchmark caller opens it.
+    def tls(self, identity: str = DEFAULT_CALLER) -> TlsPaths:
+        """The certificate files of `identity` (issued by the stack's CA on first use)."""
+        return self.pki.files(identity)
 
-        Every test opens its channels here, so that how callers reach a service (transport
-        security, identity) is decided in one place.
+    def channel(
+        self, identity: str = DEFAULT_CALLER, *, user_token: str | None = None
+    ) -> grpc.aio.Channel:
+        """An asyncio channel to this service, calling as workload `identity`.
+
+        Every test opens its channels here, so that how callers reach a service (mutual TLS,
+        which certificate) is decided in one place. `identity` is a promo_libs.identity.Workload
+        value: "back-office" (default), "storefront", "orders", "operator", ... The storefront
+        acts for one signed-in user: give it that user's `user_token` (AuthenticateUser's).
         """
-        return grpc.aio.insecure_channel(self.address)
+        return caller_channel(self.address, identity, self.pki, user_token=user_token)
 
-    def sync_channel(self) -> grpc.Channel:
+    def sync_channel(self, identity: str = DEFAULT_CALLER) -> grpc.Channel:
         """A blocking channel to this service (for tests that run no event loop)."""
-        return grpc.insecure_channel(self.address)
+        return secure_sync_channel(self.address, self.tls(identity))
 
     @property
     def child(self) -> ChildProcess | None:
@@ -92,9 +127,11 @@ class ServiceProcess:
         )
         self._child.start()
 
-    def health(self, timeout: float = 1.0) -> str:
-        """`SERVING`, `NOT_SERVING`, ... or `UNREACHABLE`."""
-        return grpc_health_status(self.address, timeout=timeout)
+    def health(self, timeout: float = 1.0, service: str = "") -> str:
+        """`SERVING`, `NOT_SERVING`, ... or `UNREACHABLE` (overall, or of one `service`)."""
+        return grpc_health_status(
+            self.address, self.tls(PROBE_IDENTITY), service=service, timeout=timeout
+        )
 
     def wait_status(self, expected: str, timeout: float = 15.0) -> None:
         """Wait until the health check reports `expected` (e.g. `NOT_SERVING`)."""

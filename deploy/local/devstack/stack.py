@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from devstack.pki import CALLER_IDENTITIES, DevPki, tls_env
 from devstack.servers import (
     CLICKHOUSE_DATABASE,
     ClickHouseServer,
@@ -25,6 +26,14 @@ from devstack.state import PidRegistry, StateLock, default_state_dir
 
 SERVER_NAMES = ("mongo", "redis", "clickhouse")
 ENV_FILE = "stack.env"
+# The workload a service runs as, by the module `python -m` starts (promo_libs.identity).
+_MODULE_IDENTITIES = {
+    "users_service": "users",
+    "promocodes_service": "promocodes",
+    "orders_service": "orders",
+    "analytics_service": "analytics",
+    "sync_consumer": "sync-consumer",
+}
 
 
 class Stack:
@@ -39,6 +48,8 @@ class Stack:
     def __init__(self, state_dir: Path, servers: Mapping[str, Server]) -> None:
         self.state_dir = state_dir
         self.servers = dict(servers)
+        # The development CA: every service and every caller gets its certificate here.
+        self.pki = DevPki(state_dir / "pki")
         self.registry = PidRegistry(state_dir)
         self._lock = StateLock(state_dir)
         self._started = False
@@ -130,6 +141,9 @@ class Stack:
         try:
             for leftover in self.registry.kill_stale():
                 print(f"devstack: stopped {leftover} left by an earlier run")
+            for identity in CALLER_IDENTITIES:
+                self.pki.files(identity)
+            print(f"devstack: certificates (development CA) in {self.pki.folder}", flush=True)
             for server in self.managed():
                 print(f"devstack: starting {server.name} at {server.address()}", flush=True)
                 server.launch()
@@ -198,10 +212,30 @@ class Stack:
         argv: Sequence[str],
         grpc_port: int,
         extra_env: Mapping[str, str] | None = None,
+        *,
+        identity: str | None = None,
     ) -> ServiceProcess:
-        """A ServiceProcess with this stack's env (plus `extra_env`), logging under the state."""
+        """A ServiceProcess with this stack's env (plus `extra_env`), logging under the state.
+
+        It runs with the certificate of `identity` (by default the workload its `-m` module
+        is, else `name`): what it presents to its callers and to the services it calls.
+        """
+        if identity is None:
+            module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
+            identity = _MODULE_IDENTITIES.get(module, name)
+        signing_key, jwks = self.pki.user_token_keys()
+        tokens = {"USER_TOKEN_JWKS_FILE": str(jwks)}
+        if identity == "users":  # the one signer of user tokens
+            tokens["USER_TOKEN_SIGNING_KEY_FILE"] = str(signing_key)
         # GRPC_PORT is the variable every service of the project listens on.
-        env = {**os.environ, **self.env, "GRPC_PORT": str(grpc_port), **(extra_env or {})}
+        env = {
+            **os.environ,
+            **self.env,
+            **tls_env(self.pki.files(identity)),
+            **tokens,
+            "GRPC_PORT": str(grpc_port),
+            **(extra_env or {}),
+        }
         return ServiceProcess(
             name,
             argv,
@@ -209,6 +243,7 @@ class Stack:
             grpc_port,
             log_dir=self.state_dir / "services",
             registry=self.registry,
+            pki=self.pki,
         )
 
     # --- files --------------------------------------------------------------------------------

@@ -70,14 +70,29 @@ class Supervisor:
         return status
 
     def _print_examples(self) -> None:
-        """grpcurl lines that work as printed (grpcurl lives next to this Python)."""
+        """grpcurl lines that work as printed (grpcurl lives next to this Python): every port
+        is mutual TLS, so each line presents a certificate of the stack's development CA."""
         grpcurl = Path(sys.executable).parent / "grpcurl"
         shown = os.path.relpath(grpcurl) if grpcurl.exists() else "grpcurl"
+        pki = self.stack.pki.folder
+        folder = os.path.relpath(pki) if pki.is_relative_to(Path.cwd()) else str(pki)
+        print(
+            f"devstack: certificates in {folder}: ca.pem, and <identity>.pem/.key for "
+            "back-office, storefront and operator (reflection is the operator's)",
+            flush=True,
+        )
+
+        def as_(identity: str) -> str:
+            return (
+                f"{shown} -cacert {folder}/ca.pem -cert {folder}/{identity}.pem "
+                f"-key {folder}/{identity}.key"
+            )
+
         for service in self.services:
             print(f"devstack: {service.name} at {service.address}; try:", flush=True)
-            print(f"  {shown} -plaintext {service.address} list", flush=True)
+            print(f"  {as_('operator')} {service.address} list", flush=True)
             print(
-                f'  {shown} -plaintext -d \'{{"service":""}}\' {service.address} '
+                f'  {as_("operator")} -d \'{{"service":""}}\' {service.address} '
                 "grpc.health.v1.Health/Check",
                 flush=True,
             )

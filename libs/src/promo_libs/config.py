@@ -7,11 +7,35 @@ names the variable, instead of failing later on first use. Secrets have no defau
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+@dataclass(frozen=True)
+class TlsPaths:
+    """One workload's certificate chain, private key and trusted CA bundle (PEM files)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    def read(self) -> tuple[bytes, bytes, bytes]:
+        """(chain, key, ca), read now."""
+        return self.cert.read_bytes(), self.key.read_bytes(), self.ca.read_bytes()
+
+    def stamp(self) -> tuple[tuple[int, int, int], ...]:
+        """What changes when any of the files is replaced or rewritten."""
+        stamps = []
+        for path in (self.cert, self.key, self.ca):
+            info = os.stat(path)
+            stamps.append((info.st_ino, info.st_mtime_ns, info.st_size))
+        return tuple(stamps)
 
 
 class ServiceSettings(BaseSettings):
@@ -30,6 +54,46 @@ class ServiceSettings(BaseSettings):
     # request: every request of users, orders and analytics fits in a few KB (ids, an e-mail, a
     # 128-character password, a 100-character name); promocodes overrides it.
     grpc_max_receive_bytes: int = Field(64 * 1024, ge=4096, le=16 * 1024 * 1024)
+    # Mutual TLS (promo_libs.grpc.tls): this workload's certificate, key and the CA bundle it
+    # trusts. No defaults: serving, or calling another service, refuses to start without them
+    # (commands that open no gRPC port, such as `migrate` or a replay, do not need them).
+    grpc_tls_cert_file: Path | None = None
+    grpc_tls_key_file: Path | None = None
+    grpc_tls_ca_file: Path | None = None
+    # Only grpc.health.v1, plaintext, for Kubernetes' gRPC probes (which present no
+    # certificate). 0 = not served.
+    grpc_health_port: int = Field(0, ge=0, le=65535)
+    # Server reflection (for grpcurl), callable by operators only; off in production.
+    grpc_reflection: bool = True
+    # User tokens (promo_libs.user_tokens): the public keys that verify them. Without it, no
+    # call on a user's behalf is accepted (the storefront's user-scoped calls are refused).
+    user_token_jwks_file: Path | None = None
+    user_token_issuer: str = Field("promo-users", min_length=1)
+    user_token_audience: str = Field("promo", min_length=1)
+    # Server-side bounds: RPCs served at once (more are refused), and the longest any call may
+    # run, whatever deadline its caller set (none included).
+    grpc_max_concurrent_rpcs: int = Field(4096, ge=1, le=100_000)
+    grpc_max_deadline_seconds: float = Field(120.0, gt=0, le=3600)
+    # Rate limits: (rate per second, burst) replacing a scope's default in the service's table
+    # (promo_libs.rate_limit), as JSON, e.g. {"email": [0.2, 10]}.
+    rate_limit_overrides: dict[str, tuple[float, int]] = Field(default={})
+    # Callers are identified by the SPIFFE ID of their certificate; only this trust domain's.
+    spiffe_trust_domain: str = Field("promo.local", pattern=r"^[a-z0-9._-]+$")
+
+    def tls_paths(self) -> TlsPaths:
+        """The mTLS files, or a configuration error naming what is missing."""
+        missing = [
+            name.upper()
+            for name in ("grpc_tls_cert_file", "grpc_tls_key_file", "grpc_tls_ca_file")
+            if getattr(self, name) is None
+        ]
+        if missing:
+            raise SystemExit(
+                f"configuration error: {', '.join(missing)} must be set: every gRPC port and "
+                "every call between services uses mutual TLS"
+            )
+        assert self.grpc_tls_cert_file and self.grpc_tls_key_file and self.grpc_tls_ca_file
+        return TlsPaths(self.grpc_tls_cert_file, self.grpc_tls_key_file, self.grpc_tls_ca_file)
 
 
 class MongoSettings(BaseSettings):
@@ -71,6 +135,28 @@ class ClickHouseSettings(BaseSettings):
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def redacted_uri(uri: str) -> str:
+    """`uri` fit for a log line or an error message: the password of its user info (and any
+    query option that may hold a secret) replaced by `***`. A URI is never logged otherwise."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return "***"
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    if at:
+        user = userinfo.partition(":")[0]
+        authority = f"{user}:***@{hosts}"
+    path, question, query = tail.partition("?")
+    if question:
+        options = []
+        for option in query.split("&"):
+            key, _, _ = option.partition("=")
+            secret = any(word in key.lower() for word in ("password", "secret", "token", "key"))
+            options.append(f"{key}=***" if secret else option)
+        path = f"{path}?{'&'.join(options)}"
+    return f"{scheme}://{authority}{slash}{path}"
 
 
 def load_settings(settings_class: type[SettingsT]) -> SettingsT:

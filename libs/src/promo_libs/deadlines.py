@@ -46,6 +46,12 @@ def bound(seconds: float | None) -> Iterator[None]:
         _DEADLINE.reset(token)
 
 
+def current() -> float | None:
+    """The time.monotonic() instant of the current deadline, None when there is none (for work
+    handed to a thread, which does not see context variables)."""
+    return _DEADLINE.get()
+
+
 def remaining() -> float | None:
     """Seconds left before the current deadline (0 once passed); None when there is none."""
     deadline = _DEADLINE.get()

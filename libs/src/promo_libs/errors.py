@@ -61,6 +61,21 @@ class Unauthenticated(DomainError):
     pass
 
 
+class ResourceExhausted(DomainError):
+    """Too many calls (a rate limit, a lock-out, a full queue): retry after a while."""
+
+    def __init__(
+        self,
+        message: str,
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
+        *,
+        retry_after_seconds: float = 1.0,
+    ) -> None:
+        super().__init__(message, reason, metadata)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class Aborted(DomainError):
     """A concurrency conflict: retrying the whole request may succeed."""
 

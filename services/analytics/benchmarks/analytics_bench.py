@@ -29,11 +29,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 import sync_consumer
 from devstack.ports import free_port
 from devstack.probes import clickhouse_query
+from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from promo.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
 from promo_libs.clickhouse.client import ClickHouse
@@ -206,10 +205,10 @@ def requests(rnd: random.Random) -> dict[str, Callable[[], tuple[str, Any]]]:
     }
 
 
-async def measure(address: str, calls: int) -> list[tuple[str, float, float, float]]:
+async def measure(service: ServiceProcess, calls: int) -> list[tuple[str, float, float, float]]:
     rnd = random.Random(1)
     results = []
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with service.channel() as channel:
         stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
         for label, make in requests(rnd).items():
             latencies = []
@@ -259,7 +258,7 @@ def main() -> int:
             )
             service.start_and_wait()
             try:
-                results = asyncio.run(measure(service.address, args.calls))
+                results = asyncio.run(measure(service, args.calls))
             finally:
                 service.terminate()
         finally:

@@ -20,11 +20,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import grpc
-
+from devstack.pki import DevPki
 from devstack.ports import free_port
-from devstack.service import ServiceProcess
+from devstack.service import ServiceProcess, caller_channel
 from devstack.stack import Stack
+from devstack.state import default_state_dir
 from promo.v1 import (
     common_pb2,
     orders_pb2,
@@ -63,14 +63,20 @@ async def measure(
     )
 
 
-async def run(addresses: dict[str, str], count: int, concurrency: int) -> None:
+async def run(addresses: dict[str, str], count: int, concurrency: int, pki: DevPki) -> None:
+    # Sign-ups as the storefront, the catalogue and the orders (for many users: no user token)
+    # as the back office; the floor calls as the orders service does.
     async with (
-        grpc.aio.insecure_channel(addresses["users"]) as users_channel,
-        grpc.aio.insecure_channel(addresses["promocodes"]) as codes_channel,
-        grpc.aio.insecure_channel(addresses["orders"]) as orders_channel,
+        caller_channel(addresses["users"], "storefront", pki) as users_channel,
+        caller_channel(addresses["promocodes"], "back-office", pki) as codes_channel,
+        caller_channel(addresses["users"], "orders", pki) as floor_users_channel,
+        caller_channel(addresses["promocodes"], "orders", pki) as floor_codes_channel,
+        caller_channel(addresses["orders"], "back-office", pki) as orders_channel,
     ):
         users = users_pb2_grpc.UserServiceStub(users_channel)
         codes = promo_codes_pb2_grpc.PromoCodeServiceStub(codes_channel)
+        floor_users = users_pb2_grpc.UserServiceStub(floor_users_channel)
+        floor_codes = promo_codes_pb2_grpc.PromoCodeServiceStub(floor_codes_channel)
         orders = orders_pb2_grpc.OrderServiceStub(orders_channel)
         prefix = uuid.uuid4().hex[:8]
         people = await asyncio.gather(
@@ -98,11 +104,11 @@ async def run(addresses: dict[str, str], count: int, concurrency: int) -> None:
             return ids[n % len(ids)]
 
         async def floor_plain(n: int) -> None:
-            await users.GetUser(users_pb2.GetUserRequest(id=user(n)))
+            await floor_users.GetUser(users_pb2.GetUserRequest(id=user(n)))
 
         async def floor_code(n: int) -> None:
-            await users.GetUser(users_pb2.GetUserRequest(id=user(n)))
-            await codes.RedeemPromoCode(
+            await floor_users.GetUser(users_pb2.GetUserRequest(id=user(n)))
+            await floor_codes.RedeemPromoCode(
                 promo_codes_pb2.RedeemPromoCodeRequest(
                     code=code,
                     user_id=user(n),
@@ -163,6 +169,9 @@ def main() -> None:
     parser.add_argument("--orders-addr", help="a running OrderService; default: start one")
     parser.add_argument("--users-addr")
     parser.add_argument("--promocodes-addr")
+    parser.add_argument(
+        "--pki", type=Path, default=default_state_dir() / "pki", help="certificates, with addresses"
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--orders", type=int, default=1000)
     args = parser.parse_args()
@@ -172,7 +181,7 @@ def main() -> None:
         "orders": args.orders_addr,
     }
     if all(given.values()):
-        asyncio.run(run(given, args.orders, args.concurrency))
+        asyncio.run(run(given, args.orders, args.concurrency, DevPki(args.pki)))
         return
     with tempfile.TemporaryDirectory() as state, Stack.from_environ(Path(state)) as stack:
         services = _start(stack)
@@ -180,7 +189,7 @@ def main() -> None:
             addresses = dict(
                 zip(["users", "promocodes", "orders"], [s.address for s in services], strict=True)
             )
-            asyncio.run(run(addresses, args.orders, args.concurrency))
+            asyncio.run(run(addresses, args.orders, args.concurrency, stack.pki))
         finally:
             for service in reversed(services):
                 service.terminate()

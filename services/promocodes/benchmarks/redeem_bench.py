@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
 from pymongo import AsyncMongoClient
 
 from promo.v1 import common_pb2, promo_codes_pb2, promo_codes_pb2_grpc, users_pb2, users_pb2_grpc
@@ -68,12 +67,19 @@ def _report(name: str, elapsed: float, latencies: list[float]) -> float:
 
 
 async def bench_service(args: argparse.Namespace) -> tuple[float, list[float]]:
+    from devstack.pki import DevPki  # devstack: on the path once _start_stack ran, or installed
+    from devstack.service import caller_channel
+
+    pki = DevPki(args.pki)
+    # The catalogue from the back office, redemptions as the order saga makes them.
     async with (
-        grpc.aio.insecure_channel(args.users_addr) as users_channel,
-        grpc.aio.insecure_channel(args.promocodes_addr) as channel,
+        caller_channel(args.users_addr, "back-office", pki) as users_channel,
+        caller_channel(args.promocodes_addr, "back-office", pki) as channel,
+        caller_channel(args.promocodes_addr, "orders", pki) as saga_channel,
     ):
         users = users_pb2_grpc.UserServiceStub(users_channel)
         promo = promo_codes_pb2_grpc.PromoCodeServiceStub(channel)
+        saga = promo_codes_pb2_grpc.PromoCodeServiceStub(saga_channel)
         tag = uuid.uuid4().hex[:8]
         gate = asyncio.Semaphore(8)
 
@@ -101,7 +107,7 @@ async def bench_service(args: argparse.Namespace) -> tuple[float, list[float]]:
         amount = common_pb2.Money(currency_code="EUR", amount_minor=10_000)
 
         async def one(index: int) -> None:
-            await promo.RedeemPromoCode(
+            await saga.RedeemPromoCode(
                 promo_codes_pb2.RedeemPromoCodeRequest(
                     code=code,
                     user_id=user_ids[index % len(user_ids)],
@@ -181,6 +187,7 @@ def _start_stack(args: argparse.Namespace) -> Any:
     )  # fmt: skip
     promo.start_and_wait()
     args.users_addr, args.promocodes_addr = users.address, promo.address
+    args.pki = stack.pki.folder
     args.mongodb_uri = args.mongodb_uri or stack.mongo_uri
     return stack, [promo, users]
 
@@ -194,6 +201,12 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=200, help="distinct users redeeming")
     parser.add_argument("--promocodes-addr", default="")
     parser.add_argument("--users-addr", default="")
+    parser.add_argument(
+        "--pki",
+        type=Path,
+        default=Path(__file__).resolve().parents[3] / ".state" / "dev" / "pki",
+        help="certificates, with running services",
+    )
     parser.add_argument("--mongodb-uri", default="", help="for the floor (default: the stack's)")
     args = parser.parse_args()
     stack, processes = None, []

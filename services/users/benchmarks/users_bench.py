@@ -18,10 +18,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import grpc
-
+from devstack.pki import DevPki
 from devstack.ports import free_port
+from devstack.service import caller_channel
 from devstack.stack import Stack
+from devstack.state import default_state_dir
 from promo.v1 import users_pb2, users_pb2_grpc
 
 PASSWORD = "benchmark password 1"
@@ -49,8 +50,9 @@ async def measure(
     )
 
 
-async def run(address: str, count: int, concurrency: int) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def run(address: str, count: int, concurrency: int, pki: DevPki) -> None:
+    # Sign-up, reads and log-in, as the storefront makes them (mutual TLS included).
+    async with caller_channel(address, "storefront", pki) as channel:
         stub = users_pb2_grpc.UserServiceStub(channel)
         prefix = uuid.uuid4().hex[:8]
         ids: list[str] = [""] * count
@@ -82,11 +84,14 @@ async def run(address: str, count: int, concurrency: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", help="a running UserService; default: start one")
+    parser.add_argument(
+        "--pki", type=Path, default=default_state_dir() / "pki", help="certificates, with --address"
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--requests", type=int, default=400)
     args = parser.parse_args()
     if args.address:
-        asyncio.run(run(args.address, args.requests, args.concurrency))
+        asyncio.run(run(args.address, args.requests, args.concurrency, DevPki(args.pki)))
         return
     with tempfile.TemporaryDirectory() as state, Stack.from_environ(Path(state)) as stack:
         port = free_port()
@@ -98,7 +103,7 @@ def main() -> None:
         )
         service.start_and_wait()
         try:
-            asyncio.run(run(service.address, args.requests, args.concurrency))
+            asyncio.run(run(service.address, args.requests, args.concurrency, stack.pki))
         finally:
             service.terminate()
 

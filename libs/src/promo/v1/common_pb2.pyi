@@ -122,6 +122,27 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """[FAILED_PRECONDITION] The redemption_id was released before any redemption was stored under it
     (the order gave up on it): it can never be redeemed. Every retry gets the same answer.
     """
+    ERROR_REASON_METHOD_NOT_ALLOWED: _ErrorReason.ValueType  # 40
+    """Authorization (DESIGN.md I7). Numbered from 40 on so that other reasons can keep growing.
+    [PERMISSION_DENIED] The calling workload (its certificate's SPIFFE ID) may not call this
+    method (metadata: method, caller).
+    """
+    ERROR_REASON_UNKNOWN_IDENTITY: _ErrorReason.ValueType  # 41
+    """[PERMISSION_DENIED] The client certificate names no workload of this trust domain."""
+    ERROR_REASON_INVALID_USER_TOKEN: _ErrorReason.ValueType  # 42
+    """[UNAUTHENTICATED] A call on a user's behalf carries no user token, or one that is expired,
+    malformed or not signed by a trusted key.
+    """
+    ERROR_REASON_NOT_THIS_USER: _ErrorReason.ValueType  # 43
+    """[PERMISSION_DENIED] The user token is another user's than the one the request names."""
+    ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 44
+    """[RESOURCE_EXHAUSTED] Too many calls for this caller, account or code; RetryInfo says when
+    to try again.
+    """
+    ERROR_REASON_TOO_MANY_FAILURES: _ErrorReason.ValueType  # 45
+    """[RESOURCE_EXHAUSTED] Too many failed log-ins for this account: locked out for a while that
+    doubles with each further failure (RetryInfo says how long).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable machine-readable error reasons.
@@ -240,6 +261,27 @@ same id to get its outcome.
 ERROR_REASON_REDEMPTION_VOIDED: ErrorReason.ValueType  # 30
 """[FAILED_PRECONDITION] The redemption_id was released before any redemption was stored under it
 (the order gave up on it): it can never be redeemed. Every retry gets the same answer.
+"""
+ERROR_REASON_METHOD_NOT_ALLOWED: ErrorReason.ValueType  # 40
+"""Authorization (DESIGN.md I7). Numbered from 40 on so that other reasons can keep growing.
+[PERMISSION_DENIED] The calling workload (its certificate's SPIFFE ID) may not call this
+method (metadata: method, caller).
+"""
+ERROR_REASON_UNKNOWN_IDENTITY: ErrorReason.ValueType  # 41
+"""[PERMISSION_DENIED] The client certificate names no workload of this trust domain."""
+ERROR_REASON_INVALID_USER_TOKEN: ErrorReason.ValueType  # 42
+"""[UNAUTHENTICATED] A call on a user's behalf carries no user token, or one that is expired,
+malformed or not signed by a trusted key.
+"""
+ERROR_REASON_NOT_THIS_USER: ErrorReason.ValueType  # 43
+"""[PERMISSION_DENIED] The user token is another user's than the one the request names."""
+ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 44
+"""[RESOURCE_EXHAUSTED] Too many calls for this caller, account or code; RetryInfo says when
+to try again.
+"""
+ERROR_REASON_TOO_MANY_FAILURES: ErrorReason.ValueType  # 45
+"""[RESOURCE_EXHAUSTED] Too many failed log-ins for this account: locked out for a while that
+doubles with each further failure (RetryInfo says how long).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 

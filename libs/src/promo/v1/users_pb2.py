@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14promo/v1/users.proto\x12\x08promo.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xda\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65lete_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x11\x43reateUserRequest\x12\x1c\n\x04user\x18\x01 \x01(\x0b\x32\x0e.promo.v1.User\x12\x10\n\x08password\x18\x02 \x01(\t\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Y\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x06\x61\x63tive\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_active\"K\n\x11ListUsersResponse\x12\x1d\n\x05users\x18\x01 \x03(\x0b\x32\x0e.promo.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x11UpdateUserRequest\x12\x1c\n\x04user\x18\x01 \x01(\x0b\x32\x0e.promo.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x10\n\x08password\x18\x03 \x01(\t\"\x1f\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\":\n\x17\x41uthenticateUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"8\n\x18\x41uthenticateUserResponse\x12\x1c\n\x04user\x18\x01 \x01(\x0b\x32\x0e.promo.v1.User2\x94\x03\n\x0bUserService\x12\x39\n\nCreateUser\x12\x1b.promo.v1.CreateUserRequest\x1a\x0e.promo.v1.User\x12\x33\n\x07GetUser\x12\x18.promo.v1.GetUserRequest\x1a\x0e.promo.v1.User\x12\x44\n\tListUsers\x12\x1a.promo.v1.ListUsersRequest\x1a\x1b.promo.v1.ListUsersResponse\x12\x39\n\nUpdateUser\x12\x1b.promo.v1.UpdateUserRequest\x1a\x0e.promo.v1.User\x12\x39\n\nDeleteUser\x12\x1b.promo.v1.DeleteUserRequest\x1a\x0e.promo.v1.User\x12Y\n\x10\x41uthenticateUser\x12!.promo.v1.AuthenticateUserRequest\x1a\".promo.v1.AuthenticateUserResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14promo/v1/users.proto\x12\x08promo.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xda\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65lete_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x11\x43reateUserRequest\x12\x1c\n\x04user\x18\x01 \x01(\x0b\x32\x0e.promo.v1.User\x12\x10\n\x08password\x18\x02 \x01(\t\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Y\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x06\x61\x63tive\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_active\"K\n\x11ListUsersResponse\x12\x1d\n\x05users\x18\x01 \x03(\x0b\x32\x0e.promo.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8e\x01\n\x11UpdateUserRequest\x12\x1c\n\x04user\x18\x01 \x01(\x0b\x32\x0e.promo.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x18\n\x10\x63urrent_password\x18\x04 \x01(\t\"\x1f\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\":\n\x17\x41uthenticateUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\x8c\x01\n\x18\x41uthenticateUserResponse\x12\x1c\n\x04user\x18\x01 \x01(\x0b\x32\x0e.promo.v1.User\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x94\x03\n\x0bUserService\x12\x39\n\nCreateUser\x12\x1b.promo.v1.CreateUserRequest\x1a\x0e.promo.v1.User\x12\x33\n\x07GetUser\x12\x18.promo.v1.GetUserRequest\x1a\x0e.promo.v1.User\x12\x44\n\tListUsers\x12\x1a.promo.v1.ListUsersRequest\x1a\x1b.promo.v1.ListUsersResponse\x12\x39\n\nUpdateUser\x12\x1b.promo.v1.UpdateUserRequest\x1a\x0e.promo.v1.User\x12\x39\n\nDeleteUser\x12\x1b.promo.v1.DeleteUserRequest\x1a\x0e.promo.v1.User\x12Y\n\x10\x41uthenticateUser\x12!.promo.v1.AuthenticateUserRequest\x1a\".promo.v1.AuthenticateUserResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,14 +43,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTUSERSREQUEST']._serialized_end=510
   _globals['_LISTUSERSRESPONSE']._serialized_start=512
   _globals['_LISTUSERSRESPONSE']._serialized_end=587
-  _globals['_UPDATEUSERREQUEST']._serialized_start=589
-  _globals['_UPDATEUSERREQUEST']._serialized_end=705
-  _globals['_DELETEUSERREQUEST']._serialized_start=707
-  _globals['_DELETEUSERREQUEST']._serialized_end=738
-  _globals['_AUTHENTICATEUSERREQUEST']._serialized_start=740
-  _globals['_AUTHENTICATEUSERREQUEST']._serialized_end=798
-  _globals['_AUTHENTICATEUSERRESPONSE']._serialized_start=800
-  _globals['_AUTHENTICATEUSERRESPONSE']._serialized_end=856
-  _globals['_USERSERVICE']._serialized_start=859
-  _globals['_USERSERVICE']._serialized_end=1263
+  _globals['_UPDATEUSERREQUEST']._serialized_start=590
+  _globals['_UPDATEUSERREQUEST']._serialized_end=732
+  _globals['_DELETEUSERREQUEST']._serialized_start=734
+  _globals['_DELETEUSERREQUEST']._serialized_end=765
+  _globals['_AUTHENTICATEUSERREQUEST']._serialized_start=767
+  _globals['_AUTHENTICATEUSERREQUEST']._serialized_end=825
+  _globals['_AUTHENTICATEUSERRESPONSE']._serialized_start=828
+  _globals['_AUTHENTICATEUSERRESPONSE']._serialized_end=968
+  _globals['_USERSERVICE']._serialized_start=971
+  _globals['_USERSERVICE']._serialized_end=1375
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ generic message; the traceback goes to the log, never to the caller.
 from __future__ import annotations
 
 import asyncio
+import math
 
 import grpc
 from google.protobuf import any_pb2
@@ -39,6 +40,7 @@ _CODES: dict[type[errors.DomainError], int] = {
     errors.PermissionDenied: code_pb2.PERMISSION_DENIED,
     errors.Unauthenticated: code_pb2.UNAUTHENTICATED,
     errors.Aborted: code_pb2.ABORTED,
+    errors.ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     errors.Unavailable: code_pb2.UNAVAILABLE,
     errors.DeadlineExceeded: code_pb2.DEADLINE_EXCEEDED,
 }
@@ -108,6 +110,10 @@ def status_for(error: errors.DomainError) -> status_pb2.Status:
     status = status_pb2.Status(code=code, message=_clip(message, _MAX_MESSAGE_CHARS))
     if bad_request is not None:
         status.details.append(_pack(bad_request))
+    if isinstance(error, errors.ResourceExhausted):
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromMilliseconds(max(1, math.ceil(error.retry_after_seconds * 1000)))
+        status.details.append(_pack(retry))
     if error.reason:
         info = error_details_pb2.ErrorInfo(
             reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata

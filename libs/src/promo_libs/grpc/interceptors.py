@@ -1,7 +1,8 @@
-"""Server interceptor: request id, structured access log, metrics, deadlines and error mapping.
+"""Server interceptor: authorization, request id, access log, metrics, deadlines, error mapping.
 
-Every unary RPC of every service passes through here, so servicers stay thin: they translate,
-call the application service and let exceptions fly; this is where they become statuses.
+Every RPC of every service passes through here, so servicers stay thin: they translate, call the
+application service and let exceptions fly; this is where they become statuses. Authorization
+(promo_libs.grpc.authz) comes first, for streaming RPCs (reflection, health Watch) too.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import grpc
@@ -17,8 +18,11 @@ import pymongo
 import structlog
 
 from promo_libs import deadlines, errors
+from promo_libs.grpc.authz import Authorizer
 from promo_libs.grpc.errors import grpc_status_for, to_domain_error
+from promo_libs.grpc.limits import RateLimits
 from promo_libs.grpc.requests import timestamp_violations
+from promo_libs.identity import current_caller, current_user
 from promo_libs.logging import get_logger
 from promo_libs.metrics import RPC_HANDLED, RPC_LATENCY
 
@@ -43,7 +47,15 @@ def _request_id(context: Context) -> str:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        limits: RateLimits | None = None,
+        max_deadline_seconds: float = 120.0,
+    ) -> None:
+        self.authorizer = authorizer
+        self.limits = limits
+        self.max_deadline_seconds = max_deadline_seconds
         # Use cases whose caller left and that still run (see _wrap): shutdown waits for them
         # before it closes the connections they use.
         self.abandoned: set[asyncio.Future[Any]] = set()
@@ -61,15 +73,63 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # streaming RPCs (health Watch, reflection) pass through untouched
+        if handler is None:
+            return None
         full_method: str = handler_call_details.method
+        if handler.unary_unary is None:
+            return _authorized_stream(handler, full_method, self.authorizer)
         service, _, method = full_method.lstrip("/").rpartition("/")
         return grpc.unary_unary_rpc_method_handler(
-            _wrap(cast(Handler, handler.unary_unary), service, method, self.abandoned),
+            _wrap(
+                cast(Handler, handler.unary_unary),
+                full_method,
+                service,
+                method,
+                self.abandoned,
+                self.authorizer,
+                self.limits,
+                self.max_deadline_seconds,
+            ),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _authorized_stream(
+    handler: grpc.RpcMethodHandler[Any, Any], full_method: str, authorizer: Authorizer
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A streaming handler (health Watch, reflection) behind the same authorization."""
+    inner = cast(
+        Callable[[Any, Context], Any],
+        handler.unary_stream or handler.stream_stream or handler.stream_unary,
+    )
+
+    async def handle(request: Any, context: Context) -> Any:
+        try:
+            caller = authorizer.authorize(full_method, context)
+        except Exception as exc:
+            status = grpc_status_for(exc)
+            log.info("rpc refused", rpc=full_method, code=status.code.name, error=status.details)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        current_caller.set(caller)
+        result = inner(request, context)
+        if hasattr(result, "__aiter__"):
+            # An async-generator servicer: forward what it yields (this wrapper writes instead,
+            # so both styles of servicer go through one coroutine).
+            async for response in cast(AsyncIterator[Any], result):
+                await context.write(response)
+            return None
+        return await result
+
+    options = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(handle, **options)
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(handle, **options)
+    return grpc.stream_unary_rpc_method_handler(handle, **options)
 
 
 def _drop_result(work: asyncio.Future[Any]) -> None:
@@ -82,7 +142,14 @@ def _drop_result(work: asyncio.Future[Any]) -> None:
 
 
 def _wrap(
-    inner: Handler, service: str, method: str, abandoned: set[asyncio.Future[Any]]
+    inner: Handler,
+    full_method: str,
+    service: str,
+    method: str,
+    abandoned: set[asyncio.Future[Any]],
+    authorizer: Authorizer,
+    limits: RateLimits | None,
+    max_deadline_seconds: float,
 ) -> Handler:
     async def handle(request: Any, context: Context) -> Any:
         request_id = _request_id(context)
@@ -91,21 +158,37 @@ def _wrap(
         with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=method):
             await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
             try:
+                # Before anything else runs: the use case sees the caller (a context variable,
+                # copied into the task below), or is never started.
+                current_caller.set(authorizer.authorize(full_method, context))
+                current_user.set(authorizer.user_of(context))
+                if limits is not None:  # before any work: a refused call costs nothing
+                    await limits.admit(full_method, request)
                 # Checks every request needs, whatever its servicer (promo_libs.grpc.requests).
                 refused = timestamp_violations(request)
                 if refused:
                     raise errors.InvalidArgument(refused)
-                # The caller's deadline bounds every MongoDB operation made for this RPC, and
-                # every wait a use case makes for it (promo_libs.deadlines).
-                left = context.time_remaining()
-                with pymongo.timeout(left), deadlines.bound(left):
+                # The caller's deadline bounds every MongoDB operation made for this RPC and
+                # every wait a use case makes for it (promo_libs.deadlines), and so does the
+                # server's maximum: a call without a deadline (or a far one) cannot hold the
+                # server's resources for ever, even after its caller left.
+                remaining = context.time_remaining()
+                bound = (
+                    max_deadline_seconds
+                    if remaining is None
+                    else min(remaining, max_deadline_seconds)
+                )
+                with pymongo.timeout(bound), deadlines.bound(bound):
                     work = asyncio.ensure_future(inner(request, context))
                 # When the caller goes away, gRPC cancels this coroutine. The use case is not
                 # cancelled with it: a coroutine cancelled inside PyMongo's pool breaks the pool
                 # for every later request, and a half-run use case is exactly what our
                 # single-document protocols are built to avoid. It finishes in the background,
                 # bounded by the deadline above, and its answer is dropped.
-                return await asyncio.shield(work)
+                result = await asyncio.shield(work)
+                if limits is not None:
+                    await limits.succeeded(full_method, request)
+                return result
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN  # the servicer aborted itself
                 raise
@@ -116,6 +199,8 @@ def _wrap(
                 work.add_done_callback(_drop_result)
                 raise
             except Exception as exc:
+                if limits is not None:
+                    await limits.failed(full_method, request, exc)
                 status = grpc_status_for(exc)
                 code = status.code
                 if to_domain_error(exc) is None:

@@ -8,7 +8,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from promo_libs.config import MongoSettings
+from promo_libs.config import MongoSettings, redacted_uri
 from promo_libs.logging import get_logger
 from promo_libs.metrics import MONGO_DATABASE_SIZE
 from promo_libs.mongo.monitoring import CommandMetrics, PoolMetrics
@@ -47,8 +47,11 @@ class MongoConnection:
             if await self.ping():
                 return
             if loop.time() > give_up:
-                raise RuntimeError(f"MongoDB at {self._settings.mongodb_uri} is not reachable")
-            log.warning("waiting for MongoDB", uri=self._settings.mongodb_uri)
+                raise RuntimeError(
+                    f"MongoDB at {redacted_uri(self._settings.mongodb_uri)} is not reachable"
+                )
+            # Never the URI itself: it holds the password (DESIGN.md, Contracts).
+            log.warning("waiting for MongoDB", uri=redacted_uri(self._settings.mongodb_uri))
             await asyncio.sleep(1.0)
 
     async def disconnect(self) -> None:

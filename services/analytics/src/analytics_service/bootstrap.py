@@ -10,6 +10,7 @@ from __future__ import annotations
 from analytics_service.adapters.clickhouse_store import ClickHouseStore, HttpRunner
 from analytics_service.config import AnalyticsSettings
 from analytics_service.entrypoints.grpc_servicer import AnalyticsServicer
+from analytics_service.entrypoints.policy import POLICY
 from analytics_service.service_layer.analytics import Analytics
 from promo.v1 import analytics_pb2, analytics_pb2_grpc
 from promo_libs.clickhouse.client import ClickHouse
@@ -34,6 +35,7 @@ async def build(settings: AnalyticsSettings) -> GrpcApp:
     return GrpcApp(
         name="analytics",
         service_names=[SERVICE_NAME],
+        policies=[POLICY],
         register=lambda server: analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
             servicer, server
         ),

@@ -12,7 +12,6 @@ import grpc
 from analytics_e2e import Pipeline
 from analytics_scenario import DAY0, SECOND, compare_everything, time_range
 
-from devstack.probes import grpc_health_status
 from promo.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
 from promo_libs.events import timestamp
 from promo_libs.grpc.errors import error_info
@@ -100,10 +99,10 @@ async def test_a_code_never_used_and_an_empty_range(pipeline: Pipeline) -> None:
 
 
 def test_health_reports_clickhouse_and_metrics_count_each_rpc(pipeline: Pipeline) -> None:
-    address = pipeline.analytics.address
-    assert grpc_health_status(address) == "SERVING"
-    assert grpc_health_status(address, "clickhouse") == "SERVING"
-    assert grpc_health_status(address, "promo.v1.AnalyticsService") == "SERVING"
+    analytics = pipeline.analytics
+    assert analytics.health() == "SERVING"
+    assert analytics.health(service="clickhouse") == "SERVING"
+    assert analytics.health(service="promo.v1.AnalyticsService") == "SERVING"
     port = pipeline.analytics.env["METRICS_PORT"]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()

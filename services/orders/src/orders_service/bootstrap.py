@@ -15,11 +15,12 @@ from orders_service.adapters.promocodes_client import GrpcPromoCodes
 from orders_service.adapters.users_client import GrpcUserDirectory
 from orders_service.config import OrdersSettings
 from orders_service.entrypoints.grpc_servicer import OrderServicer
+from orders_service.entrypoints.policy import POLICY
 from orders_service.service_layer.orders import Orders
 from orders_service.service_layer.sweep import Sweeper
 from promo.v1 import orders_pb2, orders_pb2_grpc
 from promo_libs.bus import EventPublisher, RedisStreamPublisher, redis_client
-from promo_libs.grpc.client import insecure_channel
+from promo_libs.grpc.client import secure_channel
 from promo_libs.grpc.server import GrpcApp
 from promo_libs.mongo.connection import MongoConnection
 from promo_libs.mongo.migrations import apply_migrations
@@ -75,8 +76,8 @@ async def assemble(settings: OrdersSettings, publisher: EventPublisher | None = 
     repository = MongoOrderRepository(
         connection.db, encode_events, None if relay is None else relay.notify
     )
-    users_channel = insecure_channel(settings.users_addr)
-    promocodes_channel = insecure_channel(settings.promocodes_addr)
+    users_channel = secure_channel(settings.users_addr, settings.tls_paths())
+    promocodes_channel = secure_channel(settings.promocodes_addr, settings.tls_paths())
     users = GrpcUserDirectory(users_channel, settings.users_timeout_seconds)
     promo_codes = GrpcPromoCodes(
         promocodes_channel,
@@ -121,6 +122,7 @@ async def build(settings: OrdersSettings) -> GrpcApp:
     return GrpcApp(
         name="orders",
         service_names=[SERVICE_NAME],
+        policies=[POLICY],
         register=register,
         probes={
             "mongo": assembly.connection.ping,

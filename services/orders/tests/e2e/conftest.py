@@ -113,6 +113,8 @@ async def clients(platform: Platform) -> AsyncIterator[Clients]:
     async with (
         platform.users.channel() as users,
         platform.promocodes.channel() as codes,
+        # As staff, who may order for any user (orders_service.entrypoints.policy): these tests
+        # are about the saga; end users' own calls are tests/e2e/test_zero_trust.py's.
         platform.orders.channel() as orders,
     ):
         yield Clients(

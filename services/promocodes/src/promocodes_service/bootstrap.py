@@ -10,10 +10,11 @@ from bson import ObjectId
 
 from promo.v1 import promo_codes_pb2, promo_codes_pb2_grpc
 from promo_libs.bus import EventPublisher, RedisStreamPublisher, redis_client
-from promo_libs.grpc.client import insecure_channel
+from promo_libs.grpc.client import secure_channel
 from promo_libs.grpc.server import GrpcApp
 from promo_libs.mongo.connection import MongoConnection
 from promo_libs.mongo.migrations import apply_migrations
+from promo_libs.rate_limit import RedisLimiter
 from promo_libs.relay import OutboxRelay
 from promocodes_service.adapters.event_codec import encode_code_events, encode_usage_events
 from promocodes_service.adapters.migrations import MIGRATIONS
@@ -22,6 +23,8 @@ from promocodes_service.adapters.mongo_usages import MongoUsageRepository
 from promocodes_service.adapters.users_client import GrpcUserDirectory
 from promocodes_service.config import PromocodesSettings
 from promocodes_service.entrypoints.grpc_servicer import PromoCodeServicer
+from promocodes_service.entrypoints.limits import LIMITS
+from promocodes_service.entrypoints.policy import POLICY
 from promocodes_service.service_layer.catalogue import Catalogue
 from promocodes_service.service_layer.recovery import Recovery
 from promocodes_service.service_layer.redemption import Redemptions
@@ -96,7 +99,7 @@ async def build(settings: PromocodesSettings) -> GrpcApp:
     """Connects, migrates and assembles the service; nothing happens at import time."""
     redis = redis_client(settings)
     storage = await connect_storage(settings, RedisStreamPublisher(redis))
-    users_channel = insecure_channel(settings.users_addr)
+    users_channel = secure_channel(settings.users_addr, settings.tls_paths())
     users = GrpcUserDirectory(users_channel, settings.users_timeout_seconds)
     recovery = build_recovery(settings, storage)
     catalogue = Catalogue(storage.codes, new_id, utc_now)
@@ -114,6 +117,9 @@ async def build(settings: PromocodesSettings) -> GrpcApp:
     return GrpcApp(
         name="promocodes",
         service_names=[SERVICE_NAME],
+        policies=[POLICY],
+        limits=LIMITS,
+        limiter=RedisLimiter(redis),
         register=lambda server: promo_codes_pb2_grpc.add_PromoCodeServiceServicer_to_server(
             servicer, server
         ),

@@ -93,6 +93,16 @@ async def promo(
 
 
 @pytest_asyncio.fixture(loop_scope="session")
+async def saga(
+    promocodes_service: ServiceProcess,
+) -> AsyncIterator[promo_codes_pb2_grpc.PromoCodeServiceStub]:
+    """PromoCodeService as the order saga calls it: Redeem and Release are the orders
+    workload's alone (promocodes_service.entrypoints.policy)."""
+    async with promocodes_service.channel(identity="orders") as channel:
+        yield promo_codes_pb2_grpc.PromoCodeServiceStub(channel)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
 async def users(
     users_service: ServiceProcess,
 ) -> AsyncIterator[users_pb2_grpc.UserServiceStub]:

@@ -97,7 +97,7 @@ async def test_generate_ten_thousand_codes_fast_and_unique(promo: Stub, promo_db
 
 
 async def test_release_then_redeem_again_at_the_per_user_limit(
-    promo: Stub, users: users_pb2_grpc.UserServiceStub, promo_db: Any
+    promo: Stub, saga: Stub, users: users_pb2_grpc.UserServiceStub, promo_db: Any
 ) -> None:
     (user_id,) = await create_users(users, 1, "release")
     created = await promo.CreatePromoCode(
@@ -107,7 +107,7 @@ async def test_release_then_redeem_again_at_the_per_user_limit(
     )
 
     def redeem(rid: str) -> Any:
-        return promo.RedeemPromoCode(
+        return saga.RedeemPromoCode(
             pb.RedeemPromoCodeRequest(
                 code="again", user_id=user_id, order_amount=eur(1000), redemption_id=rid
             )
@@ -120,12 +120,12 @@ async def test_release_then_redeem_again_at_the_per_user_limit(
         pb.ValidatePromoCodeRequest(code="AGAIN", user_id=user_id, order_amount=eur(1000))
     )
     assert (quote.applicable, quote.reason) == (False, "PER_USER_LIMIT_REACHED")
-    released = await promo.ReleasePromoCode(
+    released = await saga.ReleasePromoCode(
         pb.ReleasePromoCodeRequest(redemption_id="rel-1", reason="cancelled")
     )
     assert released.status == pb.PROMO_CODE_USAGE_STATUS_RELEASED
     assert released.HasField("release_time") and released.create_time == first.create_time
-    again = await promo.ReleasePromoCode(pb.ReleasePromoCodeRequest(redemption_id="rel-1"))
+    again = await saga.ReleasePromoCode(pb.ReleasePromoCodeRequest(redemption_id="rel-1"))
     assert again == released
     second = await redeem("rel-2")
     assert second.discount == eur(300)
@@ -137,7 +137,7 @@ async def test_release_then_redeem_again_at_the_per_user_limit(
         ("rel-2", pb.PROMO_CODE_USAGE_STATUS_ACTIVE),
     ]
     conflict = await refused(
-        promo.RedeemPromoCode(
+        saga.RedeemPromoCode(
             pb.RedeemPromoCodeRequest(
                 code="AGAIN", user_id=user_id, order_amount=eur(999), redemption_id="rel-2"
             )
@@ -146,7 +146,7 @@ async def test_release_then_redeem_again_at_the_per_user_limit(
     assert (conflict.code(), reason(conflict)) == (
         grpc.StatusCode.ALREADY_EXISTS, "REDEMPTION_CONFLICT",
     )  # fmt: skip
-    unknown = await refused(promo.ReleasePromoCode(pb.ReleasePromoCodeRequest(redemption_id="x")))
+    unknown = await refused(saga.ReleasePromoCode(pb.ReleasePromoCodeRequest(redemption_id="x")))
     assert (unknown.code(), reason(unknown)) == (
         grpc.StatusCode.NOT_FOUND, "REDEMPTION_NOT_FOUND",
     )  # fmt: skip
@@ -178,13 +178,18 @@ async def test_users_down_gives_unavailable_and_writes_nothing(
                     promo_code=pb.PromoCode(code="DOWN", fixed_amount=eur(100), max_uses=1)
                 )
             )
-            error = await refused(
-                stub.RedeemPromoCode(
-                    pb.RedeemPromoCodeRequest(
-                        code="DOWN", user_id="abc123", order_amount=eur(1000), redemption_id="d1"
+            async with service.channel(identity="orders") as saga_channel:
+                saga = promo_codes_pb2_grpc.PromoCodeServiceStub(saga_channel)
+                error = await refused(
+                    saga.RedeemPromoCode(
+                        pb.RedeemPromoCodeRequest(
+                            code="DOWN",
+                            user_id="abc123",
+                            order_amount=eur(1000),
+                            redemption_id="d1",
+                        )
                     )
                 )
-            )
             assert (error.code(), reason(error)) == (
                 grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE",
             )  # fmt: skip

@@ -216,6 +216,7 @@ CASES: list[tuple[str, str, Any, set[str]]] = [
 @pytest.mark.parametrize(("method", "label", "request_message", "fields"), CASES)
 async def test_bad_values_are_named(
     promo: promo_codes_pb2_grpc.PromoCodeServiceStub,
+    saga: promo_codes_pb2_grpc.PromoCodeServiceStub,
     promo_db: Any,
     method: str,
     label: str,
@@ -227,7 +228,8 @@ async def test_bad_values_are_named(
         promo_db.promo_code_usages.count_documents({}),
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await getattr(promo, method)(request_message)
+        caller = saga if method in ("RedeemPromoCode", "ReleasePromoCode") else promo
+        await getattr(caller, method)(request_message)
     error = caught.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
     details = bad_request(error)
@@ -241,7 +243,9 @@ async def test_bad_values_are_named(
 
 
 async def test_currency_mismatch_and_unknown_things(
-    promo: promo_codes_pb2_grpc.PromoCodeServiceStub, promo_db: Any
+    promo: promo_codes_pb2_grpc.PromoCodeServiceStub,
+    saga: promo_codes_pb2_grpc.PromoCodeServiceStub,
+    promo_db: Any,
 ) -> None:
     mixed = pb.PromoCode(code="MIX", fixed_amount=money("EUR"), budget=money("USD", 5000))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -256,7 +260,7 @@ async def test_currency_mismatch_and_unknown_things(
         False, "PROMO_CODE_NOT_FOUND", False,
     )  # fmt: skip
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await promo.RedeemPromoCode(
+        await saga.RedeemPromoCode(
             pb.RedeemPromoCodeRequest(
                 code="NO-SUCH", user_id="u1", order_amount=ORDER, redemption_id="z"
             )

@@ -35,11 +35,11 @@ async def two_hundred_users(users: users_pb2_grpc.UserServiceStub, cache: list[s
 
 
 async def redeem_all(
-    promo: Stub, code: str, calls: list[tuple[str, int, str]]
+    saga: Stub, code: str, calls: list[tuple[str, int, str]]
 ) -> list[promo_codes_pb2.PromoCodeUsage | grpc.aio.AioRpcError]:
     async def one(user_id: str, amount: int, rid: str) -> Any:
         try:
-            return await promo.RedeemPromoCode(
+            return await saga.RedeemPromoCode(
                 promo_codes_pb2.RedeemPromoCodeRequest(
                     code=code, user_id=user_id, order_amount=eur(amount), redemption_id=rid
                 ),
@@ -52,7 +52,11 @@ async def redeem_all(
 
 
 async def test_thousand_concurrent_redemptions_grant_exactly_max_uses(
-    promo: Stub, users: users_pb2_grpc.UserServiceStub, user_ids: list[str], promo_db: Any
+    promo: Stub,
+    saga: Stub,
+    users: users_pb2_grpc.UserServiceStub,
+    user_ids: list[str],
+    promo_db: Any,
 ) -> None:
     ids = await two_hundred_users(users, user_ids)
     created = await promo.CreatePromoCode(
@@ -64,7 +68,7 @@ async def test_thousand_concurrent_redemptions_grant_exactly_max_uses(
     )
     calls = [(ids[i % 200], 1000, f"load100-{i}") for i in range(1000)]
     random.shuffle(calls)
-    outcomes = await redeem_all(promo, "load-100", calls)
+    outcomes = await redeem_all(saga, "load-100", calls)
     granted = [o for o in outcomes if isinstance(o, promo_codes_pb2.PromoCodeUsage)]
     refused = Counter(
         (o.code(), reason(o)) for o in outcomes if isinstance(o, grpc.aio.AioRpcError)
@@ -80,7 +84,11 @@ async def test_thousand_concurrent_redemptions_grant_exactly_max_uses(
 
 
 async def test_budget_binds_under_concurrency(
-    promo: Stub, users: users_pb2_grpc.UserServiceStub, user_ids: list[str], promo_db: Any
+    promo: Stub,
+    saga: Stub,
+    users: users_pb2_grpc.UserServiceStub,
+    user_ids: list[str],
+    promo_db: Any,
 ) -> None:
     ids = await two_hundred_users(users, user_ids)
     budget = 123_457
@@ -98,7 +106,7 @@ async def test_budget_binds_under_concurrency(
     )
     rng = random.Random(7)
     calls = [(ids[i % 200], rng.randint(1, 20_000), f"budget-{i}") for i in range(1000)]
-    outcomes = await redeem_all(promo, "LOAD-BUDGET", calls)
+    outcomes = await redeem_all(saga, "LOAD-BUDGET", calls)
     granted = [o for o in outcomes if isinstance(o, promo_codes_pb2.PromoCodeUsage)]
     for usage in granted:  # exact arithmetic: floor(12.5 %), capped at 20.00
         expected = min(usage.order_amount.amount_minor * 1250 // 10000, 2_000)
@@ -112,7 +120,11 @@ async def test_budget_binds_under_concurrency(
 
 
 async def test_same_redemption_id_twenty_times_concurrently(
-    promo: Stub, users: users_pb2_grpc.UserServiceStub, user_ids: list[str], promo_db: Any
+    promo: Stub,
+    saga: Stub,
+    users: users_pb2_grpc.UserServiceStub,
+    user_ids: list[str],
+    promo_db: Any,
 ) -> None:
     ids = await two_hundred_users(users, user_ids)
     created = await promo.CreatePromoCode(
@@ -122,7 +134,7 @@ async def test_same_redemption_id_twenty_times_concurrently(
             )
         )
     )
-    outcomes = await redeem_all(promo, "twenty", [(ids[0], 5000, "order-20x")] * 20)
+    outcomes = await redeem_all(saga, "twenty", [(ids[0], 5000, "order-20x")] * 20)
     assert all(isinstance(o, promo_codes_pb2.PromoCodeUsage) for o in outcomes), outcomes
     assert all(o == outcomes[0] for o in outcomes)
     assert promo_db.promo_code_usages.count_documents({"_id": "order-20x"}) == 1

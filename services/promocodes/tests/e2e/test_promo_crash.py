@@ -34,11 +34,11 @@ def eur(amount: int) -> common_pb2.Money:
 
 
 async def load(
-    address: str, code: str, users: list[str], round_no: int, stop: asyncio.Event
+    service: ServiceProcess, code: str, users: list[str], round_no: int, stop: asyncio.Event
 ) -> dict[str, Any]:
     """Redeems with 24 concurrent clients until stopped; returns the outcome of every id."""
     outcomes: dict[str, Any] = {}
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with service.channel(identity="orders") as channel:
         stub = promo_codes_pb2_grpc.PromoCodeServiceStub(channel)
 
         async def client(worker: int) -> None:
@@ -104,7 +104,7 @@ async def test_sigkill_during_redemptions_then_recovery(
         recovered = {"finalized": 0, "rolled_back": 0}
         for round_no in range(ROUNDS):
             stop = asyncio.Event()
-            task = asyncio.create_task(load(service.address, "CRASH", user_ids, round_no, stop))
+            task = asyncio.create_task(load(service, "CRASH", user_ids, round_no, stop))
             await asyncio.sleep(random.uniform(0.05, 0.5))  # a random moment of the load
             await asyncio.to_thread(service.kill)
             stop.set()
@@ -117,7 +117,7 @@ async def test_sigkill_during_redemptions_then_recovery(
         assert_counters_match_usages(sync_db, created.id)
 
         # Every id whose outcome the client never learned, retried: the stored answer or a rule.
-        async with service.channel() as channel:
+        async with service.channel(identity="orders") as channel:
             stub = promo_codes_pb2_grpc.PromoCodeServiceStub(channel)
             for rid, (request, outcome) in all_outcomes.items():
                 try:

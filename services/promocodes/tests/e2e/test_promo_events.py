@@ -42,6 +42,7 @@ async def events_of(
 
 async def test_code_and_redemption_events_reach_the_stream(
     promo: promo_codes_pb2_grpc.PromoCodeServiceStub,
+    saga: promo_codes_pb2_grpc.PromoCodeServiceStub,
     users: users_pb2_grpc.UserServiceStub,
     stack: Stack,
 ) -> None:
@@ -56,12 +57,12 @@ async def test_code_and_redemption_events_reach_the_stream(
         )
     )
     redemption_id = uuid.uuid4().hex
-    await promo.RedeemPromoCode(
+    await saga.RedeemPromoCode(
         pb.RedeemPromoCodeRequest(
             code=code.code, user_id=user_id, order_amount=eur, redemption_id=redemption_id
         )
     )
-    await promo.ReleasePromoCode(
+    await saga.ReleasePromoCode(
         pb.ReleasePromoCodeRequest(redemption_id=redemption_id, reason="order cancelled")
     )
     redis = Redis(host=stack.redis_host, port=stack.redis_port)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from promo_libs.config import MongoSettings, OutboxSettings, ServiceSettings
@@ -16,3 +18,7 @@ class UsersSettings(ServiceSettings, MongoSettings, OutboxSettings):
     argon2_memory_kib: int = Field(65536, ge=8192, le=1048576)
     argon2_parallelism: int = Field(4, ge=1, le=16)
     argon2_max_concurrent: int = Field(4, ge=1, le=64)
+    # Signs the user tokens AuthenticateUser hands out (PEM, EC P-256); its public key must be
+    # in the USER_TOKEN_JWKS_FILE of every service. Unset: log-in returns no token.
+    user_token_signing_key_file: Path | None = None
+    user_token_ttl_seconds: int = Field(900, ge=60, le=86400)

@@ -27,6 +27,15 @@ async def stub(users_service: ServiceProcess) -> AsyncIterator[users_pb2_grpc.Us
         yield users_pb2_grpc.UserServiceStub(channel)
 
 
+@pytest.fixture
+async def storefront_stub(
+    users_service: ServiceProcess,
+) -> AsyncIterator[users_pb2_grpc.UserServiceStub]:
+    """Log-in is the storefront's alone (users_service.entrypoints.policy)."""
+    async with users_service.channel(identity="storefront") as channel:
+        yield users_pb2_grpc.UserServiceStub(channel)
+
+
 def create(email: str = "", password: str = PASSWORD, name: str = "Ok") -> Call:
     def call(stub: users_pb2_grpc.UserServiceStub, existing_id: str) -> Awaitable[Any]:
         return stub.CreateUser(
@@ -138,6 +147,7 @@ def snapshot(users_db: Any) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(("case", "call", "code", "detail"), CASES, ids=[c[0] for c in CASES])
 async def test_bad_input_is_refused_clearly_and_writes_nothing(
     stub: users_pb2_grpc.UserServiceStub,
+    storefront_stub: users_pb2_grpc.UserServiceStub,
     users_db: Any,
     case: str,
     call: Call,
@@ -152,7 +162,7 @@ async def test_bad_input_is_refused_clearly_and_writes_nothing(
     )
     before = snapshot(users_db)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call(stub, existing.id)
+        await call(storefront_stub if case.startswith("auth:") else stub, existing.id)
     error = caught.value
     assert error.code() == code, f"{case}: {error.code()} {error.details()}"
     if code == INVALID:

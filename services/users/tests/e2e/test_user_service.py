@@ -26,6 +26,15 @@ async def stub(users_service: ServiceProcess) -> AsyncIterator[users_pb2_grpc.Us
         yield users_pb2_grpc.UserServiceStub(channel)
 
 
+@pytest.fixture
+async def storefront_stub(
+    users_service: ServiceProcess,
+) -> AsyncIterator[users_pb2_grpc.UserServiceStub]:
+    """Log-in is the storefront's alone (users_service.entrypoints.policy)."""
+    async with users_service.channel(identity="storefront") as channel:
+        yield users_pb2_grpc.UserServiceStub(channel)
+
+
 def unique_email(prefix: str = "user") -> str:
     return f"{prefix}.{uuid.uuid4().hex[:12]}@Example.com"
 
@@ -39,7 +48,11 @@ async def create(stub: users_pb2_grpc.UserServiceStub, email: str | None = None)
     )
 
 
-async def test_account_lifecycle(stub: users_pb2_grpc.UserServiceStub, users_db: Any) -> None:
+async def test_account_lifecycle(
+    stub: users_pb2_grpc.UserServiceStub,
+    storefront_stub: users_pb2_grpc.UserServiceStub,
+    users_db: Any,
+) -> None:
     email = unique_email("life")
     user = await create(stub, email)
     assert user.email == email.rsplit("@", 1)[0] + "@example.com" and user.active
@@ -55,7 +68,7 @@ async def test_account_lifecycle(stub: users_pb2_grpc.UserServiceStub, users_db:
     )
     assert (renamed.display_name, renamed.email) == ("Renamed", user.email)
 
-    authenticated = await stub.AuthenticateUser(
+    authenticated = await storefront_stub.AuthenticateUser(
         users_pb2.AuthenticateUserRequest(email=email.upper(), password=PASSWORD)
     )
     assert authenticated.user.id == user.id
@@ -64,7 +77,7 @@ async def test_account_lifecycle(stub: users_pb2_grpc.UserServiceStub, users_db:
     assert not deleted.active and deleted.HasField("delete_time")
     assert (await stub.DeleteUser(users_pb2.DeleteUserRequest(id=user.id))) == deleted
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await stub.AuthenticateUser(
+        await storefront_stub.AuthenticateUser(
             users_pb2.AuthenticateUserRequest(email=email, password=PASSWORD)
         )
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -206,6 +219,7 @@ async def test_changing_to_a_taken_email_is_already_exists_and_changes_nothing(
 
 async def test_calls_abandoned_by_their_callers_leave_the_service_whole(
     stub: users_pb2_grpc.UserServiceStub,
+    storefront_stub: users_pb2_grpc.UserServiceStub,
 ) -> None:
     """Deadlines that expire mid-call (inside MongoDB or hashing) must not break later calls."""
     user = await create(stub)
@@ -213,7 +227,7 @@ async def test_calls_abandoned_by_their_callers_leave_the_service_whole(
         stub.ListUsers(users_pb2.ListUsersRequest(page_size=1000), timeout=0.005 * (n % 10 + 1))
         for n in range(300)
     ] + [
-        stub.AuthenticateUser(
+        storefront_stub.AuthenticateUser(
             users_pb2.AuthenticateUserRequest(email=user.email, password=PASSWORD), timeout=0.01
         )
         for _ in range(10)

@@ -51,6 +51,7 @@ from orders_service.domain.ports import (
 )
 from promo_libs import deadlines, errors
 from promo_libs.identifiers import check_currency, check_id
+from promo_libs.identity import require_acting_for
 from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
 
@@ -122,6 +123,7 @@ class Orders:
 
     async def create_order(self, command: CreateOrder) -> Order:
         subtotal, code, key = self._validate(command)
+        require_acting_for(command.user_id)  # a shopper orders for themselves only (I7)
         existing = await self._orders.get_by_idempotency_key(command.user_id, key)
         if existing is not None:
             return await self._replay(existing, command.user_id, subtotal, code)
@@ -276,6 +278,7 @@ class Orders:
         order = await self._orders.get(order_id)
         if order is None:
             raise order_not_found(order_id)
+        require_acting_for(order.user_id)  # reading or cancelling: the order's user only (I7)
         return order
 
     async def list_orders(self, command: ListOrders) -> OrderPage:
@@ -288,6 +291,7 @@ class Orders:
         if start is not None and end is not None and start >= end:
             violations.add("create_time_range", "start_time must be before end_time")
         violations.raise_if_any()
+        require_acting_for(command.user_id)  # a shopper lists their own orders only (I7)
         query = OrderQuery(command.user_id, command.status, start, end)
         page = page_request(
             command.page_size,

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 
 from promo_libs import deadlines, errors
 from promo_libs.identifiers import check_id
+from promo_libs.identity import require_acting_for
 from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
 from promocodes_service.domain import rules
@@ -144,6 +145,7 @@ class Redemptions:
         checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
         amount = check_order_amount(violations, command.order_amount)
         violations.raise_if_any()
+        require_acting_for(command.user_id)  # a quote reveals the user's uses of the code (I7)
         assert code is not None and amount is not None
         promo = await self._codes.get_by_code(code)
         if promo is None:

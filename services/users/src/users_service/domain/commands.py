@@ -22,6 +22,8 @@ class UpdateUser:
     display_name: str = ""
     password: str = ""
     active: bool = True
+    # Asked of a user changing their own password (not of staff).
+    current_password: str = ""
 
 
 @dataclass(frozen=True, slots=True)

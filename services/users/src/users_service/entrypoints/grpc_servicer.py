@@ -73,6 +73,7 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
                 display_name=request.user.display_name,
                 password=request.password,
                 active=request.user.active,
+                current_password=request.current_password,
             )
         )
         return user_message(user)
@@ -85,5 +86,10 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
     async def AuthenticateUser(
         self, request: users_pb2.AuthenticateUserRequest, context: Context
     ) -> users_pb2.AuthenticateUserResponse:
-        user = await self._accounts.authenticate(AuthenticateUser(request.email, request.password))
-        return users_pb2.AuthenticateUserResponse(user=user_message(user))
+        login = await self._accounts.log_in(AuthenticateUser(request.email, request.password))
+        response = users_pb2.AuthenticateUserResponse(
+            user=user_message(login.user), access_token=login.token
+        )
+        if login.token_expires is not None:
+            response.access_token_expire_time.FromDatetime(login.token_expires)
+        return response

@@ -7,10 +7,11 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from promo_libs import errors
 from promo_libs.identifiers import check_id
+from promo_libs.identity import acts_for_a_user, require_acting_for
 from promo_libs.pagination import page_request
 from users_service.domain import rules
 from users_service.domain.commands import (
@@ -49,18 +50,40 @@ def check_user_id(user_id: str, field: str) -> None:
         raise errors.InvalidArgument([errors.FieldViolation(field, str(exc))]) from None
 
 
+@dataclass(frozen=True, slots=True)
+class Login:
+    """A successful log-in: the user, and the token calls on their behalf carry."""
+
+    user: User
+    token: str = ""
+    token_expires: datetime | None = None
+
+
+class TokenIssuer(Protocol):
+    """Signs user tokens (promo_libs.user_tokens.UserTokenIssuer, or a fake)."""
+
+    def issue(self, user_id: str, now: datetime) -> tuple[str, datetime]: ...
+
+
 class Accounts:
+    """The account use cases. A call made for one end user (the storefront's, with a user
+    token) reaches only that user's account, and changes its password only with the current
+    one (promo_libs.identity.require_acting_for; DESIGN.md I7)."""
+
     def __init__(
         self,
         users: UserRepository,
         hasher: PasswordHasher,
         new_id: Callable[[], str],
         clock: Callable[[], datetime],
+        *,
+        tokens: TokenIssuer | None = None,
     ) -> None:
         self._users = users
         self._hasher = hasher
         self._new_id = new_id
         self._clock = clock
+        self.tokens = tokens
 
     async def create_user(self, command: CreateUser) -> User:
         violations = errors.Violations()
@@ -83,6 +106,7 @@ class Accounts:
 
     async def get_user(self, user_id: str) -> User:
         check_user_id(user_id, "id")
+        require_acting_for(user_id)
         user = await self._users.get(user_id)
         if user is None:
             raise _not_found(user_id)
@@ -110,6 +134,9 @@ class Accounts:
             _checked(violations, "password", rules.check_password, command.password)
         check_user_id(command.user_id, "user.id")
         violations.raise_if_any()
+        require_acting_for(command.user_id)
+        if acts_for_a_user():
+            await self._check_self_service(command)
         password_hash = (
             await self._hasher.hash(command.password) if "password" in command.fields else None
         )
@@ -152,6 +179,29 @@ class Accounts:
                 continue
             return user
         raise errors.Aborted("the user is being changed concurrently; retry", "CONCURRENT_UPDATE")
+
+    async def _check_self_service(self, command: UpdateUser) -> None:
+        """A user may not reactivate themselves, and changes a password only by knowing it:
+        a stolen session alone must not be enough to take the account over."""
+        if "active" in command.fields:
+            raise errors.PermissionDenied(
+                "only staff may change whether an account is active", "UPDATE_NOT_ALLOWED"
+            )
+        if "password" not in command.fields:
+            return
+        user = await self.get_user(command.user_id)
+        if not command.current_password or not await self._hasher.verify(
+            user.password_hash, command.current_password[: rules.MAX_PASSWORD_LENGTH + 1]
+        ):
+            raise errors.Unauthenticated("the current password is wrong", "INVALID_CREDENTIALS")
+
+    async def log_in(self, command: AuthenticateUser) -> Login:
+        """`authenticate`, and a signed token for the calls made on the user's behalf."""
+        user = await self.authenticate(command)
+        if self.tokens is None:
+            return Login(user)
+        token, expires = self.tokens.issue(user.id, self._clock())
+        return Login(user, token, expires)
 
     async def authenticate(self, command: AuthenticateUser) -> User:
         """One answer for unknown email, wrong password and inactive account, in the same time."""
