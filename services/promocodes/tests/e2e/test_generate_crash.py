@@ -76,9 +76,15 @@ async def test_sigkill_mid_generation_leaves_nothing_and_the_retry_completes_it(
     p2 = replica(stack, "p2", db_name, users_service.address)
     await asyncio.gather(asyncio.to_thread(p1.start_and_wait), asyncio.to_thread(p2.start_and_wait))
     try:
-        async with p1.channel() as c1, p2.channel() as c2, users_service.channel() as cu:
+        async with (
+            p1.channel() as c1,
+            p2.channel() as c2,
+            p2.channel(identity="orders") as c2_as_orders,  # only orders may redeem
+            users_service.channel() as cu,
+        ):
             first = promo_codes_pb2_grpc.PromoCodeServiceStub(c1)
             second = promo_codes_pb2_grpc.PromoCodeServiceStub(c2)
+            redeemer = promo_codes_pb2_grpc.PromoCodeServiceStub(c2_as_orders)
             request, batch = await _killed_mid_generation(p1, first, promo_db)
             staged = [d["code"] for d in promo_db.promo_codes.find({"batch_id": batch})]
             assert 0 < len(staged) < COUNT
@@ -98,7 +104,7 @@ async def test_sigkill_mid_generation_leaves_nothing_and_the_retry_completes_it(
                 )
                 assert not check.applicable and check.reason == "PROMO_CODE_NOT_FOUND"
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
-                    await second.RedeemPromoCode(
+                    await redeemer.RedeemPromoCode(
                         promo_codes_pb2.RedeemPromoCodeRequest(
                             code=code,
                             user_id=user_id,
@@ -118,7 +124,7 @@ async def test_sigkill_mid_generation_leaves_nothing_and_the_retry_completes_it(
                 {"batch_id": batch, "staged": {"$exists": False}}
             )
             assert live == COUNT
-            usage = await second.RedeemPromoCode(
+            usage = await redeemer.RedeemPromoCode(
                 promo_codes_pb2.RedeemPromoCodeRequest(
                     code=staged[0],
                     user_id=user_id,
