@@ -19,6 +19,7 @@ from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD, TYPE_FIELD
 from sync_consumer import synthetic
+from sync_consumer.adapters.redis_streams import dead_letter_stream
 
 AT = datetime(2024, 1, 31, 23, 0, tzinfo=UTC)
 
@@ -79,8 +80,29 @@ class Harness:
             time.sleep(0.1)
         raise AssertionError(f"{sql} is {value}, not {expected} after {timeout}s")
 
+    def wait_for_letters(self, stream: str, count: int, timeout: float = 20.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        letters: list[Any] = []
+        while time.monotonic() < deadline:
+            letters = self.redis.xrange(dead_letter_stream(stream))  # type: ignore[assignment]
+            if len(letters) >= count:
+                return letters
+            time.sleep(0.05)
+        raise AssertionError(f"{len(letters)} dead letters on {stream}, not {count}")
+
+    def wait_for_pending(self, stream: str, count: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = None
+        while time.monotonic() < deadline:
+            pending = self.redis.xinfo_groups(stream)[0]["pending"]
+            if pending == count:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{pending} entries pending on {stream}, not {count}")
+
     def close(self) -> None:
-        self.redis.delete(self.users, self.codes, self.orders, f"{self.orders}.dead-letter")
+        streams = (self.users, self.codes, self.orders)
+        self.redis.delete(*streams, *(dead_letter_stream(s) for s in streams))
         self.redis.close()
         with contextlib.suppress(Exception):
             clickhouse_query(
@@ -277,17 +299,31 @@ def test_malformed_message_is_dead_lettered_and_the_pipeline_carries_on(harness:
     ).decode()  # type: ignore[union-attr]
     order_flow(h, 1, "u1", cancel=False)
     h.wait_for(TOTALS, "1/901/1")
-    deadline = time.monotonic() + 10
-    letters: list[Any] = []
-    while not letters and time.monotonic() < deadline:
-        letters = h.redis.xrange(f"{h.orders}.dead-letter")  # type: ignore[assignment]
-        time.sleep(0.05)
-    ((_, fields),) = letters
+    ((_, fields),) = h.wait_for_letters(h.orders, 1)
     assert fields[b"source_id"].decode() == bad_id
     assert fields[b"reason"].startswith(b"malformed: envelope does not decode")
     assert fields[b"original.envelope"] == b"\x00\xffnot an envelope"
     info = h.redis.xinfo_groups(h.orders)[0]
     assert info["pending"] == 0
+
+
+def test_an_entry_whose_mapping_raises_is_dead_lettered_and_the_batch_lands(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.start()
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)  # create_time exactly 0: the mapping asserts
+    bad_id = h.publish(
+        h.orders, synthetic.order_event("confirmed", "o-epoch", "u1", epoch, subtotal=5, version=2)
+    )
+    order_flow(h, 1, "u1", cancel=False)
+    h.wait_for(TOTALS, "1/901/1")
+    letters = h.wait_for_letters(h.orders, 1)
+    ((_, fields),) = letters
+    assert fields[b"source_id"].decode() == bad_id
+    assert fields[b"reason"].startswith(b"mapping failed: AssertionError")
+    assert h.scalar("SELECT count() FROM {db}.orders_analytics WHERE order_id = 'o-epoch'") == "0"
+    h.wait_for_pending(h.orders, 0)
 
 
 def test_users_service_events_reach_clickhouse_through_the_relay(

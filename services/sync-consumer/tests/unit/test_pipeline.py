@@ -7,7 +7,7 @@ from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
 from sync_consumer import synthetic
 from sync_consumer.adapters.event_rows import ORDERS, USAGES, USERS, rows_for
 from sync_consumer.adapters.memory import InMemoryDeadLetters, InMemorySink
-from sync_consumer.domain.model import StreamEntry
+from sync_consumer.domain.model import StreamEntry, TableRow
 from sync_consumer.service_layer.pipeline import StreamPipeline
 
 AT = datetime(2024, 1, 31, 23, 59, 58, tzinfo=UTC)
@@ -142,3 +142,32 @@ async def test_unknown_payload_is_skipped_not_dead_lettered() -> None:
     future.ClearField("order_created")  # no payload this consumer knows
     await pipeline(sink, letters).handle([entry(1, future)])
     assert not letters.letters and not sink.tables
+
+
+async def test_any_mapping_error_dead_letters_its_entry_and_the_rest_is_stored() -> None:
+    sink, letters = InMemorySink(), InMemoryDeadLetters()
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)  # a create_time of exactly 0 trips the mapping
+    bad = entry(
+        3, synthetic.order_event("confirmed", "o-epoch", "u1", epoch, subtotal=1, version=2)
+    )
+    batch = [*orders(3), bad]
+    returned = await pipeline(sink, letters).handle(batch)
+    assert [letter.entry.entry_id for letter in returned] == [bad.entry_id]
+    assert [letter.entry.entry_id for letter in letters.letters] == [bad.entry_id]
+    assert letters.letters[0].reason.startswith("mapping failed: ")
+    assert [r["order_id"] for r in sink.tables[ORDERS]] == ["o0", "o1", "o2"]
+
+
+async def test_a_mapping_that_raises_anything_dead_letters_instead_of_escaping() -> None:
+    sink, letters = InMemorySink(), InMemoryDeadLetters()
+
+    def broken(e: StreamEntry) -> list[TableRow]:
+        if e.entry_id == "1000-1":
+            raise KeyError("no such column")
+        return rows_for(e)
+
+    p = StreamPipeline(STREAM, sink, letters, broken, sleep=_no_sleep)
+    returned = await p.handle(orders(3))
+    assert [letter.entry.entry_id for letter in returned] == ["1000-1"]
+    assert returned[0].reason == "mapping failed: KeyError: 'no such column'"
+    assert [r["order_id"] for r in sink.tables[ORDERS]] == ["o0", "o2"]

@@ -116,6 +116,11 @@ class StreamPipeline:
                 mapped.append((entry, self._to_rows(entry)))
             except MalformedEvent as exc:
                 letters.append(DeadLetter(entry, f"malformed: {exc}"))
+            except Exception as exc:
+                # Any other mapping error is a bug or an input the mapping never foresaw; it is
+                # as deterministic as a malformed entry, and escaping would leave the whole
+                # batch pending, to be claimed later and skipped as "already stored".
+                letters.append(DeadLetter(entry, f"mapping failed: {type(exc).__name__}: {exc}"))
         tables = {table_row.table for _, table_rows in mapped for table_row in table_rows}
         await self._retrying("positions", lambda: self._load_positions(tables))
         rows: dict[str, list[Row]] = {}
