@@ -4,7 +4,12 @@ Each test has its own database and streams, so tests never see each other's rows
 """
 
 import contextlib
+import json
+import os
+import socket
+import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +29,70 @@ from sync_consumer.adapters.redis_streams import dead_letter_stream
 AT = datetime(2024, 1, 31, 23, 0, tzinfo=UTC)
 
 
+class InsertRefusingProxy:
+    """An HTTP proxy in front of ClickHouse that, while refusing, answers every INSERT
+    (aiochclient puts the statement in the URL) the way an overloaded server does and passes
+    every other query: ClickHouse accepts queries but refuses inserts. One request per
+    connection (`Connection: close` both ways), so each request is looked at."""
+
+    REFUSAL = b"Code: 252, e.displayText() = DB::Exception: Too many parts (refused by the test)"
+
+    def __init__(self, upstream_port: int) -> None:
+        self._upstream = upstream_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.refusing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with client, contextlib.suppress(OSError):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = client.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, body = data.split(b"\r\n\r\n", 1)
+            request_line, *headers = head.split(b"\r\n")
+            if self.refusing and b"query=INSERT" in request_line:
+                client.sendall(
+                    b"HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(self.REFUSAL), self.REFUSAL)
+                )
+                return
+            length = next(
+                (
+                    int(h.split(b":", 1)[1])
+                    for h in headers
+                    if h.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            while len(body) < length:
+                chunk = client.recv(65536)
+                if not chunk:
+                    return
+                body += chunk
+            kept = [h for h in headers if not h.lower().startswith(b"connection:")]
+            with socket.create_connection(("127.0.0.1", self._upstream)) as upstream:
+                upstream.sendall(
+                    b"\r\n".join([request_line, *kept, b"Connection: close"]) + b"\r\n\r\n" + body
+                )
+                while answer := upstream.recv(65536):
+                    client.sendall(answer)
+
+
 class Harness:
     def __init__(self, stack: Stack, start_service: Callable[..., ServiceProcess]) -> None:
         token = uuid.uuid4().hex[:10]
@@ -41,14 +110,31 @@ class Harness:
             "BATCH_SIZE": "300",
             "BATCH_WAIT_MS": "100",
             "CLAIM_IDLE_MS": "1000",
-            "MAX_DELIVERIES": "3",
+            "MAX_FAILURES": "3",
             "HEALTH_CHECK_INTERVAL_SECONDS": "0.2",
         }
 
-    def start(self) -> ServiceProcess:
+    def start(self, *, wait: bool = True) -> ServiceProcess:
         return self._start_service(
-            "sync-consumer", [sys.executable, "-m", "sync_consumer"], extra_env=self.env
+            "sync-consumer", [sys.executable, "-m", "sync_consumer"], extra_env=self.env, wait=wait
         )
+
+    def tool(self, *args: str) -> str:
+        """Runs `python -m sync_consumer <args>` as an operator would, with the consumer's env."""
+        env = {**os.environ, **self.stack.env, **self.env}
+        done = subprocess.run(
+            [sys.executable, "-m", "sync_consumer", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return done.stdout
+
+    def deliveries(self, stream: str) -> list[int]:
+        pending = self.redis.xpending_range(stream, "sync-consumer", "-", "+", 10_000)
+        return [int(p["times_delivered"]) for p in pending]
 
     def publish(self, stream: str, message: Any, event_id: str | None = None) -> str:
         fields = {
@@ -324,6 +410,81 @@ def test_an_entry_whose_mapping_raises_is_dead_lettered_and_the_batch_lands(
     assert fields[b"reason"].startswith(b"mapping failed: AssertionError")
     assert h.scalar("SELECT count() FROM {db}.orders_analytics WHERE order_id = 'o-epoch'") == "0"
     h.wait_for_pending(h.orders, 0)
+
+
+def test_restarts_while_clickhouse_refuses_inserts_dead_letter_nothing(
+    harness: Harness,
+) -> None:
+    h = harness
+    proxy = InsertRefusingProxy(h.stack.clickhouse_port)
+    h.env["CLICKHOUSE_PORT"] = str(proxy.port)
+    try:
+        service = h.start()
+        order_flow(h, 0, "u1", cancel=False)
+        h.wait_for(TOTALS, "1/900/1")
+        proxy.refusing = True
+        expected = [order_flow(h, n, f"u{n % 3}", cancel=n % 4 == 0) for n in range(1, 40)]
+        deadline = time.monotonic() + 30
+        while not h.deliveries(h.codes):
+            assert time.monotonic() < deadline, "the consumer never read the backlog"
+            time.sleep(0.05)
+        # Each start claims every pending entry (XAUTOCLAIM raises its delivery count) and
+        # then cannot store it (the usages stream is claimed first and holds the start); kill
+        # it there, as a failing startup probe would, five times.
+        for restart in range(5):
+            seen = max(h.deliveries(h.codes))
+            service.kill()
+            service.start()
+            deadline = time.monotonic() + 60
+            while max(h.deliveries(h.codes)) <= seen:
+                assert time.monotonic() < deadline, (
+                    f"restart {restart} never claimed the batch: {service.log_tail()}"
+                )
+                time.sleep(0.05)
+        service.kill()
+        assert min(h.deliveries(h.codes)) > 3  # MAX_FAILURES: deliveries would have counted
+        proxy.refusing = False
+        service.start_and_wait()
+        orders = 1 + sum(o for o, _ in expected)
+        h.wait_for(TOTALS, f"{orders}/{900 + sum(r for _, r in expected)}/{orders}", timeout=60)
+        for stream in (h.users, h.codes, h.orders):
+            h.wait_for_pending(stream, 0)
+            assert h.redis.xlen(dead_letter_stream(stream)) == 0
+    finally:
+        proxy.close()
+
+
+def test_refused_rows_are_dead_lettered_and_replayed_exactly_once_after_the_fix(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.start()
+    h.publish(h.users, synthetic.user_created("u0", AT))
+    h.wait_for("SELECT count() FROM {db}.users", "1")
+    # An operator's mistake: the table loses a column every users row carries. ClickHouse
+    # refuses each such INSERT for what it holds, however often it is tried.
+    h.query("ALTER TABLE {db}.users DROP COLUMN display_name")
+    refused = [h.publish(h.users, synthetic.user_created(f"u{n}", AT)) for n in range(1, 6)]
+    order_flow(h, 1, "u1", cancel=False)  # the other streams carry on meanwhile
+    h.wait_for(TOTALS, "1/901/1")
+    letters = h.wait_for_letters(h.users, len(refused))
+    assert sorted(f[b"source_id"].decode() for _, f in letters) == sorted(refused)
+    for _, fields in letters:
+        assert fields[b"reason"].startswith(b"rejected "), fields[b"reason"]
+        assert b"display_name" in fields[b"reason"]
+    h.wait_for_pending(h.users, 0)
+    assert h.scalar("SELECT count() FROM {db}.users") == "1"
+
+    h.query("ALTER TABLE {db}.users ADD COLUMN display_name String AFTER email")
+    out = json.loads(h.tool("replay-dead-letters"))
+    assert out == {"replayed": {h.users: 5, h.codes: 0, h.orders: 0}}
+    h.wait_for("SELECT count() FROM {db}.users", "6")
+    assert json.loads(h.tool("replay-dead-letters"))["replayed"][h.users] == 0
+    assert h.redis.xlen(dead_letter_stream(h.users)) == 0
+    h.wait_for_pending(h.users, 0)
+    rows = h.query("SELECT user_id, count() FROM {db}.users GROUP BY user_id ORDER BY user_id")
+    assert rows == [[f"u{n}", "1"] for n in range(6)]
+    assert h.scalar("SELECT display_name FROM {db}.users WHERE user_id = 'u3'") == "User u3"
 
 
 def test_users_service_events_reach_clickhouse_through_the_relay(

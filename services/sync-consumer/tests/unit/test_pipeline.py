@@ -1,12 +1,13 @@
 """The pipeline with in-memory sink and dead letters: exactly once per table, dead letters."""
 
+import re
 from datetime import UTC, datetime
 
 from promo.v1 import events_pb2
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
 from sync_consumer import synthetic
 from sync_consumer.adapters.event_rows import ORDERS, USAGES, USERS, rows_for
-from sync_consumer.adapters.memory import InMemoryDeadLetters, InMemorySink
+from sync_consumer.adapters.memory import InMemoryDeadLetters, InMemoryFailures, InMemorySink
 from sync_consumer.domain.model import StreamEntry, TableRow
 from sync_consumer.service_layer.pipeline import StreamPipeline
 
@@ -19,7 +20,9 @@ async def _no_sleep(_: float) -> None:
 
 
 def pipeline(sink: InMemorySink, letters: InMemoryDeadLetters) -> StreamPipeline:
-    return StreamPipeline(STREAM, sink, letters, rows_for, max_deliveries=3, sleep=_no_sleep)
+    return StreamPipeline(
+        STREAM, sink, letters, rows_for, InMemoryFailures(), max_failures=3, sleep=_no_sleep
+    )
 
 
 def entry(n: int, message: object, deliveries: int = 1) -> StreamEntry:
@@ -119,14 +122,52 @@ async def test_a_time_no_datetime_can_hold_dead_letters_the_entry_not_the_stream
     assert letter.reason.startswith("malformed: order_confirmed: ")
 
 
-async def test_too_many_deliveries_dead_letters_only_what_is_not_stored() -> None:
+async def test_deliveries_alone_never_dead_letter() -> None:
+    # A restarted consumer claims its pending entries again: high delivery counts, no failure.
     sink, letters = InMemorySink(), InMemoryDeadLetters()
     batch = orders(4)
     await pipeline(sink, letters).handle(batch[:2])
-    tired = [StreamEntry(e.stream, e.entry_id, e.fields, deliveries=9) for e in batch]
+    tired = [StreamEntry(e.stream, e.entry_id, e.fields, deliveries=99) for e in batch]
     await pipeline(sink, letters).handle(tired)
-    assert [letter.entry.entry_id for letter in letters.letters] == ["1000-2", "1000-3"]
-    assert len(sink.tables[ORDERS]) == 2
+    assert not letters.letters
+    assert [r["order_id"] for r in sink.tables[ORDERS]] == ["o0", "o1", "o2", "o3"]
+
+
+async def test_a_store_that_is_down_is_retried_and_counts_no_failure() -> None:
+    sink, letters, failures = (
+        InMemorySink(failures_left=50),
+        InMemoryDeadLetters(),
+        InMemoryFailures(),
+    )
+    p = StreamPipeline(STREAM, sink, letters, rows_for, failures, max_failures=2, sleep=_no_sleep)
+    await p.handle(orders(3))
+    assert not letters.letters and not failures.counts and len(sink.tables[ORDERS]) == 3
+
+
+async def test_a_refused_entry_is_isolated_counted_and_dead_lettered_its_neighbours_stored() -> (
+    None
+):
+    sink, letters, failures = InMemorySink(), InMemoryDeadLetters(), InMemoryFailures()
+    sink.rejects = lambda row: row["order_id"] == "o5"
+    p = StreamPipeline(STREAM, sink, letters, rows_for, failures, max_failures=3, sleep=_no_sleep)
+    returned = await p.handle(orders(12))
+    assert [letter.entry.entry_id for letter in returned] == ["1000-5"]
+    assert re.fullmatch(r"rejected \d+ times: Code: 117\..*", returned[0].reason)
+    assert [r["order_id"] for r in sink.tables[ORDERS]] == [f"o{i}" for i in range(12) if i != 5]
+    assert not failures.counts  # stored or dead-lettered: nothing left counted
+    # Three refusals of the whole batch, then halves down to the one entry: O(log n) more.
+    assert sink.rejections <= 3 + 2 * 4
+
+
+async def test_failures_counted_before_a_restart_still_count_after_it() -> None:
+    sink, letters, failures = InMemorySink(), InMemoryDeadLetters(), InMemoryFailures()
+    sink.rejects = lambda row: row["order_id"] == "o1"
+    batch = orders(2)
+    failures.counts = {e.entry_id: 2 for e in batch}  # left by a process that was killed
+    p = StreamPipeline(STREAM, sink, letters, rows_for, failures, max_failures=3, sleep=_no_sleep)
+    await p.handle(batch)
+    assert [letter.entry.entry_id for letter in letters.letters] == ["1000-1"]
+    assert sink.rejections == 2  # one more refusal reaches the limit; then o1 alone
 
 
 async def test_unknown_payload_is_skipped_not_dead_lettered() -> None:
@@ -166,7 +207,7 @@ async def test_a_mapping_that_raises_anything_dead_letters_instead_of_escaping()
             raise KeyError("no such column")
         return rows_for(e)
 
-    p = StreamPipeline(STREAM, sink, letters, broken, sleep=_no_sleep)
+    p = StreamPipeline(STREAM, sink, letters, broken, InMemoryFailures(), sleep=_no_sleep)
     returned = await p.handle(orders(3))
     assert [letter.entry.entry_id for letter in returned] == ["1000-1"]
     assert returned[0].reason == "mapping failed: KeyError: 'no such column'"
