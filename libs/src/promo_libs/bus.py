@@ -5,7 +5,9 @@ One stream per producing service (promo_libs.events names them). An entry has th
 client can read that; sync-consumer reads it with FastStream.
 
 Publishing is idempotent by event_id: a Lua script (atomic in Redis, and persisted as one unit
-in the append-only file) records `promo:published:<event_id>` with SET NX and only then XADDs,
+in the append-only file) records `promo:published:{<stream>}:<event_id>` with SET NX and only
+then XADDs (the marker's hash tag is the stream's name, so on Redis Cluster both keys of the
+script share the stream's slot; a stream named without braces hashes its whole name),
 so the relay can publish an entry again after a crash, or two relays can race on one document,
 and the stream still holds each event once. The marker expires after `dedupe_ttl_seconds`,
 which only has to outlive the time between a publish and the clearing of its outbox entry.
@@ -38,6 +40,11 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
 end
 return false
 """
+
+
+def dedupe_key(stream: str, event_id: str) -> str:
+    """The publish-once marker, in the hash slot of `stream` (see the module doc)."""
+    return f"{DEDUPE_PREFIX}{{{stream}}}:{event_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +104,6 @@ class RedisStreamPublisher(EventPublisher):
     async def publish(self, events: Sequence[BusEvent]) -> None:
         for event in events:  # in order: the stream order of one aggregate is its version order
             await self._script(
-                keys=[DEDUPE_PREFIX + event.event_id, event.stream],
+                keys=[dedupe_key(event.stream, event.event_id), event.stream],
                 args=[self._ttl, event.event_id, event.event_type, event.envelope],
             )
