@@ -7,6 +7,8 @@
 - `mongo_client` (function, async, session loop): an AsyncMongoClient to the stack (tz_aware).
 - `start_service` (function): starts ServiceProcess children with the stack's env and waits until
   they are SERVING; all of them are terminated after the test.
+- `redis_cluster` (session): a local Redis Cluster (three masters, cluster mode, free ports),
+  started only when a test asks for it; `.env()` points a service at it.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import pytest_asyncio
 from pymongo import AsyncMongoClient
 
 from devstack.ports import free_port
+from devstack.servers import RedisCluster
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
+from devstack.state import PidRegistry
 
 _STACK_KEY = pytest.StashKey[Stack]()
 _SESSION_TOKEN = secrets.token_hex(3)
@@ -47,6 +51,18 @@ def stack(
     finally:
         del request.config.stash[_STACK_KEY]
         local_stack.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    state = tmp_path_factory.mktemp("redis-cluster")
+    cluster = RedisCluster(state, PidRegistry(state))
+    print(f"devstack: starting a Redis Cluster at {cluster.address()}")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(autouse=True)

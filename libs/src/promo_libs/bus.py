@@ -22,8 +22,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -80,23 +82,42 @@ class InMemoryPublisher(EventPublisher):
                 self.streams.setdefault(event.stream, []).append(event)
 
 
-def redis_client(settings: RedisSettings, timeout_seconds: float = 2.0) -> aioredis.Redis:
-    """A client for the bus (bytes in, bytes out). Nothing connects until first use."""
+# A single server or a Redis Cluster: every command this project sends is the same on both
+# (multi-key scripts and transactions name keys of one hash slot only).
+RedisClient: TypeAlias = aioredis.Redis | RedisCluster
+
+
+def redis_client(settings: RedisSettings, timeout_seconds: float = 2.0) -> RedisClient:
+    """A client for the bus (bytes in, bytes out). Nothing connects until first use.
+
+    With REDIS_CLUSTER=true, REDIS_HOST:REDIS_PORT is a seed node of a Redis Cluster and the
+    client routes each command to the node owning its key's slot.
+    """
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    # One quick retry (a pooled connection that died with a Redis restart); callers have
+    # their own retry loops, so the default's seconds of backoff would only delay them.
+    retry = Retry(ExponentialBackoff(cap=0.2, base=0.05), 1)
+    if settings.redis_cluster:
+        return RedisCluster(
+            host=settings.redis_host,
+            port=settings.redis_port,
+            password=password,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            retry=retry,
+        )
     return aioredis.Redis(
         host=settings.redis_host,
         port=settings.redis_port,
         password=password,
         socket_timeout=timeout_seconds,
         socket_connect_timeout=timeout_seconds,
-        # One quick retry (a pooled connection that died with a Redis restart); callers have
-        # their own retry loops, so the default's seconds of backoff would only delay them.
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+        retry=retry,
     )
 
 
 class RedisStreamPublisher(EventPublisher):
-    def __init__(self, client: aioredis.Redis, dedupe_ttl_seconds: int = 7 * 24 * 3600) -> None:
+    def __init__(self, client: RedisClient, dedupe_ttl_seconds: int = 7 * 24 * 3600) -> None:
         self._client = client
         self._ttl = dedupe_ttl_seconds
         self._script = client.register_script(_PUBLISH_ONCE)

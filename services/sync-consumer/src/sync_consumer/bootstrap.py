@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from faststream.redis import RedisBroker
+from faststream.redis import RedisBroker, RedisClusterBroker
 from faststream.security import SASLPlaintext
 
 from promo_libs.bus import redis_client
@@ -43,7 +43,10 @@ async def build(settings: SyncConsumerSettings) -> GrpcApp:
         if settings.redis_password
         else None
     )
-    broker = RedisBroker(f"redis://{settings.redis_host}:{settings.redis_port}", security=security)
+    # FastStream 0.7.8 ships RedisClusterBroker (redis-py's RedisCluster underneath, commands
+    # routed by slot); streams and consumer groups work on it unchanged.
+    broker_class = RedisClusterBroker if settings.redis_cluster else RedisBroker
+    broker = broker_class(f"redis://{settings.redis_host}:{settings.redis_port}", security=security)
     sink = ClickHouseSink(client, settings.clickhouse_database)
     dead_letters = RedisDeadLetters(redis, settings.consumer_group)
     failures = RedisFailureCounter(redis)

@@ -51,7 +51,7 @@ import redis.asyncio as aioredis
 from aiochclient import ChClient
 from pydantic import Field
 
-from promo_libs.bus import redis_client
+from promo_libs.bus import RedisClient, redis_client
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import load_settings
@@ -113,7 +113,7 @@ async def held(
         await hold.release(swapped=swapped[0])
 
 
-async def stream_head(redis: aioredis.Redis, stream: str) -> Position:
+async def stream_head(redis: RedisClient, stream: str) -> Position:
     try:
         info = await redis.xinfo_stream(stream)
     except aioredis.ResponseError:  # no such stream yet
@@ -134,7 +134,7 @@ async def run_replay(replay: Replay, stream: str) -> None:
 
 
 async def load_stream(
-    redis: aioredis.Redis,
+    redis: RedisClient,
     sink: ClickHouseSink,
     stream: str,
     live_stream: str,

@@ -14,9 +14,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from promo_libs.bus import RedisClient
 from sync_consumer.domain.model import (
     DeadLetter,
     Position,
@@ -25,9 +25,6 @@ from sync_consumer.domain.model import (
     parse_position,
 )
 from sync_consumer.domain.ports import DeadLetterQueue, FailureCounter
-
-# A single server or a cluster: the commands used here are the same on both.
-RedisClient = aioredis.Redis | aioredis.RedisCluster
 
 
 def _text(value: object) -> str:
@@ -67,7 +64,7 @@ return id
 """
 
 
-async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> bool:
+async def ensure_group(client: RedisClient, stream: str, group: str) -> bool:
     """Creates the group from id 0 (not `$`: events published before it must be delivered too).
 
     True when it was created now.
@@ -81,7 +78,7 @@ async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> bool:
     return True
 
 
-async def group_info(client: aioredis.Redis, stream: str, group: str) -> dict[str, Any] | None:
+async def group_info(client: RedisClient, stream: str, group: str) -> dict[str, Any] | None:
     try:
         groups = await client.xinfo_groups(stream)
     except ResponseError:  # no such key: the stream is gone (Redis lost it, or it was deleted)
@@ -94,7 +91,7 @@ async def group_info(client: aioredis.Redis, stream: str, group: str) -> dict[st
 
 
 async def claim(
-    client: aioredis.Redis,
+    client: RedisClient,
     stream: str,
     group: str,
     consumer: str,
@@ -211,7 +208,7 @@ async def replay_dead_letters(client: RedisClient, stream: str, batch: int = 500
         start = "(" + _text(page[-1][0])
 
 
-async def safe_trim_point(client: aioredis.Redis, stream: str) -> Position | None:
+async def safe_trim_point(client: RedisClient, stream: str) -> Position | None:
     """The lowest id any group of the stream still needs (pending, or not yet delivered)."""
     try:
         groups = await client.xinfo_groups(stream)
@@ -230,7 +227,7 @@ async def safe_trim_point(client: aioredis.Redis, stream: str) -> Position | Non
     return min(needed)
 
 
-async def trim(client: aioredis.Redis, stream: str, retention_ms: int) -> int:
+async def trim(client: RedisClient, stream: str, retention_ms: int) -> int:
     """Drops entries below what every group still needs and older than `retention_ms`.
 
     XTRIM MINID deletes even entries a group has pending (Redis < 8.2 has no ACKED mode), so the

@@ -22,11 +22,11 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-import redis.asyncio as aioredis
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage
 
+from promo_libs.bus import RedisClient
 from promo_libs.logging import get_logger
 from sync_consumer.adapters import redis_streams
 from sync_consumer.adapters.metrics import BATCH_SIZE, DEAD_LETTERS, EVENTS, LAG, PENDING
@@ -48,7 +48,7 @@ class StreamConsumer:
     def __init__(
         self,
         broker: RedisBroker,
-        client: aioredis.Redis,
+        client: RedisClient,
         pipeline: StreamPipeline,
         *,
         group: str,
