@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from devstack.probes import clickhouse_query
+from devstack.servers import RedisCluster
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD, TYPE_FIELD
@@ -43,6 +44,11 @@ class InsertRefusingProxy:
         self.port = self._listener.getsockname()[1]
         self.refusing = False
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def close_streams(self) -> None:
+        for stream in (self.users, self.codes, self.orders):
+            for key in (stream, dead_letter_stream(stream)):
+                self.redis.delete(key)
 
     def close(self) -> None:
         self._listener.close()
@@ -94,14 +100,20 @@ class InsertRefusingProxy:
 
 
 class Harness:
-    def __init__(self, stack: Stack, start_service: Callable[..., ServiceProcess]) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        start_service: Callable[..., ServiceProcess],
+        client: Any = None,
+        redis_env: dict[str, str] | None = None,
+    ) -> None:
         token = uuid.uuid4().hex[:10]
         self.stack = stack
         self.database = f"e2e_{token}"
         self.users = f"t{token}.users"
         self.codes = f"t{token}.promo_codes"
         self.orders = f"t{token}.orders"
-        self.redis = redis.Redis(host=stack.redis_host, port=stack.redis_port)
+        self.redis = client or redis.Redis(host=stack.redis_host, port=stack.redis_port)
         self._start_service = start_service
         self.env = {
             "CLICKHOUSE_DATABASE": self.database,
@@ -112,6 +124,7 @@ class Harness:
             "CLAIM_IDLE_MS": "1000",
             "MAX_FAILURES": "3",
             "HEALTH_CHECK_INTERVAL_SECONDS": "0.2",
+            **(redis_env or {}),
         }
 
     def start(self, *, wait: bool = True) -> ServiceProcess:
@@ -186,9 +199,15 @@ class Harness:
             time.sleep(0.05)
         raise AssertionError(f"{pending} entries pending on {stream}, not {count}")
 
+    def close_streams(self) -> None:
+        for stream in (self.users, self.codes, self.orders):
+            for key in (stream, dead_letter_stream(stream)):
+                self.redis.delete(key)
+
     def close(self) -> None:
         streams = (self.users, self.codes, self.orders)
-        self.redis.delete(*streams, *(dead_letter_stream(s) for s in streams))
+        for key in (*streams, *(dead_letter_stream(s) for s in streams)):
+            self.redis.delete(key)  # one by one: on a cluster they live in different slots
         self.redis.close()
         with contextlib.suppress(Exception):
             clickhouse_query(
@@ -518,3 +537,63 @@ def test_users_service_events_reach_clickhouse_through_the_relay(
     h.wait_for(
         f"SELECT display_name FROM {{db}}.users FINAL WHERE user_id = '{user.id}'", "Relayed"
     )
+
+
+def test_the_relay_and_the_consumer_on_a_redis_cluster(
+    stack: Stack,
+    start_service: Callable[..., ServiceProcess],
+    redis_cluster: RedisCluster,
+    mongo_db_name: str,
+) -> None:
+    """Everything the consumer does in Redis (groups, reads, claims, dead letters and their
+    replay, the rebuild gate's scripts) and a service's outbox relay, on three masters."""
+    from promo.v1 import users_pb2, users_pb2_grpc
+    from promo_libs.events import USERS_STREAM
+
+    client = redis.RedisCluster(host=redis_cluster.host, port=redis_cluster.port)
+    h = Harness(stack, start_service, client, redis_cluster.env())
+    h.users = USERS_STREAM  # the users service's relay publishes there
+    h.env["STREAMS"] = f"{h.users},{h.codes},{h.orders}"
+    try:
+        h.close_streams()
+        slots = {client.get_node_from_key(s).name for s in (h.users, h.codes, h.orders)}
+        print(f"\nstreams on {len(slots)} of 3 masters")
+        users = start_service(
+            "users",
+            [sys.executable, "-m", "users_service"],
+            extra_env={
+                **redis_cluster.env(),
+                "MONGODB_DB_NAME": mongo_db_name,
+                "ARGON2_MEMORY_KIB": "8192",
+                "ARGON2_TIME_COST": "1",
+            },
+        )
+        h.start()
+        bad_id = h.redis.xadd(h.orders, {EVENT_ID_FIELD: b"bad", ENVELOPE_FIELD: b"\x00\xff"})
+        expected = [order_flow(h, n, f"u{n % 3}", cancel=n % 4 == 0) for n in range(20)]
+        orders = sum(o for o, _ in expected)
+        h.wait_for(TOTALS, f"{orders}/{sum(r for _, r in expected)}/{orders}")
+        with users.sync_channel() as channel:
+            user = users_pb2_grpc.UserServiceStub(channel).CreateUser(
+                users_pb2.CreateUserRequest(
+                    user=users_pb2.User(
+                        email=f"{h.database}@example.com", display_name="On a cluster"
+                    ),
+                    password="correct horse battery",
+                )
+            )
+        h.wait_for(
+            f"SELECT display_name FROM {{db}}.users FINAL WHERE user_id = '{user.id}'",
+            "On a cluster",
+        )
+        letters = h.wait_for_letters(h.orders, 1)
+        assert [f[b"source_id"] for _, f in letters] == [bad_id]
+        assert letters[0][1][b"reason"].startswith(b"malformed")
+        out = json.loads(h.tool("replay-dead-letters"))
+        assert out["replayed"][h.orders] == 1
+        again = h.wait_for_letters(h.orders, 1)  # still malformed: dead-lettered anew, once
+        assert again[0][0] != letters[0][0]
+        for stream in (h.users, h.codes, h.orders):
+            h.wait_for_pending(stream, 0)
+    finally:
+        h.close()
