@@ -75,6 +75,7 @@ class OutboxRelay:
         publisher: EventPublisher,
         *,
         page_size: int = 200,
+        concurrency: int = 16,
         idle_seconds: float = 0.5,
         min_backoff_seconds: float = 0.2,
         max_backoff_seconds: float = 10.0,
@@ -82,6 +83,7 @@ class OutboxRelay:
         self._collection = collection
         self._publisher = publisher
         self._page_size = page_size
+        self._concurrency = concurrency
         self._idle = idle_seconds
         self._min_backoff = min_backoff_seconds
         self._max_backoff = max_backoff_seconds
@@ -115,13 +117,30 @@ class OutboxRelay:
             cursor = self._collection.find(query).sort("_id", 1).limit(self._page_size)
             documents = [document async for document in cursor]
             found += len(documents)
-            for document in documents:
-                cleared += await self._publish_document(document)
+            cleared += await self._publish_documents(documents)
             if len(documents) < self._page_size:
                 # Left flagged: written to during the pass; the next pass takes them.
                 OUTBOX_BACKLOG.labels(self._collection.name).set(found - cleared)
                 return cleared
             after = documents[-1]["_id"]
+
+    async def _publish_documents(self, documents: list[Document]) -> int:
+        """A page's documents side by side, `concurrency` at a time: one after the other, each
+        costing a publish and three MongoDB round trips, a relay fell behind at 40 orders/s
+        (commit -> XADD p50 10 s). Order only matters within a document (one aggregate), and
+        `_publish_document` keeps it; documents of one pass are distinct. Every document's
+        attempt finishes before the pass fails with the first error (the loop retries)."""
+        limit = asyncio.Semaphore(self._concurrency)
+
+        async def one(document: Document) -> int:
+            async with limit:
+                return await self._publish_document(document)
+
+        results = await asyncio.gather(*(one(d) for d in documents), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return sum(r for r in results if isinstance(r, int))
 
     async def _publish_document(self, document: Document) -> int:
         events = pending_events(document)
