@@ -9,7 +9,8 @@ Per stream, in this order:
    each batch to the pipeline and acknowledges it only after the pipeline stored it (ack policy
    MANUAL: FastStream's ACK would acknowledge even when the handler raised);
 4. a claim loop (XAUTOCLAIM) takes entries idle longer than `claim_idle_ms` (a consumer that
-   died or hangs), with their delivery counts, through the same pipeline;
+   died or hangs) through the same pipeline; their delivery counts, which every claim raises,
+   are kept in a dead letter for information only (the pipeline counts failures instead);
 5. a maintenance loop exports lag and pending counts, trims below what every group still
    needs, and recreates the group from 0 if Redis lost it (NOGROUP stops a subscriber).
 
