@@ -193,9 +193,11 @@ async def test_unknown_payload_is_skipped_not_dead_lettered() -> None:
     assert not letters.letters and not sink.tables
 
 
-async def test_any_mapping_error_dead_letters_its_entry_and_the_rest_is_stored() -> None:
+async def test_an_order_at_the_epoch_dead_letters_its_entry_and_the_rest_is_stored() -> None:
+    # A create_time of exactly 0 once tripped the mapping with an unforeseen error; the mapping
+    # now names it (MalformedEvent). Any other error is test_a_mapping_that_raises_anything_...
     sink, letters = InMemorySink(), InMemoryDeadLetters()
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)  # a create_time of exactly 0 trips the mapping
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
     bad = entry(
         3, synthetic.order_event("confirmed", "o-epoch", "u1", epoch, subtotal=1, version=2)
     )
@@ -203,7 +205,7 @@ async def test_any_mapping_error_dead_letters_its_entry_and_the_rest_is_stored()
     returned = await pipeline(sink, letters).handle(batch)
     assert [letter.entry.entry_id for letter in returned] == [bad.entry_id]
     assert [letter.entry.entry_id for letter in letters.letters] == [bad.entry_id]
-    assert letters.letters[0].reason.startswith("mapping failed: ")
+    assert letters.letters[0].reason == "malformed: order create_time at the epoch"
     assert [r["order_id"] for r in sink.tables[ORDERS]] == ["o0", "o1", "o2"]
 
 
@@ -220,3 +222,17 @@ async def test_a_mapping_that_raises_anything_dead_letters_instead_of_escaping()
     assert [letter.entry.entry_id for letter in returned] == ["1000-1"]
     assert returned[0].reason == "mapping failed: KeyError: 'no such column'"
     assert [r["order_id"] for r in sink.tables[ORDERS]] == ["o0", "o2"]
+
+
+async def test_halved_inserts_after_a_refusal_still_send_only_what_is_missing() -> None:
+    # The first INSERT fails after four rows landed (a transient error); the retry is refused for
+    # o5's row. Every halved insert goes through the version guard: the landed rows are never
+    # sent again, o5 alone is dead-lettered, and users_analytics is exact without it.
+    sink, letters = InMemorySink(failures_left=1, partial=4), InMemoryDeadLetters()
+    sink.rejects = lambda row: row["order_id"] == "o5"
+    returned = await pipeline(sink, letters).handle(orders(12))
+    assert [letter.entry.entry_id for letter in returned] == ["1000-5"]
+    stored = [r["order_id"] for r in sink.tables[ORDERS]]
+    assert sorted(stored) == sorted(f"o{i}" for i in range(12) if i != 5)  # each exactly once
+    (summary,) = sink.latest_summary().values()
+    assert summary[0] == 11  # confirmed orders of u1: every stored one, not the refused one
