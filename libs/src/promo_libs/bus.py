@@ -177,23 +177,51 @@ class RedisStreamPublisher(EventPublisher):
         self._mode = None
 
     async def _probe(self) -> str:
+        if isinstance(self._client, RedisCluster):
+            return await self._probe_cluster(self._client)
         info = await self._client.info("server")
         version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
         if version >= (7, 2):
             self._mode = "waitaof"
             return self._mode
-        config = await self._client.config_get("appendonly")
-        config.update(await self._client.config_get("appendfsync"))
-        values = {_text(k): _text(v) for k, v in config.items()}
-        if values.get("appendonly") == "yes" and values.get("appendfsync") == "always":
+        values = await _fsync_config(self._client)
+        if values == ("yes", "always"):
             self._mode = "always"
             return self._mode
         # Not cached: a server reconfigured with CONFIG SET is picked up by the next pass.
         return (
             f"Redis {info.get('redis_version')} has no WAITAOF and runs appendonly="
-            f"{values.get('appendonly')} appendfsync={values.get('appendfsync')}: published "
+            f"{values[0]} appendfsync={values[1]}: published "
             "events are not known durable (set appendfsync always, or use Redis 7.2+)"
         )
+
+    async def _probe_cluster(self, cluster: RedisCluster) -> str:
+        """On a Redis Cluster only `appendfsync always` on every primary is proof. INFO, CONFIG
+        GET and WAITAOF go to one default node, and WAITAOF only covers the writes of its own
+        connection, while the client sent each XADD over the connection to its slot's master:
+        so each primary's configuration is asked, and WAITAOF is never used."""
+        loose = []
+        for node in cluster.get_primaries():
+            values = await _fsync_config(cluster, node)
+            if values != ("yes", "always"):
+                loose.append(f"{node.name} appendonly={values[0]} appendfsync={values[1]}")
+        if not loose:
+            self._mode = "always"
+            return self._mode
+        return (
+            "Redis Cluster primaries without appendonly yes and appendfsync always ("
+            + ", ".join(loose)
+            + "): published events are not known durable (WAITAOF cannot prove it on a cluster)"
+        )
+
+
+async def _fsync_config(client: RedisClient, node: object | None = None) -> tuple[str, str]:
+    """(appendonly, appendfsync) of a single server, or of one node of a cluster."""
+    target = {} if node is None else {"target_nodes": node}
+    config = dict(await client.config_get("appendonly", **target))
+    config.update(await client.config_get("appendfsync", **target))
+    values = {_text(k): _text(v) for k, v in config.items()}
+    return values.get("appendonly", "?"), values.get("appendfsync", "?")
 
 
 def _text(value: object) -> str:

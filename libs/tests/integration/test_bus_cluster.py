@@ -11,7 +11,14 @@ from redis.asyncio.cluster import RedisCluster
 
 from devstack.servers import RedisCluster as LocalCluster
 from promo.v1 import events_pb2
-from promo_libs.bus import BusEvent, RedisClient, RedisStreamPublisher, dedupe_key, redis_client
+from promo_libs.bus import (
+    BusEvent,
+    NotDurable,
+    RedisClient,
+    RedisStreamPublisher,
+    dedupe_key,
+    redis_client,
+)
 from promo_libs.config import RedisSettings
 from promo_libs.events import outbox_entry
 from promo_libs.outbox import OutboxEntry, outbox_fields
@@ -91,3 +98,23 @@ async def test_the_outbox_relay_publishes_to_a_cluster_and_clears_the_outbox(
     for document in [d async for d in collection.find({})]:
         assert document["outbox"] == {} and not document["outbox_pending"]
     assert await relay.publish_pending() == 0
+
+
+async def test_durability_on_a_cluster_asks_every_primary_not_the_default_node(
+    cluster: RedisClient,
+) -> None:
+    # INFO, CONFIG GET and WAITAOF go to one default node on a cluster; one primary that fsyncs
+    # only every second must make every publish unproven, whichever node is the default.
+    assert isinstance(cluster, RedisCluster)
+    publisher = RedisStreamPublisher(cluster)
+    await publisher.durable()  # the local cluster runs appendfsync always on every master
+    default = cluster.get_default_node()
+    loose = next(node for node in cluster.get_primaries() if node.name != default.name)
+    await cluster.config_set("appendfsync", "everysec", target_nodes=loose)
+    try:
+        publisher.reset_durability()
+        with pytest.raises(NotDurable, match=loose.name):
+            await publisher.durable()
+    finally:
+        await cluster.config_set("appendfsync", "always", target_nodes=loose)
+    await publisher.durable()  # a failed probe is not cached: the fixed node is seen at once
