@@ -40,7 +40,12 @@ def failures_key(stream: str) -> str:
 
 
 # KEYS: dead-letter stream, source stream. ARGV: group, entry id, then the letter's fields.
+# Only an entry still pending in the group is lettered: the claim loop may have handed the same
+# entry to a second handle while the first was still isolating it (a refused batch takes its
+# retries, backoffs and the sink's KILL-and-wait per refusal, easily more than claim_idle_ms),
+# and an entry the first one already lettered and acknowledged must not be lettered again.
 _DEAD_LETTER = """
+if #redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
 redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
 return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 """
@@ -119,7 +124,8 @@ async def claim(
 
 class RedisDeadLetters(DeadLetterQueue):
     """XADD to `{<stream>}.dead-letter` (the original fields plus where it came from and why)
-    and XACK of the entry, in one script: a crash leaves it pending or dead-lettered once."""
+    and XACK of the entry, in one script: a crash leaves it pending or dead-lettered once, and
+    an entry no longer pending (acknowledged: lettered or stored already) gets no letter."""
 
     def __init__(self, client: RedisClient, group: str) -> None:
         self._group = group
