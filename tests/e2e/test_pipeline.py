@@ -230,3 +230,44 @@ async def test_rebuild_from_mongodb_under_live_load_reconciles(
     assert checked.returncode == 0, checked.stdout
     tables = platform.query("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name")
     assert not [t for t in tables if t[0].endswith(("__rebuild", "__old"))]
+
+
+async def test_redis_failing_during_the_rebuild_hold_aborts_it_and_nothing_is_lost(
+    platform: Platform, load: Load
+) -> None:
+    """The hold lapses while Redis is down (longer than its TTL): the rebuild must not swap
+    (consumers may have resumed into the live tables), must drop what it built, and every
+    event must still land exactly once; a second rebuild then succeeds."""
+    if not platform.stack.is_managed("redis"):
+        pytest.skip("Redis comes from the environment")
+    ttl_ms = 2000
+    env = {**os.environ, **platform.tool_env(), "REBUILD_HOLD_TTL_MS": str(ttl_ms)}
+    probe = redis.Redis(host=platform.stack.redis_host, port=platform.stack.redis_port)
+    hold = f"promo:sync:{{{platform.consumer_env['CONSUMER_GROUP']}}}:hold"
+    work = await LoadProcess(platform, load, 300, 4).start()
+    rebuild = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sync_consumer.rebuild",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not probe.exists(hold):
+        assert time.monotonic() < deadline, "the rebuild never took its hold"
+        await asyncio.sleep(0.02)
+    probe.close()
+    await asyncio.to_thread(platform.stack.kill_server, "redis")
+    await asyncio.sleep(1.5 * ttl_ms / 1000)  # the fault's length, longer than the TTL
+    await asyncio.to_thread(platform.stack.start_server, "redis")
+    out, err = await asyncio.wait_for(rebuild.communicate(), 300)
+    assert rebuild.returncode != 0, out.decode()
+    await work.wait()
+    took = await until_reconciled(platform, DRAIN_SECONDS)
+    print(f"\nrebuild aborted: {err.decode().strip().splitlines()[-1]}; reconciled in {took:.1f}s")
+    tables = platform.query("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name")
+    assert not [t for t in tables if t[0].endswith(("__rebuild", "__old"))]
+    again = await asyncio.to_thread(_run_tool, platform, "sync_consumer.rebuild")
+    assert again.returncode == 0, again.stderr[-3000:]
+    await until_reconciled(platform, DRAIN_SECONDS)

@@ -27,6 +27,17 @@ def ping_redis(host: str, port: int, timeout: float = 0.5) -> bool:
         client.close()
 
 
+def cluster_state(host: str, port: int, timeout: float = 0.5) -> str:
+    """A Redis Cluster node's `cluster_state` (ok or fail), or the error reaching it."""
+    client = redis.Redis(host=host, port=port, socket_timeout=timeout)
+    try:
+        return str(client.cluster("INFO").get("cluster_state", "unknown"))
+    except redis.RedisError as exc:
+        return repr(exc)
+    finally:
+        client.close()
+
+
 def ping_clickhouse(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/ping", timeout=timeout) as response:

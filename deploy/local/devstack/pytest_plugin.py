@@ -10,6 +10,8 @@
   fails the test when a command it sent is one MongoDB refuses and the stand-in applies.
 - `start_service` (function): starts ServiceProcess children with the stack's env and waits until
   they are SERVING; all of them are terminated after the test.
+- `redis_cluster` (session): a local Redis Cluster (three masters, cluster mode, free ports),
+  started only when a test asks for it; `.env()` points a service at it.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from pymongo import AsyncMongoClient
 
 from devstack.mongo_rules import MongoRules
 from devstack.ports import free_port
+from devstack.servers import RedisCluster
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
+from devstack.state import PidRegistry
 
 _STACK_KEY = pytest.StashKey[Stack]()
 _SESSION_TOKEN = secrets.token_hex(3)
@@ -80,6 +84,18 @@ def stack(
     finally:
         del request.config.stash[_STACK_KEY]
         local_stack.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    state = tmp_path_factory.mktemp("redis-cluster")
+    cluster = RedisCluster(state, PidRegistry(state))
+    print(f"devstack: starting a Redis Cluster at {cluster.address()}")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import shutil
 import string
+import subprocess
 import sys
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 
 from devstack.ports import pick_port
-from devstack.probes import clickhouse_query, ping_clickhouse, ping_mongo, ping_redis
+from devstack.probes import (
+    clickhouse_query,
+    cluster_state,
+    ping_clickhouse,
+    ping_mongo,
+    ping_redis,
+)
 from devstack.processes import ChildProcess
 from devstack.state import PidRegistry
 
@@ -270,3 +278,82 @@ def _which(program: str) -> str:
     if path is None:
         raise FileNotFoundError(f"{program} not found on PATH (is its package installed?)")
     return path
+
+
+class RedisClusterNode(RedisServer):
+    """One master of a local Redis Cluster (cluster mode on, its own nodes.conf)."""
+
+    def __init__(self, state_dir: Path, registry: PidRegistry | None, index: int) -> None:
+        super().__init__(state_dir, registry)
+        self.name = f"redis-cluster-{index}"
+        self.dir = state_dir / self.name
+        # The cluster bus defaults to port + 10000, which a free port above 55535 cannot have.
+        self.bus_port = pick_port(None)
+
+    def argv(self) -> list[str]:
+        return [
+            *super().argv(),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(self.dir / "nodes.conf"),
+            "--cluster-node-timeout", "5000",
+            "--cluster-port", str(self.bus_port),
+        ]  # fmt: skip
+
+
+class RedisCluster:
+    """Three masters on free ports, slots split between them by `redis-cli --cluster create`.
+
+    Not part of the stack: a test that needs it asks for the `redis_cluster` fixture, and only
+    then is it started. `env()` points a service at it (REDIS_CLUSTER=true, one seed node).
+    """
+
+    ready_timeout = 30.0
+
+    def __init__(self, state_dir: Path, registry: PidRegistry | None, masters: int = 3) -> None:
+        self.nodes = [RedisClusterNode(state_dir, registry, i) for i in range(masters)]
+
+    @property
+    def host(self) -> str:
+        return HOST
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.launch()
+        try:
+            for node in self.nodes:
+                node.wait_ready()
+            create = [
+                _which("redis-cli"), "--cluster", "create",
+                *(f"{HOST}:{node.port}" for node in self.nodes),
+                "--cluster-replicas", "0", "--cluster-yes",
+            ]  # fmt: skip
+            subprocess.run(create, check=True, capture_output=True, timeout=60)
+            self._wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ok(self) -> None:
+        """Until every node says cluster_state:ok (slots assigned and known everywhere)."""
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            states = [cluster_state(HOST, node.port) for node in self.nodes]
+            if all(state == "ok" for state in states):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Redis Cluster not ready: {states}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def env(self) -> dict[str, str]:
+        return {"REDIS_HOST": HOST, "REDIS_PORT": str(self.port), "REDIS_CLUSTER": "true"}
+
+    def address(self) -> str:
+        return ",".join(node.address() for node in self.nodes)

@@ -5,7 +5,9 @@ One stream per producing service (promo_libs.events names them). An entry has th
 client can read that; sync-consumer reads it with FastStream.
 
 Publishing is idempotent by event_id: a Lua script (atomic in Redis, and persisted as one unit
-in the append-only file) records `promo:published:<event_id>` with SET NX and only then XADDs,
+in the append-only file) records `promo:published:{<stream>}:<event_id>` with SET NX and only
+then XADDs (the marker's hash tag is the stream's name, so on Redis Cluster both keys of the
+script share the stream's slot; a stream named without braces hashes its whole name),
 so the relay can publish an entry again after a crash, or two relays can race on one document,
 and the stream still holds each event once. The marker expires after `dedupe_ttl_seconds`,
 which only has to outlive the time between a publish and the clearing of its outbox entry.
@@ -20,8 +22,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -38,6 +42,11 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
 end
 return false
 """
+
+
+def dedupe_key(stream: str, event_id: str) -> str:
+    """The publish-once marker, in the hash slot of `stream` (see the module doc)."""
+    return f"{DEDUPE_PREFIX}{{{stream}}}:{event_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,25 +96,44 @@ class InMemoryPublisher(EventPublisher):
             raise ConnectionError("bus unavailable")
 
 
-def redis_client(settings: RedisSettings, timeout_seconds: float = 2.0) -> aioredis.Redis:
-    """A client for the bus (bytes in, bytes out). Nothing connects until first use."""
+# A single server or a Redis Cluster: every command this project sends is the same on both
+# (multi-key scripts and transactions name keys of one hash slot only).
+RedisClient: TypeAlias = aioredis.Redis | RedisCluster
+
+
+def redis_client(settings: RedisSettings, timeout_seconds: float = 2.0) -> RedisClient:
+    """A client for the bus (bytes in, bytes out). Nothing connects until first use.
+
+    With REDIS_CLUSTER=true, REDIS_HOST:REDIS_PORT is a seed node of a Redis Cluster and the
+    client routes each command to the node owning its key's slot.
+    """
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    # One quick retry (a pooled connection that died with a Redis restart); callers have
+    # their own retry loops, so the default's seconds of backoff would only delay them.
+    retry = Retry(ExponentialBackoff(cap=0.2, base=0.05), 1)
+    if settings.redis_cluster:
+        return RedisCluster(
+            host=settings.redis_host,
+            port=settings.redis_port,
+            password=password,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            retry=retry,
+        )
     return aioredis.Redis(
         host=settings.redis_host,
         port=settings.redis_port,
         password=password,
         socket_timeout=timeout_seconds,
         socket_connect_timeout=timeout_seconds,
-        # One quick retry (a pooled connection that died with a Redis restart); callers have
-        # their own retry loops, so the default's seconds of backoff would only delay them.
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+        retry=retry,
     )
 
 
 class RedisStreamPublisher(EventPublisher):
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         dedupe_ttl_seconds: int = 7 * 24 * 3600,
         durable_timeout_seconds: float = 2.0,
     ) -> None:
@@ -118,7 +146,7 @@ class RedisStreamPublisher(EventPublisher):
     async def publish(self, events: Sequence[BusEvent]) -> None:
         for event in events:  # in order: the stream order of one aggregate is its version order
             await self._script(
-                keys=[DEDUPE_PREFIX + event.event_id, event.stream],
+                keys=[dedupe_key(event.stream, event.event_id), event.stream],
                 args=[self._ttl, event.event_id, event.event_type, event.envelope],
             )
 
@@ -149,23 +177,51 @@ class RedisStreamPublisher(EventPublisher):
         self._mode = None
 
     async def _probe(self) -> str:
+        if isinstance(self._client, RedisCluster):
+            return await self._probe_cluster(self._client)
         info = await self._client.info("server")
         version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
         if version >= (7, 2):
             self._mode = "waitaof"
             return self._mode
-        config = await self._client.config_get("appendonly")
-        config.update(await self._client.config_get("appendfsync"))
-        values = {_text(k): _text(v) for k, v in config.items()}
-        if values.get("appendonly") == "yes" and values.get("appendfsync") == "always":
+        values = await _fsync_config(self._client)
+        if values == ("yes", "always"):
             self._mode = "always"
             return self._mode
         # Not cached: a server reconfigured with CONFIG SET is picked up by the next pass.
         return (
             f"Redis {info.get('redis_version')} has no WAITAOF and runs appendonly="
-            f"{values.get('appendonly')} appendfsync={values.get('appendfsync')}: published "
+            f"{values[0]} appendfsync={values[1]}: published "
             "events are not known durable (set appendfsync always, or use Redis 7.2+)"
         )
+
+    async def _probe_cluster(self, cluster: RedisCluster) -> str:
+        """On a Redis Cluster only `appendfsync always` on every primary is proof. INFO, CONFIG
+        GET and WAITAOF go to one default node, and WAITAOF only covers the writes of its own
+        connection, while the client sent each XADD over the connection to its slot's master:
+        so each primary's configuration is asked, and WAITAOF is never used."""
+        loose = []
+        for node in cluster.get_primaries():
+            values = await _fsync_config(cluster, node)
+            if values != ("yes", "always"):
+                loose.append(f"{node.name} appendonly={values[0]} appendfsync={values[1]}")
+        if not loose:
+            self._mode = "always"
+            return self._mode
+        return (
+            "Redis Cluster primaries without appendonly yes and appendfsync always ("
+            + ", ".join(loose)
+            + "): published events are not known durable (WAITAOF cannot prove it on a cluster)"
+        )
+
+
+async def _fsync_config(client: RedisClient, node: object | None = None) -> tuple[str, str]:
+    """(appendonly, appendfsync) of a single server, or of one node of a cluster."""
+    target = {} if node is None else {"target_nodes": node}
+    config = dict(await client.config_get("appendonly", **target))
+    config.update(await client.config_get("appendfsync", **target))
+    values = {_text(k): _text(v) for k, v in config.items()}
+    return values.get("appendonly", "?"), values.get("appendfsync", "?")
 
 
 def _text(value: object) -> str:

@@ -111,6 +111,8 @@ class RedisSettings(BaseSettings):
     redis_host: str = "localhost"
     redis_port: int = Field(6379, ge=1, le=65535)
     redis_password: SecretStr | None = None
+    # Redis Cluster: REDIS_HOST:REDIS_PORT is then one seed node, the rest is discovered.
+    redis_cluster: bool = False
 
 
 class OutboxSettings(RedisSettings):

@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge
 from pymongo.asynchronous.collection import AsyncCollection
@@ -36,6 +37,8 @@ from promo_libs.outbox import decode_envelope
 log = get_logger(__name__)
 
 Document = dict[str, Any]
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 OUTBOX_PUBLISHED = Counter(
     "outbox_events_published_total", "Outbox entries published to the bus", ["collection"]
@@ -80,6 +83,7 @@ class OutboxRelay:
         publisher: EventPublisher,
         *,
         page_size: int = 200,
+        concurrency: int = 16,
         idle_seconds: float = 0.5,
         min_backoff_seconds: float = 0.2,
         max_backoff_seconds: float = 10.0,
@@ -87,6 +91,7 @@ class OutboxRelay:
         self._collection = collection
         self._publisher = publisher
         self._page_size = page_size
+        self._concurrency = concurrency
         self._idle = idle_seconds
         self._min_backoff = min_backoff_seconds
         self._max_backoff = max_backoff_seconds
@@ -122,16 +127,47 @@ class OutboxRelay:
             cursor = self._collection.find(query).sort("_id", 1).limit(self._page_size)
             documents = [document async for document in cursor]
             found += len(documents)
-            sent = [(document["_id"], await self._send(document)) for document in documents]
-            if sent:
-                await self._publisher.durable()  # once for the page: WAITAOF may take a second
-            for document_id, events in sent:
-                cleared += await self._clear(document_id, events)
+            cleared += await self._publish_documents(documents)
             if len(documents) < self._page_size:
                 # Left flagged: written to during the pass; the next pass takes them.
                 OUTBOX_BACKLOG.labels(self._collection.name).set(found - cleared)
                 return cleared
             after = documents[-1]["_id"]
+
+    async def _publish_documents(self, documents: list[Document]) -> int:
+        """A page's documents side by side, `concurrency` at a time: one after the other, each
+        costing a publish and three MongoDB round trips, a relay fell behind at 40 orders/s
+        (commit -> XADD p50 10 s). Order only matters within a document (one aggregate), and
+        `_send` keeps it; documents of one pass are distinct.
+
+        Two phases with one durability wait between them (I3): every document is published,
+        then `durable()` is awaited once for the page (WAITAOF may take a second), and only
+        then are the entries cleared, again side by side. A publish that failed fails the pass
+        before anything is cleared; every attempt of a phase finishes before the pass fails
+        with the first error (the loop retries, the publisher de-duplicates)."""
+        sent = await self._each(documents, self._send)
+        if not sent:
+            return 0
+        await self._publisher.durable()
+        pairs = [
+            (document["_id"], events) for document, events in zip(documents, sent, strict=True)
+        ]
+        cleared = await self._each(pairs, lambda pair: self._clear(*pair))
+        return sum(cleared)
+
+    async def _each(self, items: Sequence[_T], work: Callable[[_T], Awaitable[_R]]) -> list[_R]:
+        """`work` on every item, `concurrency` at a time, results in the items' order."""
+        limit = asyncio.Semaphore(self._concurrency)
+
+        async def one(item: _T) -> _R:
+            async with limit:
+                return await work(item)
+
+        results = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if not isinstance(r, BaseException)]
 
     async def _send(self, document: Document) -> list[BusEvent]:
         events = pending_events(document)

@@ -13,6 +13,13 @@
    `--rate` per second for `--seconds`; for each, the time from CreateOrder's answer (the order
    is committed) to its CONFIRMED row being visible in orders_analytics (polled every 20 ms).
    Prints p50/p99.
+3. Stream lag (`--stream-rate`, events/s): a `python -m sync_consumer` process with the
+   production batching settings reads a stream of its own; OrderConfirmed events are XADDed
+   straight into it at that rate (in 10 ms ticks) for `--seconds`; for each, the time from
+   XADD's answer to its row being visible (polled every 20 ms). Prints p50/p99. The local
+   MongoDB stand-in cannot take 500 orders/s through the services; this isolates the bus and
+   the consumer.
+`--only throughput|lag|stream-lag` runs one part.
 
 Uses the servers of MONGODB_URI / REDIS_HOST / CLICKHOUSE_HOST when set (`eval $(python -m
 devstack env)`), otherwise starts its own stack. A benchmark, not a test: it asserts nothing.
@@ -30,6 +37,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 import redis.asyncio as aioredis
 
 from devstack.ports import free_port
@@ -226,6 +234,9 @@ async def lag(stack: Stack, rate: float, seconds: float) -> None:
     ch.connect()
     committed: dict[str, float] = {}
     visible: dict[str, float] = {}
+    retried = [0]
+    committed_wall: dict[str, float] = {}
+    added: dict[str, float] = {}
     try:
         async with (
             users.channel() as u,
@@ -250,31 +261,35 @@ async def lag(stack: Stack, rate: float, seconds: float) -> None:
             )
 
             async def place() -> None:
-                order = await order_stub.CreateOrder(
-                    orders_pb2.CreateOrderRequest(
-                        user_id=user.id,
-                        promo_code=code.code,
-                        idempotency_key=uuid.uuid4().hex,
-                        amount=common_pb2.Money(currency_code="EUR", amount_minor=5000),
-                    )
+                request = orders_pb2.CreateOrderRequest(
+                    user_id=user.id,
+                    promo_code=code.code,
+                    idempotency_key=uuid.uuid4().hex,
+                    amount=common_pb2.Money(currency_code="EUR", amount_minor=5000),
                 )
+                for _ in range(20):  # as the error says: retried with the same key
+                    try:
+                        order = await order_stub.CreateOrder(request)
+                        break
+                    except grpc.aio.AioRpcError as exc:
+                        if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                            raise
+                        retried[0] += 1
+                else:
+                    return
                 committed[order.id] = time.perf_counter()
+                committed_wall[order.id] = time.time()
 
-            async def watch() -> None:
-                while True:
-                    waiting = [i for i in committed if i not in visible]
-                    if waiting:
-                        listed = ",".join(f"'{i}'" for i in waiting)
-                        rows = await ch.client.fetch(
-                            f"SELECT order_id FROM {database}.{ORDERS} WHERE status = "
-                            f"'CONFIRMED' AND order_id IN ({listed})"
-                        )
-                        now = time.perf_counter()
-                        for row in rows:
-                            visible.setdefault(row["order_id"], now)
-                    await asyncio.sleep(0.02)
-
-            watcher = asyncio.create_task(watch())
+            watcher = asyncio.create_task(
+                watch_visible(
+                    ch,
+                    f"SELECT order_id, src_ms FROM {database}.{ORDERS} "
+                    "WHERE status = 'CONFIRMED' AND",
+                    committed,
+                    visible,
+                    added,
+                )
+            )
             tasks = []
             for _ in range(int(rate * seconds)):
                 tasks.append(asyncio.create_task(place()))
@@ -287,17 +302,129 @@ async def lag(stack: Stack, rate: float, seconds: float) -> None:
         lags = [visible[i] - committed[i] for i in visible]
         print(
             f"end-to-end lag at {rate:.0f} orders/s for {seconds:.0f}s ({len(lags)} orders, "
-            f"{len(committed) - len(lags)} not visible within 60 s after the load):"
+            f"{len(committed) - len(lags)} not visible within 60 s after the load, "
+            f"{retried[0]} CreateOrder calls retried after UNAVAILABLE):"
         )
         print(
             f"  order commit -> row visible: p50 {statistics.median(lags) * 1000:6.0f} ms, "
             f"p99 {percentile(lags, 0.99) * 1000:6.0f} ms"
         )
+        # Where the time goes: commit -> XADD (the service's publish, or its relay) and
+        # XADD -> visible (the consumer), by the stream entry's own timestamp (same host).
+        to_bus = [added[i] - committed_wall[i] for i in visible if i in added]
+        to_row = [
+            (committed_wall[i] + visible[i] - committed[i]) - added[i]
+            for i in visible
+            if i in added
+        ]
+        for name, values in (("commit -> XADD", to_bus), ("XADD -> row visible", to_row)):
+            print(
+                f"  {name:27}: p50 {statistics.median(values) * 1000:6.0f} ms, "
+                f"p99 {percentile(values, 0.99) * 1000:6.0f} ms"
+            )
         await ch.client.execute(f"DROP DATABASE IF EXISTS {database}")
     finally:
         await ch.close()
         for process in reversed(processes):
             process.terminate()
+
+
+async def watch_visible(
+    ch: ClickHouse,
+    select: str,
+    since: dict[str, float],
+    visible: dict[str, float],
+    added: dict[str, float] | None = None,
+) -> None:
+    """Every 20 ms: which of the ids in `since` have a row now (`select ... WHERE` + id list);
+    `added` gets each row's XADD time (its src_ms, wall clock) to split the lag in two."""
+    while True:
+        waiting = [i for i in since if i not in visible]
+        if waiting:
+            listed = ",".join(f"'{i}'" for i in waiting)
+            rows = await ch.client.fetch(f"{select} order_id IN ({listed})")
+            now = time.perf_counter()
+            for row in rows:
+                visible.setdefault(row["order_id"], now)
+                if added is not None:
+                    added.setdefault(row["order_id"], int(row["src_ms"]) / 1000)
+        await asyncio.sleep(0.02)
+
+
+async def stream_lag(stack: Stack, rate: float, seconds: float) -> None:
+    token = uuid.uuid4().hex[:8]
+    stream, database = f"bench.{token}.orders", f"bench_slag_{token}"
+    consumer = stack.service(
+        "sync-consumer-bench",
+        [sys.executable, "-m", "sync_consumer"],
+        free_port(),
+        {
+            **COMMON,
+            "CLICKHOUSE_DATABASE": database,
+            "STREAMS": stream,
+            "CONSUMER_GROUP": f"bench-{token}",
+        },
+    )
+    consumer.start_and_wait()
+    redis = aioredis.Redis(host=stack.redis_host, port=stack.redis_port)
+    ch = clickhouse(stack, database)
+    ch.connect()
+    published: dict[str, float] = {}
+    visible: dict[str, float] = {}
+    at = datetime.now(UTC)
+    try:
+
+        async def publish(first: int, last: int) -> None:
+            """One tick's events in one round trip (a relay publishes in such bursts too)."""
+            pipe = redis.pipeline(transaction=False)
+            for k in range(first, last):
+                message = synthetic.order_event(
+                    "confirmed", f"s{token}{k}", f"u{k % 500}", at, subtotal=1000 + k, version=2
+                )
+                pipe.xadd(
+                    stream,
+                    {
+                        EVENT_ID_FIELD: message.event_id,
+                        TYPE_FIELD: message.type,
+                        ENVELOPE_FIELD: message.SerializeToString(),
+                    },
+                )
+            await pipe.execute()
+            now = time.perf_counter()
+            for k in range(first, last):
+                published[f"s{token}{k}"] = now
+
+        watcher = asyncio.create_task(
+            watch_visible(ch, f"SELECT order_id FROM {database}.{ORDERS} WHERE", published, visible)
+        )
+        total, tick = int(rate * seconds), 0.01
+        started = time.perf_counter()
+        n = 0
+        while n < total:
+            due = min(total, int(rate * (time.perf_counter() - started + tick)))
+            if due > n:
+                await publish(n, due)
+                n = due
+            await asyncio.sleep(tick)
+        deadline = time.monotonic() + 60
+        while len(visible) < len(published) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        watcher.cancel()
+        lags = [visible[i] - published[i] for i in visible]
+        print(
+            f"stream lag at {rate:.0f} events/s for {seconds:.0f}s ({len(lags)} events, "
+            f"{len(published) - len(lags)} not visible within 60 s after the load):"
+        )
+        print(
+            f"  XADD -> row visible: p50 {statistics.median(lags) * 1000:6.0f} ms, "
+            f"p99 {percentile(lags, 0.99) * 1000:6.0f} ms"
+        )
+        await ch.client.execute(f"DROP DATABASE IF EXISTS {database}")
+    finally:
+        consumer.terminate()
+        await redis.delete(stream)
+        await redis.aclose()
+        await ch.close()
 
 
 def main() -> None:
@@ -306,14 +433,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=40.0, help="orders per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="0: no lag measurement")
+    parser.add_argument("--stream-rate", type=float, default=500.0, help="events per second")
+    parser.add_argument("--only", choices=["throughput", "lag", "stream-lag"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as state:
         stack = Stack.from_environ(Path(state))
         stack.start()
         try:
-            asyncio.run(throughput(stack, args.events, args.batch_size))
-            if args.seconds > 0:
+            if args.only in (None, "throughput"):
+                asyncio.run(throughput(stack, args.events, args.batch_size))
+            if args.seconds > 0 and args.only in (None, "lag"):
                 asyncio.run(lag(stack, args.rate, args.seconds))
+            if args.seconds > 0 and args.only in (None, "stream-lag"):
+                asyncio.run(stream_lag(stack, args.stream_rate, args.seconds))
         finally:
             stack.stop()
 

@@ -49,7 +49,10 @@ class EventEntry(BaseModel):
 class DeadLetterEntry(BaseModel):
     """An entry that could not be stored, with where it came from and why."""
 
-    reason: str = Field(description="Why it was dead-lettered (malformed, or too many deliveries)")
+    reason: str = Field(
+        description="Why it was dead-lettered: malformed, its mapping failed, or ClickHouse "
+        "refused its rows MAX_FAILURES times"
+    )
     source_stream: str
     source_id: str = Field(description="The entry id in the source stream")
     deliveries: int

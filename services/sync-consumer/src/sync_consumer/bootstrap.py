@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from faststream.redis import RedisBroker
+from faststream.redis import RedisBroker, RedisClusterBroker
 from faststream.security import SASLPlaintext
 
 from promo_libs.bus import redis_client
@@ -17,7 +17,7 @@ from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
 from sync_consumer.adapters.event_rows import DERIVED, VERSIONED, rows_for
 from sync_consumer.adapters.metrics import INSERT_FAILURES
 from sync_consumer.adapters.rebuild_gate import RedisRebuildGate
-from sync_consumer.adapters.redis_streams import RedisDeadLetters
+from sync_consumer.adapters.redis_streams import RedisDeadLetters, RedisFailureCounter
 from sync_consumer.config import SyncConsumerSettings
 from sync_consumer.entrypoints.stream_consumer import StreamConsumer
 from sync_consumer.service_layer.pipeline import StreamPipeline
@@ -43,9 +43,13 @@ async def build(settings: SyncConsumerSettings) -> GrpcApp:
         if settings.redis_password
         else None
     )
-    broker = RedisBroker(f"redis://{settings.redis_host}:{settings.redis_port}", security=security)
+    # FastStream 0.7.8 ships RedisClusterBroker (redis-py's RedisCluster underneath, commands
+    # routed by slot); streams and consumer groups work on it unchanged.
+    broker_class = RedisClusterBroker if settings.redis_cluster else RedisBroker
+    broker = broker_class(f"redis://{settings.redis_host}:{settings.redis_port}", security=security)
     sink = ClickHouseSink(client, settings.clickhouse_database)
-    dead_letters = RedisDeadLetters(redis)
+    dead_letters = RedisDeadLetters(redis, settings.consumer_group)
+    failures = RedisFailureCounter(redis)
     consumers = [
         StreamConsumer(
             broker,
@@ -55,7 +59,8 @@ async def build(settings: SyncConsumerSettings) -> GrpcApp:
                 sink,
                 dead_letters,
                 rows_for,
-                max_deliveries=settings.max_deliveries,
+                failures,
+                max_failures=settings.max_failures,
                 on_retry=_on_retry,
                 versioned=VERSIONED,
                 derived=DERIVED,

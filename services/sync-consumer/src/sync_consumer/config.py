@@ -18,7 +18,9 @@ class SyncConsumerSettings(ServiceSettings, RedisSettings, ClickHouseSettings):
     batch_size: int = Field(5000, ge=1, le=100_000, description="Most entries per INSERT")
     batch_wait_ms: int = Field(1000, ge=10, le=60_000, description="Longest wait for a batch")
     claim_idle_ms: int = Field(30_000, ge=100, description="Claim entries idle this long")
-    max_deliveries: int = Field(5, ge=1, description="Dead-letter after this many deliveries")
+    max_failures: int = Field(
+        5, ge=1, description="Dead-letter an entry whose rows were refused this many times"
+    )
     stream_retention_ms: int = Field(
         3_600_000, ge=0, description="Keep acknowledged history this long before trimming"
     )

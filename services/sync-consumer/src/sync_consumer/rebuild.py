@@ -7,7 +7,10 @@ version, and this command maps them with the live consumer's row mapping into fr
 
 Steps:
 1. hold the live consumers (adapters.rebuild_gate): every consumer of the group finishes the
-   batch it is in and waits before the next one; the hold expires by itself if this dies;
+   batch it is in and waits before the next one; the hold expires by itself if this dies, and
+   a hold that lapsed (Redis failing, a stalled refresher) is detected: the rebuild confirms
+   it right before the swap and aborts if it cannot (the `__rebuild` tables dropped, the live
+   ones untouched), and confirms it again after the swap or fails loudly;
 2. record each live stream's last id H: every entry up to H was committed in MongoDB before the
    hold, so the replay, read after it, already contains its effect;
 3. create `<table>__rebuild` beside each table (same structure and engine, `CREATE TABLE AS`),
@@ -18,7 +21,8 @@ Steps:
    lock: readers see all old or all new tables), drop the old tables. No materialized view
    exists to re-point: derived tables are recomputed by the consumer's own statements, which
    name tables, so there is no moment when an insert feeds nothing;
-5. release the hold and bump the generation: consumers drop their cached positions.
+5. release the hold (always, and only our own token) and bump the generation after a swap
+   (consumers cache no positions: every guard reads the tables).
 
 Events arriving meanwhile wait in Redis (the consumers are held, nothing is acknowledged). Once
 released, the version guard (service_layer.pipeline) stores an event only when its version is
@@ -37,12 +41,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiochclient import ChClient
 from pydantic import Field
 
-from promo_libs.bus import redis_client
+from promo_libs.bus import RedisClient, redis_client
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import load_settings
@@ -86,29 +91,24 @@ def replays(settings: RebuildSettings) -> list[Replay]:
 
 
 @contextlib.asynccontextmanager
-async def held(redis: aioredis.Redis, settings: RebuildSettings) -> AsyncIterator[list[bool]]:
-    """Holds the group's consumers; yields a flag to set once the tables were swapped."""
-    group, ttl = settings.consumer_group, settings.rebuild_hold_ttl_ms
-    await rebuild_gate.hold(redis, group, ttl)
+async def held(
+    redis: Any, settings: RebuildSettings
+) -> AsyncIterator[tuple[rebuild_gate.RebuildHold, list[bool]]]:
+    """Holds the group's consumers; yields the hold and a flag to set once tables were swapped.
 
-    async def refresh() -> None:
-        while True:
-            await asyncio.sleep(ttl / 4000)
-            await rebuild_gate.hold(redis, group, ttl)
-
-    refresher = asyncio.create_task(refresh())
+    The hold is released whatever happens (finally), and only if it is still this rebuild's.
+    """
+    hold = rebuild_gate.RebuildHold(redis, settings.consumer_group, settings.rebuild_hold_ttl_ms)
     swapped = [False]
     try:
-        await rebuild_gate.wait_idle(redis, group, settings.rebuild_idle_timeout_seconds)
-        yield swapped
+        await hold.take()
+        await hold.wait_idle(settings.rebuild_idle_timeout_seconds)
+        yield hold, swapped
     finally:
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
-        await rebuild_gate.release(redis, group, swapped=swapped[0])
+        await hold.release(swapped=swapped[0])
 
 
-async def stream_head(redis: aioredis.Redis, stream: str) -> Position:
+async def stream_head(redis: RedisClient, stream: str) -> Position:
     try:
         info = await redis.xinfo_stream(stream)
     except aioredis.ResponseError:  # no such stream yet
@@ -129,7 +129,7 @@ async def run_replay(replay: Replay, stream: str) -> None:
 
 
 async def load_stream(
-    redis: aioredis.Redis,
+    redis: RedisClient,
     sink: ClickHouseSink,
     stream: str,
     live_stream: str,
@@ -186,34 +186,49 @@ async def rebuild(settings: RebuildSettings) -> dict[str, int]:
     try:
         await apply_migrations(client, db, load_migrations(MIGRATIONS))
         sink = ClickHouseSink(client, db)
-        async with held(redis, settings) as swapped:
-            heads = {
-                r.live_stream: await stream_head(redis, r.live_stream) for r in replays(settings)
-            }
-            log.info(
-                "rebuild: consumers held", heads={k: format_position(v) for k, v in heads.items()}
-            )
-            await drop_tables(client, db, REBUILD)
-            await drop_tables(client, db, OLD)
-            for table in TABLES:
-                await client.execute(f"CREATE TABLE {db}.{table}{REBUILD} AS {db}.{table}")
-            for replay in replays(settings):
-                stream = f"promo.rebuild.{run}.{replay.module}"
-                try:
-                    await run_replay(replay, stream)
-                    counts[replay.live_stream] = await load_stream(
-                        redis,
-                        sink,
-                        stream,
-                        replay.live_stream,
-                        heads[replay.live_stream],
-                        settings.batch_size,
-                    )
-                finally:
-                    await redis.delete(stream)
-            await fill_derived(client, db)
-            await swap(client, db)
-            swapped[0] = True
+        async with held(redis, settings) as (hold, swapped):
+            try:
+                heads = {
+                    r.live_stream: await stream_head(redis, r.live_stream)
+                    for r in replays(settings)
+                }
+                log.info(
+                    "rebuild: consumers held",
+                    heads={k: format_position(v) for k, v in heads.items()},
+                )
+                await drop_tables(client, db, REBUILD)
+                await drop_tables(client, db, OLD)
+                for table in TABLES:
+                    await client.execute(f"CREATE TABLE {db}.{table}{REBUILD} AS {db}.{table}")
+                for replay in replays(settings):
+                    stream = f"promo.rebuild.{run}.{replay.module}"
+                    try:
+                        await run_replay(replay, stream)
+                        counts[replay.live_stream] = await load_stream(
+                            redis,
+                            sink,
+                            stream,
+                            replay.live_stream,
+                            heads[replay.live_stream],
+                            settings.batch_size,
+                        )
+                    finally:
+                        await redis.delete(stream)
+                await fill_derived(client, db)
+                # Only a hold proven unbroken up to now may swap: had it lapsed, consumers wrote
+                # into the live tables meanwhile, and those events (committed after the replays
+                # read MongoDB) would be in neither table once swapped.
+                await hold.confirm()
+                await swap(client, db)
+                swapped[0] = True
+                # Confirmed again: a lapse within the swap (seconds at most) is reported, never
+                # silent; a second rebuild then repairs it.
+                await hold.confirm()
+            except BaseException:
+                if not swapped[0]:  # aborted before the swap: the live tables are untouched
+                    with contextlib.suppress(Exception):
+                        await drop_tables(client, db, REBUILD)
+                raise
     finally:
         await redis.aclose()
         await clickhouse.close()

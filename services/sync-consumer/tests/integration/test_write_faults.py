@@ -26,7 +26,7 @@ from promo_libs.config import ClickHouseSettings
 from sync_consumer import synthetic
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
 from sync_consumer.adapters.event_rows import DERIVED, VERSIONED, rows_for
-from sync_consumer.adapters.memory import InMemoryDeadLetters
+from sync_consumer.adapters.memory import InMemoryDeadLetters, InMemoryFailures
 from sync_consumer.bootstrap import MIGRATIONS
 from sync_consumer.domain.model import StreamEntry
 from sync_consumer.service_layer.pipeline import StreamPipeline
@@ -90,6 +90,7 @@ def pipeline(sink: ClickHouseSink, on_retry: Callable[[str, Exception], None]) -
         sink,
         InMemoryDeadLetters(),
         rows_for,
+        InMemoryFailures(),
         retry_min_seconds=0.05,
         retry_max_seconds=0.2,
         on_retry=on_retry,

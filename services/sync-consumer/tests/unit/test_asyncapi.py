@@ -1,6 +1,7 @@
 """The AsyncAPI document in the repository is what `python -m sync_consumer.asyncapi` writes."""
 
 from sync_consumer import asyncapi
+from sync_consumer.adapters.redis_streams import dead_letter_stream
 
 
 def test_committed_asyncapi_document_is_up_to_date() -> None:
@@ -12,4 +13,5 @@ def test_committed_asyncapi_document_is_up_to_date() -> None:
 def test_every_stream_and_its_dead_letters_are_described() -> None:
     text = asyncapi.document()
     for stream in asyncapi.PRODUCERS:
-        assert f"channel: {stream}\n" in text and f"channel: {stream}.dead-letter\n" in text
+        assert f"channel: {stream}\n" in text
+        assert f"channel: '{dead_letter_stream(stream)}'\n" in text

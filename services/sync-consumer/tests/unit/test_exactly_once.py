@@ -8,7 +8,7 @@ from promo_libs.clickhouse.migrations import load_migrations
 from sync_consumer import synthetic
 from sync_consumer.adapters.derived import USERS_ANALYTICS, refresh_statement
 from sync_consumer.adapters.event_rows import DERIVED, ORDERS, USAGES, VERSIONED, rows_for
-from sync_consumer.adapters.memory import InMemoryDeadLetters, InMemorySink
+from sync_consumer.adapters.memory import InMemoryDeadLetters, InMemoryFailures, InMemorySink
 from sync_consumer.bootstrap import MIGRATIONS
 from sync_consumer.domain.model import StreamEntry
 from sync_consumer.service_layer.pipeline import StreamPipeline
@@ -28,6 +28,7 @@ def pipeline(sink: InMemorySink) -> StreamPipeline:
         sink,
         InMemoryDeadLetters(),
         rows_for,
+        InMemoryFailures(),
         sleep=_no_sleep,
         versioned=VERSIONED,
         derived=DERIVED,

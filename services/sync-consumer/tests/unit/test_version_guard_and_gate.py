@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
 from sync_consumer import synthetic
 from sync_consumer.adapters.event_rows import ORDERS, VERSIONED, rows_for
-from sync_consumer.adapters.memory import InMemoryDeadLetters, InMemorySink
+from sync_consumer.adapters.memory import InMemoryDeadLetters, InMemoryFailures, InMemorySink
 from sync_consumer.domain.model import StreamEntry
 from sync_consumer.domain.ports import RebuildGate
 from sync_consumer.reconcile import differences, truth_facts
@@ -45,6 +45,7 @@ def pipeline(sink: InMemorySink, gate: RebuildGate | None = None) -> StreamPipel
         sink,
         InMemoryDeadLetters(),
         rows_for,
+        InMemoryFailures(),
         versioned=VERSIONED,
         gate=gate,
         sleep=_no_sleep,

@@ -13,19 +13,47 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 
-from aiochclient import ChClient
+from aiochclient import ChClient, ChClientError
 
 from sync_consumer.adapters.derived import refresh_statement
 from sync_consumer.adapters.metrics import INSERT_LATENCY
-from sync_consumer.domain.model import Row
+from sync_consumer.domain.model import Row, RowsRejected
 from sync_consumer.domain.ports import AnalyticsSink
 
 _HEX_CHARS_PER_QUERY = 100_000
 _SETTLE_POLL_SECONDS = 0.05
+
+# ClickHouse error codes that refuse the rows themselves, so the same rows fail the same way
+# again: parse and conversion errors, and columns the table does not have. Every other error
+# (the server down or overloaded, a timeout, TOO_MANY_PARTS, a missing table while a rebuild
+# swaps) is transient and retried without counting against the entries.
+_REJECTING_CODES = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        16,  # NO_SUCH_COLUMN_IN_TABLE
+        26,  # CANNOT_PARSE_QUOTED_STRING
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        53,  # TYPE_MISMATCH
+        69,  # ARGUMENT_OUT_OF_BOUND
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA (e.g. an unknown field in JSONEachRow)
+        131,  # TOO_LARGE_STRING_SIZE
+    }
+)
+_CODE = re.compile(r"Code: (\d+)")
+
+
+def rejects_rows(error: ChClientError) -> bool:
+    match = _CODE.search(str(error))
+    return match is not None and int(match[1]) in _REJECTING_CODES
 
 
 class ClickHouseSink(AnalyticsSink):
@@ -37,14 +65,22 @@ class ClickHouseSink(AnalyticsSink):
 
     async def insert(self, table: str, rows: Sequence[Row]) -> None:
         started = time.perf_counter()
-        await self._write(
-            lambda query_id: self._client.execute(
-                f"INSERT INTO {self._database}.{table} FORMAT JSONEachRow",
-                *rows,
-                json=True,
-                query_id=query_id,
+        try:
+            # A refused insert is a failed write like any other: its query_id stays unsettled
+            # and the next write KILLs it and waits for it first (a parse error may come after
+            # some blocks were committed), so a halved retry reads versions that are final.
+            await self._write(
+                lambda query_id: self._client.execute(
+                    f"INSERT INTO {self._database}.{table} FORMAT JSONEachRow",
+                    *rows,
+                    json=True,
+                    query_id=query_id,
+                )
             )
-        )
+        except ChClientError as exc:
+            if rejects_rows(exc):
+                raise RowsRejected(str(exc)) from exc
+            raise
         INSERT_LATENCY.labels(table).observe(time.perf_counter() - started)
 
     async def refresh(self, table: str, scope: Mapping[str, Collection[str]]) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sync_consumer.adapters.derived import USERS_ANALYTICS
-from sync_consumer.domain.model import DeadLetter, Row
-from sync_consumer.domain.ports import AnalyticsSink, DeadLetterQueue
+from sync_consumer.domain.model import DeadLetter, Row, RowsRejected, StreamEntry
+from sync_consumer.domain.ports import AnalyticsSink, DeadLetterQueue, FailureCounter
 
 # The sources of users_analytics: table -> (entity key, date column, counted status).
 _SUMMARY_SOURCES = {
@@ -28,12 +28,17 @@ class InMemorySink(AnalyticsSink):
     refresh_failures_left: int = 0
     inserts: int = 0
     refreshes: int = 0
+    rejects: Callable[[Row], bool] | None = None  # rows the store refuses for what they hold
+    rejections: int = 0
 
     async def insert(self, table: str, rows: Sequence[Row]) -> None:
         if self.failures_left:
             self.failures_left -= 1
             self.tables.setdefault(table, []).extend(rows[: self.partial])
             raise ConnectionError("sink unavailable")
+        if self.rejects is not None and any(self.rejects(row) for row in rows):
+            self.rejections += 1
+            raise RowsRejected("Code: 117. Unknown field found while parsing JSONEachRow")
         self.inserts += 1
         self.tables.setdefault(table, []).extend(rows)
 
@@ -104,3 +109,17 @@ class InMemoryDeadLetters(DeadLetterQueue):
 
     async def send(self, letters: Sequence[DeadLetter]) -> None:
         self.letters.extend(letters)
+
+
+@dataclass
+class InMemoryFailures(FailureCounter):
+    counts: dict[str, int] = field(default_factory=dict)
+
+    async def record(self, entries: Sequence[StreamEntry]) -> dict[str, int]:
+        for entry in entries:
+            self.counts[entry.entry_id] = self.counts.get(entry.entry_id, 0) + 1
+        return {entry.entry_id: self.counts[entry.entry_id] for entry in entries}
+
+    async def forget(self, entries: Sequence[StreamEntry]) -> None:
+        for entry in entries:
+            self.counts.pop(entry.entry_id, None)

@@ -1,5 +1,12 @@
 """The Redis side of the pipeline, apart from reading (FastStream does that): groups, claims,
-acknowledgements, dead letters and trimming."""
+acknowledgements, dead letters, failure counts, replays and trimming.
+
+Keys beside a stream `s` are named `{s}.<what>`: on Redis Cluster a key's slot comes from the
+part in braces, and a stream named without braces hashes its whole name, so `{s}.dead-letter`
+and `{s}.failures` share the slot of `s` itself. That is what lets one script add a letter and
+acknowledge its entry, or put a letter back on its stream and delete it, atomically on a
+cluster as on a single server (a script's keys must share one slot, or it fails CROSSSLOT).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from promo_libs.bus import RedisClient
 from sync_consumer.domain.model import (
     DeadLetter,
     Position,
@@ -17,7 +24,7 @@ from sync_consumer.domain.model import (
     format_position,
     parse_position,
 )
-from sync_consumer.domain.ports import DeadLetterQueue
+from sync_consumer.domain.ports import DeadLetterQueue, FailureCounter
 
 
 def _text(value: object) -> str:
@@ -25,10 +32,44 @@ def _text(value: object) -> str:
 
 
 def dead_letter_stream(stream: str) -> str:
-    return f"{stream}.dead-letter"
+    return f"{{{stream}}}.dead-letter"
 
 
-async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> bool:
+def failures_key(stream: str) -> str:
+    return f"{{{stream}}}.failures"
+
+
+# KEYS: dead-letter stream, source stream. ARGV: group, entry id, then the letter's fields.
+# Only an entry still pending in the group is lettered: the claim loop may have handed the same
+# entry to a second handle while the first was still isolating it (a refused batch takes its
+# retries, backoffs and the sink's KILL-and-wait per refusal, easily more than claim_idle_ms),
+# and an entry the first one already lettered and acknowledged must not be lettered again.
+_DEAD_LETTER = """
+if #redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+"""
+
+# KEYS: dead-letter stream, source stream. ARGV: letter id. The entry goes back with its
+# original fields under a new id, and the letter goes, in one step: each lands exactly once.
+_REPLAY = """
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then return false end
+local fields, original = found[1][2], {}
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], 1, 9) == 'original.' then
+    table.insert(original, string.sub(fields[i], 10))
+    table.insert(original, fields[i + 1])
+  end
+end
+if #original == 0 then return false end
+local id = redis.call('XADD', KEYS[2], '*', unpack(original))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return id
+"""
+
+
+async def ensure_group(client: RedisClient, stream: str, group: str) -> bool:
     """Creates the group from id 0 (not `$`: events published before it must be delivered too).
 
     True when it was created now.
@@ -42,7 +83,7 @@ async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> bool:
     return True
 
 
-async def group_info(client: aioredis.Redis, stream: str, group: str) -> dict[str, Any] | None:
+async def group_info(client: RedisClient, stream: str, group: str) -> dict[str, Any] | None:
     try:
         groups = await client.xinfo_groups(stream)
     except ResponseError:  # no such key: the stream is gone (Redis lost it, or it was deleted)
@@ -55,7 +96,7 @@ async def group_info(client: aioredis.Redis, stream: str, group: str) -> dict[st
 
 
 async def claim(
-    client: aioredis.Redis,
+    client: RedisClient,
     stream: str,
     group: str,
     consumer: str,
@@ -82,30 +123,98 @@ async def claim(
 
 
 class RedisDeadLetters(DeadLetterQueue):
-    """XADD to `<stream>.dead-letter`: the original fields plus where it came from and why."""
+    """XADD to `{<stream>}.dead-letter` (the original fields plus where it came from and why)
+    and XACK of the entry, in one script: a crash leaves it pending or dead-lettered once, and
+    an entry no longer pending (acknowledged: lettered or stored already) gets no letter."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._client = client
+    def __init__(self, client: RedisClient, group: str) -> None:
+        self._group = group
+        self._script = client.register_script(_DEAD_LETTER)
 
     async def send(self, letters: Sequence[DeadLetter]) -> None:
-        async with self._client.pipeline(transaction=True) as pipe:
-            for letter in letters:
-                entry = letter.entry
-                fields: dict[Any, Any] = {
-                    **{
-                        f"original.{k.decode(errors='replace')}": v for k, v in entry.fields.items()
-                    },
-                    "reason": letter.reason,
-                    "source_stream": entry.stream,
-                    "source_id": entry.entry_id,
-                    "deliveries": entry.deliveries,
-                    "dead_at_ms": int(time.time() * 1000),
-                }
-                pipe.xadd(dead_letter_stream(entry.stream), fields)
-            await pipe.execute()
+        for letter in letters:
+            entry = letter.entry
+            fields: list[Any] = [
+                *(
+                    part
+                    for k, v in entry.fields.items()
+                    for part in (f"original.{k.decode(errors='replace')}", v)
+                ),
+                "reason",
+                letter.reason,
+                "source_stream",
+                entry.stream,
+                "source_id",
+                entry.entry_id,
+                "deliveries",
+                entry.deliveries,
+                "dead_at_ms",
+                int(time.time() * 1000),
+            ]
+            await self._script(
+                keys=[dead_letter_stream(entry.stream), entry.stream],
+                args=[self._group, entry.entry_id, *fields],
+            )
 
 
-async def safe_trim_point(client: aioredis.Redis, stream: str) -> Position | None:
+class RedisFailureCounter(FailureCounter):
+    """A hash `{<stream>}.failures`: entry id -> refused inserts so far, across restarts.
+
+    Counts of entries later stored by another process are not deleted one by one; the hash
+    expires `ttl_seconds` after its last failure instead.
+    """
+
+    def __init__(self, client: RedisClient, ttl_seconds: int = 7 * 24 * 3600) -> None:
+        self._client = client
+        self._ttl = ttl_seconds
+
+    async def record(self, entries: Sequence[StreamEntry]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        by_stream: dict[str, list[StreamEntry]] = {}
+        for entry in entries:
+            by_stream.setdefault(entry.stream, []).append(entry)
+        for stream, of_stream in by_stream.items():
+            key = failures_key(stream)
+            async with self._client.pipeline(transaction=True) as pipe:
+                for entry in of_stream:
+                    pipe.hincrby(key, entry.entry_id, 1)
+                pipe.expire(key, self._ttl)
+                replies = await pipe.execute()
+            counts.update(
+                {e.entry_id: int(n) for e, n in zip(of_stream, replies[:-1], strict=True)}
+            )
+        return counts
+
+    async def forget(self, entries: Sequence[StreamEntry]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for entry in entries:
+            by_stream.setdefault(entry.stream, []).append(entry.entry_id)
+        for stream, ids in by_stream.items():
+            await self._client.hdel(failures_key(stream), *ids)
+
+
+async def replay_dead_letters(client: RedisClient, stream: str, batch: int = 500) -> int:
+    """Puts every letter of `stream` back on it (new ids, original fields); returns how many.
+
+    Run it once the cause is fixed. Each letter moves in one script (XADD to the stream, XDEL
+    of the letter), so a crash or a second run never replays a letter twice.
+    """
+    script = client.register_script(_REPLAY)
+    letters = dead_letter_stream(stream)
+    replayed, start = 0, "-"
+    while True:
+        page: list[tuple[bytes, Any]] = (
+            await client.xrange(letters, min=start, max="+", count=batch) or []  # type: ignore[assignment]
+        )
+        for letter_id, _ in page:
+            if await script(keys=[letters, stream], args=[letter_id]) is not None:
+                replayed += 1
+        if len(page) < batch:
+            return replayed
+        start = "(" + _text(page[-1][0])
+
+
+async def safe_trim_point(client: RedisClient, stream: str) -> Position | None:
     """The lowest id any group of the stream still needs (pending, or not yet delivered)."""
     try:
         groups = await client.xinfo_groups(stream)
@@ -124,7 +233,7 @@ async def safe_trim_point(client: aioredis.Redis, stream: str) -> Position | Non
     return min(needed)
 
 
-async def trim(client: aioredis.Redis, stream: str, retention_ms: int) -> int:
+async def trim(client: RedisClient, stream: str, retention_ms: int) -> int:
     """Drops entries below what every group still needs and older than `retention_ms`.
 
     XTRIM MINID deletes even entries a group has pending (Redis < 8.2 has no ACKED mode), so the

@@ -47,6 +47,12 @@ class MalformedEvent(Exception):
     """The entry can never become rows (not an envelope, missing snapshot): dead-letter it."""
 
 
+class RowsRejected(Exception):
+    """The store refused these rows for what they hold (a value it cannot parse, a column it
+    does not have), not for its own state: the same rows will be refused again. Anything else a
+    store raises (down, overloaded, timed out) is transient and retried without counting."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     entry: StreamEntry

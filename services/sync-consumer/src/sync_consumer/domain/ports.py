@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Collection, Mapping, Sequence
 
-from sync_consumer.domain.model import DeadLetter, Row
+from sync_consumer.domain.model import DeadLetter, Row, StreamEntry
 
 
 class AnalyticsSink(abc.ABC):
@@ -15,7 +15,10 @@ class AnalyticsSink(abc.ABC):
         per partition, committed one by one): callers insert again, and rows are idempotent
         per (entity, version). Before a write after a failed one, the sink makes sure the
         failed one is no longer running on the server (it was killed or it finished), so what
-        it stored is visible to `latest_versions` and nothing lands later."""
+        it stored is visible to `latest_versions` and nothing lands later.
+
+        RowsRejected when the store refused the rows themselves (a parse, type or column
+        error: sending them again fails again); any other error is transient."""
 
     @abc.abstractmethod
     async def latest_versions(self, table: str, key: str, ids: Collection[str]) -> dict[str, int]:
@@ -45,4 +48,22 @@ class RebuildGate(abc.ABC):
 class DeadLetterQueue(abc.ABC):
     @abc.abstractmethod
     async def send(self, letters: Sequence[DeadLetter]) -> None:
-        """Stores the letters durably (before their entries are acknowledged)."""
+        """Stores each letter durably and acknowledges its entry, as one step per entry (a crash
+        leaves the entry pending or dead-lettered, never both and never neither)."""
+
+
+class FailureCounter(abc.ABC):
+    """How often each entry has failed to be stored, kept outside the process.
+
+    Failures, not deliveries: a restart claims every pending entry again (XAUTOCLAIM raises its
+    delivery count) without anything having failed, so only a refusal of the entry's rows is
+    counted, and the count survives the restarts in between.
+    """
+
+    @abc.abstractmethod
+    async def record(self, entries: Sequence[StreamEntry]) -> dict[str, int]:
+        """Adds one failure to each entry; returns each entry id's count so far."""
+
+    @abc.abstractmethod
+    async def forget(self, entries: Sequence[StreamEntry]) -> None:
+        """Drops the counts of entries that were stored or dead-lettered."""

@@ -9,7 +9,8 @@ Per stream, in this order:
    each batch to the pipeline and acknowledges it only after the pipeline stored it (ack policy
    MANUAL: FastStream's ACK would acknowledge even when the handler raised);
 4. a claim loop (XAUTOCLAIM) takes entries idle longer than `claim_idle_ms` (a consumer that
-   died or hangs), with their delivery counts, through the same pipeline;
+   died or hangs) through the same pipeline; their delivery counts, which every claim raises,
+   are kept in a dead letter for information only (the pipeline counts failures instead);
 5. a maintenance loop exports lag and pending counts, trims below what every group still
    needs, and recreates the group from 0 if Redis lost it (NOGROUP stops a subscriber).
 
@@ -22,11 +23,11 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-import redis.asyncio as aioredis
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage
 
+from promo_libs.bus import RedisClient
 from promo_libs.logging import get_logger
 from sync_consumer.adapters import redis_streams
 from sync_consumer.adapters.metrics import BATCH_SIZE, DEAD_LETTERS, EVENTS, LAG, PENDING
@@ -48,7 +49,7 @@ class StreamConsumer:
     def __init__(
         self,
         broker: RedisBroker,
-        client: aioredis.Redis,
+        client: RedisClient,
         pipeline: StreamPipeline,
         *,
         group: str,

@@ -29,9 +29,21 @@ of the latest state would see.
 
 Between batches a rebuild may hold the pipeline (RebuildGate).
 
-An entry that can never become rows goes to the dead-letter queue at once; one delivered more
-than `max_deliveries` times without being stored goes there too. Letters are stored before the
-caller acknowledges the batch, so a crash duplicates a letter rather than loses an entry.
+Dead letters, by failures and never by deliveries:
+- an entry whose mapping raises anything (MalformedEvent or any other error) goes to the
+  dead-letter queue at once: mapping is deterministic, and an escaping error would leave the
+  batch pending, to be claimed later and skipped as "already stored";
+- a store that is down, overloaded or slow is retried for as long as it takes and counts nothing
+  (a restart meanwhile claims the pending entries again, which raises their delivery count but
+  is no failure of theirs);
+- rows the store refuses for what they hold (RowsRejected) count one failure for every entry in
+  the refused insert, in a FailureCounter that outlives the process. Below `max_failures` the
+  insert is retried after a backoff; from there on the entries are split in halves until each
+  refused entry stands alone, and an entry refused alone is dead-lettered with the store's
+  reason, while its neighbours are stored. One bad entry costs O(log n) extra inserts.
+The queue stores a letter and acknowledges its entry in one step, so a crash neither loses an
+entry nor dead-letters it twice; `python -m sync_consumer replay-dead-letters` puts letters back
+on their stream once their cause is fixed.
 """
 
 from __future__ import annotations
@@ -39,20 +51,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from typing import TypeVar
 
 from sync_consumer.domain.model import (
     DeadLetter,
     MalformedEvent,
     Row,
+    RowsRejected,
     StreamEntry,
     TableRow,
 )
-from sync_consumer.domain.ports import AnalyticsSink, DeadLetterQueue, RebuildGate
+from sync_consumer.domain.ports import AnalyticsSink, DeadLetterQueue, FailureCounter, RebuildGate
 
 ToRows = Callable[[StreamEntry], list[TableRow]]
 Sleep = Callable[[float], Awaitable[None]]
 # Source table -> the derived tables it feeds, each with the key values one row touches.
 Derived = Mapping[str, Sequence[tuple[str, Callable[[Row], Mapping[str, str]]]]]
+T = TypeVar("T")
+_REASON_CHARS = 2000
 
 
 class OpenGate(RebuildGate):
@@ -72,8 +89,9 @@ class StreamPipeline:
         sink: AnalyticsSink,
         dead_letters: DeadLetterQueue,
         to_rows: ToRows,
+        failures: FailureCounter,
         *,
-        max_deliveries: int = 5,
+        max_failures: int = 5,
         retry_min_seconds: float = 0.2,
         retry_max_seconds: float = 5.0,
         sleep: Sleep = asyncio.sleep,
@@ -86,7 +104,8 @@ class StreamPipeline:
         self._sink = sink
         self._dead_letters = dead_letters
         self._to_rows = to_rows
-        self._max_deliveries = max_deliveries
+        self._failures = failures
+        self._max_failures = max_failures
         self._retry_min = retry_min_seconds
         self._retry_max = retry_max_seconds
         self._sleep = sleep
@@ -94,6 +113,7 @@ class StreamPipeline:
         self._versioned = dict(versioned or {})  # table -> its entity key column
         self._derived = dict(derived or {})
         self._gate = gate or OpenGate()
+        self._counted: set[str] = set()  # entry ids with a failure count this process recorded
         self.lock = asyncio.Lock()
 
     async def handle(self, entries: Sequence[StreamEntry]) -> list[DeadLetter]:
@@ -123,41 +143,69 @@ class StreamPipeline:
                 mapped.append((entry, self._to_rows(entry)))
             except MalformedEvent as exc:
                 letters.append(DeadLetter(entry, f"malformed: {exc}"))
-        rows: dict[str, list[Row]] = {}
-        for _, table_rows in mapped:
-            for table_row in table_rows:
-                rows.setdefault(table_row.table, []).append(table_row.row)
-        stored: dict[str, dict[str, int]] = {}
-
-        async def read_versions() -> None:
-            for table, table_rows_of_table in rows.items():
-                stored[table] = await self._stored_versions(table, table_rows_of_table)
-
-        await self._retrying("versions", read_versions)
-        rows = {}
+            except Exception as exc:
+                # Any other mapping error is a bug or an input the mapping never foresaw; it is
+                # as deterministic as a malformed entry, and escaping would leave the whole
+                # batch pending, to be claimed later and skipped as "already stored".
+                letters.append(DeadLetter(entry, f"mapping failed: {type(exc).__name__}: {exc}"))
+        rows: dict[str, list[tuple[StreamEntry, Row]]] = {}
         for entry, table_rows in mapped:
-            if entry.deliveries > self._max_deliveries and not self._stored(table_rows, stored):
-                letters.append(DeadLetter(entry, f"not stored after {entry.deliveries} deliveries"))
-                continue
             for table_row in table_rows:
-                rows.setdefault(table_row.table, []).append(table_row.row)
+                rows.setdefault(table_row.table, []).append((entry, table_row.row))
         if letters:
-            await self._retrying("dead-letters", lambda: self._dead_letters.send(letters))
-        for table, table_rows_of_table in rows.items():
-            await self._insert(table, table_rows_of_table, stored.get(table, {}))
-        await self._refresh(rows)
+            await self._send(letters)
+        stored: dict[str, list[Row]] = {}
+        for table, items in rows.items():
+            refused = await self._store(table, items)
+            letters += refused
+            gone = {letter.entry.entry_id for letter in refused}
+            # A row refused alone was never stored: its keys are not recomputed (its values may
+            # be what the store cannot parse). Its entry's rows of other tables still are.
+            stored[table] = [row for entry, row in items if entry.entry_id not in gone]
+        await self._refresh(stored)
         return letters
 
-    def _stored(self, table_rows: list[TableRow], stored: dict[str, dict[str, int]]) -> bool:
-        """Whether every row of an entry is already stored (its version or a newer one)."""
-        for table_row in table_rows:
-            key = self._versioned.get(table_row.table)
-            if key is None:
-                return False
-            row = table_row.row
-            if int(row["version"]) > stored.get(table_row.table, {}).get(str(row[key]), -1):
-                return False
-        return True
+    async def _send(self, letters: list[DeadLetter]) -> None:
+        await self._retrying("dead-letters", lambda: self._dead_letters.send(letters))
+
+    async def _store(self, table: str, items: list[tuple[StreamEntry, Row]]) -> list[DeadLetter]:
+        """Inserts the rows; on a refusal counts failures, retries, then isolates (module doc).
+
+        Every attempt, whole or halved, goes through `_insert`: the version guard reads what is
+        stored after the sink settled the refused write, so a part of it that landed is not sent
+        again, and each insert has its own query id."""
+        delay = self._retry_min
+        while True:
+            try:
+                await self._insert(table, [row for _, row in items])
+                break
+            except RowsRejected as exc:
+                rejected = exc
+            if self._on_retry is not None:
+                self._on_retry(f"{table} (rejected)", rejected)
+            entries = list({entry.entry_id: entry for entry, _ in items}.values())
+            counts = await self._retried("failures", partial(self._failures.record, entries))
+            self._counted.update(counts)
+            if min(counts.values()) < self._max_failures:
+                await self._sleep(delay)
+                delay = min(delay * 2, self._retry_max)
+                continue
+            if len(entries) == 1:
+                reason = f"rejected {counts[entries[0].entry_id]} times: {rejected}"
+                letter = DeadLetter(entries[0], reason[:_REASON_CHARS])
+                await self._send([letter])
+                await self._retrying("failures", partial(self._failures.forget, entries))
+                self._counted.discard(entries[0].entry_id)
+                return [letter]
+            half = {e.entry_id for e in entries[: len(entries) // 2]}
+            first = [item for item in items if item[0].entry_id in half]
+            rest = [item for item in items if item[0].entry_id not in half]
+            return await self._store(table, first) + await self._store(table, rest)
+        if any(entry.entry_id in self._counted for entry, _ in items):
+            done = list({entry.entry_id: entry for entry, _ in items}.values())
+            await self._retrying("failures", lambda: self._failures.forget(done))
+            self._counted.difference_update(e.entry_id for e in done)
+        return []
 
     async def _stored_versions(self, table: str, rows: list[Row]) -> dict[str, int]:
         key = self._versioned.get(table)
@@ -165,18 +213,13 @@ class StreamPipeline:
             return {}
         return await self._sink.latest_versions(table, key, {str(row[key]) for row in rows})
 
-    async def _insert(self, table: str, rows: list[Row], known: dict[str, int]) -> None:
-        """Inserts the rows not stored yet; after a failure, reads the stored versions again
-        (any part of the failed INSERT may have landed) and sends only what is still missing."""
-        versions = known
-        first = True
+    async def _insert(self, table: str, rows: list[Row]) -> None:
+        """Inserts the rows not stored yet. Every attempt first reads the stored versions (after
+        a failure any part of the failed INSERT may have landed; the sink settled it first), so
+        only what is still missing is sent. RowsRejected leaves to `_store`."""
 
         async def attempt() -> None:
-            nonlocal versions, first
-            if not first:
-                versions = await self._stored_versions(table, rows)
-            first = False
-            fresh = self._newer(table, rows, versions)
+            fresh = self._newer(table, rows, await self._stored_versions(table, rows))
             if fresh:
                 await self._sink.insert(table, fresh)
 
@@ -213,12 +256,23 @@ class StreamPipeline:
 
             await self._retrying(derived, refresh)
 
+    async def _retried(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
+        result: list[T] = []
+
+        async def keep() -> None:
+            result.append(await action())
+
+        await self._retrying(what, keep)
+        return result[0]
+
     async def _retrying(self, what: str, action: Callable[[], Awaitable[None]]) -> None:
         delay = self._retry_min
         while True:
             try:
                 await action()
                 return
+            except RowsRejected:
+                raise  # not transient: the caller counts it (_store)
             except Exception as exc:
                 if self._on_retry is not None:
                     self._on_retry(what, exc)
