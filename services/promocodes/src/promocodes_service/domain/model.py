@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from promocodes_service.domain.cart import FIRST_ORDER_ONLY, Cart, Offer, Split, split
+from promocodes_service.domain.cart import conditions as cart_conditions
 from promocodes_service.domain.events import (
     CodeEvent,
     CodeSnapshot,
@@ -66,6 +68,7 @@ class RuleSet:
     budget: int | None = None
     eligible_user_ids: tuple[str, ...] = ()
     active: bool = True
+    offer: Offer = field(default_factory=Offer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,7 @@ class Quote:
 
     discount: int
     reason: str = ""
+    split: Split | None = None  # where the discount falls on the cart; None when refused
 
     @property
     def applicable(self) -> bool:
@@ -147,9 +151,22 @@ class PromoCode:
         )
 
     def evaluate(
-        self, user_id: str, amount: int, currency: str, now: datetime, user_active_uses: int
+        self,
+        user_id: str,
+        amount: int,
+        currency: str,
+        now: datetime,
+        user_active_uses: int,
+        *,
+        basket: Cart | None = None,
+        first_order: bool = False,
     ) -> Quote:
-        """The rules in the documented order (promo_codes.proto); changes nothing."""
+        """The rules in the documented order (promo_codes.proto); changes nothing.
+
+        `basket` is the cart (None: the one-line cart of `amount`); `amount` is its subtotal.
+        `first_order` is the caller's word that the user has no confirmed order; a code for
+        first orders only never applies without it (in the merchant's favour)."""
+        basket = basket if basket is not None else Cart.of_amount(amount)
         rules = self.rules
         if not rules.active:
             return Quote(0, PROMO_CODE_INACTIVE)
@@ -163,14 +180,19 @@ class PromoCode:
             return Quote(0, CURRENCY_MISMATCH)
         if rules.min_order_amount is not None and amount < rules.min_order_amount:
             return Quote(0, ORDER_BELOW_MINIMUM)
+        if rules.offer.first_order_only and not first_order:
+            return Quote(0, FIRST_ORDER_ONLY)
+        cart_reason = cart_conditions(rules.offer, basket)
+        if cart_reason:
+            return Quote(0, cart_reason)
         if rules.max_uses is not None and self.uses >= rules.max_uses:
             return Quote(0, PROMO_CODE_EXHAUSTED)
         if rules.max_uses_per_user is not None and user_active_uses >= rules.max_uses_per_user:
             return Quote(0, PER_USER_LIMIT_REACHED)
-        discount = rules.discount.discount(amount)
-        if rules.budget is not None and self.discount_granted + discount > rules.budget:
+        shares = split(rules.offer, rules.discount, basket)
+        if rules.budget is not None and self.discount_granted + shares.total > rules.budget:
             return Quote(0, BUDGET_EXHAUSTED)
-        return Quote(discount)
+        return Quote(shares.total, split=shares)
 
     def change_rules(self, new: RuleSet, fields: tuple[str, ...], now: datetime) -> tuple[str, ...]:
         """Applies `new`; returns the fields that really changed. What may change once the code
@@ -219,7 +241,24 @@ def requires_unused(old: RuleSet, new: RuleSet) -> bool:
     )
 
 
+OFFER_FIELDS = frozenset(
+    {
+        "target",
+        "targeting",
+        "allocation",
+        "max_quantity",
+        "min_item_quantity",
+        "min_item_amount",
+        "first_order_only",
+    }
+)
+
+
 def _rule_value(rules: RuleSet, name: str) -> object:
+    if name == "min_item_amount":
+        return (rules.offer.min_item_amount, rules.currency)
+    if name in OFFER_FIELDS:
+        return getattr(rules.offer, name)
     if name in ("percentage", "fixed_amount"):
         return (rules.discount, rules.currency)
     if name in ("min_order_amount", "budget"):

@@ -23,6 +23,7 @@ from promo_libs.identifiers import check_id
 from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
 from promocodes_service.domain import rules
+from promocodes_service.domain.cart import Cart
 from promocodes_service.domain.commands import (
     ListPromoCodeUsages,
     RedeemPromoCode,
@@ -54,7 +55,11 @@ from promocodes_service.domain.ports import (
 )
 from promocodes_service.service_layer.catalogue import code_not_found
 from promocodes_service.service_layer.recovery import Recovery
-from promocodes_service.service_layer.validation import check_order_amount, checked
+from promocodes_service.service_layer.validation import (
+    check_cart_request,
+    check_order_amount,
+    checked,
+)
 
 log = get_logger(__name__)
 
@@ -68,6 +73,8 @@ _UNCERTAIN = frozenset({PROMO_CODE_EXHAUSTED, BUDGET_EXHAUSTED})
 class Validation:
     quote: Quote
     promo: PromoCode | None
+    currency: str
+    basket: Cart
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,20 +123,28 @@ class Redemptions:
         violations = errors.Violations()
         code = checked(violations, "code", rules.normalize_code, command.code)
         checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
-        amount = check_order_amount(violations, command.order_amount)
+        given = check_cart_request(
+            violations, command.order_amount, command.lines, command.shipping
+        )
         violations.raise_if_any()
-        assert code is not None and amount is not None
+        assert code is not None and given is not None
+        basket, currency = given.basket, given.currency
         promo = await self._codes.get_by_code(code)
         if promo is None:
-            return Validation(Quote(0, PROMO_CODE_NOT_FOUND), None)
-        quote = await self._quote(promo, command.user_id, amount.amount_minor, amount.currency_code)
-        return Validation(quote, promo)
-
-    async def _quote(self, promo: PromoCode, user_id: str, amount: int, currency: str) -> Quote:
+            return Validation(Quote(0, PROMO_CODE_NOT_FOUND), None, currency, basket)
         user_uses = 0
         if promo.rules.max_uses_per_user is not None:
-            user_uses, _ = await self._usages.active_slots(promo.id, user_id)
-        return promo.evaluate(user_id, amount, currency, self._clock(), user_uses)
+            user_uses, _ = await self._usages.active_slots(promo.id, command.user_id)
+        quote = promo.evaluate(
+            command.user_id,
+            basket.subtotal,
+            currency,
+            self._clock(),
+            user_uses,
+            basket=basket,
+            first_order=command.first_order,
+        )
+        return Validation(quote, promo, currency, basket)
 
     # --- redeem ---------------------------------------------------------------------------
 
