@@ -3,6 +3,7 @@ write nothing, the cart conditions' reasons, and bad carts refused with field vi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -12,6 +13,8 @@ from google.protobuf import field_mask_pb2
 
 from promo.v1 import common_pb2, promo_codes_pb2, promo_codes_pb2_grpc
 from promo_libs.grpc.errors import bad_request
+
+from .conftest import create_users, reason
 
 pytestmark = pytest.mark.e2e
 
@@ -210,7 +213,7 @@ async def test_bad_carts_are_invalid_argument_and_write_nothing(
     promo: Stub, promo_db: Any, cart: list[Any], amount: Any, paths: set[str]
 ) -> None:
     before = snapshot(promo_db)
-    for call in ("ValidatePromoCode",):
+    for call in ("ValidatePromoCode", "RedeemPromoCode"):
         request: Any = (
             pb.ValidatePromoCodeRequest(code="PLAIN-15", user_id="u1", lines=cart)
             if call == "ValidatePromoCode"
@@ -252,3 +255,92 @@ async def test_bad_offer_is_refused(promo: Stub) -> None:
         "promo_code.max_quantity",
         "promo_code.targeting.include_skus[0]",
     }
+
+
+async def test_redeem_stores_the_split_on_the_usage(promo: Stub, users: Any, promo_db: Any) -> None:
+    (user_id,) = await create_users(users, 1, "cart-split")
+    await promo.CreatePromoCode(
+        pb.CreatePromoCodeRequest(
+            promo_code=pb.PromoCode(
+                code="CART-7PCT",
+                percentage=pb.PercentageDiscount(basis_points=700),
+                max_uses=10,
+            )
+        )
+    )
+    request = pb.RedeemPromoCodeRequest(
+        code="CART-7PCT", user_id=user_id, lines=CART, shipping=eur(495), redemption_id="split-1"
+    )
+    usage = await promo.RedeemPromoCode(request)
+    subtotal = 2 * 4999 + 2500 + 3001 + 495
+    assert usage.order_amount == eur(subtotal)
+    assert usage.discount == eur(subtotal * 700 // 10000)
+    shares = [d.discount.amount_minor for d in usage.line_discounts]
+    assert sum(shares) + usage.shipping_discount.amount_minor == usage.discount.amount_minor
+    assert [d.sku for d in usage.line_discounts] == ["shoe-1", "shirt-1", "shoe-2"]
+    stored = promo_db.promo_code_usages.find_one({"_id": "split-1"})
+    assert [line["discount"] for line in stored["lines"]] == shares
+    assert stored["shipping_discount"] == usage.shipping_discount.amount_minor
+    # A retry with the same cart replays; another cart under the same id is a conflict.
+    assert await promo.RedeemPromoCode(request) == usage
+    other = pb.RedeemPromoCodeRequest()
+    other.CopyFrom(request)
+    other.lines[1].quantity = 2
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await promo.RedeemPromoCode(other)
+    assert reason(caught.value) == "REDEMPTION_CONFLICT"
+
+
+async def test_concurrent_first_orders_of_one_user_get_at_most_one(
+    promo: Stub, users: Any, promo_db: Any
+) -> None:
+    """Two first-order-only codes, many concurrent first orders of each of a few users: each user
+    holds exactly one first-order redemption; the rest are FIRST_ORDER_ONLY; a release gives the
+    slot back."""
+    user_ids = await create_users(users, 4, "first-order")
+    for name in ("WELCOME-A", "WELCOME-B"):
+        await promo.CreatePromoCode(
+            pb.CreatePromoCodeRequest(
+                promo_code=pb.PromoCode(code=name, fixed_amount=eur(500), first_order_only=True)
+            )
+        )
+
+    async def attempt(user_id: str, index: int) -> Any:
+        code = "WELCOME-A" if index % 2 else "WELCOME-B"
+        try:
+            return await promo.RedeemPromoCode(
+                pb.RedeemPromoCodeRequest(
+                    code=code,
+                    user_id=user_id,
+                    order_amount=eur(2000),
+                    redemption_id=f"fo-{user_id}-{index}",
+                    first_order=True,
+                ),
+                timeout=60,
+            )
+        except grpc.aio.AioRpcError as error:
+            return error
+
+    outcomes = await asyncio.gather(*(attempt(u, i) for u in user_ids for i in range(6)))
+    granted = [o for o in outcomes if isinstance(o, pb.PromoCodeUsage)]
+    refused = {(o.code(), reason(o)) for o in outcomes if isinstance(o, grpc.aio.AioRpcError)}
+    assert sorted(u.user_id for u in granted) == sorted(user_ids)
+    assert refused == {(grpc.StatusCode.FAILED_PRECONDITION, "FIRST_ORDER_ONLY")}
+    for user_id in user_ids:
+        assert promo_db.promo_code_usages.count_documents({"first_order_slot": user_id}) == 1
+    # Nothing left reserved, and the codes' counters equal their usages.
+    for name in ("WELCOME-A", "WELCOME-B"):
+        code = promo_db.promo_codes.find_one({"code": name})
+        assert code["pending"] == {}
+        active = promo_db.promo_code_usages.count_documents(
+            {"promo_id": code["_id"], "status": "ACTIVE"}
+        )
+        assert code["uses"] == active
+    # Cancelling the first order gives the slot back.
+    first = granted[0]
+    await promo.ReleasePromoCode(pb.ReleasePromoCodeRequest(redemption_id=first.id))
+    again = await attempt(first.user_id, 100)
+    assert isinstance(again, pb.PromoCodeUsage), again
+    late = await attempt(first.user_id, 101)
+    assert isinstance(late, grpc.aio.AioRpcError) and reason(late) == "FIRST_ORDER_ONLY"
+    assert promo_db.promo_code_usages.count_documents({"first_order_slot": first.user_id}) == 1

@@ -16,6 +16,7 @@ from promocodes_service.domain.cart import conditions as cart_conditions
 from promocodes_service.domain.events import (
     CodeEvent,
     CodeSnapshot,
+    LineShare,
     PromoCodeCreated,
     PromoCodeDeactivated,
     PromoCodeRedeemed,
@@ -285,6 +286,12 @@ class Usage:
     attempt: str = ""  # the reservation attempt that wrote it
     released_by: str = ""  # the release attempt that released it
     version: int = 1
+    # The cart with each line's share (empty for usages stored before carts), and shipping.
+    lines: tuple[LineShare, ...] = ()
+    shipping: int = 0
+    shipping_discount: int = 0
+    # Holds the user's one first-order slot (a code for first orders only) while ACTIVE.
+    first_order: bool = False
     events: list[UsageEvent] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
@@ -298,7 +305,11 @@ class Usage:
         discount: int,
         attempt: str,
         now: datetime,
+        basket: Cart | None = None,
+        shares: Split | None = None,
     ) -> Usage:
+        basket = basket if basket is not None else Cart.of_amount(amount)
+        shares = shares if shares is not None else Split(discount, (discount,))
         usage = cls(
             id=redemption_id,
             promo_code_id=promo.id,
@@ -310,6 +321,20 @@ class Usage:
             created_at=now,
             user=user,
             attempt=attempt,
+            lines=tuple(
+                LineShare(
+                    line.sku,
+                    line.quantity,
+                    line.unit_price,
+                    share,
+                    line.product_id,
+                    line.category_ids,
+                )
+                for line, share in zip(basket.lines, shares.lines, strict=True)
+            ),
+            shipping=basket.shipping,
+            shipping_discount=shares.shipping,
+            first_order=promo.rules.offer.first_order_only,
         )
         usage.events.append(PromoCodeRedeemed(usage.snapshot(), promo.snapshot(), user, now))
         return usage
@@ -318,13 +343,27 @@ class Usage:
     def visible(self) -> bool:
         return self.status != ABANDONED
 
-    def same_request(self, code: str, user_id: str, amount: int, currency: str) -> bool:
-        return (self.code, self.user_id, self.order_amount, self.currency) == (
+    def same_request(
+        self, code: str, user_id: str, amount: int, currency: str, basket: Cart | None = None
+    ) -> bool:
+        """A retry must name the same code, user and cart (an amount-only retry of a usage
+        stored before carts compares the amount alone)."""
+        if (self.code, self.user_id, self.order_amount, self.currency) != (
             code,
             user_id,
             amount,
             currency,
+        ):
+            return False
+        if basket is None or not self.lines:
+            return True
+        mine = tuple(
+            (s.sku, s.quantity, s.unit_price, s.product_id, s.category_ids) for s in self.lines
         )
+        theirs = tuple(
+            (x.sku, x.quantity, x.unit_price, x.product_id, x.category_ids) for x in basket.lines
+        )
+        return (mine, self.shipping) == (theirs, basket.shipping)
 
     def release(
         self, attempt: str, reason: str, promo: PromoCode, user: UserSnapshot, now: datetime
@@ -352,4 +391,7 @@ class Usage:
             release_reason=self.release_reason,
             created_at=self.created_at,
             released_at=self.released_at,
+            lines=self.lines,
+            shipping=self.shipping,
+            shipping_discount=self.shipping_discount,
         )

@@ -194,6 +194,12 @@ def usage_message(usage: Usage) -> promo_codes_pb2.PromoCodeUsage:
         release_reason=usage.release_reason,
         create_time=timestamp(usage.created_at),
         release_time=timestamp(usage.released_at),
+        line_discounts=line_discounts(
+            usage.currency, [s.sku for s in usage.lines], [s.discount for s in usage.lines]
+        ),
+        shipping_discount=common_pb2.Money(
+            currency_code=usage.currency, amount_minor=usage.shipping_discount
+        ),
     )
 
 
@@ -301,7 +307,15 @@ class PromoCodeServicer(promo_codes_pb2_grpc.PromoCodeServiceServicer):
     ) -> promo_codes_pb2.PromoCodeUsage:
         amount = _money(request.order_amount) if request.HasField("order_amount") else None
         usage = await self._redemptions.redeem(
-            RedeemPromoCode(request.code, request.user_id, amount, request.redemption_id)
+            RedeemPromoCode(
+                request.code,
+                request.user_id,
+                amount,
+                request.redemption_id,
+                lines=line_inputs(request.lines),
+                shipping=optional_money(request.shipping, request.HasField("shipping")),
+                first_order=request.first_order,
+            )
         )
         return usage_message(usage)
 

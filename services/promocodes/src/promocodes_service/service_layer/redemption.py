@@ -23,7 +23,7 @@ from promo_libs.identifiers import check_id
 from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
 from promocodes_service.domain import rules
-from promocodes_service.domain.cart import Cart
+from promocodes_service.domain.cart import FIRST_ORDER_ONLY, Cart
 from promocodes_service.domain.commands import (
     ListPromoCodeUsages,
     RedeemPromoCode,
@@ -57,7 +57,6 @@ from promocodes_service.service_layer.catalogue import code_not_found
 from promocodes_service.service_layer.recovery import Recovery
 from promocodes_service.service_layer.validation import (
     check_cart_request,
-    check_order_amount,
     checked,
 )
 
@@ -135,6 +134,7 @@ class Redemptions:
         user_uses = 0
         if promo.rules.max_uses_per_user is not None:
             user_uses, _ = await self._usages.active_slots(promo.id, command.user_id)
+        first_order = await self._first_order(promo, command.user_id, command.first_order)
         quote = promo.evaluate(
             command.user_id,
             basket.subtotal,
@@ -142,7 +142,7 @@ class Redemptions:
             self._clock(),
             user_uses,
             basket=basket,
-            first_order=command.first_order,
+            first_order=first_order,
         )
         return Validation(quote, promo, currency, basket)
 
@@ -152,11 +152,14 @@ class Redemptions:
         violations = errors.Violations()
         code = checked(violations, "code", rules.normalize_code, command.code)
         checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
-        money = check_order_amount(violations, command.order_amount)
+        given = check_cart_request(
+            violations, command.order_amount, command.lines, command.shipping
+        )
         rid = checked(violations, "redemption_id", rules.check_redemption_id, command.redemption_id)
         violations.raise_if_any()
-        assert code is not None and money is not None and rid is not None
-        amount, currency = money.amount_minor, money.currency_code
+        assert code is not None and given is not None and rid is not None
+        basket, currency = given.basket, given.currency
+        amount = basket.subtotal
         user: UserSnapshot | None = None
         loop = asyncio.get_running_loop()
         give_up: float | None = None  # set at the first verdict that in-flight work may change
@@ -165,7 +168,7 @@ class Redemptions:
         while conflicts < _ATTEMPTS:
             stored = await self._usages.get(rid)
             if stored is not None and stored.visible:
-                return self._replay(stored, code, command.user_id, amount, currency)
+                return self._replay(stored, code, command.user_id, amount, currency, basket)
             promo = await self._codes.get_by_code(code)
             if promo is None:
                 raise code_not_found(code)
@@ -180,7 +183,10 @@ class Redemptions:
             if per_user is not None:
                 user_uses, taken = await self._usages.active_slots(promo.id, user.id)
             now = self._clock()
-            quote = promo.evaluate(user.id, amount, currency, now, user_uses)
+            first_order = await self._first_order(promo, user.id, command.first_order)
+            quote = promo.evaluate(
+                user.id, amount, currency, now, user_uses, basket=basket, first_order=first_order
+            )
             if not quote.applicable:
                 if quote.reason in _UNCERTAIN and promo.pending:
                     # Reservations in flight may still roll back: wait for them, then decide.
@@ -191,7 +197,7 @@ class Redemptions:
                         pause = min(pause * 2, _MAX_PAUSE)
                         continue
                 return await self._refuse(rid, code, user.id, amount, currency, quote.reason, promo)
-            usage = await self._take(promo, rid, user, (amount, currency), quote.discount, taken)
+            usage = await self._take(promo, rid, user, (basket, currency), quote, taken)
             if usage is None:
                 conflicts += 1
                 continue  # the code changed meanwhile: read it again
@@ -203,27 +209,40 @@ class Redemptions:
         promo: PromoCode,
         rid: str,
         user: UserSnapshot,
-        order: tuple[int, str],
-        discount: int,
+        order: tuple[Cart, str],
+        quote: Quote,
         taken: set[int],
     ) -> Usage | None:
         """Steps 1-3 of the protocol; None when the reservation did not match."""
-        (amount, currency), now = order, self._clock()
+        (basket, currency), now = order, self._clock()
+        amount, discount = basket.subtotal, quote.discount
         attempt = self._new_id()
         reservation = Reservation(attempt, REDEEM, user.id, discount, now)
         if not await self._codes.reserve(promo, rid, reservation):
             return None
-        usage = Usage.redeem(rid, promo, user, amount, currency, discount, attempt, now)
+        usage = Usage.redeem(
+            rid, promo, user, amount, currency, discount, attempt, now, basket, quote.split
+        )
         outcome = await self._write_usage(usage, promo.rules.max_uses_per_user, taken)
         if outcome is usage:
             await self._settle_quietly(promo.id, rid, attempt, None)
             return usage
         await self._codes.settle(promo.id, rid, attempt, discount)  # compensate
         if outcome is None:
-            return await self._refuse(
-                rid, promo.code, user.id, amount, currency, "PER_USER_LIMIT_REACHED", promo
-            )
-        return self._replay(outcome, promo.code, user.id, amount, currency)
+            # The slot taken may be the user's first-order slot (a concurrent first order won).
+            reason = "PER_USER_LIMIT_REACHED"
+            if usage.first_order and await self._usages.first_order_taken(user.id):
+                reason = FIRST_ORDER_ONLY
+            return await self._refuse(rid, promo.code, user.id, amount, currency, reason, promo)
+        return self._replay(outcome, promo.code, user.id, amount, currency, basket)
+
+    async def _first_order(self, promo: PromoCode, user_id: str, caller_says: bool) -> bool:
+        """Whether a first-order-only code may apply: the caller (the orders service, which
+        knows the user's confirmed orders) says so and no usage holds the user's first-order
+        slot. Only a quick answer: the unique slot written with the usage is the guarantee."""
+        if not promo.rules.offer.first_order_only or not caller_says:
+            return caller_says
+        return not await self._usages.first_order_taken(user_id)
 
     async def _refuse(
         self,
@@ -263,8 +282,16 @@ class Redemptions:
                 candidates = _free_slots(per_user, taken)
         return None
 
-    def _replay(self, stored: Usage, code: str, user_id: str, amount: int, currency: str) -> Usage:
-        if not stored.same_request(code, user_id, amount, currency):
+    def _replay(
+        self,
+        stored: Usage,
+        code: str,
+        user_id: str,
+        amount: int,
+        currency: str,
+        basket: Cart | None = None,
+    ) -> Usage:
+        if not stored.same_request(code, user_id, amount, currency, basket):
             raise errors.AlreadyExists(
                 f"redemption {stored.id} exists for another code, user or amount",
                 "REDEMPTION_CONFLICT",
