@@ -110,7 +110,7 @@ async def test_one_order_with_a_code_lands_denormalized_and_its_cancellation_too
     await _poll(platform, usage_sql, [["ACTIVE", *usage]])
     summary_sql = (
         "SELECT sum(orders), sum(revenue_minor), sum(discounts_minor), sum(redemptions) "
-        f"FROM {{db}}.users_analytics WHERE user_id = '{user.id}'"
+        f"FROM {{db}}.users_analytics FINAL WHERE user_id = '{user.id}'"
     )
     await _poll(platform, summary_sql, [["1", "4500", "500", "1"]])
 
@@ -192,7 +192,7 @@ async def test_an_event_on_the_stream_twice_is_counted_once(
     await asyncio.sleep(2.0)
     await until_reconciled(platform, DRAIN_SECONDS)
     rows = platform.query(
-        "SELECT sum(orders), sum(revenue_minor) FROM {db}.users_analytics "
+        "SELECT sum(orders), sum(revenue_minor) FROM {db}.users_analytics FINAL "
         f"WHERE user_id = '{user.id}'"
     )
     assert rows == [["1", "7000"]]

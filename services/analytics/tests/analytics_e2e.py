@@ -74,11 +74,11 @@ def wait_until_drained(
 
 
 def assert_summed_once(stack: Stack, database: str, scenario: Scenario) -> None:
-    """users_analytics sums every event's delta exactly once: a duplicate would stay summed."""
+    """users_analytics (latest row per key) equals the latest state of the event tables."""
     text = clickhouse_query(
         stack.clickhouse_host,
         stack.clickhouse_port,
-        f"SELECT sum(orders), sum(redemptions) FROM {database}.users_analytics",
+        f"SELECT sum(orders), sum(redemptions) FROM {database}.users_analytics FINAL",
     )
     orders, redemptions = (int(value) for value in text.split())
     confirmed = sum(o.status == "CONFIRMED" for o in scenario.orders)

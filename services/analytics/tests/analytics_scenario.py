@@ -27,6 +27,8 @@ from sync_consumer.synthetic import envelope
 
 DAY0 = datetime(2024, 2, 26, tzinfo=UTC)  # a Monday; the history crosses 29 Feb -> 1 Mar
 DAYS = 5
+MAX_SERIES_BUCKETS = 1000
+HISTORY_DAYS = 120  # the sparse part of the history, before DAY0: October to February
 SECOND = timedelta(seconds=1)
 
 
@@ -93,6 +95,12 @@ class Scenario:
         # Edge cases at midnight UTC: the last second of a day and the first of the next.
         times = [DAY0 + timedelta(days=1) - SECOND, DAY0 + timedelta(days=1), DAY0]
         times += [DAY0 + timedelta(seconds=rnd.randrange(DAYS * 86400)) for _ in range(orders - 3)]
+        # A sparser history over the months before: every batch of the pipeline spans several
+        # month partitions, and long ranges read many of them.
+        times += [
+            DAY0 - timedelta(seconds=rnd.randrange(1, HISTORY_DAYS * 86400))
+            for _ in range(orders // 3)
+        ]
         for n, created in enumerate(sorted(times)):
             user = rnd.choice(users)
             currency = "USD" if user in ("u11", "u12") else "EUR"
@@ -212,8 +220,13 @@ class Scenario:
             if o.code and o.status == "CONFIRMED" and inside(o.created)
         }
         chosen = self._currency(currency, present)
-        if chosen is None:
-            return "CURRENCY_REQUIRED"
+        if chosen is None:  # several currencies, none asked for: one list per currency
+            response = analytics_pb2.ListTopPromoCodesResponse()
+            for one in sorted(present):
+                alone = self.top(start, end, ranking, limit, one)
+                assert not isinstance(alone, str)
+                response.per_currency.add(currency_code=one, entries=alone.entries)
+            return response
         entries = []
         for code in self.codes:
             stats = self.code_stats(code, start, end, chosen)
@@ -259,6 +272,11 @@ class Scenario:
         code: Code | None,
         currency: str,
     ) -> analytics_pb2.GetOrdersTimeSeriesResponse | str:
+        buckets, bucket = 0, _floor(start, granularity)
+        while bucket < end:
+            buckets, bucket = buckets + 1, _advance(bucket, granularity)
+        if buckets > MAX_SERIES_BUCKETS:  # the contract's limit, checked before any data
+            return "RANGE_TOO_LARGE"
         inside = _between(start, end)
         # An order carries its code's id once settled (a pending one has only the code text).
         orders = [
@@ -267,8 +285,13 @@ class Scenario:
             if inside(o.created) and (code is None or (o.code is code and o.status != "PENDING"))
         ]
         chosen = self._currency(currency, {o.currency for o in orders})
-        if chosen is None:
-            return "CURRENCY_REQUIRED"
+        if chosen is None:  # several currencies, none asked for: one series per currency
+            several = analytics_pb2.GetOrdersTimeSeriesResponse()
+            for one in sorted({o.currency for o in orders}):
+                alone = self.series(start, end, granularity, code, one)
+                assert not isinstance(alone, str)
+                several.per_currency.add(currency_code=one, points=alone.points)
+            return several
         orders = [o for o in orders if o.currency == chosen]
         # Buckets by walking the calendar, independently of the service's arithmetic.
         response = analytics_pb2.GetOrdersTimeSeriesResponse()
@@ -294,9 +317,15 @@ class Scenario:
         orders = [o for o in self.orders if inside(o.created)]
         usages = [o for o in self.usages() if inside(o.usage_created)]
         releases = [o for o in self.usages() if o.cancelled_at and inside(o.cancelled_at)]
-        chosen = self._currency(currency, {o.currency for o in orders + usages + releases})
-        if chosen is None:
-            return "CURRENCY_REQUIRED"
+        present = {o.currency for o in orders + usages + releases}
+        chosen = self._currency(currency, present)
+        if chosen is None:  # several currencies, none asked for: one overview per currency
+            per_currency = []
+            for one in sorted(present):
+                alone = self.overview(start, end, one)
+                assert not isinstance(alone, str)
+                per_currency.append(alone)
+            return analytics_pb2.Overview(per_currency=per_currency)
         orders = [o for o in orders if o.currency == chosen]
         usages = [o for o in usages if o.currency == chosen]
         releases = [o for o in releases if o.currency == chosen]
@@ -325,7 +354,9 @@ RANGES: list[tuple[datetime | None, datetime | None]] = [
     (DAY0 + timedelta(hours=13, minutes=7), DAY0 + timedelta(days=3, hours=2)),
     (DAY0 + timedelta(days=3), None),  # open end
     (None, DAY0 + timedelta(days=1)),  # open start, ends exactly at midnight
-    (DAY0 - timedelta(days=30), DAY0 - timedelta(days=1)),  # before any data: empty
+    (DAY0 - timedelta(days=90), DAY0 + timedelta(days=DAYS)),  # 95 days, over four months
+    (DAY0 - timedelta(days=61, hours=7), DAY0 - timedelta(days=20)),  # 41 days, in the past
+    (DAY0 - timedelta(days=300), DAY0 - timedelta(days=200)),  # before any data: empty
 ]
 
 
@@ -334,6 +365,8 @@ SERIES_RANGES: list[tuple[datetime, datetime]] = [
     (DAY0 + timedelta(hours=13, minutes=7), DAY0 + timedelta(days=3, hours=2)),
     (DAY0 - timedelta(hours=5), DAY0 + timedelta(days=DAYS, hours=3)),
     (DAY0 - timedelta(days=30), DAY0 - timedelta(days=1)),
+    # Over the whole history: hourly buckets exceed the limit (RANGE_TOO_LARGE).
+    (DAY0 - timedelta(days=HISTORY_DAYS + 3), DAY0 + timedelta(days=DAYS)),
 ]
 
 # A call of one AnalyticsService method by name: the response, or the error's reason.

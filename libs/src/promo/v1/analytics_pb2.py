@@ -26,17 +26,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from promo.v1 import common_pb2 as promo_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18promo/v1/analytics.proto\x12\x08promo.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15promo/v1/common.proto\"\x91\x01\n\x18GetPromoCodeStatsRequest\x12\x17\n\rpromo_code_id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x63ode\x18\x02 \x01(\tH\x00\x12\'\n\ntime_range\x18\x03 \x01(\x0b\x32\x13.promo.v1.TimeRange\x12\x15\n\rcurrency_code\x18\x04 \x01(\tB\x0c\n\npromo_code\"\xd6\x02\n\x0ePromoCodeStats\x12\x15\n\rpromo_code_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x13\n\x0bredemptions\x18\x03 \x01(\x03\x12\x10\n\x08releases\x18\x04 \x01(\x03\x12\x14\n\x0cunique_users\x18\x05 \x01(\x03\x12\'\n\x0etotal_discount\x18\x06 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x0e\n\x06orders\x18\x07 \x01(\x03\x12 \n\x07revenue\x18\x08 \x01(\x0b\x32\x0f.promo.v1.Money\x12,\n\x13\x61verage_order_value\x18\t \x01(\x0b\x32\x0f.promo.v1.Money\x12\x1b\n\x0eremaining_uses\x18\n \x01(\x03H\x00\x88\x01\x01\x12)\n\x10remaining_budget\x18\x0b \x01(\x0b\x32\x0f.promo.v1.MoneyB\x11\n\x0f_remaining_uses\"\x97\x01\n\x18ListTopPromoCodesRequest\x12\'\n\ntime_range\x18\x01 \x01(\x0b\x32\x13.promo.v1.TimeRange\x12,\n\x08order_by\x18\x02 \x01(\x0e\x32\x1a.promo.v1.PromoCodeRanking\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x15\n\rcurrency_code\x18\x04 \x01(\t\"F\n\x19ListTopPromoCodesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.promo.v1.PromoCodeStats\"f\n\x13GetUserStatsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\'\n\ntime_range\x18\x02 \x01(\x0b\x32\x13.promo.v1.TimeRange\x12\x15\n\rcurrency_code\x18\x03 \x01(\t\"\xc3\x01\n\tUserStats\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06orders\x18\x02 \x01(\x03\x12\x18\n\x10\x63onfirmed_orders\x18\x03 \x01(\x03\x12 \n\x07revenue\x18\x04 \x01(\x0b\x32\x0f.promo.v1.Money\x12!\n\x08\x64iscount\x18\x05 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x13\n\x0bredemptions\x18\x06 \x01(\x03\x12\x12\n\ncodes_used\x18\x07 \x01(\x03\x12\r\n\x05\x63odes\x18\x08 \x03(\t\"\xba\x01\n\x1aGetOrdersTimeSeriesRequest\x12\'\n\ntime_range\x18\x01 \x01(\x0b\x32\x13.promo.v1.TimeRange\x12.\n\x0bgranularity\x18\x02 \x01(\x0e\x32\x19.promo.v1.TimeGranularity\x12\x1a\n\rpromo_code_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x15\n\rcurrency_code\x18\x04 \x01(\tB\x10\n\x0e_promo_code_id\"\xb2\x01\n\x0fTimeSeriesPoint\x12\x30\n\x0c\x62ucket_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06orders\x18\x02 \x01(\x03\x12\x18\n\x10\x63onfirmed_orders\x18\x03 \x01(\x03\x12 \n\x07revenue\x18\x04 \x01(\x0b\x32\x0f.promo.v1.Money\x12!\n\x08\x64iscount\x18\x05 \x01(\x0b\x32\x0f.promo.v1.Money\"H\n\x1bGetOrdersTimeSeriesResponse\x12)\n\x06points\x18\x01 \x03(\x0b\x32\x19.promo.v1.TimeSeriesPoint\"T\n\x12GetOverviewRequest\x12\'\n\ntime_range\x18\x01 \x01(\x0b\x32\x13.promo.v1.TimeRange\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\"\xad\x02\n\x08Overview\x12\x0e\n\x06orders\x18\x01 \x01(\x03\x12\x18\n\x10\x63onfirmed_orders\x18\x02 \x01(\x03\x12\x17\n\x0frejected_orders\x18\x03 \x01(\x03\x12\x18\n\x10\x63\x61ncelled_orders\x18\x04 \x01(\x03\x12 \n\x07revenue\x18\x05 \x01(\x0b\x32\x0f.promo.v1.Money\x12!\n\x08\x64iscount\x18\x06 \x01(\x0b\x32\x0f.promo.v1.Money\x12,\n\x13\x61verage_order_value\x18\x07 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x13\n\x0bredemptions\x18\x08 \x01(\x03\x12\x10\n\x08releases\x18\t \x01(\x03\x12\x14\n\x0c\x61\x63tive_users\x18\n \x01(\x03\x12\x14\n\x0c\x61\x63tive_codes\x18\x0b \x01(\x03*\x9b\x01\n\x10PromoCodeRanking\x12\"\n\x1ePROMO_CODE_RANKING_UNSPECIFIED\x10\x00\x12\"\n\x1ePROMO_CODE_RANKING_REDEMPTIONS\x10\x01\x12\x1f\n\x1bPROMO_CODE_RANKING_DISCOUNT\x10\x02\x12\x1e\n\x1aPROMO_CODE_RANKING_REVENUE\x10\x03*\x9f\x01\n\x0fTimeGranularity\x12 \n\x1cTIME_GRANULARITY_UNSPECIFIED\x10\x00\x12\x19\n\x15TIME_GRANULARITY_HOUR\x10\x01\x12\x18\n\x14TIME_GRANULARITY_DAY\x10\x02\x12\x19\n\x15TIME_GRANULARITY_WEEK\x10\x03\x12\x1a\n\x16TIME_GRANULARITY_MONTH\x10\x04\x32\xac\x03\n\x10\x41nalyticsService\x12Q\n\x11GetPromoCodeStats\x12\".promo.v1.GetPromoCodeStatsRequest\x1a\x18.promo.v1.PromoCodeStats\x12\\\n\x11ListTopPromoCodes\x12\".promo.v1.ListTopPromoCodesRequest\x1a#.promo.v1.ListTopPromoCodesResponse\x12\x42\n\x0cGetUserStats\x12\x1d.promo.v1.GetUserStatsRequest\x1a\x13.promo.v1.UserStats\x12\x62\n\x13GetOrdersTimeSeries\x12$.promo.v1.GetOrdersTimeSeriesRequest\x1a%.promo.v1.GetOrdersTimeSeriesResponse\x12?\n\x0bGetOverview\x12\x1c.promo.v1.GetOverviewRequest\x1a\x12.promo.v1.Overviewb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18promo/v1/analytics.proto\x12\x08promo.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15promo/v1/common.proto\"\x91\x01\n\x18GetPromoCodeStatsRequest\x12\x17\n\rpromo_code_id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x63ode\x18\x02 \x01(\tH\x00\x12\'\n\ntime_range\x18\x03 \x01(\x0b\x32\x13.promo.v1.TimeRange\x12\x15\n\rcurrency_code\x18\x04 \x01(\tB\x0c\n\npromo_code\"\xd6\x02\n\x0ePromoCodeStats\x12\x15\n\rpromo_code_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x13\n\x0bredemptions\x18\x03 \x01(\x03\x12\x10\n\x08releases\x18\x04 \x01(\x03\x12\x14\n\x0cunique_users\x18\x05 \x01(\x03\x12\'\n\x0etotal_discount\x18\x06 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x0e\n\x06orders\x18\x07 \x01(\x03\x12 \n\x07revenue\x18\x08 \x01(\x0b\x32\x0f.promo.v1.Money\x12,\n\x13\x61verage_order_value\x18\t \x01(\x0b\x32\x0f.promo.v1.Money\x12\x1b\n\x0eremaining_uses\x18\n \x01(\x03H\x00\x88\x01\x01\x12)\n\x10remaining_budget\x18\x0b \x01(\x0b\x32\x0f.promo.v1.MoneyB\x11\n\x0f_remaining_uses\"\x97\x01\n\x18ListTopPromoCodesRequest\x12\'\n\ntime_range\x18\x01 \x01(\x0b\x32\x13.promo.v1.TimeRange\x12,\n\x08order_by\x18\x02 \x01(\x0e\x32\x1a.promo.v1.PromoCodeRanking\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x15\n\rcurrency_code\x18\x04 \x01(\t\"}\n\x19ListTopPromoCodesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.promo.v1.PromoCodeStats\x12\x35\n\x0cper_currency\x18\x02 \x03(\x0b\x32\x1f.promo.v1.CurrencyTopPromoCodes\"Y\n\x15\x43urrencyTopPromoCodes\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12)\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x18.promo.v1.PromoCodeStats\"f\n\x13GetUserStatsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\'\n\ntime_range\x18\x02 \x01(\x0b\x32\x13.promo.v1.TimeRange\x12\x15\n\rcurrency_code\x18\x03 \x01(\t\"\xc3\x01\n\tUserStats\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06orders\x18\x02 \x01(\x03\x12\x18\n\x10\x63onfirmed_orders\x18\x03 \x01(\x03\x12 \n\x07revenue\x18\x04 \x01(\x0b\x32\x0f.promo.v1.Money\x12!\n\x08\x64iscount\x18\x05 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x13\n\x0bredemptions\x18\x06 \x01(\x03\x12\x12\n\ncodes_used\x18\x07 \x01(\x03\x12\r\n\x05\x63odes\x18\x08 \x03(\t\"\xba\x01\n\x1aGetOrdersTimeSeriesRequest\x12\'\n\ntime_range\x18\x01 \x01(\x0b\x32\x13.promo.v1.TimeRange\x12.\n\x0bgranularity\x18\x02 \x01(\x0e\x32\x19.promo.v1.TimeGranularity\x12\x1a\n\rpromo_code_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x15\n\rcurrency_code\x18\x04 \x01(\tB\x10\n\x0e_promo_code_id\"\xb2\x01\n\x0fTimeSeriesPoint\x12\x30\n\x0c\x62ucket_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06orders\x18\x02 \x01(\x03\x12\x18\n\x10\x63onfirmed_orders\x18\x03 \x01(\x03\x12 \n\x07revenue\x18\x04 \x01(\x0b\x32\x0f.promo.v1.Money\x12!\n\x08\x64iscount\x18\x05 \x01(\x0b\x32\x0f.promo.v1.Money\"|\n\x1bGetOrdersTimeSeriesResponse\x12)\n\x06points\x18\x01 \x03(\x0b\x32\x19.promo.v1.TimeSeriesPoint\x12\x32\n\x0cper_currency\x18\x02 \x03(\x0b\x32\x1c.promo.v1.CurrencyTimeSeries\"V\n\x12\x43urrencyTimeSeries\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12)\n\x06points\x18\x02 \x03(\x0b\x32\x19.promo.v1.TimeSeriesPoint\"T\n\x12GetOverviewRequest\x12\'\n\ntime_range\x18\x01 \x01(\x0b\x32\x13.promo.v1.TimeRange\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\"\xd7\x02\n\x08Overview\x12\x0e\n\x06orders\x18\x01 \x01(\x03\x12\x18\n\x10\x63onfirmed_orders\x18\x02 \x01(\x03\x12\x17\n\x0frejected_orders\x18\x03 \x01(\x03\x12\x18\n\x10\x63\x61ncelled_orders\x18\x04 \x01(\x03\x12 \n\x07revenue\x18\x05 \x01(\x0b\x32\x0f.promo.v1.Money\x12!\n\x08\x64iscount\x18\x06 \x01(\x0b\x32\x0f.promo.v1.Money\x12,\n\x13\x61verage_order_value\x18\x07 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x13\n\x0bredemptions\x18\x08 \x01(\x03\x12\x10\n\x08releases\x18\t \x01(\x03\x12\x14\n\x0c\x61\x63tive_users\x18\n \x01(\x03\x12\x14\n\x0c\x61\x63tive_codes\x18\x0b \x01(\x03\x12(\n\x0cper_currency\x18\x0c \x03(\x0b\x32\x12.promo.v1.Overview*\x9b\x01\n\x10PromoCodeRanking\x12\"\n\x1ePROMO_CODE_RANKING_UNSPECIFIED\x10\x00\x12\"\n\x1ePROMO_CODE_RANKING_REDEMPTIONS\x10\x01\x12\x1f\n\x1bPROMO_CODE_RANKING_DISCOUNT\x10\x02\x12\x1e\n\x1aPROMO_CODE_RANKING_REVENUE\x10\x03*\x9f\x01\n\x0fTimeGranularity\x12 \n\x1cTIME_GRANULARITY_UNSPECIFIED\x10\x00\x12\x19\n\x15TIME_GRANULARITY_HOUR\x10\x01\x12\x18\n\x14TIME_GRANULARITY_DAY\x10\x02\x12\x19\n\x15TIME_GRANULARITY_WEEK\x10\x03\x12\x1a\n\x16TIME_GRANULARITY_MONTH\x10\x04\x32\xac\x03\n\x10\x41nalyticsService\x12Q\n\x11GetPromoCodeStats\x12\".promo.v1.GetPromoCodeStatsRequest\x1a\x18.promo.v1.PromoCodeStats\x12\\\n\x11ListTopPromoCodes\x12\".promo.v1.ListTopPromoCodesRequest\x1a#.promo.v1.ListTopPromoCodesResponse\x12\x42\n\x0cGetUserStats\x12\x1d.promo.v1.GetUserStatsRequest\x1a\x13.promo.v1.UserStats\x12\x62\n\x13GetOrdersTimeSeries\x12$.promo.v1.GetOrdersTimeSeriesRequest\x1a%.promo.v1.GetOrdersTimeSeriesResponse\x12?\n\x0bGetOverview\x12\x1c.promo.v1.GetOverviewRequest\x1a\x12.promo.v1.Overviewb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'promo.v1.analytics_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROMOCODERANKING']._serialized_start=1950
-  _globals['_PROMOCODERANKING']._serialized_end=2105
-  _globals['_TIMEGRANULARITY']._serialized_start=2108
-  _globals['_TIMEGRANULARITY']._serialized_end=2267
+  _globals['_PROMOCODERANKING']._serialized_start=2278
+  _globals['_PROMOCODERANKING']._serialized_end=2433
+  _globals['_TIMEGRANULARITY']._serialized_start=2436
+  _globals['_TIMEGRANULARITY']._serialized_end=2595
   _globals['_GETPROMOCODESTATSREQUEST']._serialized_start=95
   _globals['_GETPROMOCODESTATSREQUEST']._serialized_end=240
   _globals['_PROMOCODESTATS']._serialized_start=243
@@ -44,21 +44,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTOPPROMOCODESREQUEST']._serialized_start=588
   _globals['_LISTTOPPROMOCODESREQUEST']._serialized_end=739
   _globals['_LISTTOPPROMOCODESRESPONSE']._serialized_start=741
-  _globals['_LISTTOPPROMOCODESRESPONSE']._serialized_end=811
-  _globals['_GETUSERSTATSREQUEST']._serialized_start=813
-  _globals['_GETUSERSTATSREQUEST']._serialized_end=915
-  _globals['_USERSTATS']._serialized_start=918
-  _globals['_USERSTATS']._serialized_end=1113
-  _globals['_GETORDERSTIMESERIESREQUEST']._serialized_start=1116
-  _globals['_GETORDERSTIMESERIESREQUEST']._serialized_end=1302
-  _globals['_TIMESERIESPOINT']._serialized_start=1305
-  _globals['_TIMESERIESPOINT']._serialized_end=1483
-  _globals['_GETORDERSTIMESERIESRESPONSE']._serialized_start=1485
-  _globals['_GETORDERSTIMESERIESRESPONSE']._serialized_end=1557
-  _globals['_GETOVERVIEWREQUEST']._serialized_start=1559
-  _globals['_GETOVERVIEWREQUEST']._serialized_end=1643
-  _globals['_OVERVIEW']._serialized_start=1646
-  _globals['_OVERVIEW']._serialized_end=1947
-  _globals['_ANALYTICSSERVICE']._serialized_start=2270
-  _globals['_ANALYTICSSERVICE']._serialized_end=2698
+  _globals['_LISTTOPPROMOCODESRESPONSE']._serialized_end=866
+  _globals['_CURRENCYTOPPROMOCODES']._serialized_start=868
+  _globals['_CURRENCYTOPPROMOCODES']._serialized_end=957
+  _globals['_GETUSERSTATSREQUEST']._serialized_start=959
+  _globals['_GETUSERSTATSREQUEST']._serialized_end=1061
+  _globals['_USERSTATS']._serialized_start=1064
+  _globals['_USERSTATS']._serialized_end=1259
+  _globals['_GETORDERSTIMESERIESREQUEST']._serialized_start=1262
+  _globals['_GETORDERSTIMESERIESREQUEST']._serialized_end=1448
+  _globals['_TIMESERIESPOINT']._serialized_start=1451
+  _globals['_TIMESERIESPOINT']._serialized_end=1629
+  _globals['_GETORDERSTIMESERIESRESPONSE']._serialized_start=1631
+  _globals['_GETORDERSTIMESERIESRESPONSE']._serialized_end=1755
+  _globals['_CURRENCYTIMESERIES']._serialized_start=1757
+  _globals['_CURRENCYTIMESERIES']._serialized_end=1843
+  _globals['_GETOVERVIEWREQUEST']._serialized_start=1845
+  _globals['_GETOVERVIEWREQUEST']._serialized_end=1929
+  _globals['_OVERVIEW']._serialized_start=1932
+  _globals['_OVERVIEW']._serialized_end=2275
+  _globals['_ANALYTICSSERVICE']._serialized_start=2598
+  _globals['_ANALYTICSSERVICE']._serialized_end=3026
 # @@protoc_insertion_point(module_scope)

@@ -234,24 +234,60 @@ class ListTopPromoCodesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRIES_FIELD_NUMBER: _builtins.int
+    PER_CURRENCY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___PromoCodeStats]:
         """The codes, best first; ties broken by ascending code. Codes without activity in the range are
         left out.
         """
 
+    @_builtins.property
+    def per_currency(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyTopPromoCodes]:
+        """Without currency_code on data of several currencies: each currency's own list (see the
+        currency rule above); `entries` is then empty.
+        """
+
     def __init__(
         self,
         *,
         entries: _abc.Iterable[Global___PromoCodeStats] | None = ...,
+        per_currency: _abc.Iterable[Global___CurrencyTopPromoCodes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "per_currency", b"per_currency"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTopPromoCodesResponse: _TypeAlias = ListTopPromoCodesResponse  # noqa: Y015
+
+@_typing.final
+class CurrencyTopPromoCodes(_message.Message):
+    """The best promo codes in one currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    currency_code: _builtins.str
+    """ISO 4217 currency of this list."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___PromoCodeStats]:
+        """The codes, best first, as ListTopPromoCodesResponse.entries."""
+
+    def __init__(
+        self,
+        *,
+        currency_code: _builtins.str = ...,
+        entries: _abc.Iterable[Global___PromoCodeStats] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency_code", b"currency_code", "entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CurrencyTopPromoCodes: _TypeAlias = CurrencyTopPromoCodes  # noqa: Y015
 
 @_typing.final
 class GetUserStatsRequest(_message.Message):
@@ -430,24 +466,60 @@ class GetOrdersTimeSeriesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     POINTS_FIELD_NUMBER: _builtins.int
+    PER_CURRENCY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeSeriesPoint]:
         """One point per bucket, ascending, from the bucket containing time_range.start_time to the one
         containing the last instant before time_range.end_time. Empty buckets are included with zeros.
         """
 
+    @_builtins.property
+    def per_currency(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyTimeSeries]:
+        """Without currency_code on data of several currencies: one series per currency (see the
+        currency rule above); `points` is then empty.
+        """
+
     def __init__(
         self,
         *,
         points: _abc.Iterable[Global___TimeSeriesPoint] | None = ...,
+        per_currency: _abc.Iterable[Global___CurrencyTimeSeries] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["points", b"points"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["per_currency", b"per_currency", "points", b"points"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetOrdersTimeSeriesResponse: _TypeAlias = GetOrdersTimeSeriesResponse  # noqa: Y015
+
+@_typing.final
+class CurrencyTimeSeries(_message.Message):
+    """A time series in one currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    currency_code: _builtins.str
+    """ISO 4217 currency of this series."""
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeSeriesPoint]:
+        """Its points, as GetOrdersTimeSeriesResponse.points."""
+
+    def __init__(
+        self,
+        *,
+        currency_code: _builtins.str = ...,
+        points: _abc.Iterable[Global___TimeSeriesPoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency_code", b"currency_code", "points", b"points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CurrencyTimeSeries: _TypeAlias = CurrencyTimeSeries  # noqa: Y015
 
 @_typing.final
 class GetOverviewRequest(_message.Message):
@@ -494,6 +566,7 @@ class Overview(_message.Message):
     RELEASES_FIELD_NUMBER: _builtins.int
     ACTIVE_USERS_FIELD_NUMBER: _builtins.int
     ACTIVE_CODES_FIELD_NUMBER: _builtins.int
+    PER_CURRENCY_FIELD_NUMBER: _builtins.int
     orders: _builtins.int
     """Orders created in the range, in every status."""
     confirmed_orders: _builtins.int
@@ -522,6 +595,12 @@ class Overview(_message.Message):
     def average_order_value(self) -> _common_pb2.Money:
         """revenue / confirmed_orders, rounded down."""
 
+    @_builtins.property
+    def per_currency(self) -> _containers.RepeatedCompositeFieldContainer[Global___Overview]:
+        """Without currency_code on data of several currencies: the overview of each currency (see the
+        currency rule above), each with an empty per_currency; the fields above are then empty.
+        """
+
     def __init__(
         self,
         *,
@@ -536,10 +615,11 @@ class Overview(_message.Message):
         releases: _builtins.int = ...,
         active_users: _builtins.int = ...,
         active_codes: _builtins.int = ...,
+        per_currency: _abc.Iterable[Global___Overview] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["average_order_value", b"average_order_value", "discount", b"discount", "revenue", b"revenue"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_codes", b"active_codes", "active_users", b"active_users", "average_order_value", b"average_order_value", "cancelled_orders", b"cancelled_orders", "confirmed_orders", b"confirmed_orders", "discount", b"discount", "orders", b"orders", "redemptions", b"redemptions", "rejected_orders", b"rejected_orders", "releases", b"releases", "revenue", b"revenue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_codes", b"active_codes", "active_users", b"active_users", "average_order_value", b"average_order_value", "cancelled_orders", b"cancelled_orders", "confirmed_orders", b"confirmed_orders", "discount", b"discount", "orders", b"orders", "per_currency", b"per_currency", "redemptions", b"redemptions", "rejected_orders", b"rejected_orders", "releases", b"releases", "revenue", b"revenue"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

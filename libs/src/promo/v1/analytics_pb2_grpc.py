@@ -34,8 +34,11 @@ class AnalyticsServiceStub:
     Currency: sums are never added across currencies. Every request has a currency_code: counts,
     sums and averages then cover only orders and redemptions in that currency, and every Money in
     the response carries it. Empty currency_code means "the one currency present in the selected
-    data"; if the selected data holds several, the call fails with INVALID_ARGUMENT
-    CURRENCY_REQUIRED; if it holds none, amounts are zero with an empty currency_code.
+    data"; if the selected data holds several, GetOverview, ListTopPromoCodes and
+    GetOrdersTimeSeries answer per currency (their `per_currency` field, one entry per currency,
+    ascending; the other fields then stay empty), and GetPromoCodeStats and GetUserStats fail with
+    INVALID_ARGUMENT CURRENCY_REQUIRED; if it holds none, amounts are zero with an empty
+    currency_code. `per_currency` is empty whenever one currency is requested or present.
 
     Definitions used by every method:
     - an order is in a range when its create_time is; a redemption when its create_time is; a
@@ -88,8 +91,11 @@ class AnalyticsServiceServicer:
     Currency: sums are never added across currencies. Every request has a currency_code: counts,
     sums and averages then cover only orders and redemptions in that currency, and every Money in
     the response carries it. Empty currency_code means "the one currency present in the selected
-    data"; if the selected data holds several, the call fails with INVALID_ARGUMENT
-    CURRENCY_REQUIRED; if it holds none, amounts are zero with an empty currency_code.
+    data"; if the selected data holds several, GetOverview, ListTopPromoCodes and
+    GetOrdersTimeSeries answer per currency (their `per_currency` field, one entry per currency,
+    ascending; the other fields then stay empty), and GetPromoCodeStats and GetUserStats fail with
+    INVALID_ARGUMENT CURRENCY_REQUIRED; if it holds none, amounts are zero with an empty
+    currency_code. `per_currency` is empty whenever one currency is requested or present.
 
     Definitions used by every method:
     - an order is in a range when its create_time is; a redemption when its create_time is; a
@@ -181,8 +187,11 @@ class AnalyticsService:
     Currency: sums are never added across currencies. Every request has a currency_code: counts,
     sums and averages then cover only orders and redemptions in that currency, and every Money in
     the response carries it. Empty currency_code means "the one currency present in the selected
-    data"; if the selected data holds several, the call fails with INVALID_ARGUMENT
-    CURRENCY_REQUIRED; if it holds none, amounts are zero with an empty currency_code.
+    data"; if the selected data holds several, GetOverview, ListTopPromoCodes and
+    GetOrdersTimeSeries answer per currency (their `per_currency` field, one entry per currency,
+    ascending; the other fields then stay empty), and GetPromoCodeStats and GetUserStats fail with
+    INVALID_ARGUMENT CURRENCY_REQUIRED; if it holds none, amounts are zero with an empty
+    currency_code. `per_currency` is empty whenever one currency is requested or present.
 
     Definitions used by every method:
     - an order is in a range when its create_time is; a redemption when its create_time is; a

@@ -73,13 +73,37 @@ async def test_overview_counts_by_current_status(store: MemoryStore) -> None:
     assert (overview.active_users, overview.active_codes, overview.currency) == (3, 2, "EUR")
 
 
-async def test_several_currencies_need_a_choice(store: MemoryStore) -> None:
-    store.add(order(5, "u9", 5000, currency="USD"))
+async def test_several_currencies_are_answered_per_currency_or_need_a_choice(
+    store: MemoryStore,
+) -> None:
+    store.add(order(5, "u9", 5000, currency="USD"), order(6, "u1", 700, currency="USD"))
     analytics = Analytics(store)
+    both = await analytics.get_overview(GetOverview())
+    assert (both.currency, both.orders) == ("", 0)
+    assert [(o.currency, o.orders, o.revenue) for o in both.per_currency] == [
+        ("EUR", 5, 3800),
+        ("USD", 2, 5700),
+    ]
+    series = await analytics.get_orders_time_series(
+        GetOrdersTimeSeries(TimeRange(T, T + timedelta(days=2)))
+    )
+    assert series.points == () and [s.currency for s in series.per_currency] == ["EUR", "USD"]
+    assert [sum(p.orders for p in s.points) for s in series.per_currency] == [5, 2]
+    # USD orders without a code: the top list's selected data holds one currency only.
+    top = await analytics.list_top_promo_codes(ListTopPromoCodes())
+    assert top.per_currency == () and [e.code for e in top.entries] == ["A", "B"]
+    store.add(usage(50, "Z", "u9", 30, currency="USD"))
+    top = await analytics.list_top_promo_codes(ListTopPromoCodes())
+    assert top.entries == ()
+    assert [(c, [e.code for e in entries]) for c, entries in top.per_currency] == [
+        ("EUR", ["A", "B"]),
+        ("USD", ["Z"]),
+    ]
+    # A user's statistics still need a choice.
     with pytest.raises(CurrencyRequired):
-        await analytics.get_overview(GetOverview())
+        await analytics.get_user_stats(GetUserStats("u1"))
     usd = await analytics.get_overview(GetOverview(currency="USD"))
-    assert (usd.orders, usd.revenue, usd.currency, usd.redemptions) == (1, 5000, "USD", 0)
+    assert (usd.orders, usd.revenue, usd.currency, usd.redemptions) == (2, 5700, "USD", 1)
     # A user with one currency needs no choice; an unknown user gets zeros and no currency.
     assert (await analytics.get_user_stats(GetUserStats("u9"))).revenue == 5000
     ghost = await analytics.get_user_stats(GetUserStats("ghost"))
@@ -111,17 +135,19 @@ async def test_code_stats_and_what_remains(store: MemoryStore) -> None:
 async def test_top_codes_ties_go_to_the_smaller_code(store: MemoryStore) -> None:
     analytics = Analytics(store)
     day_one = TimeRange(T, T + timedelta(days=1))
-    by_redemptions = await analytics.list_top_promo_codes(ListTopPromoCodes(day_one))
+    by_redemptions = (await analytics.list_top_promo_codes(ListTopPromoCodes(day_one))).entries
     assert [e.code for e in by_redemptions] == ["A", "B"]
-    by_discount = await analytics.list_top_promo_codes(ListTopPromoCodes(day_one, Ranking.DISCOUNT))
+    by_discount = (
+        await analytics.list_top_promo_codes(ListTopPromoCodes(day_one, Ranking.DISCOUNT))
+    ).entries
     assert [(e.code, e.total_discount) for e in by_discount] == [("A", 100), ("B", 100)]
-    by_revenue = await analytics.list_top_promo_codes(
-        ListTopPromoCodes(day_one, Ranking.REVENUE, limit=1)
-    )
+    by_revenue = (
+        await analytics.list_top_promo_codes(ListTopPromoCodes(day_one, Ranking.REVENUE, limit=1))
+    ).entries
     assert [(e.code, e.revenue) for e in by_revenue] == [("B", 1900)]
     # Codes without activity in the range are left out.
     later = TimeRange(T + timedelta(days=5), None)
-    assert await analytics.list_top_promo_codes(ListTopPromoCodes(later)) == []
+    assert (await analytics.list_top_promo_codes(ListTopPromoCodes(later))).entries == ()
 
 
 async def test_series_are_zero_filled_and_bounded(store: MemoryStore) -> None:

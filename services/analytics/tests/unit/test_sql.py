@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from analytics_service.adapters import sql
-from analytics_service.domain.model import Granularity, TimeRange
+from analytics_service.domain.model import Granularity, Ranking, TimeRange
 
 
 def test_string_literals_are_escaped() -> None:
@@ -35,6 +35,7 @@ def test_no_statement_uses_what_clickhouse_18_16_lacks() -> None:
         sql.usage_totals_by_code("db", window),
         sql.release_counts("db", window, "p"),
         sql.release_counts_by_code("db", window),
+        *(sql.top_promo_codes("db", window, ranking, 100) for ranking in Ranking),
         sql.consumption("db", ["p"]),
         sql.promo_codes("db", ["p"]),
         sql.find_promo_code_id("db", "CODE"),

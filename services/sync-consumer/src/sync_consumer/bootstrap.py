@@ -14,7 +14,7 @@ from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.grpc.server import GrpcApp
 from promo_libs.logging import get_logger
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
-from sync_consumer.adapters.event_rows import VERSIONED, rows_for
+from sync_consumer.adapters.event_rows import DERIVED, VERSIONED, rows_for
 from sync_consumer.adapters.metrics import INSERT_FAILURES
 from sync_consumer.adapters.rebuild_gate import RedisRebuildGate
 from sync_consumer.adapters.redis_streams import RedisDeadLetters
@@ -58,6 +58,7 @@ async def build(settings: SyncConsumerSettings) -> GrpcApp:
                 max_deliveries=settings.max_deliveries,
                 on_retry=_on_retry,
                 versioned=VERSIONED,
+                derived=DERIVED,
                 gate=RedisRebuildGate(
                     redis, settings.consumer_group, stream, settings.consumer_name
                 ),

@@ -12,21 +12,18 @@ Steps:
    hold, so the replay, read after it, already contains its effect;
 3. create `<table>__rebuild` beside each table (same structure and engine, `CREATE TABLE AS`),
    run the replays and insert their rows there, each row with source position H of its live
-   stream; fill `users_analytics__rebuild` from the replayed latest state (confirmed orders,
-   active redemptions) -- the net sum of the live view's +1/-1 deltas;
+   stream; fill every derived table (`users_analytics__rebuild`) with the very statement live
+   consumers use to recompute it (adapters.derived), over every key;
 4. swap in one statement, `RENAME TABLE t TO t__old, t__rebuild TO t, ...` (renamed under one
-   lock: readers see all old or all new tables), then recreate the materialized views from the
-   migration SQL so they feed the new tables (18.16 binds a view to names, current ClickHouse to
-   the renamed table itself: recreating is right on both), drop the old tables;
+   lock: readers see all old or all new tables), drop the old tables. No materialized view
+   exists to re-point: derived tables are recomputed by the consumer's own statements, which
+   name tables, so there is no moment when an insert feeds nothing;
 5. release the hold and bump the generation: consumers drop their cached positions.
 
 Events arriving meanwhile wait in Redis (the consumers are held, nothing is acknowledged). Once
-released, entries up to H are skipped by the position guard (already in the snapshot); later
-ones pass it, and the version guard (service_layer.pipeline) stores an order or usage event only
-when its version is above the replayed one. So an event whose effect the snapshot already holds
-is not summed again into users_analytics, and one that happened after the snapshot is applied
-on top of it: the delta it carries (+1 confirm, -1 cancel, ...) is exactly the step from the
-replayed version to its own.
+released, the version guard (service_layer.pipeline) stores an event only when its version is
+above the replayed one, and derived keys are recomputed from the latest state: an event whose
+effect the snapshot already holds changes nothing, one that happened after it is applied on top.
 """
 
 from __future__ import annotations
@@ -35,7 +32,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import sys
 import time
 import uuid
@@ -54,17 +50,16 @@ from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM, USERS_STREAM
 from promo_libs.logging import configure_logging, get_logger
 from sync_consumer.adapters import rebuild_gate
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
-from sync_consumer.adapters.event_rows import EVENT_TABLES, ORDERS, USAGES, rows_for
+from sync_consumer.adapters.derived import DERIVED_TABLES, refresh_statement
+from sync_consumer.adapters.event_rows import EVENT_TABLES, rows_for
 from sync_consumer.bootstrap import MIGRATIONS
 from sync_consumer.config import SyncConsumerSettings
 from sync_consumer.domain.model import ZERO, Position, Row, StreamEntry, format_position
 
 log = get_logger(__name__)
 
-SUMMARY = "users_analytics"
-TABLES = (*EVENT_TABLES, SUMMARY)
+TABLES = (*EVENT_TABLES, *DERIVED_TABLES)
 REBUILD, OLD = "__rebuild", "__old"
-_VIEW = re.compile(r"CREATE MATERIALIZED VIEW IF NOT EXISTS (\S+)", re.I)
 
 
 class RebuildSettings(SyncConsumerSettings):
@@ -161,35 +156,10 @@ async def load_stream(
             return loaded
 
 
-async def fill_summary(client: ChClient, db: str) -> None:
-    """users_analytics__rebuild from the replayed latest state: what the live view's deltas sum
-    to (a confirmation adds an order, its cancellation takes it away; a redemption adds one, its
-    release takes it away)."""
-    columns = "user_id, day, currency_code, orders, revenue_minor, discounts_minor, redemptions"
-    await client.execute(
-        f"INSERT INTO {db}.{SUMMARY}{REBUILD} ({columns}) "
-        "SELECT user_id, order_date, currency_code, toInt64(count()), toInt64(sum(total_minor)), "
-        "toInt64(sum(discount_minor)), toInt64(0) "
-        f"FROM {db}.{ORDERS}{REBUILD} FINAL WHERE status = 'CONFIRMED' "
-        "GROUP BY user_id, order_date, currency_code"
-    )
-    await client.execute(
-        f"INSERT INTO {db}.{SUMMARY}{REBUILD} ({columns}) "
-        "SELECT user_id, usage_date, currency_code, toInt64(0), toInt64(0), toInt64(0), "
-        f"toInt64(count()) FROM {db}.{USAGES}{REBUILD} FINAL WHERE status = 'ACTIVE' "
-        "GROUP BY user_id, usage_date, currency_code"
-    )
-
-
-def view_statements(db: str) -> list[tuple[str, str]]:
-    """(view name, CREATE statement) of every materialized view in the migrations."""
-    found = []
-    for migration in load_migrations(MIGRATIONS):
-        for statement in migration.statements(db):
-            match = _VIEW.search(statement)
-            if match:
-                found.append((match[1], statement))
-    return found
+async def fill_derived(client: ChClient, db: str) -> None:
+    """Every derived `__rebuild` table, by the live recomputation over every key."""
+    for table in DERIVED_TABLES:
+        await client.execute(refresh_statement(table, db, suffix=REBUILD))
 
 
 async def drop_tables(client: ChClient, db: str, suffix: str) -> None:
@@ -202,9 +172,6 @@ async def swap(client: ChClient, db: str) -> None:
     for table in TABLES:
         pairs += [f"{db}.{table} TO {db}.{table}{OLD}", f"{db}.{table}{REBUILD} TO {db}.{table}"]
     await client.execute("RENAME TABLE " + ", ".join(pairs))
-    for name, statement in view_statements(db):
-        await client.execute(f"DROP TABLE IF EXISTS {name}")
-        await client.execute(statement)
     await drop_tables(client, db, OLD)
 
 
@@ -244,7 +211,7 @@ async def rebuild(settings: RebuildSettings) -> dict[str, int]:
                     )
                 finally:
                     await redis.delete(stream)
-            await fill_summary(client, db)
+            await fill_derived(client, db)
             await swap(client, db)
             swapped[0] = True
     finally:

@@ -4,8 +4,8 @@ An operator tool, not a service: to compare, it reads each service's database di
 promo codes and usages, orders), which no service ever does. It computes the same facts from
 both sides and prints every difference; the exit status is 1 when there is any, 0 otherwise.
 
-Facts (latest state in ClickHouse through FINAL; users_analytics summed, its all-zero groups
-equal to absent ones):
+Facts (latest state in ClickHouse through FINAL, also for users_analytics, whose latest row per
+key is the recomputed value; its all-zero groups equal absent ones):
 - users: per user, (email, active, deleted);
 - promo_codes: per code, (code, active, discount type);
 - orders_analytics: per day, status and currency (count, subtotal, discount, total); per user
@@ -144,7 +144,7 @@ _QUERIES: Mapping[str, str] = {
     "GROUP BY promo_code_id, status",
     "users_analytics": "SELECT user_id, toString(day), currency_code, sum(orders) AS o, "
     "sum(revenue_minor) AS r, sum(discounts_minor) AS d, sum(redemptions) AS u "
-    "FROM {db}.users_analytics GROUP BY user_id, day, currency_code "
+    "FROM {db}.users_analytics FINAL GROUP BY user_id, day, currency_code "
     "HAVING o != 0 OR r != 0 OR d != 0 OR u != 0",
 }
 # How many leading columns of each query form the key.

@@ -3,7 +3,9 @@
 Each test has its own database and streams, so tests never see each other's rows.
 """
 
+import asyncio
 import contextlib
+import random
 import sys
 import time
 import uuid
@@ -17,8 +19,12 @@ import redis
 from devstack.probes import clickhouse_query
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
+from promo.v1 import events_pb2
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD, TYPE_FIELD
+from promo_libs.clickhouse.client import ClickHouse
+from promo_libs.config import ClickHouseSettings
 from sync_consumer import synthetic
+from sync_consumer.reconcile import Difference, Facts, analytics_facts, differences, truth_facts
 
 AT = datetime(2024, 1, 31, 23, 0, tzinfo=UTC)
 
@@ -149,7 +155,7 @@ def order_flow(h: Harness, n: int, user: str, *, cancel: bool) -> tuple[int, int
 
 TOTALS = (
     "SELECT concat(toString(sum(orders)), '/', toString(sum(revenue_minor)), '/',"
-    " toString(sum(redemptions))) FROM {db}.users_analytics"
+    " toString(sum(redemptions))) FROM {db}.users_analytics FINAL"
 )
 
 
@@ -204,7 +210,7 @@ def test_events_land_denormalized_and_cancellation_is_reflected(harness: Harness
     h.wait_for("SELECT email FROM {db}.users FINAL WHERE user_id = 'u1'", "u1@example.com")
     per_day = h.query(
         "SELECT user_id, day, sum(orders), sum(revenue_minor), sum(discounts_minor),"
-        " sum(redemptions) FROM {db}.users_analytics GROUP BY user_id, day"
+        " sum(redemptions) FROM {db}.users_analytics FINAL GROUP BY user_id, day"
     )
     assert per_day == [["u1", "2024-01-31", "1", "901", "100", "1"]]
 
@@ -321,3 +327,176 @@ def test_users_service_events_reach_clickhouse_through_the_relay(
     h.wait_for(
         f"SELECT display_name FROM {{db}}.users FINAL WHERE user_id = '{user.id}'", "Relayed"
     )
+
+
+class Truth:
+    """What the published events state, as MongoDB documents (reconcile's truth side)."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, dict[str, Any]] = {}
+        self.codes: dict[str, dict[str, Any]] = {}
+        self.usages: dict[str, dict[str, Any]] = {}
+        self.orders: dict[str, dict[str, Any]] = {}
+
+
+MONTHS = [datetime(2024, month, 28, 22, 0, tzinfo=UTC) for month in (1, 2, 3, 4)]
+
+
+def _millis(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def publish_month_spanning_orders(h: Harness, truth: Truth, numbers: range) -> None:
+    """Orders whose consecutive events fall in four different months (and across month ends),
+    so that every batch spans several partitions: created, then confirmed with a code (and a
+    redemption) or rejected, some of them cancelled (and their redemption released)."""
+    for n in numbers:
+        user, code = f"u{n % 9}", f"p{n % 3}"
+        at = MONTHS[n % 4] + timedelta(minutes=97 * n % (4 * 1440))  # the 28th to the 2nd
+        order_id, subtotal = f"o{n}", 1000 + n
+        h.publish(
+            h.orders,
+            synthetic.order_event("created", order_id, user, at, subtotal=subtotal, version=1),
+        )
+        document = {
+            "_id": order_id,
+            "user_id": user,
+            "currency": "EUR",
+            "created_at": _millis(at),
+            "subtotal_minor": subtotal,
+            "status": "PENDING",
+        }
+        truth.orders[order_id] = document
+        if n % 7 == 3:
+            h.publish(
+                h.orders,
+                synthetic.order_event("rejected", order_id, user, at, subtotal=subtotal, version=2),
+            )
+            document["status"] = "REJECTED"
+            continue
+        discount = 100
+        common = {"subtotal": subtotal, "discount": discount, "code_id": code}
+        h.publish(
+            h.orders, synthetic.order_event("confirmed", order_id, user, at, **common, version=2)
+        )
+        h.publish(
+            h.codes,
+            synthetic.usage_event(
+                "redeemed", order_id, code, user, at, amount=subtotal, discount=discount, version=1
+            ),
+        )
+        document.update(status="CONFIRMED", discount_minor=discount, promo_code_id=code)
+        usage = {
+            "_id": order_id,
+            "promo_id": code,
+            "user_id": user,
+            "currency": "EUR",
+            "created_at": _millis(at),
+            "discount": discount,
+            "order_amount": subtotal,
+            "status": "ACTIVE",
+        }
+        truth.usages[order_id] = usage
+        if n % 4 == 1:
+            h.publish(
+                h.orders,
+                synthetic.order_event("cancelled", order_id, user, at, **common, version=3),
+            )
+            h.publish(
+                h.codes,
+                synthetic.usage_event(
+                    "released",
+                    order_id,
+                    code,
+                    user,
+                    at,
+                    amount=subtotal,
+                    discount=discount,
+                    version=2,
+                ),
+            )
+            document["status"] = "CANCELLED"
+            usage["status"] = "RELEASED"
+
+
+def publish_dimensions(h: Harness, truth: Truth) -> None:
+    for n in range(9):
+        user_id = f"u{n}"
+        h.publish(h.users, synthetic.user_created(user_id, MONTHS[0]))
+        truth.users[user_id] = {"_id": user_id, "email": f"{user_id}@example.com", "active": True}
+    for n in range(3):
+        code_id = f"p{n}"
+        created = events_pb2.PromoCodeCreated(promo_code=synthetic.promo_code(code_id, MONTHS[0]))
+        h.publish(
+            h.codes,
+            synthetic.envelope(
+                "promo_code_created",
+                created,
+                aggregate_type="promo_code",
+                aggregate_id=code_id,
+                version=1,
+                at=MONTHS[0],
+            ),
+        )
+        truth.codes[code_id] = {
+            "_id": code_id,
+            "code": f"CODE-{code_id}".upper(),
+            "rules": {"active": True, "discount_type": "PERCENTAGE"},
+        }
+
+
+def reconcile_differences(h: Harness, truth: Truth) -> list[Difference]:
+    """reconcile's own comparison of every table, the truth built from the published events."""
+    settings = ClickHouseSettings(
+        clickhouse_host=h.stack.clickhouse_host,
+        clickhouse_port=h.stack.clickhouse_port,
+        clickhouse_database=h.database,
+    )
+    facts = truth_facts(
+        truth.users.values(), truth.codes.values(), truth.usages.values(), truth.orders.values()
+    )
+
+    async def analytics() -> Facts:
+        clickhouse = ClickHouse(settings)
+        try:
+            return await analytics_facts(clickhouse)
+        finally:
+            await clickhouse.close()
+
+    return differences(facts, asyncio.run(analytics()))
+
+
+def test_clickhouse_killed_during_month_spanning_inserts_many_times_reconciles_to_zero(
+    harness: Harness,
+) -> None:
+    h = harness
+    if not h.stack.is_managed("clickhouse"):
+        pytest.skip("ClickHouse comes from the environment")
+    truth = Truth()
+    publish_dimensions(h, truth)
+    service = h.start()
+    rng = random.Random(20241201)
+    kills = 8
+    for round_ in range(kills):
+        # A backlog for several batches of 300 entries, each batch spanning four months ...
+        publish_month_spanning_orders(h, truth, range(round_ * 250, (round_ + 1) * 250))
+        # ... and ClickHouse SIGKILLed at a random moment while the consumer inserts it.
+        time.sleep(rng.uniform(0.05, 0.6))
+        h.stack.kill_server("clickhouse")
+        h.stack.start_server("clickhouse")
+    deadline = time.monotonic() + 120
+    found = reconcile_differences(h, truth)
+    while found:
+        assert time.monotonic() < deadline, f"{len(found)} differences, e.g. {found[:5]}"
+        time.sleep(0.5)
+        found = reconcile_differences(h, truth)
+    days = {document["created_at"] // 1000 // 86400 for document in truth.orders.values()}
+    assert len(days) > 15  # days of five months: every batch spanned several partitions
+    # The kills hit the consumer while it was writing: it logged failed writes and retried.
+    assert service.log_tail(100_000).count("storing a batch failed; retrying") >= kills
+    # Each (entity, version) stored once, not merely hidden by FINAL.
+    for table, key in (
+        ("orders_analytics", "order_id"),
+        ("promo_code_usages_analytics", "usage_id"),
+    ):
+        assert h.scalar(f"SELECT count() - uniqExact({key}, version) FROM {{db}}.{table}") == "0"

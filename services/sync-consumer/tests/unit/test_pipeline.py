@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from promo.v1 import events_pb2
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
 from sync_consumer import synthetic
-from sync_consumer.adapters.event_rows import ORDERS, USAGES, USERS, rows_for
+from sync_consumer.adapters.event_rows import DERIVED, ORDERS, USAGES, USERS, VERSIONED, rows_for
 from sync_consumer.adapters.memory import InMemoryDeadLetters, InMemorySink
 from sync_consumer.domain.model import StreamEntry
 from sync_consumer.service_layer.pipeline import StreamPipeline
@@ -19,7 +19,16 @@ async def _no_sleep(_: float) -> None:
 
 
 def pipeline(sink: InMemorySink, letters: InMemoryDeadLetters) -> StreamPipeline:
-    return StreamPipeline(STREAM, sink, letters, rows_for, max_deliveries=3, sleep=_no_sleep)
+    return StreamPipeline(
+        STREAM,
+        sink,
+        letters,
+        rows_for,
+        max_deliveries=3,
+        sleep=_no_sleep,
+        versioned=VERSIONED,
+        derived=DERIVED,
+    )
 
 
 def entry(n: int, message: object, deliveries: int = 1) -> StreamEntry:

@@ -18,14 +18,16 @@ from aiochclient import ChClientError
 
 from analytics_service.adapters import sql
 from analytics_service.domain.model import (
+    CodeTotals,
     Consumption,
     Granularity,
     OrderTotals,
     PromoCodeInfo,
+    Ranking,
     TimeRange,
     UsageTotals,
 )
-from analytics_service.domain.ports import AnalyticsStore, BucketKey, CodeKey
+from analytics_service.domain.ports import AnalyticsStore, BucketKey
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.errors import Unavailable
 
@@ -169,13 +171,6 @@ class ClickHouseStore(AnalyticsStore):
         )
         return {str(row["currency_code"]): _order_totals(row) for row in await self._run(statement)}
 
-    async def order_totals_by_code(self, time_range: TimeRange) -> dict[CodeKey, OrderTotals]:
-        rows = await self._run(sql.order_totals_by_code(self._db, time_range))
-        return {
-            (str(row["currency_code"]), str(row["promo_code_id"])): _order_totals(row)
-            for row in rows
-        }
-
     async def order_series(
         self, time_range: TimeRange, granularity: Granularity, promo_code_id: str | None = None
     ) -> dict[BucketKey, OrderTotals]:
@@ -202,22 +197,31 @@ class ClickHouseStore(AnalyticsStore):
         )
         return {str(row["currency_code"]): _usage_totals(row) for row in await self._run(statement)}
 
-    async def usage_totals_by_code(self, time_range: TimeRange) -> dict[CodeKey, UsageTotals]:
-        rows = await self._run(sql.usage_totals_by_code(self._db, time_range))
-        return {
-            (str(row["currency_code"]), str(row["promo_code_id"])): _usage_totals(row)
-            for row in rows
-        }
-
     async def release_counts(
         self, time_range: TimeRange, *, promo_code_id: str | None = None
     ) -> dict[str, int]:
         rows = await self._run(sql.release_counts(self._db, time_range, promo_code_id))
         return {str(row["currency_code"]): _int(row["releases"]) for row in rows}
 
-    async def release_counts_by_code(self, time_range: TimeRange) -> dict[CodeKey, int]:
-        rows = await self._run(sql.release_counts_by_code(self._db, time_range))
-        return {
-            (str(row["currency_code"]), str(row["promo_code_id"])): _int(row["releases"])
-            for row in rows
-        }
+    async def top_promo_codes(
+        self, time_range: TimeRange, ranking: Ranking, limit: int
+    ) -> dict[str, list[CodeTotals]]:
+        top: dict[str, list[CodeTotals]] = {}
+        for row in await self._run(sql.top_promo_codes(self._db, time_range, ranking, limit)):
+            top.setdefault(str(row["currency_code"]), []).append(
+                CodeTotals(
+                    promo_code_id=str(row["promo_code_id"]),
+                    code=str(row["rank_text"]),
+                    usages=UsageTotals(
+                        redemptions=_int(row["redemptions"]),
+                        users=_int(row["users"]),
+                        codes=_int(row["codes"]),
+                        active_discount=_int(row["active_discount"]),
+                    ),
+                    releases=_int(row["releases"]),
+                    orders=OrderTotals(
+                        confirmed=_int(row["confirmed"]), revenue=_int(row["revenue"])
+                    ),
+                )
+            )
+        return top

@@ -10,10 +10,12 @@ from typing import TypeVar
 
 from analytics_service.domain import rules
 from analytics_service.domain.model import (
+    CodeTotals,
     Consumption,
     Granularity,
     OrderTotals,
     PromoCodeInfo,
+    Ranking,
     TimeRange,
     UsageTotals,
 )
@@ -173,7 +175,7 @@ class MemoryStore(AnalyticsStore):
         groups = _group(self._orders(time_range, user_id, promo_code_id), lambda o: o.currency)
         return {c: _order_totals(g) for c, g in groups.items()}
 
-    async def order_totals_by_code(self, time_range: TimeRange) -> dict[CodeKey, OrderTotals]:
+    def _order_totals_by_code(self, time_range: TimeRange) -> dict[CodeKey, OrderTotals]:
         orders = [o for o in self._orders(time_range) if o.promo_code_id]
         groups = _group(orders, lambda o: (o.currency, o.promo_code_id))
         return {k: _order_totals(g) for k, g in groups.items()}
@@ -198,7 +200,7 @@ class MemoryStore(AnalyticsStore):
         groups = _group(self._usages(time_range, user_id, promo_code_id), lambda u: u.currency)
         return {c: _usage_totals(g, with_code_texts) for c, g in groups.items()}
 
-    async def usage_totals_by_code(self, time_range: TimeRange) -> dict[CodeKey, UsageTotals]:
+    def _usage_totals_by_code(self, time_range: TimeRange) -> dict[CodeKey, UsageTotals]:
         groups = _group(self._usages(time_range), lambda u: (u.currency, u.promo_code_id))
         return {k: _usage_totals(g) for k, g in groups.items()}
 
@@ -208,6 +210,38 @@ class MemoryStore(AnalyticsStore):
         groups = _group(self._releases(time_range, promo_code_id), lambda u: u.currency)
         return {c: len(g) for c, g in groups.items()}
 
-    async def release_counts_by_code(self, time_range: TimeRange) -> dict[CodeKey, int]:
+    def _release_counts_by_code(self, time_range: TimeRange) -> dict[CodeKey, int]:
         groups = _group(self._releases(time_range), lambda u: (u.currency, u.promo_code_id))
         return {k: len(g) for k, g in groups.items()}
+
+    async def top_promo_codes(
+        self, time_range: TimeRange, ranking: Ranking, limit: int
+    ) -> dict[str, list[CodeTotals]]:
+        usages = self._usage_totals_by_code(time_range)
+        releases = self._release_counts_by_code(time_range)
+        orders = {k: t for k, t in self._order_totals_by_code(time_range).items() if t.confirmed}
+        texts = {u.promo_code_id: u.code for u in self.usages.values()}
+        texts.update({i: info.code for i, info in self.codes.items()})
+        top: dict[str, list[CodeTotals]] = {}
+        for currency, code_id in sorted({*usages, *releases, *orders}):
+            top.setdefault(currency, []).append(
+                CodeTotals(
+                    code_id,
+                    texts.get(code_id, ""),
+                    usages.get((currency, code_id), UsageTotals()),
+                    releases.get((currency, code_id), 0),
+                    orders.get((currency, code_id), OrderTotals()),
+                )
+            )
+
+        def measure(totals: CodeTotals) -> int:
+            if ranking is Ranking.DISCOUNT:
+                return totals.usages.active_discount
+            if ranking is Ranking.REVENUE:
+                return totals.orders.revenue
+            return totals.usages.redemptions
+
+        return {
+            currency: sorted(entries, key=lambda t: (-measure(t), t.code, t.promo_code_id))[:limit]
+            for currency, entries in top.items()
+        }

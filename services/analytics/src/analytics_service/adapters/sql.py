@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from analytics_service.domain.model import Granularity, TimeRange
+from analytics_service.domain.model import Granularity, Ranking, TimeRange
 from promo_libs.clickhouse.client import ch_date, ch_datetime
 
 ORDERS = "orders_analytics"
@@ -236,12 +236,13 @@ def usage_totals(
     )
 
 
-def usage_totals_by_code(database: str, time_range: TimeRange) -> str:
+def usage_totals_by_code(database: str, time_range: TimeRange, with_code_text: bool = False) -> str:
     source = _latest_usages(
         database, _usage_filters(time_range, None, None), _keeps_most(time_range)
     )
+    text = ", any(code_text) AS code_text" if with_code_text else ""
     return (
-        f"SELECT currency AS currency_code, code_id AS promo_code_id, {_USAGE_MEASURES}"
+        f"SELECT currency AS currency_code, code_id AS promo_code_id, {_USAGE_MEASURES}{text}"
         f" FROM ({source})"
         " GROUP BY currency_code, promo_code_id ORDER BY currency_code, promo_code_id"
     )
@@ -268,6 +269,50 @@ def release_counts(database: str, time_range: TimeRange, promo_code_id: str | No
 
 def release_counts_by_code(database: str, time_range: TimeRange) -> str:
     return _releases(database, time_range, None, by_code=True)
+
+
+_RANK_MEASURES = {
+    Ranking.REDEMPTIONS: "redemptions",
+    Ranking.DISCOUNT: "active_discount",
+    Ranking.REVENUE: "revenue",
+}
+
+
+def top_promo_codes(database: str, time_range: TimeRange, ranking: Ranking, limit: int) -> str:
+    """The best `limit` codes of every currency, ranked and cut in SQL (never an id list).
+
+    Candidates are the codes with usages, releases or confirmed orders in the range (as in
+    ListTopPromoCodes' contract); best first by the measure, ties by ascending code text (the
+    dimension's current text, else one the usages carry), then id. `LIMIT n BY currency` keeps
+    each currency's own top list, so the caller applies the currency rule afterwards.
+    """
+    usages = usage_totals_by_code(database, time_range, with_code_text=True)
+    releases = release_counts_by_code(database, time_range)
+    orders = order_totals_by_code(database, time_range)
+    zero = "toInt64(0)"
+    measure = _RANK_MEASURES[ranking]
+    return (
+        "SELECT currency_code, promo_code_id, redemptions, users, codes, active_discount,"
+        " releases, confirmed, revenue, if(dim_text != '', dim_text, seen_text) AS rank_text"
+        " FROM (SELECT currency_code, promo_code_id,"
+        " toInt64(sum(r)) AS redemptions, toInt64(sum(u)) AS users, toInt64(sum(k)) AS codes,"
+        " toInt64(sum(a)) AS active_discount, toInt64(sum(x)) AS releases,"
+        " toInt64(sum(c)) AS confirmed, toInt64(sum(v)) AS revenue, max(t) AS seen_text"
+        " FROM ("
+        "SELECT currency_code, promo_code_id, redemptions AS r, users AS u, codes AS k,"
+        f" active_discount AS a, {zero} AS x, {zero} AS c, {zero} AS v, code_text AS t"
+        f" FROM ({usages})"
+        f" UNION ALL SELECT currency_code, promo_code_id, {zero} AS r, {zero} AS u, {zero} AS k,"
+        f" {zero} AS a, releases AS x, {zero} AS c, {zero} AS v, '' AS t FROM ({releases})"
+        f" UNION ALL SELECT currency_code, promo_code_id, {zero} AS r, {zero} AS u, {zero} AS k,"
+        f" {zero} AS a, {zero} AS x, confirmed AS c, revenue AS v, '' AS t FROM ({orders})"
+        " WHERE confirmed > 0"
+        ") GROUP BY currency_code, promo_code_id) AS totals"
+        " ANY LEFT JOIN (SELECT promo_code_id, argMax(code, version) AS dim_text"
+        f" FROM {database}.{PROMO_CODES} GROUP BY promo_code_id) AS dimension USING promo_code_id"
+        f" ORDER BY currency_code, {measure} DESC, rank_text, promo_code_id"
+        f" LIMIT {int(limit)} BY currency_code"
+    )
 
 
 def consumption(database: str, ids: Sequence[str]) -> str:

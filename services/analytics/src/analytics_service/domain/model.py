@@ -66,6 +66,17 @@ class UsageTotals:
 
 
 @dataclass(frozen=True, slots=True)
+class CodeTotals:
+    """One code's activity in a range and currency, as ListTopPromoCodes ranks it."""
+
+    promo_code_id: str
+    code: str  # the text ties are broken by
+    usages: UsageTotals = UsageTotals()
+    releases: int = 0
+    orders: OrderTotals = OrderTotals()  # its confirmed orders: `confirmed` and `revenue`
+
+
+@dataclass(frozen=True, slots=True)
 class PromoCodeInfo:
     """A promo code's current dimension data; limits None when the code has none."""
 
@@ -124,8 +135,20 @@ class TimeSeriesPoint:
 
 @dataclass(frozen=True, slots=True)
 class TimeSeries:
+    """One currency's series; or, without a currency on data of several, none at the top and
+    one series per currency in `per_currency`."""
+
     currency: str
     points: tuple[TimeSeriesPoint, ...] = field(default_factory=tuple)
+    per_currency: tuple[TimeSeries, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TopPromoCodes:
+    """One currency's top list; or, without a currency on data of several, one per currency."""
+
+    entries: tuple[PromoCodeStats, ...] = ()
+    per_currency: tuple[tuple[str, tuple[PromoCodeStats, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,3 +165,4 @@ class Overview:
     releases: int = 0
     active_users: int = 0
     active_codes: int = 0
+    per_currency: tuple[Overview, ...] = ()  # without a currency, on data of several

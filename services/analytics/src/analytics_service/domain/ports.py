@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from analytics_service.domain.model import (
+    CodeTotals,
     Consumption,
     Granularity,
     OrderTotals,
     PromoCodeInfo,
+    Ranking,
     TimeRange,
     UsageTotals,
 )
@@ -49,10 +51,6 @@ class AnalyticsStore(abc.ABC):
         """Orders created in the range, per currency; optionally of one user or one code."""
 
     @abc.abstractmethod
-    async def order_totals_by_code(self, time_range: TimeRange) -> dict[CodeKey, OrderTotals]:
-        """Orders created in the range that carry a promo code, per currency and code."""
-
-    @abc.abstractmethod
     async def order_series(
         self, time_range: TimeRange, granularity: Granularity, promo_code_id: str | None = None
     ) -> dict[BucketKey, OrderTotals]:
@@ -70,18 +68,18 @@ class AnalyticsStore(abc.ABC):
         """Usages created in the range, per currency; optionally of one user or one code."""
 
     @abc.abstractmethod
-    async def usage_totals_by_code(self, time_range: TimeRange) -> dict[CodeKey, UsageTotals]:
-        """Usages created in the range, per currency and code."""
-
-    @abc.abstractmethod
     async def release_counts(
         self, time_range: TimeRange, *, promo_code_id: str | None = None
     ) -> dict[str, int]:
         """Usages released in the range, per currency."""
 
     @abc.abstractmethod
-    async def release_counts_by_code(self, time_range: TimeRange) -> dict[CodeKey, int]:
-        """Usages released in the range, per currency and code."""
+    async def top_promo_codes(
+        self, time_range: TimeRange, ranking: Ranking, limit: int
+    ) -> dict[str, list[CodeTotals]]:
+        """Per currency, its best `limit` codes by `ranking`, best first, ties by ascending code
+        text then id. Candidates: codes with usages created, usages released or confirmed
+        orders created in the range (latest state), in that currency."""
 
     @abc.abstractmethod
     async def ready(self) -> bool:

@@ -6,8 +6,9 @@
 - Time-series buckets are aligned in UTC: whole hours, days from 00:00, ISO weeks from Monday
   00:00, months from the 1st. A series has at most MAX_BUCKETS points (RANGE_TOO_LARGE).
 - Currency: sums never mix currencies. A requested currency selects its rows; an empty one means
-  "the only currency present", CURRENCY_REQUIRED when several are present, and zeros with an
-  empty currency when none is.
+  "the only currency present", and zeros with an empty currency when none is. When several are
+  present, the overview, the top list and the time series answer per currency
+  (`currencies_to_answer`); a code's or a user's statistics refuse with CURRENCY_REQUIRED.
 """
 
 from __future__ import annotations
@@ -179,6 +180,15 @@ def choose_currency(requested: str, present: Iterable[str]) -> str:
     if len(found) > 1:
         raise CurrencyRequired(found)
     return next(iter(found), "")
+
+
+def currencies_to_answer(requested: str, present: Iterable[str]) -> tuple[str, list[str]]:
+    """(the currency of the answer, the currencies to answer one by one): ("", [several])
+    when no currency was requested and several are present, else (the chosen one, [])."""
+    found = sorted({c for c in present if c})
+    if not requested and len(found) > 1:
+        return "", found
+    return choose_currency(requested, found), []
 
 
 def average(total: int, count: int) -> int:

@@ -87,6 +87,37 @@ def code_stats_message(stats: model.PromoCodeStats) -> analytics_pb2.PromoCodeSt
     return message
 
 
+def points_message(series: model.TimeSeries) -> list[analytics_pb2.TimeSeriesPoint]:
+    return [
+        analytics_pb2.TimeSeriesPoint(
+            bucket_start=timestamp(p.bucket_start),
+            orders=p.orders,
+            confirmed_orders=p.confirmed_orders,
+            revenue=money(series.currency, p.revenue),
+            discount=money(series.currency, p.discount),
+        )
+        for p in series.points
+    ]
+
+
+def overview_message(o: model.Overview) -> analytics_pb2.Overview:
+    if o.per_currency:  # several currencies and none asked for: the top level stays empty
+        return analytics_pb2.Overview(per_currency=[overview_message(c) for c in o.per_currency])
+    return analytics_pb2.Overview(
+        orders=o.orders,
+        confirmed_orders=o.confirmed_orders,
+        rejected_orders=o.rejected_orders,
+        cancelled_orders=o.cancelled_orders,
+        revenue=money(o.currency, o.revenue),
+        discount=money(o.currency, o.discount),
+        average_order_value=money(o.currency, o.average_order_value),
+        redemptions=o.redemptions,
+        releases=o.releases,
+        active_users=o.active_users,
+        active_codes=o.active_codes,
+    )
+
+
 async def _within_deadline(context: Context, call: Awaitable[T]) -> T:
     return await asyncio.wait_for(call, context.time_remaining())
 
@@ -117,9 +148,15 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
             limit=request.limit,
             currency=request.currency_code,
         )
-        entries = await _within_deadline(context, self._analytics.list_top_promo_codes(query))
+        top = await _within_deadline(context, self._analytics.list_top_promo_codes(query))
         return analytics_pb2.ListTopPromoCodesResponse(
-            entries=[code_stats_message(e) for e in entries]
+            entries=[code_stats_message(e) for e in top.entries],
+            per_currency=[
+                analytics_pb2.CurrencyTopPromoCodes(
+                    currency_code=currency, entries=[code_stats_message(e) for e in entries]
+                )
+                for currency, entries in top.per_currency
+            ],
         )
 
     async def GetUserStats(
@@ -149,33 +186,19 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         )
         series = await _within_deadline(context, self._analytics.get_orders_time_series(query))
         return analytics_pb2.GetOrdersTimeSeriesResponse(
-            points=[
-                analytics_pb2.TimeSeriesPoint(
-                    bucket_start=timestamp(p.bucket_start),
-                    orders=p.orders,
-                    confirmed_orders=p.confirmed_orders,
-                    revenue=money(series.currency, p.revenue),
-                    discount=money(series.currency, p.discount),
+            points=points_message(series),
+            per_currency=[
+                analytics_pb2.CurrencyTimeSeries(
+                    currency_code=one.currency, points=points_message(one)
                 )
-                for p in series.points
-            ]
+                for one in series.per_currency
+            ],
         )
 
     async def GetOverview(
         self, request: analytics_pb2.GetOverviewRequest, context: Context
     ) -> analytics_pb2.Overview:
         query = GetOverview(time_range(request), request.currency_code)
-        o = await _within_deadline(context, self._analytics.get_overview(query))
-        return analytics_pb2.Overview(
-            orders=o.orders,
-            confirmed_orders=o.confirmed_orders,
-            rejected_orders=o.rejected_orders,
-            cancelled_orders=o.cancelled_orders,
-            revenue=money(o.currency, o.revenue),
-            discount=money(o.currency, o.discount),
-            average_order_value=money(o.currency, o.average_order_value),
-            redemptions=o.redemptions,
-            releases=o.releases,
-            active_users=o.active_users,
-            active_codes=o.active_codes,
+        return overview_message(
+            await _within_deadline(context, self._analytics.get_overview(query))
         )

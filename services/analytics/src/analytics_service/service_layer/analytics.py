@@ -1,13 +1,14 @@
 """The analytics use cases: validate the question, ask the store, apply the contract's rules.
 
 The store returns aggregates per currency; here they become one answer in one currency
-(rules.choose_currency), codes are ranked, series are zero-filled and averages computed.
+(rules.choose_currency), or one per currency where the contract says so
+(rules.currencies_to_answer); series are zero-filled and averages computed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TypeVar
 
 from analytics_service.domain import rules
@@ -18,13 +19,13 @@ from analytics_service.domain.model import (
     Overview,
     PromoCodeInfo,
     PromoCodeStats,
-    Ranking,
     TimeSeries,
     TimeSeriesPoint,
+    TopPromoCodes,
     UsageTotals,
     UserStats,
 )
-from analytics_service.domain.ports import AnalyticsStore, CodeKey
+from analytics_service.domain.ports import AnalyticsStore
 from analytics_service.domain.queries import (
     GetOrdersTimeSeries,
     GetOverview,
@@ -82,19 +83,6 @@ def code_stats(
     )
 
 
-def _measure(stats: PromoCodeStats, ranking: Ranking) -> int:
-    if ranking is Ranking.DISCOUNT:
-        return stats.total_discount
-    if ranking is Ranking.REVENUE:
-        return stats.revenue
-    return stats.redemptions
-
-
-def rank(entries: Iterable[PromoCodeStats], ranking: Ranking, limit: int) -> list[PromoCodeStats]:
-    """Best first by the measure; ties broken by ascending code text (then id)."""
-    return sorted(entries, key=lambda s: (-_measure(s, ranking), s.code, s.promo_code_id))[:limit]
-
-
 class Analytics:
     def __init__(self, store: AnalyticsStore) -> None:
         self._store = store
@@ -146,7 +134,7 @@ class Analytics:
 
     # --- ListTopPromoCodes ------------------------------------------------------------------
 
-    async def list_top_promo_codes(self, query: ListTopPromoCodes) -> list[PromoCodeStats]:
+    async def list_top_promo_codes(self, query: ListTopPromoCodes) -> TopPromoCodes:
         violations = Violations()
         rules.check_range(violations, query.time_range, path="time_range")
         rules.check_currency(violations, query.currency)
@@ -156,48 +144,33 @@ class Analytics:
         violations.raise_if_any()
         assert query.ranking is not None
 
-        usages, releases, orders = await asyncio.gather(
-            self._store.usage_totals_by_code(query.time_range),
-            self._store.release_counts_by_code(query.time_range),
-            self._store.order_totals_by_code(query.time_range),
-        )
-        orders = {key: totals for key, totals in orders.items() if totals.confirmed}
-        present = {currency for currency, _ in (*usages, *releases, *orders)}
-        currency = rules.choose_currency(query.currency, present)
-
-        def mine(group: Mapping[CodeKey, T]) -> dict[str, T]:
-            return {code_id: v for (c, code_id), v in group.items() if c == currency}
-
-        my_usages, my_releases, my_orders = mine(usages), mine(releases), mine(orders)
-        ids = sorted({*my_usages, *my_releases, *my_orders})
+        # Ranked and cut in the store (SQL): no list of every code ever leaves it.
+        top = await self._store.top_promo_codes(query.time_range, query.ranking, limit)
+        currency, several = rules.currencies_to_answer(query.currency, set(top))
+        chosen = several or [currency]
+        ids = sorted({e.promo_code_id for c in chosen for e in top.get(c, [])})
         if not ids:
-            return []
-        infos = await self._store.promo_codes(ids)
-        candidates = [
-            code_stats(
-                infos.get(code_id, PromoCodeInfo(code_id, "")),
-                currency,
-                my_usages.get(code_id, UsageTotals()),
-                my_releases.get(code_id, 0),
-                my_orders.get(code_id, OrderTotals()),
-                Consumption(),
+            return TopPromoCodes()
+        infos, consumption = await asyncio.gather(
+            self._store.promo_codes(ids), self._store.consumption(ids)
+        )
+
+        def entries(of: str) -> tuple[PromoCodeStats, ...]:
+            return tuple(
+                code_stats(
+                    infos.get(entry.promo_code_id, PromoCodeInfo(entry.promo_code_id, entry.code)),
+                    of,
+                    entry.usages,
+                    entry.releases,
+                    entry.orders,
+                    consumption.get(entry.promo_code_id, Consumption()),
+                )
+                for entry in top.get(of, [])
             )
-            for code_id in ids
-        ]
-        best = rank(candidates, query.ranking, limit)
-        # What remains of each code does not rank it: asked for the winners only.
-        consumption = await self._store.consumption([s.promo_code_id for s in best])
-        return [
-            code_stats(
-                infos.get(s.promo_code_id, PromoCodeInfo(s.promo_code_id, "")),
-                currency,
-                my_usages.get(s.promo_code_id, UsageTotals()),
-                my_releases.get(s.promo_code_id, 0),
-                my_orders.get(s.promo_code_id, OrderTotals()),
-                consumption.get(s.promo_code_id, Consumption()),
-            )
-            for s in best
-        ]
+
+        if several:
+            return TopPromoCodes(per_currency=tuple((c, entries(c)) for c in several))
+        return TopPromoCodes(entries=entries(currency))
 
     # --- GetUserStats -----------------------------------------------------------------------
 
@@ -248,20 +221,26 @@ class Analytics:
         rows = await self._store.order_series(
             query.time_range, query.granularity, query.promo_code_id
         )
-        currency = rules.choose_currency(query.currency, {c for c, _ in rows})
-        points = []
-        for start in starts:
-            totals = rows.get((currency, start), OrderTotals())
-            points.append(
-                TimeSeriesPoint(
-                    bucket_start=start,
-                    orders=totals.orders,
-                    confirmed_orders=totals.confirmed,
-                    revenue=totals.revenue,
-                    discount=totals.discount,
+        currency, several = rules.currencies_to_answer(query.currency, {c for c, _ in rows})
+
+        def series(of: str) -> TimeSeries:
+            points = []
+            for start in starts:
+                totals = rows.get((of, start), OrderTotals())
+                points.append(
+                    TimeSeriesPoint(
+                        bucket_start=start,
+                        orders=totals.orders,
+                        confirmed_orders=totals.confirmed,
+                        revenue=totals.revenue,
+                        discount=totals.discount,
+                    )
                 )
-            )
-        return TimeSeries(currency=currency, points=tuple(points))
+            return TimeSeries(currency=of, points=tuple(points))
+
+        if several:
+            return TimeSeries(currency="", per_currency=tuple(series(c) for c in several))
+        return series(currency)
 
     # --- GetOverview ------------------------------------------------------------------------
 
@@ -276,20 +255,36 @@ class Analytics:
             self._store.usage_totals(query.time_range),
             self._store.release_counts(query.time_range),
         )
-        currency = rules.choose_currency(query.currency, _currencies(orders, usages, releases))
-        mine = orders.get(currency, OrderTotals())
-        used = usages.get(currency, UsageTotals())
-        return Overview(
-            currency=currency,
-            orders=mine.orders,
-            confirmed_orders=mine.confirmed,
-            rejected_orders=mine.rejected,
-            cancelled_orders=mine.cancelled,
-            revenue=mine.revenue,
-            discount=mine.discount,
-            average_order_value=rules.average(mine.revenue, mine.confirmed),
-            redemptions=used.redemptions,
-            releases=releases.get(currency, 0),
-            active_users=mine.users,
-            active_codes=used.codes,
+        currency, several = rules.currencies_to_answer(
+            query.currency, _currencies(orders, usages, releases)
         )
+        if several:
+            return Overview(
+                currency="",
+                per_currency=tuple(_overview(c, orders, usages, releases) for c in several),
+            )
+        return _overview(currency, orders, usages, releases)
+
+
+def _overview(
+    currency: str,
+    orders: Mapping[str, OrderTotals],
+    usages: Mapping[str, UsageTotals],
+    releases: Mapping[str, int],
+) -> Overview:
+    mine = orders.get(currency, OrderTotals())
+    used = usages.get(currency, UsageTotals())
+    return Overview(
+        currency=currency,
+        orders=mine.orders,
+        confirmed_orders=mine.confirmed,
+        rejected_orders=mine.rejected,
+        cancelled_orders=mine.cancelled,
+        revenue=mine.revenue,
+        discount=mine.discount,
+        average_order_value=rules.average(mine.revenue, mine.confirmed),
+        redemptions=used.redemptions,
+        releases=releases.get(currency, 0),
+        active_users=mine.users,
+        active_codes=used.codes,
+    )

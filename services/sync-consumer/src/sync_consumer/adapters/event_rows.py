@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from promo.v1 import events_pb2, orders_pb2, promo_codes_pb2
 from promo_libs.bus import ENVELOPE_FIELD
 from promo_libs.clickhouse.client import EPOCH, ch_date, ch_datetime, ch_datetime_of_second
+from sync_consumer.adapters.derived import USERS_ANALYTICS
 from sync_consumer.domain.model import MalformedEvent, Row, StreamEntry, TableRow
 
 USERS = "users"
@@ -24,15 +25,26 @@ PROMO_CODES = "promo_codes"
 USAGES = "promo_code_usages_analytics"
 ORDERS = "orders_analytics"
 EVENT_TABLES = (USERS, PROMO_CODES, USAGES, ORDERS)
-# The entity key of each table; those feeding users_analytics (through its materialized views)
-# are also guarded by entity version (service_layer.pipeline).
+# The entity key of each table: rows are stored once per (entity, version) by the pipeline's
+# version guard, and queries read the latest version per entity (FINAL or argMax).
 ENTITY_KEYS = {
     USERS: "user_id",
     PROMO_CODES: "promo_code_id",
     USAGES: "usage_id",
     ORDERS: "order_id",
 }
-VERSIONED = {USAGES: ENTITY_KEYS[USAGES], ORDERS: ENTITY_KEYS[ORDERS]}
+VERSIONED = ENTITY_KEYS
+
+
+def _summary_scope(date_column: str) -> Callable[[Row], dict[str, str]]:
+    return lambda row: {"user_id": str(row["user_id"]), "day": str(row[date_column])}
+
+
+# Derived tables each source table feeds (adapters.derived), with the key values a row touches.
+DERIVED: dict[str, list[tuple[str, Callable[[Row], dict[str, str]]]]] = {
+    ORDERS: [(USERS_ANALYTICS, _summary_scope("order_date"))],
+    USAGES: [(USERS_ANALYTICS, _summary_scope("usage_date"))],
+}
 
 
 def _time(value: Timestamp, present: bool = True) -> datetime | None:
@@ -110,7 +122,8 @@ def _usage(event: events_pb2.PromoCodeRedeemed | events_pb2.PromoCodeReleased) -
     usage = event.usage
     _require(usage, "create_time")
     created = _time(usage.create_time)
-    assert created is not None
+    if created is None:  # the epoch itself: no real usage was created then
+        raise MalformedEvent("usage create_time at the epoch")
     return {
         "usage_id": usage.id,
         "usage_date": ch_date(created),
@@ -142,7 +155,8 @@ def _order(
     order = event.order
     _require(order, "create_time")
     created = _time(order.create_time)
-    assert created is not None
+    if created is None:  # the epoch itself: no real order was created then
+        raise MalformedEvent("order create_time at the epoch")
     has_promo = "promo_code" in type(event).DESCRIPTOR.fields_by_name and event.HasField(
         "promo_code"  # type: ignore[arg-type]
     )

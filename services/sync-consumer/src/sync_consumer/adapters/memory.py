@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sync_consumer.domain.model import ZERO, DeadLetter, Position, Row
+from sync_consumer.adapters.derived import USERS_ANALYTICS
+from sync_consumer.domain.model import DeadLetter, Row
 from sync_consumer.domain.ports import AnalyticsSink, DeadLetterQueue
+
+# The sources of users_analytics: table -> (entity key, date column, counted status).
+_SUMMARY_SOURCES = {
+    "orders_analytics": ("order_id", "order_date", "CONFIRMED"),
+    "promo_code_usages_analytics": ("usage_id", "usage_date", "ACTIVE"),
+}
 
 
 @dataclass
 class InMemorySink(AnalyticsSink):
+    """Stores rows in lists; `failures_left` failed inserts store `partial` of their rows first
+    (a part that landed before the error), `refresh_failures_left` failed refreshes store
+    nothing."""
+
     tables: dict[str, list[Row]] = field(default_factory=dict)
     failures_left: int = 0
+    partial: int = 0
+    refresh_failures_left: int = 0
     inserts: int = 0
-
-    async def max_position(self, table: str, stream: str) -> Position:
-        positions = [
-            (r["src_ms"], r["src_seq"])
-            for r in self.tables.get(table, [])
-            if r["src_stream"] == stream
-        ]
-        return max(positions, default=ZERO)
+    refreshes: int = 0
 
     async def insert(self, table: str, rows: Sequence[Row]) -> None:
         if self.failures_left:
             self.failures_left -= 1
+            self.tables.setdefault(table, []).extend(rows[: self.partial])
             raise ConnectionError("sink unavailable")
         self.inserts += 1
         self.tables.setdefault(table, []).extend(rows)
@@ -36,6 +43,59 @@ class InMemorySink(AnalyticsSink):
             if row[key] in ids:
                 latest[row[key]] = max(latest.get(row[key], 0), int(row["version"]))
         return latest
+
+    async def refresh(self, table: str, scope: Mapping[str, Collection[str]]) -> None:
+        if self.refresh_failures_left:
+            self.refresh_failures_left -= 1
+            raise ConnectionError("derived insert failed")
+        assert table == USERS_ANALYTICS, table
+        self.refreshes += 1
+        users, days = set(scope.get("user_id", ())), set(scope.get("day", ()))
+        summary: dict[tuple[str, str, str], list[int]] = {}
+        for source, (key, day_column, counted) in _SUMMARY_SOURCES.items():
+            latest: dict[str, Row] = {}
+            for row in self.tables.get(source, []):
+                if row["user_id"] in users and row[day_column] in days:
+                    held = latest.get(row[key])
+                    if held is None or int(row["version"]) >= int(held["version"]):
+                        latest[row[key]] = row
+            for row in latest.values():
+                group = (row["user_id"], row[day_column], row["currency_code"])
+                values = summary.setdefault(group, [0, 0, 0, 0, 0])
+                hit = int(row["status"] == counted)
+                if source == "orders_analytics":
+                    values[0] += hit
+                    values[1] += hit * int(row["total_minor"])
+                    values[2] += hit * int(row["discount_minor"])
+                else:
+                    values[3] += hit
+                values[4] += int(row["version"]) + 1
+        target = self.tables.setdefault(USERS_ANALYTICS, [])
+        for (user, day, currency), (o, r, d, u, v) in summary.items():
+            target.append(
+                {
+                    "user_id": user,
+                    "day": day,
+                    "currency_code": currency,
+                    "orders": o,
+                    "revenue_minor": r,
+                    "discounts_minor": d,
+                    "redemptions": u,
+                    "state_version": v,
+                }
+            )
+
+    def latest_summary(self) -> dict[tuple[str, str, str], tuple[int, int, int, int]]:
+        """users_analytics as FINAL reads it: the highest state version per key."""
+        best: dict[tuple[str, str, str], Row] = {}
+        for row in self.tables.get(USERS_ANALYTICS, []):
+            key = (row["user_id"], row["day"], row["currency_code"])
+            if key not in best or row["state_version"] >= best[key]["state_version"]:
+                best[key] = row
+        return {
+            k: (r["orders"], r["revenue_minor"], r["discounts_minor"], r["redemptions"])
+            for k, r in best.items()
+        }
 
 
 @dataclass

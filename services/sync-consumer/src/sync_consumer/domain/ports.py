@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
-from sync_consumer.domain.model import DeadLetter, Position, Row
+from sync_consumer.domain.model import DeadLetter, Row
 
 
 class AnalyticsSink(abc.ABC):
     @abc.abstractmethod
-    async def max_position(self, table: str, stream: str) -> Position:
-        """The highest source position stored in `table` from `stream` ((0, 0) if none)."""
-
-    @abc.abstractmethod
     async def insert(self, table: str, rows: Sequence[Row]) -> None:
-        """All rows in one INSERT (one atomic part), or an exception and none of them."""
+        """The rows in one INSERT. On an exception ANY subset of them may be stored (one part
+        per partition, committed one by one): callers insert again, and rows are idempotent
+        per (entity, version). Before a write after a failed one, the sink makes sure the
+        failed one is no longer running on the server (it was killed or it finished), so what
+        it stored is visible to `latest_versions` and nothing lands later."""
 
     @abc.abstractmethod
     async def latest_versions(self, table: str, key: str, ids: Collection[str]) -> dict[str, int]:
         """The highest stored `version` of each entity in `ids` (absent: none stored)."""
+
+    @abc.abstractmethod
+    async def refresh(self, table: str, scope: Mapping[str, Collection[str]]) -> None:
+        """Recomputes derived `table` for the keys in `scope` (key column -> values) from the
+        latest state of its sources (adapters.derived): idempotent, safe to repeat."""
 
 
 class RebuildGate(abc.ABC):

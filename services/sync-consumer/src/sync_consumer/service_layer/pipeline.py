@@ -1,22 +1,33 @@
-"""One stream's way into the analytics tables, exactly once per table.
+"""One stream's way into the analytics tables: exactly once per (entity, version), derived
+tables recomputed.
 
-Entries of a stream are handled by one ordered consumer, one batch at a time (a lock makes the
-reader and the claim loop take turns). For each table, the pipeline knows the highest source
-position already stored (read from the table at start, and again after any failed INSERT,
-which may have landed after all); a batch's rows at or below it are dropped, the rest go in as
-one INSERT, which ClickHouse stores as one part or not at all. So a batch delivered again after
-a crash, a claim or a retry adds nothing twice, and since a batch is retried until it is stored
-before the next is taken, nothing above the position is ever skipped.
+What ClickHouse guarantees, and what it does not (DESIGN.md, "ClickHouse"): an INSERT writes one
+part per partition it touches, committed one by one, so an INSERT that fails, or whose client
+gave up while the server went on, may have stored any subset of its rows, at any time until the
+query ends. No guard based on "the highest position stored" survives that. So:
 
-Tables whose rows feed a summing table through materialized views (orders, usages) have a
-second guard, by entity version: a row is stored only when its `version` is above the highest
-version stored for its entity, and an event id only once per batch. The same event reaching the
-stream twice (at two positions), or an event whose effect a rebuild already replayed from
-MongoDB's current state, then adds nothing, where a duplicate would otherwise be summed for good.
-Within one stream an entity's versions arrive in increasing order, so nothing new is dropped.
+1. Event tables (users, promo_codes, orders_analytics, promo_code_usages_analytics) are
+   ReplacingMergeTree keyed by entity id, and every reader takes the latest version per
+   entity. A row is a fact "entity E at version V looked like this": storing it twice changes
+   no answer. The version guard stores a row only when its version is above the highest one
+   stored for its entity, and each event id once per batch, so in practice each (entity,
+   version) is stored once: a part that landed before a failure is found by the retry and not
+   sent again; a redelivered or duplicated event, or one a rebuild already replayed, is
+   skipped. The guard's read is taken only after the sink settled every failed write
+   (AnalyticsSink.insert: killed or finished, never still committing), so it sees the final
+   outcome of the failed attempt.
+2. Derived tables (users_analytics) are never fed deltas. After a batch's source rows are all
+   stored, the pipeline asks the sink to recompute the keys the batch touched from the latest
+   state of the sources (adapters.derived: exact and idempotent, whoever computes it and in
+   whatever order). A derived write that fails after its source committed is simply redone.
+3. The batch is acknowledged only after 1 and 2 succeeded; a crash anywhere before that makes
+   Redis deliver it again, and repeating 1 and 2 is harmless.
 
-Between batches a rebuild may hold the pipeline (RebuildGate); when it swapped the tables in,
-the cached positions are dropped and read again from the new tables.
+Within one stream an entity's versions arrive in increasing order; even when they do not (two
+consumers, a claim), the guard only ever drops a version lower than one stored, which no reader
+of the latest state would see.
+
+Between batches a rebuild may hold the pipeline (RebuildGate).
 
 An entry that can never become rows goes to the dead-letter queue at once; one delivered more
 than `max_deliveries` times without being stored goes there too. Letters are stored before the
@@ -32,7 +43,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from sync_consumer.domain.model import (
     DeadLetter,
     MalformedEvent,
-    Position,
     Row,
     StreamEntry,
     TableRow,
@@ -41,10 +51,8 @@ from sync_consumer.domain.ports import AnalyticsSink, DeadLetterQueue, RebuildGa
 
 ToRows = Callable[[StreamEntry], list[TableRow]]
 Sleep = Callable[[float], Awaitable[None]]
-
-
-def _position(row: Row) -> Position:
-    return int(row["src_ms"]), int(row["src_seq"])
+# Source table -> the derived tables it feeds, each with the key values one row touches.
+Derived = Mapping[str, Sequence[tuple[str, Callable[[Row], Mapping[str, str]]]]]
 
 
 class OpenGate(RebuildGate):
@@ -71,6 +79,7 @@ class StreamPipeline:
         sleep: Sleep = asyncio.sleep,
         on_retry: Callable[[str, Exception], None] | None = None,
         versioned: Mapping[str, str] | None = None,
+        derived: Derived | None = None,
         gate: RebuildGate | None = None,
     ) -> None:
         self.stream = stream
@@ -83,8 +92,8 @@ class StreamPipeline:
         self._sleep = sleep
         self._on_retry = on_retry
         self._versioned = dict(versioned or {})  # table -> its entity key column
+        self._derived = dict(derived or {})
         self._gate = gate or OpenGate()
-        self._positions: dict[str, Position] = {}
         self.lock = asyncio.Lock()
 
     async def handle(self, entries: Sequence[StreamEntry]) -> list[DeadLetter]:
@@ -93,16 +102,14 @@ class StreamPipeline:
         Returns the entries sent to the dead-letter queue.
         """
         async with self.lock:
-            changed = False
 
             async def enter() -> None:
-                nonlocal changed
-                changed = await self._gate.enter()
+                # Whether a rebuild swapped the tables needs no reset here: nothing is cached
+                # across batches, every guard reads the tables.
+                await self._gate.enter()
 
             await self._retrying("rebuild-gate", enter)
             try:
-                if changed:
-                    self._positions.clear()
                 return await self._handle(entries)
             finally:
                 with contextlib.suppress(Exception):  # the busy mark expires by itself
@@ -116,11 +123,20 @@ class StreamPipeline:
                 mapped.append((entry, self._to_rows(entry)))
             except MalformedEvent as exc:
                 letters.append(DeadLetter(entry, f"malformed: {exc}"))
-        tables = {table_row.table for _, table_rows in mapped for table_row in table_rows}
-        await self._retrying("positions", lambda: self._load_positions(tables))
         rows: dict[str, list[Row]] = {}
+        for _, table_rows in mapped:
+            for table_row in table_rows:
+                rows.setdefault(table_row.table, []).append(table_row.row)
+        stored: dict[str, dict[str, int]] = {}
+
+        async def read_versions() -> None:
+            for table, table_rows_of_table in rows.items():
+                stored[table] = await self._stored_versions(table, table_rows_of_table)
+
+        await self._retrying("versions", read_versions)
+        rows = {}
         for entry, table_rows in mapped:
-            if entry.deliveries > self._max_deliveries and not self._stored(entry, table_rows):
+            if entry.deliveries > self._max_deliveries and not self._stored(table_rows, stored):
                 letters.append(DeadLetter(entry, f"not stored after {entry.deliveries} deliveries"))
                 continue
             for table_row in table_rows:
@@ -128,53 +144,74 @@ class StreamPipeline:
         if letters:
             await self._retrying("dead-letters", lambda: self._dead_letters.send(letters))
         for table, table_rows_of_table in rows.items():
-            await self._insert(table, table_rows_of_table)
+            await self._insert(table, table_rows_of_table, stored.get(table, {}))
+        await self._refresh(rows)
         return letters
 
-    async def _load_positions(self, tables: set[str]) -> None:
-        for table in tables:
-            await self._position_of(table)
+    def _stored(self, table_rows: list[TableRow], stored: dict[str, dict[str, int]]) -> bool:
+        """Whether every row of an entry is already stored (its version or a newer one)."""
+        for table_row in table_rows:
+            key = self._versioned.get(table_row.table)
+            if key is None:
+                return False
+            row = table_row.row
+            if int(row["version"]) > stored.get(table_row.table, {}).get(str(row[key]), -1):
+                return False
+        return True
 
-    def _stored(self, entry: StreamEntry, table_rows: list[TableRow]) -> bool:
-        return all(entry.position <= self._positions[t.table] for t in table_rows)
+    async def _stored_versions(self, table: str, rows: list[Row]) -> dict[str, int]:
+        key = self._versioned.get(table)
+        if key is None:
+            return {}
+        return await self._sink.latest_versions(table, key, {str(row[key]) for row in rows})
 
-    async def _position_of(self, table: str) -> Position:
-        position = self._positions.get(table)
-        if position is None:
-            position = await self._sink.max_position(table, self.stream)
-            self._positions[table] = position
-        return position
+    async def _insert(self, table: str, rows: list[Row], known: dict[str, int]) -> None:
+        """Inserts the rows not stored yet; after a failure, reads the stored versions again
+        (any part of the failed INSERT may have landed) and sends only what is still missing."""
+        versions = known
+        first = True
 
-    async def _insert(self, table: str, rows: list[Row]) -> None:
         async def attempt() -> None:
-            stored = await self._position_of(table)
-            fresh = [row for row in rows if _position(row) > stored]
-            key = self._versioned.get(table)
-            if key is not None and fresh:
-                fresh = await self._newer(table, key, fresh)
-            if not fresh:
-                return
-            try:
+            nonlocal versions, first
+            if not first:
+                versions = await self._stored_versions(table, rows)
+            first = False
+            fresh = self._newer(table, rows, versions)
+            if fresh:
                 await self._sink.insert(table, fresh)
-            except BaseException:
-                # It may have landed anyway (a timeout after the commit): read the table again.
-                self._positions.pop(table, None)
-                raise
-            self._positions[table] = max(_position(row) for row in fresh)
 
         await self._retrying(table, attempt)
 
-    async def _newer(self, table: str, key: str, rows: list[Row]) -> list[Row]:
+    def _newer(self, table: str, rows: list[Row], stored: dict[str, int]) -> list[Row]:
         """Rows above their entity's stored version, each event id once."""
-        stored = await self._sink.latest_versions(table, key, {str(row[key]) for row in rows})
+        key = self._versioned.get(table)
+        if key is None:
+            return rows
         seen: set[str] = set()
         newer = []
         for row in rows:
-            if row["event_id"] in seen or int(row["version"]) <= stored.get(str(row[key]), 0):
+            if row["event_id"] in seen or int(row["version"]) <= stored.get(str(row[key]), -1):
                 continue
             seen.add(row["event_id"])
             newer.append(row)
         return newer
+
+    async def _refresh(self, rows: dict[str, list[Row]]) -> None:
+        """Recomputes every derived key the batch's rows touch (also the rows the guard
+        skipped: their source may have landed in an earlier attempt whose refresh never ran)."""
+        scopes: dict[str, dict[str, set[str]]] = {}
+        for table, table_rows in rows.items():
+            for derived, scope_of in self._derived.get(table, ()):
+                scope = scopes.setdefault(derived, {})
+                for row in table_rows:
+                    for column, value in scope_of(row).items():
+                        scope.setdefault(column, set()).add(value)
+        for derived, scope in scopes.items():
+
+            async def refresh(table: str = derived, keys: dict[str, set[str]] = scope) -> None:
+                await self._sink.refresh(table, keys)
+
+            await self._retrying(derived, refresh)
 
     async def _retrying(self, what: str, action: Callable[[], Awaitable[None]]) -> None:
         delay = self._retry_min

@@ -1,0 +1,110 @@
+"""Derived tables: recomputed from the latest state of their sources, never summed from deltas.
+
+Why not materialized views: ClickHouse feeds a view only after the source part is committed, so
+a view that fails (TOO_MANY_PARTS, memory, a crash) leaves the source rows stored and the derived
+table without them; a SummingMergeTree then cannot be repaired by inserting again (a replayed
+delta is summed twice), and 18.16 has no insert de-duplication. So a derived row is an absolute
+value, recomputed from the sources' latest state (argMax by version per entity), and written
+into a ReplacingMergeTree whose version column is the *state version* of its key:
+
+    state_version(key) = sum over the source entities of the key of (max stored version + 1)
+
+It is exact and idempotent whatever failed, whoever computes it and in whatever order:
+- sources only grow (rows are never deleted; a merge keeps each entity's highest version), and
+  an entity never changes key (user, day and currency are fixed at creation), so the state
+  version of a key never decreases, and grows with every new entity or version;
+- a recomputation reads one consistent snapshot of each source (one SELECT): its values and its
+  state version describe the same state. Two recomputations with equal state versions read the
+  same latest state (every term is non-decreasing, so equal sums mean equal terms), hence equal
+  values: ties are harmless;
+- the recomputation that runs after the last source insert committed sees the whole state and
+  writes the highest state version; ReplacingMergeTree and `FINAL` keep the highest, so a
+  recomputation that was late (a client timeout, a retry, a second consumer) can never
+  overwrite it with older values;
+- a recomputation that failed midway, or never ran (the process died between the source INSERT
+  and it), is redone when the batch is delivered again: the entry is acknowledged only after
+  both succeeded.
+Readers take the latest version per key (`FINAL`, or argMax by state_version).
+
+The same statement fills a rebuild's tables (no scope: every key) and is the last statement of
+migration 002, which turned users_analytics from view-fed sums into this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+USERS_ANALYTICS = "users_analytics"
+DERIVED_TABLES = (USERS_ANALYTICS,)
+# The key columns a refresh may be narrowed by, per derived table.
+SCOPE_COLUMNS = {USERS_ANALYTICS: ("user_id", "day")}
+
+Scope = Mapping[str, Collection[str]]
+
+
+def _hex_set(values: Collection[str]) -> str:
+    # One string literal of hex-encoded values: aiochclient tokenizes every query with sqlparse,
+    # and a literal is one token where an IN list of thousands of quoted values is thousands.
+    encoded = ",".join(sorted(v.encode().hex() for v in values))
+    return f"(SELECT arrayJoin(arrayMap(x -> unhex(x), splitByChar(',', '{encoded}'))))"
+
+
+def _date_set(values: Collection[str]) -> str:
+    # Dates are ISO text from the row mapping; toDate keeps partition pruning on the date column.
+    dates = ", ".join(f"toDate('{v}')" for v in sorted(values) if _is_date(v))
+    return f"({dates})"
+
+
+def _is_date(value: str) -> bool:
+    parts = value.split("-")
+    return len(parts) == 3 and all(p.isdigit() for p in parts)
+
+
+def _condition(user_column: str, date_column: str, scope: Scope | None) -> str:
+    if scope is None:
+        return "1"
+    users, days = scope.get("user_id", ()), scope.get("day", ())
+    if not users or not days:
+        return "0"
+    return f"{user_column} IN {_hex_set(users)} AND {date_column} IN {_date_set(days)}"
+
+
+def refresh_users_analytics(database: str, *, suffix: str = "", scope: Scope | None = None) -> str:
+    """INSERT ... SELECT that rewrites users_analytics{suffix} for the keys in `scope`.
+
+    Per user, day (of the order or usage) and currency: confirmed orders, their revenue and
+    discounts, active redemptions, all by latest state; `suffix` names a rebuild's tables.
+    `scope` narrows to users x days (a superset of the keys a batch touched: recomputing a key
+    nothing changed rewrites the same values, which is harmless).
+    """
+    target = f"{database}.{USERS_ANALYTICS}{suffix}"
+    orders = f"{database}.orders_analytics{suffix}"
+    usages = f"{database}.promo_code_usages_analytics{suffix}"
+    return (
+        f"INSERT INTO {target} (user_id, day, currency_code, orders, revenue_minor,"
+        " discounts_minor, redemptions, state_version)"
+        " SELECT user_id, day, currency_code, toInt64(sum(o)), toInt64(sum(r)), toInt64(sum(d)),"
+        " toInt64(sum(u)), toUInt64(sum(v)) FROM ("
+        "SELECT user_id, order_date AS day, currency_code,"
+        " toInt64(argMax(status, version) = 'CONFIRMED') AS o,"
+        " o * argMax(total_minor, version) AS r, o * argMax(discount_minor, version) AS d,"
+        " toInt64(0) AS u, max(version) + 1 AS v"
+        f" FROM {orders} WHERE {_condition('user_id', 'order_date', scope)}"
+        " GROUP BY user_id, day, currency_code, order_id"
+        " UNION ALL "
+        "SELECT user_id, usage_date AS day, currency_code, toInt64(0) AS o, toInt64(0) AS r,"
+        " toInt64(0) AS d, toInt64(argMax(status, version) = 'ACTIVE') AS u,"
+        " max(version) + 1 AS v"
+        f" FROM {usages} WHERE {_condition('user_id', 'usage_date', scope)}"
+        " GROUP BY user_id, day, currency_code, usage_id"
+        ") GROUP BY user_id, day, currency_code"
+    )
+
+
+REFRESH = {USERS_ANALYTICS: refresh_users_analytics}
+
+
+def refresh_statement(
+    table: str, database: str, *, suffix: str = "", scope: Scope | None = None
+) -> str:
+    return REFRESH[table](database, suffix=suffix, scope=scope)

@@ -1,0 +1,215 @@
+"""The real sink and the pipeline against ClickHouse 18.16 (or CLICKHOUSE_HOST), with faults cut
+inside one INSERT: its source parts committed and then the statement failed, a derived write
+failing after its source committed, and a client that timed out while the server went on.
+
+The faults are ClickHouse's own: a materialized view that throws or sleeps runs inside the INSERT
+after the source part was committed (DESIGN.md, "ClickHouse"), exactly as a view that hit
+TOO_MANY_PARTS would.
+"""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import pytest
+from aiochclient import ChClient
+
+from devstack.probes import clickhouse_query
+from devstack.stack import Stack
+from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
+from promo_libs.clickhouse.client import ClickHouse
+from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
+from promo_libs.config import ClickHouseSettings
+from sync_consumer import synthetic
+from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
+from sync_consumer.adapters.event_rows import DERIVED, VERSIONED, rows_for
+from sync_consumer.adapters.memory import InMemoryDeadLetters
+from sync_consumer.bootstrap import MIGRATIONS
+from sync_consumer.domain.model import StreamEntry
+from sync_consumer.service_layer.pipeline import StreamPipeline
+
+JAN = datetime(2024, 1, 31, 23, 0, tzinfo=UTC)
+FEB = JAN + timedelta(hours=2)
+STREAM = "it.orders"
+
+
+@pytest.fixture
+async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
+    settings = ClickHouseSettings(
+        clickhouse_host=stack.clickhouse_host,
+        clickhouse_port=stack.clickhouse_port,
+        clickhouse_database=f"it_{uuid.uuid4().hex[:12]}",
+    )
+    connection = ClickHouse(settings)
+    connection.connect()
+    await apply_migrations(connection.client, connection.database, load_migrations(MIGRATIONS))
+    yield connection
+    await connection.client.execute(f"DROP DATABASE IF EXISTS {connection.database}")
+    await connection.close()
+
+
+def batch() -> list[StreamEntry]:
+    """One batch across two months: January's order confirmed then cancelled, February's
+    confirmed, and their usages."""
+    messages = [
+        synthetic.order_event(
+            "confirmed", "jan", "u1", JAN, subtotal=1000, discount=100, version=2
+        ),
+        synthetic.order_event("confirmed", "feb", "u1", FEB, subtotal=2000, version=2),
+        synthetic.order_event(
+            "cancelled", "jan", "u1", JAN, subtotal=1000, discount=100, version=3
+        ),
+        synthetic.order_event("confirmed", "feb2", "u1", FEB, subtotal=500, version=2),
+        synthetic.usage_event(
+            "redeemed", "jan", "p1", "u1", JAN, amount=1000, discount=100, version=1
+        ),
+        synthetic.usage_event(
+            "released", "jan", "p1", "u1", JAN, amount=1000, discount=100, version=2
+        ),
+        synthetic.usage_event(
+            "redeemed", "feb", "p1", "u1", FEB, amount=2000, discount=0, version=1
+        ),
+    ]
+    return [
+        StreamEntry(
+            STREAM, f"5000-{n}", {EVENT_ID_FIELD: b"x", ENVELOPE_FIELD: m.SerializeToString()}
+        )
+        for n, m in enumerate(messages)
+    ]
+
+
+SUMMARY = [["2024-01-31", "0", "0", "0", "0"], ["2024-02-01", "2", "2500", "0", "1"]]
+
+
+def pipeline(sink: ClickHouseSink, on_retry: Callable[[str, Exception], None]) -> StreamPipeline:
+    return StreamPipeline(
+        STREAM,
+        sink,
+        InMemoryDeadLetters(),
+        rows_for,
+        retry_min_seconds=0.05,
+        retry_max_seconds=0.2,
+        on_retry=on_retry,
+        versioned=VERSIONED,
+        derived=DERIVED,
+    )
+
+
+async def rows(clickhouse: ClickHouse, sql: str) -> list[list[str]]:
+    text = await clickhouse.client.fetch(sql.format(db=clickhouse.database))
+    return [[str(v) for v in row.values()] for row in text]
+
+
+async def assert_exact(clickhouse: ClickHouse) -> None:
+    # Each (entity, version) stored once, not merely deduplicated by FINAL.
+    assert await rows(
+        clickhouse,
+        "SELECT order_id, version, count() FROM {db}.orders_analytics"
+        " GROUP BY order_id, version ORDER BY order_id, version",
+    ) == [["feb", "2", "1"], ["feb2", "2", "1"], ["jan", "2", "1"], ["jan", "3", "1"]]
+    assert await rows(
+        clickhouse,
+        "SELECT usage_id, version, count() FROM {db}.promo_code_usages_analytics"
+        " GROUP BY usage_id, version ORDER BY usage_id, version",
+    ) == [["feb", "1", "1"], ["jan", "1", "1"], ["jan", "2", "1"]]
+    assert (
+        await rows(
+            clickhouse,
+            "SELECT toString(day), orders, revenue_minor, discounts_minor, redemptions"
+            " FROM {db}.users_analytics FINAL ORDER BY day",
+        )
+        == SUMMARY
+    )
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30.0
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def run_with_fault(clickhouse: ClickHouse, fault: str, table: str) -> list[str]:
+    """Handles the batch while the view `fault` on `table` throws; drops it after a failure."""
+    db = clickhouse.database
+    await clickhouse.client.execute(f"CREATE TABLE {db}.sink (x UInt8) ENGINE = Null")
+    await clickhouse.client.execute(
+        f"CREATE MATERIALIZED VIEW {db}.fault TO {db}.sink AS SELECT {fault} AS x FROM {db}.{table}"
+    )
+    failures: list[str] = []
+    task = asyncio.create_task(
+        pipeline(
+            ClickHouseSink(clickhouse.client, db), lambda what, _: failures.append(what)
+        ).handle(batch())
+    )
+    await until(lambda: len(failures) >= 1)
+    await clickhouse.client.execute(f"DROP TABLE {db}.fault")
+    await asyncio.wait_for(task, 30)
+    return failures
+
+
+async def test_an_insert_failing_after_its_parts_of_two_months_committed_lands_once(
+    clickhouse: ClickHouse,
+) -> None:
+    # The view throws on the February rows only: January's part and February's are committed
+    # before it runs (one part per partition), the INSERT answers with an error.
+    failures = await run_with_fault(
+        clickhouse, "toUInt8(throwIf(order_date >= '2024-02-01'))", "orders_analytics"
+    )
+    assert set(failures) == {"orders_analytics"}
+    await assert_exact(clickhouse)
+
+
+async def test_a_derived_write_failing_after_its_source_committed_is_exact(
+    clickhouse: ClickHouse,
+) -> None:
+    failures = await run_with_fault(
+        clickhouse, "toUInt8(throwIf(state_version > 0))", "users_analytics"
+    )
+    assert set(failures) == {"users_analytics"}
+    await assert_exact(clickhouse)
+
+
+async def test_an_insert_the_client_gave_up_on_while_the_server_committed_is_counted_once(
+    clickhouse: ClickHouse,
+) -> None:
+    db = clickhouse.database
+    # One source block (one part) per row, each followed by a 0.4 s view: the INSERT of four
+    # orders takes 1.6 s on the server, its client gives up after 0.7 s.
+    await clickhouse.client.execute(f"CREATE TABLE {db}.sink (x UInt8) ENGINE = Null")
+    await clickhouse.client.execute(
+        f"CREATE MATERIALIZED VIEW {db}.slow TO {db}.sink AS SELECT toUInt8(sleep(0.4)) AS x"
+        f" FROM {db}.orders_analytics"
+    )
+    stored_at_timeout: list[int] = []
+
+    def on_retry(what: str, exc: Exception) -> None:
+        if what == "orders_analytics" and not stored_at_timeout:
+            # Read at once, before the retry settles the query: how far the server had got.
+            counted = clickhouse_query(
+                clickhouse.settings.clickhouse_host,
+                clickhouse.settings.clickhouse_port,
+                f"SELECT count() FROM {db}.orders_analytics",
+            )
+            stored_at_timeout.append(int(counted))
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.7)) as session:
+        client = ChClient(
+            session,
+            url=clickhouse.url,
+            database="default",
+            # One block, hence one part, per row: nothing squashes them together.
+            max_insert_block_size=1,
+            min_insert_block_size_rows=0,
+            min_insert_block_size_bytes=0,
+        )
+        task = asyncio.create_task(pipeline(ClickHouseSink(client, db), on_retry).handle(batch()))
+        await until(lambda: bool(stored_at_timeout))
+        await clickhouse.client.execute(f"DROP TABLE {db}.slow")
+        await asyncio.wait_for(task, 30)
+    # The server was still inserting when the client gave up.
+    assert stored_at_timeout[0] < 4
+    await assert_exact(clickhouse)
