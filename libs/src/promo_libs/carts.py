@@ -13,8 +13,8 @@ nothing is written, I5):
 - quantity 1..MAX_QUANTITY; unit price 0..MAX_AMOUNT in the order's currency; shipping the same;
 - the subtotal (lines plus shipping) 1..MAX_AMOUNT, so sums and products stay inside int64;
 - the order's currency is `amount`'s when given, else the first line's, else shipping's; `amount`
-  is required without lines, and with lines must equal the subtotal;
-- an amount-only request is one line: empty sku, quantity 1, unit price = amount.
+  is always the subtotal: required without lines, and with lines it must equal their sum;
+- a request without lines is one line: empty sku, quantity 1, unit price = amount - shipping.
 """
 
 from __future__ import annotations
@@ -108,12 +108,14 @@ def check_cart(
     currency = _currency(violations, amount, lines, shipping, amount_path, lines_path)
     if currency is None:
         return None
+    ship = _shipping(violations, shipping_path, shipping, currency)
     if lines:
         checked = _lines(violations, lines_path, lines, currency)
     else:
         assert amount is not None
-        checked = _amount_line(violations, f"{amount_path}.amount_minor", amount.amount_minor)
-    ship = _shipping(violations, shipping_path, shipping, currency)
+        checked = _amount_line(
+            violations, f"{amount_path}.amount_minor", amount.amount_minor, ship or 0
+        )
     if checked is None or ship is None:
         return None
     cart = CheckedCart(currency, checked, ship)
@@ -130,13 +132,17 @@ def check_cart(
 
 
 def _amount_line(
-    violations: errors.Violations, path: str, value: int
+    violations: errors.Violations, path: str, value: int, shipping: int
 ) -> tuple[CartLine, ...] | None:
-    """An amount-only request: one line, empty sku, quantity 1."""
+    """A request without lines: `amount` is still the subtotal, so its one line (empty sku,
+    quantity 1) is the amount less shipping."""
     if not 1 <= value <= MAX_AMOUNT:
         violations.add(path, f"must be 1..{MAX_AMOUNT}")
         return None
-    return (CartLine("", 1, value),)
+    if value < shipping:
+        violations.add(path, "must be at least the shipping amount")
+        return None
+    return (CartLine("", 1, value - shipping),)
 
 
 def _lines(

@@ -47,8 +47,9 @@ class PromoCodeServiceStub:
     ITEMS_BELOW_MINIMUM
 
     The cart: `lines` plus an optional `shipping` amount; the order amount (subtotal) is their sum.
-    A request with only `order_amount` is a cart of one line (empty sku, quantity 1). When both are
-    given, order_amount must equal the sum (INVALID_ARGUMENT otherwise).
+    order_amount is always the subtotal: a request without lines is a cart of one line (empty sku,
+    quantity 1, unit price order_amount - shipping); with lines it may be left unset, and when set
+    must equal their sum plus shipping (INVALID_ARGUMENT otherwise).
 
     Discount: the base is the subtotal (target ORDER), the amount of the matching lines (ITEMS), or
     shipping (SHIPPING). Percentage codes give floor(base * basis_points / 10000), then capped at
@@ -155,8 +156,9 @@ class PromoCodeServiceServicer:
     ITEMS_BELOW_MINIMUM
 
     The cart: `lines` plus an optional `shipping` amount; the order amount (subtotal) is their sum.
-    A request with only `order_amount` is a cart of one line (empty sku, quantity 1). When both are
-    given, order_amount must equal the sum (INVALID_ARGUMENT otherwise).
+    order_amount is always the subtotal: a request without lines is a cart of one line (empty sku,
+    quantity 1, unit price order_amount - shipping); with lines it may be left unset, and when set
+    must equal their sum plus shipping (INVALID_ARGUMENT otherwise).
 
     Discount: the base is the subtotal (target ORDER), the amount of the matching lines (ITEMS), or
     shipping (SHIPPING). Percentage codes give floor(base * basis_points / 10000), then capped at
@@ -360,8 +362,9 @@ class PromoCodeService:
     ITEMS_BELOW_MINIMUM
 
     The cart: `lines` plus an optional `shipping` amount; the order amount (subtotal) is their sum.
-    A request with only `order_amount` is a cart of one line (empty sku, quantity 1). When both are
-    given, order_amount must equal the sum (INVALID_ARGUMENT otherwise).
+    order_amount is always the subtotal: a request without lines is a cart of one line (empty sku,
+    quantity 1, unit price order_amount - shipping); with lines it may be left unset, and when set
+    must equal their sum plus shipping (INVALID_ARGUMENT otherwise).
 
     Discount: the base is the subtotal (target ORDER), the amount of the matching lines (ITEMS), or
     shipping (SHIPPING). Percentage codes give floor(base * basis_points / 10000), then capped at

@@ -91,7 +91,8 @@ def check_cart_request(
     shipping: MoneyIn | None,
 ) -> CheckedCart | None:
     """The request's cart (promo_libs.carts has the rules). Without lines and shipping it is the
-    one-line cart of order_amount, checked exactly as before carts existed."""
+    one-line cart of order_amount, checked exactly as before carts existed. order_amount is
+    always the subtotal: with shipping and no lines, the one line is order_amount - shipping."""
     if not lines and shipping is None:
         money = check_order_amount(violations, amount)
         if money is None:
