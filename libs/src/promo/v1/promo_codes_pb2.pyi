@@ -601,7 +601,9 @@ class UpdatePromoCodeRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Required. Paths to change: "description", "percentage", "fixed_amount" (setting one of these
         two replaces the other), "valid_from", "valid_until", "min_order_amount", "max_uses",
-        "max_uses_per_user", "budget", "eligible_user_ids" (replaced as a whole), "active". "code" and
+        "max_uses_per_user", "budget", "eligible_user_ids" (replaced as a whole), "active", and the cart
+        rules "target", "targeting" (replaced as a whole), "allocation", "max_quantity",
+        "min_item_quantity", "min_item_amount", "first_order_only". "code" and
         output-only fields are immutable. Changes apply to future redemptions only.
         """
 
