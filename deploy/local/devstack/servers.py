@@ -150,7 +150,9 @@ class RedisServer(ManagedServer):
             "--bind", HOST,
             "--dir", str(self.dir),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            # Every write fsynced before its reply: Redis 7.0 has no WAITAOF, and the outbox relay
+            # clears an entry only once its event is durable (promo_libs.bus, I3).
+            "--appendfsync", "always",
             "--daemonize", "no",
             "--logfile", str(self.dir / "redis.log"),
         ]  # fmt: skip

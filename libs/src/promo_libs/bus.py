@@ -50,10 +50,20 @@ class BusEvent:
     envelope: bytes
 
 
+class NotDurable(Exception):
+    """The bus accepted events but cannot tell that they would survive a crash of its host."""
+
+
 class EventPublisher(abc.ABC):
     @abc.abstractmethod
     async def publish(self, events: Sequence[BusEvent]) -> None:
         """Appends each event to its stream, in order, once per event_id; raises on failure."""
+
+    @abc.abstractmethod
+    async def durable(self) -> None:
+        """Returns once every event this publisher published so far would survive a crash of
+        the bus's host; raises NotDurable (or a connection error) when it cannot tell. The
+        outbox relay clears an entry only after this returned (I3)."""
 
 
 @dataclass
@@ -72,6 +82,10 @@ class InMemoryPublisher(EventPublisher):
                 self._seen.add(event.event_id)
                 self.streams.setdefault(event.stream, []).append(event)
 
+    async def durable(self) -> None:
+        if self.fail:
+            raise ConnectionError("bus unavailable")
+
 
 def redis_client(settings: RedisSettings, timeout_seconds: float = 2.0) -> aioredis.Redis:
     """A client for the bus (bytes in, bytes out). Nothing connects until first use."""
@@ -89,10 +103,17 @@ def redis_client(settings: RedisSettings, timeout_seconds: float = 2.0) -> aiore
 
 
 class RedisStreamPublisher(EventPublisher):
-    def __init__(self, client: aioredis.Redis, dedupe_ttl_seconds: int = 7 * 24 * 3600) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        dedupe_ttl_seconds: int = 7 * 24 * 3600,
+        durable_timeout_seconds: float = 2.0,
+    ) -> None:
         self._client = client
         self._ttl = dedupe_ttl_seconds
         self._script = client.register_script(_PUBLISH_ONCE)
+        self._durable_timeout_ms = int(durable_timeout_seconds * 1000)
+        self._mode: str | None = None
 
     async def publish(self, events: Sequence[BusEvent]) -> None:
         for event in events:  # in order: the stream order of one aggregate is its version order
@@ -100,3 +121,52 @@ class RedisStreamPublisher(EventPublisher):
                 keys=[DEDUPE_PREFIX + event.event_id, event.stream],
                 args=[self._ttl, event.event_id, event.event_type, event.envelope],
             )
+
+    # Durability (I3). With `appendfsync everysec` Redis acknowledges an XADD before it is on
+    # disk: a host crash (not a process kill, whose page cache survives) loses about a second
+    # of acknowledged events with their de-duplication markers. So the relay asks, before it
+    # clears an outbox entry, whether what it published is durable:
+    # - Redis >= 7.2: WAITAOF 1 0 returns once the local append-only file is fsynced up to
+    #   this connection's writes (any appendfsync; with everysec it costs up to a second of
+    #   latency per pass, not per event: the relay waits once per page of documents);
+    # - older Redis with `appendonly yes` and `appendfsync always`: every write is fsynced
+    #   before its reply, so a reply is proof;
+    # - anything else: NotDurable. The entries stay and are republished (de-duplicated) until
+    #   the server is configured durably: a loud failure instead of a silent loss.
+    # Decided once per connection pool from INFO/CONFIG; a restart of Redis with another
+    # configuration is seen by the next process start (or by `reset_durability`).
+    async def durable(self) -> None:
+        mode = self._mode or await self._probe()
+        if mode == "waitaof":
+            local, _ = await self._client.waitaof(1, 0, self._durable_timeout_ms)
+            if local < 1:
+                raise NotDurable("WAITAOF: the append-only file was not fsynced in time")
+            return
+        if mode != "always":
+            raise NotDurable(mode)
+
+    def reset_durability(self) -> None:
+        self._mode = None
+
+    async def _probe(self) -> str:
+        info = await self._client.info("server")
+        version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
+        if version >= (7, 2):
+            self._mode = "waitaof"
+            return self._mode
+        config = await self._client.config_get("appendonly")
+        config.update(await self._client.config_get("appendfsync"))
+        values = {_text(k): _text(v) for k, v in config.items()}
+        if values.get("appendonly") == "yes" and values.get("appendfsync") == "always":
+            self._mode = "always"
+            return self._mode
+        # Not cached: a server reconfigured with CONFIG SET is picked up by the next pass.
+        return (
+            f"Redis {info.get('redis_version')} has no WAITAOF and runs appendonly="
+            f"{values.get('appendonly')} appendfsync={values.get('appendfsync')}: published "
+            "events are not known durable (set appendfsync always, or use Redis 7.2+)"
+        )
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

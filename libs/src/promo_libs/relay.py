@@ -9,6 +9,11 @@ token: a concurrent write sets the flag back to true, so its entry stays flagged
 `outbox: {}` would say it directly, but the local MongoDB stand-in matches every document.)
 Publishing twice is harmless: the publisher is idempotent by event_id.
 
+"The bus accepted" means durable, not merely acknowledged: after publishing, the relay waits for
+`EventPublisher.durable()` (WAITAOF, or a Redis that fsyncs every write) before it clears any
+entry, once per page of documents rather than per document. An event acknowledged by Redis but
+lost with its host's page cache is therefore still in its document, and published again.
+
 Entries of one document are published in aggregate version order, so a stream holds one
 aggregate's events in the order they happened.
 """
@@ -96,7 +101,9 @@ class OutboxRelay:
         try:
             document = await self._collection.find_one({"_id": document_id})
             if document is not None and document.get("outbox"):
-                await self._publish_document(document)
+                events = await self._send(document)
+                await self._publisher.durable()
+                await self._clear(document_id, events)
             return True
         except Exception as exc:
             log.warning("publishing right after the write failed", error=str(exc))
@@ -115,20 +122,26 @@ class OutboxRelay:
             cursor = self._collection.find(query).sort("_id", 1).limit(self._page_size)
             documents = [document async for document in cursor]
             found += len(documents)
-            for document in documents:
-                cleared += await self._publish_document(document)
+            sent = [(document["_id"], await self._send(document)) for document in documents]
+            if sent:
+                await self._publisher.durable()  # once for the page: WAITAOF may take a second
+            for document_id, events in sent:
+                cleared += await self._clear(document_id, events)
             if len(documents) < self._page_size:
                 # Left flagged: written to during the pass; the next pass takes them.
                 OUTBOX_BACKLOG.labels(self._collection.name).set(found - cleared)
                 return cleared
             after = documents[-1]["_id"]
 
-    async def _publish_document(self, document: Document) -> int:
+    async def _send(self, document: Document) -> list[BusEvent]:
         events = pending_events(document)
-        document_id = document["_id"]
         if events:
             await self._publisher.publish(events)
             OUTBOX_PUBLISHED.labels(self._collection.name).inc(len(events))
+        return events
+
+    async def _clear(self, document_id: Any, events: list[BusEvent]) -> int:
+        """Removes the published (and durable) entries; 1 when the document has none left."""
         # The flag becomes this pass's token: a write from now on sets it back to true, which
         # makes the conditional updates below miss, so its entry stays flagged.
         token = uuid.uuid4().hex

@@ -13,7 +13,7 @@ from pymongo import AsyncMongoClient
 
 from devstack.stack import Stack
 from promo.v1 import events_pb2
-from promo_libs.bus import BusEvent, EventPublisher, RedisStreamPublisher
+from promo_libs.bus import BusEvent, EventPublisher, NotDurable, RedisStreamPublisher
 from promo_libs.config import RedisSettings
 from promo_libs.events import outbox_entry
 from promo_libs.outbox import OutboxEntry, outbox_fields
@@ -140,6 +140,9 @@ async def test_entry_added_during_a_pass_is_not_stranded(
             self.inner = RedisStreamPublisher(redis)
             self.wrote = False
 
+        async def durable(self) -> None:
+            await self.inner.durable()
+
         async def publish(self, events: Sequence[BusEvent]) -> None:
             await self.inner.publish(events)
             if not self.wrote:
@@ -204,3 +207,37 @@ async def until(condition: Callable[[], bool], what: str, seconds: float = 20.0)
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, f"no {what} within {seconds}s"
         await asyncio.sleep(0.05)
+
+
+# --- durability (I3): an entry is cleared only once its event is known durable ---------------
+
+
+async def test_an_entry_stays_while_redis_cannot_promise_durability(
+    mongo_client: Client, mongo_db_name: str, redis: aioredis.Redis
+) -> None:
+    """On Redis 7.0 with `appendfsync everysec`, an acknowledged XADD may still be lost with
+    its host: the relay publishes (consumers get the event) but keeps the entry, and clears it
+    once the server fsyncs every write (the next pass republishes, de-duplicated)."""
+    stream = f"test.{uuid.uuid4().hex}"
+    collection = mongo_client[mongo_db_name]["durable"]
+    entry = event(stream, "d1")
+    await collection.insert_one({"_id": "d1", **outbox_fields([entry], nested=True)})
+    publisher = RedisStreamPublisher(redis)
+    relay = OutboxRelay(collection, publisher)
+    info = await redis.info("server")
+    assert tuple(int(p) for p in info["redis_version"].split(".")[:2]) < (7, 2)  # no WAITAOF
+    await redis.config_set("appendfsync", "everysec")
+    try:
+        with pytest.raises(NotDurable, match="appendfsync=everysec"):
+            await relay.publish_pending()
+        stored = await collection.find_one({"_id": "d1"})
+        assert stored is not None and entry.event_id in stored["outbox"]
+        assert stored["outbox_pending"]  # still flagged (True or a pass token)
+        assert await stream_ids(redis, stream) == [entry.event_id]  # published, not cleared
+        assert not await relay.publish_now("d1")  # the write path's shortcut keeps it too
+    finally:
+        await redis.config_set("appendfsync", "always")
+    assert await relay.publish_pending() == 1
+    stored = await collection.find_one({"_id": "d1"})
+    assert stored is not None and stored["outbox"] == {} and not stored["outbox_pending"]
+    assert await stream_ids(redis, stream) == [entry.event_id]  # once, whatever the passes

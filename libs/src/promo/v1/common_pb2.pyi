@@ -120,15 +120,19 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """[ABORTED] A redemption with the same redemption_id is still being processed; retry with the
     same id to get its outcome.
     """
-    ERROR_REASON_NO_MATCHING_ITEMS: _ErrorReason.ValueType  # 30
+    ERROR_REASON_REDEMPTION_VOIDED: _ErrorReason.ValueType  # 30
+    """[FAILED_PRECONDITION] The redemption_id was released before any redemption was stored under it
+    (the order gave up on it): it can never be redeemed. Every retry gets the same answer.
+    """
+    ERROR_REASON_NO_MATCHING_ITEMS: _ErrorReason.ValueType  # 31
     """[FAILED_PRECONDITION] No line of the cart matches the code's targeting (or, for a shipping
     discount, the cart has no shipping amount): there is nothing the code could discount.
     """
-    ERROR_REASON_ITEMS_BELOW_MINIMUM: _ErrorReason.ValueType  # 31
+    ERROR_REASON_ITEMS_BELOW_MINIMUM: _ErrorReason.ValueType  # 32
     """[FAILED_PRECONDITION] The matching lines hold fewer units than the code's min_item_quantity or
     less than its min_item_amount.
     """
-    ERROR_REASON_FIRST_ORDER_ONLY: _ErrorReason.ValueType  # 32
+    ERROR_REASON_FIRST_ORDER_ONLY: _ErrorReason.ValueType  # 33
     """[FAILED_PRECONDITION] The code is for a user's first order only, and the user already has a
     confirmed order or a first-order redemption.
     """
@@ -247,15 +251,19 @@ ERROR_REASON_REDEMPTION_IN_PROGRESS: ErrorReason.ValueType  # 29
 """[ABORTED] A redemption with the same redemption_id is still being processed; retry with the
 same id to get its outcome.
 """
-ERROR_REASON_NO_MATCHING_ITEMS: ErrorReason.ValueType  # 30
+ERROR_REASON_REDEMPTION_VOIDED: ErrorReason.ValueType  # 30
+"""[FAILED_PRECONDITION] The redemption_id was released before any redemption was stored under it
+(the order gave up on it): it can never be redeemed. Every retry gets the same answer.
+"""
+ERROR_REASON_NO_MATCHING_ITEMS: ErrorReason.ValueType  # 31
 """[FAILED_PRECONDITION] No line of the cart matches the code's targeting (or, for a shipping
 discount, the cart has no shipping amount): there is nothing the code could discount.
 """
-ERROR_REASON_ITEMS_BELOW_MINIMUM: ErrorReason.ValueType  # 31
+ERROR_REASON_ITEMS_BELOW_MINIMUM: ErrorReason.ValueType  # 32
 """[FAILED_PRECONDITION] The matching lines hold fewer units than the code's min_item_quantity or
 less than its min_item_amount.
 """
-ERROR_REASON_FIRST_ORDER_ONLY: ErrorReason.ValueType  # 32
+ERROR_REASON_FIRST_ORDER_ONLY: ErrorReason.ValueType  # 33
 """[FAILED_PRECONDITION] The code is for a user's first order only, and the user already has a
 confirmed order or a first-order redemption.
 """

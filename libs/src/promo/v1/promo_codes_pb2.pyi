@@ -653,6 +653,7 @@ class GeneratePromoCodesRequest(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     RANDOM_LENGTH_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     prefix: _builtins.str
     """Optional. Text in front of every generated code (same character rules as PromoCode.code;
     stored in upper case). prefix plus random part must be at most 64 characters.
@@ -662,6 +663,12 @@ class GeneratePromoCodesRequest(_message.Message):
     random_length: _builtins.int
     """Length of the random part: 4..32; 0 = default 8. Characters are drawn uniformly from upper-case
     letters and digits without look-alikes ("23456789ABCDEFGHJKMNPQRSTUVWXYZ").
+    """
+    request_id: _builtins.str
+    """Optional, recommended: makes the call idempotent (1..128 characters of A-Z, a-z, 0-9, '-' and
+    '_'). A retry with the same request_id and the same fields returns the same batch (completing
+    it if the first attempt died); with other fields, ALREADY_EXISTS IDEMPOTENCY_KEY_REUSED.
+    Without it every call makes a new batch.
     """
     @_builtins.property
     def template(self) -> Global___PromoCode:
@@ -676,10 +683,11 @@ class GeneratePromoCodesRequest(_message.Message):
         count: _builtins.int = ...,
         random_length: _builtins.int = ...,
         template: Global___PromoCode | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "prefix", b"prefix", "random_length", b"random_length", "template", b"template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "prefix", b"prefix", "random_length", b"random_length", "request_id", b"request_id", "template", b"template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -229,8 +229,11 @@ class PromoCodeServiceServicer:
 
     def GeneratePromoCodes(self, request, context):
         """Creates `count` codes "<prefix><random part>" sharing the rules of `template` and one new
-        batch_id. All or nothing. Not idempotent: a retry creates another batch. Errors:
-        INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED.
+        batch_id. All or nothing: no code of the batch is visible, redeemable or announced by an event
+        until every code is stored; a failure or crash before that leaves nothing (a crash may leave
+        invisible codes that a retry with the same request_id completes). Idempotent by request_id.
+        Errors: INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED, ALREADY_EXISTS
+        IDEMPOTENCY_KEY_REUSED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -251,6 +254,7 @@ class PromoCodeServiceServicer:
         stored usage (whatever its current status) and changes nothing. Errors: NOT_FOUND
         PROMO_CODE_NOT_FOUND; FAILED_PRECONDITION with the failing rule's reason; NOT_FOUND
         USER_NOT_FOUND / FAILED_PRECONDITION USER_INACTIVE; ALREADY_EXISTS REDEMPTION_CONFLICT;
+        FAILED_PRECONDITION REDEMPTION_VOIDED (the id was released before it was redeemed);
         UNAVAILABLE DEPENDENCY_UNAVAILABLE (outcome unknown: retry with the same redemption_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -260,7 +264,10 @@ class PromoCodeServiceServicer:
     def ReleasePromoCode(self, request, context):
         """Releases a redemption (its order was cancelled): gives the use, the per-user slot and the
         discount back to the code. Idempotent: releasing a RELEASED usage returns it unchanged (with the
-        first release_reason). Errors: NOT_FOUND REDEMPTION_NOT_FOUND, UNAVAILABLE
+        first release_reason). Releasing an id nothing was redeemed under answers NOT_FOUND
+        REDEMPTION_NOT_FOUND and voids the id, so a Redeem arriving later is refused
+        (REDEMPTION_VOIDED) instead of taking a use nobody would give back. Errors: NOT_FOUND
+        REDEMPTION_NOT_FOUND, UNAVAILABLE
         DEPENDENCY_UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

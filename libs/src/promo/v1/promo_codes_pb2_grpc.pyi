@@ -99,8 +99,11 @@ class PromoCodeServiceStub:
     """
     GeneratePromoCodes: _grpc.UnaryUnaryMultiCallable[_promo_codes_pb2.GeneratePromoCodesRequest, _promo_codes_pb2.GeneratePromoCodesResponse]
     """Creates `count` codes "<prefix><random part>" sharing the rules of `template` and one new
-    batch_id. All or nothing. Not idempotent: a retry creates another batch. Errors:
-    INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED.
+    batch_id. All or nothing: no code of the batch is visible, redeemable or announced by an event
+    until every code is stored; a failure or crash before that leaves nothing (a crash may leave
+    invisible codes that a retry with the same request_id completes). Idempotent by request_id.
+    Errors: INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED, ALREADY_EXISTS
+    IDEMPOTENCY_KEY_REUSED.
     """
     ValidatePromoCode: _grpc.UnaryUnaryMultiCallable[_promo_codes_pb2.ValidatePromoCodeRequest, _promo_codes_pb2.ValidatePromoCodeResponse]
     """Checks whether a code would apply to an order, without changing anything. Rule failures
@@ -113,12 +116,16 @@ class PromoCodeServiceStub:
     stored usage (whatever its current status) and changes nothing. Errors: NOT_FOUND
     PROMO_CODE_NOT_FOUND; FAILED_PRECONDITION with the failing rule's reason; NOT_FOUND
     USER_NOT_FOUND / FAILED_PRECONDITION USER_INACTIVE; ALREADY_EXISTS REDEMPTION_CONFLICT;
+    FAILED_PRECONDITION REDEMPTION_VOIDED (the id was released before it was redeemed);
     UNAVAILABLE DEPENDENCY_UNAVAILABLE (outcome unknown: retry with the same redemption_id).
     """
     ReleasePromoCode: _grpc.UnaryUnaryMultiCallable[_promo_codes_pb2.ReleasePromoCodeRequest, _promo_codes_pb2.PromoCodeUsage]
     """Releases a redemption (its order was cancelled): gives the use, the per-user slot and the
     discount back to the code. Idempotent: releasing a RELEASED usage returns it unchanged (with the
-    first release_reason). Errors: NOT_FOUND REDEMPTION_NOT_FOUND, UNAVAILABLE
+    first release_reason). Releasing an id nothing was redeemed under answers NOT_FOUND
+    REDEMPTION_NOT_FOUND and voids the id, so a Redeem arriving later is refused
+    (REDEMPTION_VOIDED) instead of taking a use nobody would give back. Errors: NOT_FOUND
+    REDEMPTION_NOT_FOUND, UNAVAILABLE
     DEPENDENCY_UNAVAILABLE.
     """
     ListPromoCodeUsages: _grpc.UnaryUnaryMultiCallable[_promo_codes_pb2.ListPromoCodeUsagesRequest, _promo_codes_pb2.ListPromoCodeUsagesResponse]
@@ -195,8 +202,11 @@ class PromoCodeServiceAsyncStub(PromoCodeServiceStub):
     """
     GeneratePromoCodes: _aio.UnaryUnaryMultiCallable[_promo_codes_pb2.GeneratePromoCodesRequest, _promo_codes_pb2.GeneratePromoCodesResponse]  # type: ignore[assignment]
     """Creates `count` codes "<prefix><random part>" sharing the rules of `template` and one new
-    batch_id. All or nothing. Not idempotent: a retry creates another batch. Errors:
-    INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED.
+    batch_id. All or nothing: no code of the batch is visible, redeemable or announced by an event
+    until every code is stored; a failure or crash before that leaves nothing (a crash may leave
+    invisible codes that a retry with the same request_id completes). Idempotent by request_id.
+    Errors: INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED, ALREADY_EXISTS
+    IDEMPOTENCY_KEY_REUSED.
     """
     ValidatePromoCode: _aio.UnaryUnaryMultiCallable[_promo_codes_pb2.ValidatePromoCodeRequest, _promo_codes_pb2.ValidatePromoCodeResponse]  # type: ignore[assignment]
     """Checks whether a code would apply to an order, without changing anything. Rule failures
@@ -209,12 +219,16 @@ class PromoCodeServiceAsyncStub(PromoCodeServiceStub):
     stored usage (whatever its current status) and changes nothing. Errors: NOT_FOUND
     PROMO_CODE_NOT_FOUND; FAILED_PRECONDITION with the failing rule's reason; NOT_FOUND
     USER_NOT_FOUND / FAILED_PRECONDITION USER_INACTIVE; ALREADY_EXISTS REDEMPTION_CONFLICT;
+    FAILED_PRECONDITION REDEMPTION_VOIDED (the id was released before it was redeemed);
     UNAVAILABLE DEPENDENCY_UNAVAILABLE (outcome unknown: retry with the same redemption_id).
     """
     ReleasePromoCode: _aio.UnaryUnaryMultiCallable[_promo_codes_pb2.ReleasePromoCodeRequest, _promo_codes_pb2.PromoCodeUsage]  # type: ignore[assignment]
     """Releases a redemption (its order was cancelled): gives the use, the per-user slot and the
     discount back to the code. Idempotent: releasing a RELEASED usage returns it unchanged (with the
-    first release_reason). Errors: NOT_FOUND REDEMPTION_NOT_FOUND, UNAVAILABLE
+    first release_reason). Releasing an id nothing was redeemed under answers NOT_FOUND
+    REDEMPTION_NOT_FOUND and voids the id, so a Redeem arriving later is refused
+    (REDEMPTION_VOIDED) instead of taking a use nobody would give back. Errors: NOT_FOUND
+    REDEMPTION_NOT_FOUND, UNAVAILABLE
     DEPENDENCY_UNAVAILABLE.
     """
     ListPromoCodeUsages: _aio.UnaryUnaryMultiCallable[_promo_codes_pb2.ListPromoCodeUsagesRequest, _promo_codes_pb2.ListPromoCodeUsagesResponse]  # type: ignore[assignment]
@@ -330,8 +344,11 @@ class PromoCodeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_promo_codes_pb2.GeneratePromoCodesResponse, _abc.Awaitable[_promo_codes_pb2.GeneratePromoCodesResponse]]:
         """Creates `count` codes "<prefix><random part>" sharing the rules of `template` and one new
-        batch_id. All or nothing. Not idempotent: a retry creates another batch. Errors:
-        INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED.
+        batch_id. All or nothing: no code of the batch is visible, redeemable or announced by an event
+        until every code is stored; a failure or crash before that leaves nothing (a crash may leave
+        invisible codes that a retry with the same request_id completes). Idempotent by request_id.
+        Errors: INVALID_ARGUMENT, FAILED_PRECONDITION CODE_SPACE_EXHAUSTED, ALREADY_EXISTS
+        IDEMPOTENCY_KEY_REUSED.
         """
 
     @_abc_1.abstractmethod
@@ -356,6 +373,7 @@ class PromoCodeServiceServicer(metaclass=_abc_1.ABCMeta):
         stored usage (whatever its current status) and changes nothing. Errors: NOT_FOUND
         PROMO_CODE_NOT_FOUND; FAILED_PRECONDITION with the failing rule's reason; NOT_FOUND
         USER_NOT_FOUND / FAILED_PRECONDITION USER_INACTIVE; ALREADY_EXISTS REDEMPTION_CONFLICT;
+        FAILED_PRECONDITION REDEMPTION_VOIDED (the id was released before it was redeemed);
         UNAVAILABLE DEPENDENCY_UNAVAILABLE (outcome unknown: retry with the same redemption_id).
         """
 
@@ -367,7 +385,10 @@ class PromoCodeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_promo_codes_pb2.PromoCodeUsage, _abc.Awaitable[_promo_codes_pb2.PromoCodeUsage]]:
         """Releases a redemption (its order was cancelled): gives the use, the per-user slot and the
         discount back to the code. Idempotent: releasing a RELEASED usage returns it unchanged (with the
-        first release_reason). Errors: NOT_FOUND REDEMPTION_NOT_FOUND, UNAVAILABLE
+        first release_reason). Releasing an id nothing was redeemed under answers NOT_FOUND
+        REDEMPTION_NOT_FOUND and voids the id, so a Redeem arriving later is refused
+        (REDEMPTION_VOIDED) instead of taking a use nobody would give back. Errors: NOT_FOUND
+        REDEMPTION_NOT_FOUND, UNAVAILABLE
         DEPENDENCY_UNAVAILABLE.
         """
 

@@ -16,7 +16,7 @@ import grpc
 import pymongo
 import structlog
 
-from promo_libs import errors
+from promo_libs import deadlines, errors
 from promo_libs.grpc.errors import grpc_status_for, to_domain_error
 from promo_libs.grpc.requests import timestamp_violations
 from promo_libs.logging import get_logger
@@ -95,8 +95,10 @@ def _wrap(
                 refused = timestamp_violations(request)
                 if refused:
                     raise errors.InvalidArgument(refused)
-                # The caller's deadline bounds every MongoDB operation made for this RPC.
-                with pymongo.timeout(context.time_remaining()):
+                # The caller's deadline bounds every MongoDB operation made for this RPC, and
+                # every wait a use case makes for it (promo_libs.deadlines).
+                left = context.time_remaining()
+                with pymongo.timeout(left), deadlines.bound(left):
                     work = asyncio.ensure_future(inner(request, context))
                 # When the caller goes away, gRPC cancels this coroutine. The use case is not
                 # cancelled with it: a coroutine cancelled inside PyMongo's pool breaks the pool

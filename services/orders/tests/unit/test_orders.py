@@ -13,7 +13,7 @@ from orders_service.domain.events import OrderCancelled, OrderConfirmed, OrderCr
 from orders_service.domain.model import CANCELLED, CONFIRMED, PENDING, REJECTED
 from orders_service.service_layer.orders import Orders
 from orders_service.service_layer.sweep import Sweeper
-from promo_libs import errors
+from promo_libs import deadlines, errors
 
 from .conftest import Clock, FakePromoCodes, FakeUsers
 
@@ -291,3 +291,31 @@ async def test_get_and_list(orders: Orders, clock: Clock) -> None:
     with pytest.raises(errors.InvalidArgument) as bad:
         await orders.list_orders(ListOrders(10, page.next_page_token, user_id="alice"))
     assert bad.value.reason == "INVALID_PAGE_TOKEN"
+
+
+async def test_the_redeem_is_bounded_by_the_callers_deadline_the_saga_is_not(
+    orders: Orders,
+    repo: InMemoryOrderRepository,
+    promo_codes: FakePromoCodes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The caller's deadline bounds the Redeem (the fake records what the adapter would use);
+    recording the outcome runs on the saga's own budget, so it survives the caller leaving."""
+    seen: dict[str, float | None] = {}
+    real_redeem, real_save = promo_codes.redeem, repo.save
+
+    async def redeem(redemption):  # type: ignore[no-untyped-def]
+        seen["redeem"] = deadlines.remaining()
+        return await real_redeem(redemption)
+
+    async def save(order):  # type: ignore[no-untyped-def]
+        seen["save"] = deadlines.remaining()
+        await real_save(order)
+
+    monkeypatch.setattr(promo_codes, "redeem", redeem)
+    monkeypatch.setattr(repo, "save", save)
+    with deadlines.bound(0.5):
+        order = await orders.create_order(create(code="save10"))
+    assert order.status == CONFIRMED
+    assert seen["redeem"] is not None and seen["redeem"] <= 0.5
+    assert seen["save"] is not None and seen["save"] > 25  # the 30 s budget, not the caller's

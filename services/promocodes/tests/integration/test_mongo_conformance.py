@@ -217,6 +217,79 @@ async def test_replace_and_update_report_a_unique_index_violation(db: Db) -> Non
     assert stored is not None and stored["slot"] == "a:b"
 
 
+# --- forms added for issue 12 (voided ids, stuck reservations, staged batches) ---------------
+
+
+async def test_in_on_ids_with_a_status_filter_and_a_projection(db: Db) -> None:
+    """written_attempts: `_id $in`, `status $in`, projection of one field (plus _id)."""
+    await db.promo_code_usages.insert_many(
+        [
+            {"_id": "r1", "status": "ACTIVE", "attempt": "a1", "slot": 1},
+            {"_id": "r2", "status": "ABANDONED", "attempt": "a2", "slot": "a:r2"},
+            {"_id": "r3", "status": "RELEASED", "attempt": "a3", "slot": "r:r3"},
+            {"_id": "r4", "status": "VOIDED", "slot": "v:r4"},
+        ]
+    )
+    cursor = db.promo_code_usages.find(
+        {"_id": {"$in": ["r1", "r2", "r3", "r4", "r9"]}, "status": {"$in": ["ACTIVE", "RELEASED"]}},
+        {"attempt": 1},
+    )
+    found = sorted([d async for d in cursor], key=lambda d: d["_id"])
+    assert found == [{"_id": "r1", "attempt": "a1"}, {"_id": "r3", "attempt": "a3"}]
+
+
+async def test_voiding_an_abandoned_placeholder_excludes_a_take_over(db: Db) -> None:
+    """void: update filtered on ABANDONED; afterwards claim's filtered replace must not match."""
+    await db.promo_code_usages.insert_one(
+        {"_id": "r5", "status": "ABANDONED", "slot": "a:r5", "aborted": {"old": True}}
+    )
+    voided = await db.promo_code_usages.update_one(
+        {"_id": "r5", "status": "ABANDONED"}, {"$set": {"status": "VOIDED", "slot": "v:r5"}}
+    )
+    assert (voided.matched_count, voided.modified_count) == (1, 1)
+    taken = await db.promo_code_usages.replace_one(
+        {"_id": "r5", "status": "ABANDONED", "aborted.new": {"$exists": False}},
+        {"_id": "r5", "status": "ACTIVE", "slot": 1},
+    )
+    assert taken.matched_count == 0
+    stored = await db.promo_code_usages.find_one({"_id": "r5"})
+    assert stored is not None and stored["status"] == "VOIDED"
+    with pytest.raises(DuplicateKeyError):  # a tombstone insert racing a usage: _id decides
+        await db.promo_code_usages.insert_one({"_id": "r5", "status": "VOIDED"})
+
+
+async def test_staged_codes_flip_with_update_many_and_exists_false_hides_them(db: Db) -> None:
+    """A generated batch: staged documents are skipped by `staged $exists false`; one
+    update_many drops the flag and sets outbox_pending on exactly the batch's staged codes."""
+    await db.promo_codes.insert_many(
+        [
+            {"_id": "s1", "code": "B-1", "batch_id": "b", "staged": True, "outbox_pending": False},
+            {"_id": "s2", "code": "B-2", "batch_id": "b", "staged": True, "outbox_pending": False},
+            {"_id": "o1", "code": "C-1", "batch_id": "c", "staged": True, "outbox_pending": False},
+            {"_id": "v1", "code": "A-1", "batch_id": "", "outbox_pending": False},
+        ]
+    )
+    visible = db.promo_codes.find({"staged": {"$exists": False}}).sort("code", 1)
+    assert [d["_id"] async for d in visible] == ["v1"]
+    flipped = await db.promo_codes.update_many(
+        {"batch_id": "b", "staged": True},
+        {"$set": {"outbox_pending": True}, "$unset": {"staged": ""}},
+    )
+    assert (flipped.matched_count, flipped.modified_count) == (2, 2)
+    visible = db.promo_codes.find({"staged": {"$exists": False}}).sort("code", 1)
+    assert [d["_id"] async for d in visible] == ["v1", "s1", "s2"]
+    assert [d["_id"] async for d in db.promo_codes.find({"outbox_pending": True})] in (
+        ["s1", "s2"],
+        ["s2", "s1"],
+    )
+    other = await db.promo_codes.find_one({"_id": "o1"})
+    assert (
+        other is not None
+        and other["staged"] is True
+        and "staged" not in (await db.promo_codes.find_one({"_id": "s1"}) or {"staged": 1})
+    )
+
+
 async def test_sparse_unique_first_order_slot(db: Db) -> None:
     """MongoDB: a sparse unique index leaves documents without the field out (any number may
     lack it) and refuses a second document with the same value; $unset frees the value."""

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from promo_libs import errors
+from promo_libs import deadlines, errors
 from promocodes_service.domain.commands import (
     CodeSpec,
     CreatePromoCode,
@@ -26,6 +26,7 @@ from promocodes_service.domain.commands import (
 from promocodes_service.domain.model import ABANDONED, REDEEM, PromoCode, Reservation
 from promocodes_service.domain.ports import CLAIMED, FENCED
 from promocodes_service.service_layer.catalogue import Catalogue
+from promocodes_service.service_layer.redemption import Redemptions
 
 from .conftest import App
 
@@ -194,6 +195,59 @@ async def test_generate_refuses_an_exhausted_space_and_writes_nothing(app: App) 
         == "CODE_SPACE_EXHAUSTED"
     )
     assert not app.codes.items
+    assert app.codes.published == []  # nothing announced: no ghost codes downstream
+
+
+def _drawing(app: App, texts: list[str]) -> Catalogue:
+    draws, ids = iter(texts), itertools.count()
+    return Catalogue(app.codes, lambda: f"b{next(ids)}", app.clock,
+                     lambda prefix, length: next(draws))  # fmt: skip
+
+
+async def test_generate_with_a_request_id_is_idempotent(app: App) -> None:
+    catalogue = _drawing(app, ["R-AAAA", "R-BBBB", "R-CCCC", "R-DDDD"])
+    command = GeneratePromoCodes("r-", 2, 4, pct(""), request_id="gen-1")
+    first = await catalogue.generate(command)
+    again = await catalogue.generate(command)
+    assert (
+        (again.batch_id, again.codes)
+        == (first.batch_id, first.codes)
+        == (
+            first.batch_id,
+            ["R-AAAA", "R-BBBB"],
+        )
+    )
+    assert len(app.codes.items) == 2 and len(app.codes.published) == 2
+    other = dataclasses.replace(command, count=3)
+    assert await reason_of(catalogue.generate(other)) == "IDEMPOTENCY_KEY_REUSED"
+
+
+async def test_a_batch_is_invisible_until_complete_and_a_retry_completes_it(app: App) -> None:
+    """An attempt that died after staging some codes: none is visible or announced; the retry
+    with the same request id keeps them, draws the rest and commits the whole batch."""
+    catalogue = _drawing(app, ["K-CCCC", "K-DDDD"])
+    command = GeneratePromoCodes("k-", 3, 4, pct(""), request_id="gen-2")
+    import hashlib
+
+    fingerprint = hashlib.sha256(
+        repr(dataclasses.replace(command, request_id="")).encode()
+    ).hexdigest()
+    batch = await app.codes.begin_batch("gen-2", "dead-batch", fingerprint, app.clock.now)
+    spec = await create(app, pct("K-SEED"))
+    staged = [PromoCode.create(f"s{n}", f"K-{c}", spec.rules, app.clock.now, batch.batch_id)
+              for n, c in enumerate(["AAAA", "BBBB"])]  # fmt: skip
+    assert await app.codes.add_batch(staged, 0) == set()
+    assert await app.codes.get_by_code("K-AAAA") is None
+    assert await reason_of(redeem(app, "K-AAAA", "alice", 1000, "early")) == (
+        "PROMO_CODE_NOT_FOUND"
+    )
+    assert [type(e).__name__ for e in app.codes.published] == ["PromoCodeCreated"]  # K-SEED
+    done = await catalogue.generate(command)
+    assert done.batch_id == "dead-batch"
+    assert done.codes == ["K-AAAA", "K-BBBB", "K-CCCC"]
+    assert (await app.codes.get_by_code("K-AAAA")) is not None
+    assert len(app.codes.published) == 4
+    assert (await redeem(app, "K-BBBB", "alice", 1000, "later")).status == "ACTIVE"
 
 
 # --- rules and reasons --------------------------------------------------------------------
@@ -395,3 +449,134 @@ async def test_bad_values_in_redemption_requests(app: App) -> None:
         await app.redemptions.list_usages(ListPromoCodeUsages(-1, "", status="7"))
     assert {v.field for v in caught.value.violations} == {"status"}
     assert app.users.calls == 0
+
+
+# --- a Release before the Redeem voids the id ---------------------------------------------
+
+
+async def test_a_release_of_an_unknown_id_voids_it_for_every_later_redeem(app: App) -> None:
+    await create(app, fixed("VOID", 100, max_uses=5))
+    release = ReleasePromoCode("late-order", "order rejected")
+    assert await reason_of(app.redemptions.release(release)) == "REDEMPTION_NOT_FOUND"
+    assert await reason_of(app.redemptions.release(release)) == "REDEMPTION_NOT_FOUND"
+    for _ in range(2):  # refused, and refused again: the same answer every time
+        assert await reason_of(redeem(app, "VOID", "alice", 1000, "late-order")) == (
+            "REDEMPTION_VOIDED"
+        )
+    after = await app.catalogue.lookup("VOID")
+    assert (after.uses, after.discount_granted, after.pending) == (0, 0, {})
+    listed = await app.redemptions.list_usages(ListPromoCodeUsages(10, ""))
+    assert listed.usages == []
+
+
+async def test_a_redeem_in_flight_when_the_id_is_voided_gives_its_reservation_back(
+    app: App,
+) -> None:
+    """The Release lands between the Redeem's reservation and its usage write: the usage write
+    collides with the tombstone, the reservation is compensated, the Redeem is refused."""
+    await create(app, fixed("RACE", 100, max_uses=1))
+    real_claim = app.usages.claim
+
+    async def claim_after_release(usage, slot):  # type: ignore[no-untyped-def]
+        assert await app.usages.void(usage.id) is None  # what a Release finds: no usage yet
+        return await real_claim(usage, slot)
+
+    app.usages.claim = claim_after_release  # type: ignore[method-assign]
+    assert await reason_of(redeem(app, "RACE", "alice", 1000, "raced")) == "REDEMPTION_VOIDED"
+    app.usages.claim = real_claim  # type: ignore[method-assign]
+    after = await app.catalogue.lookup("RACE")
+    assert (after.uses, after.discount_granted, after.pending) == (0, 0, {})
+    assert (await redeem(app, "RACE", "alice", 1000, "other")).status == "ACTIVE"
+
+
+async def test_recovery_rolls_back_a_stale_reservation_of_a_voided_id(app: App) -> None:
+    await create(app, fixed("STALE", 100, max_uses=1))
+    await _reserve(app, "STALE", "gone", "att9")
+    assert await app.usages.void("gone") is None
+    app.clock.advance(31)
+    assert (await app.recovery.sweep()).rolled_back == 1
+    after = await app.catalogue.lookup("STALE")
+    assert (after.uses, after.pending) == (0, {})
+    assert app.usages.stored["gone"].usage.status == "VOIDED"
+
+
+# --- how long a Redeem waits for other requests' reservations -----------------------------
+
+
+def _patient(app: App) -> None:
+    """Redemptions that would wait up to 30 s for in-flight reservations (the caller's deadline
+    must be what stops them)."""
+    ids = itertools.count(1)
+    app.redemptions = Redemptions(
+        app.codes,
+        app.usages,
+        app.users,
+        app.recovery,
+        lambda: f"p{next(ids):06d}",
+        app.clock,
+        wait_limit=30.0,
+    )
+
+
+async def test_a_fresh_reservation_is_waited_for_only_until_the_callers_deadline(
+    app: App,
+) -> None:
+    _patient(app)
+    await create(app, fixed("FULL", 100, max_uses=1))
+    await _reserve(app, "FULL", "alive", "att-a")  # fresh: not fenced, may still roll back
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with deadlines.bound(0.6):
+        reason = await reason_of(redeem(app, "FULL", "bob", 1000, "waiter"))
+    waited = loop.time() - started
+    assert reason == "PROMO_CODE_EXHAUSTED"
+    assert waited < 0.6, f"answered after the caller's deadline ({waited:.2f}s)"
+
+
+async def test_a_reservation_whose_usage_is_written_is_not_waited_for(app: App) -> None:
+    _patient(app)
+    await create(app, fixed("DONE", 100, max_uses=1))
+    promo = await _reserve(app, "DONE", "written", "att-w")
+    from promocodes_service.domain.model import Usage
+
+    usage = Usage.redeem(
+        "written", promo, app.users.users["alice"], 1000, EUR, 100, "att-w", app.clock.now
+    )
+    assert (await app.usages.claim(usage, None)).outcome == CLAIMED  # settle step not done yet
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with deadlines.bound(20):
+        reason = await reason_of(redeem(app, "DONE", "bob", 1000, "next"))
+    assert reason == "PROMO_CODE_EXHAUSTED"
+    assert loop.time() - started < 0.5  # no wait: that reservation can only be finalized
+
+
+async def test_an_overdue_reservation_of_a_dead_request_is_settled_by_the_next_redeem(
+    app: App,
+) -> None:
+    _patient(app)
+    await create(app, fixed("DEAD", 100, max_uses=1))
+    promo = await app.catalogue.lookup("DEAD")
+    until = app.clock.now + timedelta(seconds=1)  # its caller's deadline
+    reservation = Reservation("att-k", REDEEM, "alice", 100, app.clock.now, until)
+    assert await app.codes.reserve(promo, "killed", reservation)  # killed before step 2
+    app.clock.advance(2)  # past its deadline, far younger than the recovery sweep's 30 s
+    with deadlines.bound(5):
+        usage = await redeem(app, "DEAD", "bob", 1000, "after")
+    after = await app.catalogue.lookup("DEAD")
+    assert usage.status == "ACTIVE" and (after.uses, after.pending.keys()) == (1, set())
+    assert app.usages.stored["killed"].usage.status == ABANDONED  # the dead attempt is fenced
+
+
+async def test_a_batch_nobody_retries_is_dropped_by_recovery_after_an_hour(app: App) -> None:
+    seed = await create(app, pct("Z-SEED"))
+    batch = await app.codes.begin_batch("gen-3", "lost-batch", "f", app.clock.now)
+    staged = [PromoCode.create("z1", "Z-AAAA", seed.rules, app.clock.now, batch.batch_id)]
+    assert await app.codes.add_batch(staged, 0) == set()
+    app.clock.advance(1800)
+    await app.recovery.sweep()
+    assert "z1" in app.codes.items  # half an hour: a retry may still come
+    app.clock.advance(1801)
+    await app.recovery.sweep()
+    assert "z1" not in app.codes.items and "gen-3" not in app.codes.batches
+    assert [type(e).__name__ for e in app.codes.published] == ["PromoCodeCreated"]  # Z-SEED

@@ -1,6 +1,9 @@
 """PromoCodes over gRPC: Redeem, Release and GetPromoCode of promo.v1.PromoCodeService.
 
-Every call has its own deadline. Answers are sorted into three kinds: a result, a definite
+Every call has its own deadline, never later than the caller's (promo_libs.deadlines), and the
+wait for a turn at the bulkhead counts in it: a call that could only start after its caller gave
+up is not made (an order redeemed that late may already have been settled by another replica's
+sweep). Answers are sorted into three kinds: a result, a definite
 refusal (FAILED_PRECONDITION / NOT_FOUND with a reason: the code does not apply), and an unknown
 outcome (deadline, UNAVAILABLE, ABORTED "in progress", anything else), which the saga retries
 with the same redemption id. Promo code rules are cached for a short while: event snapshots
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import grpc
@@ -28,6 +33,7 @@ from orders_service.domain.ports import (
     Refused,
 )
 from promo.v1 import common_pb2, promo_codes_pb2, promo_codes_pb2_grpc
+from promo_libs import deadlines
 from promo_libs.grpc.client import peer_serving
 from promo_libs.grpc.errors import error_info
 from promo_libs.logging import get_logger
@@ -99,6 +105,26 @@ class GrpcPromoCodes(PromoCodes):
         # database pool would otherwise be oversubscribed and its calls time out together).
         self._gate = asyncio.Semaphore(max_in_flight)
 
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[float]:
+        """A bulkhead slot, waited for within the call's deadline; yields the seconds left for
+        the call itself. OutcomeUnknown when no slot came in time (nothing was sent)."""
+        budget = deadlines.within(self._timeout)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(budget):
+                await self._gate.acquire()
+        except TimeoutError:
+            raise OutcomeUnknown(DEPENDENCY, "no turn before the deadline") from None
+        try:
+            left = budget - (loop.time() - started)
+            if left <= 0:
+                raise OutcomeUnknown(DEPENDENCY, "no time left after the wait")
+            yield left
+        finally:
+            self._gate.release()
+
     async def redeem(self, redemption: Redemption) -> RedeemOutcome:
         request = promo_codes_pb2.RedeemPromoCodeRequest(
             code=redemption.code,
@@ -131,8 +157,8 @@ class GrpcPromoCodes(PromoCodes):
                 )
             )
         try:
-            async with self._gate:
-                usage = await self._stub.RedeemPromoCode(request, timeout=self._timeout)
+            async with self._turn() as left:
+                usage = await self._stub.RedeemPromoCode(request, timeout=left)
         except grpc.aio.AioRpcError as exc:
             info = error_info(exc)
             if exc.code() in _REFUSALS and info is not None and info.reason:
@@ -159,8 +185,8 @@ class GrpcPromoCodes(PromoCodes):
             redemption_id=redemption_id, reason=reason
         )
         try:
-            async with self._gate:
-                await self._stub.ReleasePromoCode(request, timeout=self._timeout)
+            async with self._turn() as left:
+                await self._stub.ReleasePromoCode(request, timeout=left)
         except grpc.aio.AioRpcError as exc:
             info = error_info(exc)
             if exc.code() == grpc.StatusCode.NOT_FOUND and (

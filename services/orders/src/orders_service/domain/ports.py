@@ -63,7 +63,8 @@ RedeemOutcome = Redeemed | Refused
 class PromoCodes(abc.ABC):
     @abc.abstractmethod
     async def redeem(self, redemption: Redemption) -> RedeemOutcome:
-        """Idempotent by redemption id; OutcomeUnknown when the answer never came."""
+        """Idempotent by redemption id; OutcomeUnknown when the answer never came. Never takes
+        longer than the current deadline (promo_libs.deadlines), waiting for a turn included."""
 
     @abc.abstractmethod
     async def release(self, redemption_id: str, reason: str) -> bool:

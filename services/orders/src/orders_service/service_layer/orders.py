@@ -7,6 +7,14 @@ compare-and-set on its version. Any step may be interrupted: the same key resume
 redemption is idempotent by id), and the sweep resumes what nobody retries. When two resumptions
 race, the compare-and-set picks one outcome; the loser releases what it redeemed.
 
+Deadlines (issue 12, "a use leaked for ever"): the Redeem step -- its wait for a bulkhead slot
+included -- is bounded by the caller's deadline, so a Redeem never starts after the caller gave
+up (and long after the sweep of another replica may have settled the order). The steps after
+it (record the outcome, give the redemption back) run detached from the caller's deadline, with
+a budget of their own: they must complete after the caller left, or the use stays taken. The
+sweep's recheck of a REJECTED order releases its id, which voids it at PromoCodeService: a
+Redeem that still arrives later is refused, whatever replica sent it.
+
 Each use case raises promo_libs.errors with stable reasons; the gRPC layer maps them.
 """
 
@@ -41,7 +49,7 @@ from orders_service.domain.ports import (
     UserDirectory,
     VersionConflict,
 )
-from promo_libs import carts, errors
+from promo_libs import carts, deadlines, errors
 from promo_libs.carts import MoneyValue
 from promo_libs.identifiers import check_currency, check_id
 from promo_libs.logging import get_logger
@@ -239,7 +247,14 @@ class Orders:
         raises its rejection, or Unavailable when the outcome is still unknown."""
         task = self._running.get(order.id)
         if task is None:
-            task = asyncio.create_task(self._settle(order), name=f"order-{order.id}")
+            # The caller's deadline bounds the Redeem only; the saga as a whole runs detached,
+            # within a budget of its own (the time after which the sweep takes an order over).
+            redeem_within = deadlines.remaining()
+            task = deadlines.detached(
+                self._settle(order, redeem_within),
+                name=f"order-{order.id}",
+                budget=self.stale_after.total_seconds(),
+            )
             self._running[order.id] = task
             task.add_done_callback(lambda done: self._forget(order.id, done))
         # Shielded: a caller that goes away does not cut the saga short for the others.
@@ -251,7 +266,7 @@ class Orders:
         if not task.cancelled():
             task.exception()  # retrieved here, raised to whoever awaits it
 
-    async def _settle(self, order: Order) -> Order:
+    async def _settle(self, order: Order, redeem_within: float | None) -> Order:
         redemption = Redemption(
             order.id,
             order.promo_code,
@@ -262,7 +277,8 @@ class Orders:
             order.first_order,
         )
         try:
-            outcome = await self._promo_codes.redeem(redemption)
+            with deadlines.bound(redeem_within):
+                outcome = await self._promo_codes.redeem(redemption)
         except OutcomeUnknown as exc:
             log.info("redemption outcome unknown", order_id=order.id, error=str(exc))
             raise unavailable(exc.dependency, order.id) from None

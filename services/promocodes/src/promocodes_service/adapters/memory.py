@@ -14,15 +14,19 @@ from promocodes_service.domain.model import (
     ABANDONED,
     ACTIVE,
     RELEASED,
+    VOIDED,
     PromoCode,
     Reservation,
     Usage,
 )
 from promocodes_service.domain.ports import (
+    BUILDING,
     CLAIMED,
     EXISTS,
     FENCED,
+    LIVE,
     SLOT_TAKEN,
+    BatchRecord,
     Claim,
     CodeQuery,
     PromoCodeExists,
@@ -39,18 +43,28 @@ class InMemoryPromoCodeRepository(InMemoryRepository[PromoCode], PromoCodeReposi
     def __init__(self) -> None:
         super().__init__()
         self.published: list[CodeEvent] = []
+        self.staged: dict[str, tuple[str, int, list[CodeEvent]]] = {}  # id: batch, seq, events
+        self.batches: dict[str, BatchRecord] = {}
+
+    def _visible(self, promo: PromoCode | None) -> PromoCode | None:
+        if promo is None or promo.id not in self.staged:
+            return copy.deepcopy(promo)
+        batch = next((b for b in self.batches.values() if b.batch_id == promo.batch_id), None)
+        return copy.deepcopy(promo) if batch is not None and batch.state == LIVE else None
 
     async def get(self, code_id: str) -> PromoCode | None:
-        return await self.find_by_id(code_id)
+        return self._visible(self.items.get(code_id))
 
     async def get_by_code(self, code: str) -> PromoCode | None:
-        found = next((p for p in self.items.values() if p.code == code), None)
-        return copy.deepcopy(found)
+        return self._visible(next((p for p in self.items.values() if p.code == code), None))
 
-    def _insert(self, promo: PromoCode) -> bool:
+    def _insert(self, promo: PromoCode, seq: int | None = None) -> bool:
         if any(p.code == promo.code for p in self.items.values()):
             return False
-        self.published.extend(promo.events)
+        if seq is None:
+            self.published.extend(promo.events)
+        else:
+            self.staged[promo.id] = (promo.batch_id, seq, list(promo.events))
         promo.events.clear()
         self.items[promo.id] = copy.deepcopy(promo)
         return True
@@ -59,12 +73,48 @@ class InMemoryPromoCodeRepository(InMemoryRepository[PromoCode], PromoCodeReposi
         if not self._insert(promo):
             raise PromoCodeExists(promo.code)
 
-    async def add_batch(self, promos: list[PromoCode]) -> set[str]:
-        return {p.code for p in promos if not self._insert(p)}
+    async def add_batch(self, promos: list[PromoCode], first_seq: int) -> set[str]:
+        return {p.code for n, p in enumerate(promos) if not self._insert(p, first_seq + n)}
 
-    async def remove_batch(self, batch_id: str) -> None:
-        for key in [k for k, p in self.items.items() if p.batch_id == batch_id]:
-            del self.items[key]
+    async def begin_batch(
+        self, request_id: str, batch_id: str, fingerprint: str, now: datetime
+    ) -> BatchRecord:
+        return self.batches.setdefault(
+            request_id, BatchRecord(request_id, batch_id, fingerprint, BUILDING, now)
+        )
+
+    async def drop_abandoned_batches(self, begun_before: datetime) -> int:
+        old = [
+            b for b in self.batches.values() if b.state == BUILDING and b.created_at < begun_before
+        ]
+        for batch in old:
+            await self.drop_batch(batch)
+        return len(old)
+
+    async def batch_codes(self, batch_id: str) -> list[str]:
+        mine = [p for p in self.items.values() if p.batch_id == batch_id]
+        order = {p.id: self.staged.get(p.id, ("", n, []))[1] for n, p in enumerate(mine)}
+        return [p.code for p in sorted(mine, key=lambda p: order[p.id])]
+
+    async def commit_batch(self, batch: BatchRecord) -> None:
+        self.batches[batch.request_id] = dataclasses.replace(batch, state=LIVE)
+        for code_id, (batch_id, _, events) in sorted(self.staged.items(), key=lambda i: i[1][1]):
+            if batch_id == batch.batch_id:
+                self.published.extend(events)
+                del self.staged[code_id]
+
+    async def drop_batch(self, batch: BatchRecord) -> None:
+        for code_id in [k for k, v in self.staged.items() if v[0] == batch.batch_id]:
+            del self.staged[code_id]
+            del self.items[code_id]
+        self.batches.pop(batch.request_id, None)
+
+    async def finish_committed_batches(self) -> int:
+        live = [b for b in self.batches.values() if b.state == LIVE]
+        unfinished = [b for b in live if any(v[0] == b.batch_id for v in self.staged.values())]
+        for batch in unfinished:
+            await self.commit_batch(batch)
+        return len(unfinished)
 
     async def save(self, promo: PromoCode, expected_version: int, require_unused: bool) -> None:
         stored = self.items.get(promo.id)
@@ -88,7 +138,8 @@ class InMemoryPromoCodeRepository(InMemoryRepository[PromoCode], PromoCodeReposi
             r = p.rules
             t = query.valid_at
             return (
-                (query.active is None or r.active == query.active)
+                p.id not in self.staged
+                and (query.active is None or r.active == query.active)
                 and (not query.batch_id or p.batch_id == query.batch_id)
                 and p.code.startswith(query.code_prefix)
                 and (after_code is None or p.code > after_code)
@@ -225,6 +276,8 @@ class InMemoryUsageRepository(InMemoryRepository[Usage], UsageRepository):
         self, redemption_id: str, attempt: str, promo_code_id: str, user_id: str
     ) -> Usage | None:
         stored = self.stored.get(redemption_id)
+        if stored is not None and stored.usage.status == VOIDED:
+            return None
         if stored is not None and stored.usage.status != ABANDONED:
             return copy.deepcopy(stored.usage)
         if stored is None:
@@ -243,6 +296,37 @@ class InMemoryUsageRepository(InMemoryRepository[Usage], UsageRepository):
             stored = self.stored[redemption_id] = _Stored(tombstone, f"a:{redemption_id}")
             self._sync()
         stored.aborted.add(attempt)
+        return None
+
+    async def written_attempts(self, redemption_ids: list[str]) -> dict[str, str]:
+        return {
+            rid: stored.usage.attempt
+            for rid in redemption_ids
+            if (stored := self.stored.get(rid)) is not None and stored.usage.visible
+        }
+
+    async def void(self, redemption_id: str) -> Usage | None:
+        stored = self.stored.get(redemption_id)
+        if stored is not None and stored.usage.visible:
+            return copy.deepcopy(stored.usage)
+        if stored is None:
+            tombstone = Usage(
+                id=redemption_id,
+                promo_code_id="",
+                code="",
+                user_id="",
+                currency="",
+                order_amount=0,
+                discount=0,
+                created_at=rules_epoch(),
+                user=UserSnapshot("", "", "", False, None, None),
+                status=VOIDED,
+            )
+            self.stored[redemption_id] = _Stored(tombstone, f"v:{redemption_id}")
+        else:
+            stored.usage.status = VOIDED
+            stored.slot = f"v:{redemption_id}"
+        self._sync()
         return None
 
     async def fence_release(self, redemption_id: str, attempt: str) -> Usage | None:

@@ -1,16 +1,24 @@
 """PromoCodeRepository on MongoDB: collection `promo_codes`, one document per code.
 
 The document holds the rules, the counters (`uses`, `discount_granted`, `redeemed_total`) and
-the reservations in flight as a map `pending.<redemption id> = {at, attempt, kind, user_id,
+the reservations in flight as a map `pending.<redemption id> = {at, attempt, kind, user_id, until,
 discount}` with `pending_count`. Every write is one atomic update whose filter carries the
 condition (DESIGN.md); no filter uses `$or`, `$not` or array paths (the local stand-in answers
 some of those wrongly). Moments are epoch milliseconds (promo_libs.mongo.times). The rules an
 operator changes live in one sub-document `rules`, always written whole, so their booleans stay
 booleans on the stand-in too.
+
+Generated batches (GeneratePromoCodes, all or nothing): codes are inserted staged (`staged:
+true`, their events in `outbox` but `outbox_pending: false`, so the relay leaves them alone) under
+the batch's request in `promo_code_batches` (`_id` = request id, `state` BUILDING). A staged code
+is invisible (lists skip it; lookups see it only once its batch is LIVE); the one write that sets
+the batch LIVE commits every code at once, after which `staged` is dropped and the events are
+flagged for the relay (finished by `finish_committed_batches` if the process dies in between).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +35,9 @@ from promocodes_service.domain import cart, rules
 from promocodes_service.domain.events import CodeEvent
 from promocodes_service.domain.model import PromoCode, Reservation, RuleSet
 from promocodes_service.domain.ports import (
+    BUILDING,
+    LIVE,
+    BatchRecord,
     CodeQuery,
     PromoCodeExists,
     PromoCodeRepository,
@@ -39,6 +50,7 @@ EncodeEvents = Callable[[Sequence[CodeEvent], int], list[OutboxEntry]]
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 _CHUNK = 1000
+BATCHES = "promo_code_batches"
 _DUPLICATE_KEY = 11000
 
 
@@ -122,6 +134,7 @@ def reservation_document(reservation: Reservation) -> Document:
         "kind": reservation.kind,
         "user_id": reservation.user_id,
         "discount": reservation.discount,
+        "until": optional_to_millis(reservation.until),
     }
 
 
@@ -180,6 +193,7 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
                 user_id=value["user_id"],
                 discount=value["discount"],
                 at=from_millis(value["at"]),
+                until=optional_from_millis(value.get("until")),
             )
             for key, value in (document.get("pending") or {}).items()
         }
@@ -198,11 +212,90 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
         )
 
     async def get(self, code_id: str) -> PromoCode | None:
-        return await self.find_by_id(code_id)
+        return await self._visible(await self.collection.find_one({"_id": code_id}))
 
     async def get_by_code(self, code: str) -> PromoCode | None:
-        document = await self.collection.find_one({"code": code})
-        return None if document is None else self.from_document(document)
+        return await self._visible(await self.collection.find_one({"code": code}))
+
+    async def _visible(self, document: Document | None) -> PromoCode | None:
+        if document is None:
+            return None
+        if document.get("staged"):
+            batch = await self._batches.find_one({"batch_id": document.get("batch_id")})
+            if batch is None or batch.get("state") != LIVE:
+                return None  # part of a batch that is not complete: it does not exist yet
+        return self.from_document(document)
+
+    @property
+    def _batches(self) -> Any:
+        return self.collection.database[BATCHES]
+
+    async def begin_batch(
+        self, request_id: str, batch_id: str, fingerprint: str, now: datetime
+    ) -> BatchRecord:
+        with contextlib.suppress(DuplicateKeyError):  # a retry: the stored batch is the one
+            await self._batches.insert_one(
+                {
+                    "_id": request_id,
+                    "batch_id": batch_id,
+                    "fingerprint": fingerprint,
+                    "state": BUILDING,
+                    # Text, not a boolean: the stand-in reads booleans written by $set as ints.
+                    "events": "held",
+                    "created_at": to_millis(now),
+                }
+            )
+        stored = await self._batches.find_one({"_id": request_id})
+        assert stored is not None
+        return self._batch(stored)
+
+    @staticmethod
+    def _batch(stored: Document) -> BatchRecord:
+        return BatchRecord(
+            stored["_id"],
+            stored["batch_id"],
+            stored["fingerprint"],
+            stored["state"],
+            from_millis(stored.get("created_at", 0)),
+        )
+
+    async def drop_abandoned_batches(self, begun_before: datetime) -> int:
+        cursor = self._batches.find(
+            {"state": BUILDING, "created_at": {"$lt": to_millis(begun_before)}}
+        )
+        old = [self._batch(d) async for d in cursor]
+        for batch in old:
+            await self.drop_batch(batch)
+        return len(old)
+
+    async def batch_codes(self, batch_id: str) -> list[str]:
+        cursor = self.collection.find({"batch_id": batch_id}, {"code": 1, "batch_seq": 1})
+        documents = [d async for d in cursor]
+        documents.sort(key=lambda d: d.get("batch_seq", 0))
+        return [d["code"] for d in documents]
+
+    async def commit_batch(self, batch: BatchRecord) -> None:
+        await self._batches.update_one({"_id": batch.request_id}, {"$set": {"state": LIVE}})
+        await self._finish(batch.request_id, batch.batch_id)
+
+    async def _finish(self, request_id: str, batch_id: str) -> None:
+        await self.collection.update_many(
+            {"batch_id": batch_id, "staged": True},
+            {"$set": {"outbox_pending": True}, "$unset": {"staged": ""}},
+        )
+        await self._batches.update_one({"_id": request_id}, {"$set": {"events": "released"}})
+        self._on_events_written()
+
+    async def drop_batch(self, batch: BatchRecord) -> None:
+        await self.collection.delete_many({"batch_id": batch.batch_id, "staged": True})
+        await self._batches.delete_one({"_id": batch.request_id, "state": BUILDING})
+
+    async def finish_committed_batches(self) -> int:
+        cursor = self._batches.find({"state": LIVE, "events": "held"})
+        unfinished = [d async for d in cursor]
+        for document in unfinished:
+            await self._finish(document["_id"], document["batch_id"])
+        return len(unfinished)
 
     async def add(self, promo: PromoCode) -> None:
         try:
@@ -211,15 +304,19 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
             raise PromoCodeExists(promo.code) from None
         promo.events.clear()
 
-    async def add_batch(self, promos: list[PromoCode]) -> set[str]:
+    async def add_batch(self, promos: list[PromoCode], first_seq: int) -> set[str]:
         taken: set[str] = set()
         for start in range(0, len(promos), _CHUNK):
             chunk = promos[start : start + _CHUNK]
             documents = []
-            for promo in chunk:
+            for n, promo in enumerate(chunk):
                 document = self.to_document(promo)
                 document.update(
                     outbox_fields(self._encode(promo.events, promo.version), nested=True)
+                )
+                # Held back until the batch commits: the relay only reads flagged documents.
+                document.update(
+                    {"outbox_pending": False, "staged": True, "batch_seq": first_seq + start + n}
                 )
                 documents.append(document)
             try:
@@ -231,11 +328,7 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
                 taken.update(chunk[e["index"]].code for e in write_errors)
         for promo in promos:
             promo.events.clear()
-        self._on_events_written()
         return taken
-
-    async def remove_batch(self, batch_id: str) -> None:
-        await self.collection.delete_many({"batch_id": batch_id})
 
     async def save(self, promo: PromoCode, expected_version: int, require_unused: bool) -> None:
         query: Document = {"_id": promo.id, "version": expected_version}
@@ -268,6 +361,7 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
             filter_["rules.window_until"] = {"$gt": at}
         if query.batch_id:
             filter_["batch_id"] = query.batch_id
+        filter_["staged"] = {"$exists": False}  # codes of a batch still being generated
         code_range: Document = {}
         if query.code_prefix:
             code_range["$gte"] = query.code_prefix

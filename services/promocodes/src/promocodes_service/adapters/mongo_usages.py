@@ -3,7 +3,8 @@
 `_id` is the redemption id, so a retried redemption collides with its first write. `slot` is the
 per-user slot under the unique index (promo_id, user_id, slot): 1..max_uses_per_user while the
 usage is ACTIVE, a string unique to the usage otherwise (no per-user limit, released, abandoned),
-which frees the numbered slot. `aborted.<attempt>` fences attempts the recovery sweep rolled back.
+which frees the numbered slot. `aborted.<attempt>` fences attempts the recovery sweep rolled back;
+a VOIDED document (a Release came first) fences every attempt, for good.
 Moments are epoch milliseconds (promo_libs.mongo.times); release data is one sub-document
 `release` written whole; a fenced id is taken over with a filtered replace (which, unlike
 find_one_and_update on the stand-in, reports a unique-index violation).
@@ -23,7 +24,7 @@ from promo_libs.mongo.times import optional_from_millis, optional_to_millis, to_
 from promo_libs.outbox import OutboxEntry, outbox_fields
 from promocodes_service.adapters.migrations import USAGES
 from promocodes_service.domain.events import LineShare, UsageEvent, UserSnapshot
-from promocodes_service.domain.model import ABANDONED, ACTIVE, RELEASED, Usage
+from promocodes_service.domain.model import ABANDONED, ACTIVE, RELEASED, VOIDED, Usage
 from promocodes_service.domain.ports import (
     CLAIMED,
     EXISTS,
@@ -252,6 +253,8 @@ class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
                 except DuplicateKeyError:
                     continue  # written meanwhile: look again
                 return None
+            if stored.get("status") == VOIDED:
+                return None  # no attempt can ever write here
             if stored.get("status") != ABANDONED:
                 return self.from_document(stored)
             fenced = await self.collection.update_one(
@@ -259,6 +262,48 @@ class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
                 {"$set": {f"aborted.{attempt}": True}},
             )
             if fenced.matched_count == 1:
+                return None
+
+    async def written_attempts(self, redemption_ids: list[str]) -> dict[str, str]:
+        cursor = self.collection.find(
+            {"_id": {"$in": redemption_ids}, "status": {"$in": [ACTIVE, RELEASED]}},
+            {"attempt": 1},
+        )
+        return {d["_id"]: d.get("attempt", "") async for d in cursor}
+
+    async def void(self, redemption_id: str) -> Usage | None:
+        while True:
+            stored = await self.collection.find_one({"_id": redemption_id})
+            if stored is None:
+                try:
+                    # insert_one, not an upsert: the unique _id decides against a usage written
+                    # at the same moment (it then wins, and is released by the caller).
+                    await self.collection.insert_one(
+                        {
+                            "_id": redemption_id,
+                            "promo_id": "",
+                            "user_id": "",
+                            "status": VOIDED,
+                            "slot": f"v:{redemption_id}",
+                            "sort_key": "",
+                            "aborted": {},
+                        }
+                    )
+                except DuplicateKeyError:
+                    continue  # written meanwhile: look again
+                return None
+            status = stored.get("status")
+            if status == VOIDED:
+                return None
+            if status != ABANDONED:
+                return self.from_document(stored)
+            # Fenced attempts only: void it, filtered on ABANDONED so that a take-over by a new
+            # attempt (claim's filtered replace) and this write exclude each other.
+            voided = await self.collection.update_one(
+                {"_id": redemption_id, "status": ABANDONED},
+                {"$set": {"status": VOIDED, "slot": f"v:{redemption_id}"}},
+            )
+            if voided.matched_count == 1:
                 return None
 
     async def fence_release(self, redemption_id: str, attempt: str) -> Usage | None:

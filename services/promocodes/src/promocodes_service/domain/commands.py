@@ -79,6 +79,7 @@ class GeneratePromoCodes:
     count: int
     random_length: int
     template: CodeSpec
+    request_id: str = ""  # idempotency key; empty: a new batch every time
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,12 @@ RELEASED = "RELEASED"
 # A redemption id whose reservation the recovery sweep rolled back before its usage was written:
 # it fences that attempt out. Never shown to callers (it reads as "no usage").
 ABANDONED = "ABANDONED"
+# A redemption id released before any usage was stored under it (its order gave up on it, e.g. a
+# sweep rejected the order while a late Redeem was still on its way): a tombstone that refuses
+# every later Redeem with the id, so no use is taken that nobody would give back. Never taken
+# over, never shown as a usage.
+VOIDED = "VOIDED"
+REDEMPTION_VOIDED = "REDEMPTION_VOIDED"
 
 # Reasons (promo.v1.ErrorReason names without prefix), in the order the rules are checked.
 PROMO_CODE_NOT_FOUND = "PROMO_CODE_NOT_FOUND"
@@ -79,6 +85,10 @@ class Reservation:
     user_id: str
     discount: int
     at: datetime
+    # When the request that made it gives up (its caller's deadline): past it, the request can
+    # no longer complete its steps itself, so another request may settle it at once instead of
+    # waiting for the recovery sweep. None: its request had no deadline.
+    until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +351,11 @@ class Usage:
 
     @property
     def visible(self) -> bool:
-        return self.status != ABANDONED
+        return self.status not in (ABANDONED, VOIDED)
+
+    @property
+    def voided(self) -> bool:
+        return self.status == VOIDED
 
     def same_request(
         self, code: str, user_id: str, amount: int, currency: str, basket: Cart | None = None

@@ -50,6 +50,22 @@ class Claim:
     existing: Usage | None = None
 
 
+BUILDING = "BUILDING"
+LIVE = "LIVE"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """A GeneratePromoCodes request: its codes are staged (invisible, their events held back)
+    while BUILDING; the write that makes it LIVE is the one moment they all become real."""
+
+    request_id: str
+    batch_id: str
+    fingerprint: str
+    state: str
+    created_at: datetime
+
+
 class PromoCodeRepository(Repository[PromoCode]):
     @abc.abstractmethod
     async def get(self, code_id: str) -> PromoCode | None: ...
@@ -63,12 +79,39 @@ class PromoCodeRepository(Repository[PromoCode]):
         """Stores a new code with its events; PromoCodeExists on a duplicate text."""
 
     @abc.abstractmethod
-    async def add_batch(self, promos: list[PromoCode]) -> set[str]:
-        """Stores the codes whose text is free, with their events; returns the texts that were
-        taken (those codes are not stored)."""
+    async def add_batch(self, promos: list[PromoCode], first_seq: int) -> set[str]:
+        """Stages the codes whose text is free (their texts taken, the codes invisible, their
+        events held back), numbered from `first_seq` in order; returns the texts that were taken
+        (those codes are not stored)."""
 
     @abc.abstractmethod
-    async def remove_batch(self, batch_id: str) -> None: ...
+    async def begin_batch(
+        self, request_id: str, batch_id: str, fingerprint: str, now: datetime
+    ) -> BatchRecord:
+        """The batch of `request_id`: a new BUILDING one, or the one stored before."""
+
+    @abc.abstractmethod
+    async def batch_codes(self, batch_id: str) -> list[str]:
+        """The texts of the batch's codes (staged or live), in the order they were drawn."""
+
+    @abc.abstractmethod
+    async def commit_batch(self, batch: BatchRecord) -> None:
+        """Makes the batch LIVE (one write: from then on every code of it is visible and
+        redeemable), then releases the codes' events to the relay. Idempotent."""
+
+    @abc.abstractmethod
+    async def drop_batch(self, batch: BatchRecord) -> None:
+        """Deletes a BUILDING batch and its staged codes (their events were never published)."""
+
+    @abc.abstractmethod
+    async def drop_abandoned_batches(self, begun_before: datetime) -> int:
+        """Drops the BUILDING batches begun before `begun_before` (their request died and was
+        never retried): their staged codes were never visible, and free their texts."""
+
+    @abc.abstractmethod
+    async def finish_committed_batches(self) -> int:
+        """Completes `commit_batch` for LIVE batches whose codes are still staged (a crash right
+        after the commit); returns how many."""
 
     @abc.abstractmethod
     async def save(self, promo: PromoCode, expected_version: int, require_unused: bool) -> None:
@@ -143,6 +186,16 @@ class UsageRepository(Repository[Usage]):
     ) -> Usage | None:
         """Recovery: makes sure reservation `attempt` can never write its usage. Returns the
         visible usage already stored under the id (None: fenced, nothing was written)."""
+
+    @abc.abstractmethod
+    async def written_attempts(self, redemption_ids: list[str]) -> dict[str, str]:
+        """The attempt that wrote each visible usage among `redemption_ids` (absent: none)."""
+
+    @abc.abstractmethod
+    async def void(self, redemption_id: str) -> Usage | None:
+        """Release of an id with no visible usage: stores a VOIDED tombstone under the id (turning
+        an ABANDONED one into it), so that no attempt can ever write a usage there. Returns the
+        visible usage when one is stored under the id after all (None: the id is void)."""
 
     @abc.abstractmethod
     async def fence_release(self, redemption_id: str, attempt: str) -> Usage | None:

@@ -268,6 +268,7 @@ class PromoCodeServicer(promo_codes_pb2_grpc.PromoCodeServiceServicer):
                 count=request.count,
                 random_length=request.random_length,
                 template=code_spec(request.template),
+                request_id=request.request_id,
             )
         )
         return promo_codes_pb2.GeneratePromoCodesResponse(

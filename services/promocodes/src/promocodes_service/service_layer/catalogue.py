@@ -1,7 +1,16 @@
-"""The catalogue use cases: create, read, list, update, deactivate and bulk-generate codes."""
+"""The catalogue use cases: create, read, list, update, deactivate and bulk-generate codes.
+
+GeneratePromoCodes is all or nothing (issue 12): the codes are staged under the request's batch
+record (invisible, their events held back), and one write -- the batch becoming LIVE -- makes
+them all real. A failure drops the staged codes, which were never announced (no ghost codes in
+ClickHouse); a crash leaves them invisible, and a retry with the same request id finds the batch
+and completes it (the codes drawn before the crash are kept), so the client gets one batch.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +28,7 @@ from promocodes_service.domain.commands import (
 )
 from promocodes_service.domain.model import PromoCode, UpdateNotAllowed, requires_unused
 from promocodes_service.domain.ports import (
+    LIVE,
     CodeQuery,
     PromoCodeExists,
     PromoCodeRepository,
@@ -195,15 +205,31 @@ class Catalogue:
             )
         elif prefix is not None and len(prefix) + length > rules.MAX_CODE_LENGTH:
             violations.add("prefix", f"prefix plus random part exceed {rules.MAX_CODE_LENGTH}")
+        if command.request_id:
+            checked(violations, "request_id", rules.check_redemption_id, command.request_id)
         rule_set = build_rules(command.template, "template", violations)
         violations.raise_if_any()
         assert prefix is not None and rule_set is not None
         if rules.code_space(length) < command.count:
             raise _space_exhausted(prefix, length)
-        batch_id = self._new_id()
+        same = dataclasses.replace(command, request_id="")
+        fingerprint = hashlib.sha256(repr(same).encode()).hexdigest()
+        batch = await self._codes.begin_batch(
+            command.request_id or self._new_id(), self._new_id(), fingerprint, self._clock()
+        )
+        if batch.fingerprint != fingerprint:
+            raise errors.AlreadyExists(
+                "the request id was used for a different GeneratePromoCodes request",
+                "IDEMPOTENCY_KEY_REUSED",
+                {"batch_id": batch.batch_id},
+            )
+        batch_id = batch.batch_id
+        created = await self._codes.batch_codes(batch_id)  # drawn by an attempt that died
+        if batch.state == LIVE:
+            await self._codes.commit_batch(batch)  # idempotent: finishes what a crash left
+            return GeneratedBatch(batch_id, created, 0)
         now = self._clock()
-        drawn: set[str] = set()
-        created: list[str] = []
+        drawn: set[str] = set(created)
         collisions = 0
         draws_left = command.count * _MAX_DRAW_FACTOR
         try:
@@ -222,12 +248,13 @@ class Catalogue:
                 promos = [
                     PromoCode.create(self._new_id(), c, rule_set, now, batch_id) for c in candidates
                 ]
-                taken = await self._codes.add_batch(promos)
+                taken = await self._codes.add_batch(promos, len(created))
                 collisions += len(taken)
                 created.extend(c for c in candidates if c not in taken)
-        except BaseException:
-            await self._codes.remove_batch(batch_id)  # all or nothing
+        except Exception:
+            await self._codes.drop_batch(batch)  # all or nothing; nothing was announced
             raise
+        await self._codes.commit_batch(batch)
         return GeneratedBatch(batch_id, created, collisions)
 
 

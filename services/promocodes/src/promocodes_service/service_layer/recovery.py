@@ -19,6 +19,8 @@ from promocodes_service.domain.ports import PromoCodeRepository, UsageRepository
 log = get_logger(__name__)
 
 _BATCH = 500
+# A generation takes seconds; one BUILDING for this long was cut off and never retried.
+ABANDONED_BATCH_AGE = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,12 @@ class Recovery:
         """Settles every reservation older than `stale_after` (default: the configured age)."""
         age = self.stale_after if stale_after is None else stale_after
         now = self._clock()
+        # Generated batches committed by a process that died before it released their events,
+        # and batches whose request died mid-generation and was not retried within the hour.
+        if finished := await self._codes.finish_committed_batches():
+            log.info("generated batches finished", batches=finished)
+        if dropped := await self._codes.drop_abandoned_batches(now - ABANDONED_BATCH_AGE):
+            log.info("abandoned generated batches dropped", batches=dropped)
         counts = {"finalized": 0, "rolled_back": 0, "released": 0, "release_aborted": 0}
         fresh = 0
         for promo in await self._codes.with_pending(_BATCH):

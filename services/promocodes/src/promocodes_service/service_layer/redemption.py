@@ -6,8 +6,20 @@ Redeem follows DESIGN.md's protocol with single-document atomic writes only:
   3. settle the reservation (finalize; or roll back when no slot was free).
 Release mirrors it: reserve a release, mark the usage RELEASED (slot freed), give the use and
 the discount back while settling. Anything interrupted is settled by `Recovery.resolve`.
+A Release that finds no usage voids the id (a VOIDED tombstone under the unique `_id`): a Redeem
+with that id arriving later, or still in flight, can never write its usage and is refused with
+REDEMPTION_VOIDED. That is what makes "the order gave up on this id" final across replicas: an
+orders sweep that rejected an order and released its id cannot be overtaken by a late Redeem of
+another replica (issue 12, "a use leaked for ever").
 A code is reported exhausted (uses or budget) only when settled redemptions alone reach the
-limit: while reservations that may still roll back are in flight, the request waits for them.
+limit: while reservations that may still roll back are in flight, the request waits for them --
+but only for those that can still give a use back (a reservation whose usage is written will be
+finalized, not rolled back), never past the caller's deadline (the answer must reach it), and a
+reservation whose own request's deadline has passed (`Reservation.until`) is settled on the spot
+through `Recovery.resolve` (safe at any moment: it fences the attempt out) instead of being
+waited for until the recovery sweep. So a reservation left by a killed replica delays its code
+only until its request would have given up anyway, and live reservations, however slow under
+load, are still waited for: "exhausted" stays exact (issue 12).
 """
 
 from __future__ import annotations
@@ -16,9 +28,9 @@ import asyncio
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from promo_libs import errors
+from promo_libs import deadlines, errors
 from promo_libs.identifiers import check_id
 from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
@@ -37,6 +49,7 @@ from promocodes_service.domain.model import (
     PROMO_CODE_EXHAUSTED,
     PROMO_CODE_NOT_FOUND,
     REDEEM,
+    REDEMPTION_VOIDED,
     RELEASE,
     RELEASED,
     PromoCode,
@@ -66,6 +79,11 @@ _ATTEMPTS = 50
 _SLOT_CANDIDATES = 4
 _MAX_PAUSE = 0.05
 _UNCERTAIN = frozenset({PROMO_CODE_EXHAUSTED, BUDGET_EXHAUSTED})
+# Stop waiting this long before the caller's deadline, so that the answer still reaches it.
+_ANSWER_MARGIN = 0.25
+# How long after its request's deadline a reservation is settled by others (a write sent just
+# before the deadline may still land; fencing makes it harmless either way).
+_LANDING = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +104,14 @@ def _free_slots(per_user: int, taken: set[int]) -> list[int | None]:
     """The lowest free numbered slots (a few: the next ones are looked up when these fill)."""
     free = (s for s in itertools.count(1) if s not in taken)
     return [s for s in itertools.islice(free, _SLOT_CANDIDATES) if s <= per_user]
+
+
+def _voided(rid: str) -> errors.FailedPrecondition:
+    return errors.FailedPrecondition(
+        f"redemption {rid} was released before it was redeemed; it can never be redeemed",
+        REDEMPTION_VOIDED,
+        {"redemption_id": rid},
+    )
 
 
 def _in_progress() -> errors.Aborted:
@@ -165,10 +191,13 @@ class Redemptions:
         give_up: float | None = None  # set at the first verdict that in-flight work may change
         pause = self._wait_step
         conflicts = 0
+        seen_pending: frozenset[tuple[str, str]] = frozenset()
         while conflicts < _ATTEMPTS:
             stored = await self._usages.get(rid)
             if stored is not None and stored.visible:
                 return self._replay(stored, code, command.user_id, amount, currency, basket)
+            if stored is not None and stored.voided:
+                raise _voided(rid)
             promo = await self._codes.get_by_code(code)
             if promo is None:
                 raise code_not_found(code)
@@ -188,11 +217,13 @@ class Redemptions:
                 user.id, amount, currency, now, user_uses, basket=basket, first_order=first_order
             )
             if not quote.applicable:
-                if quote.reason in _UNCERTAIN and promo.pending:
+                pending = frozenset((k, r.attempt) for k, r in promo.pending.items())
+                stuck, seen_pending = pending == seen_pending, pending
+                if quote.reason in _UNCERTAIN and await self._may_give_back(promo, stuck):
                     # Reservations in flight may still roll back: wait for them, then decide.
-                    give_up = give_up or loop.time() + self._wait_limit
+                    give_up = give_up or loop.time() + self._wait_budget()
                     if loop.time() < give_up:
-                        await self._settle_stale(promo)
+                        await self._settle_overdue(promo)
                         await asyncio.sleep(pause)
                         pause = min(pause * 2, _MAX_PAUSE)
                         continue
@@ -217,7 +248,7 @@ class Redemptions:
         (basket, currency), now = order, self._clock()
         amount, discount = basket.subtotal, quote.discount
         attempt = self._new_id()
-        reservation = Reservation(attempt, REDEEM, user.id, discount, now)
+        reservation = Reservation(attempt, REDEEM, user.id, discount, now, self._until(now))
         if not await self._codes.reserve(promo, rid, reservation):
             return None
         usage = Usage.redeem(
@@ -228,6 +259,8 @@ class Redemptions:
             await self._settle_quietly(promo.id, rid, attempt, None)
             return usage
         await self._codes.settle(promo.id, rid, attempt, discount)  # compensate
+        if outcome is not None and outcome.voided:
+            raise _voided(rid)  # a Release voided the id while we were reserving
         if outcome is None:
             # The slot taken may be the user's first-order slot (a concurrent first order won).
             reason = "PER_USER_LIMIT_REACHED"
@@ -315,7 +348,7 @@ class Redemptions:
         """Another request holds a reservation for this id: wait until it is settled (or settle
         it when it is stale: its request died)."""
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self._wait_limit
+        give_up = loop.time() + self._wait_budget()
         while True:
             if self._recovery.is_stale(reservation, self._clock()):
                 await self._recovery.resolve(promo.id, rid, reservation)
@@ -328,10 +361,43 @@ class Redemptions:
             if loop.time() > give_up:
                 raise _in_progress()
 
-    async def _settle_stale(self, promo: PromoCode) -> None:
+    def _wait_budget(self) -> float:
+        """How long this request may wait for others: `wait_limit`, ending early enough before
+        the caller's deadline for the answer to reach it."""
+        left = deadlines.remaining()
+        if left is None:
+            return self._wait_limit
+        return max(min(self._wait_limit, left - _ANSWER_MARGIN), 0.0)
+
+    async def _may_give_back(self, promo: PromoCode, stuck: bool) -> bool:
+        """Whether a reservation of the code may still return a use or budget: a release, or a
+        redemption whose usage is not written yet (it may roll back). A redemption whose usage
+        is written only waits to be finalized: waiting for it changes nothing. The usages are
+        looked up only once the same reservations are seen twice in a row (`stuck`): while
+        they come and go, one more short wait is cheaper than a query per pass."""
+        redeems = {rid: r.attempt for rid, r in promo.pending.items() if r.kind == REDEEM}
+        if len(redeems) < len(promo.pending):
+            return True
+        if not redeems:
+            return False
+        if not stuck:
+            return True
+        written = await self._usages.written_attempts(list(redeems))
+        return any(written.get(rid) != attempt for rid, attempt in redeems.items())
+
+    def _until(self, now: datetime) -> datetime | None:
+        """When this request gives up: its caller's deadline, plus the time a MongoDB write sent
+        just before it may still take to land."""
+        left = deadlines.remaining()
+        return None if left is None else now + timedelta(seconds=left + _LANDING)
+
+    async def _settle_overdue(self, promo: PromoCode) -> None:
+        """Settles, on the spot, the reservations whose request has given up (its deadline
+        passed: it died with a killed replica, or its caller left) or that are stale."""
         now = self._clock()
         for rid, reservation in promo.pending.items():
-            if self._recovery.is_stale(reservation, now):
+            overdue = reservation.until is not None and now >= reservation.until
+            if overdue or self._recovery.is_stale(reservation, now):
                 await self._recovery.resolve(promo.id, rid, reservation)
 
     async def _settle_quietly(
@@ -358,6 +424,9 @@ class Redemptions:
         for _ in range(_ATTEMPTS):
             usage = await self._usages.get(rid)
             if usage is None or not usage.visible:
+                # Nothing redeemed under the id (yet): void it, so nothing ever will be.
+                usage = await self._usages.void(rid)
+            if usage is None:
                 raise errors.NotFound(
                     f"no redemption {rid}", "REDEMPTION_NOT_FOUND", {"redemption_id": rid}
                 )
@@ -378,7 +447,9 @@ class Redemptions:
                 user = await self._users.get_user(usage.user_id) or usage.user
             now = self._clock()
             attempt = self._new_id()
-            reservation = Reservation(attempt, RELEASE, usage.user_id, usage.discount, now)
+            reservation = Reservation(
+                attempt, RELEASE, usage.user_id, usage.discount, now, self._until(now)
+            )
             if not await self._codes.begin_release(promo.id, rid, reservation):
                 continue
             usage.release(attempt, command.reason, promo, user, now)
