@@ -184,8 +184,7 @@ class Redemptions:
         rid = checked(violations, "redemption_id", rules.check_redemption_id, command.redemption_id)
         violations.raise_if_any()
         assert code is not None and given is not None and rid is not None
-        basket, currency = given.basket, given.currency
-        amount = basket.subtotal
+        basket, currency, amount = given.basket, given.currency, given.basket.subtotal
         user: UserSnapshot | None = None
         loop = asyncio.get_running_loop()
         give_up: float | None = None  # set at the first verdict that in-flight work may change
