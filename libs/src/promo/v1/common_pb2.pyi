@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -121,6 +123,18 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_REDEMPTION_VOIDED: _ErrorReason.ValueType  # 30
     """[FAILED_PRECONDITION] The redemption_id was released before any redemption was stored under it
     (the order gave up on it): it can never be redeemed. Every retry gets the same answer.
+    """
+    ERROR_REASON_NO_MATCHING_ITEMS: _ErrorReason.ValueType  # 31
+    """[FAILED_PRECONDITION] No line of the cart matches the code's targeting (or, for a shipping
+    discount, the cart has no shipping amount): there is nothing the code could discount.
+    """
+    ERROR_REASON_ITEMS_BELOW_MINIMUM: _ErrorReason.ValueType  # 32
+    """[FAILED_PRECONDITION] The matching lines hold fewer units than the code's min_item_quantity or
+    less than its min_item_amount.
+    """
+    ERROR_REASON_FIRST_ORDER_ONLY: _ErrorReason.ValueType  # 33
+    """[FAILED_PRECONDITION] The code is for a user's first order only, and the user already has a
+    confirmed order or a first-order redemption.
     """
     ERROR_REASON_METHOD_NOT_ALLOWED: _ErrorReason.ValueType  # 40
     """Authorization (DESIGN.md I7). Numbered from 40 on so that other reasons can keep growing.
@@ -262,6 +276,18 @@ ERROR_REASON_REDEMPTION_VOIDED: ErrorReason.ValueType  # 30
 """[FAILED_PRECONDITION] The redemption_id was released before any redemption was stored under it
 (the order gave up on it): it can never be redeemed. Every retry gets the same answer.
 """
+ERROR_REASON_NO_MATCHING_ITEMS: ErrorReason.ValueType  # 31
+"""[FAILED_PRECONDITION] No line of the cart matches the code's targeting (or, for a shipping
+discount, the cart has no shipping amount): there is nothing the code could discount.
+"""
+ERROR_REASON_ITEMS_BELOW_MINIMUM: ErrorReason.ValueType  # 32
+"""[FAILED_PRECONDITION] The matching lines hold fewer units than the code's min_item_quantity or
+less than its min_item_amount.
+"""
+ERROR_REASON_FIRST_ORDER_ONLY: ErrorReason.ValueType  # 33
+"""[FAILED_PRECONDITION] The code is for a user's first order only, and the user already has a
+confirmed order or a first-order redemption.
+"""
 ERROR_REASON_METHOD_NOT_ALLOWED: ErrorReason.ValueType  # 40
 """Authorization (DESIGN.md I7). Numbered from 40 on so that other reasons can keep growing.
 [PERMISSION_DENIED] The calling workload (its certificate's SPIFFE ID) may not call this
@@ -375,3 +401,81 @@ class TimeRange(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TimeRange: _TypeAlias = TimeRange  # noqa: Y015
+
+@_typing.final
+class LineItem(_message.Message):
+    """One line of a cart: `quantity` units of one sku at `unit_price` each. The line's amount is
+    quantity * unit_price.amount_minor; a cart's subtotal is the sum of its lines' amounts plus its
+    shipping amount. In one request every line's unit_price has the order's currency, skus are unique,
+    and there are at most 1000 lines (INVALID_ARGUMENT with field violations otherwise).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    CATEGORY_IDS_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    """Required. The stock keeping unit, 1..128 characters; unique within one cart."""
+    product_id: _builtins.str
+    """Optional. The product this sku belongs to (targeting by product), at most 128 characters."""
+    quantity: _builtins.int
+    """Required. Number of units: 1..1000000."""
+    @_builtins.property
+    def category_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional. Categories of the product (targeting by category), at most 20 ids of at most 128
+        characters each.
+        """
+
+    @_builtins.property
+    def unit_price(self) -> Global___Money:
+        """Required. Price of one unit (amount_minor >= 0), in the order's currency."""
+
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        product_id: _builtins.str = ...,
+        category_ids: _abc.Iterable[_builtins.str] | None = ...,
+        quantity: _builtins.int = ...,
+        unit_price: Global___Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unit_price", b"unit_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_ids", b"category_ids", "product_id", b"product_id", "quantity", b"quantity", "sku", b"sku", "unit_price", b"unit_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LineItem: _TypeAlias = LineItem  # noqa: Y015
+
+@_typing.final
+class LineDiscount(_message.Message):
+    """The part of a discount that falls on one line of a cart."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    DISCOUNT_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    """The line's sku."""
+    @_builtins.property
+    def discount(self) -> Global___Money:
+        """The line's share of the discount: an exact number of minor units, 0 <= share <= the line's
+        amount. The shares of all lines plus the shipping discount add up to the discount exactly.
+        """
+
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        discount: Global___Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LineDiscount: _TypeAlias = LineDiscount  # noqa: Y015

@@ -364,6 +364,9 @@ class UsageSnapshot(_message.Message):
     RELEASE_REASON_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     RELEASE_TIME_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    SHIPPING_MINOR_FIELD_NUMBER: _builtins.int
+    SHIPPING_DISCOUNT_MINOR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The usage id (= redemption id = order id)."""
     promo_code_id: _builtins.str
@@ -384,6 +387,10 @@ class UsageSnapshot(_message.Message):
     """ACTIVE or RELEASED."""
     release_reason: _builtins.str
     """Release reason; empty while ACTIVE."""
+    shipping_minor: _builtins.int
+    """Shipping amount of the cart, in minor units."""
+    shipping_discount_minor: _builtins.int
+    """The share of the discount on shipping, in minor units."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was redeemed."""
@@ -391,6 +398,10 @@ class UsageSnapshot(_message.Message):
     @_builtins.property
     def release_time(self) -> _timestamp_pb2.Timestamp:
         """When it was released; unset while ACTIVE."""
+
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineSnapshot]:
+        """The redeemed cart's lines with their discount shares, in line order."""
 
     def __init__(
         self,
@@ -407,14 +418,61 @@ class UsageSnapshot(_message.Message):
         release_reason: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         release_time: _timestamp_pb2.Timestamp | None = ...,
+        lines: _abc.Iterable[Global___LineSnapshot] | None = ...,
+        shipping_minor: _builtins.int = ...,
+        shipping_discount_minor: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "release_time", b"release_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "currency_code", b"currency_code", "discount_minor", b"discount_minor", "id", b"id", "order_amount_minor", b"order_amount_minor", "order_id", b"order_id", "promo_code_id", b"promo_code_id", "release_reason", b"release_reason", "release_time", b"release_time", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "currency_code", b"currency_code", "discount_minor", b"discount_minor", "id", b"id", "lines", b"lines", "order_amount_minor", b"order_amount_minor", "order_id", b"order_id", "promo_code_id", b"promo_code_id", "release_reason", b"release_reason", "release_time", b"release_time", "shipping_discount_minor", b"shipping_discount_minor", "shipping_minor", b"shipping_minor", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UsageSnapshot: _TypeAlias = UsageSnapshot  # noqa: Y015
+
+@_typing.final
+class LineSnapshot(_message.Message):
+    """One cart line and its share of the discount, flat (same currency as the snapshot holding it)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    CATEGORY_IDS_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_MINOR_FIELD_NUMBER: _builtins.int
+    DISCOUNT_MINOR_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    """The stock keeping unit (empty for the one line of an amount-only order)."""
+    product_id: _builtins.str
+    """The product id; empty when not given."""
+    quantity: _builtins.int
+    """Number of units."""
+    unit_price_minor: _builtins.int
+    """Price of one unit, in minor units."""
+    discount_minor: _builtins.int
+    """The line's share of the discount, in minor units."""
+    @_builtins.property
+    def category_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The product's categories."""
+
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+        product_id: _builtins.str = ...,
+        category_ids: _abc.Iterable[_builtins.str] | None = ...,
+        quantity: _builtins.int = ...,
+        unit_price_minor: _builtins.int = ...,
+        discount_minor: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_ids", b"category_ids", "discount_minor", b"discount_minor", "product_id", b"product_id", "quantity", b"quantity", "sku", b"sku", "unit_price_minor", b"unit_price_minor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LineSnapshot: _TypeAlias = LineSnapshot  # noqa: Y015
 
 @_typing.final
 class OrderSnapshot(_message.Message):
@@ -439,6 +497,9 @@ class OrderSnapshot(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     CONFIRM_TIME_FIELD_NUMBER: _builtins.int
     CANCEL_TIME_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    SHIPPING_MINOR_FIELD_NUMBER: _builtins.int
+    SHIPPING_DISCOUNT_MINOR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The order's id."""
     user_id: _builtins.str
@@ -465,6 +526,10 @@ class OrderSnapshot(_message.Message):
     """When CANCELLED: the cancellation reason."""
     idempotency_key: _builtins.str
     """The idempotency key it was created with."""
+    shipping_minor: _builtins.int
+    """Shipping amount, in minor units."""
+    shipping_discount_minor: _builtins.int
+    """The share of the discount on shipping, in minor units."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was created."""
@@ -480,6 +545,10 @@ class OrderSnapshot(_message.Message):
     @_builtins.property
     def cancel_time(self) -> _timestamp_pb2.Timestamp:
         """When it became CANCELLED; unset otherwise."""
+
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineSnapshot]:
+        """The order's lines with their discount shares, in line order."""
 
     def __init__(
         self,
@@ -501,10 +570,13 @@ class OrderSnapshot(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         confirm_time: _timestamp_pb2.Timestamp | None = ...,
         cancel_time: _timestamp_pb2.Timestamp | None = ...,
+        lines: _abc.Iterable[Global___LineSnapshot] | None = ...,
+        shipping_minor: _builtins.int = ...,
+        shipping_discount_minor: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "confirm_time", b"confirm_time", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "cancellation_reason", b"cancellation_reason", "confirm_time", b"confirm_time", "create_time", b"create_time", "currency_code", b"currency_code", "discount_minor", b"discount_minor", "id", b"id", "idempotency_key", b"idempotency_key", "promo_code", b"promo_code", "promo_code_id", b"promo_code_id", "promo_code_usage_id", b"promo_code_usage_id", "rejection_reason", b"rejection_reason", "status", b"status", "subtotal_minor", b"subtotal_minor", "total_minor", b"total_minor", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "cancellation_reason", b"cancellation_reason", "confirm_time", b"confirm_time", "create_time", b"create_time", "currency_code", b"currency_code", "discount_minor", b"discount_minor", "id", b"id", "idempotency_key", b"idempotency_key", "lines", b"lines", "promo_code", b"promo_code", "promo_code_id", b"promo_code_id", "promo_code_usage_id", b"promo_code_usage_id", "rejection_reason", b"rejection_reason", "shipping_discount_minor", b"shipping_discount_minor", "shipping_minor", b"shipping_minor", "status", b"status", "subtotal_minor", b"subtotal_minor", "total_minor", b"total_minor", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,27 +26,29 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from promo.v1 import common_pb2 as promo_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15promo/v1/orders.proto\x12\x08promo.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15promo/v1/common.proto\"\x8e\x04\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12!\n\x08subtotal\x18\x03 \x01(\x0b\x32\x0f.promo.v1.Money\x12!\n\x08\x64iscount\x18\x04 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x1e\n\x05total\x18\x05 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x12\n\npromo_code\x18\x06 \x01(\t\x12\x15\n\rpromo_code_id\x18\x07 \x01(\t\x12\x1b\n\x13promo_code_usage_id\x18\x08 \x01(\t\x12%\n\x06status\x18\t \x01(\x0e\x32\x15.promo.v1.OrderStatus\x12\x18\n\x10rejection_reason\x18\n \x01(\t\x12\x1b\n\x13\x63\x61ncellation_reason\x18\x0b \x01(\t\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63onfirm_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63\x61ncel_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\x12\x43reateOrderRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1f\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x17\n\npromo_code\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\tB\r\n\x0b_promo_code\"\x1d\n\x0fGetOrderRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xa2\x01\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12%\n\x06status\x18\x04 \x01(\x0e\x32\x15.promo.v1.OrderStatus\x12.\n\x11\x63reate_time_range\x18\x05 \x01(\x0b\x32\x13.promo.v1.TimeRange\"N\n\x12ListOrdersResponse\x12\x1f\n\x06orders\x18\x01 \x03(\x0b\x32\x0f.promo.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"0\n\x12\x43\x61ncelOrderRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*\x98\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x19\n\x15ORDER_STATUS_REJECTED\x10\x03\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x04\x32\x8b\x02\n\x0cOrderService\x12<\n\x0b\x43reateOrder\x12\x1c.promo.v1.CreateOrderRequest\x1a\x0f.promo.v1.Order\x12\x36\n\x08GetOrder\x12\x19.promo.v1.GetOrderRequest\x1a\x0f.promo.v1.Order\x12G\n\nListOrders\x12\x1b.promo.v1.ListOrdersRequest\x1a\x1c.promo.v1.ListOrdersResponse\x12<\n\x0b\x43\x61ncelOrder\x12\x1c.promo.v1.CancelOrderRequest\x1a\x0f.promo.v1.Orderb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15promo/v1/orders.proto\x12\x08promo.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15promo/v1/common.proto\"\x81\x05\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12!\n\x08subtotal\x18\x03 \x01(\x0b\x32\x0f.promo.v1.Money\x12!\n\x08\x64iscount\x18\x04 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x1e\n\x05total\x18\x05 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x12\n\npromo_code\x18\x06 \x01(\t\x12\x15\n\rpromo_code_id\x18\x07 \x01(\t\x12\x1b\n\x13promo_code_usage_id\x18\x08 \x01(\t\x12%\n\x06status\x18\t \x01(\x0e\x32\x15.promo.v1.OrderStatus\x12\x18\n\x10rejection_reason\x18\n \x01(\t\x12\x1b\n\x13\x63\x61ncellation_reason\x18\x0b \x01(\t\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63onfirm_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63\x61ncel_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x05lines\x18\x11 \x03(\x0b\x32\x13.promo.v1.OrderLine\x12!\n\x08shipping\x18\x12 \x01(\x0b\x32\x0f.promo.v1.Money\x12*\n\x11shipping_discount\x18\x13 \x01(\x0b\x32\x0f.promo.v1.Money\"P\n\tOrderLine\x12 \n\x04item\x18\x01 \x01(\x0b\x32\x12.promo.v1.LineItem\x12!\n\x08\x64iscount\x18\x02 \x01(\x0b\x32\x0f.promo.v1.Money\"\xcd\x01\n\x12\x43reateOrderRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1f\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x17\n\npromo_code\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12!\n\x05lines\x18\x05 \x03(\x0b\x32\x12.promo.v1.LineItem\x12!\n\x08shipping\x18\x06 \x01(\x0b\x32\x0f.promo.v1.MoneyB\r\n\x0b_promo_code\"\x1d\n\x0fGetOrderRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xa2\x01\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12%\n\x06status\x18\x04 \x01(\x0e\x32\x15.promo.v1.OrderStatus\x12.\n\x11\x63reate_time_range\x18\x05 \x01(\x0b\x32\x13.promo.v1.TimeRange\"N\n\x12ListOrdersResponse\x12\x1f\n\x06orders\x18\x01 \x03(\x0b\x32\x0f.promo.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"0\n\x12\x43\x61ncelOrderRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*\x98\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x19\n\x15ORDER_STATUS_REJECTED\x10\x03\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x04\x32\x8b\x02\n\x0cOrderService\x12<\n\x0b\x43reateOrder\x12\x1c.promo.v1.CreateOrderRequest\x1a\x0f.promo.v1.Order\x12\x36\n\x08GetOrder\x12\x19.promo.v1.GetOrderRequest\x1a\x0f.promo.v1.Order\x12G\n\nListOrders\x12\x1b.promo.v1.ListOrdersRequest\x1a\x1c.promo.v1.ListOrdersResponse\x12<\n\x0b\x43\x61ncelOrder\x12\x1c.promo.v1.CancelOrderRequest\x1a\x0f.promo.v1.Orderb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'promo.v1.orders_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATUS']._serialized_start=1085
-  _globals['_ORDERSTATUS']._serialized_end=1237
+  _globals['_ORDERSTATUS']._serialized_start=1352
+  _globals['_ORDERSTATUS']._serialized_end=1504
   _globals['_ORDER']._serialized_start=92
-  _globals['_ORDER']._serialized_end=618
-  _globals['_CREATEORDERREQUEST']._serialized_start=621
-  _globals['_CREATEORDERREQUEST']._serialized_end=756
-  _globals['_GETORDERREQUEST']._serialized_start=758
-  _globals['_GETORDERREQUEST']._serialized_end=787
-  _globals['_LISTORDERSREQUEST']._serialized_start=790
-  _globals['_LISTORDERSREQUEST']._serialized_end=952
-  _globals['_LISTORDERSRESPONSE']._serialized_start=954
-  _globals['_LISTORDERSRESPONSE']._serialized_end=1032
-  _globals['_CANCELORDERREQUEST']._serialized_start=1034
-  _globals['_CANCELORDERREQUEST']._serialized_end=1082
-  _globals['_ORDERSERVICE']._serialized_start=1240
-  _globals['_ORDERSERVICE']._serialized_end=1507
+  _globals['_ORDER']._serialized_end=733
+  _globals['_ORDERLINE']._serialized_start=735
+  _globals['_ORDERLINE']._serialized_end=815
+  _globals['_CREATEORDERREQUEST']._serialized_start=818
+  _globals['_CREATEORDERREQUEST']._serialized_end=1023
+  _globals['_GETORDERREQUEST']._serialized_start=1025
+  _globals['_GETORDERREQUEST']._serialized_end=1054
+  _globals['_LISTORDERSREQUEST']._serialized_start=1057
+  _globals['_LISTORDERSREQUEST']._serialized_end=1219
+  _globals['_LISTORDERSRESPONSE']._serialized_start=1221
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1299
+  _globals['_CANCELORDERREQUEST']._serialized_start=1301
+  _globals['_CANCELORDERREQUEST']._serialized_end=1349
+  _globals['_ORDERSERVICE']._serialized_start=1507
+  _globals['_ORDERSERVICE']._serialized_end=1774
 # @@protoc_insertion_point(module_scope)

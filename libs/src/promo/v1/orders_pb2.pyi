@@ -75,6 +75,9 @@ class Order(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     CONFIRM_TIME_FIELD_NUMBER: _builtins.int
     CANCEL_TIME_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    SHIPPING_FIELD_NUMBER: _builtins.int
+    SHIPPING_DISCOUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Server-assigned id; also the redemption id of its promo code usage."""
     user_id: _builtins.str
@@ -123,6 +126,20 @@ class Order(_message.Message):
     def cancel_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When it became CANCELLED; unset otherwise."""
 
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]:
+        """Output only. The cart's lines, in request order, each with its share of the discount (zero
+        while PENDING or REJECTED). An order created with only `amount` has one line with an empty sku.
+        """
+
+    @_builtins.property
+    def shipping(self) -> _common_pb2.Money:
+        """Output only. The shipping amount (part of subtotal); zero when none was given."""
+
+    @_builtins.property
+    def shipping_discount(self) -> _common_pb2.Money:
+        """Output only. The share of the discount on shipping."""
+
     def __init__(
         self,
         *,
@@ -142,14 +159,49 @@ class Order(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         confirm_time: _timestamp_pb2.Timestamp | None = ...,
         cancel_time: _timestamp_pb2.Timestamp | None = ...,
+        lines: _abc.Iterable[Global___OrderLine] | None = ...,
+        shipping: _common_pb2.Money | None = ...,
+        shipping_discount: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "confirm_time", b"confirm_time", "create_time", b"create_time", "discount", b"discount", "subtotal", b"subtotal", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "confirm_time", b"confirm_time", "create_time", b"create_time", "discount", b"discount", "shipping", b"shipping", "shipping_discount", b"shipping_discount", "subtotal", b"subtotal", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "cancellation_reason", b"cancellation_reason", "confirm_time", b"confirm_time", "create_time", b"create_time", "discount", b"discount", "id", b"id", "idempotency_key", b"idempotency_key", "promo_code", b"promo_code", "promo_code_id", b"promo_code_id", "promo_code_usage_id", b"promo_code_usage_id", "rejection_reason", b"rejection_reason", "status", b"status", "subtotal", b"subtotal", "total", b"total", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "cancellation_reason", b"cancellation_reason", "confirm_time", b"confirm_time", "create_time", b"create_time", "discount", b"discount", "id", b"id", "idempotency_key", b"idempotency_key", "lines", b"lines", "promo_code", b"promo_code", "promo_code_id", b"promo_code_id", "promo_code_usage_id", b"promo_code_usage_id", "rejection_reason", b"rejection_reason", "shipping", b"shipping", "shipping_discount", b"shipping_discount", "status", b"status", "subtotal", b"subtotal", "total", b"total", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Order: _TypeAlias = Order  # noqa: Y015
+
+@_typing.final
+class OrderLine(_message.Message):
+    """One line of an order and its share of the order's discount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    DISCOUNT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def item(self) -> _common_pb2.LineItem:
+        """The line as given in CreateOrderRequest.lines."""
+
+    @_builtins.property
+    def discount(self) -> _common_pb2.Money:
+        """Its share of the discount (0 <= share <= quantity * unit price); the shares of all lines plus
+        shipping_discount add up to Order.discount exactly.
+        """
+
+    def __init__(
+        self,
+        *,
+        item: _common_pb2.LineItem | None = ...,
+        discount: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderLine: _TypeAlias = OrderLine  # noqa: Y015
 
 @_typing.final
 class CreateOrderRequest(_message.Message):
@@ -161,6 +213,8 @@ class CreateOrderRequest(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     PROMO_CODE_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    SHIPPING_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Required. The user placing the order; must exist and be active."""
     promo_code: _builtins.str
@@ -171,7 +225,17 @@ class CreateOrderRequest(_message.Message):
     """
     @_builtins.property
     def amount(self) -> _common_pb2.Money:
-        """Required. The amount before any discount (amount_minor >= 1)."""
+        """The amount before any discount (amount_minor >= 1). Required without lines; with lines,
+        optional and equal to their subtotal (lines plus shipping).
+        """
+
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.LineItem]:
+        """Optional. The cart's lines: at most 1000, unique skus, each unit_price in the order's currency."""
+
+    @_builtins.property
+    def shipping(self) -> _common_pb2.Money:
+        """Optional. The shipping amount (amount_minor >= 0), part of the subtotal."""
 
     def __init__(
         self,
@@ -180,10 +244,12 @@ class CreateOrderRequest(_message.Message):
         amount: _common_pb2.Money | None = ...,
         promo_code: _builtins.str | None = ...,
         idempotency_key: _builtins.str = ...,
+        lines: _abc.Iterable[_common_pb2.LineItem] | None = ...,
+        shipping: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_promo_code", b"_promo_code", "amount", b"amount", "promo_code", b"promo_code"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_promo_code", b"_promo_code", "amount", b"amount", "promo_code", b"promo_code", "shipping", b"shipping"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_promo_code", b"_promo_code", "amount", b"amount", "idempotency_key", b"idempotency_key", "promo_code", b"promo_code", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_promo_code", b"_promo_code", "amount", b"amount", "idempotency_key", b"idempotency_key", "lines", b"lines", "promo_code", b"promo_code", "shipping", b"shipping", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__promo_code: _TypeAlias = _typing.Literal["promo_code"]  # noqa: Y015
     _WhichOneofArgType__promo_code: _TypeAlias = _typing.Literal["_promo_code", b"_promo_code"]  # noqa: Y015

@@ -27,51 +27,57 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from promo.v1 import common_pb2 as promo_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apromo/v1/promo_codes.proto\x12\x08promo.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15promo/v1/common.proto\"\x82\x05\n\tPromoCode\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x32\n\npercentage\x18\x04 \x01(\x0b\x32\x1c.promo.v1.PercentageDiscountH\x00\x12\'\n\x0c\x66ixed_amount\x18\x05 \x01(\x0b\x32\x0f.promo.v1.MoneyH\x00\x12.\n\nvalid_from\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x10min_order_amount\x18\x08 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x15\n\x08max_uses\x18\t \x01(\x03H\x01\x88\x01\x01\x12\x1e\n\x11max_uses_per_user\x18\n \x01(\x03H\x02\x88\x01\x01\x12\x1f\n\x06\x62udget\x18\x0b \x01(\x0b\x32\x0f.promo.v1.Money\x12\x19\n\x11\x65ligible_user_ids\x18\x0c \x03(\t\x12\x0e\n\x06\x61\x63tive\x18\r \x01(\x08\x12\x0c\n\x04uses\x18\x0e \x01(\x03\x12)\n\x10\x64iscount_granted\x18\x0f \x01(\x0b\x32\x0f.promo.v1.Money\x12\x10\n\x08\x62\x61tch_id\x18\x10 \x01(\t\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\n\x08\x64iscountB\x0b\n\t_max_usesB\x14\n\x12_max_uses_per_user\"Q\n\x12PercentageDiscount\x12\x14\n\x0c\x62\x61sis_points\x18\x01 \x01(\x05\x12%\n\x0cmax_discount\x18\x02 \x01(\x0b\x32\x0f.promo.v1.Money\"\xd9\x02\n\x0ePromoCodeUsage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rpromo_code_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x10\n\x08order_id\x18\x05 \x01(\t\x12%\n\x0corder_amount\x18\x06 \x01(\x0b\x32\x0f.promo.v1.Money\x12!\n\x08\x64iscount\x18\x07 \x01(\x0b\x32\x0f.promo.v1.Money\x12.\n\x06status\x18\x08 \x01(\x0e\x32\x1e.promo.v1.PromoCodeUsageStatus\x12\x16\n\x0erelease_reason\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0crelease_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x16\x43reatePromoCodeRequest\x12\'\n\npromo_code\x18\x01 \x01(\x0b\x32\x13.promo.v1.PromoCode\"!\n\x13GetPromoCodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\"&\n\x16LookupPromoCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"\xb3\x01\n\x15ListPromoCodesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x06\x61\x63tive\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12,\n\x08valid_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63ode_prefix\x18\x05 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x06 \x01(\tB\t\n\x07_active\"[\n\x16ListPromoCodesResponse\x12(\n\x0bpromo_codes\x18\x01 \x03(\x0b\x32\x13.promo.v1.PromoCode\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"r\n\x16UpdatePromoCodeRequest\x12\'\n\npromo_code\x18\x01 \x01(\x0b\x32\x13.promo.v1.PromoCode\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"$\n\x16\x44\x65letePromoCodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x8c\x01\n\x19GeneratePromoCodesRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x15\n\rrandom_length\x18\x03 \x01(\x05\x12%\n\x08template\x18\x04 \x01(\x0b\x32\x13.promo.v1.PromoCode\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"Y\n\x1aGeneratePromoCodesResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\r\n\x05\x63odes\x18\x02 \x03(\t\x12\x1a\n\x12\x63ollisions_avoided\x18\x03 \x01(\x03\"`\n\x18ValidatePromoCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12%\n\x0corder_amount\x18\x03 \x01(\x0b\x32\x0f.promo.v1.Money\"\x8b\x01\n\x19ValidatePromoCodeResponse\x12\x12\n\napplicable\x18\x01 \x01(\x08\x12!\n\x08\x64iscount\x18\x02 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\'\n\npromo_code\x18\x04 \x01(\x0b\x32\x13.promo.v1.PromoCode\"u\n\x16RedeemPromoCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12%\n\x0corder_amount\x18\x03 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x15\n\rredemption_id\x18\x04 \x01(\t\"@\n\x17ReleasePromoCodeRequest\x12\x15\n\rredemption_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x9b\x01\n\x1aListPromoCodeUsagesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x15\n\rpromo_code_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12.\n\x06status\x18\x05 \x01(\x0e\x32\x1e.promo.v1.PromoCodeUsageStatus\"k\n\x1bListPromoCodeUsagesResponse\x12\x33\n\x11promo_code_usages\x18\x01 \x03(\x0b\x32\x18.promo.v1.PromoCodeUsage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x89\x01\n\x14PromoCodeUsageStatus\x12\'\n#PROMO_CODE_USAGE_STATUS_UNSPECIFIED\x10\x00\x12\"\n\x1ePROMO_CODE_USAGE_STATUS_ACTIVE\x10\x01\x12$\n PROMO_CODE_USAGE_STATUS_RELEASED\x10\x02\x32\x96\x07\n\x10PromoCodeService\x12H\n\x0f\x43reatePromoCode\x12 .promo.v1.CreatePromoCodeRequest\x1a\x13.promo.v1.PromoCode\x12\x42\n\x0cGetPromoCode\x12\x1d.promo.v1.GetPromoCodeRequest\x1a\x13.promo.v1.PromoCode\x12H\n\x0fLookupPromoCode\x12 .promo.v1.LookupPromoCodeRequest\x1a\x13.promo.v1.PromoCode\x12S\n\x0eListPromoCodes\x12\x1f.promo.v1.ListPromoCodesRequest\x1a .promo.v1.ListPromoCodesResponse\x12H\n\x0fUpdatePromoCode\x12 .promo.v1.UpdatePromoCodeRequest\x1a\x13.promo.v1.PromoCode\x12H\n\x0f\x44\x65letePromoCode\x12 .promo.v1.DeletePromoCodeRequest\x1a\x13.promo.v1.PromoCode\x12_\n\x12GeneratePromoCodes\x12#.promo.v1.GeneratePromoCodesRequest\x1a$.promo.v1.GeneratePromoCodesResponse\x12\\\n\x11ValidatePromoCode\x12\".promo.v1.ValidatePromoCodeRequest\x1a#.promo.v1.ValidatePromoCodeResponse\x12M\n\x0fRedeemPromoCode\x12 .promo.v1.RedeemPromoCodeRequest\x1a\x18.promo.v1.PromoCodeUsage\x12O\n\x10ReleasePromoCode\x12!.promo.v1.ReleasePromoCodeRequest\x1a\x18.promo.v1.PromoCodeUsage\x12\x62\n\x13ListPromoCodeUsages\x12$.promo.v1.ListPromoCodeUsagesRequest\x1a%.promo.v1.ListPromoCodeUsagesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apromo/v1/promo_codes.proto\x12\x08promo.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15promo/v1/common.proto\"\xa8\x07\n\tPromoCode\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x32\n\npercentage\x18\x04 \x01(\x0b\x32\x1c.promo.v1.PercentageDiscountH\x00\x12\'\n\x0c\x66ixed_amount\x18\x05 \x01(\x0b\x32\x0f.promo.v1.MoneyH\x00\x12.\n\nvalid_from\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x10min_order_amount\x18\x08 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x15\n\x08max_uses\x18\t \x01(\x03H\x01\x88\x01\x01\x12\x1e\n\x11max_uses_per_user\x18\n \x01(\x03H\x02\x88\x01\x01\x12\x1f\n\x06\x62udget\x18\x0b \x01(\x0b\x32\x0f.promo.v1.Money\x12\x19\n\x11\x65ligible_user_ids\x18\x0c \x03(\t\x12\x0e\n\x06\x61\x63tive\x18\r \x01(\x08\x12\x0c\n\x04uses\x18\x0e \x01(\x03\x12)\n\x10\x64iscount_granted\x18\x0f \x01(\x0b\x32\x0f.promo.v1.Money\x12\x10\n\x08\x62\x61tch_id\x18\x10 \x01(\t\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06target\x18\x13 \x01(\x0e\x32\x18.promo.v1.DiscountTarget\x12*\n\ttargeting\x18\x14 \x01(\x0b\x32\x17.promo.v1.ItemTargeting\x12\x1e\n\x11min_item_quantity\x18\x15 \x01(\x03H\x03\x88\x01\x01\x12(\n\x0fmin_item_amount\x18\x16 \x01(\x0b\x32\x0f.promo.v1.Money\x12(\n\nallocation\x18\x17 \x01(\x0e\x32\x14.promo.v1.Allocation\x12\x19\n\x0cmax_quantity\x18\x18 \x01(\x03H\x04\x88\x01\x01\x12\x18\n\x10\x66irst_order_only\x18\x19 \x01(\x08\x42\n\n\x08\x64iscountB\x0b\n\t_max_usesB\x14\n\x12_max_uses_per_userB\x14\n\x12_min_item_quantityB\x0f\n\r_max_quantity\"\xb1\x01\n\rItemTargeting\x12\x1b\n\x13include_product_ids\x18\x01 \x03(\t\x12\x1c\n\x14include_category_ids\x18\x02 \x03(\t\x12\x14\n\x0cinclude_skus\x18\x03 \x03(\t\x12\x1b\n\x13\x65xclude_product_ids\x18\x04 \x03(\t\x12\x1c\n\x14\x65xclude_category_ids\x18\x05 \x03(\t\x12\x14\n\x0c\x65xclude_skus\x18\x06 \x03(\t\"Q\n\x12PercentageDiscount\x12\x14\n\x0c\x62\x61sis_points\x18\x01 \x01(\x05\x12%\n\x0cmax_discount\x18\x02 \x01(\x0b\x32\x0f.promo.v1.Money\"\xb5\x03\n\x0ePromoCodeUsage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rpromo_code_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x10\n\x08order_id\x18\x05 \x01(\t\x12%\n\x0corder_amount\x18\x06 \x01(\x0b\x32\x0f.promo.v1.Money\x12!\n\x08\x64iscount\x18\x07 \x01(\x0b\x32\x0f.promo.v1.Money\x12.\n\x06status\x18\x08 \x01(\x0e\x32\x1e.promo.v1.PromoCodeUsageStatus\x12\x16\n\x0erelease_reason\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0crelease_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0eline_discounts\x18\x0c \x03(\x0b\x32\x16.promo.v1.LineDiscount\x12*\n\x11shipping_discount\x18\r \x01(\x0b\x32\x0f.promo.v1.Money\"A\n\x16\x43reatePromoCodeRequest\x12\'\n\npromo_code\x18\x01 \x01(\x0b\x32\x13.promo.v1.PromoCode\"!\n\x13GetPromoCodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\"&\n\x16LookupPromoCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"\xb3\x01\n\x15ListPromoCodesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x06\x61\x63tive\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12,\n\x08valid_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63ode_prefix\x18\x05 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x06 \x01(\tB\t\n\x07_active\"[\n\x16ListPromoCodesResponse\x12(\n\x0bpromo_codes\x18\x01 \x03(\x0b\x32\x13.promo.v1.PromoCode\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"r\n\x16UpdatePromoCodeRequest\x12\'\n\npromo_code\x18\x01 \x01(\x0b\x32\x13.promo.v1.PromoCode\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"$\n\x16\x44\x65letePromoCodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x8c\x01\n\x19GeneratePromoCodesRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x15\n\rrandom_length\x18\x03 \x01(\x05\x12%\n\x08template\x18\x04 \x01(\x0b\x32\x13.promo.v1.PromoCode\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"Y\n\x1aGeneratePromoCodesResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\r\n\x05\x63odes\x18\x02 \x03(\t\x12\x1a\n\x12\x63ollisions_avoided\x18\x03 \x01(\x03\"\xbb\x01\n\x18ValidatePromoCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12%\n\x0corder_amount\x18\x03 \x01(\x0b\x32\x0f.promo.v1.Money\x12!\n\x05lines\x18\x04 \x03(\x0b\x32\x12.promo.v1.LineItem\x12!\n\x08shipping\x18\x05 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x13\n\x0b\x66irst_order\x18\x06 \x01(\x08\"\x8a\x02\n\x19ValidatePromoCodeResponse\x12\x12\n\napplicable\x18\x01 \x01(\x08\x12!\n\x08\x64iscount\x18\x02 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\'\n\npromo_code\x18\x04 \x01(\x0b\x32\x13.promo.v1.PromoCode\x12.\n\x0eline_discounts\x18\x05 \x03(\x0b\x32\x16.promo.v1.LineDiscount\x12*\n\x11shipping_discount\x18\x06 \x01(\x0b\x32\x0f.promo.v1.Money\x12!\n\x08subtotal\x18\x07 \x01(\x0b\x32\x0f.promo.v1.Money\"\xd0\x01\n\x16RedeemPromoCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12%\n\x0corder_amount\x18\x03 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x15\n\rredemption_id\x18\x04 \x01(\t\x12!\n\x05lines\x18\x05 \x03(\x0b\x32\x12.promo.v1.LineItem\x12!\n\x08shipping\x18\x06 \x01(\x0b\x32\x0f.promo.v1.Money\x12\x13\n\x0b\x66irst_order\x18\x07 \x01(\x08\"@\n\x17ReleasePromoCodeRequest\x12\x15\n\rredemption_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x9b\x01\n\x1aListPromoCodeUsagesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x15\n\rpromo_code_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12.\n\x06status\x18\x05 \x01(\x0e\x32\x1e.promo.v1.PromoCodeUsageStatus\"k\n\x1bListPromoCodeUsagesResponse\x12\x33\n\x11promo_code_usages\x18\x01 \x03(\x0b\x32\x18.promo.v1.PromoCodeUsage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x85\x01\n\x0e\x44iscountTarget\x12\x1f\n\x1b\x44ISCOUNT_TARGET_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44ISCOUNT_TARGET_ORDER\x10\x01\x12\x19\n\x15\x44ISCOUNT_TARGET_ITEMS\x10\x02\x12\x1c\n\x18\x44ISCOUNT_TARGET_SHIPPING\x10\x03*X\n\nAllocation\x12\x1a\n\x16\x41LLOCATION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41LLOCATION_ACROSS\x10\x01\x12\x17\n\x13\x41LLOCATION_PER_UNIT\x10\x02*\x89\x01\n\x14PromoCodeUsageStatus\x12\'\n#PROMO_CODE_USAGE_STATUS_UNSPECIFIED\x10\x00\x12\"\n\x1ePROMO_CODE_USAGE_STATUS_ACTIVE\x10\x01\x12$\n PROMO_CODE_USAGE_STATUS_RELEASED\x10\x02\x32\x96\x07\n\x10PromoCodeService\x12H\n\x0f\x43reatePromoCode\x12 .promo.v1.CreatePromoCodeRequest\x1a\x13.promo.v1.PromoCode\x12\x42\n\x0cGetPromoCode\x12\x1d.promo.v1.GetPromoCodeRequest\x1a\x13.promo.v1.PromoCode\x12H\n\x0fLookupPromoCode\x12 .promo.v1.LookupPromoCodeRequest\x1a\x13.promo.v1.PromoCode\x12S\n\x0eListPromoCodes\x12\x1f.promo.v1.ListPromoCodesRequest\x1a .promo.v1.ListPromoCodesResponse\x12H\n\x0fUpdatePromoCode\x12 .promo.v1.UpdatePromoCodeRequest\x1a\x13.promo.v1.PromoCode\x12H\n\x0f\x44\x65letePromoCode\x12 .promo.v1.DeletePromoCodeRequest\x1a\x13.promo.v1.PromoCode\x12_\n\x12GeneratePromoCodes\x12#.promo.v1.GeneratePromoCodesRequest\x1a$.promo.v1.GeneratePromoCodesResponse\x12\\\n\x11ValidatePromoCode\x12\".promo.v1.ValidatePromoCodeRequest\x1a#.promo.v1.ValidatePromoCodeResponse\x12M\n\x0fRedeemPromoCode\x12 .promo.v1.RedeemPromoCodeRequest\x1a\x18.promo.v1.PromoCodeUsage\x12O\n\x10ReleasePromoCode\x12!.promo.v1.ReleasePromoCodeRequest\x1a\x18.promo.v1.PromoCodeUsage\x12\x62\n\x13ListPromoCodeUsages\x12$.promo.v1.ListPromoCodeUsagesRequest\x1a%.promo.v1.ListPromoCodeUsagesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'promo.v1.promo_codes_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROMOCODEUSAGESTATUS']._serialized_start=2704
-  _globals['_PROMOCODEUSAGESTATUS']._serialized_end=2841
+  _globals['_DISCOUNTTARGET']._serialized_start=3581
+  _globals['_DISCOUNTTARGET']._serialized_end=3714
+  _globals['_ALLOCATION']._serialized_start=3716
+  _globals['_ALLOCATION']._serialized_end=3804
+  _globals['_PROMOCODEUSAGESTATUS']._serialized_start=3807
+  _globals['_PROMOCODEUSAGESTATUS']._serialized_end=3944
   _globals['_PROMOCODE']._serialized_start=131
-  _globals['_PROMOCODE']._serialized_end=773
-  _globals['_PERCENTAGEDISCOUNT']._serialized_start=775
-  _globals['_PERCENTAGEDISCOUNT']._serialized_end=856
-  _globals['_PROMOCODEUSAGE']._serialized_start=859
-  _globals['_PROMOCODEUSAGE']._serialized_end=1204
-  _globals['_CREATEPROMOCODEREQUEST']._serialized_start=1206
-  _globals['_CREATEPROMOCODEREQUEST']._serialized_end=1271
-  _globals['_GETPROMOCODEREQUEST']._serialized_start=1273
-  _globals['_GETPROMOCODEREQUEST']._serialized_end=1306
-  _globals['_LOOKUPPROMOCODEREQUEST']._serialized_start=1308
-  _globals['_LOOKUPPROMOCODEREQUEST']._serialized_end=1346
-  _globals['_LISTPROMOCODESREQUEST']._serialized_start=1349
-  _globals['_LISTPROMOCODESREQUEST']._serialized_end=1528
-  _globals['_LISTPROMOCODESRESPONSE']._serialized_start=1530
-  _globals['_LISTPROMOCODESRESPONSE']._serialized_end=1621
-  _globals['_UPDATEPROMOCODEREQUEST']._serialized_start=1623
-  _globals['_UPDATEPROMOCODEREQUEST']._serialized_end=1737
-  _globals['_DELETEPROMOCODEREQUEST']._serialized_start=1739
-  _globals['_DELETEPROMOCODEREQUEST']._serialized_end=1775
-  _globals['_GENERATEPROMOCODESREQUEST']._serialized_start=1778
-  _globals['_GENERATEPROMOCODESREQUEST']._serialized_end=1918
-  _globals['_GENERATEPROMOCODESRESPONSE']._serialized_start=1920
-  _globals['_GENERATEPROMOCODESRESPONSE']._serialized_end=2009
-  _globals['_VALIDATEPROMOCODEREQUEST']._serialized_start=2011
-  _globals['_VALIDATEPROMOCODEREQUEST']._serialized_end=2107
-  _globals['_VALIDATEPROMOCODERESPONSE']._serialized_start=2110
-  _globals['_VALIDATEPROMOCODERESPONSE']._serialized_end=2249
-  _globals['_REDEEMPROMOCODEREQUEST']._serialized_start=2251
-  _globals['_REDEEMPROMOCODEREQUEST']._serialized_end=2368
-  _globals['_RELEASEPROMOCODEREQUEST']._serialized_start=2370
-  _globals['_RELEASEPROMOCODEREQUEST']._serialized_end=2434
-  _globals['_LISTPROMOCODEUSAGESREQUEST']._serialized_start=2437
-  _globals['_LISTPROMOCODEUSAGESREQUEST']._serialized_end=2592
-  _globals['_LISTPROMOCODEUSAGESRESPONSE']._serialized_start=2594
-  _globals['_LISTPROMOCODEUSAGESRESPONSE']._serialized_end=2701
-  _globals['_PROMOCODESERVICE']._serialized_start=2844
-  _globals['_PROMOCODESERVICE']._serialized_end=3762
+  _globals['_PROMOCODE']._serialized_end=1067
+  _globals['_ITEMTARGETING']._serialized_start=1070
+  _globals['_ITEMTARGETING']._serialized_end=1247
+  _globals['_PERCENTAGEDISCOUNT']._serialized_start=1249
+  _globals['_PERCENTAGEDISCOUNT']._serialized_end=1330
+  _globals['_PROMOCODEUSAGE']._serialized_start=1333
+  _globals['_PROMOCODEUSAGE']._serialized_end=1770
+  _globals['_CREATEPROMOCODEREQUEST']._serialized_start=1772
+  _globals['_CREATEPROMOCODEREQUEST']._serialized_end=1837
+  _globals['_GETPROMOCODEREQUEST']._serialized_start=1839
+  _globals['_GETPROMOCODEREQUEST']._serialized_end=1872
+  _globals['_LOOKUPPROMOCODEREQUEST']._serialized_start=1874
+  _globals['_LOOKUPPROMOCODEREQUEST']._serialized_end=1912
+  _globals['_LISTPROMOCODESREQUEST']._serialized_start=1915
+  _globals['_LISTPROMOCODESREQUEST']._serialized_end=2094
+  _globals['_LISTPROMOCODESRESPONSE']._serialized_start=2096
+  _globals['_LISTPROMOCODESRESPONSE']._serialized_end=2187
+  _globals['_UPDATEPROMOCODEREQUEST']._serialized_start=2189
+  _globals['_UPDATEPROMOCODEREQUEST']._serialized_end=2303
+  _globals['_DELETEPROMOCODEREQUEST']._serialized_start=2305
+  _globals['_DELETEPROMOCODEREQUEST']._serialized_end=2341
+  _globals['_GENERATEPROMOCODESREQUEST']._serialized_start=2344
+  _globals['_GENERATEPROMOCODESREQUEST']._serialized_end=2484
+  _globals['_GENERATEPROMOCODESRESPONSE']._serialized_start=2486
+  _globals['_GENERATEPROMOCODESRESPONSE']._serialized_end=2575
+  _globals['_VALIDATEPROMOCODEREQUEST']._serialized_start=2578
+  _globals['_VALIDATEPROMOCODEREQUEST']._serialized_end=2765
+  _globals['_VALIDATEPROMOCODERESPONSE']._serialized_start=2768
+  _globals['_VALIDATEPROMOCODERESPONSE']._serialized_end=3034
+  _globals['_REDEEMPROMOCODEREQUEST']._serialized_start=3037
+  _globals['_REDEEMPROMOCODEREQUEST']._serialized_end=3245
+  _globals['_RELEASEPROMOCODEREQUEST']._serialized_start=3247
+  _globals['_RELEASEPROMOCODEREQUEST']._serialized_end=3311
+  _globals['_LISTPROMOCODEUSAGESREQUEST']._serialized_start=3314
+  _globals['_LISTPROMOCODEUSAGESREQUEST']._serialized_end=3469
+  _globals['_LISTPROMOCODEUSAGESRESPONSE']._serialized_start=3471
+  _globals['_LISTPROMOCODEUSAGESRESPONSE']._serialized_end=3578
+  _globals['_PROMOCODESERVICE']._serialized_start=3947
+  _globals['_PROMOCODESERVICE']._serialized_end=4865
 # @@protoc_insertion_point(module_scope)

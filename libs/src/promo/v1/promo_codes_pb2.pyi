@@ -22,6 +22,58 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _DiscountTarget:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DiscountTargetEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DiscountTarget.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DISCOUNT_TARGET_UNSPECIFIED: _DiscountTarget.ValueType  # 0
+    """Same as ORDER."""
+    DISCOUNT_TARGET_ORDER: _DiscountTarget.ValueType  # 1
+    """The order subtotal: every line and shipping."""
+    DISCOUNT_TARGET_ITEMS: _DiscountTarget.ValueType  # 2
+    """The lines that match the code's targeting."""
+    DISCOUNT_TARGET_SHIPPING: _DiscountTarget.ValueType  # 3
+    """The shipping amount."""
+
+class DiscountTarget(_DiscountTarget, metaclass=_DiscountTargetEnumTypeWrapper):
+    """What a discount applies to."""
+
+DISCOUNT_TARGET_UNSPECIFIED: DiscountTarget.ValueType  # 0
+"""Same as ORDER."""
+DISCOUNT_TARGET_ORDER: DiscountTarget.ValueType  # 1
+"""The order subtotal: every line and shipping."""
+DISCOUNT_TARGET_ITEMS: DiscountTarget.ValueType  # 2
+"""The lines that match the code's targeting."""
+DISCOUNT_TARGET_SHIPPING: DiscountTarget.ValueType  # 3
+"""The shipping amount."""
+Global___DiscountTarget: _TypeAlias = DiscountTarget  # noqa: Y015
+
+class _Allocation:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AllocationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Allocation.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ALLOCATION_UNSPECIFIED: _Allocation.ValueType  # 0
+    """Same as ACROSS."""
+    ALLOCATION_ACROSS: _Allocation.ValueType  # 1
+    """Once on the amount of all matching lines, then split in proportion to their amounts."""
+    ALLOCATION_PER_UNIT: _Allocation.ValueType  # 2
+    """On each matching unit (up to max_quantity units, cheapest first), the cap on their sum."""
+
+class Allocation(_Allocation, metaclass=_AllocationEnumTypeWrapper):
+    """How a target ITEMS discount is computed and split over the matching lines."""
+
+ALLOCATION_UNSPECIFIED: Allocation.ValueType  # 0
+"""Same as ACROSS."""
+ALLOCATION_ACROSS: Allocation.ValueType  # 1
+"""Once on the amount of all matching lines, then split in proportion to their amounts."""
+ALLOCATION_PER_UNIT: Allocation.ValueType  # 2
+"""On each matching unit (up to max_quantity units, cheapest first), the cap on their sum."""
+Global___Allocation: _TypeAlias = Allocation  # noqa: Y015
+
 class _PromoCodeUsageStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -70,6 +122,13 @@ class PromoCode(_message.Message):
     BATCH_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    TARGETING_FIELD_NUMBER: _builtins.int
+    MIN_ITEM_QUANTITY_FIELD_NUMBER: _builtins.int
+    MIN_ITEM_AMOUNT_FIELD_NUMBER: _builtins.int
+    ALLOCATION_FIELD_NUMBER: _builtins.int
+    MAX_QUANTITY_FIELD_NUMBER: _builtins.int
+    FIRST_ORDER_ONLY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Server-assigned id."""
     code: _builtins.str
@@ -91,6 +150,18 @@ class PromoCode(_message.Message):
     batch_id: _builtins.str
     """Output only. The GeneratePromoCodes batch this code was created in; empty for codes created by
     CreatePromoCode.
+    """
+    target: Global___DiscountTarget.ValueType
+    """Optional. What the discount applies to. UNSPECIFIED = ORDER (the subtotal)."""
+    min_item_quantity: _builtins.int
+    """Optional. The matching lines must hold at least this many units (>= 1). Unset = no minimum."""
+    allocation: Global___Allocation.ValueType
+    """Optional. How a target ITEMS discount is computed and split. UNSPECIFIED = ACROSS."""
+    max_quantity: _builtins.int
+    """Optional. With allocation PER_UNIT: at most this many units are discounted (>= 1). Unset = all."""
+    first_order_only: _builtins.bool
+    """Optional. Only for the user's first order: at most one first-order-only redemption per user
+    over all codes, and only while the user has no confirmed order (the caller says so).
     """
     @_builtins.property
     def percentage(self) -> Global___PercentageDiscount:
@@ -138,6 +209,16 @@ class PromoCode(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the code was last changed by an update (redemptions do not count)."""
 
+    @_builtins.property
+    def targeting(self) -> Global___ItemTargeting:
+        """Optional. Which lines match (conditions, and the base of target ITEMS). Unset = every line."""
+
+    @_builtins.property
+    def min_item_amount(self) -> _common_pb2.Money:
+        """Optional. The matching lines must amount to at least this much (amount_minor >= 0); sets the
+        code's currency. Unset = no minimum.
+        """
+
     def __init__(
         self,
         *,
@@ -159,25 +240,96 @@ class PromoCode(_message.Message):
         batch_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        target: Global___DiscountTarget.ValueType = ...,
+        targeting: Global___ItemTargeting | None = ...,
+        min_item_quantity: _builtins.int | None = ...,
+        min_item_amount: _common_pb2.Money | None = ...,
+        allocation: Global___Allocation.ValueType = ...,
+        max_quantity: _builtins.int | None = ...,
+        first_order_only: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_uses", b"_max_uses", "_max_uses_per_user", b"_max_uses_per_user", "budget", b"budget", "create_time", b"create_time", "discount", b"discount", "discount_granted", b"discount_granted", "fixed_amount", b"fixed_amount", "max_uses", b"max_uses", "max_uses_per_user", b"max_uses_per_user", "min_order_amount", b"min_order_amount", "percentage", b"percentage", "update_time", b"update_time", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_quantity", b"_max_quantity", "_max_uses", b"_max_uses", "_max_uses_per_user", b"_max_uses_per_user", "_min_item_quantity", b"_min_item_quantity", "budget", b"budget", "create_time", b"create_time", "discount", b"discount", "discount_granted", b"discount_granted", "fixed_amount", b"fixed_amount", "max_quantity", b"max_quantity", "max_uses", b"max_uses", "max_uses_per_user", b"max_uses_per_user", "min_item_amount", b"min_item_amount", "min_item_quantity", b"min_item_quantity", "min_order_amount", b"min_order_amount", "percentage", b"percentage", "targeting", b"targeting", "update_time", b"update_time", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_uses", b"_max_uses", "_max_uses_per_user", b"_max_uses_per_user", "active", b"active", "batch_id", b"batch_id", "budget", b"budget", "code", b"code", "create_time", b"create_time", "description", b"description", "discount", b"discount", "discount_granted", b"discount_granted", "eligible_user_ids", b"eligible_user_ids", "fixed_amount", b"fixed_amount", "id", b"id", "max_uses", b"max_uses", "max_uses_per_user", b"max_uses_per_user", "min_order_amount", b"min_order_amount", "percentage", b"percentage", "update_time", b"update_time", "uses", b"uses", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_quantity", b"_max_quantity", "_max_uses", b"_max_uses", "_max_uses_per_user", b"_max_uses_per_user", "_min_item_quantity", b"_min_item_quantity", "active", b"active", "allocation", b"allocation", "batch_id", b"batch_id", "budget", b"budget", "code", b"code", "create_time", b"create_time", "description", b"description", "discount", b"discount", "discount_granted", b"discount_granted", "eligible_user_ids", b"eligible_user_ids", "first_order_only", b"first_order_only", "fixed_amount", b"fixed_amount", "id", b"id", "max_quantity", b"max_quantity", "max_uses", b"max_uses", "max_uses_per_user", b"max_uses_per_user", "min_item_amount", b"min_item_amount", "min_item_quantity", b"min_item_quantity", "min_order_amount", b"min_order_amount", "percentage", b"percentage", "target", b"target", "targeting", b"targeting", "update_time", b"update_time", "uses", b"uses", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_quantity: _TypeAlias = _typing.Literal["max_quantity"]  # noqa: Y015
+    _WhichOneofArgType__max_quantity: _TypeAlias = _typing.Literal["_max_quantity", b"_max_quantity"]  # noqa: Y015
     _WhichOneofReturnType__max_uses: _TypeAlias = _typing.Literal["max_uses"]  # noqa: Y015
     _WhichOneofArgType__max_uses: _TypeAlias = _typing.Literal["_max_uses", b"_max_uses"]  # noqa: Y015
     _WhichOneofReturnType__max_uses_per_user: _TypeAlias = _typing.Literal["max_uses_per_user"]  # noqa: Y015
     _WhichOneofArgType__max_uses_per_user: _TypeAlias = _typing.Literal["_max_uses_per_user", b"_max_uses_per_user"]  # noqa: Y015
+    _WhichOneofReturnType__min_item_quantity: _TypeAlias = _typing.Literal["min_item_quantity"]  # noqa: Y015
+    _WhichOneofArgType__min_item_quantity: _TypeAlias = _typing.Literal["_min_item_quantity", b"_min_item_quantity"]  # noqa: Y015
     _WhichOneofReturnType_discount: _TypeAlias = _typing.Literal["percentage", "fixed_amount"]  # noqa: Y015
     _WhichOneofArgType_discount: _TypeAlias = _typing.Literal["discount", b"discount"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_quantity) -> _WhichOneofReturnType__max_quantity | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_uses) -> _WhichOneofReturnType__max_uses | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_uses_per_user) -> _WhichOneofReturnType__max_uses_per_user | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_item_quantity) -> _WhichOneofReturnType__min_item_quantity | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_discount) -> _WhichOneofReturnType_discount | None: ...
 
 Global___PromoCode: _TypeAlias = PromoCode  # noqa: Y015
+
+@_typing.final
+class ItemTargeting(_message.Message):
+    """Which lines of a cart a code applies to. A line matches when it matches an include list (any of
+    them; every line when all three are empty) and no exclude list. At most 1000 ids in all.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDE_PRODUCT_IDS_FIELD_NUMBER: _builtins.int
+    INCLUDE_CATEGORY_IDS_FIELD_NUMBER: _builtins.int
+    INCLUDE_SKUS_FIELD_NUMBER: _builtins.int
+    EXCLUDE_PRODUCT_IDS_FIELD_NUMBER: _builtins.int
+    EXCLUDE_CATEGORY_IDS_FIELD_NUMBER: _builtins.int
+    EXCLUDE_SKUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def include_product_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Lines of these products."""
+
+    @_builtins.property
+    def include_category_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Lines with any of these categories."""
+
+    @_builtins.property
+    def include_skus(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Lines with these skus."""
+
+    @_builtins.property
+    def exclude_product_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Never lines of these products."""
+
+    @_builtins.property
+    def exclude_category_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Never lines with any of these categories."""
+
+    @_builtins.property
+    def exclude_skus(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Never lines with these skus."""
+
+    def __init__(
+        self,
+        *,
+        include_product_ids: _abc.Iterable[_builtins.str] | None = ...,
+        include_category_ids: _abc.Iterable[_builtins.str] | None = ...,
+        include_skus: _abc.Iterable[_builtins.str] | None = ...,
+        exclude_product_ids: _abc.Iterable[_builtins.str] | None = ...,
+        exclude_category_ids: _abc.Iterable[_builtins.str] | None = ...,
+        exclude_skus: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_category_ids", b"exclude_category_ids", "exclude_product_ids", b"exclude_product_ids", "exclude_skus", b"exclude_skus", "include_category_ids", b"include_category_ids", "include_product_ids", b"include_product_ids", "include_skus", b"include_skus"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItemTargeting: _TypeAlias = ItemTargeting  # noqa: Y015
 
 @_typing.final
 class PercentageDiscount(_message.Message):
@@ -226,6 +378,8 @@ class PromoCodeUsage(_message.Message):
     RELEASE_REASON_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     RELEASE_TIME_FIELD_NUMBER: _builtins.int
+    LINE_DISCOUNTS_FIELD_NUMBER: _builtins.int
+    SHIPPING_DISCOUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. The redemption id given to RedeemPromoCode (the order id)."""
     promo_code_id: _builtins.str
@@ -256,6 +410,14 @@ class PromoCodeUsage(_message.Message):
     def release_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When it was released; unset while ACTIVE."""
 
+    @_builtins.property
+    def line_discounts(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.LineDiscount]:
+        """Output only. Each line's share of the discount, in the redeemed cart's line order."""
+
+    @_builtins.property
+    def shipping_discount(self) -> _common_pb2.Money:
+        """Output only. The share of the discount on shipping."""
+
     def __init__(
         self,
         *,
@@ -270,10 +432,12 @@ class PromoCodeUsage(_message.Message):
         release_reason: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         release_time: _timestamp_pb2.Timestamp | None = ...,
+        line_discounts: _abc.Iterable[_common_pb2.LineDiscount] | None = ...,
+        shipping_discount: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "discount", b"discount", "order_amount", b"order_amount", "release_time", b"release_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "discount", b"discount", "order_amount", b"order_amount", "release_time", b"release_time", "shipping_discount", b"shipping_discount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "discount", b"discount", "id", b"id", "order_amount", b"order_amount", "order_id", b"order_id", "promo_code_id", b"promo_code_id", "release_reason", b"release_reason", "release_time", b"release_time", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "discount", b"discount", "id", b"id", "line_discounts", b"line_discounts", "order_amount", b"order_amount", "order_id", b"order_id", "promo_code_id", b"promo_code_id", "release_reason", b"release_reason", "release_time", b"release_time", "shipping_discount", b"shipping_discount", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -437,7 +601,9 @@ class UpdatePromoCodeRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Required. Paths to change: "description", "percentage", "fixed_amount" (setting one of these
         two replaces the other), "valid_from", "valid_until", "min_order_amount", "max_uses",
-        "max_uses_per_user", "budget", "eligible_user_ids" (replaced as a whole), "active". "code" and
+        "max_uses_per_user", "budget", "eligible_user_ids" (replaced as a whole), "active", and the cart
+        rules "target", "targeting" (replaced as a whole), "allocation", "max_quantity",
+        "min_item_quantity", "min_item_amount", "first_order_only". "code" and
         output-only fields are immutable. Changes apply to future redemptions only.
         """
 
@@ -568,13 +734,30 @@ class ValidatePromoCodeRequest(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     ORDER_AMOUNT_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    SHIPPING_FIELD_NUMBER: _builtins.int
+    FIRST_ORDER_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """Required. The code text, any case."""
     user_id: _builtins.str
     """Required. The user who would redeem it."""
+    first_order: _builtins.bool
+    """Whether the order would be the user's first (the user has no confirmed order), as the caller
+    knows. Codes with first_order_only do not apply otherwise.
+    """
     @_builtins.property
     def order_amount(self) -> _common_pb2.Money:
-        """Required. The order amount before the discount (amount_minor >= 1)."""
+        """The order amount before the discount (amount_minor >= 1). Required without lines; with lines,
+        optional and equal to their subtotal.
+        """
+
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.LineItem]:
+        """Optional. The cart's lines (at most 1000, unique skus, in order_amount's currency)."""
+
+    @_builtins.property
+    def shipping(self) -> _common_pb2.Money:
+        """Optional. The cart's shipping amount (amount_minor >= 0), part of the subtotal."""
 
     def __init__(
         self,
@@ -582,10 +765,13 @@ class ValidatePromoCodeRequest(_message.Message):
         code: _builtins.str = ...,
         user_id: _builtins.str = ...,
         order_amount: _common_pb2.Money | None = ...,
+        lines: _abc.Iterable[_common_pb2.LineItem] | None = ...,
+        shipping: _common_pb2.Money | None = ...,
+        first_order: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["order_amount", b"order_amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order_amount", b"order_amount", "shipping", b"shipping"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "order_amount", b"order_amount", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "first_order", b"first_order", "lines", b"lines", "order_amount", b"order_amount", "shipping", b"shipping", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -601,6 +787,9 @@ class ValidatePromoCodeResponse(_message.Message):
     DISCOUNT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     PROMO_CODE_FIELD_NUMBER: _builtins.int
+    LINE_DISCOUNTS_FIELD_NUMBER: _builtins.int
+    SHIPPING_DISCOUNT_FIELD_NUMBER: _builtins.int
+    SUBTOTAL_FIELD_NUMBER: _builtins.int
     applicable: _builtins.bool
     """Whether RedeemPromoCode would succeed right now (limits may change before it is called)."""
     reason: _builtins.str
@@ -615,6 +804,20 @@ class ValidatePromoCodeResponse(_message.Message):
     def promo_code(self) -> Global___PromoCode:
         """The promo code; unset when reason is PROMO_CODE_NOT_FOUND."""
 
+    @_builtins.property
+    def line_discounts(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.LineDiscount]:
+        """Each line's share of the discount, in the request's line order (one line with an empty sku
+        when the request had only order_amount); all zero when not applicable.
+        """
+
+    @_builtins.property
+    def shipping_discount(self) -> _common_pb2.Money:
+        """The share of the discount on shipping; zero when not applicable."""
+
+    @_builtins.property
+    def subtotal(self) -> _common_pb2.Money:
+        """The subtotal the discount was computed on: lines plus shipping."""
+
     def __init__(
         self,
         *,
@@ -622,10 +825,13 @@ class ValidatePromoCodeResponse(_message.Message):
         discount: _common_pb2.Money | None = ...,
         reason: _builtins.str = ...,
         promo_code: Global___PromoCode | None = ...,
+        line_discounts: _abc.Iterable[_common_pb2.LineDiscount] | None = ...,
+        shipping_discount: _common_pb2.Money | None = ...,
+        subtotal: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "promo_code", b"promo_code"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "promo_code", b"promo_code", "shipping_discount", b"shipping_discount", "subtotal", b"subtotal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicable", b"applicable", "discount", b"discount", "promo_code", b"promo_code", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicable", b"applicable", "discount", b"discount", "line_discounts", b"line_discounts", "promo_code", b"promo_code", "reason", b"reason", "shipping_discount", b"shipping_discount", "subtotal", b"subtotal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -641,6 +847,9 @@ class RedeemPromoCodeRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     ORDER_AMOUNT_FIELD_NUMBER: _builtins.int
     REDEMPTION_ID_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    SHIPPING_FIELD_NUMBER: _builtins.int
+    FIRST_ORDER_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """Required. The code text, any case."""
     user_id: _builtins.str
@@ -649,9 +858,21 @@ class RedeemPromoCodeRequest(_message.Message):
     """Required. The idempotency key of the redemption: the id of the order it is for. Becomes the
     usage id.
     """
+    first_order: _builtins.bool
+    """Whether the order is the user's first, as the caller knows (ValidatePromoCodeRequest)."""
     @_builtins.property
     def order_amount(self) -> _common_pb2.Money:
-        """Required. The order amount before the discount (amount_minor >= 1)."""
+        """The order amount before the discount (amount_minor >= 1). Required without lines; with lines,
+        optional and equal to their subtotal.
+        """
+
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.LineItem]:
+        """Optional. The cart's lines, as in ValidatePromoCodeRequest.lines."""
+
+    @_builtins.property
+    def shipping(self) -> _common_pb2.Money:
+        """Optional. The cart's shipping amount, as in ValidatePromoCodeRequest.shipping."""
 
     def __init__(
         self,
@@ -660,10 +881,13 @@ class RedeemPromoCodeRequest(_message.Message):
         user_id: _builtins.str = ...,
         order_amount: _common_pb2.Money | None = ...,
         redemption_id: _builtins.str = ...,
+        lines: _abc.Iterable[_common_pb2.LineItem] | None = ...,
+        shipping: _common_pb2.Money | None = ...,
+        first_order: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["order_amount", b"order_amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order_amount", b"order_amount", "shipping", b"shipping"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "order_amount", b"order_amount", "redemption_id", b"redemption_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "first_order", b"first_order", "lines", b"lines", "order_amount", b"order_amount", "redemption_id", b"redemption_id", "shipping", b"shipping", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,10 +40,30 @@ class PromoCodeServiceStub:
       8. uses < max_uses (when set)                        PROMO_CODE_EXHAUSTED
       9. user's active usages < max_uses_per_user          PER_USER_LIMIT_REACHED
      10. discount_granted + discount <= budget (when set)  BUDGET_EXHAUSTED
+    Carts add, checked after rule 7 and before rule 8:
+      7a. first_order_only: the caller says it is the user's first order, and the user holds no
+          first-order redemption of any code                 FIRST_ORDER_ONLY
+      7b. some line matches the targeting (for target SHIPPING: shipping > 0)   NO_MATCHING_ITEMS
+      7c. matching units >= min_item_quantity and their amount >= min_item_amount
+                                                             ITEMS_BELOW_MINIMUM
 
-    Discount: percentage codes give floor(order_amount * basis_points / 10000), then capped at
-    max_discount (when set); fixed-amount codes give fixed_amount. The discount never exceeds the
-    order amount. Amounts are integers in minor units; there is no other rounding.
+    The cart: `lines` plus an optional `shipping` amount; the order amount (subtotal) is their sum.
+    order_amount is always the subtotal: a request without lines is a cart of one line (empty sku,
+    quantity 1, unit price order_amount - shipping); with lines it may be left unset, and when set
+    must equal their sum plus shipping (INVALID_ARGUMENT otherwise).
+
+    Discount: the base is the subtotal (target ORDER), the amount of the matching lines (ITEMS), or
+    shipping (SHIPPING). Percentage codes give floor(base * basis_points / 10000), then capped at
+    max_discount (when set); fixed-amount codes give fixed_amount, never more than the base. With
+    allocation PER_UNIT the same rule applies to each matching unit (at most max_quantity units,
+    cheapest first, then in line order), and the cap to their sum. Amounts are integers in minor
+    units; rounding is always down (in the merchant's favour).
+
+    Split: the discount is shared over the lines it applies to in proportion to their amounts (per
+    unit: to their units' discounts): each share is floored, and the minor units left over go one
+    each to the lines with the largest remainders, ties to the earlier line. So every share is an
+    exact number of minor units, none is negative or above its line's amount, and the shares (plus
+    the shipping discount) add up to the discount exactly.
 
     Currency: all Money fields of one promo code share one currency, "the code's currency". A
     percentage code without any Money field has no currency and applies to orders in any currency.
@@ -126,10 +146,30 @@ class PromoCodeServiceAsyncStub(PromoCodeServiceStub):
       8. uses < max_uses (when set)                        PROMO_CODE_EXHAUSTED
       9. user's active usages < max_uses_per_user          PER_USER_LIMIT_REACHED
      10. discount_granted + discount <= budget (when set)  BUDGET_EXHAUSTED
+    Carts add, checked after rule 7 and before rule 8:
+      7a. first_order_only: the caller says it is the user's first order, and the user holds no
+          first-order redemption of any code                 FIRST_ORDER_ONLY
+      7b. some line matches the targeting (for target SHIPPING: shipping > 0)   NO_MATCHING_ITEMS
+      7c. matching units >= min_item_quantity and their amount >= min_item_amount
+                                                             ITEMS_BELOW_MINIMUM
 
-    Discount: percentage codes give floor(order_amount * basis_points / 10000), then capped at
-    max_discount (when set); fixed-amount codes give fixed_amount. The discount never exceeds the
-    order amount. Amounts are integers in minor units; there is no other rounding.
+    The cart: `lines` plus an optional `shipping` amount; the order amount (subtotal) is their sum.
+    order_amount is always the subtotal: a request without lines is a cart of one line (empty sku,
+    quantity 1, unit price order_amount - shipping); with lines it may be left unset, and when set
+    must equal their sum plus shipping (INVALID_ARGUMENT otherwise).
+
+    Discount: the base is the subtotal (target ORDER), the amount of the matching lines (ITEMS), or
+    shipping (SHIPPING). Percentage codes give floor(base * basis_points / 10000), then capped at
+    max_discount (when set); fixed-amount codes give fixed_amount, never more than the base. With
+    allocation PER_UNIT the same rule applies to each matching unit (at most max_quantity units,
+    cheapest first, then in line order), and the cap to their sum. Amounts are integers in minor
+    units; rounding is always down (in the merchant's favour).
+
+    Split: the discount is shared over the lines it applies to in proportion to their amounts (per
+    unit: to their units' discounts): each share is floored, and the minor units left over go one
+    each to the lines with the largest remainders, ties to the earlier line. So every share is an
+    exact number of minor units, none is negative or above its line's amount, and the shares (plus
+    the shipping discount) add up to the discount exactly.
 
     Currency: all Money fields of one promo code share one currency, "the code's currency". A
     percentage code without any Money field has no currency and applies to orders in any currency.
@@ -208,10 +248,30 @@ class PromoCodeServiceServicer(metaclass=_abc_1.ABCMeta):
       8. uses < max_uses (when set)                        PROMO_CODE_EXHAUSTED
       9. user's active usages < max_uses_per_user          PER_USER_LIMIT_REACHED
      10. discount_granted + discount <= budget (when set)  BUDGET_EXHAUSTED
+    Carts add, checked after rule 7 and before rule 8:
+      7a. first_order_only: the caller says it is the user's first order, and the user holds no
+          first-order redemption of any code                 FIRST_ORDER_ONLY
+      7b. some line matches the targeting (for target SHIPPING: shipping > 0)   NO_MATCHING_ITEMS
+      7c. matching units >= min_item_quantity and their amount >= min_item_amount
+                                                             ITEMS_BELOW_MINIMUM
 
-    Discount: percentage codes give floor(order_amount * basis_points / 10000), then capped at
-    max_discount (when set); fixed-amount codes give fixed_amount. The discount never exceeds the
-    order amount. Amounts are integers in minor units; there is no other rounding.
+    The cart: `lines` plus an optional `shipping` amount; the order amount (subtotal) is their sum.
+    order_amount is always the subtotal: a request without lines is a cart of one line (empty sku,
+    quantity 1, unit price order_amount - shipping); with lines it may be left unset, and when set
+    must equal their sum plus shipping (INVALID_ARGUMENT otherwise).
+
+    Discount: the base is the subtotal (target ORDER), the amount of the matching lines (ITEMS), or
+    shipping (SHIPPING). Percentage codes give floor(base * basis_points / 10000), then capped at
+    max_discount (when set); fixed-amount codes give fixed_amount, never more than the base. With
+    allocation PER_UNIT the same rule applies to each matching unit (at most max_quantity units,
+    cheapest first, then in line order), and the cap to their sum. Amounts are integers in minor
+    units; rounding is always down (in the merchant's favour).
+
+    Split: the discount is shared over the lines it applies to in proportion to their amounts (per
+    unit: to their units' discounts): each share is floored, and the minor units left over go one
+    each to the lines with the largest remainders, ties to the earlier line. So every share is an
+    exact number of minor units, none is negative or above its line's amount, and the shares (plus
+    the shipping discount) add up to the discount exactly.
 
     Currency: all Money fields of one promo code share one currency, "the code's currency". A
     percentage code without any Money field has no currency and applies to orders in any currency.

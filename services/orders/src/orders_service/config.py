@@ -11,6 +11,10 @@ class OrdersSettings(ServiceSettings, MongoSettings, OutboxSettings):
     grpc_port: int = Field(50053, ge=1, le=65535)
     metrics_port: int = Field(9103, ge=0, le=65535)
     mongodb_db_name: str = Field("promo_orders", min_length=1, max_length=63)
+    # A CreateOrder with a cart of 1000 lines (promo_libs.carts) of 64-character skus and
+    # product ids and three categories is about 250 KB; the same bound as promocodes, which
+    # receives that cart again in RedeemPromoCode.
+    grpc_max_receive_bytes: int = Field(1024 * 1024, ge=4096, le=16 * 1024 * 1024)
     users_addr: str = Field("127.0.0.1:50051", min_length=3, description="UserService host:port")
     promocodes_addr: str = Field(
         "127.0.0.1:50052", min_length=3, description="PromoCodeService host:port"

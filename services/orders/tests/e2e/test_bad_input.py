@@ -206,6 +206,7 @@ async def test_a_request_beyond_the_receive_limit_is_refused_before_parsing(
 ) -> None:
     before = snapshot(orders_db)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await create(key="k" * 70_000)(clients, {"user": UNKNOWN_ID, "code": "SAVE10"})
+        # Above the 1 MiB receive limit (sized for a 1000-line cart, orders config).
+        await create(key="k" * 1_100_000)(clients, {"user": UNKNOWN_ID, "code": "SAVE10"})
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value.details()
     assert snapshot(orders_db) == before

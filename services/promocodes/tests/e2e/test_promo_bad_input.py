@@ -303,7 +303,19 @@ async def test_the_largest_legitimate_request_passes_and_a_bigger_one_is_refused
     created = await promo.CreatePromoCode(pb.CreatePromoCodeRequest(promo_code=largest))
     assert len(created.eligible_user_ids) == 1000
     before = promo_db.promo_codes.count_documents({})
-    huge = pb.PromoCode(code="HUGE", fixed_amount=money(), eligible_user_ids=ids * 5)
+    # The largest legitimate cart: 1000 lines of 64-character skus and products, 3 categories.
+    lines = [
+        common_pb2.LineItem(
+            sku=f"{n:064d}", product_id=f"{n:064d}", category_ids=[f"{c:064d}" for c in range(3)],
+            quantity=1, unit_price=money(),
+        )
+        for n in range(1000)
+    ]  # fmt: skip
+    quote = await promo.ValidatePromoCode(
+        pb.ValidatePromoCodeRequest(code="LARGEST", user_id="u1", lines=lines)
+    )
+    assert len(quote.line_discounts) == 1000
+    huge = pb.PromoCode(code="HUGE", fixed_amount=money(), eligible_user_ids=ids * 20)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await promo.CreatePromoCode(pb.CreatePromoCodeRequest(promo_code=huge))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value.details()

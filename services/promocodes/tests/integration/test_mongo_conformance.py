@@ -288,3 +288,22 @@ async def test_staged_codes_flip_with_update_many_and_exists_false_hides_them(db
         and other["staged"] is True
         and "staged" not in (await db.promo_codes.find_one({"_id": "s1"}) or {"staged": 1})
     )
+
+
+async def test_sparse_unique_first_order_slot(db: Db) -> None:
+    """MongoDB: a sparse unique index leaves documents without the field out (any number may
+    lack it) and refuses a second document with the same value; $unset frees the value."""
+    usages = db.promo_code_usages
+    await usages.insert_one({"_id": "a", "promo_id": "p", "user_id": "u", "slot": "u:a"})
+    await usages.insert_one({"_id": "b", "promo_id": "p", "user_id": "u", "slot": "u:b"})
+    first = {"promo_id": "p", "user_id": "u", "first_order_slot": "u"}
+    await usages.insert_one({"_id": "c", "slot": "u:c", **first})
+    with pytest.raises(DuplicateKeyError):
+        await usages.insert_one({"_id": "d", "slot": "u:d", **first})
+    assert await usages.find_one({"_id": "d"}) is None
+    await usages.update_one({"_id": "c"}, {"$unset": {"first_order_slot": ""}})
+    await usages.insert_one({"_id": "d", "slot": "u:d", **first})
+    assert await usages.count_documents({"first_order_slot": "u"}) == 1
+    # The stand-in renames indexes (DESIGN.md): look the index up by its key, not its name.
+    keys = [dict(index["key"]) async for index in await usages.list_indexes()]
+    assert {"first_order_slot": 1} in keys

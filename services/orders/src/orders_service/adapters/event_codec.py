@@ -74,6 +74,19 @@ def order_message(order: OrderSnapshot) -> events_pb2.OrderSnapshot:
         update_time=timestamp(order.updated_at),
         confirm_time=timestamp(order.confirmed_at),
         cancel_time=timestamp(order.cancelled_at),
+        lines=[
+            events_pb2.LineSnapshot(
+                sku=line.sku,
+                product_id=line.product_id,
+                category_ids=list(line.category_ids),
+                quantity=line.quantity,
+                unit_price_minor=line.unit_price,
+                discount_minor=line.discount,
+            )
+            for line in order.lines
+        ],
+        shipping_minor=order.shipping_minor,
+        shipping_discount_minor=order.shipping_discount_minor,
     )
 
 

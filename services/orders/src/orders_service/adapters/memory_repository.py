@@ -31,6 +31,9 @@ class InMemoryOrderRepository(InMemoryRepository[Order], OrderRepository):
                 return copy.deepcopy(order)
         return None
 
+    async def has_confirmed_order(self, user_id: str) -> bool:
+        return any(o.user_id == user_id and o.status == "CONFIRMED" for o in self.items.values())
+
     async def add(self, order: Order) -> None:
         if await self.get_by_idempotency_key(order.user_id, order.idempotency_key) is not None:
             raise DuplicateIdempotencyKey(order.idempotency_key)

@@ -19,8 +19,8 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from orders_service.domain.events import OrderEvent, PromoCodeSnapshot, UserSnapshot
-from orders_service.domain.model import Money, Order
+from orders_service.domain.events import OrderEvent, OrderLine, PromoCodeSnapshot, UserSnapshot
+from orders_service.domain.model import CONFIRMED, Money, Order
 from orders_service.domain.ports import (
     DuplicateIdempotencyKey,
     OrderCursor,
@@ -104,6 +104,28 @@ def _promo(document: Document | None) -> PromoCodeSnapshot | None:
     )
 
 
+def _lines(document: Document) -> tuple[OrderLine, ...]:
+    """An order stored before carts is the one line of its subtotal, holding its discount."""
+    stored = document.get("lines")
+    if not stored:
+        return (
+            OrderLine(
+                "", 1, document["subtotal_minor"], discount=document.get("discount_minor", 0)
+            ),
+        )
+    return tuple(
+        OrderLine(
+            line["sku"],
+            line["quantity"],
+            line["unit_price"],
+            line.get("product_id", ""),
+            tuple(line.get("category_ids") or ()),
+            line.get("discount", 0),
+        )
+        for line in stored
+    )
+
+
 class MongoOrderRepository(MongoRepository[Order], OrderRepository):
     collection_name = "orders"
 
@@ -139,6 +161,20 @@ class MongoOrderRepository(MongoRepository[Order], OrderRepository):
             "user": _user_document(entity.user),
             "promo": _promo_document(entity.promo),
             "version": entity.version,
+            "lines": [
+                {
+                    "sku": line.sku,
+                    "quantity": line.quantity,
+                    "unit_price": line.unit_price,
+                    "product_id": line.product_id,
+                    "category_ids": list(line.category_ids),
+                    "discount": line.discount,
+                }
+                for line in entity.lines
+            ],
+            "shipping_minor": entity.shipping_minor,
+            "shipping_discount_minor": entity.shipping_discount_minor,
+            "first_order": entity.first_order,
         }
 
     def from_document(self, document: Document) -> Order:
@@ -165,7 +201,17 @@ class MongoOrderRepository(MongoRepository[Order], OrderRepository):
             sweep_due_at=optional_from_millis(document.get("sweep_due_at")),
             version=version,
             stored_version=version,
+            lines=_lines(document),
+            shipping_minor=document.get("shipping_minor", 0),
+            shipping_discount_minor=document.get("shipping_discount_minor", 0),
+            first_order=bool(document.get("first_order", False)),
         )
+
+    async def has_confirmed_order(self, user_id: str) -> bool:
+        found = await self.collection.find_one(
+            {"user_id": user_id, "status": CONFIRMED}, {"_id": 1}
+        )
+        return found is not None
 
     async def get(self, order_id: str) -> Order | None:
         return await self.find_by_id(order_id)

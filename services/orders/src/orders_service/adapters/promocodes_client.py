@@ -134,7 +134,28 @@ class GrpcPromoCodes(PromoCodes):
                 amount_minor=redemption.amount.amount_minor,
             ),
             redemption_id=redemption.redemption_id,
+            lines=[
+                common_pb2.LineItem(
+                    sku=line.sku,
+                    product_id=line.product_id,
+                    category_ids=list(line.category_ids),
+                    quantity=line.quantity,
+                    unit_price=common_pb2.Money(
+                        currency_code=redemption.amount.currency, amount_minor=line.unit_price
+                    ),
+                )
+                for line in redemption.lines
+                if line.sku  # the one line of an amount-only order is sent as order_amount
+            ],
+            first_order=redemption.first_order,
         )
+        if redemption.shipping_minor:
+            request.shipping.CopyFrom(
+                common_pb2.Money(
+                    currency_code=redemption.amount.currency,
+                    amount_minor=redemption.shipping_minor,
+                )
+            )
         try:
             async with self._turn() as left:
                 usage = await self._stub.RedeemPromoCode(request, timeout=left)
@@ -155,6 +176,8 @@ class GrpcPromoCodes(PromoCodes):
             promo_code_id=usage.promo_code_id,
             code=usage.code,
             discount=Money(usage.discount.currency_code, usage.discount.amount_minor),
+            line_shares=tuple(d.discount.amount_minor for d in usage.line_discounts),
+            shipping_share=usage.shipping_discount.amount_minor,
         )
 
     async def release(self, redemption_id: str, reason: str) -> bool:

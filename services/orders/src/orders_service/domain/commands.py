@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from promo_libs.carts import LineInput, MoneyValue
+
 
 @dataclass(frozen=True, slots=True)
 class CreateOrder:
@@ -14,6 +16,8 @@ class CreateOrder:
     promo_code: str | None
     idempotency_key: str
     amount_given: bool = True
+    lines: tuple[LineInput, ...] = ()
+    shipping: MoneyValue | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,25 @@ class OrderSnapshot:
     updated_at: datetime
     confirmed_at: datetime | None
     cancelled_at: datetime | None
+    lines: tuple[OrderLine, ...] = ()
+    shipping_minor: int = 0
+    shipping_discount_minor: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLine:
+    """One cart line of an order and its share of the discount (the order's currency)."""
+
+    sku: str
+    quantity: int
+    unit_price: int
+    product_id: str = ""
+    category_ids: tuple[str, ...] = ()
+    discount: int = 0
+
+    @property
+    def amount(self) -> int:
+        return self.quantity * self.unit_price
 
 
 @dataclass(frozen=True, slots=True)

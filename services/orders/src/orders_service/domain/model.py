@@ -16,6 +16,7 @@ Every transition bumps `version` (the compare-and-set token, and the event's agg
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -24,6 +25,7 @@ from orders_service.domain.events import (
     OrderConfirmed,
     OrderCreated,
     OrderEvent,
+    OrderLine,
     OrderRejected,
     OrderSnapshot,
     PromoCodeSnapshot,
@@ -81,6 +83,13 @@ class Order:
     cancel_requested_at: datetime | None = None
     sweep_due_at: datetime | None = None
     version: int = 1
+    # The cart: lines with their discount shares (orders stored before carts have none),
+    # shipping (part of the subtotal) and its share; whether the user had no confirmed order
+    # when it was placed (decided once, so every retry of the saga passes the same answer).
+    lines: tuple[OrderLine, ...] = ()
+    shipping_minor: int = 0
+    shipping_discount_minor: int = 0
+    first_order: bool = False
     stored_version: int = field(default=0, compare=False, repr=False)
     events: list[OrderEvent] = field(default_factory=list, compare=False, repr=False)
 
@@ -106,8 +115,16 @@ class Order:
         idempotency_key: str,
         now: datetime,
         sweep_due_at: datetime,
+        lines: tuple[OrderLine, ...] = (),
+        shipping_minor: int = 0,
+        first_order: bool = False,
     ) -> Order:
-        """A new order: PENDING while its promo code is redeemed, CONFIRMED at once without one."""
+        """A new order: PENDING while its promo code is redeemed, CONFIRMED at once without one.
+        Without lines it is the one line of its subtotal."""
+        if not lines:
+            lines = (OrderLine("", 1, subtotal.amount_minor),)
+        if sum(line.amount for line in lines) + shipping_minor != subtotal.amount_minor:
+            raise InvalidTransition("the lines and shipping do not add up to the subtotal")
         order = cls(
             id=order_id,
             user_id=user.id,
@@ -119,6 +136,9 @@ class Order:
             updated_at=now,
             user=user,
             sweep_due_at=sweep_due_at if promo_code else None,
+            lines=lines,
+            shipping_minor=shipping_minor,
+            first_order=first_order,
         )
         order.events.append(OrderCreated(order.snapshot(), user, order.version, now))
         if not promo_code:
@@ -126,26 +146,64 @@ class Order:
         return order
 
     def same_request(
-        self, user_id: str, subtotal: Money, promo_code: str, idempotency_key: str
+        self,
+        user_id: str,
+        subtotal: Money,
+        promo_code: str,
+        idempotency_key: str,
+        lines: tuple[OrderLine, ...] = (),
+        shipping_minor: int = 0,
     ) -> bool:
-        return (self.user_id, self.subtotal, self.promo_code, self.idempotency_key) == (
+        """Same user, amount, code and key; and the same cart unless either side has none
+        (an order stored before carts, or an amount-only retry)."""
+        same = (self.user_id, self.subtotal, self.promo_code, self.idempotency_key) == (
             user_id,
             subtotal,
             promo_code,
             idempotency_key,
         )
+        if not same or not lines:
+            return same
+        mine = tuple(dataclasses.replace(line, discount=0) for line in self.lines)
+        return (mine, self.shipping_minor) == (lines, shipping_minor)
 
     # --- the saga ---------------------------------------------------------------------------
 
     def confirm_redemption(
-        self, usage_id: str, promo: PromoCodeSnapshot, discount: Money, now: datetime
+        self,
+        usage_id: str,
+        promo: PromoCodeSnapshot,
+        discount: Money,
+        now: datetime,
+        line_shares: tuple[int, ...] = (),
+        shipping_share: int = 0,
     ) -> None:
+        """The split from PromoCodeService is stored on the lines, after checking it is exact:
+        one share per line, each within its line, adding up with shipping to the discount. A
+        usage without a split (a code service before carts) puts it all on a one-line order."""
         if self.status != PENDING:
             raise InvalidTransition(f"order {self.id} is {self.status}, not PENDING")
         if discount.currency != self.subtotal.currency:
             raise CurrencyMismatch(f"discount in {discount.currency}")
         if not 0 <= discount.amount_minor <= self.subtotal.amount_minor:
             raise InvalidTransition(f"discount {discount.amount_minor} outside the subtotal")
+        if not line_shares and len(self.lines) == 1 and not self.shipping_minor:
+            line_shares = (discount.amount_minor,)
+        if (
+            len(line_shares) != len(self.lines)
+            or sum(line_shares) + shipping_share != discount.amount_minor
+            or not 0 <= shipping_share <= self.shipping_minor
+            or any(
+                not 0 <= s <= line.amount
+                for s, line in zip(line_shares, self.lines, strict=False)  # lengths checked above
+            )
+        ):
+            raise InvalidTransition(f"the discount split of order {self.id} is not exact")
+        self.lines = tuple(
+            dataclasses.replace(line, discount=share)
+            for line, share in zip(self.lines, line_shares, strict=True)
+        )
+        self.shipping_discount_minor = shipping_share
         self.usage_id = usage_id
         self.promo_code_id = promo.id
         self.promo = promo
@@ -240,4 +298,7 @@ class Order:
             updated_at=self.updated_at,
             confirmed_at=self.confirmed_at,
             cancelled_at=self.cancelled_at,
+            lines=self.lines,
+            shipping_minor=self.shipping_minor,
+            shipping_discount_minor=self.shipping_discount_minor,
         )

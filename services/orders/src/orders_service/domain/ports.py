@@ -6,7 +6,7 @@ import abc
 from dataclasses import dataclass
 from datetime import datetime
 
-from orders_service.domain.events import PromoCodeSnapshot, UserSnapshot
+from orders_service.domain.events import OrderLine, PromoCodeSnapshot, UserSnapshot
 from orders_service.domain.model import Money, Order
 from promo_libs.repository import Repository
 
@@ -34,6 +34,9 @@ class Redemption:
     code: str
     user_id: str
     amount: Money
+    lines: tuple[OrderLine, ...] = ()
+    shipping_minor: int = 0
+    first_order: bool = False  # the user had no confirmed order when the order was placed
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,8 @@ class Redeemed:
     promo_code_id: str
     code: str
     discount: Money
+    line_shares: tuple[int, ...] = ()
+    shipping_share: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,10 @@ class OrderRepository(Repository[Order]):
         self, query: OrderQuery, after: OrderCursor | None, size: int
     ) -> tuple[list[Order], OrderCursor | None]:
         """Newest first (create time, then id, both descending); the cursor when more remain."""
+
+    @abc.abstractmethod
+    async def has_confirmed_order(self, user_id: str) -> bool:
+        """Whether the user has a CONFIRMED order (first-order-only codes need none)."""
 
     @abc.abstractmethod
     async def due_for_sweep(self, now: datetime, limit: int) -> list[Order]:

@@ -16,6 +16,7 @@ from orders_service.domain.model import Order
 from orders_service.service_layer.orders import Orders
 from promo.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 from promo_libs.events import timestamp
+from promo_libs.grpc.carts import line_inputs, optional_money
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -42,6 +43,21 @@ def order_message(order: Order) -> orders_pb2.Order:
         update_time=timestamp(order.updated_at),
         confirm_time=timestamp(order.confirmed_at),
         cancel_time=timestamp(order.cancelled_at),
+        lines=[
+            orders_pb2.OrderLine(
+                item=common_pb2.LineItem(
+                    sku=line.sku,
+                    product_id=line.product_id,
+                    category_ids=list(line.category_ids),
+                    quantity=line.quantity,
+                    unit_price=_money(order.subtotal.currency, line.unit_price),
+                ),
+                discount=_money(order.subtotal.currency, line.discount),
+            )
+            for line in order.lines
+        ],
+        shipping=_money(order.subtotal.currency, order.shipping_minor),
+        shipping_discount=_money(order.subtotal.currency, order.shipping_discount_minor),
     )
 
 
@@ -69,6 +85,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
                 promo_code=request.promo_code if request.HasField("promo_code") else None,
                 idempotency_key=request.idempotency_key,
                 amount_given=request.HasField("amount"),
+                lines=line_inputs(request.lines),
+                shipping=optional_money(request.shipping, request.HasField("shipping")),
             )
         )
         return order_message(order)

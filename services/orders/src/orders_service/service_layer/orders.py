@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from orders_service.domain import rules
 from orders_service.domain.commands import CancelOrder, CreateOrder, ListOrders
-from orders_service.domain.events import UserSnapshot
+from orders_service.domain.events import OrderLine, UserSnapshot
 from orders_service.domain.model import (
     CANCELLED,
     CONFIRMED,
@@ -49,7 +49,8 @@ from orders_service.domain.ports import (
     UserDirectory,
     VersionConflict,
 )
-from promo_libs import deadlines, errors
+from promo_libs import carts, deadlines, errors
+from promo_libs.carts import MoneyValue
 from promo_libs.identifiers import check_currency, check_id
 from promo_libs.identity import require_acting_for
 from promo_libs.logging import get_logger
@@ -65,6 +66,10 @@ _T = Callable[[str], str]
 class OrderPage:
     orders: list[Order]
     next_page_token: str
+
+
+# A checked cart: its lines (without shares yet) and its shipping amount.
+Cart = tuple[tuple[OrderLine, ...], int]
 
 
 def order_not_found(order_id: str) -> errors.NotFound:
@@ -122,14 +127,29 @@ class Orders:
     # --- CreateOrder ------------------------------------------------------------------------
 
     async def create_order(self, command: CreateOrder) -> Order:
-        subtotal, code, key = self._validate(command)
+        subtotal, code, key, cart = self._validate(command)
         require_acting_for(command.user_id)  # a shopper orders for themselves only (I7)
         existing = await self._orders.get_by_idempotency_key(command.user_id, key)
         if existing is not None:
-            return await self._replay(existing, command.user_id, subtotal, code)
+            return await self._replay(existing, command.user_id, subtotal, code, cart)
         user = await self._user(command.user_id)
+        # Decided once, stored on the order: every retry of its saga passes the same answer.
+        # Two concurrent first orders both read "none yet"; PromoCodeService's unique
+        # first-order slot then grants a first-order-only code to at most one of them.
+        first_order = bool(code) and not await self._orders.has_confirmed_order(user.id)
         now = self._clock()
-        order = Order.place(self._new_id(), user, subtotal, code, key, now, now + self.stale_after)
+        order = Order.place(
+            self._new_id(),
+            user,
+            subtotal,
+            code,
+            key,
+            now,
+            now + self.stale_after,
+            lines=cart[0],
+            shipping_minor=cart[1],
+            first_order=first_order,
+        )
         try:
             await self._orders.add(order)
         except DuplicateIdempotencyKey:
@@ -137,17 +157,33 @@ class Orders:
             stored = await self._orders.get_by_idempotency_key(command.user_id, key)
             if stored is None:
                 raise errors.Aborted("the order is being created concurrently; retry") from None
-            return await self._replay(stored, command.user_id, subtotal, code)
+            return await self._replay(stored, command.user_id, subtotal, code, cart)
         if order.status == PENDING:
             return await self.complete(order)
         return order
 
-    def _validate(self, command: CreateOrder) -> tuple[Money, str, str]:
+    def _validate(self, command: CreateOrder) -> tuple[Money, str, str, Cart]:
+        """The subtotal, code, key and cart (lines, shipping), or every field violation at once.
+        A cart follows promo_libs.carts, the same rules PromoCodeService applies; an amount-only
+        request is the one line of its amount."""
         violations = errors.Violations()
         _checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
         currency: str | None = None
         amount: int | None = None
-        if not command.amount_given:
+        checked_cart: carts.CheckedCart | None = None
+        if command.lines or command.shipping is not None:
+            checked_cart = carts.check_cart(
+                violations,
+                amount=MoneyValue(command.currency, command.amount_minor)
+                if command.amount_given
+                else None,
+                lines=command.lines,
+                shipping=command.shipping,
+                amount_path="amount",
+            )
+            if checked_cart is not None:
+                currency, amount = checked_cart.currency, checked_cart.subtotal
+        elif not command.amount_given:
             violations.add("amount", "is required")
         else:
             currency = _checked(
@@ -168,11 +204,20 @@ class Orders:
         )
         violations.raise_if_any()
         assert currency is not None and amount is not None and key is not None
-        return Money(currency, amount), code, key
+        cart: Cart = ((OrderLine("", 1, amount),), 0)
+        if checked_cart is not None:
+            lines = tuple(
+                OrderLine(x.sku, x.quantity, x.unit_price, x.product_id, x.category_ids)
+                for x in checked_cart.lines
+            )
+            cart = (lines, checked_cart.shipping)
+        return Money(currency, amount), code, key, cart
 
-    async def _replay(self, order: Order, user_id: str, subtotal: Money, code: str) -> Order:
-        """The stored outcome of an earlier request with the same key."""
-        if not order.same_request(user_id, subtotal, code, order.idempotency_key):
+    async def _replay(
+        self, order: Order, user_id: str, subtotal: Money, code: str, cart: Cart
+    ) -> Order:
+        """The stored outcome of an earlier request with the same key (and the same cart)."""
+        if not order.same_request(user_id, subtotal, code, order.idempotency_key, *cart):
             raise errors.AlreadyExists(
                 "the idempotency key was used for a different order",
                 "IDEMPOTENCY_KEY_REUSED",
@@ -224,7 +269,15 @@ class Orders:
             task.exception()  # retrieved here, raised to whoever awaits it
 
     async def _settle(self, order: Order, redeem_within: float | None) -> Order:
-        redemption = Redemption(order.id, order.promo_code, order.user_id, order.subtotal)
+        redemption = Redemption(
+            order.id,
+            order.promo_code,
+            order.user_id,
+            order.subtotal,
+            order.lines,
+            order.shipping_minor,
+            order.first_order,
+        )
         try:
             with deadlines.bound(redeem_within):
                 outcome = await self._promo_codes.redeem(redemption)
@@ -237,7 +290,14 @@ class Orders:
             now = self._clock()
             if isinstance(outcome, Redeemed):
                 promo = await self._promo_codes.describe(outcome.promo_code_id, outcome.code)
-                order.confirm_redemption(outcome.usage_id, promo, outcome.discount, now)
+                order.confirm_redemption(
+                    outcome.usage_id,
+                    promo,
+                    outcome.discount,
+                    now,
+                    outcome.line_shares,
+                    outcome.shipping_share,
+                )
             else:
                 order.reject(outcome.reason, outcome.promo_code_id, now, now + self.stale_after)
             try:

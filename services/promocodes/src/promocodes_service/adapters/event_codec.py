@@ -61,6 +61,19 @@ def usage_snapshot(usage: UsageSnapshot) -> events_pb2.UsageSnapshot:
         release_reason=usage.release_reason,
         create_time=timestamp(usage.created_at),
         release_time=timestamp(usage.released_at),
+        lines=[
+            events_pb2.LineSnapshot(
+                sku=s.sku,
+                product_id=s.product_id,
+                category_ids=list(s.category_ids),
+                quantity=s.quantity,
+                unit_price_minor=s.unit_price,
+                discount_minor=s.discount,
+            )
+            for s in usage.lines
+        ],
+        shipping_minor=usage.shipping,
+        shipping_discount_minor=usage.shipping_discount,
     )
 
 

@@ -234,6 +234,12 @@ class InMemoryUsageRepository(InMemoryRepository[Usage], UsageRepository):
         ]
         return len(held), {s for s in held if isinstance(s, int)}
 
+    async def first_order_taken(self, user_id: str) -> bool:
+        return any(
+            s.usage.user_id == user_id and s.usage.first_order and s.usage.status == ACTIVE
+            for s in self.stored.values()
+        )
+
     async def claim(self, usage: Usage, slot: int | None) -> Claim:
         key: int | str = f"u:{usage.id}" if slot is None else slot
         existing = self.stored.get(usage.id)
@@ -244,6 +250,8 @@ class InMemoryUsageRepository(InMemoryRepository[Usage], UsageRepository):
         if existing is not None and usage.attempt in existing.aborted:
             return Claim(FENCED)
         if not self._slot_free(usage, key):
+            return Claim(SLOT_TAKEN)
+        if usage.first_order and await self.first_order_taken(usage.user_id):
             return Claim(SLOT_TAKEN)
         self.published.extend(usage.events)
         usage.events.clear()

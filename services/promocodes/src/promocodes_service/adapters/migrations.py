@@ -36,4 +36,17 @@ async def _indexes(db: AsyncDatabase[Document]) -> None:
     await usages.create_index([("outbox_pending", ASCENDING)], name="outbox_pending")
 
 
-MIGRATIONS = [Migration(1, "promo codes and usages indexes", _indexes)]
+async def _first_order_slot(db: AsyncDatabase[Document]) -> None:
+    # The first-order guard: an ACTIVE usage of a first-order-only code holds
+    # `first_order_slot = <user id>`; release and rollback unset it. Sparse, so every other usage
+    # (and every one written before carts, or by a replica not yet upgraded) is outside the index
+    # and needs no backfill.
+    await db[USAGES].create_index(
+        [("first_order_slot", ASCENDING)], unique=True, sparse=True, name="first_order_unique"
+    )
+
+
+MIGRATIONS = [
+    Migration(1, "promo codes and usages indexes", _indexes),
+    Migration(2, "one first-order redemption per user", _first_order_slot),
+]

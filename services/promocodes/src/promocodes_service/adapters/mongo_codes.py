@@ -31,7 +31,7 @@ from promo_libs.mongo.repository import MongoRepository
 from promo_libs.mongo.times import from_millis, optional_from_millis, optional_to_millis, to_millis
 from promo_libs.outbox import OutboxEntry, outbox_fields
 from promocodes_service.adapters.migrations import CODES
-from promocodes_service.domain import rules
+from promocodes_service.domain import cart, rules
 from promocodes_service.domain.events import CodeEvent
 from promocodes_service.domain.model import PromoCode, Reservation, RuleSet
 from promocodes_service.domain.ports import (
@@ -77,7 +77,54 @@ def rules_document(promo: PromoCode) -> Document:
         "eligible_user_ids": list(r.eligible_user_ids),
         "active": r.active,
         "updated_at": to_millis(promo.updated_at),
+        "offer": offer_document(r.offer),
     }
+
+
+def offer_document(offer: cart.Offer) -> Document:
+    """The cart part of the rules. Lists are sorted so an unchanged offer stores the same bytes."""
+    t = offer.targeting
+    return {
+        "target": offer.target.value,
+        "allocation": offer.allocation.value,
+        "max_quantity": offer.max_quantity,
+        "min_item_quantity": offer.min_item_quantity,
+        "min_item_amount": offer.min_item_amount,
+        "first_order_only": offer.first_order_only,
+        "include_products": sorted(t.include_products),
+        "include_categories": sorted(t.include_categories),
+        "include_skus": sorted(t.include_skus),
+        "exclude_products": sorted(t.exclude_products),
+        "exclude_categories": sorted(t.exclude_categories),
+        "exclude_skus": sorted(t.exclude_skus),
+    }
+
+
+def offer_from_document(stored: Document | None) -> cart.Offer:
+    """Codes stored before carts have no `offer`: the whole order, as they always did."""
+    if not stored:
+        return cart.Offer()
+    return cart.Offer(
+        target=cart.Target(stored["target"]),
+        targeting=cart.Targeting(
+            **{name: frozenset(stored.get(name) or ()) for name in _TARGETING_FIELDS}
+        ),
+        allocation=cart.Allocation(stored["allocation"]),
+        max_quantity=stored.get("max_quantity"),
+        min_item_quantity=stored.get("min_item_quantity"),
+        min_item_amount=stored.get("min_item_amount"),
+        first_order_only=bool(stored.get("first_order_only")),
+    )
+
+
+_TARGETING_FIELDS = (
+    "include_products",
+    "include_categories",
+    "include_skus",
+    "exclude_products",
+    "exclude_categories",
+    "exclude_skus",
+)
 
 
 def reservation_document(reservation: Reservation) -> Document:
@@ -137,6 +184,7 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
             budget=stored.get("budget"),
             eligible_user_ids=tuple(stored.get("eligible_user_ids") or ()),
             active=bool(stored["active"]),
+            offer=offer_from_document(stored.get("offer")),
         )
         pending = {
             key: Reservation(

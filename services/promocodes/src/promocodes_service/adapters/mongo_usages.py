@@ -23,7 +23,7 @@ from promo_libs.mongo.repository import MongoRepository
 from promo_libs.mongo.times import optional_from_millis, optional_to_millis, to_millis
 from promo_libs.outbox import OutboxEntry, outbox_fields
 from promocodes_service.adapters.migrations import USAGES
-from promocodes_service.domain.events import UsageEvent, UserSnapshot
+from promocodes_service.domain.events import LineShare, UsageEvent, UserSnapshot
 from promocodes_service.domain.model import ABANDONED, ACTIVE, RELEASED, VOIDED, Usage
 from promocodes_service.domain.ports import (
     CLAIMED,
@@ -84,6 +84,20 @@ class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
                 "deleted_at": optional_to_millis(user.deleted_at),
             },
             "version": entity.version,
+            "lines": [
+                {
+                    "sku": s.sku,
+                    "quantity": s.quantity,
+                    "unit_price": s.unit_price,
+                    "discount": s.discount,
+                    "product_id": s.product_id,
+                    "category_ids": list(s.category_ids),
+                }
+                for s in entity.lines
+            ],
+            "shipping": entity.shipping,
+            "shipping_discount": entity.shipping_discount,
+            "first_order": entity.first_order,
         }
 
     def from_document(self, document: Document) -> Usage:
@@ -112,6 +126,20 @@ class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
             attempt=document.get("attempt", ""),
             released_by=release.get("by", ""),
             version=document.get("version", 1),
+            lines=tuple(
+                LineShare(
+                    line["sku"],
+                    line["quantity"],
+                    line["unit_price"],
+                    line["discount"],
+                    line.get("product_id", ""),
+                    tuple(line.get("category_ids") or ()),
+                )
+                for line in document.get("lines") or ()
+            ),
+            shipping=document.get("shipping", 0),
+            shipping_discount=document.get("shipping_discount", 0),
+            first_order=bool(document.get("first_order", False)),
         )
 
     async def get(self, redemption_id: str) -> Usage | None:
@@ -124,10 +152,16 @@ class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
         slots = [d.get("slot") async for d in cursor]
         return len(slots), {s for s in slots if isinstance(s, int)}
 
+    async def first_order_taken(self, user_id: str) -> bool:
+        return await self.collection.find_one({"first_order_slot": user_id}, {"_id": 1}) is not None
+
     async def claim(self, usage: Usage, slot: int | None) -> Claim:
         events = self._encode(usage.events, usage.version)
         document = self.to_document(usage)
         document["slot"] = slot_key(usage.id, slot)
+        if usage.first_order:
+            # Unique (sparse) index first_order_unique: one first-order usage per user.
+            document["first_order_slot"] = usage.user_id
         document["aborted"] = {}
         try:
             await self.collection.insert_one({**document, **outbox_fields(events, nested=True)})
@@ -189,7 +223,8 @@ class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
         }
         result = await self.collection.update_one(
             {"_id": usage.id, "status": ACTIVE, f"aborted.{usage.released_by}": {"$exists": False}},
-            {"$set": changes},
+            # The release frees the first-order slot in the same write as the per-user slot.
+            {"$set": changes, "$unset": {"first_order_slot": ""}},
         )
         if result.matched_count != 1:
             return False

@@ -8,11 +8,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from promo_libs.carts import LineInput, MoneyValue
+
+# One Money of a request, the same value type the shared cart checks use.
+MoneyIn = MoneyValue
+
 
 @dataclass(frozen=True, slots=True)
-class MoneyIn:
-    currency_code: str
-    amount_minor: int
+class TargetingIn:
+    include_product_ids: tuple[str, ...] = ()
+    include_category_ids: tuple[str, ...] = ()
+    include_skus: tuple[str, ...] = ()
+    exclude_product_ids: tuple[str, ...] = ()
+    exclude_category_ids: tuple[str, ...] = ()
+    exclude_skus: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +43,15 @@ class CodeSpec:
     budget: MoneyIn | None = None
     eligible_user_ids: tuple[str, ...] = ()
     active: bool = True
+    # The cart part. Enum values by name without prefix ("", "ORDER", "ITEMS", "SHIPPING";
+    # "", "ACROSS", "PER_UNIT"); a number the contract does not know arrives as its digits.
+    target: str = ""
+    targeting: TargetingIn = TargetingIn()
+    allocation: str = ""
+    max_quantity: int | None = None
+    min_item_quantity: int | None = None
+    min_item_amount: MoneyIn | None = None
+    first_order_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +87,9 @@ class ValidatePromoCode:
     code: str
     user_id: str
     order_amount: MoneyIn | None
+    lines: tuple[LineInput, ...] = ()
+    shipping: MoneyValue | None = None
+    first_order: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +98,9 @@ class RedeemPromoCode:
     user_id: str
     order_amount: MoneyIn | None
     redemption_id: str
+    lines: tuple[LineInput, ...] = ()
+    shipping: MoneyValue | None = None
+    first_order: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,21 @@ class UsageSnapshot:
     release_reason: str
     created_at: datetime
     released_at: datetime | None
+    lines: tuple[LineShare, ...] = ()
+    shipping: int = 0
+    shipping_discount: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LineShare:
+    """A cart line and its share of the discount (amounts in the usage's currency)."""
+
+    sku: str
+    quantity: int
+    unit_price: int
+    discount: int
+    product_id: str = ""
+    category_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

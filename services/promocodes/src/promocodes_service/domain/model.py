@@ -11,9 +11,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from promocodes_service.domain.cart import FIRST_ORDER_ONLY, Cart, Offer, Split, split
+from promocodes_service.domain.cart import conditions as cart_conditions
 from promocodes_service.domain.events import (
     CodeEvent,
     CodeSnapshot,
+    LineShare,
     PromoCodeCreated,
     PromoCodeDeactivated,
     PromoCodeRedeemed,
@@ -72,6 +75,7 @@ class RuleSet:
     budget: int | None = None
     eligible_user_ids: tuple[str, ...] = ()
     active: bool = True
+    offer: Offer = field(default_factory=Offer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,7 @@ class Quote:
 
     discount: int
     reason: str = ""
+    split: Split | None = None  # where the discount falls on the cart; None when refused
 
     @property
     def applicable(self) -> bool:
@@ -157,9 +162,22 @@ class PromoCode:
         )
 
     def evaluate(
-        self, user_id: str, amount: int, currency: str, now: datetime, user_active_uses: int
+        self,
+        user_id: str,
+        amount: int,
+        currency: str,
+        now: datetime,
+        user_active_uses: int,
+        *,
+        basket: Cart | None = None,
+        first_order: bool = False,
     ) -> Quote:
-        """The rules in the documented order (promo_codes.proto); changes nothing."""
+        """The rules in the documented order (promo_codes.proto); changes nothing.
+
+        `basket` is the cart (None: the one-line cart of `amount`); `amount` is its subtotal.
+        `first_order` is the caller's word that the user has no confirmed order; a code for
+        first orders only never applies without it (in the merchant's favour)."""
+        basket = basket if basket is not None else Cart.of_amount(amount)
         rules = self.rules
         if not rules.active:
             return Quote(0, PROMO_CODE_INACTIVE)
@@ -173,14 +191,19 @@ class PromoCode:
             return Quote(0, CURRENCY_MISMATCH)
         if rules.min_order_amount is not None and amount < rules.min_order_amount:
             return Quote(0, ORDER_BELOW_MINIMUM)
+        if rules.offer.first_order_only and not first_order:
+            return Quote(0, FIRST_ORDER_ONLY)
+        cart_reason = cart_conditions(rules.offer, basket)
+        if cart_reason:
+            return Quote(0, cart_reason)
         if rules.max_uses is not None and self.uses >= rules.max_uses:
             return Quote(0, PROMO_CODE_EXHAUSTED)
         if rules.max_uses_per_user is not None and user_active_uses >= rules.max_uses_per_user:
             return Quote(0, PER_USER_LIMIT_REACHED)
-        discount = rules.discount.discount(amount)
-        if rules.budget is not None and self.discount_granted + discount > rules.budget:
+        shares = split(rules.offer, rules.discount, basket)
+        if rules.budget is not None and self.discount_granted + shares.total > rules.budget:
             return Quote(0, BUDGET_EXHAUSTED)
-        return Quote(discount)
+        return Quote(shares.total, split=shares)
 
     def change_rules(self, new: RuleSet, fields: tuple[str, ...], now: datetime) -> tuple[str, ...]:
         """Applies `new`; returns the fields that really changed. What may change once the code
@@ -229,7 +252,24 @@ def requires_unused(old: RuleSet, new: RuleSet) -> bool:
     )
 
 
+OFFER_FIELDS = frozenset(
+    {
+        "target",
+        "targeting",
+        "allocation",
+        "max_quantity",
+        "min_item_quantity",
+        "min_item_amount",
+        "first_order_only",
+    }
+)
+
+
 def _rule_value(rules: RuleSet, name: str) -> object:
+    if name == "min_item_amount":
+        return (rules.offer.min_item_amount, rules.currency)
+    if name in OFFER_FIELDS:
+        return getattr(rules.offer, name)
     if name in ("percentage", "fixed_amount"):
         return (rules.discount, rules.currency)
     if name in ("min_order_amount", "budget"):
@@ -256,6 +296,12 @@ class Usage:
     attempt: str = ""  # the reservation attempt that wrote it
     released_by: str = ""  # the release attempt that released it
     version: int = 1
+    # The cart with each line's share (empty for usages stored before carts), and shipping.
+    lines: tuple[LineShare, ...] = ()
+    shipping: int = 0
+    shipping_discount: int = 0
+    # Holds the user's one first-order slot (a code for first orders only) while ACTIVE.
+    first_order: bool = False
     events: list[UsageEvent] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
@@ -269,7 +315,11 @@ class Usage:
         discount: int,
         attempt: str,
         now: datetime,
+        basket: Cart | None = None,
+        shares: Split | None = None,
     ) -> Usage:
+        basket = basket if basket is not None else Cart.of_amount(amount)
+        shares = shares if shares is not None else Split(discount, (discount,))
         usage = cls(
             id=redemption_id,
             promo_code_id=promo.id,
@@ -281,6 +331,20 @@ class Usage:
             created_at=now,
             user=user,
             attempt=attempt,
+            lines=tuple(
+                LineShare(
+                    line.sku,
+                    line.quantity,
+                    line.unit_price,
+                    share,
+                    line.product_id,
+                    line.category_ids,
+                )
+                for line, share in zip(basket.lines, shares.lines, strict=True)
+            ),
+            shipping=basket.shipping,
+            shipping_discount=shares.shipping,
+            first_order=promo.rules.offer.first_order_only,
         )
         usage.events.append(PromoCodeRedeemed(usage.snapshot(), promo.snapshot(), user, now))
         return usage
@@ -293,13 +357,27 @@ class Usage:
     def voided(self) -> bool:
         return self.status == VOIDED
 
-    def same_request(self, code: str, user_id: str, amount: int, currency: str) -> bool:
-        return (self.code, self.user_id, self.order_amount, self.currency) == (
+    def same_request(
+        self, code: str, user_id: str, amount: int, currency: str, basket: Cart | None = None
+    ) -> bool:
+        """A retry must name the same code, user and cart (an amount-only retry of a usage
+        stored before carts compares the amount alone)."""
+        if (self.code, self.user_id, self.order_amount, self.currency) != (
             code,
             user_id,
             amount,
             currency,
+        ):
+            return False
+        if basket is None or not self.lines:
+            return True
+        mine = tuple(
+            (s.sku, s.quantity, s.unit_price, s.product_id, s.category_ids) for s in self.lines
         )
+        theirs = tuple(
+            (x.sku, x.quantity, x.unit_price, x.product_id, x.category_ids) for x in basket.lines
+        )
+        return (mine, self.shipping) == (theirs, basket.shipping)
 
     def release(
         self, attempt: str, reason: str, promo: PromoCode, user: UserSnapshot, now: datetime
@@ -327,4 +405,7 @@ class Usage:
             release_reason=self.release_reason,
             created_at=self.created_at,
             released_at=self.released_at,
+            lines=self.lines,
+            shipping=self.shipping,
+            shipping_discount=self.shipping_discount,
         )

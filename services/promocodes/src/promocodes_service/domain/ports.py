@@ -160,10 +160,20 @@ class UsageRepository(Repository[Usage]):
         """The user's number of ACTIVE usages of the code and the numbered slots they hold."""
 
     @abc.abstractmethod
+    async def first_order_taken(self, user_id: str) -> bool:
+        """Whether an ACTIVE usage holds the user's one first-order slot (of any code)."""
+
+    @abc.abstractmethod
     async def claim(self, usage: Usage, slot: int | None) -> Claim:
         """Redeem step 2: writes the usage (with its events) under its id, holding per-user slot
-        `slot` (None: no per-user limit). An ABANDONED document with the id is taken over unless
-        it fences `usage.attempt` out."""
+        `slot` (None: no per-user limit) and, when `usage.first_order`, the user's one
+        first-order slot; SLOT_TAKEN when either is held. An ABANDONED document with the id is
+        taken over unless it fences `usage.attempt` out.
+
+        First order only stays true under concurrency because the slot is a unique key of the
+        usage document itself: two concurrent first orders of one user insert two usages with
+        the same slot value, and the unique index lets exactly one in. No second document is
+        kept in step, so there is no crash window: the usage and its slot are one write."""
 
     @abc.abstractmethod
     async def release(self, usage: Usage) -> bool:

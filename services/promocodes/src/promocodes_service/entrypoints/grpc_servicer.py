@@ -13,7 +13,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from promo.v1 import common_pb2, promo_codes_pb2, promo_codes_pb2_grpc
 from promo_libs.events import timestamp
-from promocodes_service.domain import rules
+from promo_libs.grpc.carts import line_discounts, line_inputs, optional_money
+from promocodes_service.domain import cart, rules
+from promocodes_service.domain.cart import Split
 from promocodes_service.domain.commands import (
     CodeSpec,
     CreatePromoCode,
@@ -24,6 +26,7 @@ from promocodes_service.domain.commands import (
     MoneyIn,
     RedeemPromoCode,
     ReleasePromoCode,
+    TargetingIn,
     UpdatePromoCode,
     ValidatePromoCode,
 )
@@ -80,7 +83,63 @@ def code_spec(message: promo_codes_pb2.PromoCode) -> CodeSpec:
         # the list, and a request of 100,000 ids costs no more than one of 1001.
         eligible_user_ids=tuple(message.eligible_user_ids[: rules.MAX_ELIGIBLE_USERS + 1]),
         active=message.active,
+        target=_enum_name(promo_codes_pb2.DiscountTarget, "DISCOUNT_TARGET_", message.target),
+        targeting=_targeting_in(message.targeting),
+        allocation=_enum_name(promo_codes_pb2.Allocation, "ALLOCATION_", message.allocation),
+        max_quantity=message.max_quantity if message.HasField("max_quantity") else None,
+        min_item_quantity=(
+            message.min_item_quantity if message.HasField("min_item_quantity") else None
+        ),
+        min_item_amount=(
+            _money(message.min_item_amount) if message.HasField("min_item_amount") else None
+        ),
+        first_order_only=message.first_order_only,
     )
+
+
+def _enum_name(kind: Any, prefix: str, value: int) -> str:
+    """A proto enum value as its name without prefix; a number the contract lacks as digits."""
+    if value not in kind.values():
+        return str(value)
+    return str(kind.Name(value)).removeprefix(prefix)
+
+
+def _targeting_in(message: promo_codes_pb2.ItemTargeting) -> TargetingIn:
+    # At most one more id than allowed per list: enough for the use case to refuse it.
+    cap = cart.MAX_TARGETING_IDS + 1
+    return TargetingIn(
+        include_product_ids=tuple(message.include_product_ids[:cap]),
+        include_category_ids=tuple(message.include_category_ids[:cap]),
+        include_skus=tuple(message.include_skus[:cap]),
+        exclude_product_ids=tuple(message.exclude_product_ids[:cap]),
+        exclude_category_ids=tuple(message.exclude_category_ids[:cap]),
+        exclude_skus=tuple(message.exclude_skus[:cap]),
+    )
+
+
+def _offer_out(message: promo_codes_pb2.PromoCode, offer: cart.Offer, currency: str) -> None:
+    t = offer.targeting
+    message.target = promo_codes_pb2.DiscountTarget.Value(f"DISCOUNT_TARGET_{offer.target.value}")
+    message.allocation = promo_codes_pb2.Allocation.Value(f"ALLOCATION_{offer.allocation.value}")
+    message.targeting.CopyFrom(
+        promo_codes_pb2.ItemTargeting(
+            include_product_ids=sorted(t.include_products),
+            include_category_ids=sorted(t.include_categories),
+            include_skus=sorted(t.include_skus),
+            exclude_product_ids=sorted(t.exclude_products),
+            exclude_category_ids=sorted(t.exclude_categories),
+            exclude_skus=sorted(t.exclude_skus),
+        )
+    )
+    if offer.max_quantity is not None:
+        message.max_quantity = offer.max_quantity
+    if offer.min_item_quantity is not None:
+        message.min_item_quantity = offer.min_item_quantity
+    if offer.min_item_amount is not None:
+        message.min_item_amount.CopyFrom(
+            common_pb2.Money(currency_code=currency, amount_minor=offer.min_item_amount)
+        )
+    message.first_order_only = offer.first_order_only
 
 
 def promo_message(promo: PromoCode) -> promo_codes_pb2.PromoCode:
@@ -114,6 +173,7 @@ def promo_message(promo: PromoCode) -> promo_codes_pb2.PromoCode:
         message.fixed_amount.CopyFrom(
             common_pb2.Money(currency_code=r.currency or "", amount_minor=r.discount.amount)
         )
+    _offer_out(message, r.offer, r.currency or "")
     return message
 
 
@@ -134,6 +194,12 @@ def usage_message(usage: Usage) -> promo_codes_pb2.PromoCodeUsage:
         release_reason=usage.release_reason,
         create_time=timestamp(usage.created_at),
         release_time=timestamp(usage.released_at),
+        line_discounts=line_discounts(
+            usage.currency, [s.sku for s in usage.lines], [s.discount for s in usage.lines]
+        ),
+        shipping_discount=common_pb2.Money(
+            currency_code=usage.currency, amount_minor=usage.shipping_discount
+        ),
     )
 
 
@@ -214,16 +280,27 @@ class PromoCodeServicer(promo_codes_pb2_grpc.PromoCodeServiceServicer):
     ) -> promo_codes_pb2.ValidatePromoCodeResponse:
         amount = _money(request.order_amount) if request.HasField("order_amount") else None
         result = await self._redemptions.validate(
-            ValidatePromoCode(request.code, request.user_id, amount)
+            ValidatePromoCode(
+                request.code,
+                request.user_id,
+                amount,
+                lines=line_inputs(request.lines),
+                shipping=optional_money(request.shipping, request.HasField("shipping")),
+                first_order=request.first_order,
+            )
         )
+        currency, basket = result.currency, result.basket
+        split = result.quote.split or Split.nothing(basket)
         return promo_codes_pb2.ValidatePromoCodeResponse(
             applicable=result.quote.applicable,
-            discount=common_pb2.Money(
-                currency_code=request.order_amount.currency_code,
-                amount_minor=result.quote.discount,
-            ),
+            discount=common_pb2.Money(currency_code=currency, amount_minor=result.quote.discount),
             reason=result.quote.reason,
             promo_code=promo_message(result.promo) if result.promo else None,
+            line_discounts=line_discounts(
+                currency, [line.sku for line in basket.lines], split.lines
+            ),
+            shipping_discount=common_pb2.Money(currency_code=currency, amount_minor=split.shipping),
+            subtotal=common_pb2.Money(currency_code=currency, amount_minor=basket.subtotal),
         )
 
     async def RedeemPromoCode(
@@ -231,7 +308,15 @@ class PromoCodeServicer(promo_codes_pb2_grpc.PromoCodeServiceServicer):
     ) -> promo_codes_pb2.PromoCodeUsage:
         amount = _money(request.order_amount) if request.HasField("order_amount") else None
         usage = await self._redemptions.redeem(
-            RedeemPromoCode(request.code, request.user_id, amount, request.redemption_id)
+            RedeemPromoCode(
+                request.code,
+                request.user_id,
+                amount,
+                request.redemption_id,
+                lines=line_inputs(request.lines),
+                shipping=optional_money(request.shipping, request.HasField("shipping")),
+                first_order=request.first_order,
+            )
         )
         return usage_message(usage)
 

@@ -36,6 +36,7 @@ from promo_libs.identity import require_acting_for
 from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
 from promocodes_service.domain import rules
+from promocodes_service.domain.cart import FIRST_ORDER_ONLY, Cart
 from promocodes_service.domain.commands import (
     ListPromoCodeUsages,
     RedeemPromoCode,
@@ -68,7 +69,10 @@ from promocodes_service.domain.ports import (
 )
 from promocodes_service.service_layer.catalogue import code_not_found
 from promocodes_service.service_layer.recovery import Recovery
-from promocodes_service.service_layer.validation import check_order_amount, checked
+from promocodes_service.service_layer.validation import (
+    check_cart_request,
+    checked,
+)
 
 log = get_logger(__name__)
 
@@ -87,6 +91,8 @@ _LANDING = 1.0
 class Validation:
     quote: Quote
     promo: PromoCode | None
+    currency: str
+    basket: Cart
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,21 +149,30 @@ class Redemptions:
         violations = errors.Violations()
         code = checked(violations, "code", rules.normalize_code, command.code)
         checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
-        amount = check_order_amount(violations, command.order_amount)
+        given = check_cart_request(
+            violations, command.order_amount, command.lines, command.shipping
+        )
         violations.raise_if_any()
         require_acting_for(command.user_id)  # a quote reveals the user's uses of the code (I7)
-        assert code is not None and amount is not None
+        assert code is not None and given is not None
+        basket, currency = given.basket, given.currency
         promo = await self._codes.get_by_code(code)
         if promo is None:
-            return Validation(Quote(0, PROMO_CODE_NOT_FOUND), None)
-        quote = await self._quote(promo, command.user_id, amount.amount_minor, amount.currency_code)
-        return Validation(quote, promo)
-
-    async def _quote(self, promo: PromoCode, user_id: str, amount: int, currency: str) -> Quote:
+            return Validation(Quote(0, PROMO_CODE_NOT_FOUND), None, currency, basket)
         user_uses = 0
         if promo.rules.max_uses_per_user is not None:
-            user_uses, _ = await self._usages.active_slots(promo.id, user_id)
-        return promo.evaluate(user_id, amount, currency, self._clock(), user_uses)
+            user_uses, _ = await self._usages.active_slots(promo.id, command.user_id)
+        first_order = await self._first_order(promo, command.user_id, command.first_order)
+        quote = promo.evaluate(
+            command.user_id,
+            basket.subtotal,
+            currency,
+            self._clock(),
+            user_uses,
+            basket=basket,
+            first_order=first_order,
+        )
+        return Validation(quote, promo, currency, basket)
 
     # --- redeem ---------------------------------------------------------------------------
 
@@ -165,11 +180,13 @@ class Redemptions:
         violations = errors.Violations()
         code = checked(violations, "code", rules.normalize_code, command.code)
         checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
-        money = check_order_amount(violations, command.order_amount)
+        given = check_cart_request(
+            violations, command.order_amount, command.lines, command.shipping
+        )
         rid = checked(violations, "redemption_id", rules.check_redemption_id, command.redemption_id)
         violations.raise_if_any()
-        assert code is not None and money is not None and rid is not None
-        amount, currency = money.amount_minor, money.currency_code
+        assert code is not None and given is not None and rid is not None
+        basket, currency, amount = given.basket, given.currency, given.basket.subtotal
         user: UserSnapshot | None = None
         loop = asyncio.get_running_loop()
         give_up: float | None = None  # set at the first verdict that in-flight work may change
@@ -179,7 +196,7 @@ class Redemptions:
         while conflicts < _ATTEMPTS:
             stored = await self._usages.get(rid)
             if stored is not None and stored.visible:
-                return self._replay(stored, code, command.user_id, amount, currency)
+                return self._replay(stored, code, command.user_id, amount, currency, basket)
             if stored is not None and stored.voided:
                 raise _voided(rid)
             promo = await self._codes.get_by_code(code)
@@ -196,7 +213,10 @@ class Redemptions:
             if per_user is not None:
                 user_uses, taken = await self._usages.active_slots(promo.id, user.id)
             now = self._clock()
-            quote = promo.evaluate(user.id, amount, currency, now, user_uses)
+            first_order = await self._first_order(promo, user.id, command.first_order)
+            quote = promo.evaluate(
+                user.id, amount, currency, now, user_uses, basket=basket, first_order=first_order
+            )
             if not quote.applicable:
                 pending = frozenset((k, r.attempt) for k, r in promo.pending.items())
                 stuck, seen_pending = pending == seen_pending, pending
@@ -209,7 +229,7 @@ class Redemptions:
                         pause = min(pause * 2, _MAX_PAUSE)
                         continue
                 return await self._refuse(rid, code, user.id, amount, currency, quote.reason, promo)
-            usage = await self._take(promo, rid, user, (amount, currency), quote.discount, taken)
+            usage = await self._take(promo, rid, user, (basket, currency), quote, taken)
             if usage is None:
                 conflicts += 1
                 continue  # the code changed meanwhile: read it again
@@ -221,17 +241,20 @@ class Redemptions:
         promo: PromoCode,
         rid: str,
         user: UserSnapshot,
-        order: tuple[int, str],
-        discount: int,
+        order: tuple[Cart, str],
+        quote: Quote,
         taken: set[int],
     ) -> Usage | None:
         """Steps 1-3 of the protocol; None when the reservation did not match."""
-        (amount, currency), now = order, self._clock()
+        (basket, currency), now = order, self._clock()
+        amount, discount = basket.subtotal, quote.discount
         attempt = self._new_id()
         reservation = Reservation(attempt, REDEEM, user.id, discount, now, self._until(now))
         if not await self._codes.reserve(promo, rid, reservation):
             return None
-        usage = Usage.redeem(rid, promo, user, amount, currency, discount, attempt, now)
+        usage = Usage.redeem(
+            rid, promo, user, amount, currency, discount, attempt, now, basket, quote.split
+        )
         outcome = await self._write_usage(usage, promo.rules.max_uses_per_user, taken)
         if outcome is usage:
             await self._settle_quietly(promo.id, rid, attempt, None)
@@ -240,10 +263,20 @@ class Redemptions:
         if outcome is not None and outcome.voided:
             raise _voided(rid)  # a Release voided the id while we were reserving
         if outcome is None:
-            return await self._refuse(
-                rid, promo.code, user.id, amount, currency, "PER_USER_LIMIT_REACHED", promo
-            )
-        return self._replay(outcome, promo.code, user.id, amount, currency)
+            # The slot taken may be the user's first-order slot (a concurrent first order won).
+            reason = "PER_USER_LIMIT_REACHED"
+            if usage.first_order and await self._usages.first_order_taken(user.id):
+                reason = FIRST_ORDER_ONLY
+            return await self._refuse(rid, promo.code, user.id, amount, currency, reason, promo)
+        return self._replay(outcome, promo.code, user.id, amount, currency, basket)
+
+    async def _first_order(self, promo: PromoCode, user_id: str, caller_says: bool) -> bool:
+        """Whether a first-order-only code may apply: the caller (the orders service, which
+        knows the user's confirmed orders) says so and no usage holds the user's first-order
+        slot. Only a quick answer: the unique slot written with the usage is the guarantee."""
+        if not promo.rules.offer.first_order_only or not caller_says:
+            return caller_says
+        return not await self._usages.first_order_taken(user_id)
 
     async def _refuse(
         self,
@@ -283,8 +316,16 @@ class Redemptions:
                 candidates = _free_slots(per_user, taken)
         return None
 
-    def _replay(self, stored: Usage, code: str, user_id: str, amount: int, currency: str) -> Usage:
-        if not stored.same_request(code, user_id, amount, currency):
+    def _replay(
+        self,
+        stored: Usage,
+        code: str,
+        user_id: str,
+        amount: int,
+        currency: str,
+        basket: Cart | None = None,
+    ) -> Usage:
+        if not stored.same_request(code, user_id, amount, currency, basket):
             raise errors.AlreadyExists(
                 f"redemption {stored.id} exists for another code, user or amount",
                 "REDEMPTION_CONFLICT",

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from promo_libs import errors
+from promo_libs import carts, errors
+from promo_libs.carts import LineInput, check_text
 from promo_libs.identifiers import check_currency, check_id
-from promocodes_service.domain import rules
+from promocodes_service.domain import cart, rules
 from promocodes_service.domain.commands import CodeSpec, MoneyIn
-from promocodes_service.domain.model import CURRENCY_MISMATCH, RuleSet
+from promocodes_service.domain.model import CURRENCY_MISMATCH, OFFER_FIELDS, RuleSet
 
 # The PromoCode fields an operator sets (update_mask paths); "code" is immutable.
 RULE_FIELDS = frozenset(
@@ -27,6 +29,7 @@ RULE_FIELDS = frozenset(
         "eligible_user_ids",
         "active",
     }
+    | OFFER_FIELDS
 )
 IMMUTABLE_FIELDS = frozenset(
     {"id", "code", "uses", "discount_granted", "batch_id", "create_time", "update_time"}
@@ -73,6 +76,45 @@ def check_order_amount(violations: errors.Violations, money: MoneyIn | None) -> 
         violations.add("order_amount", "is required")
         return None
     return check_money(violations, "order_amount", money, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedCart:
+    currency: str
+    basket: cart.Cart
+
+
+def check_cart_request(
+    violations: errors.Violations,
+    amount: MoneyIn | None,
+    lines: tuple[LineInput, ...],
+    shipping: MoneyIn | None,
+) -> CheckedCart | None:
+    """The request's cart (promo_libs.carts has the rules). Without lines and shipping it is the
+    one-line cart of order_amount, checked exactly as before carts existed. order_amount is
+    always the subtotal: with shipping and no lines, the one line is order_amount - shipping."""
+    if not lines and shipping is None:
+        money = check_order_amount(violations, amount)
+        if money is None:
+            return None
+        return CheckedCart(money.currency_code, cart.Cart.of_amount(money.amount_minor))
+    given = carts.check_cart(
+        violations, amount=amount, lines=lines, shipping=shipping, amount_path="order_amount"
+    )
+    if given is None:
+        return None
+    return CheckedCart(
+        given.currency,
+        cart.Cart(
+            tuple(
+                cart.Line(
+                    line.sku, line.quantity, line.unit_price, line.product_id, line.category_ids
+                )
+                for line in given.lines
+            ),
+            given.shipping,
+        ),
+    )
 
 
 def build_rules(
@@ -198,6 +240,76 @@ class _RuleBuilder:
             )
         return tuple(dict.fromkeys(ids))
 
+    def offer(self) -> cart.Offer:
+        """The cart part: every field taken from the spec or kept from the base, then checked
+        as a whole (per-unit and its maximum only for target ITEMS)."""
+        spec, root = self.spec, self.root
+        old = self.base.offer if self.base else cart.Offer()
+        target = old.target
+        if self.take("target"):
+            target = _enum(self.violations, f"{root}.target", cart.Target, spec.target, "ORDER")
+        allocation = old.allocation
+        if self.take("allocation"):
+            allocation = _enum(
+                self.violations, f"{root}.allocation", cart.Allocation, spec.allocation, "ACROSS"
+            )
+        targeting = old.targeting
+        if self.take("targeting"):
+            targeting = self.targeting()
+        max_quantity = self.offer_limit("max_quantity", old.max_quantity)
+        min_quantity = self.offer_limit("min_item_quantity", old.min_item_quantity)
+        min_amount = self.money("min_item_amount", spec.min_item_amount, 0, old.min_item_amount)
+        first = spec.first_order_only if self.take("first_order_only") else old.first_order_only
+        if allocation is cart.Allocation.PER_UNIT and target is not cart.Target.ITEMS:
+            self.violations.add(f"{root}.allocation", "PER_UNIT needs target ITEMS")
+        if max_quantity is not None and allocation is not cart.Allocation.PER_UNIT:
+            self.violations.add(f"{root}.max_quantity", "is only for allocation PER_UNIT")
+        return cart.Offer(
+            target=target,
+            targeting=targeting,
+            allocation=allocation,
+            max_quantity=max_quantity,
+            min_item_quantity=min_quantity,
+            min_item_amount=min_amount,
+            first_order_only=first,
+        )
+
+    def offer_limit(self, name: str, old: int | None) -> int | None:
+        if not self.take(name):
+            return old
+        given: int | None = getattr(self.spec, name)
+        if given is None:
+            return None
+        return checked(self.violations, f"{self.root}.{name}", rules.check_limit, given)
+
+    def targeting(self) -> cart.Targeting:
+        given = self.spec.targeting
+        path = f"{self.root}.targeting"
+        lists = {
+            "include_product_ids": given.include_product_ids,
+            "include_category_ids": given.include_category_ids,
+            "include_skus": given.include_skus,
+            "exclude_product_ids": given.exclude_product_ids,
+            "exclude_category_ids": given.exclude_category_ids,
+            "exclude_skus": given.exclude_skus,
+        }
+        if sum(len(ids) for ids in lists.values()) > cart.MAX_TARGETING_IDS:
+            self.violations.add(path, f"must hold at most {cart.MAX_TARGETING_IDS} ids in all")
+            return cart.Targeting()
+        for name, ids in lists.items():
+            for index, value in enumerate(ids):
+                problem = check_text(value, True)
+                if problem:
+                    self.violations.add(f"{path}.{name}[{index}]", problem)
+        return cart.Targeting(
+            include_products=frozenset(given.include_product_ids),
+            include_categories=frozenset(given.include_category_ids),
+            include_skus=frozenset(given.include_skus),
+            exclude_products=frozenset(given.exclude_product_ids),
+            exclude_categories=frozenset(given.exclude_category_ids),
+            exclude_skus=frozenset(given.exclude_skus),
+        )
+
     def currency(self) -> str | None:
         distinct = {currency for _, currency in self.currencies}
         if len(distinct) <= 1:
@@ -236,6 +348,7 @@ class _RuleBuilder:
         max_uses = self.limit("max_uses")
         per_user = self.limit("max_uses_per_user")
         eligible = self.eligible()
+        offer = self.offer()
         active = (
             spec.active
             if base is not None and "active" in self.fields
@@ -256,4 +369,19 @@ class _RuleBuilder:
             budget=budget,
             eligible_user_ids=eligible,
             active=active,
+            offer=offer,
         )
+
+
+_E = TypeVar("_E", cart.Target, cart.Allocation)
+
+
+def _enum(violations: errors.Violations, path: str, kind: type[_E], name: str, default: str) -> _E:
+    """An enum value by name; "" and UNSPECIFIED mean the default."""
+    if name in ("", "UNSPECIFIED"):
+        return kind(default)
+    try:
+        return kind(name)
+    except ValueError:
+        violations.add(path, "is not a known value")
+        return kind(default)
