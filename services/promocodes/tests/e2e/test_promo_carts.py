@@ -207,7 +207,7 @@ async def test_amount_only_quote_is_one_line(promo: Stub) -> None:
     ],
 )
 async def test_bad_carts_are_invalid_argument_and_write_nothing(
-    promo: Stub, promo_db: Any, cart: list[Any], amount: Any, paths: set[str]
+    promo: Stub, saga: Stub, promo_db: Any, cart: list[Any], amount: Any, paths: set[str]
 ) -> None:
     before = snapshot(promo_db)
     for call in ("ValidatePromoCode", "RedeemPromoCode"):
@@ -221,7 +221,8 @@ async def test_bad_carts_are_invalid_argument_and_write_nothing(
         if amount is not None:
             request.order_amount.CopyFrom(amount)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await getattr(promo, call)(request)
+            # Redeem as orders, its only caller (entrypoints/policy.py).
+            await getattr(promo if call == "ValidatePromoCode" else saga, call)(request)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, call
         details = bad_request(caught.value)
         assert details is not None
@@ -254,7 +255,9 @@ async def test_bad_offer_is_refused(promo: Stub) -> None:
     }
 
 
-async def test_redeem_stores_the_split_on_the_usage(promo: Stub, users: Any, promo_db: Any) -> None:
+async def test_redeem_stores_the_split_on_the_usage(
+    promo: Stub, saga: Stub, users: Any, promo_db: Any
+) -> None:
     (user_id,) = await create_users(users, 1, "cart-split")
     await promo.CreatePromoCode(
         pb.CreatePromoCodeRequest(
@@ -268,7 +271,7 @@ async def test_redeem_stores_the_split_on_the_usage(promo: Stub, users: Any, pro
     request = pb.RedeemPromoCodeRequest(
         code="CART-7PCT", user_id=user_id, lines=CART, shipping=eur(495), redemption_id="split-1"
     )
-    usage = await promo.RedeemPromoCode(request)
+    usage = await saga.RedeemPromoCode(request)
     subtotal = 2 * 4999 + 2500 + 3001 + 495
     assert usage.order_amount == eur(subtotal)
     assert usage.discount == eur(subtotal * 700 // 10000)
@@ -279,17 +282,18 @@ async def test_redeem_stores_the_split_on_the_usage(promo: Stub, users: Any, pro
     assert [line["discount"] for line in stored["lines"]] == shares
     assert stored["shipping_discount"] == usage.shipping_discount.amount_minor
     # A retry with the same cart replays; another cart under the same id is a conflict.
-    assert await promo.RedeemPromoCode(request) == usage
+    assert await saga.RedeemPromoCode(request) == usage
     other = pb.RedeemPromoCodeRequest()
     other.CopyFrom(request)
     other.lines[1].quantity = 2
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await promo.RedeemPromoCode(other)
+        await saga.RedeemPromoCode(other)
     assert reason(caught.value) == "REDEMPTION_CONFLICT"
 
 
 async def test_concurrent_first_orders_of_one_user_get_at_most_one(
     promo: Stub,
+    saga: Stub,
     users: Any,
     promo_db: Any,
     stack: Stack,
@@ -302,13 +306,14 @@ async def test_concurrent_first_orders_of_one_user_get_at_most_one(
     second = promocodes_process(stack, promo_db_name, users_service.address)
     second.start_and_wait()
     try:
-        async with second.channel() as channel:
-            await _first_orders(promo, Stub(channel), users, promo_db)
+        async with second.channel(identity="orders") as channel:
+            await _first_orders(promo, saga, Stub(channel), users, promo_db)
     finally:
         second.terminate()
 
 
-async def _first_orders(promo: Stub, replica: Stub, users: Any, promo_db: Any) -> None:
+async def _first_orders(promo: Stub, saga: Stub, replica: Stub, users: Any, promo_db: Any) -> None:
+    """`promo` manages the catalogue (back-office); `saga` and `replica` redeem as orders."""
     user_ids = await create_users(users, 4, "first-order")
     for name in ("WELCOME-A", "WELCOME-B"):
         await promo.CreatePromoCode(
@@ -319,7 +324,7 @@ async def _first_orders(promo: Stub, replica: Stub, users: Any, promo_db: Any) -
 
     async def attempt(user_id: str, index: int) -> Any:
         code = "WELCOME-A" if index % 2 else "WELCOME-B"
-        stub = promo if (index // 2) % 2 else replica
+        stub = saga if (index // 2) % 2 else replica
         try:
             return await stub.RedeemPromoCode(
                 pb.RedeemPromoCodeRequest(
@@ -351,7 +356,7 @@ async def _first_orders(promo: Stub, replica: Stub, users: Any, promo_db: Any) -
         assert code["uses"] == active
     # Cancelling the first order gives the slot back.
     first = granted[0]
-    await promo.ReleasePromoCode(pb.ReleasePromoCodeRequest(redemption_id=first.id))
+    await saga.ReleasePromoCode(pb.ReleasePromoCodeRequest(redemption_id=first.id))
     again = await attempt(first.user_id, 100)
     assert isinstance(again, pb.PromoCodeUsage), again
     late = await attempt(first.user_id, 101)
