@@ -661,7 +661,7 @@ class GeneratePromoCodesRequest(_message.Message):
     count: _builtins.int
     """Required. How many codes to create: 1..10000."""
     random_length: _builtins.int
-    """Length of the random part: 4..32; 0 = default 8. Characters are drawn uniformly from upper-case
+    """Length of the random part: 4..32; 0 = default 12. Characters are drawn uniformly from upper-case
     letters and digits without look-alikes ("23456789ABCDEFGHJKMNPQRSTUVWXYZ").
     """
     request_id: _builtins.str
