@@ -167,7 +167,6 @@ async def bench_floor(args: argparse.Namespace) -> tuple[float, list[float]]:
 
 
 def _start_stack(args: argparse.Namespace) -> Any:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "deploy" / "local"))
     from devstack.ports import free_port
     from devstack.stack import Stack
 
