@@ -11,11 +11,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Protocol
 
-import structlog
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from promo.v1 import events_pb2
+from promo_libs.logging import current_request_id
 from promo_libs.outbox import OutboxEntry
 
 # One stream per producing service (aggregate family): consumers need per-aggregate order, and a
@@ -91,7 +91,7 @@ def outbox_entry(
         aggregate_id=aggregate_id,
         aggregate_version=aggregate_version,
         producer=producer,
-        request_id=str(structlog.contextvars.get_contextvars().get("request_id", "")),
+        request_id=current_request_id(),
     )
     getattr(envelope, payload_field).CopyFrom(payload)
     return OutboxEntry(
