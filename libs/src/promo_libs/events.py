@@ -8,13 +8,13 @@ version, producer, request id) and picks its stream.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from promo.v1 import events_pb2
+from promo_libs.grpc.mapping import timestamp
 from promo_libs.logging import current_request_id
 from promo_libs.outbox import OutboxEntry
 
@@ -23,14 +23,6 @@ from promo_libs.outbox import OutboxEntry
 USERS_STREAM = "promo.events.users"
 PROMO_CODES_STREAM = "promo.events.promo_codes"
 ORDERS_STREAM = "promo.events.orders"
-
-
-def timestamp(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    result = Timestamp()
-    result.FromDatetime(moment)
-    return result
 
 
 class UserFacts(Protocol):
@@ -60,14 +52,6 @@ def user_snapshot_message(user: UserFacts) -> events_pb2.UserSnapshot:
         create_time=timestamp(user.created_at),
         delete_time=timestamp(user.deleted_at),
     )
-
-
-def moment(message: Message, field: str) -> datetime | None:
-    """A Timestamp field of `message` as an aware UTC datetime; None when it is unset."""
-    if not message.HasField(field):
-        return None
-    value: Timestamp = getattr(message, field)
-    return value.ToDatetime(tzinfo=UTC)
 
 
 def outbox_entry(

@@ -8,10 +8,10 @@ from datetime import datetime
 from typing import TypeVar
 
 from promo_libs import carts, errors
-from promo_libs.carts import LineInput, check_text
+from promo_libs.carts import LineInput, MoneyValue, check_text
 from promo_libs.identifiers import check_currency, check_id
 from promocodes_service.domain import cart, rules
-from promocodes_service.domain.commands import CodeSpec, MoneyIn
+from promocodes_service.domain.commands import CodeSpec
 from promocodes_service.domain.model import CURRENCY_MISMATCH, OFFER_FIELDS, RuleSet
 
 # The PromoCode fields an operator sets (update_mask paths); "code" is immutable.
@@ -54,8 +54,8 @@ def require(violations: errors.Violations) -> None:
 
 
 def check_money(
-    violations: errors.Violations, path: str, money: MoneyIn | None, minimum: int
-) -> MoneyIn | None:
+    violations: errors.Violations, path: str, money: MoneyValue | None, minimum: int
+) -> MoneyValue | None:
     """A Money field: currency and amount each checked, violations on their own paths."""
     if money is None:
         return None
@@ -68,10 +68,12 @@ def check_money(
     )
     if currency is None or amount is None:
         return None
-    return MoneyIn(currency, amount)
+    return MoneyValue(currency, amount)
 
 
-def check_order_amount(violations: errors.Violations, money: MoneyIn | None) -> MoneyIn | None:
+def check_order_amount(
+    violations: errors.Violations, money: MoneyValue | None
+) -> MoneyValue | None:
     if money is None:
         violations.add("order_amount", "is required")
         return None
@@ -86,9 +88,9 @@ class CheckedCart:
 
 def check_cart_request(
     violations: errors.Violations,
-    amount: MoneyIn | None,
+    amount: MoneyValue | None,
     lines: tuple[LineInput, ...],
-    shipping: MoneyIn | None,
+    shipping: MoneyValue | None,
 ) -> CheckedCart | None:
     """The request's cart (promo_libs.carts has the rules). Without lines and shipping it is the
     one-line cart of order_amount, checked exactly as before carts existed. order_amount is
@@ -153,7 +155,9 @@ class _RuleBuilder:
         if amount is not None and self.base is not None and self.base.currency is not None:
             self.currencies.append(("", self.base.currency))
 
-    def money(self, name: str, given: MoneyIn | None, minimum: int, old: int | None) -> int | None:
+    def money(
+        self, name: str, given: MoneyValue | None, minimum: int, old: int | None
+    ) -> int | None:
         if not self.take(name.partition(".")[0]):
             self.inherit_currency(old)
             return old
