@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from promo_libs import errors
+from promo_libs.errors import checked
 from promo_libs.identifiers import check_id
 from promo_libs.pagination import page_request
 from promocodes_service.domain import rules
@@ -38,7 +39,6 @@ from promocodes_service.service_layer.validation import (
     IMMUTABLE_FIELDS,
     RULE_FIELDS,
     build_rules,
-    checked,
 )
 
 _UPDATE_ATTEMPTS = 8

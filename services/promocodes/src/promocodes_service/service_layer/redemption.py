@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from promo_libs import deadlines, errors
+from promo_libs.errors import checked
 from promo_libs.identifiers import check_id
 from promo_libs.identity import require_acting_for
 from promo_libs.logging import get_logger
@@ -69,10 +70,7 @@ from promocodes_service.domain.ports import (
 )
 from promocodes_service.service_layer.catalogue import code_not_found
 from promocodes_service.service_layer.recovery import Recovery
-from promocodes_service.service_layer.validation import (
-    check_cart_request,
-    checked,
-)
+from promocodes_service.service_layer.validation import check_cart_request
 
 log = get_logger(__name__)
 

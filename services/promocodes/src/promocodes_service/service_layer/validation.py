@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
 from promo_libs import carts, errors
 from promo_libs.carts import LineInput, MoneyValue, check_text
+from promo_libs.errors import checked
 from promo_libs.identifiers import check_currency, check_id
 from promocodes_service.domain import cart, rules
 from promocodes_service.domain.commands import CodeSpec
@@ -34,19 +34,6 @@ RULE_FIELDS = frozenset(
 IMMUTABLE_FIELDS = frozenset(
     {"id", "code", "uses", "discount_granted", "batch_id", "create_time", "update_time"}
 )
-
-_T = TypeVar("_T")
-_V = TypeVar("_V")
-
-
-def checked(
-    violations: errors.Violations, field: str, rule: Callable[[_V], _T], value: _V
-) -> _T | None:
-    try:
-        return rule(value)
-    except ValueError as exc:
-        violations.add(field, str(exc))
-        return None
 
 
 def require(violations: errors.Violations) -> None:
