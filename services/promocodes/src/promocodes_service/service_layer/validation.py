@@ -92,18 +92,7 @@ def check_cart_request(
     )
     if given is None:
         return None
-    return CheckedCart(
-        given.currency,
-        cart.Cart(
-            tuple(
-                cart.Line(
-                    line.sku, line.quantity, line.unit_price, line.product_id, line.category_ids
-                )
-                for line in given.lines
-            ),
-            given.shipping,
-        ),
-    )
+    return CheckedCart(given.currency, cart.Cart(given.lines, given.shipping))
 
 
 def build_rules(
