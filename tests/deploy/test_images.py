@@ -5,6 +5,7 @@ build context nor in the wheels it installs."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 import subprocess
@@ -171,3 +172,22 @@ def test_wheels_in_the_image_hold_no_test_aids_or_tools(
         part = _not_shipped(tuple(name.split("/")))
         assert part is None, f"{wheel.name} ships {name} ({part})"
         assert not re.search(r"(^|/)(test_[^/]*|conftest)\.py$", name), f"{wheel.name} ships {name}"
+
+
+def test_shipped_code_imports_no_test_aid_or_tool() -> None:
+    """The image has no devstack and no `*_testing` package: shipped code importing one would
+    fail there only, so it is refused here."""
+    offenders = []
+    for source in [*ROOT.glob("libs/src/promo_libs/**/*.py"), *ROOT.glob("services/*/src/**/*.py")]:
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".", 1)[0]
+                if top == "devstack" or top.endswith("_testing"):
+                    offenders.append(f"{source.relative_to(ROOT)}: {module}")
+    assert offenders == []
