@@ -48,7 +48,7 @@ format: bootstrap
 
 typecheck: bootstrap
 	@echo "==> mypy"
-	@.venv/bin/mypy libs/src/promo_libs services/*/src deploy/local/devstack
+	@.venv/bin/mypy libs/src/promo_libs services/*/src services/*/testing tools/devstack
 
 check: protos-check asyncapi-check lint typecheck
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from pipeline_support import Clients, Load
 
 from devstack.pki import DevPki
-from devstack.service import caller_channel
 from promo.v1 import orders_pb2_grpc, promo_codes_pb2_grpc, users_pb2_grpc
 
 
@@ -26,9 +25,9 @@ async def main(argv: list[str]) -> None:
     pki_dir, users_addr, codes_addr, orders_addr, ops, concurrency, seed, user_ids, codes = argv
     pki = DevPki(Path(pki_dir))
     async with (
-        caller_channel(users_addr, "back-office", pki) as users,
-        caller_channel(codes_addr, "back-office", pki) as promo_codes,
-        caller_channel(orders_addr, "back-office", pki) as orders,
+        pki.channel(users_addr, "back-office") as users,
+        pki.channel(codes_addr, "back-office") as promo_codes,
+        pki.channel(orders_addr, "back-office") as orders,
     ):
         clients = Clients(
             users_pb2_grpc.UserServiceStub(users),

@@ -8,8 +8,12 @@ clients branch on it, never on the message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+_T = TypeVar("_T")
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,3 +107,16 @@ class Violations:
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(self.items)
+
+
+def checked(
+    violations: Violations, field_path: str, rule: Callable[[_V], _T], value: _V
+) -> _T | None:
+    """`rule(value)` (a normalized value), or None with the rule's ValueError recorded as the
+    violation of `field_path`: every field of a request is checked, and all that are bad are
+    reported together."""
+    try:
+        return rule(value)
+    except ValueError as exc:
+        violations.add(field_path, str(exc))
+        return None

@@ -8,14 +8,14 @@ version, producer, request id) and picks its stream.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
-import structlog
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from promo.v1 import events_pb2
+from promo_libs.grpc.mapping import timestamp
+from promo_libs.logging import current_request_id
 from promo_libs.outbox import OutboxEntry
 
 # One stream per producing service (aggregate family): consumers need per-aggregate order, and a
@@ -23,14 +23,6 @@ from promo_libs.outbox import OutboxEntry
 USERS_STREAM = "promo.events.users"
 PROMO_CODES_STREAM = "promo.events.promo_codes"
 ORDERS_STREAM = "promo.events.orders"
-
-
-def timestamp(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    result = Timestamp()
-    result.FromDatetime(moment)
-    return result
 
 
 class UserFacts(Protocol):
@@ -62,14 +54,6 @@ def user_snapshot_message(user: UserFacts) -> events_pb2.UserSnapshot:
     )
 
 
-def moment(message: Message, field: str) -> datetime | None:
-    """A Timestamp field of `message` as an aware UTC datetime; None when it is unset."""
-    if not message.HasField(field):
-        return None
-    value: Timestamp = getattr(message, field)
-    return value.ToDatetime(tzinfo=UTC)
-
-
 def outbox_entry(
     *,
     stream: str,
@@ -91,7 +75,7 @@ def outbox_entry(
         aggregate_id=aggregate_id,
         aggregate_version=aggregate_version,
         producer=producer,
-        request_id=str(structlog.contextvars.get_contextvars().get("request_id", "")),
+        request_id=current_request_id(),
     )
     getattr(envelope, payload_field).CopyFrom(payload)
     return OutboxEntry(

@@ -1,7 +1,9 @@
 """Structured JSON logs on stdout, with the request id of the RPC being served.
 
 The request id lives in structlog's context variables, so every line logged while serving an RPC
-carries it without being passed around.
+carries it without being passed around; the server interceptor binds it (the caller's
+`x-request-id`, or a new one), and the client channels send it on every call made while serving
+(promo_libs.grpc.client), so one request's lines can be joined across services.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
+
+
+def current_request_id() -> str:
+    """The request id of the RPC being served in this context ("" outside one)."""
+    return str(structlog.contextvars.get_contextvars().get("request_id", ""))
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

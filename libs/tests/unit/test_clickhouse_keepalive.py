@@ -12,7 +12,7 @@ from xml.etree import ElementTree
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.config import ClickHouseSettings
 
-LOCAL_SERVER_CONFIG = Path(__file__).parents[3] / "deploy/local/devstack/clickhouse/config.xml"
+LOCAL_SERVER_CONFIG = Path(__file__).parents[3] / "tools/devstack/clickhouse/config.xml"
 
 
 def server_keep_alive_seconds() -> float:

@@ -38,7 +38,7 @@ from promo.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import ClickHouseSettings
-from promo_libs.events import timestamp
+from promo_libs.grpc.mapping import timestamp
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 DAYS = 90

@@ -20,10 +20,10 @@ from analytics_service.domain import rules
 from analytics_service.domain.model import Granularity
 from promo.v1 import analytics_pb2, common_pb2, events_pb2, orders_pb2, promo_codes_pb2
 from promo_libs.bus import ENVELOPE_FIELD
-from promo_libs.events import timestamp
+from promo_libs.grpc.mapping import timestamp
 from sync_consumer.adapters.event_rows import rows_for
 from sync_consumer.domain.model import StreamEntry
-from sync_consumer.synthetic import envelope
+from sync_consumer_testing.synthetic import envelope
 
 DAY0 = datetime(2024, 2, 26, tzinfo=UTC)  # a Monday; the history crosses 29 Feb -> 1 Mar
 DAYS = 5

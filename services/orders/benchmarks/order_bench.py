@@ -22,7 +22,7 @@ from pathlib import Path
 
 from devstack.pki import DevPki
 from devstack.ports import free_port
-from devstack.service import ServiceProcess, caller_channel
+from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from devstack.state import default_state_dir
 from promo.v1 import (
@@ -67,11 +67,11 @@ async def run(addresses: dict[str, str], count: int, concurrency: int, pki: DevP
     # Sign-ups as the storefront, the catalogue and the orders (for many users: no user token)
     # as the back office; the floor calls as the orders service does.
     async with (
-        caller_channel(addresses["users"], "storefront", pki) as users_channel,
-        caller_channel(addresses["promocodes"], "back-office", pki) as codes_channel,
-        caller_channel(addresses["users"], "orders", pki) as floor_users_channel,
-        caller_channel(addresses["promocodes"], "orders", pki) as floor_codes_channel,
-        caller_channel(addresses["orders"], "back-office", pki) as orders_channel,
+        pki.channel(addresses["users"], "storefront") as users_channel,
+        pki.channel(addresses["promocodes"], "back-office") as codes_channel,
+        pki.channel(addresses["users"], "orders") as floor_users_channel,
+        pki.channel(addresses["promocodes"], "orders") as floor_codes_channel,
+        pki.channel(addresses["orders"], "back-office") as orders_channel,
     ):
         users = users_pb2_grpc.UserServiceStub(users_channel)
         codes = promo_codes_pb2_grpc.PromoCodeServiceStub(codes_channel)

@@ -67,15 +67,14 @@ def _report(name: str, elapsed: float, latencies: list[float]) -> float:
 
 
 async def bench_service(args: argparse.Namespace) -> tuple[float, list[float]]:
-    from devstack.pki import DevPki  # devstack: on the path once _start_stack ran, or installed
-    from devstack.service import caller_channel
+    from devstack.pki import DevPki  # devstack: installed in the development environment
 
     pki = DevPki(args.pki)
     # The catalogue from the back office, redemptions as the order saga makes them.
     async with (
-        caller_channel(args.users_addr, "back-office", pki) as users_channel,
-        caller_channel(args.promocodes_addr, "back-office", pki) as channel,
-        caller_channel(args.promocodes_addr, "orders", pki) as saga_channel,
+        pki.channel(args.users_addr, "back-office") as users_channel,
+        pki.channel(args.promocodes_addr, "back-office") as channel,
+        pki.channel(args.promocodes_addr, "orders") as saga_channel,
     ):
         users = users_pb2_grpc.UserServiceStub(users_channel)
         promo = promo_codes_pb2_grpc.PromoCodeServiceStub(channel)
@@ -167,7 +166,6 @@ async def bench_floor(args: argparse.Namespace) -> tuple[float, list[float]]:
 
 
 def _start_stack(args: argparse.Namespace) -> Any:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "deploy" / "local"))
     from devstack.ports import free_port
     from devstack.stack import Stack
 

@@ -57,11 +57,11 @@ from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import ClickHouseSettings
 from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM, USERS_STREAM
-from sync_consumer import synthetic
 from sync_consumer.adapters.derived import USERS_ANALYTICS
 from sync_consumer.adapters.event_rows import ORDERS, rows_for
 from sync_consumer.bootstrap import MIGRATIONS
 from sync_consumer.domain.model import StreamEntry
+from sync_consumer_testing import synthetic
 
 COMMON = {"METRICS_PORT": "0", "HEALTH_CHECK_INTERVAL_SECONDS": "0.2", "LOG_LEVEL": "WARNING"}
 

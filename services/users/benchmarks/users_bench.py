@@ -20,7 +20,6 @@ from pathlib import Path
 
 from devstack.pki import DevPki
 from devstack.ports import free_port
-from devstack.service import caller_channel
 from devstack.stack import Stack
 from devstack.state import default_state_dir
 from promo.v1 import users_pb2, users_pb2_grpc
@@ -52,7 +51,7 @@ async def measure(
 
 async def run(address: str, count: int, concurrency: int, pki: DevPki) -> None:
     # Sign-up, reads and log-in, as the storefront makes them (mutual TLS included).
-    async with caller_channel(address, "storefront", pki) as channel:
+    async with pki.channel(address, "storefront") as channel:
         stub = users_pb2_grpc.UserServiceStub(channel)
         prefix = uuid.uuid4().hex[:8]
         ids: list[str] = [""] * count

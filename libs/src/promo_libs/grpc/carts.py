@@ -1,4 +1,4 @@
-"""promo.v1 cart messages (LineItem, Money) to and from the plain values of promo_libs.carts.
+"""promo.v1 cart messages (LineItem, LineDiscount) to and from the plain values of promo_libs.carts.
 
 Both OrderService and PromoCodeService take carts; one translation keeps their requests read
 alike. Only translation here: the rules are in promo_libs.carts.
@@ -9,11 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from promo.v1 import common_pb2
-from promo_libs.carts import MAX_CATEGORIES, MAX_LINES, LineInput, MoneyValue
-
-
-def money_value(message: common_pb2.Money) -> MoneyValue:
-    return MoneyValue(message.currency_code, message.amount_minor)
+from promo_libs.carts import MAX_CATEGORIES, MAX_LINES, LineInput
+from promo_libs.grpc.mapping import money, money_value
 
 
 def line_inputs(lines: Sequence[common_pb2.LineItem]) -> tuple[LineInput, ...]:
@@ -31,16 +28,10 @@ def line_inputs(lines: Sequence[common_pb2.LineItem]) -> tuple[LineInput, ...]:
     )
 
 
-def optional_money(message: common_pb2.Money, present: bool) -> MoneyValue | None:
-    return money_value(message) if present else None
-
-
 def line_discounts(
     currency: str, skus: Sequence[str], shares: Sequence[int]
 ) -> list[common_pb2.LineDiscount]:
     return [
-        common_pb2.LineDiscount(
-            sku=sku, discount=common_pb2.Money(currency_code=currency, amount_minor=share)
-        )
+        common_pb2.LineDiscount(sku=sku, discount=money(currency, share))
         for sku, share in zip(skus, shares, strict=True)
     ]

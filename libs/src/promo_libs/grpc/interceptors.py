@@ -19,6 +19,7 @@ import structlog
 
 from promo_libs import deadlines, errors
 from promo_libs.grpc.authz import Authorizer
+from promo_libs.grpc.client import REQUEST_ID_HEADER
 from promo_libs.grpc.errors import grpc_status_for, to_domain_error
 from promo_libs.grpc.limits import RateLimits
 from promo_libs.grpc.requests import timestamp_violations
@@ -26,7 +27,6 @@ from promo_libs.identity import current_caller, current_user
 from promo_libs.logging import get_logger
 from promo_libs.metrics import RPC_HANDLED, RPC_LATENCY
 
-REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
 
 log = get_logger(__name__)

@@ -13,8 +13,8 @@ from analytics_e2e import Pipeline
 from analytics_scenario import DAY0, SECOND, compare_everything, time_range
 
 from promo.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
-from promo_libs.events import timestamp
 from promo_libs.grpc.errors import error_info
+from promo_libs.grpc.mapping import timestamp
 
 
 def grpc_call(channel: grpc.aio.Channel) -> Any:

@@ -17,8 +17,8 @@ from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from promo.v1 import analytics_pb2 as pb
 from promo.v1 import analytics_pb2_grpc, common_pb2
-from promo_libs.events import timestamp
 from promo_libs.grpc.errors import bad_request, error_info
+from promo_libs.grpc.mapping import timestamp
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

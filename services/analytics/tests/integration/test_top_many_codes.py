@@ -21,9 +21,9 @@ from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import ClickHouseSettings
-from sync_consumer import synthetic
 from sync_consumer.adapters.event_rows import rows_for
 from sync_consumer.domain.model import StreamEntry
+from sync_consumer_testing import synthetic
 
 MIGRATIONS = Path(sync_consumer.__file__).parent / "migrations"
 CODES = 12_000

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from analytics_service.adapters.memory_store import MemoryStore, OrderState, UsageState
 from analytics_service.domain.model import (
     Granularity,
     Money,
@@ -23,6 +22,7 @@ from analytics_service.domain.queries import (
 )
 from analytics_service.domain.rules import CurrencyRequired, RangeTooLarge
 from analytics_service.service_layer.analytics import Analytics, PromoCodeNotFound
+from analytics_testing.memory import MemoryStore, OrderState, UsageState
 from promo_libs.errors import InvalidArgument
 
 T = datetime(2024, 5, 6, tzinfo=UTC)  # a Monday

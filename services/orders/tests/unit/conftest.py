@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orders_service.adapters.memory_repository import InMemoryOrderRepository
 from orders_service.domain.events import PromoCodeSnapshot, UserSnapshot
 from orders_service.domain.model import Money
 from orders_service.domain.ports import (
@@ -21,6 +20,7 @@ from orders_service.domain.ports import (
     UserDirectory,
 )
 from orders_service.service_layer.orders import Orders
+from orders_testing.memory import InMemoryOrderRepository
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 STALE = timedelta(seconds=30)

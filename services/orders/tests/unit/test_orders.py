@@ -7,12 +7,12 @@ from datetime import timedelta
 
 import pytest
 
-from orders_service.adapters.memory_repository import InMemoryOrderRepository
 from orders_service.domain.commands import CancelOrder, CreateOrder, ListOrders
 from orders_service.domain.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderRejected
 from orders_service.domain.model import CANCELLED, CONFIRMED, PENDING, REJECTED
 from orders_service.service_layer.orders import Orders
 from orders_service.service_layer.sweep import Sweeper
+from orders_testing.memory import InMemoryOrderRepository
 from promo_libs import deadlines, errors
 
 from .conftest import Clock, FakePromoCodes, FakeUsers

@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from promocodes_service.adapters.memory import (
+from promocodes_service.service_layer.catalogue import Catalogue
+from promocodes_service.service_layer.recovery import Recovery
+from promocodes_service.service_layer.redemption import Redemptions
+from promocodes_testing.memory import (
     FakeUserDirectory,
     InMemoryPromoCodeRepository,
     InMemoryUsageRepository,
 )
-from promocodes_service.service_layer.catalogue import Catalogue
-from promocodes_service.service_layer.recovery import Recovery
-from promocodes_service.service_layer.redemption import Redemptions
 
 
 class Clock:

@@ -9,12 +9,12 @@ from fractions import Fraction
 from hypothesis import given
 from hypothesis import strategies as st
 
+from promo_libs.carts import CartLine
 from promocodes_service.domain.cart import (
     ITEMS_BELOW_MINIMUM,
     NO_MATCHING_ITEMS,
     Allocation,
     Cart,
-    Line,
     Offer,
     Target,
     Targeting,
@@ -32,7 +32,7 @@ CATEGORIES = ["shoes", "spring", "sale"]
 def carts(draw: st.DrawFn) -> Cart:
     count = draw(st.integers(1, 12))
     lines = tuple(
-        Line(
+        CartLine(
             sku=f"sku-{i}",
             quantity=draw(st.integers(1, 50)),
             unit_price=draw(st.integers(0, 10**6)),
@@ -159,8 +159,8 @@ def test_largest_remainder_example() -> None:
     assert largest_remainder(5, [3, 3, 4]) == [2, 1, 2]
 
 
-SHOES = Line("s1", 2, 5000, "p1", ("shoes",))
-SHIRT = Line("t1", 1, 3000, "p2", ("shirts",))
+SHOES = CartLine("s1", 2, 5000, "p1", ("shoes",))
+SHIRT = CartLine("t1", 1, 3000, "p2", ("shirts",))
 
 
 def test_twenty_percent_off_shoes_falls_on_the_shoes_only() -> None:
@@ -189,7 +189,7 @@ def test_per_unit_takes_the_cheapest_units_up_to_the_maximum() -> None:
 
 def test_conditions_minimum_units_and_amount_of_matching_items() -> None:
     spring = Targeting(include_categories=frozenset({"spring"}))
-    items = tuple(Line(f"k{i}", 1, 1000, "p", ("spring",)) for i in range(3))
+    items = tuple(CartLine(f"k{i}", 1, 1000, "p", ("spring",)) for i in range(3))
     three = Offer(Target.ORDER, spring, min_item_quantity=3)
     assert quote(three, FixedAmount(1000), Cart(items)).reason == ""
     assert quote(three, FixedAmount(1000), Cart(items[:2])).reason == ITEMS_BELOW_MINIMUM

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 
 from promo_libs import deadlines, errors
+from promo_libs.carts import MoneyValue
 from promocodes_service.domain.commands import (
     CodeSpec,
     CreatePromoCode,
@@ -17,7 +18,6 @@ from promocodes_service.domain.commands import (
     GeneratePromoCodes,
     ListPromoCodes,
     ListPromoCodeUsages,
-    MoneyIn,
     RedeemPromoCode,
     ReleasePromoCode,
     UpdatePromoCode,
@@ -35,8 +35,8 @@ pytestmark = pytest.mark.unit
 EUR = "EUR"
 
 
-def eur(amount: int) -> MoneyIn:
-    return MoneyIn(EUR, amount)
+def eur(amount: int) -> MoneyValue:
+    return MoneyValue(EUR, amount)
 
 
 def pct(code: str, bp: int = 1000, **kw: object) -> CodeSpec:
@@ -52,7 +52,9 @@ async def create(app: App, spec: CodeSpec) -> PromoCode:
 
 
 async def redeem(app: App, code: str, user: str, amount: int, rid: str, currency: str = EUR):
-    return await app.redemptions.redeem(RedeemPromoCode(code, user, MoneyIn(currency, amount), rid))
+    return await app.redemptions.redeem(
+        RedeemPromoCode(code, user, MoneyValue(currency, amount), rid)
+    )
 
 
 async def reason_of(awaitable: object) -> str:
@@ -73,7 +75,7 @@ async def test_create_normalizes_and_refuses_duplicates_case_insensitively(app: 
 
 
 async def test_money_fields_must_share_one_currency(app: App) -> None:
-    spec = fixed("MIXED", budget=MoneyIn("USD", 10_000))
+    spec = fixed("MIXED", budget=MoneyValue("USD", 10_000))
     with pytest.raises(errors.InvalidArgument) as caught:
         await create(app, spec)
     assert caught.value.reason == "CURRENCY_MISMATCH"
@@ -90,11 +92,11 @@ async def test_every_bad_field_is_named(app: App) -> None:
         description="d" * 1001,
         discount="percentage",
         basis_points=10001,
-        max_discount=MoneyIn("eur", 0),
-        min_order_amount=MoneyIn("EUR", -1),
+        max_discount=MoneyValue("eur", 0),
+        min_order_amount=MoneyValue("EUR", -1),
         max_uses=0,
         max_uses_per_user=-3,
-        budget=MoneyIn("EUR", 0),
+        budget=MoneyValue("EUR", 0),
         eligible_user_ids=("ok1", "bad id"),
     )
     with pytest.raises(errors.InvalidArgument) as caught:
@@ -141,7 +143,7 @@ async def test_update_refuses_what_would_break_invariants(app: App) -> None:
         == "UPDATE_NOT_ALLOWED"
     )
     moved = CodeSpec(
-        discount="fixed_amount", fixed_amount=MoneyIn("USD", 1), budget=MoneyIn("USD", 9999)
+        discount="fixed_amount", fixed_amount=MoneyValue("USD", 1), budget=MoneyValue("USD", 9999)
     )
     assert await reason_of(update({"fixed_amount", "budget"}, moved)) == "UPDATE_NOT_ALLOWED"
     assert await reason_of(update({"code"}, CodeSpec(code="OTHER"))) == ""  # INVALID_ARGUMENT
@@ -255,7 +257,7 @@ async def test_a_batch_is_invisible_until_complete_and_a_retry_completes_it(app:
 
 async def quote(app: App, code: str, user: str, amount: int, currency: str = EUR):
     return (
-        await app.redemptions.validate(ValidatePromoCode(code, user, MoneyIn(currency, amount)))
+        await app.redemptions.validate(ValidatePromoCode(code, user, MoneyValue(currency, amount)))
     ).quote
 
 
@@ -431,7 +433,7 @@ async def test_a_retry_settles_a_stale_reservation_of_its_own_id(app: App) -> No
 
 async def test_bad_values_in_redemption_requests(app: App) -> None:
     with pytest.raises(errors.InvalidArgument) as caught:
-        await app.redemptions.redeem(RedeemPromoCode("", "bad id", MoneyIn("eu", 0), "a.b"))
+        await app.redemptions.redeem(RedeemPromoCode("", "bad id", MoneyValue("eu", 0), "a.b"))
     assert {v.field for v in caught.value.violations} == {
         "code",
         "user_id",

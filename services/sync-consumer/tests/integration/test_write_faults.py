@@ -23,13 +23,13 @@ from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import ClickHouseSettings
-from sync_consumer import synthetic
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
 from sync_consumer.adapters.event_rows import DERIVED, VERSIONED, rows_for
-from sync_consumer.adapters.memory import InMemoryDeadLetters, InMemoryFailures
 from sync_consumer.bootstrap import MIGRATIONS
 from sync_consumer.domain.model import StreamEntry
 from sync_consumer.service_layer.pipeline import StreamPipeline
+from sync_consumer_testing import synthetic
+from sync_consumer_testing.memory import InMemoryDeadLetters, InMemoryFailures
 
 JAN = datetime(2024, 1, 31, 23, 0, tzinfo=UTC)
 FEB = JAN + timedelta(hours=2)

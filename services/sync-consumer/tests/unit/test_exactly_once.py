@@ -5,13 +5,13 @@ from datetime import UTC, datetime, timedelta
 
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
 from promo_libs.clickhouse.migrations import load_migrations
-from sync_consumer import synthetic
 from sync_consumer.adapters.derived import USERS_ANALYTICS, refresh_statement
 from sync_consumer.adapters.event_rows import DERIVED, ORDERS, USAGES, VERSIONED, rows_for
-from sync_consumer.adapters.memory import InMemoryDeadLetters, InMemoryFailures, InMemorySink
 from sync_consumer.bootstrap import MIGRATIONS
 from sync_consumer.domain.model import StreamEntry
 from sync_consumer.service_layer.pipeline import StreamPipeline
+from sync_consumer_testing import synthetic
+from sync_consumer_testing.memory import InMemoryDeadLetters, InMemoryFailures, InMemorySink
 
 JAN = datetime(2024, 1, 31, 23, 0, tzinfo=UTC)
 FEB = JAN + timedelta(hours=2)

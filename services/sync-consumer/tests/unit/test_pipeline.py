@@ -5,11 +5,11 @@ from datetime import UTC, datetime
 
 from promo.v1 import events_pb2
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
-from sync_consumer import synthetic
 from sync_consumer.adapters.event_rows import DERIVED, ORDERS, USAGES, USERS, VERSIONED, rows_for
-from sync_consumer.adapters.memory import InMemoryDeadLetters, InMemoryFailures, InMemorySink
 from sync_consumer.domain.model import StreamEntry, TableRow
 from sync_consumer.service_layer.pipeline import StreamPipeline
+from sync_consumer_testing import synthetic
+from sync_consumer_testing.memory import InMemoryDeadLetters, InMemoryFailures, InMemorySink
 
 AT = datetime(2024, 1, 31, 23, 59, 58, tzinfo=UTC)
 STREAM = synthetic.ORDERS_STREAM

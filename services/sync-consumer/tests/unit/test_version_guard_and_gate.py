@@ -4,13 +4,13 @@ gate (positions read again after a swap), with in-memory fakes; and reconcile's 
 from datetime import UTC, datetime
 
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
-from sync_consumer import synthetic
 from sync_consumer.adapters.event_rows import ORDERS, VERSIONED, rows_for
-from sync_consumer.adapters.memory import InMemoryDeadLetters, InMemoryFailures, InMemorySink
 from sync_consumer.domain.model import StreamEntry
 from sync_consumer.domain.ports import RebuildGate
 from sync_consumer.reconcile import differences, truth_facts
 from sync_consumer.service_layer.pipeline import StreamPipeline
+from sync_consumer_testing import synthetic
+from sync_consumer_testing.memory import InMemoryDeadLetters, InMemoryFailures, InMemorySink
 
 AT = datetime(2024, 3, 1, 12, tzinfo=UTC)
 STREAM = synthetic.ORDERS_STREAM

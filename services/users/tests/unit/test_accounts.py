@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from promo_libs import errors
-from users_service.adapters.memory_repository import InMemoryUserRepository
 from users_service.domain.commands import (
     AuthenticateUser,
     CreateUser,
@@ -18,6 +17,7 @@ from users_service.domain.commands import (
 from users_service.domain.events import UserCreated, UserDeactivated, UserUpdated
 from users_service.domain.ports import PasswordHasher
 from users_service.service_layer.accounts import Accounts
+from users_testing.memory import InMemoryUserRepository
 
 PASSWORD = "correct horse battery"
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

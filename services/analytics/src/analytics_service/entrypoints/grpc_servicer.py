@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from analytics_service.domain import model
 from analytics_service.domain.queries import (
@@ -23,8 +21,8 @@ from analytics_service.domain.queries import (
     ListTopPromoCodes,
 )
 from analytics_service.service_layer.analytics import Analytics
-from promo.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
-from promo_libs.events import timestamp
+from promo.v1 import analytics_pb2, analytics_pb2_grpc
+from promo_libs.grpc.mapping import moment, money, timestamp
 
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
@@ -44,26 +42,14 @@ _GRANULARITIES = {
 }
 
 
-def _moment(parent: Any, name: str) -> datetime | None:
-    # In range: the interceptor refused any request with a Timestamp that is not.
-    if not parent.HasField(name):
-        return None
-    value: Timestamp = getattr(parent, name)
-    return value.ToDatetime(tzinfo=UTC)
-
-
 def time_range(request: Any, field: str = "time_range") -> model.TimeRange:
     if not request.HasField(field):
         return model.ALL_TIME
     message = getattr(request, field)
     return model.TimeRange(
-        _moment(message, "start_time"),
-        _moment(message, "end_time"),
+        moment(message, "start_time"),
+        moment(message, "end_time"),
     )
-
-
-def money(currency: str, amount: int) -> common_pb2.Money:
-    return common_pb2.Money(currency_code=currency, amount_minor=amount)
 
 
 def code_stats_message(stats: model.PromoCodeStats) -> analytics_pb2.PromoCodeStats:

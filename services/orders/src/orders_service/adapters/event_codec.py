@@ -16,7 +16,8 @@ from orders_service.domain.events import (
     PromoCodeSnapshot,
 )
 from promo.v1 import events_pb2, orders_pb2
-from promo_libs.events import ORDERS_STREAM, outbox_entry, timestamp, user_snapshot_message
+from promo_libs.events import ORDERS_STREAM, outbox_entry, user_snapshot_message
+from promo_libs.grpc.mapping import timestamp
 from promo_libs.outbox import OutboxEntry
 
 PRODUCER = "orders"

@@ -36,6 +36,7 @@ from promo.v1 import common_pb2, promo_codes_pb2, promo_codes_pb2_grpc
 from promo_libs import deadlines
 from promo_libs.grpc.client import peer_serving
 from promo_libs.grpc.errors import error_info
+from promo_libs.grpc.mapping import money
 from promo_libs.logging import get_logger
 
 log = get_logger(__name__)
@@ -129,10 +130,7 @@ class GrpcPromoCodes(PromoCodes):
         request = promo_codes_pb2.RedeemPromoCodeRequest(
             code=redemption.code,
             user_id=redemption.user_id,
-            order_amount=common_pb2.Money(
-                currency_code=redemption.amount.currency,
-                amount_minor=redemption.amount.amount_minor,
-            ),
+            order_amount=money(redemption.amount.currency, redemption.amount.amount_minor),
             redemption_id=redemption.redemption_id,
             lines=[
                 common_pb2.LineItem(
@@ -140,9 +138,7 @@ class GrpcPromoCodes(PromoCodes):
                     product_id=line.product_id,
                     category_ids=list(line.category_ids),
                     quantity=line.quantity,
-                    unit_price=common_pb2.Money(
-                        currency_code=redemption.amount.currency, amount_minor=line.unit_price
-                    ),
+                    unit_price=money(redemption.amount.currency, line.unit_price),
                 )
                 for line in redemption.lines
                 if line.sku  # the one line of an amount-only order is sent as order_amount
@@ -150,12 +146,7 @@ class GrpcPromoCodes(PromoCodes):
             first_order=redemption.first_order,
         )
         if redemption.shipping_minor:
-            request.shipping.CopyFrom(
-                common_pb2.Money(
-                    currency_code=redemption.amount.currency,
-                    amount_minor=redemption.shipping_minor,
-                )
-            )
+            request.shipping.CopyFrom(money(redemption.amount.currency, redemption.shipping_minor))
         try:
             async with self._turn() as left:
                 usage = await self._stub.RedeemPromoCode(request, timeout=left)

@@ -8,7 +8,7 @@ import grpc
 from orders_service.domain.events import UserSnapshot
 from orders_service.domain.ports import OutcomeUnknown, UserDirectory
 from promo.v1 import users_pb2
-from promo_libs.events import moment
+from promo_libs.grpc.mapping import moment
 from promo_libs.grpc.users import UserLookupFailed, UsersClient
 
 DEPENDENCY = "users"

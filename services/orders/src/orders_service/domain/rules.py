@@ -4,16 +4,13 @@ it is refused here first, before anything is written."""
 
 from __future__ import annotations
 
-import re
 import unicodedata
 
+from promo_libs import identifiers
+
 MAX_AMOUNT = 10**12  # minor units; sums stay far inside int64
-MIN_CODE_LENGTH = 3
-MAX_CODE_LENGTH = 64
 MAX_IDEMPOTENCY_KEY_LENGTH = 128
 MAX_CANCEL_REASON_LENGTH = 500
-
-_CODE_RE = re.compile(r"^[A-Z0-9_-]+$")
 
 
 def check_amount(value: int) -> int:
@@ -25,14 +22,11 @@ def check_amount(value: int) -> int:
 
 
 def normalize_code(raw: str) -> str:
+    """The order's code in PromoCodeService's form; optional, so given empty it is refused as
+    such (not "is required")."""
     if not raw:
         raise ValueError("must not be empty when given")
-    code = raw.upper()
-    if not raw.isascii() or not _CODE_RE.match(code):
-        raise ValueError("may only contain A-Z, 0-9, '-' and '_'")
-    if not MIN_CODE_LENGTH <= len(code) <= MAX_CODE_LENGTH:
-        raise ValueError(f"must be {MIN_CODE_LENGTH}..{MAX_CODE_LENGTH} characters")
-    return code
+    return identifiers.normalize_code(raw)
 
 
 def check_idempotency_key(value: str) -> str:

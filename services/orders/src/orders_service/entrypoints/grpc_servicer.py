@@ -15,23 +15,19 @@ from orders_service.domain.commands import CancelOrder, CreateOrder, ListOrders
 from orders_service.domain.model import Order
 from orders_service.service_layer.orders import Orders
 from promo.v1 import common_pb2, orders_pb2, orders_pb2_grpc
-from promo_libs.events import timestamp
-from promo_libs.grpc.carts import line_inputs, optional_money
+from promo_libs.grpc.carts import line_inputs
+from promo_libs.grpc.mapping import money, optional_money, timestamp
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def _money(currency: str, amount: int) -> common_pb2.Money:
-    return common_pb2.Money(currency_code=currency, amount_minor=amount)
 
 
 def order_message(order: Order) -> orders_pb2.Order:
     return orders_pb2.Order(
         id=order.id,
         user_id=order.user_id,
-        subtotal=_money(order.subtotal.currency, order.subtotal.amount_minor),
-        discount=_money(order.discount.currency, order.discount.amount_minor),
-        total=_money(order.total.currency, order.total.amount_minor),
+        subtotal=money(order.subtotal.currency, order.subtotal.amount_minor),
+        discount=money(order.discount.currency, order.discount.amount_minor),
+        total=money(order.total.currency, order.total.amount_minor),
         promo_code=order.promo_code,
         promo_code_id=order.promo_code_id,
         promo_code_usage_id=order.usage_id,
@@ -50,14 +46,14 @@ def order_message(order: Order) -> orders_pb2.Order:
                     product_id=line.product_id,
                     category_ids=list(line.category_ids),
                     quantity=line.quantity,
-                    unit_price=_money(order.subtotal.currency, line.unit_price),
+                    unit_price=money(order.subtotal.currency, line.unit_price),
                 ),
-                discount=_money(order.subtotal.currency, line.discount),
+                discount=money(order.subtotal.currency, line.discount),
             )
             for line in order.lines
         ],
-        shipping=_money(order.subtotal.currency, order.shipping_minor),
-        shipping_discount=_money(order.subtotal.currency, order.shipping_discount_minor),
+        shipping=money(order.subtotal.currency, order.shipping_minor),
+        shipping_discount=money(order.subtotal.currency, order.shipping_discount_minor),
     )
 
 

@@ -51,6 +51,7 @@ from orders_service.domain.ports import (
 )
 from promo_libs import carts, deadlines, errors
 from promo_libs.carts import MoneyValue
+from promo_libs.errors import checked
 from promo_libs.identifiers import check_currency, check_id
 from promo_libs.identity import require_acting_for
 from promo_libs.logging import get_logger
@@ -59,7 +60,6 @@ from promo_libs.pagination import page_request
 log = get_logger(__name__)
 
 _ATTEMPTS = 8
-_T = Callable[[str], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +94,6 @@ def unavailable(dependency: str, order_id: str = "") -> errors.Unavailable:
         "DEPENDENCY_UNAVAILABLE",
         metadata,
     )
-
-
-def _checked(violations: errors.Violations, field: str, rule: _T, value: str) -> str | None:
-    try:
-        return rule(value)
-    except ValueError as exc:
-        violations.add(field, str(exc))
-        return None
 
 
 class Orders:
@@ -167,7 +159,7 @@ class Orders:
         A cart follows promo_libs.carts, the same rules PromoCodeService applies; an amount-only
         request is the one line of its amount."""
         violations = errors.Violations()
-        _checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
+        checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
         currency: str | None = None
         amount: int | None = None
         checked_cart: carts.CheckedCart | None = None
@@ -186,20 +178,16 @@ class Orders:
         elif not command.amount_given:
             violations.add("amount", "is required")
         else:
-            currency = _checked(
-                violations, "amount.currency_code", check_currency, command.currency
-            )
+            currency = checked(violations, "amount.currency_code", check_currency, command.currency)
             try:
                 amount = rules.check_amount(command.amount_minor)
             except ValueError as exc:
                 violations.add("amount.amount_minor", str(exc))
         code = ""
         if command.promo_code is not None:
-            normalized = _checked(
-                violations, "promo_code", rules.normalize_code, command.promo_code
-            )
+            normalized = checked(violations, "promo_code", rules.normalize_code, command.promo_code)
             code = normalized or ""
-        key = _checked(
+        key = checked(
             violations, "idempotency_key", rules.check_idempotency_key, command.idempotency_key
         )
         violations.raise_if_any()
@@ -333,7 +321,7 @@ class Orders:
 
     async def get_order(self, order_id: str) -> Order:
         violations = errors.Violations()
-        _checked(violations, "id", lambda v: check_id(v, "order id"), order_id)
+        checked(violations, "id", lambda v: check_id(v, "order id"), order_id)
         violations.raise_if_any()
         order = await self._orders.get(order_id)
         if order is None:
@@ -344,7 +332,7 @@ class Orders:
     async def list_orders(self, command: ListOrders) -> OrderPage:
         violations = errors.Violations()
         if command.user_id:
-            _checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
+            checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
         if command.status and command.status not in STATUSES:
             violations.add("status", "is not an OrderStatus")
         start, end = command.created_from, command.created_until
@@ -372,8 +360,8 @@ class Orders:
 
     async def cancel_order(self, command: CancelOrder) -> Order:
         violations = errors.Violations()
-        _checked(violations, "id", lambda v: check_id(v, "order id"), command.order_id)
-        _checked(violations, "reason", rules.check_cancel_reason, command.reason)
+        checked(violations, "id", lambda v: check_id(v, "order id"), command.order_id)
+        checked(violations, "reason", rules.check_cancel_reason, command.reason)
         violations.raise_if_any()
         for _ in range(_ATTEMPTS):
             order = await self.get_order(command.order_id)

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from google.protobuf.message import Message
 
 from promo.v1 import events_pb2, promo_codes_pb2
-from promo_libs.events import PROMO_CODES_STREAM, outbox_entry, timestamp, user_snapshot_message
+from promo_libs.events import PROMO_CODES_STREAM, outbox_entry, user_snapshot_message
+from promo_libs.grpc.mapping import timestamp
 from promo_libs.outbox import OutboxEntry
 from promocodes_service.domain.events import (
     CodeEvent,

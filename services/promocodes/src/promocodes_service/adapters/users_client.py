@@ -6,7 +6,7 @@ import grpc
 
 from promo.v1 import users_pb2
 from promo_libs import errors
-from promo_libs.events import moment
+from promo_libs.grpc.mapping import moment
 from promo_libs.grpc.users import UserLookupFailed, UsersClient
 from promocodes_service.domain.events import UserSnapshot
 from promocodes_service.domain.ports import UserDirectory

@@ -1,11 +1,12 @@
 """Carts, targeting and the exact split of a discount over a cart's lines. Pure: no I/O.
 
-A cart is lines (`quantity` units of one sku at `unit_price`) plus a shipping amount; its subtotal
-is the sum. An offer (the cart part of a code's rules) says what the discount applies to (the
-ORDER subtotal, the matching ITEMS, or SHIPPING), which lines match (include / exclude lists of
-products, categories, skus), the conditions on the matching lines (minimum units, minimum amount)
-and how an ITEMS discount is computed (ACROSS the matching lines at once, or PER_UNIT with an
-optional maximum number of units).
+A cart is lines (`quantity` units of one sku at `unit_price`: promo_libs.carts.CartLine, the line
+every service checks alike) plus a shipping amount; its subtotal is the sum. An offer (the cart
+part of a code's rules) says what the discount applies to (the ORDER subtotal, the matching ITEMS,
+or SHIPPING), which lines match (include / exclude lists of products, categories, skus), the
+conditions on the matching lines (minimum units, minimum amount) and how an ITEMS discount is
+computed (ACROSS the matching lines at once, or PER_UNIT with an optional maximum number of
+units).
 
 The rounding rule, always in the merchant's favour, and the guarantees it gives (`Split`):
 - the total is floored: a percentage gives floor(base * bp / 10000), then the cap; a fixed amount
@@ -24,11 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from promo_libs.carts import CartLine
 from promocodes_service.domain.rules import BASIS_POINTS_WHOLE, Discount, FixedAmount, Percentage
 
-MAX_LINES = 1000
-MAX_QUANTITY = 1_000_000
-MAX_CATEGORIES = 20
 MAX_TARGETING_IDS = 1000
 
 NO_MATCHING_ITEMS = "NO_MATCHING_ITEMS"
@@ -48,27 +47,14 @@ class Allocation(Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Line:
-    sku: str
-    quantity: int
-    unit_price: int
-    product_id: str = ""
-    category_ids: tuple[str, ...] = ()
-
-    @property
-    def amount(self) -> int:
-        return self.quantity * self.unit_price
-
-
-@dataclass(frozen=True, slots=True)
 class Cart:
-    lines: tuple[Line, ...]
+    lines: tuple[CartLine, ...]
     shipping: int = 0
 
     @classmethod
     def of_amount(cls, amount: int) -> Cart:
         """The cart of an amount-only request: one line, no sku, quantity 1."""
-        return cls((Line("", 1, amount),))
+        return cls((CartLine("", 1, amount),))
 
     @property
     def items_amount(self) -> int:
@@ -101,7 +87,7 @@ class Targeting:
             )
         )
 
-    def matches(self, line: Line) -> bool:
+    def matches(self, line: CartLine) -> bool:
         """Included by any include list (every line when all are empty), excluded by none."""
         categories = set(line.category_ids)
         if (

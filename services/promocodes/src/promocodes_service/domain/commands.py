@@ -10,9 +10,6 @@ from datetime import datetime
 
 from promo_libs.carts import LineInput, MoneyValue
 
-# One Money of a request, the same value type the shared cart checks use.
-MoneyIn = MoneyValue
-
 
 @dataclass(frozen=True, slots=True)
 class TargetingIn:
@@ -33,14 +30,14 @@ class CodeSpec:
     description: str = ""
     discount: str = ""  # "percentage", "fixed_amount" or "" (none given)
     basis_points: int = 0
-    max_discount: MoneyIn | None = None
-    fixed_amount: MoneyIn | None = None
+    max_discount: MoneyValue | None = None
+    fixed_amount: MoneyValue | None = None
     valid_from: datetime | None = None
     valid_until: datetime | None = None
-    min_order_amount: MoneyIn | None = None
+    min_order_amount: MoneyValue | None = None
     max_uses: int | None = None
     max_uses_per_user: int | None = None
-    budget: MoneyIn | None = None
+    budget: MoneyValue | None = None
     eligible_user_ids: tuple[str, ...] = ()
     active: bool = True
     # The cart part. Enum values by name without prefix ("", "ORDER", "ITEMS", "SHIPPING";
@@ -50,7 +47,7 @@ class CodeSpec:
     allocation: str = ""
     max_quantity: int | None = None
     min_item_quantity: int | None = None
-    min_item_amount: MoneyIn | None = None
+    min_item_amount: MoneyValue | None = None
     first_order_only: bool = False
 
 
@@ -86,7 +83,7 @@ class GeneratePromoCodes:
 class ValidatePromoCode:
     code: str
     user_id: str
-    order_amount: MoneyIn | None
+    order_amount: MoneyValue | None
     lines: tuple[LineInput, ...] = ()
     shipping: MoneyValue | None = None
     first_order: bool = False
@@ -96,7 +93,7 @@ class ValidatePromoCode:
 class RedeemPromoCode:
     code: str
     user_id: str
-    order_amount: MoneyIn | None
+    order_amount: MoneyValue | None
     redemption_id: str
     lines: tuple[LineInput, ...] = ()
     shipping: MoneyValue | None = None

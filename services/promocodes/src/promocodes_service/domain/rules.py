@@ -1,8 +1,9 @@
 """Input rules and discount arithmetic of promo codes.
 
 Codes: 3..64 characters of A-Z, 0-9, '-' and '_', stored in upper case and compared
-case-insensitively (the normalized text is the uniqueness key). Generated codes draw their random
-part from GENERATED_ALPHABET (upper-case letters and digits without look-alikes).
+case-insensitively (the normalized text is the uniqueness key): promo_libs.identifiers, whose
+rule orders apply too. Generated codes draw their random part from GENERATED_ALPHABET (upper-case
+letters and digits without look-alikes).
 
 Money is integer minor units plus an ISO 4217 code; amounts are at most MAX_AMOUNT so that sums
 stay far inside MongoDB's int64. Discounts: a percentage in basis points gives
@@ -19,10 +20,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from promo_libs.identifiers import MAX_ID_LENGTH
+from promo_libs.identifiers import CODE_RE, MAX_CODE_LENGTH, MAX_ID_LENGTH
 
-MIN_CODE_LENGTH = 3
-MAX_CODE_LENGTH = 64
 CODE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 GENERATED_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 DEFAULT_RANDOM_LENGTH = 12
@@ -36,26 +35,14 @@ MAX_AMOUNT = 10**12
 MAX_LIMIT = 10**9
 BASIS_POINTS_WHOLE = 10_000
 
-_CODE_RE = re.compile(r"^[A-Z0-9_-]*$")
 # Redemption ids become keys of a map in the code's document: no '.', no '$', bounded length.
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def normalize_code(raw: str) -> str:
-    if not raw:
-        raise ValueError("is required")
-    code = raw.upper()
-    if not raw.isascii() or not _CODE_RE.match(code):
-        raise ValueError("may only contain A-Z, 0-9, '-' and '_'")
-    if not MIN_CODE_LENGTH <= len(code) <= MAX_CODE_LENGTH:
-        raise ValueError(f"must be {MIN_CODE_LENGTH}..{MAX_CODE_LENGTH} characters")
-    return code
 
 
 def normalize_prefix(raw: str, max_length: int = MAX_CODE_LENGTH) -> str:
     """A code prefix (generation, list filter): the code charset, possibly empty."""
     prefix = raw.upper()
-    if not raw.isascii() or not _CODE_RE.match(prefix):
+    if not raw.isascii() or not CODE_RE.match(prefix):
         raise ValueError("may only contain A-Z, 0-9, '-' and '_'")
     if len(prefix) > max_length:
         raise ValueError(f"must be at most {max_length} characters")

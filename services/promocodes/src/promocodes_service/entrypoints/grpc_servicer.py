@@ -12,8 +12,8 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from promo.v1 import common_pb2, promo_codes_pb2, promo_codes_pb2_grpc
-from promo_libs.events import timestamp
-from promo_libs.grpc.carts import line_discounts, line_inputs, optional_money
+from promo_libs.grpc.carts import line_discounts, line_inputs
+from promo_libs.grpc.mapping import money, optional_money, timestamp
 from promocodes_service.domain import cart, rules
 from promocodes_service.domain.cart import Split
 from promocodes_service.domain.commands import (
@@ -23,7 +23,6 @@ from promocodes_service.domain.commands import (
     GeneratePromoCodes,
     ListPromoCodes,
     ListPromoCodeUsages,
-    MoneyIn,
     RedeemPromoCode,
     ReleasePromoCode,
     TargetingIn,
@@ -48,14 +47,9 @@ def _instant(value: Timestamp) -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
-def _money(message: common_pb2.Money) -> MoneyIn:
-    return MoneyIn(message.currency_code, message.amount_minor)
-
-
 def _money_out(currency: str | None, amount: int | None) -> common_pb2.Money | None:
-    if amount is None:
-        return None
-    return common_pb2.Money(currency_code=currency or "", amount_minor=amount)
+    """An optional amount of a code (a code without a currency has none)."""
+    return None if amount is None else money(currency or "", amount)
 
 
 def code_spec(message: promo_codes_pb2.PromoCode) -> CodeSpec:
@@ -65,20 +59,18 @@ def code_spec(message: promo_codes_pb2.PromoCode) -> CodeSpec:
         description=message.description,
         discount=message.WhichOneof("discount") or "",
         basis_points=percentage.basis_points,
-        max_discount=_money(percentage.max_discount)
-        if percentage.HasField("max_discount")
-        else None,
-        fixed_amount=_money(message.fixed_amount) if message.HasField("fixed_amount") else None,
+        max_discount=optional_money(percentage.max_discount, percentage.HasField("max_discount")),
+        fixed_amount=optional_money(message.fixed_amount, message.HasField("fixed_amount")),
         valid_from=_instant(message.valid_from) if message.HasField("valid_from") else None,
         valid_until=_instant(message.valid_until) if message.HasField("valid_until") else None,
         min_order_amount=(
-            _money(message.min_order_amount) if message.HasField("min_order_amount") else None
+            optional_money(message.min_order_amount, message.HasField("min_order_amount"))
         ),
         max_uses=message.max_uses if message.HasField("max_uses") else None,
         max_uses_per_user=(
             message.max_uses_per_user if message.HasField("max_uses_per_user") else None
         ),
-        budget=_money(message.budget) if message.HasField("budget") else None,
+        budget=optional_money(message.budget, message.HasField("budget")),
         # At most one more than allowed is converted: that is enough for the use case to refuse
         # the list, and a request of 100,000 ids costs no more than one of 1001.
         eligible_user_ids=tuple(message.eligible_user_ids[: rules.MAX_ELIGIBLE_USERS + 1]),
@@ -91,7 +83,7 @@ def code_spec(message: promo_codes_pb2.PromoCode) -> CodeSpec:
             message.min_item_quantity if message.HasField("min_item_quantity") else None
         ),
         min_item_amount=(
-            _money(message.min_item_amount) if message.HasField("min_item_amount") else None
+            optional_money(message.min_item_amount, message.HasField("min_item_amount"))
         ),
         first_order_only=message.first_order_only,
     )
@@ -136,9 +128,7 @@ def _offer_out(message: promo_codes_pb2.PromoCode, offer: cart.Offer, currency: 
     if offer.min_item_quantity is not None:
         message.min_item_quantity = offer.min_item_quantity
     if offer.min_item_amount is not None:
-        message.min_item_amount.CopyFrom(
-            common_pb2.Money(currency_code=currency, amount_minor=offer.min_item_amount)
-        )
+        message.min_item_amount.CopyFrom(money(currency, offer.min_item_amount))
     message.first_order_only = offer.first_order_only
 
 
@@ -170,9 +160,7 @@ def promo_message(promo: PromoCode) -> promo_codes_pb2.PromoCode:
             )
         )
     else:
-        message.fixed_amount.CopyFrom(
-            common_pb2.Money(currency_code=r.currency or "", amount_minor=r.discount.amount)
-        )
+        message.fixed_amount.CopyFrom(money(r.currency or "", r.discount.amount))
     _offer_out(message, r.offer, r.currency or "")
     return message
 
@@ -184,10 +172,8 @@ def usage_message(usage: Usage) -> promo_codes_pb2.PromoCodeUsage:
         code=usage.code,
         user_id=usage.user_id,
         order_id=usage.id,
-        order_amount=common_pb2.Money(
-            currency_code=usage.currency, amount_minor=usage.order_amount
-        ),
-        discount=common_pb2.Money(currency_code=usage.currency, amount_minor=usage.discount),
+        order_amount=money(usage.currency, usage.order_amount),
+        discount=money(usage.currency, usage.discount),
         status=promo_codes_pb2.PromoCodeUsageStatus.Value(
             f"PROMO_CODE_USAGE_STATUS_{usage.status}"
         ),
@@ -197,9 +183,7 @@ def usage_message(usage: Usage) -> promo_codes_pb2.PromoCodeUsage:
         line_discounts=line_discounts(
             usage.currency, [s.sku for s in usage.lines], [s.discount for s in usage.lines]
         ),
-        shipping_discount=common_pb2.Money(
-            currency_code=usage.currency, amount_minor=usage.shipping_discount
-        ),
+        shipping_discount=money(usage.currency, usage.shipping_discount),
     )
 
 
@@ -278,7 +262,7 @@ class PromoCodeServicer(promo_codes_pb2_grpc.PromoCodeServiceServicer):
     async def ValidatePromoCode(
         self, request: promo_codes_pb2.ValidatePromoCodeRequest, context: Context
     ) -> promo_codes_pb2.ValidatePromoCodeResponse:
-        amount = _money(request.order_amount) if request.HasField("order_amount") else None
+        amount = optional_money(request.order_amount, request.HasField("order_amount"))
         result = await self._redemptions.validate(
             ValidatePromoCode(
                 request.code,
@@ -293,20 +277,20 @@ class PromoCodeServicer(promo_codes_pb2_grpc.PromoCodeServiceServicer):
         split = result.quote.split or Split.nothing(basket)
         return promo_codes_pb2.ValidatePromoCodeResponse(
             applicable=result.quote.applicable,
-            discount=common_pb2.Money(currency_code=currency, amount_minor=result.quote.discount),
+            discount=money(currency, result.quote.discount),
             reason=result.quote.reason,
             promo_code=promo_message(result.promo) if result.promo else None,
             line_discounts=line_discounts(
                 currency, [line.sku for line in basket.lines], split.lines
             ),
-            shipping_discount=common_pb2.Money(currency_code=currency, amount_minor=split.shipping),
-            subtotal=common_pb2.Money(currency_code=currency, amount_minor=basket.subtotal),
+            shipping_discount=money(currency, split.shipping),
+            subtotal=money(currency, basket.subtotal),
         )
 
     async def RedeemPromoCode(
         self, request: promo_codes_pb2.RedeemPromoCodeRequest, context: Context
     ) -> promo_codes_pb2.PromoCodeUsage:
-        amount = _money(request.order_amount) if request.HasField("order_amount") else None
+        amount = optional_money(request.order_amount, request.HasField("order_amount"))
         usage = await self._redemptions.redeem(
             RedeemPromoCode(
                 request.code,

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from promo_libs import errors
-from promo_libs.identifiers import check_id
+from promo_libs.errors import checked
+from promo_libs.identifiers import MAX_CODE_LENGTH, check_id, normalize_code
 from promo_libs.pagination import page_request
 from promocodes_service.domain import rules
 from promocodes_service.domain.commands import (
@@ -38,7 +39,6 @@ from promocodes_service.service_layer.validation import (
     IMMUTABLE_FIELDS,
     RULE_FIELDS,
     build_rules,
-    checked,
 )
 
 _UPDATE_ATTEMPTS = 8
@@ -85,7 +85,7 @@ class Catalogue:
 
     async def create(self, command: CreatePromoCode) -> PromoCode:
         violations = errors.Violations()
-        code = checked(violations, "promo_code.code", rules.normalize_code, command.spec.code)
+        code = checked(violations, "promo_code.code", normalize_code, command.spec.code)
         rule_set = build_rules(command.spec, "promo_code", violations)
         violations.raise_if_any()
         assert code is not None and rule_set is not None
@@ -107,7 +107,7 @@ class Catalogue:
 
     async def lookup(self, code_text: str) -> PromoCode:
         violations = errors.Violations()
-        code = checked(violations, "code", rules.normalize_code, code_text)
+        code = checked(violations, "code", normalize_code, code_text)
         violations.raise_if_any()
         assert code is not None
         promo = await self._codes.get_by_code(code)
@@ -203,8 +203,8 @@ class Catalogue:
                 "random_length",
                 f"must be {rules.MIN_RANDOM_LENGTH}..{rules.MAX_RANDOM_LENGTH} (0 = default)",
             )
-        elif prefix is not None and len(prefix) + length > rules.MAX_CODE_LENGTH:
-            violations.add("prefix", f"prefix plus random part exceed {rules.MAX_CODE_LENGTH}")
+        elif prefix is not None and len(prefix) + length > MAX_CODE_LENGTH:
+            violations.add("prefix", f"prefix plus random part exceed {MAX_CODE_LENGTH}")
         if command.request_id:
             checked(violations, "request_id", rules.check_redemption_id, command.request_id)
         rule_set = build_rules(command.template, "template", violations)

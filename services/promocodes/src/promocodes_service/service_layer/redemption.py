@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from promo_libs import deadlines, errors
-from promo_libs.identifiers import check_id
+from promo_libs.errors import checked
+from promo_libs.identifiers import check_id, normalize_code
 from promo_libs.identity import require_acting_for
 from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
@@ -69,10 +70,7 @@ from promocodes_service.domain.ports import (
 )
 from promocodes_service.service_layer.catalogue import code_not_found
 from promocodes_service.service_layer.recovery import Recovery
-from promocodes_service.service_layer.validation import (
-    check_cart_request,
-    checked,
-)
+from promocodes_service.service_layer.validation import check_cart_request
 
 log = get_logger(__name__)
 
@@ -147,7 +145,7 @@ class Redemptions:
 
     async def validate(self, command: ValidatePromoCode) -> Validation:
         violations = errors.Violations()
-        code = checked(violations, "code", rules.normalize_code, command.code)
+        code = checked(violations, "code", normalize_code, command.code)
         checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
         given = check_cart_request(
             violations, command.order_amount, command.lines, command.shipping
@@ -178,7 +176,7 @@ class Redemptions:
 
     async def redeem(self, command: RedeemPromoCode) -> Usage:
         violations = errors.Violations()
-        code = checked(violations, "code", rules.normalize_code, command.code)
+        code = checked(violations, "code", normalize_code, command.code)
         checked(violations, "user_id", lambda v: check_id(v, "user id"), command.user_id)
         given = check_cart_request(
             violations, command.order_amount, command.lines, command.shipping

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
 from promo_libs import carts, errors
-from promo_libs.carts import LineInput, check_text
+from promo_libs.carts import LineInput, MoneyValue, check_text
+from promo_libs.errors import checked
 from promo_libs.identifiers import check_currency, check_id
 from promocodes_service.domain import cart, rules
-from promocodes_service.domain.commands import CodeSpec, MoneyIn
+from promocodes_service.domain.commands import CodeSpec
 from promocodes_service.domain.model import CURRENCY_MISMATCH, OFFER_FIELDS, RuleSet
 
 # The PromoCode fields an operator sets (update_mask paths); "code" is immutable.
@@ -35,27 +35,14 @@ IMMUTABLE_FIELDS = frozenset(
     {"id", "code", "uses", "discount_granted", "batch_id", "create_time", "update_time"}
 )
 
-_T = TypeVar("_T")
-_V = TypeVar("_V")
-
-
-def checked(
-    violations: errors.Violations, field: str, rule: Callable[[_V], _T], value: _V
-) -> _T | None:
-    try:
-        return rule(value)
-    except ValueError as exc:
-        violations.add(field, str(exc))
-        return None
-
 
 def require(violations: errors.Violations) -> None:
     violations.raise_if_any()
 
 
 def check_money(
-    violations: errors.Violations, path: str, money: MoneyIn | None, minimum: int
-) -> MoneyIn | None:
+    violations: errors.Violations, path: str, money: MoneyValue | None, minimum: int
+) -> MoneyValue | None:
     """A Money field: currency and amount each checked, violations on their own paths."""
     if money is None:
         return None
@@ -68,10 +55,12 @@ def check_money(
     )
     if currency is None or amount is None:
         return None
-    return MoneyIn(currency, amount)
+    return MoneyValue(currency, amount)
 
 
-def check_order_amount(violations: errors.Violations, money: MoneyIn | None) -> MoneyIn | None:
+def check_order_amount(
+    violations: errors.Violations, money: MoneyValue | None
+) -> MoneyValue | None:
     if money is None:
         violations.add("order_amount", "is required")
         return None
@@ -86,9 +75,9 @@ class CheckedCart:
 
 def check_cart_request(
     violations: errors.Violations,
-    amount: MoneyIn | None,
+    amount: MoneyValue | None,
     lines: tuple[LineInput, ...],
-    shipping: MoneyIn | None,
+    shipping: MoneyValue | None,
 ) -> CheckedCart | None:
     """The request's cart (promo_libs.carts has the rules). Without lines and shipping it is the
     one-line cart of order_amount, checked exactly as before carts existed. order_amount is
@@ -103,18 +92,7 @@ def check_cart_request(
     )
     if given is None:
         return None
-    return CheckedCart(
-        given.currency,
-        cart.Cart(
-            tuple(
-                cart.Line(
-                    line.sku, line.quantity, line.unit_price, line.product_id, line.category_ids
-                )
-                for line in given.lines
-            ),
-            given.shipping,
-        ),
-    )
+    return CheckedCart(given.currency, cart.Cart(given.lines, given.shipping))
 
 
 def build_rules(
@@ -153,7 +131,9 @@ class _RuleBuilder:
         if amount is not None and self.base is not None and self.base.currency is not None:
             self.currencies.append(("", self.base.currency))
 
-    def money(self, name: str, given: MoneyIn | None, minimum: int, old: int | None) -> int | None:
+    def money(
+        self, name: str, given: MoneyValue | None, minimum: int, old: int | None
+    ) -> int | None:
         if not self.take(name.partition(".")[0]):
             self.inherit_currency(old)
             return old

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 
 from promo.v1 import users_pb2, users_pb2_grpc
-from promo_libs.events import timestamp
+from promo_libs.grpc.mapping import timestamp
 from users_service.domain.commands import (
     AuthenticateUser,
     CreateUser,

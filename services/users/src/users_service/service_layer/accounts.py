@@ -7,9 +7,10 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from promo_libs import errors
+from promo_libs.errors import checked
 from promo_libs.identifiers import check_id
 from promo_libs.identity import acts_for_a_user, require_acting_for
 from promo_libs.pagination import page_request
@@ -26,7 +27,6 @@ from users_service.domain.ports import EmailTaken, PasswordHasher, UserRepositor
 
 UPDATABLE_FIELDS = frozenset({"email", "display_name", "password", "active"})
 _UPDATE_ATTEMPTS = 5
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +87,9 @@ class Accounts:
 
     async def create_user(self, command: CreateUser) -> User:
         violations = errors.Violations()
-        email = _checked(violations, "user.email", rules.normalize_email, command.email)
-        _checked(violations, "password", rules.check_password, command.password)
-        name = _checked(
+        email = checked(violations, "user.email", rules.normalize_email, command.email)
+        checked(violations, "password", rules.check_password, command.password)
+        name = checked(
             violations, "user.display_name", rules.normalize_display_name, command.display_name
         )
         violations.raise_if_any()
@@ -125,13 +125,13 @@ class Accounts:
             violations.add("update_mask", f"'{unknown}' cannot be updated")
         email = name = None
         if "email" in command.fields:
-            email = _checked(violations, "user.email", rules.normalize_email, command.email)
+            email = checked(violations, "user.email", rules.normalize_email, command.email)
         if "display_name" in command.fields:
-            name = _checked(
+            name = checked(
                 violations, "user.display_name", rules.normalize_display_name, command.display_name
             )
         if "password" in command.fields:
-            _checked(violations, "password", rules.check_password, command.password)
+            checked(violations, "password", rules.check_password, command.password)
         check_user_id(command.user_id, "user.id")
         violations.raise_if_any()
         require_acting_for(command.user_id)
@@ -236,13 +236,3 @@ class Accounts:
         # If the user changed meanwhile, the next login rehashes.
         with contextlib.suppress(VersionConflict):
             await self._users.save(user)
-
-
-def _checked(
-    violations: errors.Violations, field: str, rule: Callable[[str], _T], value: str
-) -> _T | None:
-    try:
-        return rule(value)
-    except ValueError as exc:
-        violations.add(field, str(exc))
-        return None

@@ -19,12 +19,14 @@ import os
 import threading
 from pathlib import Path
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from promo_libs.config import TlsPaths
+from promo_libs.grpc.client import secure_channel
 from promo_libs.user_tokens import public_jwk
 
 TRUST_DOMAIN = "promo.local"
@@ -70,6 +72,15 @@ class DevPki:
             if not (files.cert.exists() and files.key.exists()):
                 self._issue(identity, ca_cert, ca_key, files)
             return files
+
+    def channel(
+        self, address: str, identity: str, *, user_token: str | None = None
+    ) -> grpc.aio.Channel:
+        """An asyncio channel to any service this CA's certificates reach, calling as workload
+        `identity` (with `user_token`: for that end user). The one way a caller's channel is
+        opened: ServiceProcess.channel uses it for a started service, benchmarks and child
+        processes that are given an address call it directly."""
+        return secure_channel(address, self.files(identity), user_token=user_token)
 
     def user_token_keys(self) -> tuple[Path, Path]:
         """(signing key, JWKS): UserService signs user tokens with the first, every service

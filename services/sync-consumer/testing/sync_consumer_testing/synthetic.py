@@ -9,7 +9,8 @@ import uuid
 from datetime import datetime
 
 from promo.v1 import events_pb2, orders_pb2, promo_codes_pb2
-from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM, USERS_STREAM, timestamp
+from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM, USERS_STREAM
+from promo_libs.grpc.mapping import timestamp
 
 __all__ = ["ORDERS_STREAM", "PROMO_CODES_STREAM", "USERS_STREAM"]
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-_REPO_ROOT = Path(__file__).resolve().parents[3]
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_state_dir() -> Path:

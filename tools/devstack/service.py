@@ -14,7 +14,7 @@ from devstack.probes import grpc_health_status
 from devstack.processes import ChildProcess, StartupError
 from devstack.state import PidRegistry, default_state_dir
 from promo_libs.config import TlsPaths
-from promo_libs.grpc.client import secure_channel, secure_sync_channel
+from promo_libs.grpc.client import secure_sync_channel
 
 HOST = "127.0.0.1"
 # Who a test or benchmark calls as when it names nobody: staff, who may manage the catalogue,
@@ -23,20 +23,6 @@ HOST = "127.0.0.1"
 DEFAULT_CALLER = "back-office"
 # Who devstack's own health probes present (health is open to every workload).
 PROBE_IDENTITY = "operator"
-
-
-def caller_channel(
-    address: str,
-    identity: str = DEFAULT_CALLER,
-    pki: DevPki | None = None,
-    *,
-    user_token: str | None = None,
-) -> grpc.aio.Channel:
-    """An asyncio channel to any service of a devstack, as `identity`, with `pki`'s certificates
-    (default: the `make run` stack's, `<repo>/.state/dev/pki`). For benchmarks and child
-    processes that get an address rather than a ServiceProcess."""
-    files = (pki or DevPki(default_state_dir() / "pki")).files(identity)
-    return secure_channel(address, files, user_token=user_token)
 
 
 class ServiceProcess:
@@ -103,7 +89,7 @@ class ServiceProcess:
         value: "back-office" (default), "storefront", "orders", "operator", ... The storefront
         acts for one signed-in user: give it that user's `user_token` (AuthenticateUser's).
         """
-        return caller_channel(self.address, identity, self.pki, user_token=user_token)
+        return self.pki.channel(self.address, identity, user_token=user_token)
 
     def sync_channel(self, identity: str = DEFAULT_CALLER) -> grpc.Channel:
         """A blocking channel to this service (for tests that run no event loop)."""
