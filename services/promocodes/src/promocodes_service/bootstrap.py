@@ -13,6 +13,7 @@ from promo_libs.bus import EventPublisher, RedisStreamPublisher, redis_client
 from promo_libs.grpc.client import secure_channel
 from promo_libs.grpc.server import GrpcApp
 from promo_libs.mongo.connection import MongoConnection
+from promo_libs.mongo.errors import MONGO
 from promo_libs.mongo.migrations import apply_migrations
 from promo_libs.rate_limit import RedisLimiter
 from promo_libs.relay import OutboxRelay
@@ -130,5 +131,6 @@ async def build(settings: PromocodesSettings) -> GrpcApp:
             storage.connection.size_metric_loop,
             *(relay.run for relay in storage.relays),
         ],
+        drivers=[MONGO],
         on_stop=on_stop,
     )

@@ -10,6 +10,7 @@ from promo.v1 import users_pb2, users_pb2_grpc
 from promo_libs.bus import RedisStreamPublisher, redis_client
 from promo_libs.grpc.server import GrpcApp
 from promo_libs.mongo.connection import MongoConnection
+from promo_libs.mongo.errors import MONGO
 from promo_libs.mongo.migrations import apply_migrations
 from promo_libs.rate_limit import RedisLimiter
 from promo_libs.relay import OutboxRelay
@@ -83,5 +84,6 @@ async def build(settings: UsersSettings) -> GrpcApp:
         register=lambda server: users_pb2_grpc.add_UserServiceServicer_to_server(servicer, server),
         probes={"mongo": connection.ping},
         background=[connection.size_metric_loop, relay.run],
+        drivers=[MONGO],
         on_stop=on_stop,
     )
