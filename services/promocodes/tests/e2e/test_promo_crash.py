@@ -68,7 +68,7 @@ async def load(
 
 def recover(service: ServiceProcess) -> dict[str, int]:
     done = subprocess.run(
-        [sys.executable, "-m", "promocodes_service.recover", "--stale-seconds", "0"],
+        [sys.executable, "-m", "promocodes_service", "sweep", "--stale-seconds", "0"],
         env=service.env,
         capture_output=True,
         text=True,
@@ -88,7 +88,7 @@ async def test_sigkill_during_redemptions_then_recovery(
 ) -> None:
     user_ids = await create_users(users, 30, "crash")
     service = promocodes_process(
-        stack, mongo_db_name, users_service.address, {"RECOVERY_INTERVAL_SECONDS": "3600"}
+        stack, mongo_db_name, users_service.address, {"SWEEP_INTERVAL_SECONDS": "3600"}
     )
     await asyncio.to_thread(service.start_and_wait)
     try:

@@ -3,7 +3,7 @@
 `_id` is the redemption id, so a retried redemption collides with its first write. `slot` is the
 per-user slot under the unique index (promo_id, user_id, slot): 1..max_uses_per_user while the
 usage is ACTIVE, a string unique to the usage otherwise (no per-user limit, released, abandoned),
-which frees the numbered slot. `aborted.<attempt>` fences attempts the recovery sweep rolled back;
+which frees the numbered slot. `aborted.<attempt>` fences attempts the sweep rolled back;
 a VOIDED document (a Release came first) fences every attempt, for good.
 Moments are epoch milliseconds (promo_libs.mongo.times); release data is one sub-document
 `release` written whole; a fenced id is taken over with a filtered replace (which, unlike

@@ -184,7 +184,7 @@ class UsageRepository(Repository[Usage]):
     async def fence_redeem(
         self, redemption_id: str, attempt: str, promo_code_id: str, user_id: str
     ) -> Usage | None:
-        """Recovery: makes sure reservation `attempt` can never write its usage. Returns the
+        """The sweep: makes sure reservation `attempt` can never write its usage. Returns the
         visible usage already stored under the id (None: fenced, nothing was written)."""
 
     @abc.abstractmethod
@@ -199,7 +199,7 @@ class UsageRepository(Repository[Usage]):
 
     @abc.abstractmethod
     async def fence_release(self, redemption_id: str, attempt: str) -> Usage | None:
-        """Recovery: if the usage is still ACTIVE, fences release `attempt` out and returns None;
+        """The sweep: if the usage is still ACTIVE, fences release `attempt` out and returns None;
         otherwise returns the usage as stored."""
 
     @abc.abstractmethod

@@ -1,0 +1,17 @@
+"""The service kit: what every service's composition root is made of, written once.
+
+Every service has one composition root, `bootstrap.py`, of one shape:
+
+    async def assemble(settings, kit) -> Assembly   # the use cases, on the kit's resources
+    async def build(settings) -> GrpcApp            # the server: assemble on a serving kit
+
+The server and every operator command (`python -m <service> migrate|sweep|replay`,
+promo_libs.entrypoint) assemble the same way; only the kit differs: a serving kit
+(`ServiceKit(settings, serving=True)`) also runs the outbox relays and the size metric, and
+its `app()` adds them, the database probes and drivers and the shutdown to the server.
+"""
+
+from promo_libs.kit.clock import new_id, utc_now
+from promo_libs.kit.service import MongoStore, ServiceKit, mongo_migrate_command
+
+__all__ = ["MongoStore", "ServiceKit", "mongo_migrate_command", "new_id", "utc_now"]
