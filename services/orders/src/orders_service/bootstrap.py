@@ -12,7 +12,6 @@ from orders_service.adapters.event_codec import encode_events
 from orders_service.adapters.migrations import MIGRATIONS
 from orders_service.adapters.mongo_repository import MongoOrderRepository
 from orders_service.adapters.promocodes_client import GrpcPromoCodes
-from orders_service.adapters.users_client import GrpcUserDirectory
 from orders_service.config import OrdersSettings
 from orders_service.entrypoints.grpc_servicer import OrderServicer
 from orders_service.entrypoints.policy import POLICY
@@ -20,6 +19,7 @@ from orders_service.service_layer.orders import Orders
 from orders_service.service_layer.sweep import Sweeper
 from promo.v1 import orders_pb2, orders_pb2_grpc
 from promo_libs.grpc.server import GrpcApp
+from promo_libs.grpc.users import GrpcUserDirectory
 from promo_libs.kit import MongoStore, ServiceKit, new_id, utc_now
 
 SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name

@@ -8,13 +8,13 @@ from datetime import timedelta
 
 from promo.v1 import promo_codes_pb2, promo_codes_pb2_grpc
 from promo_libs.grpc.server import GrpcApp
+from promo_libs.grpc.users import GrpcUserDirectory
 from promo_libs.kit import MongoStore, ServiceKit, new_id, utc_now
 from promo_libs.rate_limit import RedisLimiter
 from promocodes_service.adapters.event_codec import encode_code_events, encode_usage_events
 from promocodes_service.adapters.migrations import MIGRATIONS
 from promocodes_service.adapters.mongo_codes import MongoPromoCodeRepository
 from promocodes_service.adapters.mongo_usages import MongoUsageRepository
-from promocodes_service.adapters.users_client import GrpcUserDirectory
 from promocodes_service.config import PromocodesSettings
 from promocodes_service.entrypoints.grpc_servicer import PromoCodeServicer
 from promocodes_service.entrypoints.limits import LIMITS

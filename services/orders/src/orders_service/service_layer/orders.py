@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from orders_service.domain import rules
 from orders_service.domain.commands import CancelOrder, CreateOrder, ListOrders
-from orders_service.domain.events import OrderLine, UserSnapshot
+from orders_service.domain.events import OrderLine
 from orders_service.domain.model import (
     CANCELLED,
     CONFIRMED,
@@ -46,7 +46,6 @@ from orders_service.domain.ports import (
     PromoCodes,
     Redeemed,
     Redemption,
-    UserDirectory,
     VersionConflict,
 )
 from promo_libs import carts, deadlines, errors
@@ -55,6 +54,7 @@ from promo_libs.identifiers import check_currency, check_id
 from promo_libs.identity import require_acting_for
 from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
+from promo_libs.users import UserDirectory, UserSnapshot
 
 log = get_logger(__name__)
 
@@ -230,10 +230,7 @@ class Orders:
         return order
 
     async def _user(self, user_id: str) -> UserSnapshot:
-        try:
-            user = await self._users.get_user(user_id)
-        except OutcomeUnknown as exc:
-            raise unavailable(exc.dependency) from None
+        user = await self._users.get_user(user_id)  # Unavailable when nobody can tell
         if user is None:
             raise errors.NotFound(
                 f"user {user_id} does not exist", "USER_NOT_FOUND", {"user_id": user_id}

@@ -22,8 +22,9 @@ from promo_libs.mongo.connection import Document
 from promo_libs.mongo.repository import MongoRepository
 from promo_libs.mongo.times import optional_from_millis, optional_to_millis, to_millis
 from promo_libs.outbox import OutboxEntry, outbox_fields
+from promo_libs.users import UserSnapshot
 from promocodes_service.adapters.migrations import USAGES
-from promocodes_service.domain.events import LineShare, UsageEvent, UserSnapshot
+from promocodes_service.domain.events import LineShare, UsageEvent
 from promocodes_service.domain.model import ABANDONED, ACTIVE, RELEASED, VOIDED, Usage
 from promocodes_service.domain.ports import (
     CLAIMED,

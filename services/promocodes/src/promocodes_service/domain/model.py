@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from promo_libs.users import UserSnapshot
 from promocodes_service.domain.cart import FIRST_ORDER_ONLY, Cart, Offer, Split, split
 from promocodes_service.domain.cart import conditions as cart_conditions
 from promocodes_service.domain.events import (
@@ -24,7 +25,6 @@ from promocodes_service.domain.events import (
     PromoCodeUpdated,
     UsageEvent,
     UsageSnapshot,
-    UserSnapshot,
 )
 from promocodes_service.domain.rules import Discount, FixedAmount, Percentage
 

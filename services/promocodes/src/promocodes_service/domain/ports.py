@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from promo_libs.repository import Repository
-from promocodes_service.domain.events import UserSnapshot
 from promocodes_service.domain.model import PromoCode, Reservation, Usage
 
 
@@ -207,17 +206,6 @@ class UsageRepository(Repository[Usage]):
         self, query: UsageQuery, after_key: str | None, size: int
     ) -> tuple[list[Usage], str | None]:
         """Visible usages in (create time, id) order; the last sort key when there is more."""
-
-
-class UserDirectory(abc.ABC):
-    """UserService, as far as redemptions need it."""
-
-    @abc.abstractmethod
-    async def get_user(self, user_id: str) -> UserSnapshot | None:
-        """None when no such user; raises promo_libs.errors.Unavailable when it cannot tell."""
-
-    @abc.abstractmethod
-    async def ping(self) -> bool: ...
 
 
 def usage_sort_key(created_at: datetime, usage_id: str) -> str:

@@ -35,6 +35,7 @@ from promo_libs.identifiers import check_id
 from promo_libs.identity import require_acting_for
 from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
+from promo_libs.users import UserDirectory, UserSnapshot
 from promocodes_service.domain import rules
 from promocodes_service.domain.cart import FIRST_ORDER_ONLY, Cart
 from promocodes_service.domain.commands import (
@@ -43,7 +44,6 @@ from promocodes_service.domain.commands import (
     ReleasePromoCode,
     ValidatePromoCode,
 )
-from promocodes_service.domain.events import UserSnapshot
 from promocodes_service.domain.model import (
     ACTIVE,
     BUDGET_EXHAUSTED,
@@ -65,7 +65,6 @@ from promocodes_service.domain.ports import (
     PromoCodeRepository,
     UsageQuery,
     UsageRepository,
-    UserDirectory,
 )
 from promocodes_service.service_layer.catalogue import code_not_found
 from promocodes_service.service_layer.sweep import Sweeper
