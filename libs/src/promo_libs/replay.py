@@ -16,19 +16,19 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from promo_libs.bus import BusEvent, EventPublisher, RedisStreamPublisher
 from promo_libs.config import MongoServiceSettings
 from promo_libs.entrypoint import Command, print_json
-from promo_libs.kit import MongoStore, ServiceKit
+from promo_libs.kit import ServiceKit
+from promo_libs.mongo.migrations import Migration
 from promo_libs.outbox import OutboxEntry
 
 Document = dict[str, Any]
 ToEntries = Callable[[Document], Awaitable[list[OutboxEntry]]]
-MongoServiceT = TypeVar("MongoServiceT", bound=MongoServiceSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,24 +67,22 @@ async def replay(
     return published
 
 
-class _Assembled(Protocol):
-    store: MongoStore
-
-
 def replay_command(
     producer: str,
-    assemble: Callable[[MongoServiceT, ServiceKit], Awaitable[_Assembled]],
+    migrations: Sequence[Migration],
     build_sources: Callable[[AsyncDatabase[Document]], Sequence[Source]],
-) -> Command[MongoServiceT]:
+) -> Command[MongoServiceSettings]:
     """`replay --stream NAME`: the service's current state, as events, on that stream; prints
-    the count. Assembled like the server (without its relays: it publishes only the replay)."""
+    the count. Connects through the kit like the server, but builds only the database: a replay
+    reads its own database and calls no other service (so it needs no certificates, and runs
+    with sync-consumer's environment during a rebuild)."""
 
     def arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--stream", required=True, help="stream to publish the events to")
 
-    async def run(settings: MongoServiceT, args: argparse.Namespace) -> int:
+    async def run(settings: MongoServiceSettings, args: argparse.Namespace) -> int:
         async with ServiceKit(settings) as kit:
-            db = (await assemble(settings, kit)).store.db
+            db = (await kit.mongo(settings, migrations)).db
             # A short de-duplication window: replayed events get fresh ids, none is re-sent.
             publisher = RedisStreamPublisher(
                 kit.redis(settings, timeout_seconds=10.0), dedupe_ttl_seconds=600

@@ -56,3 +56,17 @@ class UserDirectory(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> bool:
         """Whether UserService serves (a health probe of the caller)."""
+
+    async def active_user(self, user_id: str) -> UserSnapshot:
+        """The user a redemption or an order is for: NOT_FOUND USER_NOT_FOUND when there is
+        none, FAILED_PRECONDITION USER_INACTIVE when it is suspended or deleted."""
+        user = await self.get_user(user_id)
+        if user is None:
+            raise errors.NotFound(
+                f"user {user_id} does not exist", "USER_NOT_FOUND", {"user_id": user_id}
+            )
+        if not user.active:
+            raise errors.FailedPrecondition(
+                f"user {user_id} is not active", "USER_INACTIVE", {"user_id": user_id}
+            )
+        return user

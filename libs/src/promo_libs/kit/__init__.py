@@ -6,9 +6,11 @@ Every service has one composition root, `bootstrap.py`, of one shape:
     async def build(settings) -> GrpcApp            # the server: assemble on a serving kit
 
 The server and every operator command (`python -m <service> migrate|sweep|replay`,
-promo_libs.entrypoint) assemble the same way; only the kit differs: a serving kit
-(`ServiceKit(settings, serving=True)`) also runs the outbox relays and the size metric, and
-its `app()` adds them, the database probes and drivers and the shutdown to the server.
+promo_libs.entrypoint) go through the kit: `sweep` assembles exactly like the server, on a
+plain kit; `migrate` and `replay`, which need only the database, take just `kit.mongo`. A
+serving kit (`ServiceKit(settings, serving=True)`) also builds and runs the outbox relays and
+the size metric, and its `app()` adds them, the database probe and driver and the shutdown to
+the server.
 """
 
 from promo_libs.kit.clock import new_id, utc_now

@@ -5,7 +5,7 @@ current state as events (promo_libs.entrypoint)."""
 from __future__ import annotations
 
 from orders_service.adapters.migrations import MIGRATIONS
-from orders_service.bootstrap import assemble, build
+from orders_service.bootstrap import build
 from orders_service.config import OrdersSettings
 from orders_service.entrypoints.commands import SWEEP
 from orders_service.replay import sources
@@ -23,7 +23,7 @@ def main() -> None:
         [
             mongo_migrate_command(MIGRATIONS),
             SWEEP,
-            replay_command("orders_service", assemble, sources),
+            replay_command("orders_service", MIGRATIONS, sources),
         ],
     )
 

@@ -8,7 +8,7 @@ from promo_libs.entrypoint import run_service
 from promo_libs.kit import mongo_migrate_command
 from promo_libs.replay import replay_command
 from promocodes_service.adapters.migrations import MIGRATIONS
-from promocodes_service.bootstrap import assemble, build
+from promocodes_service.bootstrap import build
 from promocodes_service.config import PromocodesSettings
 from promocodes_service.entrypoints.commands import SWEEP
 from promocodes_service.replay import sources
@@ -23,7 +23,7 @@ def main() -> None:
         [
             mongo_migrate_command(MIGRATIONS),
             SWEEP,
-            replay_command("promocodes_service", assemble, sources),
+            replay_command("promocodes_service", MIGRATIONS, sources),
         ],
     )
 

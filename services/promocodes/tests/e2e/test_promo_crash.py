@@ -66,7 +66,7 @@ async def load(
     return outcomes
 
 
-def recover(service: ServiceProcess) -> dict[str, int]:
+def sweep(service: ServiceProcess) -> dict[str, int]:
     done = subprocess.run(
         [sys.executable, "-m", "promocodes_service", "sweep", "--stale-seconds", "0"],
         env=service.env,
@@ -110,7 +110,7 @@ async def test_sigkill_during_redemptions_then_recovery(
             stop.set()
             all_outcomes.update(await task)
             await asyncio.to_thread(service.start_and_wait)
-            report = await asyncio.to_thread(recover, service)
+            report = await asyncio.to_thread(sweep, service)
             for key in recovered:
                 recovered[key] += report[key]
         sync_db = _sync_db(stack, mongo_db_name)

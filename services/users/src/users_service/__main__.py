@@ -7,7 +7,7 @@ from promo_libs.entrypoint import run_service
 from promo_libs.kit import mongo_migrate_command
 from promo_libs.replay import replay_command
 from users_service.adapters.migrations import MIGRATIONS
-from users_service.bootstrap import assemble, build
+from users_service.bootstrap import build
 from users_service.config import UsersSettings
 from users_service.replay import sources
 
@@ -18,7 +18,7 @@ def main() -> None:
         "users",
         UsersSettings,
         build,
-        [mongo_migrate_command(MIGRATIONS), replay_command("users_service", assemble, sources)],
+        [mongo_migrate_command(MIGRATIONS), replay_command("users_service", MIGRATIONS, sources)],
     )
 
 

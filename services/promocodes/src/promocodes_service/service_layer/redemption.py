@@ -206,7 +206,7 @@ class Redemptions:
                 await self._wait_settled(promo, rid, in_flight)
                 continue
             if user is None:
-                user = await self._user(command.user_id)
+                user = await self._users.active_user(command.user_id)
             user_uses, taken = 0, set[int]()
             per_user = promo.rules.max_uses_per_user
             if per_user is not None:
@@ -331,18 +331,6 @@ class Redemptions:
                 {"redemption_id": stored.id},
             )
         return stored
-
-    async def _user(self, user_id: str) -> UserSnapshot:
-        user = await self._users.get_user(user_id)
-        if user is None:
-            raise errors.NotFound(
-                f"user {user_id} does not exist", "USER_NOT_FOUND", {"user_id": user_id}
-            )
-        if not user.active:
-            raise errors.FailedPrecondition(
-                f"user {user_id} is not active", "USER_INACTIVE", {"user_id": user_id}
-            )
-        return user
 
     async def _wait_settled(self, promo: PromoCode, rid: str, reservation: Reservation) -> None:
         """Another request holds a reservation for this id: wait until it is settled (or settle
