@@ -1,7 +1,7 @@
 """`python -m sync_consumer rebuild`: recreate the ClickHouse analytics from MongoDB (I6).
 
 No process reads another service's collections: each owning service's replay command
-(`python -m <service>.replay`, promo_libs.replay) publishes its current state as events into a
+(`python -m <service> replay`, promo_libs.replay) publishes its current state as events into a
 dedicated rebuild stream, in the live envelope format with aggregate_version = the document's
 version, and this command maps them with the live consumer's row mapping into fresh tables.
 
