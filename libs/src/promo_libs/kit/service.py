@@ -59,6 +59,8 @@ class MongoStore:
 
 
 class ServiceKit:
+    """One process's resources; `serving=True` for the server, plain for operator commands."""
+
     def __init__(self, settings: ServiceSettings, *, serving: bool = False) -> None:
         self._settings = settings
         self.serving = serving
@@ -79,9 +81,11 @@ class ServiceKit:
         """Connects, waits until MongoDB answers and applies the migrations. On a serving kit,
         each collection of `relayed` (those whose repositories write events) gets its outbox
         relay, publishing to the Redis streams; the only place a relay is built."""
+        if self._mongo is not None:
+            raise RuntimeError("a service owns one MongoDB database: ServiceKit.mongo() again")
         connection = MongoConnection(settings)
+        self._mongo = connection  # closed by close() even if connecting fails half-way
         await connection.connect()
-        self._mongo = connection
         await connection.wait_until_reachable()
         store = MongoStore(connection, await apply_migrations(connection.db, migrations))
         self._probes["mongo"] = connection.ping
@@ -102,7 +106,8 @@ class ServiceKit:
         return store
 
     def redis(self, settings: RedisSettings, timeout_seconds: float = 2.0) -> RedisClient:
-        """The process's one Redis client (created on first use; nothing connects yet)."""
+        """The process's one Redis client, created by the first call (with its timeout);
+        nothing connects yet."""
         if self._redis is None:
             self._redis = redis_client(settings, timeout_seconds=timeout_seconds)
         return self._redis
@@ -120,6 +125,8 @@ class ServiceKit:
     def app(self, app: GrpcApp) -> GrpcApp:
         """The service's server, with what the kit runs beside it: the kit's probes first
         (the root's own override them), its drivers and loops, and its shutdown."""
+        if app.on_stop is not None:
+            raise ValueError("the kit closes what it opened: register closers with on_close()")
         return dataclasses.replace(
             app,
             probes={**self._probes, **app.probes},
