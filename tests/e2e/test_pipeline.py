@@ -198,10 +198,10 @@ async def test_an_event_on_the_stream_twice_is_counted_once(
     assert rows == [["1", "7000"]]
 
 
-def _run_tool(platform: Platform, module: str) -> subprocess.CompletedProcess[str]:
+def _run_tool(platform: Platform, module: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **platform.tool_env()}
     return subprocess.run(
-        [sys.executable, "-m", module],
+        [sys.executable, "-m", module, *args],
         check=False,
         env=env,
         capture_output=True,
@@ -221,7 +221,7 @@ async def test_rebuild_from_mongodb_under_live_load_reconciles(
     assert _run_tool(platform, "sync_consumer.reconcile").returncode == 1
     work = await LoadProcess(platform, load, 300, 4).start()  # live events during the rebuild
     await asyncio.sleep(0.5)
-    rebuilt = await asyncio.to_thread(_run_tool, platform, "sync_consumer.rebuild")
+    rebuilt = await asyncio.to_thread(_run_tool, platform, "sync_consumer", "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     await work.wait()
     took = await until_reconciled(platform, DRAIN_SECONDS)
@@ -248,7 +248,8 @@ async def test_redis_failing_during_the_rebuild_hold_aborts_it_and_nothing_is_lo
     rebuild = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "sync_consumer.rebuild",
+        "sync_consumer",
+        "rebuild",
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -268,6 +269,6 @@ async def test_redis_failing_during_the_rebuild_hold_aborts_it_and_nothing_is_lo
     print(f"\nrebuild aborted: {err.decode().strip().splitlines()[-1]}; reconciled in {took:.1f}s")
     tables = platform.query("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name")
     assert not [t for t in tables if t[0].endswith(("__rebuild", "__old"))]
-    again = await asyncio.to_thread(_run_tool, platform, "sync_consumer.rebuild")
+    again = await asyncio.to_thread(_run_tool, platform, "sync_consumer", "rebuild")
     assert again.returncode == 0, again.stderr[-3000:]
     await until_reconciled(platform, DRAIN_SECONDS)

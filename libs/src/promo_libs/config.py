@@ -122,6 +122,11 @@ class OutboxSettings(RedisSettings):
     outbox_relay_idle_seconds: float = Field(0.5, gt=0, le=60)
 
 
+class MongoServiceSettings(ServiceSettings, MongoSettings, OutboxSettings):
+    """A service that owns a MongoDB database and publishes its changes as events (users,
+    promocodes, orders): what the service kit's commands need (promo_libs.kit)."""
+
+
 class ClickHouseSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Protocol
 
 from google.protobuf.message import Message
 
@@ -17,6 +16,7 @@ from promo.v1 import events_pb2
 from promo_libs.grpc.mapping import timestamp
 from promo_libs.logging import current_request_id
 from promo_libs.outbox import OutboxEntry
+from promo_libs.users import UserSnapshot
 
 # One stream per producing service (aggregate family): consumers need per-aggregate order, and a
 # family's events share one ordered log.
@@ -25,24 +25,7 @@ PROMO_CODES_STREAM = "promo.events.promo_codes"
 ORDERS_STREAM = "promo.events.orders"
 
 
-class UserFacts(Protocol):
-    """What every service knows of a user at the moment of an event (each has its own class)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def email(self) -> str: ...
-    @property
-    def display_name(self) -> str: ...
-    @property
-    def active(self) -> bool: ...
-    @property
-    def created_at(self) -> datetime | None: ...
-    @property
-    def deleted_at(self) -> datetime | None: ...
-
-
-def user_snapshot_message(user: UserFacts) -> events_pb2.UserSnapshot:
+def user_snapshot_message(user: UserSnapshot) -> events_pb2.UserSnapshot:
     """The user snapshot every event that names a user carries, built the same by every producer."""
     return events_pb2.UserSnapshot(
         id=user.id,

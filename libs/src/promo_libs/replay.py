@@ -1,6 +1,6 @@
 """Replaying a service's current state as events, for a rebuild of the analytics (I6).
 
-Each producing service has a `replay` command (`python -m <service>.replay --stream NAME`) that
+Each producing service has a `replay` command (`python -m <service> replay --stream NAME`) that
 reads only its own database and publishes, for every aggregate, one event carrying its current
 snapshot, in the same envelope format as the live events and with `aggregate_version` = the
 document's current version. sync_consumer.rebuild runs the three commands into dedicated
@@ -14,17 +14,17 @@ publishes the entries to the stream it is given.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from promo_libs.bus import BusEvent, EventPublisher, RedisStreamPublisher, redis_client
-from promo_libs.config import MongoSettings, RedisSettings
-from promo_libs.mongo.connection import MongoConnection
+from promo_libs.bus import BusEvent, EventPublisher, RedisStreamPublisher
+from promo_libs.config import MongoServiceSettings
+from promo_libs.entrypoint import Command, print_json
+from promo_libs.kit import ServiceKit
+from promo_libs.mongo.migrations import Migration
 from promo_libs.outbox import OutboxEntry
 
 Document = dict[str, Any]
@@ -67,34 +67,30 @@ async def replay(
     return published
 
 
-def main(
+def replay_command(
     producer: str,
+    migrations: Sequence[Migration],
     build_sources: Callable[[AsyncDatabase[Document]], Sequence[Source]],
-    mongo: MongoSettings,
-    bus: RedisSettings,
-    argv: Sequence[str] | None = None,
-) -> int:
-    """The command line of a service's replay module; prints one JSON line with the count."""
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {producer}.replay",
-        description=f"Publish the current state of {producer}'s database as events.",
-    )
-    parser.add_argument("--stream", required=True, help="stream to publish the events to")
-    args = parser.parse_args(argv)
+) -> Command[MongoServiceSettings]:
+    """`replay --stream NAME`: the service's current state, as events, on that stream; prints
+    the count. Connects through the kit like the server, but builds only the database: a replay
+    reads its own database and calls no other service (so it needs no certificates, and runs
+    with sync-consumer's environment during a rebuild)."""
 
-    async def run() -> int:
-        connection = MongoConnection(mongo)
-        await connection.connect()
-        redis = redis_client(bus, timeout_seconds=10.0)
-        try:
-            await connection.wait_until_reachable()
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--stream", required=True, help="stream to publish the events to")
+
+    async def run(settings: MongoServiceSettings, args: argparse.Namespace) -> int:
+        async with ServiceKit(settings) as kit:
+            db = (await kit.mongo(settings, migrations)).db
             # A short de-duplication window: replayed events get fresh ids, none is re-sent.
-            publisher = RedisStreamPublisher(redis, dedupe_ttl_seconds=600)
-            return await replay(connection.db, build_sources(connection.db), publisher, args.stream)
-        finally:
-            await redis.aclose()
-            await connection.disconnect()
+            publisher = RedisStreamPublisher(
+                kit.redis(settings, timeout_seconds=10.0), dedupe_ttl_seconds=600
+            )
+            count = await replay(db, build_sources(db), publisher, args.stream)
+        print_json({"producer": producer, "stream": args.stream, "events": count})
+        return 0
 
-    count = asyncio.run(run())
-    print(json.dumps({"producer": producer, "stream": args.stream, "events": count}), flush=True)
-    return 0
+    return Command(
+        "replay", f"publish the current state of {producer}'s database as events", run, arguments
+    )

@@ -3,18 +3,24 @@
 Details follow google.rpc: BadRequest with field violations for INVALID_ARGUMENT, ErrorInfo with
 a stable `reason` (domain "promo.v1") otherwise. Anything unexpected becomes INTERNAL with a
 generic message; the traceback goes to the log, never to the caller.
+
+This layer knows no database: failures of a data store's driver are translated by that store's
+adapter (a `Driver`, e.g. promo_libs.mongo.errors.MONGO), which the service's composition root
+hands to the server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from pymongo import errors as mongo_errors
 
 from promo_libs import errors
 
@@ -45,29 +51,23 @@ _CODES: dict[type[errors.DomainError], int] = {
     errors.DeadlineExceeded: code_pb2.DEADLINE_EXCEEDED,
 }
 
-# Failures of MongoDB itself (not of the request): the caller may retry later.
-MONGO_UNAVAILABLE = (
-    mongo_errors.ConnectionFailure,
-    mongo_errors.ServerSelectionTimeoutError,
-    mongo_errors.NetworkTimeout,
-    mongo_errors.AutoReconnect,
-)
+
+class Driver(Protocol):
+    """A data store's adapter, as the server sees it: what its driver's failures mean to the
+    caller (None: not one of its failures), and how to bound its operations by an RPC's
+    deadline."""
+
+    name: str
+
+    def translate(self, exc: BaseException) -> errors.DomainError | None: ...
+
+    def bound(self, seconds: float) -> AbstractContextManager[None]: ...
 
 
 def _pack(message: object) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)  # type: ignore[arg-type]
     return packed
-
-
-def _deadline_passed(exc: BaseException) -> bool:
-    """A timeout of the RPC's own deadline (PyMongo's client-side operation timeout), as opposed
-    to a database that cannot be reached at all."""
-    if isinstance(exc, mongo_errors.ServerSelectionTimeoutError):
-        return False
-    if isinstance(exc, mongo_errors.PyMongoError):
-        return exc.timeout
-    return isinstance(exc, asyncio.TimeoutError | TimeoutError)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -122,17 +122,17 @@ def status_for(error: errors.DomainError) -> status_pb2.Status:
     return status
 
 
-def to_domain_error(exc: BaseException) -> errors.DomainError | None:
+def to_domain_error(
+    exc: BaseException, drivers: Sequence[Driver] = ()
+) -> errors.DomainError | None:
     """Infrastructure failures that have a meaning for the caller; None for real bugs."""
     if isinstance(exc, errors.DomainError):
         return exc
-    if isinstance(exc, MONGO_UNAVAILABLE) and not _deadline_passed(exc):
-        return errors.Unavailable(
-            "the database is unavailable",
-            reason="DEPENDENCY_UNAVAILABLE",
-            metadata={"dependency": "mongo"},
-        )
-    if _deadline_passed(exc):
+    for driver in drivers:
+        translated = driver.translate(exc)
+        if translated is not None:
+            return translated
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return errors.DeadlineExceeded("the deadline passed before the operation completed")
     if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
         grpc.StatusCode.UNAVAILABLE,
@@ -144,8 +144,8 @@ def to_domain_error(exc: BaseException) -> errors.DomainError | None:
     return None
 
 
-def grpc_status_for(exc: BaseException) -> grpc.Status:
-    domain_error = to_domain_error(exc)
+def grpc_status_for(exc: BaseException, drivers: Sequence[Driver] = ()) -> grpc.Status:
+    domain_error = to_domain_error(exc, drivers)
     if domain_error is None:
         status = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
     else:

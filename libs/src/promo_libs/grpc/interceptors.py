@@ -8,19 +8,19 @@ application service and let exceptions fly; this is where they become statuses. 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import grpc
-import pymongo
 import structlog
 
 from promo_libs import deadlines, errors
 from promo_libs.grpc.authz import Authorizer
 from promo_libs.grpc.client import REQUEST_ID_HEADER
-from promo_libs.grpc.errors import grpc_status_for, to_domain_error
+from promo_libs.grpc.errors import Driver, grpc_status_for, to_domain_error
 from promo_libs.grpc.limits import RateLimits
 from promo_libs.grpc.requests import timestamp_violations
 from promo_libs.identity import current_caller, current_user
@@ -52,10 +52,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         authorizer: Authorizer,
         limits: RateLimits | None = None,
         max_deadline_seconds: float = 120.0,
+        drivers: Sequence[Driver] = (),
     ) -> None:
         self.authorizer = authorizer
         self.limits = limits
         self.max_deadline_seconds = max_deadline_seconds
+        # The data stores' adapters (promo_libs.grpc.errors.Driver): their failures' meaning
+        # and their operations' deadline, so this layer needs to know no database.
+        self.drivers = tuple(drivers)
         # Use cases whose caller left and that still run (see _wrap): shutdown waits for them
         # before it closes the connections they use.
         self.abandoned: set[asyncio.Future[Any]] = set()
@@ -77,7 +81,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             return None
         full_method: str = handler_call_details.method
         if handler.unary_unary is None:
-            return _authorized_stream(handler, full_method, self.authorizer)
+            return _authorized_stream(handler, full_method, self.authorizer, self.drivers)
         service, _, method = full_method.lstrip("/").rpartition("/")
         return grpc.unary_unary_rpc_method_handler(
             _wrap(
@@ -89,6 +93,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 self.authorizer,
                 self.limits,
                 self.max_deadline_seconds,
+                self.drivers,
             ),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
@@ -96,7 +101,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _authorized_stream(
-    handler: grpc.RpcMethodHandler[Any, Any], full_method: str, authorizer: Authorizer
+    handler: grpc.RpcMethodHandler[Any, Any],
+    full_method: str,
+    authorizer: Authorizer,
+    drivers: Sequence[Driver],
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """A streaming handler (health Watch, reflection) behind the same authorization."""
     inner = cast(
@@ -108,7 +116,7 @@ def _authorized_stream(
         try:
             caller = authorizer.authorize(full_method, context)
         except Exception as exc:
-            status = grpc_status_for(exc)
+            status = grpc_status_for(exc, drivers)
             log.info("rpc refused", rpc=full_method, code=status.code.name, error=status.details)
             await context.abort(status.code, status.details, status.trailing_metadata)
         current_caller.set(caller)
@@ -132,13 +140,16 @@ def _authorized_stream(
     return grpc.stream_unary_rpc_method_handler(handle, **options)
 
 
-def _drop_result(work: asyncio.Future[Any]) -> None:
-    """Observes the outcome of a use case whose caller left, so it is logged, not lost."""
-    if work.cancelled():
-        return
-    error = work.exception()
-    if error is not None and to_domain_error(error) is None:
-        log.error("abandoned rpc failed", error=repr(error))
+def _result_dropper(drivers: Sequence[Driver]) -> Callable[[asyncio.Future[Any]], None]:
+    def drop_result(work: asyncio.Future[Any]) -> None:
+        """Observes the outcome of a use case whose caller left, so it is logged, not lost."""
+        if work.cancelled():
+            return
+        error = work.exception()
+        if error is not None and to_domain_error(error, drivers) is None:
+            log.error("abandoned rpc failed", error=repr(error))
+
+    return drop_result
 
 
 def _wrap(
@@ -150,7 +161,10 @@ def _wrap(
     authorizer: Authorizer,
     limits: RateLimits | None,
     max_deadline_seconds: float,
+    drivers: Sequence[Driver],
 ) -> Handler:
+    drop_result = _result_dropper(drivers)
+
     async def handle(request: Any, context: Context) -> Any:
         request_id = _request_id(context)
         started = time.perf_counter()
@@ -178,7 +192,10 @@ def _wrap(
                     if remaining is None
                     else min(remaining, max_deadline_seconds)
                 )
-                with pymongo.timeout(bound), deadlines.bound(bound):
+                with contextlib.ExitStack() as scope:
+                    for driver in drivers:
+                        scope.enter_context(driver.bound(bound))
+                    scope.enter_context(deadlines.bound(bound))
                     work = asyncio.ensure_future(inner(request, context))
                 # When the caller goes away, gRPC cancels this coroutine. The use case is not
                 # cancelled with it: a coroutine cancelled inside PyMongo's pool breaks the pool
@@ -196,14 +213,14 @@ def _wrap(
                 code = grpc.StatusCode.CANCELLED  # the caller went away or its deadline passed
                 abandoned.add(work)
                 work.add_done_callback(abandoned.discard)
-                work.add_done_callback(_drop_result)
+                work.add_done_callback(drop_result)
                 raise
             except Exception as exc:
                 if limits is not None:
                     await limits.failed(full_method, request, exc)
-                status = grpc_status_for(exc)
+                status = grpc_status_for(exc, drivers)
                 code = status.code
-                if to_domain_error(exc) is None:
+                if to_domain_error(exc, drivers) is None:
                     log.exception("rpc failed unexpectedly")
                 else:
                     log.info("rpc refused", code=code.name, error=status.details)

@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from promo_libs.config import ServiceSettings
 from promo_libs.grpc.authz import Authorizer, ServicePolicy
+from promo_libs.grpc.errors import Driver
 from promo_libs.grpc.health import HealthMonitor, Probe
 from promo_libs.grpc.interceptors import ServerInterceptor
 from promo_libs.grpc.limits import RateLimits
@@ -57,6 +58,9 @@ class GrpcApp:
     # readiness (promo_libs.grpc.health says why).
     peers: Collection[str] = ()
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+    # The data stores' adapters: what their failures mean to callers, and their operations
+    # bounded by each RPC's deadline (promo_libs.grpc.errors.Driver).
+    drivers: Sequence[Driver] = ()
     on_stop: Callable[[], Awaitable[None]] | None = None
 
 
@@ -116,7 +120,9 @@ async def start(app: GrpcApp, settings: ServiceSettings) -> RunningServer:
         if app.limiter is None or not app.limits
         else RateLimits(app.limits, app.limiter, Overrides(settings.rate_limit_overrides))
     )
-    interceptor = ServerInterceptor(authorizer, limits, settings.grpc_max_deadline_seconds)
+    interceptor = ServerInterceptor(
+        authorizer, limits, settings.grpc_max_deadline_seconds, app.drivers
+    )
     server = grpc.aio.server(
         interceptors=[interceptor],
         # Calls beyond this many at once are refused by gRPC itself (RESOURCE_EXHAUSTED)

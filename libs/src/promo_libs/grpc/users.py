@@ -1,8 +1,5 @@
-"""Calling UserService from another service: one user by id, and whether the service is up.
-
-The calling services differ only in what they make of the answer (their own snapshot type, their
-own "outcome unknown" error); how a call is made, bounded and classified is the same for all.
-"""
+"""UserDirectory over gRPC: UserService.GetUser with a per-call deadline, as the shared
+snapshot (promo_libs.users, which also states the failure contract)."""
 
 from __future__ import annotations
 
@@ -11,26 +8,19 @@ import grpc
 from promo.v1 import users_pb2, users_pb2_grpc
 from promo_libs.grpc.client import peer_serving
 from promo_libs.grpc.errors import error_info
+from promo_libs.grpc.mapping import moment
+from promo_libs.users import UserDirectory, UserSnapshot, users_unavailable
 
 
-class UserLookupFailed(Exception):
-    """UserService gave no usable answer (down, deadline, overloaded): the outcome is unknown."""
-
-    def __init__(self, code: grpc.StatusCode) -> None:
-        super().__init__(f"UserService answered {code.name}")
-        self.code = code
-
-
-class UsersClient:
+class GrpcUserDirectory(UserDirectory):
     def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
         self._channel = channel
         self._stub = users_pb2_grpc.UserServiceStub(channel)
         self._timeout = timeout
 
-    async def get(self, user_id: str) -> users_pb2.User | None:
-        """The user, None when no such user exists; UserLookupFailed when nobody can tell."""
+    async def get_user(self, user_id: str) -> UserSnapshot | None:
         try:
-            return await self._stub.GetUser(
+            user = await self._stub.GetUser(
                 users_pb2.GetUserRequest(id=user_id), timeout=self._timeout
             )
         except grpc.aio.AioRpcError as exc:
@@ -41,7 +31,19 @@ class UsersClient:
                 return None
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 return None  # an id UserService cannot even parse names no user
-            raise UserLookupFailed(exc.code()) from None
+            raise users_unavailable() from None
+        return snapshot(user)
 
     async def ping(self) -> bool:
         return await peer_serving(self._channel, self._timeout)
+
+
+def snapshot(user: users_pb2.User) -> UserSnapshot:
+    return UserSnapshot(
+        id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        active=user.active,
+        created_at=moment(user, "create_time"),
+        deleted_at=moment(user, "delete_time"),
+    )

@@ -17,9 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from promo_libs.config import MongoSettings
 from promo_libs.logging import get_logger
-from promo_libs.mongo.connection import Document, MongoConnection
+from promo_libs.mongo.connection import Document
 from promo_libs.mongo.times import to_millis
 
 log = get_logger(__name__)
@@ -90,18 +89,3 @@ async def apply_migrations(
     finally:
         await _release(db, holder)
     return applied
-
-
-async def migrate(settings: MongoSettings, migrations: Sequence[Migration]) -> list[int]:
-    """`python -m <service> migrate`: connect, apply what is missing, disconnect.
-
-    The same migrations run at every start-up; this is for a deployment's migrations Job, so that
-    new indexes are built before the new version takes traffic.
-    """
-    connection = MongoConnection(settings)
-    await connection.connect()
-    try:
-        await connection.wait_until_reachable()
-        return await apply_migrations(connection.db, migrations)
-    finally:
-        await connection.disconnect()

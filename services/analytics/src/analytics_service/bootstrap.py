@@ -15,14 +15,17 @@ from analytics_service.service_layer.analytics import Analytics
 from promo.v1 import analytics_pb2, analytics_pb2_grpc
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.grpc.server import GrpcApp
+from promo_libs.kit import ServiceKit
 
 SERVICE_NAME = analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name
 
 
 async def build(settings: AnalyticsSettings) -> GrpcApp:
     """Assembles the service; connecting is lazy, so it starts while ClickHouse is down."""
+    kit = ServiceKit(settings, serving=True)
     clickhouse = ClickHouse(settings, timeout_seconds=settings.clickhouse_query_timeout_seconds)
     clickhouse.connect()
+    kit.on_close(clickhouse.close)
     analytics = Analytics(ClickHouseStore(HttpRunner(clickhouse), settings.clickhouse_database))
     servicer = AnalyticsServicer(analytics)
 
@@ -32,13 +35,14 @@ async def build(settings: AnalyticsSettings) -> GrpcApp:
         except Exception:
             return False
 
-    return GrpcApp(
-        name="analytics",
-        service_names=[SERVICE_NAME],
-        policies=[POLICY],
-        register=lambda server: analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
-            servicer, server
-        ),
-        probes={"clickhouse": ready},
-        on_stop=clickhouse.close,
+    return kit.app(
+        GrpcApp(
+            name="analytics",
+            service_names=[SERVICE_NAME],
+            policies=[POLICY],
+            register=lambda server: analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
+                servicer, server
+            ),
+            probes={"clickhouse": ready},
+        )
     )

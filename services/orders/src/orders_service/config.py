@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from promo_libs.config import MongoSettings, OutboxSettings, ServiceSettings
+from promo_libs.config import MongoServiceSettings
 
 
-class OrdersSettings(ServiceSettings, MongoSettings, OutboxSettings):
+class OrdersSettings(MongoServiceSettings):
     grpc_port: int = Field(50053, ge=1, le=65535)
     metrics_port: int = Field(9103, ge=0, le=65535)
     mongodb_db_name: str = Field("promo_orders", min_length=1, max_length=63)

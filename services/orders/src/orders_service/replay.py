@@ -1,4 +1,4 @@
-"""`python -m orders_service.replay --stream NAME`: the orders' current state as events (I6).
+"""`python -m orders_service replay --stream NAME`: the orders' current state as events (I6).
 
 Reads only this service's database (an order stores the user and promo-code snapshots it was
 placed with). One event per order, the one its status was reached by (OrderCreated while
@@ -13,7 +13,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from orders_service.adapters.event_codec import encode_events
 from orders_service.adapters.mongo_repository import MongoOrderRepository
-from orders_service.config import OrdersSettings
 from orders_service.domain.events import (
     OrderCancelled,
     OrderConfirmed,
@@ -23,7 +22,6 @@ from orders_service.domain.events import (
 )
 from orders_service.domain.model import CANCELLED, CONFIRMED, REJECTED
 from promo_libs import replay
-from promo_libs.config import load_settings
 from promo_libs.outbox import OutboxEntry
 
 
@@ -45,12 +43,3 @@ def sources(db: AsyncDatabase[replay.Document]) -> Sequence[replay.Source]:
         return encode_events([event])
 
     return [replay.Source(MongoOrderRepository.collection_name, to_entries)]
-
-
-def main() -> int:
-    settings = load_settings(OrdersSettings)
-    return replay.main("orders_service", sources, settings, settings)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

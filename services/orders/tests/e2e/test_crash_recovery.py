@@ -47,8 +47,8 @@ def platform(stack: Stack) -> Iterator[Platform]:
         },
         promocodes_env={
             "USERS_TIMEOUT_SECONDS": "5",
-            "RECOVERY_INTERVAL_SECONDS": "0.5",
-            "RECOVERY_STALE_SECONDS": "2",
+            "SWEEP_INTERVAL_SECONDS": "0.5",
+            "SWEEP_STALE_SECONDS": "2",
         },
     )
     yield running

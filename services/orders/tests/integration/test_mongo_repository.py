@@ -11,7 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from orders_service.adapters.event_codec import encode_events
 from orders_service.adapters.mongo_repository import MongoOrderRepository
-from orders_service.domain.events import PromoCodeSnapshot, UserSnapshot
+from orders_service.domain.events import PromoCodeSnapshot
 from orders_service.domain.model import CONFIRMED, PENDING, REJECTED, Money, Order
 from orders_service.domain.ports import (
     DuplicateIdempotencyKey,
@@ -21,6 +21,7 @@ from orders_service.domain.ports import (
 )
 from promo.v1 import events_pb2
 from promo_libs.outbox import decode_envelope
+from promo_libs.users import UserSnapshot
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, 123000, tzinfo=UTC)
 USER = UserSnapshot("u1", "u1@example.com", "U", True, NOW - timedelta(days=1), None)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orders_service.domain.events import PromoCodeSnapshot, UserSnapshot
+from orders_service.domain.events import PromoCodeSnapshot
 from orders_service.domain.model import Money
 from orders_service.domain.ports import (
     OutcomeUnknown,
@@ -17,10 +17,10 @@ from orders_service.domain.ports import (
     RedeemOutcome,
     Redemption,
     Refused,
-    UserDirectory,
 )
 from orders_service.service_layer.orders import Orders
 from orders_testing.memory import InMemoryOrderRepository
+from promo_libs.users import UserDirectory, UserSnapshot, users_unavailable
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 STALE = timedelta(seconds=30)
@@ -38,8 +38,11 @@ class FakeUsers(UserDirectory):
 
     async def get_user(self, user_id: str) -> UserSnapshot | None:
         if self.down:
-            raise OutcomeUnknown("users", "UNAVAILABLE")
+            raise users_unavailable()
         return self.users.get(user_id)
+
+    async def ping(self) -> bool:
+        return not self.down
 
 
 @dataclass

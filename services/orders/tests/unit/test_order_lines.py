@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orders_service.domain.events import OrderLine, PromoCodeSnapshot, UserSnapshot
+from orders_service.domain.events import OrderLine, PromoCodeSnapshot
 from orders_service.domain.model import CONFIRMED, InvalidTransition, Money, Order
+from promo_libs.users import UserSnapshot
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 USER = UserSnapshot("u1", "u@example.com", "U", True, NOW, None)

@@ -1,4 +1,4 @@
-"""`python -m promocodes_service.replay --stream NAME`: codes and usages as events (I6).
+"""`python -m promocodes_service replay --stream NAME`: codes and usages as events (I6).
 
 Reads only this service's database. One event per promo code with its current snapshot
 (PromoCodeCreated if never changed, PromoCodeDeactivated if inactive, PromoCodeUpdated
@@ -14,12 +14,10 @@ from collections.abc import Sequence
 from pymongo.asynchronous.database import AsyncDatabase
 
 from promo_libs import replay
-from promo_libs.config import load_settings
 from promo_libs.outbox import OutboxEntry
 from promocodes_service.adapters.event_codec import encode_code_events, encode_usage_events
 from promocodes_service.adapters.mongo_codes import MongoPromoCodeRepository
 from promocodes_service.adapters.mongo_usages import MongoUsageRepository
-from promocodes_service.config import PromocodesSettings
 from promocodes_service.domain.events import (
     CodeEvent,
     PromoCodeCreated,
@@ -73,12 +71,3 @@ def sources(db: AsyncDatabase[replay.Document]) -> Sequence[replay.Source]:
         replay.Source(MongoPromoCodeRepository.collection_name, code_entries),
         replay.Source(MongoUsageRepository.collection_name, usage_entries),
     ]
-
-
-def main() -> int:
-    settings = load_settings(PromocodesSettings)
-    return replay.main("promocodes_service", sources, settings, settings)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -7,9 +7,9 @@ import copy
 import dataclasses
 from datetime import UTC, datetime
 
-from promo_libs import errors
 from promo_libs.repository import InMemoryRepository
-from promocodes_service.domain.events import CodeEvent, UsageEvent, UserSnapshot
+from promo_libs.users import UserDirectory, UserSnapshot, users_unavailable
+from promocodes_service.domain.events import CodeEvent, UsageEvent
 from promocodes_service.domain.model import (
     ABANDONED,
     ACTIVE,
@@ -33,7 +33,6 @@ from promocodes_service.domain.ports import (
     PromoCodeRepository,
     UsageQuery,
     UsageRepository,
-    UserDirectory,
     VersionConflict,
     usage_sort_key,
 )
@@ -376,9 +375,7 @@ class FakeUserDirectory(UserDirectory):
     async def get_user(self, user_id: str) -> UserSnapshot | None:
         self.calls += 1
         if self.down:
-            raise errors.Unavailable(
-                "the user service did not answer", "DEPENDENCY_UNAVAILABLE", {"dependency": "users"}
-            )
+            raise users_unavailable()
         return self.users.get(user_id)
 
     async def ping(self) -> bool:

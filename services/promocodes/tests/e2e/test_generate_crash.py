@@ -47,7 +47,7 @@ def replica(stack: Stack, name: str, db_name: str, users_addr: str) -> ServicePr
             "USERS_ADDR": users_addr,
             "HEALTH_CHECK_INTERVAL_SECONDS": "0.2",
             "SHUTDOWN_GRACE_SECONDS": "2",
-            "RECOVERY_INTERVAL_SECONDS": "0.5",
+            "SWEEP_INTERVAL_SECONDS": "0.5",
         },
     )
 

@@ -66,9 +66,9 @@ async def load(
     return outcomes
 
 
-def recover(service: ServiceProcess) -> dict[str, int]:
+def sweep(service: ServiceProcess) -> dict[str, int]:
     done = subprocess.run(
-        [sys.executable, "-m", "promocodes_service.recover", "--stale-seconds", "0"],
+        [sys.executable, "-m", "promocodes_service", "sweep", "--stale-seconds", "0"],
         env=service.env,
         capture_output=True,
         text=True,
@@ -88,7 +88,7 @@ async def test_sigkill_during_redemptions_then_recovery(
 ) -> None:
     user_ids = await create_users(users, 30, "crash")
     service = promocodes_process(
-        stack, mongo_db_name, users_service.address, {"RECOVERY_INTERVAL_SECONDS": "3600"}
+        stack, mongo_db_name, users_service.address, {"SWEEP_INTERVAL_SECONDS": "3600"}
     )
     await asyncio.to_thread(service.start_and_wait)
     try:
@@ -110,7 +110,7 @@ async def test_sigkill_during_redemptions_then_recovery(
             stop.set()
             all_outcomes.update(await task)
             await asyncio.to_thread(service.start_and_wait)
-            report = await asyncio.to_thread(recover, service)
+            report = await asyncio.to_thread(sweep, service)
             for key in recovered:
                 recovered[key] += report[key]
         sync_db = _sync_db(stack, mongo_db_name)

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from promocodes_service.service_layer.catalogue import Catalogue
-from promocodes_service.service_layer.recovery import Recovery
 from promocodes_service.service_layer.redemption import Redemptions
+from promocodes_service.service_layer.sweep import Sweeper
 from promocodes_testing.memory import (
     FakeUserDirectory,
     InMemoryPromoCodeRepository,
@@ -37,7 +37,7 @@ class App:
     clock: Clock
     catalogue: Catalogue
     redemptions: Redemptions
-    recovery: Recovery
+    sweeper: Sweeper
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def app() -> App:
         FakeUserDirectory(),
         Clock(),
     )
-    recovery = Recovery(codes, usages, clock, timedelta(seconds=30))
+    sweeper = Sweeper(codes, usages, clock, timedelta(seconds=30))
     for name in ("alice", "bob", "carol"):
         users.add(name)
     users.add("dormant", active=False)
@@ -63,6 +63,6 @@ def app() -> App:
         users,
         clock,
         Catalogue(codes, new_id, clock),
-        Redemptions(codes, usages, users, recovery, new_id, clock, wait_limit=0.05),
-        recovery,
+        Redemptions(codes, usages, users, sweeper, new_id, clock, wait_limit=0.05),
+        sweeper,
     )

@@ -1,4 +1,4 @@
-"""Catalogue, quotes, redemption, release and recovery with in-memory fakes."""
+"""Catalogue, quotes, redemption, release and the sweep with in-memory fakes."""
 
 from __future__ import annotations
 
@@ -375,7 +375,7 @@ async def test_release_gives_everything_back_once(app: App) -> None:
     assert [(u.id, u.status) for u in page.usages] == [("o1", "RELEASED"), ("o2", "ACTIVE")]
 
 
-# --- recovery -----------------------------------------------------------------------------
+# --- sweep --------------------------------------------------------------------------------
 
 
 async def _reserve(app: App, code: str, rid: str, attempt: str, discount: int = 100) -> PromoCode:
@@ -388,9 +388,9 @@ async def _reserve(app: App, code: str, rid: str, attempt: str, discount: int = 
 async def test_recovery_rolls_back_a_reservation_without_usage_and_fences_it(app: App) -> None:
     await create(app, fixed("CRASH", 100, max_uses=1))
     promo = await _reserve(app, "CRASH", "lost", "att1")
-    assert (await app.recovery.sweep()).still_fresh == 1  # not stale yet
+    assert (await app.sweeper.sweep()).still_fresh == 1  # not stale yet
     app.clock.advance(31)
-    report = await app.recovery.sweep()
+    report = await app.sweeper.sweep()
     assert report.rolled_back == 1
     after = await app.catalogue.lookup("CRASH")
     assert (after.uses, after.discount_granted, after.pending) == (0, 0, {})
@@ -417,7 +417,7 @@ async def test_recovery_finalizes_a_reservation_whose_usage_exists(app: App) -> 
     )
     assert (await app.usages.claim(usage, None)).outcome == CLAIMED
     app.clock.advance(31)
-    assert (await app.recovery.sweep()).finalized == 1
+    assert (await app.sweeper.sweep()).finalized == 1
     after = await app.catalogue.lookup("HALF")
     assert (after.uses, after.discount_granted, after.pending) == (1, 100, {})
 
@@ -496,7 +496,7 @@ async def test_recovery_rolls_back_a_stale_reservation_of_a_voided_id(app: App) 
     await _reserve(app, "STALE", "gone", "att9")
     assert await app.usages.void("gone") is None
     app.clock.advance(31)
-    assert (await app.recovery.sweep()).rolled_back == 1
+    assert (await app.sweeper.sweep()).rolled_back == 1
     after = await app.catalogue.lookup("STALE")
     assert (after.uses, after.pending) == (0, {})
     assert app.usages.stored["gone"].usage.status == "VOIDED"
@@ -513,7 +513,7 @@ def _patient(app: App) -> None:
         app.codes,
         app.usages,
         app.users,
-        app.recovery,
+        app.sweeper,
         lambda: f"p{next(ids):06d}",
         app.clock,
         wait_limit=30.0,
@@ -562,7 +562,7 @@ async def test_an_overdue_reservation_of_a_dead_request_is_settled_by_the_next_r
     until = app.clock.now + timedelta(seconds=1)  # its caller's deadline
     reservation = Reservation("att-k", REDEEM, "alice", 100, app.clock.now, until)
     assert await app.codes.reserve(promo, "killed", reservation)  # killed before step 2
-    app.clock.advance(2)  # past its deadline, far younger than the recovery sweep's 30 s
+    app.clock.advance(2)  # past its deadline, far younger than the sweep's 30 s
     with deadlines.bound(5):
         usage = await redeem(app, "DEAD", "bob", 1000, "after")
     after = await app.catalogue.lookup("DEAD")
@@ -576,9 +576,9 @@ async def test_a_batch_nobody_retries_is_dropped_by_recovery_after_an_hour(app: 
     staged = [PromoCode.create("z1", "Z-AAAA", seed.rules, app.clock.now, batch.batch_id)]
     assert await app.codes.add_batch(staged, 0) == set()
     app.clock.advance(1800)
-    await app.recovery.sweep()
+    await app.sweeper.sweep()
     assert "z1" in app.codes.items  # half an hour: a retry may still come
     app.clock.advance(1801)
-    await app.recovery.sweep()
+    await app.sweeper.sweep()
     assert "z1" not in app.codes.items and "gen-3" not in app.codes.batches
     assert [type(e).__name__ for e in app.codes.published] == ["PromoCodeCreated"]  # Z-SEED

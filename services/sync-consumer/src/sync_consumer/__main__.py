@@ -1,25 +1,21 @@
-"""`python -m sync_consumer [serve|migrate|replay-dead-letters]`: streams -> ClickHouse until
-SIGTERM; or apply the ClickHouse migrations and exit; or put every dead letter of the
-configured streams back on its stream (once its cause is fixed) and exit."""
+"""`python -m sync_consumer [serve|migrate|replay-dead-letters|rebuild]`: streams -> ClickHouse
+until SIGTERM; apply the ClickHouse migrations and exit; put every dead letter of the configured
+streams back on its stream (once its cause is fixed) and exit; or recreate the analytics from
+the services' replays (sync_consumer.rebuild). One command line for all (promo_libs.entrypoint).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
-from collections.abc import Sequence
+import argparse
 
-from promo_libs.bus import redis_client
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
-from promo_libs.config import load_settings
-from promo_libs.entrypoint import run_service
-from promo_libs.logging import configure_logging
+from promo_libs.entrypoint import Command, migrate_command, print_json, run_service
+from promo_libs.kit import ServiceKit
+from sync_consumer import rebuild
 from sync_consumer.adapters.redis_streams import replay_dead_letters
 from sync_consumer.bootstrap import MIGRATIONS, build
 from sync_consumer.config import SyncConsumerSettings
-
-REPLAY = "replay-dead-letters"
 
 
 async def _migrate(settings: SyncConsumerSettings) -> list[int]:
@@ -32,22 +28,29 @@ async def _migrate(settings: SyncConsumerSettings) -> list[int]:
         await clickhouse.close()
 
 
-async def _replay(settings: SyncConsumerSettings) -> dict[str, int]:
-    redis = redis_client(settings, timeout_seconds=10.0)
-    try:
-        return {s: await replay_dead_letters(redis, s) for s in settings.stream_names}
-    finally:
-        await redis.aclose()
+async def _replay(settings: SyncConsumerSettings, args: argparse.Namespace) -> int:
+    del args
+    async with ServiceKit(settings) as kit:
+        redis = kit.redis(settings, timeout_seconds=10.0)
+        replayed = {s: await replay_dead_letters(redis, s) for s in settings.stream_names}
+    print_json({"replayed": replayed})
+    return 0
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == [REPLAY]:
-        settings = load_settings(SyncConsumerSettings)
-        configure_logging("sync-consumer", settings.log_level)
-        print(json.dumps({"replayed": asyncio.run(_replay(settings))}), flush=True)
-        return
-    run_service("sync_consumer", "sync-consumer", SyncConsumerSettings, build, _migrate, args)
+COMMANDS: list[Command[SyncConsumerSettings]] = [
+    migrate_command(_migrate),
+    Command("replay-dead-letters", "put every dead letter back on its stream, once", _replay),
+    Command(
+        "rebuild",
+        "recreate the ClickHouse analytics from MongoDB",
+        rebuild.run,
+        rebuild.add_arguments,
+    ),
+]
+
+
+def main() -> None:
+    run_service("sync_consumer", "sync-consumer", SyncConsumerSettings, build, COMMANDS)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ from pathlib import Path
 from faststream.redis import RedisBroker, RedisClusterBroker
 from faststream.security import SASLPlaintext
 
-from promo_libs.bus import redis_client
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.grpc.server import GrpcApp
+from promo_libs.kit import ServiceKit
 from promo_libs.logging import get_logger
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
 from sync_consumer.adapters.event_rows import DERIVED, VERSIONED, rows_for
@@ -34,10 +34,12 @@ def _on_retry(what: str, exc: Exception) -> None:
 
 async def build(settings: SyncConsumerSettings) -> GrpcApp:
     """Migrates ClickHouse, recovers pending entries and assembles the consumer."""
+    kit = ServiceKit(settings, serving=True)
     clickhouse = ClickHouse(settings)
     client = clickhouse.connect()
+    kit.on_close(clickhouse.close)
     await apply_migrations(client, settings.clickhouse_database, load_migrations(MIGRATIONS))
-    redis = redis_client(settings, timeout_seconds=10.0)
+    redis = kit.redis(settings, timeout_seconds=10.0)
     security = (
         SASLPlaintext(username="default", password=settings.redis_password.get_secret_value())
         if settings.redis_password
@@ -80,23 +82,20 @@ async def build(settings: SyncConsumerSettings) -> GrpcApp:
     for consumer in consumers:
         await consumer.prepare()
     await broker.start()
+    kit.on_close(broker.stop)
 
     async def redis_up() -> bool:
         return bool(await redis.ping())
 
-    async def on_stop() -> None:
-        await broker.stop()
-        await redis.aclose()
-        await clickhouse.close()
-
-    return GrpcApp(
-        name="sync-consumer",
-        service_names=[],
-        register=lambda server: None,
-        probes={"redis": redis_up, "clickhouse": clickhouse.ping},
-        background=[
-            *(c.claim_loop for c in consumers),
-            *(c.maintenance_loop for c in consumers),
-        ],
-        on_stop=on_stop,
+    return kit.app(
+        GrpcApp(
+            name="sync-consumer",
+            service_names=[],
+            register=lambda server: None,
+            probes={"redis": redis_up, "clickhouse": clickhouse.ping},
+            background=[
+                *(c.claim_loop for c in consumers),
+                *(c.maintenance_loop for c in consumers),
+            ],
+        )
     )

@@ -1,7 +1,7 @@
-"""`python -m sync_consumer.rebuild`: recreate the ClickHouse analytics from MongoDB (I6).
+"""`python -m sync_consumer rebuild`: recreate the ClickHouse analytics from MongoDB (I6).
 
 No process reads another service's collections: each owning service's replay command
-(`python -m <service>.replay`, promo_libs.replay) publishes its current state as events into a
+(`python -m <service> replay`, promo_libs.replay) publishes its current state as events into a
 dedicated rebuild stream, in the live envelope format with aggregate_version = the document's
 version, and this command maps them with the live consumer's row mapping into fresh tables.
 
@@ -39,7 +39,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import load_settings
 from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM, USERS_STREAM
-from promo_libs.logging import configure_logging, get_logger
+from promo_libs.logging import get_logger
 from sync_consumer.adapters import rebuild_gate
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
 from sync_consumer.adapters.derived import DERIVED_TABLES, refresh_statement
@@ -77,7 +77,7 @@ class RebuildSettings(SyncConsumerSettings):
 
 @dataclass(frozen=True, slots=True)
 class Replay:
-    module: str  # python -m <module>.replay
+    module: str  # python -m <module> replay
     live_stream: str
     database: str
 
@@ -122,10 +122,10 @@ async def stream_head(redis: RedisClient, stream: str) -> Position:
 async def run_replay(replay: Replay, stream: str) -> None:
     env = {**os.environ, "MONGODB_DB_NAME": replay.database}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", f"{replay.module}.replay", "--stream", stream, env=env
+        sys.executable, "-m", replay.module, "replay", "--stream", stream, env=env
     )
     if await process.wait() != 0:
-        raise RuntimeError(f"{replay.module}.replay exited with {process.returncode}")
+        raise RuntimeError(f"{replay.module} replay exited with {process.returncode}")
 
 
 async def load_stream(
@@ -235,14 +235,16 @@ async def rebuild(settings: RebuildSettings) -> dict[str, int]:
     return counts
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sync_consumer.rebuild", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--users-db", help="the users service's database")
     parser.add_argument("--promocodes-db", help="the promo-code service's database")
     parser.add_argument("--orders-db", help="the orders service's database")
-    args = parser.parse_args(argv)
+
+
+async def run(consumer: SyncConsumerSettings, args: argparse.Namespace) -> int:
+    """`python -m sync_consumer rebuild`: the consumer's settings plus the rebuild's own."""
+    del consumer  # RebuildSettings reads the same variables and more
     settings = load_settings(RebuildSettings)
-    configure_logging("sync-consumer-rebuild", settings.log_level)
     overrides = {
         "users_mongodb_db_name": args.users_db,
         "promocodes_mongodb_db_name": args.promocodes_db,
@@ -250,11 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     settings = settings.model_copy(update={k: v for k, v in overrides.items() if v})
     started = time.monotonic()
-    counts = asyncio.run(rebuild(settings))
+    counts = await rebuild(settings)
     took = time.monotonic() - started
     print(f"rebuild: swapped in {sum(counts.values())} replayed events {counts} in {took:.1f}s")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

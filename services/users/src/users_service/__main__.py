@@ -1,22 +1,25 @@
-"""`python -m users_service [serve|migrate]`: runs the user service until SIGTERM, or applies its
-MongoDB migrations and exits.
-"""
+"""`python -m users_service [serve|migrate|replay]`: runs the user service until SIGTERM, applies
+its MongoDB migrations, or replays its current state as events (promo_libs.entrypoint)."""
 
 from __future__ import annotations
 
 from promo_libs.entrypoint import run_service
-from promo_libs.mongo.migrations import migrate
+from promo_libs.kit import mongo_migrate_command
+from promo_libs.replay import replay_command
 from users_service.adapters.migrations import MIGRATIONS
 from users_service.bootstrap import build
 from users_service.config import UsersSettings
-
-
-async def _migrate(settings: UsersSettings) -> list[int]:
-    return await migrate(settings, MIGRATIONS)
+from users_service.replay import sources
 
 
 def main() -> None:
-    run_service("users_service", "users", UsersSettings, build, _migrate)
+    run_service(
+        "users_service",
+        "users",
+        UsersSettings,
+        build,
+        [mongo_migrate_command(MIGRATIONS), replay_command("users_service", MIGRATIONS, sources)],
+    )
 
 
 if __name__ == "__main__":

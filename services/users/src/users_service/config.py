@@ -6,10 +6,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from promo_libs.config import MongoSettings, OutboxSettings, ServiceSettings
+from promo_libs.config import MongoServiceSettings
 
 
-class UsersSettings(ServiceSettings, MongoSettings, OutboxSettings):
+class UsersSettings(MongoServiceSettings):
     grpc_port: int = Field(50051, ge=1, le=65535)
     metrics_port: int = Field(9101, ge=0, le=65535)
     mongodb_db_name: str = Field("promo_users", min_length=1, max_length=63)

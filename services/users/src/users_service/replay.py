@@ -1,4 +1,4 @@
-"""`python -m users_service.replay --stream NAME`: the users' current state as events (I6).
+"""`python -m users_service replay --stream NAME`: the users' current state as events (I6).
 
 Reads only this service's database. One event per user with its current snapshot and version:
 UserCreated for a user never changed, UserDeactivated for a deleted one, UserUpdated otherwise.
@@ -11,11 +11,9 @@ from collections.abc import Sequence
 from pymongo.asynchronous.database import AsyncDatabase
 
 from promo_libs import replay
-from promo_libs.config import load_settings
 from promo_libs.outbox import OutboxEntry
 from users_service.adapters.event_codec import encode_events
 from users_service.adapters.mongo_repository import MongoUserRepository
-from users_service.config import UsersSettings
 from users_service.domain.events import UserCreated, UserDeactivated, UserEvent, UserUpdated
 
 
@@ -35,12 +33,3 @@ def sources(db: AsyncDatabase[replay.Document]) -> Sequence[replay.Source]:
         return encode_events([event], user.version)
 
     return [replay.Source(MongoUserRepository.collection_name, to_entries)]
-
-
-def main() -> int:
-    settings = load_settings(UsersSettings)
-    return replay.main("users_service", sources, settings, settings)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

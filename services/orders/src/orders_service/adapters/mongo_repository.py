@@ -19,7 +19,7 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from orders_service.domain.events import OrderEvent, OrderLine, PromoCodeSnapshot, UserSnapshot
+from orders_service.domain.events import OrderEvent, OrderLine, PromoCodeSnapshot
 from orders_service.domain.model import CONFIRMED, Money, Order
 from orders_service.domain.ports import (
     DuplicateIdempotencyKey,
@@ -32,6 +32,7 @@ from promo_libs.mongo.connection import Document
 from promo_libs.mongo.repository import MongoRepository
 from promo_libs.mongo.times import from_millis, optional_from_millis, optional_to_millis, to_millis
 from promo_libs.outbox import OutboxEntry
+from promo_libs.users import UserSnapshot
 
 EncodeEvents = Callable[[Sequence[OrderEvent]], list[OutboxEntry]]
 

@@ -10,15 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-
-@dataclass(frozen=True, slots=True)
-class UserSnapshot:
-    id: str
-    email: str
-    display_name: str
-    active: bool
-    created_at: datetime | None
-    deleted_at: datetime | None
+from promo_libs.users import UserSnapshot
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,8 @@ from orders_service.domain.events import (
     OrderRejected,
     OrderSnapshot,
     PromoCodeSnapshot,
-    UserSnapshot,
 )
+from promo_libs.users import UserSnapshot
 
 PENDING = "PENDING"
 CONFIRMED = "CONFIRMED"

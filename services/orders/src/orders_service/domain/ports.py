@@ -6,7 +6,7 @@ import abc
 from dataclasses import dataclass
 from datetime import datetime
 
-from orders_service.domain.events import OrderLine, PromoCodeSnapshot, UserSnapshot
+from orders_service.domain.events import OrderLine, PromoCodeSnapshot
 from orders_service.domain.model import Money, Order
 from promo_libs.repository import Repository
 
@@ -18,12 +18,6 @@ class OutcomeUnknown(Exception):
     def __init__(self, dependency: str, detail: str = "") -> None:
         super().__init__(f"{dependency}: {detail}" if detail else dependency)
         self.dependency = dependency
-
-
-class UserDirectory(abc.ABC):
-    @abc.abstractmethod
-    async def get_user(self, user_id: str) -> UserSnapshot | None:
-        """The user, or None when there is none; OutcomeUnknown when UserService is down."""
 
 
 @dataclass(frozen=True, slots=True)

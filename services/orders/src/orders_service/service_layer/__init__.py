@@ -1,1 +1,1 @@
-"""The order use cases and the recovery sweep."""
+"""The order use cases and the sweep."""

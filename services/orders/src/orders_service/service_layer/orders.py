@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from orders_service.domain import rules
 from orders_service.domain.commands import CancelOrder, CreateOrder, ListOrders
-from orders_service.domain.events import OrderLine, UserSnapshot
+from orders_service.domain.events import OrderLine
 from orders_service.domain.model import (
     CANCELLED,
     CONFIRMED,
@@ -46,7 +46,6 @@ from orders_service.domain.ports import (
     PromoCodes,
     Redeemed,
     Redemption,
-    UserDirectory,
     VersionConflict,
 )
 from promo_libs import carts, deadlines, errors
@@ -56,6 +55,7 @@ from promo_libs.identifiers import check_currency, check_id
 from promo_libs.identity import require_acting_for
 from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
+from promo_libs.users import UserDirectory
 
 log = get_logger(__name__)
 
@@ -124,7 +124,7 @@ class Orders:
         existing = await self._orders.get_by_idempotency_key(command.user_id, key)
         if existing is not None:
             return await self._replay(existing, command.user_id, subtotal, code, cart)
-        user = await self._user(command.user_id)
+        user = await self._users.active_user(command.user_id)
         # Decided once, stored on the order: every retry of its saga passes the same answer.
         # Two concurrent first orders both read "none yet"; PromoCodeService's unique
         # first-order slot then grants a first-order-only code to at most one of them.
@@ -216,21 +216,6 @@ class Orders:
         if order.status == REJECTED:
             raise rejection_error(order)
         return order
-
-    async def _user(self, user_id: str) -> UserSnapshot:
-        try:
-            user = await self._users.get_user(user_id)
-        except OutcomeUnknown as exc:
-            raise unavailable(exc.dependency) from None
-        if user is None:
-            raise errors.NotFound(
-                f"user {user_id} does not exist", "USER_NOT_FOUND", {"user_id": user_id}
-            )
-        if not user.active:
-            raise errors.FailedPrecondition(
-                f"user {user_id} is not active", "USER_INACTIVE", {"user_id": user_id}
-            )
-        return user
 
     async def complete(self, order: Order) -> Order:
         """Settles a PENDING order (redeem, then confirm or reject); returns it CONFIRMED or

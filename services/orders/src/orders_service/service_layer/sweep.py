@@ -1,4 +1,4 @@
-"""The recovery sweep: finishes what an interrupted request left behind.
+"""The sweep: finishes what an interrupted request left behind.
 
 It looks at every order whose `sweep_due_at` has passed:
 - PENDING: its saga died (or its caller gave up and never retried): redeem again with the same

@@ -3,7 +3,7 @@
 `_id` is the redemption id, so a retried redemption collides with its first write. `slot` is the
 per-user slot under the unique index (promo_id, user_id, slot): 1..max_uses_per_user while the
 usage is ACTIVE, a string unique to the usage otherwise (no per-user limit, released, abandoned),
-which frees the numbered slot. `aborted.<attempt>` fences attempts the recovery sweep rolled back;
+which frees the numbered slot. `aborted.<attempt>` fences attempts the sweep rolled back;
 a VOIDED document (a Release came first) fences every attempt, for good.
 Moments are epoch milliseconds (promo_libs.mongo.times); release data is one sub-document
 `release` written whole; a fenced id is taken over with a filtered replace (which, unlike
@@ -22,8 +22,9 @@ from promo_libs.mongo.connection import Document
 from promo_libs.mongo.repository import MongoRepository
 from promo_libs.mongo.times import optional_from_millis, optional_to_millis, to_millis
 from promo_libs.outbox import OutboxEntry, outbox_fields
+from promo_libs.users import UserSnapshot
 from promocodes_service.adapters.migrations import USAGES
-from promocodes_service.domain.events import LineShare, UsageEvent, UserSnapshot
+from promocodes_service.domain.events import LineShare, UsageEvent
 from promocodes_service.domain.model import ABANDONED, ACTIVE, RELEASED, VOIDED, Usage
 from promocodes_service.domain.ports import (
     CLAIMED,

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from promo_libs.users import UserSnapshot
+
 
 @dataclass(frozen=True, slots=True)
 class CodeSnapshot:
@@ -29,16 +31,6 @@ class CodeSnapshot:
     valid_from: datetime | None
     valid_until: datetime | None
     created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class UserSnapshot:
-    id: str
-    email: str
-    display_name: str
-    active: bool
-    created_at: datetime | None
-    deleted_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from promo_libs.users import UserSnapshot
 from promocodes_service.domain.cart import FIRST_ORDER_ONLY, Cart, Offer, Split, split
 from promocodes_service.domain.cart import conditions as cart_conditions
 from promocodes_service.domain.events import (
@@ -24,7 +25,6 @@ from promocodes_service.domain.events import (
     PromoCodeUpdated,
     UsageEvent,
     UsageSnapshot,
-    UserSnapshot,
 )
 from promocodes_service.domain.rules import Discount, FixedAmount, Percentage
 
@@ -33,7 +33,7 @@ RELEASE = "release"
 
 ACTIVE = "ACTIVE"
 RELEASED = "RELEASED"
-# A redemption id whose reservation the recovery sweep rolled back before its usage was written:
+# A redemption id whose reservation the sweep rolled back before its usage was written:
 # it fences that attempt out. Never shown to callers (it reads as "no usage").
 ABANDONED = "ABANDONED"
 # A redemption id released before any usage was stored under it (its order gave up on it, e.g. a
@@ -87,7 +87,7 @@ class Reservation:
     at: datetime
     # When the request that made it gives up (its caller's deadline): past it, the request can
     # no longer complete its steps itself, so another request may settle it at once instead of
-    # waiting for the recovery sweep. None: its request had no deadline.
+    # waiting for the sweep. None: its request had no deadline.
     until: datetime | None = None
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from promo_libs.repository import Repository
-from promocodes_service.domain.events import UserSnapshot
 from promocodes_service.domain.model import PromoCode, Reservation, Usage
 
 
@@ -184,7 +183,7 @@ class UsageRepository(Repository[Usage]):
     async def fence_redeem(
         self, redemption_id: str, attempt: str, promo_code_id: str, user_id: str
     ) -> Usage | None:
-        """Recovery: makes sure reservation `attempt` can never write its usage. Returns the
+        """The sweep: makes sure reservation `attempt` can never write its usage. Returns the
         visible usage already stored under the id (None: fenced, nothing was written)."""
 
     @abc.abstractmethod
@@ -199,7 +198,7 @@ class UsageRepository(Repository[Usage]):
 
     @abc.abstractmethod
     async def fence_release(self, redemption_id: str, attempt: str) -> Usage | None:
-        """Recovery: if the usage is still ACTIVE, fences release `attempt` out and returns None;
+        """The sweep: if the usage is still ACTIVE, fences release `attempt` out and returns None;
         otherwise returns the usage as stored."""
 
     @abc.abstractmethod
@@ -207,17 +206,6 @@ class UsageRepository(Repository[Usage]):
         self, query: UsageQuery, after_key: str | None, size: int
     ) -> tuple[list[Usage], str | None]:
         """Visible usages in (create time, id) order; the last sort key when there is more."""
-
-
-class UserDirectory(abc.ABC):
-    """UserService, as far as redemptions need it."""
-
-    @abc.abstractmethod
-    async def get_user(self, user_id: str) -> UserSnapshot | None:
-        """None when no such user; raises promo_libs.errors.Unavailable when it cannot tell."""
-
-    @abc.abstractmethod
-    async def ping(self) -> bool: ...
 
 
 def usage_sort_key(created_at: datetime, usage_id: str) -> str:

@@ -1,1 +1,1 @@
-"""Use cases of the promo-code service: catalogue, redemption, recovery. Dependencies passed in."""
+"""Use cases of the promo-code service: catalogue, redemption, sweep. Dependencies passed in."""

@@ -5,7 +5,7 @@ Redeem follows DESIGN.md's protocol with single-document atomic writes only:
   2. write the usage under the redemption id holding a free per-user slot (unique index),
   3. settle the reservation (finalize; or roll back when no slot was free).
 Release mirrors it: reserve a release, mark the usage RELEASED (slot freed), give the use and
-the discount back while settling. Anything interrupted is settled by `Recovery.resolve`.
+the discount back while settling. Anything interrupted is settled by `Sweeper.resolve`.
 A Release that finds no usage voids the id (a VOIDED tombstone under the unique `_id`): a Redeem
 with that id arriving later, or still in flight, can never write its usage and is refused with
 REDEMPTION_VOIDED. That is what makes "the order gave up on this id" final across replicas: an
@@ -16,8 +16,8 @@ limit: while reservations that may still roll back are in flight, the request wa
 but only for those that can still give a use back (a reservation whose usage is written will be
 finalized, not rolled back), never past the caller's deadline (the answer must reach it), and a
 reservation whose own request's deadline has passed (`Reservation.until`) is settled on the spot
-through `Recovery.resolve` (safe at any moment: it fences the attempt out) instead of being
-waited for until the recovery sweep. So a reservation left by a killed replica delays its code
+through `Sweeper.resolve` (safe at any moment: it fences the attempt out) instead of being
+waited for until the sweep. So a reservation left by a killed replica delays its code
 only until its request would have given up anyway, and live reservations, however slow under
 load, are still waited for: "exhausted" stays exact (issue 12).
 """
@@ -36,6 +36,7 @@ from promo_libs.identifiers import check_id, normalize_code
 from promo_libs.identity import require_acting_for
 from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
+from promo_libs.users import UserDirectory, UserSnapshot
 from promocodes_service.domain import rules
 from promocodes_service.domain.cart import FIRST_ORDER_ONLY, Cart
 from promocodes_service.domain.commands import (
@@ -44,7 +45,6 @@ from promocodes_service.domain.commands import (
     ReleasePromoCode,
     ValidatePromoCode,
 )
-from promocodes_service.domain.events import UserSnapshot
 from promocodes_service.domain.model import (
     ACTIVE,
     BUDGET_EXHAUSTED,
@@ -66,10 +66,9 @@ from promocodes_service.domain.ports import (
     PromoCodeRepository,
     UsageQuery,
     UsageRepository,
-    UserDirectory,
 )
 from promocodes_service.service_layer.catalogue import code_not_found
-from promocodes_service.service_layer.recovery import Recovery
+from promocodes_service.service_layer.sweep import Sweeper
 from promocodes_service.service_layer.validation import check_cart_request
 
 log = get_logger(__name__)
@@ -125,7 +124,7 @@ class Redemptions:
         codes: PromoCodeRepository,
         usages: UsageRepository,
         users: UserDirectory,
-        recovery: Recovery,
+        sweeper: Sweeper,
         new_id: Callable[[], str],
         clock: Callable[[], datetime],
         *,
@@ -135,7 +134,7 @@ class Redemptions:
         self._codes = codes
         self._usages = usages
         self._users = users
-        self._recovery = recovery
+        self._sweeper = sweeper
         self._new_id = new_id
         self._clock = clock
         self._wait_step = wait_step
@@ -205,7 +204,7 @@ class Redemptions:
                 await self._wait_settled(promo, rid, in_flight)
                 continue
             if user is None:
-                user = await self._user(command.user_id)
+                user = await self._users.active_user(command.user_id)
             user_uses, taken = 0, set[int]()
             per_user = promo.rules.max_uses_per_user
             if per_user is not None:
@@ -308,7 +307,7 @@ class Redemptions:
             if claim.outcome == EXISTS and claim.existing is not None:
                 return claim.existing
             if claim.outcome != SLOT_TAKEN:
-                raise _in_progress()  # FENCED: recovery rolled this attempt back
+                raise _in_progress()  # FENCED: the sweep rolled this attempt back
             if not candidates and per_user is not None:
                 _, taken = await self._usages.active_slots(usage.promo_code_id, usage.user_id)
                 candidates = _free_slots(per_user, taken)
@@ -331,26 +330,14 @@ class Redemptions:
             )
         return stored
 
-    async def _user(self, user_id: str) -> UserSnapshot:
-        user = await self._users.get_user(user_id)
-        if user is None:
-            raise errors.NotFound(
-                f"user {user_id} does not exist", "USER_NOT_FOUND", {"user_id": user_id}
-            )
-        if not user.active:
-            raise errors.FailedPrecondition(
-                f"user {user_id} is not active", "USER_INACTIVE", {"user_id": user_id}
-            )
-        return user
-
     async def _wait_settled(self, promo: PromoCode, rid: str, reservation: Reservation) -> None:
         """Another request holds a reservation for this id: wait until it is settled (or settle
         it when it is stale: its request died)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._wait_budget()
         while True:
-            if self._recovery.is_stale(reservation, self._clock()):
-                await self._recovery.resolve(promo.id, rid, reservation)
+            if self._sweeper.is_stale(reservation, self._clock()):
+                await self._sweeper.resolve(promo.id, rid, reservation)
                 return
             await asyncio.sleep(self._wait_step)
             fresh = await self._codes.get(promo.id)
@@ -396,17 +383,17 @@ class Redemptions:
         now = self._clock()
         for rid, reservation in promo.pending.items():
             overdue = reservation.until is not None and now >= reservation.until
-            if overdue or self._recovery.is_stale(reservation, now):
-                await self._recovery.resolve(promo.id, rid, reservation)
+            if overdue or self._sweeper.is_stale(reservation, now):
+                await self._sweeper.resolve(promo.id, rid, reservation)
 
     async def _settle_quietly(
         self, code_id: str, rid: str, attempt: str, give_back: int | None
     ) -> None:
-        """The last step: the outcome is already decided; if it fails, recovery completes it."""
+        """The last step: the outcome is already decided; if it fails, the sweep completes it."""
         try:
             await self._codes.settle(code_id, rid, attempt, give_back)
         except Exception as exc:
-            log.warning("settling deferred to recovery", redemption_id=rid, error=str(exc))
+            log.warning("settling deferred to the sweep", redemption_id=rid, error=str(exc))
 
     # --- release --------------------------------------------------------------------------
 

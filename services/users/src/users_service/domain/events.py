@@ -5,17 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-
-@dataclass(frozen=True, slots=True)
-class UserSnapshot:
-    """The user's attributes at the moment of the event (never the password hash)."""
-
-    id: str
-    email: str
-    display_name: str
-    active: bool
-    created_at: datetime
-    deleted_at: datetime | None
+from promo_libs.users import UserSnapshot
 
 
 @dataclass(frozen=True, slots=True)

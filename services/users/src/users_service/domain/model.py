@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from promo_libs.users import UserSnapshot
 from users_service.domain.events import (
     UserCreated,
     UserDeactivated,
     UserEvent,
-    UserSnapshot,
     UserUpdated,
 )
 from users_service.domain.rules import email_key

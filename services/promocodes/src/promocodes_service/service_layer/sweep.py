@@ -1,4 +1,4 @@
-"""Recovery: settles reservations left behind by a crash (DESIGN.md's recovery sweep).
+"""The sweep: settles reservations left behind by a crash (DESIGN.md's sweep).
 
 Every reservation is settled through `resolve`, which is safe at any moment, even while the
 request that made the reservation is still running: it first fences that attempt out of the
@@ -36,7 +36,7 @@ class SweepReport:
         return self.finalized + self.rolled_back + self.released + self.release_aborted
 
 
-class Recovery:
+class Sweeper:
     def __init__(
         self,
         codes: PromoCodeRepository,
@@ -91,7 +91,7 @@ class Recovery:
                 outcome = await self.resolve(promo.id, redemption_id, reservation)
                 counts[outcome] += 1
                 log.info(
-                    "reservation recovered",
+                    "reservation settled by the sweep",
                     promo_code_id=promo.id,
                     redemption_id=redemption_id,
                     outcome=outcome,
@@ -103,7 +103,7 @@ class Recovery:
             try:
                 report = await self.sweep()
                 if report.settled:
-                    log.info("recovery sweep", settled=report.settled)
+                    log.info("sweep", settled=report.settled)
             except Exception as exc:  # the next round tries again
-                log.warning("recovery sweep failed", error=str(exc))
+                log.warning("sweep failed", error=str(exc))
             await asyncio.sleep(interval)
