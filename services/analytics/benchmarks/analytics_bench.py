@@ -29,14 +29,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sync_consumer
 from devstack.ports import free_port
 from devstack.probes import clickhouse_query
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from promo.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
+from promo_libs import analytics_schema
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import ClickHouseSettings
 from promo_libs.events import timestamp
 
@@ -131,8 +130,7 @@ async def _migrate(host: str, port: int, database: str) -> None:
     clickhouse = ClickHouse(settings)
     clickhouse.connect()
     try:
-        folder = Path(sync_consumer.__file__).parent / "migrations"
-        await apply_migrations(clickhouse.client, database, load_migrations(folder))
+        await analytics_schema.migrate(clickhouse.client, database)
     finally:
         await clickhouse.close()
 

@@ -9,14 +9,14 @@ import json
 import sys
 from collections.abc import Sequence
 
+from promo_libs import analytics_schema
 from promo_libs.bus import redis_client
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import load_settings
 from promo_libs.entrypoint import run_service
 from promo_libs.logging import configure_logging
 from sync_consumer.adapters.redis_streams import replay_dead_letters
-from sync_consumer.bootstrap import MIGRATIONS, build
+from sync_consumer.bootstrap import build
 from sync_consumer.config import SyncConsumerSettings
 
 REPLAY = "replay-dead-letters"
@@ -25,9 +25,7 @@ REPLAY = "replay-dead-letters"
 async def _migrate(settings: SyncConsumerSettings) -> list[int]:
     clickhouse = ClickHouse(settings)
     try:
-        return await apply_migrations(
-            clickhouse.connect(), settings.clickhouse_database, load_migrations(MIGRATIONS)
-        )
+        return await analytics_schema.migrate(clickhouse.connect(), settings.clickhouse_database)
     finally:
         await clickhouse.close()
 

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
-
 from faststream.redis import RedisBroker, RedisClusterBroker
 from faststream.security import SASLPlaintext
 
+from promo_libs import analytics_schema
 from promo_libs.bus import redis_client
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.grpc.server import GrpcApp
 from promo_libs.logging import get_logger
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
-from sync_consumer.adapters.event_rows import DERIVED, VERSIONED, rows_for
+from sync_consumer.adapters.event_rows import DERIVED, rows_for
 from sync_consumer.adapters.metrics import INSERT_FAILURES
 from sync_consumer.adapters.rebuild_gate import RedisRebuildGate
 from sync_consumer.adapters.redis_streams import RedisDeadLetters, RedisFailureCounter
@@ -23,8 +20,6 @@ from sync_consumer.entrypoints.stream_consumer import StreamConsumer
 from sync_consumer.service_layer.pipeline import StreamPipeline
 
 log = get_logger(__name__)
-
-MIGRATIONS = Path(str(resources.files("sync_consumer") / "migrations"))
 
 
 def _on_retry(what: str, exc: Exception) -> None:
@@ -36,7 +31,7 @@ async def build(settings: SyncConsumerSettings) -> GrpcApp:
     """Migrates ClickHouse, recovers pending entries and assembles the consumer."""
     clickhouse = ClickHouse(settings)
     client = clickhouse.connect()
-    await apply_migrations(client, settings.clickhouse_database, load_migrations(MIGRATIONS))
+    await analytics_schema.migrate(client, settings.clickhouse_database)
     redis = redis_client(settings, timeout_seconds=10.0)
     security = (
         SASLPlaintext(username="default", password=settings.redis_password.get_secret_value())
@@ -62,7 +57,7 @@ async def build(settings: SyncConsumerSettings) -> GrpcApp:
                 failures,
                 max_failures=settings.max_failures,
                 on_retry=_on_retry,
-                versioned=VERSIONED,
+                versioned=analytics_schema.ENTITY_KEYS,
                 derived=DERIVED,
                 gate=RedisRebuildGate(
                     redis, settings.consumer_group, stream, settings.consumer_name

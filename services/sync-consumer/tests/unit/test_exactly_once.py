@@ -3,13 +3,13 @@ landed: the pipeline against the in-memory sink, whose failures store part of th
 
 from datetime import UTC, datetime, timedelta
 
+from promo_libs import analytics_schema
+from promo_libs.analytics_schema import ENTITY_KEYS, ORDERS, USAGES, USERS_ANALYTICS
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
-from promo_libs.clickhouse.migrations import load_migrations
 from sync_consumer import synthetic
-from sync_consumer.adapters.derived import USERS_ANALYTICS, refresh_statement
-from sync_consumer.adapters.event_rows import DERIVED, ORDERS, USAGES, VERSIONED, rows_for
+from sync_consumer.adapters.derived import refresh_statement
+from sync_consumer.adapters.event_rows import DERIVED, rows_for
 from sync_consumer.adapters.memory import InMemoryDeadLetters, InMemoryFailures, InMemorySink
-from sync_consumer.bootstrap import MIGRATIONS
 from sync_consumer.domain.model import StreamEntry
 from sync_consumer.service_layer.pipeline import StreamPipeline
 
@@ -30,7 +30,7 @@ def pipeline(sink: InMemorySink) -> StreamPipeline:
         rows_for,
         InMemoryFailures(),
         sleep=_no_sleep,
-        versioned=VERSIONED,
+        versioned=ENTITY_KEYS,
         derived=DERIVED,
     )
 
@@ -111,5 +111,5 @@ async def test_an_older_recomputation_arriving_last_does_not_win() -> None:
 
 
 def test_migration_fills_users_analytics_with_the_live_statement() -> None:
-    (migration,) = [m for m in load_migrations(MIGRATIONS) if m.version == 2]
+    (migration,) = [m for m in analytics_schema.migrations() if m.version == 2]
     assert migration.statements("db")[-1] == refresh_statement(USERS_ANALYTICS, "db")

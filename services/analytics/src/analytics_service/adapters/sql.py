@@ -26,12 +26,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from analytics_service.domain.model import Granularity, Ranking, TimeRange
+from promo_libs.analytics_schema import ORDERS, PROMO_CODES, USAGES, USERS_ANALYTICS
 from promo_libs.clickhouse.client import ch_date, ch_datetime
 
-ORDERS = "orders_analytics"
-USAGES = "promo_code_usages_analytics"
-PROMO_CODES = "promo_codes"
-REQUIRED_TABLES = (ORDERS, USAGES, PROMO_CODES, "users_analytics")
+# What the queries read: the service is ready once these exist (sync-consumer migrates them).
+REQUIRED_TABLES = (ORDERS, USAGES, PROMO_CODES, USERS_ANALYTICS)
 
 
 def quote(value: str) -> str:

@@ -34,10 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-USERS_ANALYTICS = "users_analytics"
-DERIVED_TABLES = (USERS_ANALYTICS,)
-# The key columns a refresh may be narrowed by, per derived table.
-SCOPE_COLUMNS = {USERS_ANALYTICS: ("user_id", "day")}
+from promo_libs.analytics_schema import ORDERS, USAGES, USERS_ANALYTICS
 
 Scope = Mapping[str, Collection[str]]
 
@@ -78,8 +75,8 @@ def refresh_users_analytics(database: str, *, suffix: str = "", scope: Scope | N
     nothing changed rewrites the same values, which is harmless).
     """
     target = f"{database}.{USERS_ANALYTICS}{suffix}"
-    orders = f"{database}.orders_analytics{suffix}"
-    usages = f"{database}.promo_code_usages_analytics{suffix}"
+    orders = f"{database}.{ORDERS}{suffix}"
+    usages = f"{database}.{USAGES}{suffix}"
     return (
         f"INSERT INTO {target} (user_id, day, currency_code, orders, revenue_minor,"
         " discounts_minor, redemptions, state_version)"

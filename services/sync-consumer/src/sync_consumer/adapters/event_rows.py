@@ -15,25 +15,10 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from promo.v1 import events_pb2, orders_pb2, promo_codes_pb2
+from promo_libs.analytics_schema import ORDERS, PROMO_CODES, USAGES, USERS, USERS_ANALYTICS
 from promo_libs.bus import ENVELOPE_FIELD
 from promo_libs.clickhouse.client import EPOCH, ch_date, ch_datetime, ch_datetime_of_second
-from sync_consumer.adapters.derived import USERS_ANALYTICS
 from sync_consumer.domain.model import MalformedEvent, Row, StreamEntry, TableRow
-
-USERS = "users"
-PROMO_CODES = "promo_codes"
-USAGES = "promo_code_usages_analytics"
-ORDERS = "orders_analytics"
-EVENT_TABLES = (USERS, PROMO_CODES, USAGES, ORDERS)
-# The entity key of each table: rows are stored once per (entity, version) by the pipeline's
-# version guard, and queries read the latest version per entity (FINAL or argMax).
-ENTITY_KEYS = {
-    USERS: "user_id",
-    PROMO_CODES: "promo_code_id",
-    USAGES: "usage_id",
-    ORDERS: "order_id",
-}
-VERSIONED = ENTITY_KEYS
 
 
 def _summary_scope(date_column: str) -> Callable[[Row], dict[str, str]]:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sync_consumer.adapters.derived import USERS_ANALYTICS
+from promo_libs.analytics_schema import ORDERS, USAGES, USERS_ANALYTICS
 from sync_consumer.domain.model import DeadLetter, Row, RowsRejected, StreamEntry
 from sync_consumer.domain.ports import AnalyticsSink, DeadLetterQueue, FailureCounter
 
 # The sources of users_analytics: table -> (entity key, date column, counted status).
 _SUMMARY_SOURCES = {
-    "orders_analytics": ("order_id", "order_date", "CONFIRMED"),
-    "promo_code_usages_analytics": ("usage_id", "usage_date", "ACTIVE"),
+    ORDERS: ("order_id", "order_date", "CONFIRMED"),
+    USAGES: ("usage_id", "usage_date", "ACTIVE"),
 }
 
 
@@ -68,7 +68,7 @@ class InMemorySink(AnalyticsSink):
                 group = (row["user_id"], row[day_column], row["currency_code"])
                 values = summary.setdefault(group, [0, 0, 0, 0, 0])
                 hit = int(row["status"] == counted)
-                if source == "orders_analytics":
+                if source == ORDERS:
                     values[0] += hit
                     values[1] += hit * int(row["total_minor"])
                     values[2] += hit * int(row["discount_minor"])
