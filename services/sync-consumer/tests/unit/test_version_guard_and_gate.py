@@ -5,12 +5,12 @@ from datetime import UTC, datetime
 
 from promo_libs.analytics_schema import ENTITY_KEYS, ORDERS
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
+from promo_reconcile import differences, truth_facts
 from sync_consumer import synthetic
 from sync_consumer.adapters.event_rows import rows_for
 from sync_consumer.adapters.memory import InMemoryDeadLetters, InMemoryFailures, InMemorySink
 from sync_consumer.domain.model import StreamEntry
 from sync_consumer.domain.ports import RebuildGate
-from sync_consumer.reconcile import differences, truth_facts
 from sync_consumer.service_layer.pipeline import StreamPipeline
 
 AT = datetime(2024, 3, 1, 12, tzinfo=UTC)

@@ -1,7 +1,9 @@
-"""`python -m sync_consumer.reconcile`: MongoDB's truth against every ClickHouse table (I4).
+"""`python -m promo_reconcile` (`make reconcile`): MongoDB's truth against every ClickHouse
+table (I4).
 
-An operator tool, not a service: to compare, it reads each service's database directly (users,
-promo codes and usages, orders), which no service ever does. It computes the same facts from
+An operator and test tool, not a service, so it lives outside every service's `src/` and outside
+the image: to compare, it reads each service's database directly (users, promo codes and usages,
+orders), which no service ever does. It computes the same facts from
 both sides and prints every difference; the exit status is 1 when there is any, 0 otherwise.
 
 Facts (latest state in ClickHouse through FINAL, also for users_analytics, whose latest row per
@@ -34,6 +36,7 @@ from pydantic import Field
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from promo_libs.analytics_schema import ORDERS, PROMO_CODES, USAGES, USERS, USERS_ANALYTICS
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.config import ClickHouseSettings, load_settings
 
@@ -122,29 +125,29 @@ def _text(value: Any) -> Any:
 
 _QUERIES: Mapping[str, str] = {
     "users": "SELECT user_id, argMax(email, version), argMax(active, version), "
-    "argMax(deleted, version) FROM {db}.users GROUP BY user_id",
+    f"argMax(deleted, version) FROM {{db}}.{USERS} GROUP BY user_id",
     "promo_codes": "SELECT promo_code_id, argMax(code, version), argMax(active, version), "
-    "argMax(discount_type, version) FROM {db}.promo_codes GROUP BY promo_code_id",
+    f"argMax(discount_type, version) FROM {{db}}.{PROMO_CODES} GROUP BY promo_code_id",
     "orders by day": "SELECT toString(order_date), status, currency_code, count(), "
     "sum(subtotal_minor), sum(discount_minor), sum(total_minor) "
-    "FROM {db}.orders_analytics FINAL GROUP BY order_date, status, currency_code",
+    f"FROM {{db}}.{ORDERS} FINAL GROUP BY order_date, status, currency_code",
     "orders by user": "SELECT user_id, status, count(), sum(total_minor) "
-    "FROM {db}.orders_analytics FINAL GROUP BY user_id, status",
+    f"FROM {{db}}.{ORDERS} FINAL GROUP BY user_id, status",
     "orders by code": "SELECT promo_code_id, status, count(), sum(discount_minor) "
-    "FROM {db}.orders_analytics FINAL WHERE promo_code_id != '' "
+    f"FROM {{db}}.{ORDERS} FINAL WHERE promo_code_id != '' "
     "GROUP BY promo_code_id, status",
     "usages by day": "SELECT toString(usage_date), status, count(), sum(discount_minor), "
-    "sum(order_amount_minor) FROM {db}.promo_code_usages_analytics FINAL "
+    f"sum(order_amount_minor) FROM {{db}}.{USAGES} FINAL "
     "GROUP BY usage_date, status",
     "usages by user": "SELECT user_id, status, count(), sum(discount_minor), "
-    "sum(order_amount_minor) FROM {db}.promo_code_usages_analytics FINAL "
+    f"sum(order_amount_minor) FROM {{db}}.{USAGES} FINAL "
     "GROUP BY user_id, status",
     "usages by code": "SELECT promo_code_id, status, count(), sum(discount_minor), "
-    "sum(order_amount_minor) FROM {db}.promo_code_usages_analytics FINAL "
+    f"sum(order_amount_minor) FROM {{db}}.{USAGES} FINAL "
     "GROUP BY promo_code_id, status",
     "users_analytics": "SELECT user_id, toString(day), currency_code, sum(orders) AS o, "
     "sum(revenue_minor) AS r, sum(discounts_minor) AS d, sum(redemptions) AS u "
-    "FROM {db}.users_analytics FINAL GROUP BY user_id, day, currency_code "
+    f"FROM {{db}}.{USERS_ANALYTICS} FINAL GROUP BY user_id, day, currency_code "
     "HAVING o != 0 OR r != 0 OR d != 0 OR u != 0",
 }
 # How many leading columns of each query form the key.
@@ -211,7 +214,7 @@ async def reconcile(settings: ReconcileSettings) -> tuple[list[Difference], dict
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sync_consumer.reconcile", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m promo_reconcile", description=__doc__)
     parser.add_argument("--users-db", help="the users service's database")
     parser.add_argument("--promocodes-db", help="the promo-code service's database")
     parser.add_argument("--orders-db", help="the orders service's database")
@@ -232,7 +235,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     checked = ", ".join(f"{fact}: {n}" for fact, n in sizes.items())
     print(f"reconcile: {len(found)} differences ({checked})", file=sys.stderr)
     return 1 if found else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
