@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from faststream.redis import RedisBroker, RedisClusterBroker
-from faststream.security import SASLPlaintext
-
 from promo_libs import analytics_schema
 from promo_libs.bus import redis_client
 from promo_libs.clickhouse.client import ClickHouse
@@ -14,7 +11,11 @@ from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
 from sync_consumer.adapters.event_rows import DERIVED, rows_for
 from sync_consumer.adapters.metrics import INSERT_FAILURES
 from sync_consumer.adapters.rebuild_gate import RedisRebuildGate
-from sync_consumer.adapters.redis_streams import RedisDeadLetters, RedisFailureCounter
+from sync_consumer.adapters.redis_streams import (
+    RedisConsumerGroup,
+    RedisDeadLetters,
+    RedisFailureCounter,
+)
 from sync_consumer.config import SyncConsumerSettings
 from sync_consumer.entrypoints.stream_consumer import StreamConsumer
 from sync_consumer.service_layer.pipeline import StreamPipeline
@@ -32,23 +33,15 @@ async def build(settings: SyncConsumerSettings) -> GrpcApp:
     clickhouse = ClickHouse(settings)
     client = clickhouse.connect()
     await analytics_schema.migrate(client, settings.clickhouse_database)
-    redis = redis_client(settings, timeout_seconds=10.0)
-    security = (
-        SASLPlaintext(username="default", password=settings.redis_password.get_secret_value())
-        if settings.redis_password
-        else None
-    )
-    # FastStream 0.7.8 ships RedisClusterBroker (redis-py's RedisCluster underneath, commands
-    # routed by slot); streams and consumer groups work on it unchanged.
-    broker_class = RedisClusterBroker if settings.redis_cluster else RedisBroker
-    broker = broker_class(f"redis://{settings.redis_host}:{settings.redis_port}", security=security)
+    # One client for every Redis command of the consumer (adapters.redis_streams says why not
+    # FastStream). A blocking read waits up to batch_wait_ms: the socket must outlast it.
+    redis = redis_client(settings, timeout_seconds=max(10.0, settings.batch_wait_ms / 1000 + 5))
     sink = ClickHouseSink(client, settings.clickhouse_database)
     dead_letters = RedisDeadLetters(redis, settings.consumer_group)
     failures = RedisFailureCounter(redis)
     consumers = [
         StreamConsumer(
-            broker,
-            redis,
+            RedisConsumerGroup(redis, stream, settings.consumer_group, settings.consumer_name),
             StreamPipeline(
                 stream,
                 sink,
@@ -63,8 +56,6 @@ async def build(settings: SyncConsumerSettings) -> GrpcApp:
                     redis, settings.consumer_group, stream, settings.consumer_name
                 ),
             ),
-            group=settings.consumer_group,
-            consumer=settings.consumer_name,
             batch_size=settings.batch_size,
             poll_ms=settings.batch_wait_ms,
             claim_idle_ms=settings.claim_idle_ms,
@@ -74,13 +65,11 @@ async def build(settings: SyncConsumerSettings) -> GrpcApp:
     ]
     for consumer in consumers:
         await consumer.prepare()
-    await broker.start()
 
     async def redis_up() -> bool:
         return bool(await redis.ping())
 
     async def on_stop() -> None:
-        await broker.stop()
         await redis.aclose()
         await clickhouse.close()
 
@@ -90,6 +79,7 @@ async def build(settings: SyncConsumerSettings) -> GrpcApp:
         register=lambda server: None,
         probes={"redis": redis_up, "clickhouse": clickhouse.ping},
         background=[
+            *(c.read_loop for c in consumers),
             *(c.claim_loop for c in consumers),
             *(c.maintenance_loop for c in consumers),
         ],

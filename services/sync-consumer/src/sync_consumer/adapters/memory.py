@@ -6,8 +6,16 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from promo_libs.analytics_schema import ORDERS, USAGES, USERS_ANALYTICS
-from sync_consumer.domain.model import DeadLetter, Row, RowsRejected, StreamEntry
-from sync_consumer.domain.ports import AnalyticsSink, DeadLetterQueue, FailureCounter
+from sync_consumer.domain.model import (
+    DeadLetter,
+    GroupLost,
+    GroupStatus,
+    Row,
+    RowsRejected,
+    StreamEntry,
+    parse_position,
+)
+from sync_consumer.domain.ports import AnalyticsSink, ConsumerGroup, DeadLetterQueue, FailureCounter
 
 # The sources of users_analytics: table -> (entity key, date column, counted status).
 _SUMMARY_SOURCES = {
@@ -123,3 +131,65 @@ class InMemoryFailures(FailureCounter):
     async def forget(self, entries: Sequence[StreamEntry]) -> None:
         for entry in entries:
             self.counts.pop(entry.entry_id, None)
+
+
+@dataclass
+class InMemoryGroup(ConsumerGroup):
+    """One stream and one group as lists: `read` delivers each entry once, it stays pending
+    until `ack`, and `claim` takes every pending entry (idle times are not modelled). `lose`
+    drops the group as a Redis that lost its data would."""
+
+    stream: str
+    entries: list[StreamEntry] = field(default_factory=list)
+    pending: dict[str, StreamEntry] = field(default_factory=dict)
+    delivered: int = 0
+    exists: bool = False
+
+    def add(self, entries: Sequence[StreamEntry]) -> None:
+        self.entries.extend(entries)
+
+    def lose(self) -> None:
+        self.exists, self.delivered = False, 0
+        self.pending.clear()
+
+    def _check(self) -> None:
+        if not self.exists:
+            raise GroupLost(self.stream)
+
+    async def join(self) -> None:
+        self.exists = True
+
+    async def read(self, count: int, block_ms: int) -> list[StreamEntry]:
+        self._check()
+        batch = self.entries[self.delivered : self.delivered + count]
+        self.delivered += len(batch)
+        self.pending.update((e.entry_id, e) for e in batch)
+        return batch
+
+    async def claim(
+        self, min_idle_ms: int, count: int, cursor: str = "0-0"
+    ) -> tuple[list[StreamEntry], str]:
+        self._check()
+        after = parse_position(cursor)
+        ids = sorted((i for i in self.pending if parse_position(i) >= after), key=parse_position)
+        page, rest = ids[:count], ids[count:]
+        claimed = []
+        for entry_id in page:
+            held = self.pending[entry_id]
+            claimed.append(
+                StreamEntry(held.stream, held.entry_id, held.fields, held.deliveries + 1)
+            )
+            self.pending[entry_id] = claimed[-1]
+        return claimed, rest[0] if rest else "0-0"
+
+    async def ack(self, entries: Sequence[StreamEntry]) -> None:
+        for entry in entries:
+            self.pending.pop(entry.entry_id, None)
+
+    async def status(self) -> GroupStatus | None:
+        if not self.exists:
+            return None
+        return GroupStatus(lag=len(self.entries) - self.delivered, pending=len(self.pending))
+
+    async def trim(self, retention_ms: int) -> int:
+        return 0
