@@ -35,9 +35,11 @@ from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from promo.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
 from promo_libs import analytics_schema
+from promo_libs.analytics_schema import DERIVED_TABLES
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.config import ClickHouseSettings
 from promo_libs.events import timestamp
+from sync_consumer.adapters.derived import refresh_statement
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 DAYS = 90
@@ -142,6 +144,8 @@ def load(stack: Stack, database: str, rows: int) -> float:
     for offset in range(0, rows, BATCH):
         count = min(BATCH, rows - offset)
         statements += _usages(database, offset, count) + _orders(database, offset, count)
+    # The rollups by sync-consumer's own recomputation over every key, as a rebuild fills them.
+    statements += [refresh_statement(table, database) for table in DERIVED_TABLES]
     for statement in statements:
         clickhouse_query(stack.clickhouse_host, stack.clickhouse_port, statement, timeout=600)
     return time.perf_counter() - started

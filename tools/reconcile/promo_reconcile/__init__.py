@@ -15,7 +15,9 @@ key is the recomputed value; its all-zero groups equal absent ones):
 - promo_code_usages_analytics: per day and status, per user and status, per promo code and
   status (count, discount, order amount); abandoned ids (never redeemed) are not usages;
 - users_analytics: per user, day and currency (confirmed orders, revenue, discounts, active
-  redemptions).
+  redemptions);
+- orders_daily: per day and currency (orders; confirmed, rejected and cancelled ones; revenue
+  and discounts of the confirmed ones; distinct buyers).
 
 Database names come from USERS_MONGODB_DB_NAME, PROMOCODES_MONGODB_DB_NAME and
 ORDERS_MONGODB_DB_NAME (defaults: the services' own defaults) or the matching flags.
@@ -36,7 +38,7 @@ from pydantic import Field
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from promo_libs.analytics_schema import ORDERS, PROMO_CODES, USAGES, USERS, USERS_ANALYTICS
+from promo_libs import analytics_schema as schema
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.config import ClickHouseSettings, load_settings
 
@@ -94,6 +96,7 @@ def truth_facts(
             rules["discount_type"],
         )
     summary = facts["users_analytics"]
+    buyers: dict[Key, set[str]] = defaultdict(set)
     for order in orders:
         status, currency = order["status"], order["currency"]
         day, subtotal = _day(order["created_at"]), int(order["subtotal_minor"])
@@ -105,6 +108,21 @@ def truth_facts(
             _add(facts["orders by code"], (order["promo_code_id"], status), 1, discount)
         if status == "CONFIRMED":
             _add(summary, (order["user_id"], day, currency), 1, total, discount, 0)
+        confirmed = status == "CONFIRMED"
+        _add(
+            facts["orders_daily"],
+            (day, currency),
+            1,
+            int(confirmed),
+            int(status == "REJECTED"),
+            int(status == "CANCELLED"),
+            total * confirmed,
+            discount * confirmed,
+            0,
+        )
+        buyers[(day, currency)].add(order["user_id"])
+    for key, users_of_day in buyers.items():
+        facts["orders_daily"][key] = (*facts["orders_daily"][key][:-1], len(users_of_day))
     for usage in usages:
         status = usage.get("status")
         if status not in ("ACTIVE", "RELEASED"):
@@ -125,30 +143,33 @@ def _text(value: Any) -> Any:
 
 _QUERIES: Mapping[str, str] = {
     "users": "SELECT user_id, argMax(email, version), argMax(active, version), "
-    f"argMax(deleted, version) FROM {{db}}.{USERS} GROUP BY user_id",
+    f"argMax(deleted, version) FROM {{db}}.{schema.USERS} GROUP BY user_id",
     "promo_codes": "SELECT promo_code_id, argMax(code, version), argMax(active, version), "
-    f"argMax(discount_type, version) FROM {{db}}.{PROMO_CODES} GROUP BY promo_code_id",
+    f"argMax(discount_type, version) FROM {{db}}.{schema.PROMO_CODES} GROUP BY promo_code_id",
     "orders by day": "SELECT toString(order_date), status, currency_code, count(), "
     "sum(subtotal_minor), sum(discount_minor), sum(total_minor) "
-    f"FROM {{db}}.{ORDERS} FINAL GROUP BY order_date, status, currency_code",
+    f"FROM {{db}}.{schema.ORDERS} FINAL GROUP BY order_date, status, currency_code",
     "orders by user": "SELECT user_id, status, count(), sum(total_minor) "
-    f"FROM {{db}}.{ORDERS} FINAL GROUP BY user_id, status",
+    f"FROM {{db}}.{schema.ORDERS} FINAL GROUP BY user_id, status",
     "orders by code": "SELECT promo_code_id, status, count(), sum(discount_minor) "
-    f"FROM {{db}}.{ORDERS} FINAL WHERE promo_code_id != '' "
+    f"FROM {{db}}.{schema.ORDERS} FINAL WHERE promo_code_id != '' "
     "GROUP BY promo_code_id, status",
     "usages by day": "SELECT toString(usage_date), status, count(), sum(discount_minor), "
-    f"sum(order_amount_minor) FROM {{db}}.{USAGES} FINAL "
+    f"sum(order_amount_minor) FROM {{db}}.{schema.USAGES} FINAL "
     "GROUP BY usage_date, status",
     "usages by user": "SELECT user_id, status, count(), sum(discount_minor), "
-    f"sum(order_amount_minor) FROM {{db}}.{USAGES} FINAL "
+    f"sum(order_amount_minor) FROM {{db}}.{schema.USAGES} FINAL "
     "GROUP BY user_id, status",
     "usages by code": "SELECT promo_code_id, status, count(), sum(discount_minor), "
-    f"sum(order_amount_minor) FROM {{db}}.{USAGES} FINAL "
+    f"sum(order_amount_minor) FROM {{db}}.{schema.USAGES} FINAL "
     "GROUP BY promo_code_id, status",
     "users_analytics": "SELECT user_id, toString(day), currency_code, sum(orders) AS o, "
     "sum(revenue_minor) AS r, sum(discounts_minor) AS d, sum(redemptions) AS u "
-    f"FROM {{db}}.{USERS_ANALYTICS} FINAL GROUP BY user_id, day, currency_code "
+    f"FROM {{db}}.{schema.USERS_ANALYTICS} FINAL GROUP BY user_id, day, currency_code "
     "HAVING o != 0 OR r != 0 OR d != 0 OR u != 0",
+    "orders_daily": "SELECT toString(day), currency_code, orders, confirmed, rejected,"
+    " cancelled, revenue_minor, discounts_minor, toInt64(length(buyers))"
+    f" FROM {{db}}.{schema.ORDERS_DAILY} FINAL",
 }
 # How many leading columns of each query form the key.
 _KEY_WIDTH = {
@@ -161,6 +182,7 @@ _KEY_WIDTH = {
     "usages by user": 2,
     "usages by code": 2,
     "users_analytics": 3,
+    "orders_daily": 2,
 }
 
 

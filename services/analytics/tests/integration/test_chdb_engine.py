@@ -22,7 +22,7 @@ from analytics_scenario import Scenario, compare_everything, insert_statements
 
 from analytics_service.adapters.clickhouse_store import ClickHouseStore, SqlRunner
 from promo_libs import analytics_schema
-from promo_libs.analytics_schema import USERS_ANALYTICS
+from promo_libs.analytics_schema import DERIVED_TABLES
 from promo_libs.clickhouse.migrations import apply_migrations
 from sync_consumer.adapters.derived import refresh_statement
 
@@ -79,8 +79,9 @@ def test_every_query_answers_the_truth(engine: Chdb) -> None:
     scenario = Scenario.generate(seed=11)
     for statement in insert_statements(DATABASE, scenario):
         engine.run(statement)
-    # users_analytics is recomputed by sync-consumer's own statement (no materialized views).
-    engine.run(refresh_statement(USERS_ANALYTICS, DATABASE))
+    # Derived tables are recomputed by sync-consumer's own statements (no materialized views).
+    for derived in DERIVED_TABLES:
+        engine.run(refresh_statement(derived, DATABASE))
     store = ClickHouseStore(engine, DATABASE)
     before = len(engine.statements)
     compared = asyncio.run(compare_everything(servicer_call(store), scenario, concurrency=1))

@@ -30,11 +30,11 @@ async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
 async def test_migrations_create_everything_once_and_are_recorded(clickhouse: ClickHouse) -> None:
     migrations = analytics_schema.migrations()
     db = clickhouse.database
-    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2]
+    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3]
     assert await apply_migrations(clickhouse.client, db, migrations) == []
     # A process that died after the statements but before recording them applies them again.
     await clickhouse.client.execute(f"DROP TABLE {db}.schema_migrations")
-    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2]
+    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3]
     tables = {
         row["name"]
         for row in await clickhouse.client.fetch(
@@ -47,6 +47,7 @@ async def test_migrations_create_everything_once_and_are_recorded(clickhouse: Cl
         "promo_code_usages_analytics",
         "orders_analytics",
         "users_analytics",
+        "orders_daily",
         "schema_migrations",
     } <= tables
     # No materialized view is left to feed users_analytics: it is recomputed (adapters.derived).

@@ -15,7 +15,14 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from promo.v1 import events_pb2, orders_pb2, promo_codes_pb2
-from promo_libs.analytics_schema import ORDERS, PROMO_CODES, USAGES, USERS, USERS_ANALYTICS
+from promo_libs.analytics_schema import (
+    ORDERS,
+    ORDERS_DAILY,
+    PROMO_CODES,
+    USAGES,
+    USERS,
+    USERS_ANALYTICS,
+)
 from promo_libs.bus import ENVELOPE_FIELD
 from promo_libs.clickhouse.client import EPOCH, ch_date, ch_datetime, ch_datetime_of_second
 from sync_consumer.domain.model import MalformedEvent, Row, StreamEntry, TableRow
@@ -27,7 +34,10 @@ def _summary_scope(date_column: str) -> Callable[[Row], dict[str, str]]:
 
 # Derived tables each source table feeds (adapters.derived), with the key values a row touches.
 DERIVED: dict[str, list[tuple[str, Callable[[Row], dict[str, str]]]]] = {
-    ORDERS: [(USERS_ANALYTICS, _summary_scope("order_date"))],
+    ORDERS: [
+        (USERS_ANALYTICS, _summary_scope("order_date")),
+        (ORDERS_DAILY, lambda row: {"day": str(row["order_date"])}),
+    ],
     USAGES: [(USERS_ANALYTICS, _summary_scope("usage_date"))],
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from promo_libs.analytics_schema import ORDERS, USAGES, USERS_ANALYTICS
+from promo_libs.analytics_schema import ORDERS, ORDERS_DAILY, USAGES, USERS_ANALYTICS
 from sync_consumer.domain.model import (
     DeadLetter,
     GroupLost,
@@ -61,8 +61,11 @@ class InMemorySink(AnalyticsSink):
         if self.refresh_failures_left:
             self.refresh_failures_left -= 1
             raise ConnectionError("derived insert failed")
-        assert table == USERS_ANALYTICS, table
         self.refreshes += 1
+        if table == ORDERS_DAILY:
+            self._refresh_orders_daily(set(scope.get("day", ())))
+            return
+        assert table == USERS_ANALYTICS, table
         users, days = set(scope.get("user_id", ())), set(scope.get("day", ()))
         summary: dict[tuple[str, str, str], list[int]] = {}
         for source, (key, day_column, counted) in _SUMMARY_SOURCES.items():
@@ -95,6 +98,35 @@ class InMemorySink(AnalyticsSink):
                     "discounts_minor": d,
                     "redemptions": u,
                     "state_version": v,
+                }
+            )
+
+    def _refresh_orders_daily(self, days: set[str]) -> None:
+        latest: dict[str, Row] = {}
+        for row in self.tables.get(ORDERS, []):
+            held = latest.get(row["order_id"])
+            if row["order_date"] in days and (
+                held is None or int(row["version"]) >= int(held["version"])
+            ):
+                latest[row["order_id"]] = row
+        groups: dict[tuple[str, str], list[Row]] = {}
+        for row in latest.values():
+            groups.setdefault((row["order_date"], row["currency_code"]), []).append(row)
+        target = self.tables.setdefault(ORDERS_DAILY, [])
+        for (day, currency), rows in groups.items():
+            confirmed = [r for r in rows if r["status"] == "CONFIRMED"]
+            target.append(
+                {
+                    "day": day,
+                    "currency_code": currency,
+                    "orders": len(rows),
+                    "confirmed": len(confirmed),
+                    "rejected": sum(r["status"] == "REJECTED" for r in rows),
+                    "cancelled": sum(r["status"] == "CANCELLED" for r in rows),
+                    "revenue_minor": sum(int(r["total_minor"]) for r in confirmed),
+                    "discounts_minor": sum(int(r["discount_minor"]) for r in confirmed),
+                    "buyers": sorted({r["user_id"] for r in rows}),
+                    "state_version": sum(int(r["version"]) + 1 for r in rows),
                 }
             )
 
