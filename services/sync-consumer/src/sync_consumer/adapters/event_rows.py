@@ -63,6 +63,15 @@ def _require(message: object, name: str) -> None:
         raise MalformedEvent(f"{type(message).__name__} without {name}")
 
 
+def _created(entity: events_pb2.UsageSnapshot | events_pb2.OrderSnapshot, what: str) -> datetime:
+    """The entity's required create_time; the epoch itself is no real creation time."""
+    _require(entity, "create_time")
+    created = _time(entity.create_time)
+    if created is None:
+        raise MalformedEvent(f"{what} create_time at the epoch")
+    return created
+
+
 def _common(entry: StreamEntry, envelope: events_pb2.EventEnvelope) -> Row:
     ms, seq = entry.position
     return {
@@ -115,10 +124,7 @@ def _promo_code(snapshot: events_pb2.PromoCodeSnapshot) -> Row:
 def _usage(event: events_pb2.PromoCodeRedeemed | events_pb2.PromoCodeReleased) -> Row:
     _require(event, "usage")
     usage = event.usage
-    _require(usage, "create_time")
-    created = _time(usage.create_time)
-    if created is None:  # the epoch itself: no real usage was created then
-        raise MalformedEvent("usage create_time at the epoch")
+    created = _created(usage, "usage")
     return {
         "usage_id": usage.id,
         "usage_date": ch_date(created),
@@ -148,10 +154,7 @@ def _order(
 ) -> Row:
     _require(event, "order")
     order = event.order
-    _require(order, "create_time")
-    created = _time(order.create_time)
-    if created is None:  # the epoch itself: no real order was created then
-        raise MalformedEvent("order create_time at the epoch")
+    created = _created(order, "order")
     has_promo = "promo_code" in type(event).DESCRIPTOR.fields_by_name and event.HasField(
         "promo_code"  # type: ignore[arg-type]
     )
