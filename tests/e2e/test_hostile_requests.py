@@ -48,7 +48,6 @@ from promo.v1 import (
 )
 from promo_libs import analytics_schema
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.clickhouse.migrations import apply_migrations
 from promo_libs.config import ClickHouseSettings
 from promo_libs.grpc.errors import bad_request, error_info
 from promo_libs.identity import Workload
@@ -158,8 +157,7 @@ def _migrate_clickhouse(stack: Stack, database: str) -> None:
         )
         try:
             clickhouse.connect()
-            migrations = analytics_schema.migrations()
-            await apply_migrations(clickhouse.client, clickhouse.database, migrations)
+            await analytics_schema.migrate(clickhouse.client, clickhouse.database)
         finally:
             await clickhouse.close()
 
