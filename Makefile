@@ -48,7 +48,7 @@ format: bootstrap
 
 typecheck: bootstrap
 	@echo "==> mypy"
-	@.venv/bin/mypy libs/src/promo_libs services/*/src services/*/testing tools/devstack
+	@.venv/bin/mypy libs/src/promo_libs services/*/src services/*/testing tools/devstack tools/promo_reconcile
 
 check: protos-check asyncapi-check lint typecheck
 
@@ -73,7 +73,7 @@ rebuild: bootstrap
 	@eval "$$($(PY) -m devstack env)" && $(PY) -m sync_consumer rebuild
 
 reconcile: bootstrap
-	@eval "$$($(PY) -m devstack env)" && $(PY) -m sync_consumer.reconcile
+	@eval "$$($(PY) -m devstack env)" && $(PY) -m promo_reconcile
 
 asyncapi: bootstrap
 	@$(PY) -m sync_consumer.asyncapi

@@ -50,7 +50,7 @@ else
     || die "installing the locked Python packages failed (see above)."
   local_packages=(-e . -e libs)
   for svc in services/*/; do local_packages+=(-e "${svc%/}"); done
-  "$UV" pip install --quiet --python .venv/bin/python --no-deps "${local_packages[@]}" \
+  "$UV" pip install --quiet --python .venv/bin/python --no-deps --reinstall "${local_packages[@]}" \
     || die "installing the project's own packages failed (see above)."
   touch "$stamp"
 fi

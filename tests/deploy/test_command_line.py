@@ -24,7 +24,7 @@ COMMANDS = {
     "sync_consumer": {"serve", "migrate", "replay-dead-letters", "rebuild"},
 }
 # Runnable modules besides the entrypoints: developer and cross-database tools.
-OTHER_MODULES = {"sync_consumer/reconcile.py", "sync_consumer/asyncapi.py"}
+OTHER_MODULES = {"sync_consumer/asyncapi.py"}
 
 
 @pytest.mark.parametrize("module", sorted(COMMANDS))

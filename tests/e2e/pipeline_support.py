@@ -33,7 +33,7 @@ from promo.v1 import (
     users_pb2_grpc,
 )
 from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM, USERS_STREAM
-from sync_consumer.reconcile import Difference, ReconcileSettings, reconcile
+from promo_reconcile import Difference, ReconcileSettings, reconcile
 
 COMMON = {
     "METRICS_PORT": "0",

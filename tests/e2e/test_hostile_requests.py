@@ -25,7 +25,6 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -37,7 +36,6 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import sync_consumer
 from devstack.ports import free_port
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
@@ -48,8 +46,8 @@ from promo.v1 import (
     promo_codes_pb2,
     users_pb2,
 )
+from promo_libs import analytics_schema
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import ClickHouseSettings
 from promo_libs.grpc.errors import bad_request, error_info
 from promo_libs.identity import Workload
@@ -159,8 +157,7 @@ def _migrate_clickhouse(stack: Stack, database: str) -> None:
         )
         try:
             clickhouse.connect()
-            migrations = load_migrations(Path(sync_consumer.__file__).parent / "migrations")
-            await apply_migrations(clickhouse.client, clickhouse.database, migrations)
+            await analytics_schema.migrate(clickhouse.client, clickhouse.database)
         finally:
             await clickhouse.close()
 

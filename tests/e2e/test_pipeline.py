@@ -218,7 +218,7 @@ async def test_rebuild_from_mongodb_under_live_load_reconciles(
         "INSERT INTO {db}.users_analytics (user_id, day, currency_code, orders, revenue_minor, "
         "discounts_minor, redemptions) VALUES ('ghost', today(), 'EUR', 1, 100, 0, 0)"
     )
-    assert _run_tool(platform, "sync_consumer.reconcile").returncode == 1
+    assert _run_tool(platform, "promo_reconcile").returncode == 1
     work = await LoadProcess(platform, load, 300, 4).start()  # live events during the rebuild
     await asyncio.sleep(0.5)
     rebuilt = await asyncio.to_thread(_run_tool, platform, "sync_consumer", "rebuild")
@@ -226,7 +226,7 @@ async def test_rebuild_from_mongodb_under_live_load_reconciles(
     await work.wait()
     took = await until_reconciled(platform, DRAIN_SECONDS)
     print(f"\n{rebuilt.stdout.strip()}; reconciled {took:.1f}s after the load")
-    checked = _run_tool(platform, "sync_consumer.reconcile")
+    checked = _run_tool(platform, "promo_reconcile")
     assert checked.returncode == 0, checked.stdout
     tables = platform.query("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name")
     assert not [t for t in tables if t[0].endswith(("__rebuild", "__old"))]

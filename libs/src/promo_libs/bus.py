@@ -2,7 +2,7 @@
 
 One stream per producing service (promo_libs.events names them). An entry has three fields:
 `event_id`, `type` and `envelope` (the serialized promo.v1.EventEnvelope, raw bytes). Any Redis
-client can read that; sync-consumer reads it with FastStream.
+client can read that; sync-consumer reads it with redis-py (sync_consumer.adapters.redis_streams).
 
 Publishing is idempotent by event_id: a Lua script (atomic in Redis, and persisted as one unit
 in the append-only file) records `promo:published:{<stream>}:<event_id>` with SET NX and only

@@ -29,16 +29,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sync_consumer
 from devstack.ports import free_port
 from devstack.probes import clickhouse_query
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from promo.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
+from promo_libs import analytics_schema
+from promo_libs.analytics_schema import DERIVED_TABLES
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import ClickHouseSettings
 from promo_libs.grpc.mapping import timestamp
+from sync_consumer.adapters.derived import refresh_statement
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 DAYS = 90
@@ -131,8 +132,7 @@ async def _migrate(host: str, port: int, database: str) -> None:
     clickhouse = ClickHouse(settings)
     clickhouse.connect()
     try:
-        folder = Path(sync_consumer.__file__).parent / "migrations"
-        await apply_migrations(clickhouse.client, database, load_migrations(folder))
+        await analytics_schema.migrate(clickhouse.client, database)
     finally:
         await clickhouse.close()
 
@@ -144,6 +144,8 @@ def load(stack: Stack, database: str, rows: int) -> float:
     for offset in range(0, rows, BATCH):
         count = min(BATCH, rows - offset)
         statements += _usages(database, offset, count) + _orders(database, offset, count)
+    # The rollups by sync-consumer's own recomputation over every key, as a rebuild fills them.
+    statements += [refresh_statement(table, database) for table in DERIVED_TABLES]
     for statement in statements:
         clickhouse_query(stack.clickhouse_host, stack.clickhouse_port, statement, timeout=600)
     return time.perf_counter() - started

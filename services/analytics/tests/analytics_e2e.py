@@ -8,22 +8,19 @@ import sys
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis
 from analytics_scenario import Scenario
 
-import sync_consumer
 from devstack.ports import free_port
 from devstack.probes import clickhouse_query
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
+from promo_libs import analytics_schema
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import ClickHouseSettings
 
 ANALYTICS = [sys.executable, "-m", "analytics_service"]
-MIGRATIONS = Path(sync_consumer.__file__).parent / "migrations"
 
 
 @dataclass
@@ -90,7 +87,7 @@ async def _migrate(settings: ClickHouseSettings) -> None:
     clickhouse = ClickHouse(settings)
     try:
         clickhouse.connect()
-        await apply_migrations(clickhouse.client, clickhouse.database, load_migrations(MIGRATIONS))
+        await analytics_schema.migrate(clickhouse.client, clickhouse.database)
     finally:
         await clickhouse.close()
 

@@ -52,14 +52,13 @@ from promo.v1 import (
     users_pb2,
     users_pb2_grpc,
 )
+from promo_libs import analytics_schema
+from promo_libs.analytics_schema import ORDERS, USERS_ANALYTICS
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD, TYPE_FIELD
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import ClickHouseSettings
 from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM, USERS_STREAM
-from sync_consumer.adapters.derived import USERS_ANALYTICS
-from sync_consumer.adapters.event_rows import ORDERS, rows_for
-from sync_consumer.bootstrap import MIGRATIONS
+from sync_consumer.adapters.event_rows import rows_for
 from sync_consumer.domain.model import StreamEntry
 from sync_consumer_testing import synthetic
 
@@ -150,7 +149,7 @@ async def throughput(stack: Stack, events: int, batch_size: int) -> None:
 
         # The ceiling: the same rows, straight into the same tables of another database.
         ceiling_db = f"bench_{token}_ceiling"
-        await apply_migrations(ch.client, ceiling_db, load_migrations(MIGRATIONS))
+        await analytics_schema.migrate(ch.client, ceiling_db)
         rows = [
             rows_for(
                 StreamEntry(stream, entry_id.decode(), {ENVELOPE_FIELD: m.SerializeToString()})

@@ -1,7 +1,7 @@
 """Composition root: the one place where the analytics service's concrete adapters are wired.
 
-The ClickHouse schema belongs to sync-consumer, which applies its migrations at start (and the
-Kubernetes migrations Job in production). This service only reads: until the analytics tables
+The ClickHouse schema is promo_libs.analytics_schema, applied by sync-consumer at start (and by
+the Kubernetes migrations Job in production). This service only reads: until the analytics tables
 exist its health reports NOT_SERVING ("clickhouse" probe), and calls answer UNAVAILABLE.
 """
 

@@ -12,7 +12,6 @@ import asyncio
 import json
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import chdb.session
@@ -21,13 +20,13 @@ from aiochclient.types import rows2ch
 from analytics_inprocess import servicer_call
 from analytics_scenario import Scenario, compare_everything, insert_statements
 
-import sync_consumer
 from analytics_service.adapters.clickhouse_store import ClickHouseStore, SqlRunner
-from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
-from sync_consumer.adapters.derived import USERS_ANALYTICS, refresh_statement
+from promo_libs import analytics_schema
+from promo_libs.analytics_schema import DERIVED_TABLES
+from promo_libs.clickhouse.migrations import apply_migrations
+from sync_consumer.adapters.derived import refresh_statement
 
 DATABASE = "analytics"
-MIGRATIONS = Path(sync_consumer.__file__).parent / "migrations"
 
 
 class Chdb(SqlRunner):
@@ -66,7 +65,7 @@ def engine() -> Iterator[Chdb]:
 
 
 def test_the_migrations_apply_and_apply_again(engine: Chdb) -> None:
-    migrations = load_migrations(MIGRATIONS)
+    migrations = analytics_schema.migrations()
     assert asyncio.run(apply_migrations(engine, DATABASE, migrations)) == [
         m.version for m in migrations
     ]
@@ -80,8 +79,9 @@ def test_every_query_answers_the_truth(engine: Chdb) -> None:
     scenario = Scenario.generate(seed=11)
     for statement in insert_statements(DATABASE, scenario):
         engine.run(statement)
-    # users_analytics is recomputed by sync-consumer's own statement (no materialized views).
-    engine.run(refresh_statement(USERS_ANALYTICS, DATABASE))
+    # Derived tables are recomputed by sync-consumer's own statements (no materialized views).
+    for derived in DERIVED_TABLES:
+        engine.run(refresh_statement(derived, DATABASE))
     store = ClickHouseStore(engine, DATABASE)
     before = len(engine.statements)
     compared = asyncio.run(compare_everything(servicer_call(store), scenario, concurrency=1))

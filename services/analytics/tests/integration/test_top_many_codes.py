@@ -7,25 +7,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest_asyncio
 
-import sync_consumer
 from analytics_service.adapters.clickhouse_store import ClickHouseStore, HttpRunner
 from analytics_service.domain.model import ALL_TIME, Ranking, TimeRange
 from analytics_service.domain.queries import ListTopPromoCodes
 from analytics_service.service_layer.analytics import Analytics
 from devstack.stack import Stack
+from promo_libs import analytics_schema
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import ClickHouseSettings
 from sync_consumer.adapters.event_rows import rows_for
 from sync_consumer.domain.model import StreamEntry
 from sync_consumer_testing import synthetic
 
-MIGRATIONS = Path(sync_consumer.__file__).parent / "migrations"
 CODES = 12_000
 AT = datetime(2024, 5, 1, tzinfo=UTC)
 
@@ -39,7 +36,7 @@ async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
     )
     clickhouse = ClickHouse(settings)
     clickhouse.connect()
-    await apply_migrations(clickhouse.client, clickhouse.database, load_migrations(MIGRATIONS))
+    await analytics_schema.migrate(clickhouse.client, clickhouse.database)
     yield clickhouse
     await clickhouse.client.execute(f"DROP DATABASE IF EXISTS {clickhouse.database}")
     await clickhouse.close()

@@ -29,6 +29,8 @@ def test_no_statement_uses_what_clickhouse_18_16_lacks() -> None:
     window = TimeRange(datetime(2024, 1, 1, tzinfo=UTC), None)
     statements = [
         sql.order_totals("db", window, user_id="u", promo_code_id="p"),
+        sql.order_totals("db", window),
+        *(sql.order_series("db", window, g) for g in Granularity),
         sql.order_totals_by_code("db", window),
         *(sql.order_series("db", window, g, "p") for g in Granularity),
         sql.usage_totals("db", window, user_id="u", with_code_texts=True),
@@ -64,9 +66,12 @@ DAY = datetime(2024, 1, 1, tzinfo=UTC)
 def test_latest_state_by_final_only_where_a_query_keeps_most_rows(
     window: TimeRange, user_id: str | None, final: bool
 ) -> None:
-    orders = sql.order_totals("db", window, user_id=user_id)
     usages = sql.usage_totals("db", window, user_id=user_id)
-    for statement in (orders, usages):
+    # Unfiltered order totals read the daily rollup (test_whole_days_come_from_the_rollup).
+    checked = (
+        (usages,) if user_id is None else (sql.order_totals("db", window, user_id=user_id), usages)
+    )
+    for statement in checked:
         assert ("FINAL" in statement) is final
         assert ("argMax" in statement) is not final
     if user_id is None:
@@ -78,3 +83,44 @@ def test_latest_state_by_final_only_where_a_query_keeps_most_rows(
     # A code filter always reads through argMax, whatever the range.
     assert "FINAL" not in sql.order_totals("db", TimeRange(), promo_code_id="p")
     assert "FINAL" not in sql.order_series("db", TimeRange(), Granularity.DAY, "p")
+
+
+def test_a_range_splits_into_whole_utc_days_and_partial_edges() -> None:
+    noon = DAY + timedelta(hours=12)
+    days, edges = sql.whole_days(TimeRange(noon, noon + timedelta(days=3)))
+    assert days == TimeRange(DAY + timedelta(days=1), DAY + timedelta(days=3))
+    assert edges == [
+        TimeRange(noon, DAY + timedelta(days=1)),
+        TimeRange(DAY + timedelta(days=3), noon + timedelta(days=3)),
+    ]
+    assert sql.whole_days(TimeRange(DAY, DAY + timedelta(days=2))) == (
+        TimeRange(DAY, DAY + timedelta(days=2)),
+        [],
+    )
+    assert sql.whole_days(TimeRange()) == (TimeRange(), [])
+    within = TimeRange(noon, noon + timedelta(hours=3))
+    assert sql.whole_days(within) == (None, [within])
+    assert sql.whole_days(TimeRange(None, noon)) == (TimeRange(None, DAY), [TimeRange(DAY, noon)])
+
+
+@pytest.mark.parametrize("days", [2, 90, 3650])
+def test_whole_days_come_from_the_rollup_and_only_edges_from_raw_rows(days: int) -> None:
+    noon = DAY + timedelta(hours=12)
+    window = TimeRange(noon, noon + timedelta(days=days))
+    for statement in (
+        sql.order_totals("db", window),
+        sql.order_series("db", window, Granularity.DAY),
+        sql.order_series("db", window, Granularity.MONTH),
+    ):
+        assert "db.orders_daily FINAL" in statement
+        # Raw rows only for the two partial days, through argMax (never FINAL over history).
+        assert statement.count("FROM db.orders_analytics") == 2
+        assert "orders_analytics FINAL" not in statement
+    for statement in (
+        sql.order_totals("db", TimeRange()),
+        sql.order_series("db", TimeRange(), Granularity.WEEK),
+    ):
+        assert "orders_analytics" not in statement
+    # Hours do not fit in days, and one code is not in the rollup: raw rows, as before.
+    assert "orders_daily" not in sql.order_series("db", window, Granularity.HOUR)
+    assert "orders_daily" not in sql.order_totals("db", window, promo_code_id="p")

@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import argparse
 
+from promo_libs import analytics_schema
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.entrypoint import Command, migrate_command, print_json, run_service
 from promo_libs.kit import ServiceKit
 from sync_consumer import rebuild
 from sync_consumer.adapters.redis_streams import replay_dead_letters
-from sync_consumer.bootstrap import MIGRATIONS, build
+from sync_consumer.bootstrap import build
 from sync_consumer.config import SyncConsumerSettings
 
 
 async def _migrate(settings: SyncConsumerSettings) -> list[int]:
     clickhouse = ClickHouse(settings)
     try:
-        return await apply_migrations(
-            clickhouse.connect(), settings.clickhouse_database, load_migrations(MIGRATIONS)
-        )
+        return await analytics_schema.migrate(clickhouse.connect(), settings.clickhouse_database)
     finally:
         await clickhouse.close()
 

@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
-
-from faststream.redis import RedisBroker, RedisClusterBroker
-from faststream.security import SASLPlaintext
-
+from promo_libs import analytics_schema
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.grpc.server import GrpcApp
 from promo_libs.kit import ServiceKit
 from promo_libs.logging import get_logger
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
-from sync_consumer.adapters.event_rows import DERIVED, VERSIONED, rows_for
+from sync_consumer.adapters.event_rows import DERIVED, rows_for
 from sync_consumer.adapters.metrics import INSERT_FAILURES
 from sync_consumer.adapters.rebuild_gate import RedisRebuildGate
-from sync_consumer.adapters.redis_streams import RedisDeadLetters, RedisFailureCounter
+from sync_consumer.adapters.redis_streams import (
+    RedisConsumerGroup,
+    RedisDeadLetters,
+    RedisFailureCounter,
+)
 from sync_consumer.config import SyncConsumerSettings
 from sync_consumer.entrypoints.stream_consumer import StreamConsumer
 from sync_consumer.service_layer.pipeline import StreamPipeline
 
 log = get_logger(__name__)
-
-MIGRATIONS = Path(str(resources.files("sync_consumer") / "migrations"))
 
 
 def _on_retry(what: str, exc: Exception) -> None:
@@ -38,24 +34,16 @@ async def build(settings: SyncConsumerSettings) -> GrpcApp:
     clickhouse = ClickHouse(settings)
     client = clickhouse.connect()
     kit.on_close(clickhouse.close)
-    await apply_migrations(client, settings.clickhouse_database, load_migrations(MIGRATIONS))
-    redis = kit.redis(settings, timeout_seconds=10.0)
-    security = (
-        SASLPlaintext(username="default", password=settings.redis_password.get_secret_value())
-        if settings.redis_password
-        else None
-    )
-    # FastStream 0.7.8 ships RedisClusterBroker (redis-py's RedisCluster underneath, commands
-    # routed by slot); streams and consumer groups work on it unchanged.
-    broker_class = RedisClusterBroker if settings.redis_cluster else RedisBroker
-    broker = broker_class(f"redis://{settings.redis_host}:{settings.redis_port}", security=security)
+    await analytics_schema.migrate(client, settings.clickhouse_database)
+    # One client for every Redis command of the consumer (adapters.redis_streams says why not
+    # FastStream). A blocking read waits up to batch_wait_ms: the socket must outlast it.
+    redis = kit.redis(settings, timeout_seconds=max(10.0, settings.batch_wait_ms / 1000 + 5))
     sink = ClickHouseSink(client, settings.clickhouse_database)
     dead_letters = RedisDeadLetters(redis, settings.consumer_group)
     failures = RedisFailureCounter(redis)
     consumers = [
         StreamConsumer(
-            broker,
-            redis,
+            RedisConsumerGroup(redis, stream, settings.consumer_group, settings.consumer_name),
             StreamPipeline(
                 stream,
                 sink,
@@ -64,14 +52,12 @@ async def build(settings: SyncConsumerSettings) -> GrpcApp:
                 failures,
                 max_failures=settings.max_failures,
                 on_retry=_on_retry,
-                versioned=VERSIONED,
+                versioned=analytics_schema.ENTITY_KEYS,
                 derived=DERIVED,
                 gate=RedisRebuildGate(
                     redis, settings.consumer_group, stream, settings.consumer_name
                 ),
             ),
-            group=settings.consumer_group,
-            consumer=settings.consumer_name,
             batch_size=settings.batch_size,
             poll_ms=settings.batch_wait_ms,
             claim_idle_ms=settings.claim_idle_ms,
@@ -81,8 +67,6 @@ async def build(settings: SyncConsumerSettings) -> GrpcApp:
     ]
     for consumer in consumers:
         await consumer.prepare()
-    await broker.start()
-    kit.on_close(broker.stop)
 
     async def redis_up() -> bool:
         return bool(await redis.ping())
@@ -94,6 +78,7 @@ async def build(settings: SyncConsumerSettings) -> GrpcApp:
             register=lambda server: None,
             probes={"redis": redis_up, "clickhouse": clickhouse.ping},
             background=[
+                *(c.read_loop for c in consumers),
                 *(c.claim_loop for c in consumers),
                 *(c.maintenance_loop for c in consumers),
             ],

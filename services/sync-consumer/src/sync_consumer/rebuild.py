@@ -47,23 +47,22 @@ import redis.asyncio as aioredis
 from aiochclient import ChClient
 from pydantic import Field
 
+from promo_libs import analytics_schema
+from promo_libs.analytics_schema import DERIVED_TABLES, TABLES
 from promo_libs.bus import RedisClient, redis_client
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import load_settings
 from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM, USERS_STREAM
 from promo_libs.logging import get_logger
 from sync_consumer.adapters import rebuild_gate
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
-from sync_consumer.adapters.derived import DERIVED_TABLES, refresh_statement
-from sync_consumer.adapters.event_rows import EVENT_TABLES, rows_for
-from sync_consumer.bootstrap import MIGRATIONS
+from sync_consumer.adapters.derived import refresh_statement
+from sync_consumer.adapters.event_rows import rows_for
 from sync_consumer.config import SyncConsumerSettings
 from sync_consumer.domain.model import ZERO, Position, Row, StreamEntry, format_position
 
 log = get_logger(__name__)
 
-TABLES = (*EVENT_TABLES, *DERIVED_TABLES)
 REBUILD, OLD = "__rebuild", "__old"
 
 
@@ -184,7 +183,7 @@ async def rebuild(settings: RebuildSettings) -> dict[str, int]:
     run = uuid.uuid4().hex[:8]
     counts: dict[str, int] = {}
     try:
-        await apply_migrations(client, db, load_migrations(MIGRATIONS))
+        await analytics_schema.migrate(client, db)
         sink = ClickHouseSink(client, db)
         async with held(redis, settings) as (hold, swapped):
             try:

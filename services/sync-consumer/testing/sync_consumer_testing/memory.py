@@ -5,14 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sync_consumer.adapters.derived import USERS_ANALYTICS
-from sync_consumer.domain.model import DeadLetter, Row, RowsRejected, StreamEntry
-from sync_consumer.domain.ports import AnalyticsSink, DeadLetterQueue, FailureCounter
+from promo_libs.analytics_schema import ORDERS, ORDERS_DAILY, USAGES, USERS_ANALYTICS
+from sync_consumer.domain.model import (
+    DeadLetter,
+    GroupLost,
+    GroupStatus,
+    Row,
+    RowsRejected,
+    StreamEntry,
+    parse_position,
+)
+from sync_consumer.domain.ports import AnalyticsSink, ConsumerGroup, DeadLetterQueue, FailureCounter
 
 # The sources of users_analytics: table -> (entity key, date column, counted status).
 _SUMMARY_SOURCES = {
-    "orders_analytics": ("order_id", "order_date", "CONFIRMED"),
-    "promo_code_usages_analytics": ("usage_id", "usage_date", "ACTIVE"),
+    ORDERS: ("order_id", "order_date", "CONFIRMED"),
+    USAGES: ("usage_id", "usage_date", "ACTIVE"),
 }
 
 
@@ -53,8 +61,11 @@ class InMemorySink(AnalyticsSink):
         if self.refresh_failures_left:
             self.refresh_failures_left -= 1
             raise ConnectionError("derived insert failed")
-        assert table == USERS_ANALYTICS, table
         self.refreshes += 1
+        if table == ORDERS_DAILY:
+            self._refresh_orders_daily(set(scope.get("day", ())))
+            return
+        assert table == USERS_ANALYTICS, table
         users, days = set(scope.get("user_id", ())), set(scope.get("day", ()))
         summary: dict[tuple[str, str, str], list[int]] = {}
         for source, (key, day_column, counted) in _SUMMARY_SOURCES.items():
@@ -68,7 +79,7 @@ class InMemorySink(AnalyticsSink):
                 group = (row["user_id"], row[day_column], row["currency_code"])
                 values = summary.setdefault(group, [0, 0, 0, 0, 0])
                 hit = int(row["status"] == counted)
-                if source == "orders_analytics":
+                if source == ORDERS:
                     values[0] += hit
                     values[1] += hit * int(row["total_minor"])
                     values[2] += hit * int(row["discount_minor"])
@@ -87,6 +98,35 @@ class InMemorySink(AnalyticsSink):
                     "discounts_minor": d,
                     "redemptions": u,
                     "state_version": v,
+                }
+            )
+
+    def _refresh_orders_daily(self, days: set[str]) -> None:
+        latest: dict[str, Row] = {}
+        for row in self.tables.get(ORDERS, []):
+            held = latest.get(row["order_id"])
+            if row["order_date"] in days and (
+                held is None or int(row["version"]) >= int(held["version"])
+            ):
+                latest[row["order_id"]] = row
+        groups: dict[tuple[str, str], list[Row]] = {}
+        for row in latest.values():
+            groups.setdefault((row["order_date"], row["currency_code"]), []).append(row)
+        target = self.tables.setdefault(ORDERS_DAILY, [])
+        for (day, currency), rows in groups.items():
+            confirmed = [r for r in rows if r["status"] == "CONFIRMED"]
+            target.append(
+                {
+                    "day": day,
+                    "currency_code": currency,
+                    "orders": len(rows),
+                    "confirmed": len(confirmed),
+                    "rejected": sum(r["status"] == "REJECTED" for r in rows),
+                    "cancelled": sum(r["status"] == "CANCELLED" for r in rows),
+                    "revenue_minor": sum(int(r["total_minor"]) for r in confirmed),
+                    "discounts_minor": sum(int(r["discount_minor"]) for r in confirmed),
+                    "buyers": sorted({r["user_id"] for r in rows}),
+                    "state_version": sum(int(r["version"]) + 1 for r in rows),
                 }
             )
 
@@ -123,3 +163,65 @@ class InMemoryFailures(FailureCounter):
     async def forget(self, entries: Sequence[StreamEntry]) -> None:
         for entry in entries:
             self.counts.pop(entry.entry_id, None)
+
+
+@dataclass
+class InMemoryGroup(ConsumerGroup):
+    """One stream and one group as lists: `read` delivers each entry once, it stays pending
+    until `ack`, and `claim` takes every pending entry (idle times are not modelled). `lose`
+    drops the group as a Redis that lost its data would."""
+
+    stream: str
+    entries: list[StreamEntry] = field(default_factory=list)
+    pending: dict[str, StreamEntry] = field(default_factory=dict)
+    delivered: int = 0
+    exists: bool = False
+
+    def add(self, entries: Sequence[StreamEntry]) -> None:
+        self.entries.extend(entries)
+
+    def lose(self) -> None:
+        self.exists, self.delivered = False, 0
+        self.pending.clear()
+
+    def _check(self) -> None:
+        if not self.exists:
+            raise GroupLost(self.stream)
+
+    async def join(self) -> None:
+        self.exists = True
+
+    async def read(self, count: int, block_ms: int) -> list[StreamEntry]:
+        self._check()
+        batch = self.entries[self.delivered : self.delivered + count]
+        self.delivered += len(batch)
+        self.pending.update((e.entry_id, e) for e in batch)
+        return batch
+
+    async def claim(
+        self, min_idle_ms: int, count: int, cursor: str = "0-0"
+    ) -> tuple[list[StreamEntry], str]:
+        self._check()
+        after = parse_position(cursor)
+        ids = sorted((i for i in self.pending if parse_position(i) >= after), key=parse_position)
+        page, rest = ids[:count], ids[count:]
+        claimed = []
+        for entry_id in page:
+            held = self.pending[entry_id]
+            claimed.append(
+                StreamEntry(held.stream, held.entry_id, held.fields, held.deliveries + 1)
+            )
+            self.pending[entry_id] = claimed[-1]
+        return claimed, rest[0] if rest else "0-0"
+
+    async def ack(self, entries: Sequence[StreamEntry]) -> None:
+        for entry in entries:
+            self.pending.pop(entry.entry_id, None)
+
+    async def status(self) -> GroupStatus | None:
+        if not self.exists:
+            return None
+        return GroupStatus(lag=len(self.entries) - self.delivered, pending=len(self.pending))
+
+    async def trim(self, retention_ms: int) -> int:
+        return 0

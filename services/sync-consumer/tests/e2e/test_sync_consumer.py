@@ -29,8 +29,8 @@ from promo.v1 import events_pb2
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD, TYPE_FIELD
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.config import ClickHouseSettings
+from promo_reconcile import Difference, Facts, analytics_facts, differences, truth_facts
 from sync_consumer.adapters.redis_streams import dead_letter_stream
-from sync_consumer.reconcile import Difference, Facts, analytics_facts, differences, truth_facts
 from sync_consumer_testing import synthetic
 
 AT = datetime(2024, 1, 31, 23, 0, tzinfo=UTC)

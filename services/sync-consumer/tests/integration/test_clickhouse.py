@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from devstack.stack import Stack
+from promo_libs import analytics_schema
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
+from promo_libs.clickhouse.migrations import apply_migrations
 from promo_libs.config import ClickHouseSettings
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
-from sync_consumer.bootstrap import MIGRATIONS
 
 
 @pytest.fixture
@@ -28,13 +28,13 @@ async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
 
 
 async def test_migrations_create_everything_once_and_are_recorded(clickhouse: ClickHouse) -> None:
-    migrations = load_migrations(MIGRATIONS)
+    migrations = analytics_schema.migrations()
     db = clickhouse.database
-    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2]
+    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3]
     assert await apply_migrations(clickhouse.client, db, migrations) == []
     # A process that died after the statements but before recording them applies them again.
     await clickhouse.client.execute(f"DROP TABLE {db}.schema_migrations")
-    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2]
+    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3]
     tables = {
         row["name"]
         for row in await clickhouse.client.fetch(
@@ -47,6 +47,7 @@ async def test_migrations_create_everything_once_and_are_recorded(clickhouse: Cl
         "promo_code_usages_analytics",
         "orders_analytics",
         "users_analytics",
+        "orders_daily",
         "schema_migrations",
     } <= tables
     # No materialized view is left to feed users_analytics: it is recomputed (adapters.derived).
@@ -62,7 +63,7 @@ async def test_refresh_recomputes_latest_state_and_repeating_it_changes_nothing(
     clickhouse: ClickHouse,
 ) -> None:
     db = clickhouse.database
-    await apply_migrations(clickhouse.client, db, load_migrations(MIGRATIONS))
+    await analytics_schema.migrate(clickhouse.client, db)
     sink = ClickHouseSink(clickhouse.client, db)
 
     def order(n: int, status: str, version: int, day: str) -> dict[str, object]:
@@ -100,7 +101,7 @@ async def test_refresh_recomputes_latest_state_and_repeating_it_changes_nothing(
 
 async def test_latest_versions_of_many_ids_with_any_characters(clickhouse: ClickHouse) -> None:
     db = clickhouse.database
-    await apply_migrations(clickhouse.client, db, load_migrations(MIGRATIONS))
+    await analytics_schema.migrate(clickhouse.client, db)
     sink = ClickHouseSink(clickhouse.client, db)
     # More ids than one query holds, and ids that would break a naive literal or separator.
     odd = ["it's", "a,b", "back\\slash", "tab\there", "ünï", "x" * 200]
@@ -127,7 +128,7 @@ async def test_refresh_of_a_batch_with_more_user_ids_than_one_query_holds(
     clickhouse: ClickHouse,
 ) -> None:
     db = clickhouse.database
-    await apply_migrations(clickhouse.client, db, load_migrations(MIGRATIONS))
+    await analytics_schema.migrate(clickhouse.client, db)
     sink = ClickHouseSink(clickhouse.client, db)
     # 3,000 users of 64-character ids: about 390 KB hex-encoded, past max_query_size (256 KiB).
     users = [f"user-{n:05}-{'x' * 53}" for n in range(3000)]

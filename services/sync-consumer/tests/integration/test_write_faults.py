@@ -19,13 +19,13 @@ from aiochclient import ChClient
 
 from devstack.probes import clickhouse_query
 from devstack.stack import Stack
+from promo_libs import analytics_schema
+from promo_libs.analytics_schema import ENTITY_KEYS
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.clickhouse.migrations import apply_migrations, load_migrations
 from promo_libs.config import ClickHouseSettings
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
-from sync_consumer.adapters.event_rows import DERIVED, VERSIONED, rows_for
-from sync_consumer.bootstrap import MIGRATIONS
+from sync_consumer.adapters.event_rows import DERIVED, rows_for
 from sync_consumer.domain.model import StreamEntry
 from sync_consumer.service_layer.pipeline import StreamPipeline
 from sync_consumer_testing import synthetic
@@ -45,7 +45,7 @@ async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
     )
     connection = ClickHouse(settings)
     connection.connect()
-    await apply_migrations(connection.client, connection.database, load_migrations(MIGRATIONS))
+    await analytics_schema.migrate(connection.client, connection.database)
     yield connection
     await connection.client.execute(f"DROP DATABASE IF EXISTS {connection.database}")
     await connection.close()
@@ -94,7 +94,7 @@ def pipeline(sink: ClickHouseSink, on_retry: Callable[[str, Exception], None]) -
         retry_min_seconds=0.05,
         retry_max_seconds=0.2,
         on_retry=on_retry,
-        versioned=VERSIONED,
+        versioned=ENTITY_KEYS,
         derived=DERIVED,
     )
 

@@ -4,8 +4,9 @@ import re
 from datetime import UTC, datetime
 
 from promo.v1 import events_pb2
+from promo_libs.analytics_schema import ENTITY_KEYS, ORDERS, USAGES, USERS
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
-from sync_consumer.adapters.event_rows import DERIVED, ORDERS, USAGES, USERS, VERSIONED, rows_for
+from sync_consumer.adapters.event_rows import DERIVED, rows_for
 from sync_consumer.domain.model import StreamEntry, TableRow
 from sync_consumer.service_layer.pipeline import StreamPipeline
 from sync_consumer_testing import synthetic
@@ -28,7 +29,7 @@ def pipeline(sink: InMemorySink, letters: InMemoryDeadLetters) -> StreamPipeline
         InMemoryFailures(),
         max_failures=3,
         sleep=_no_sleep,
-        versioned=VERSIONED,
+        versioned=ENTITY_KEYS,
         derived=DERIVED,
     )
 

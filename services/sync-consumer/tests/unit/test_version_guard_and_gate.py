@@ -3,11 +3,12 @@ gate (positions read again after a swap), with in-memory fakes; and reconcile's 
 
 from datetime import UTC, datetime
 
+from promo_libs.analytics_schema import ENTITY_KEYS, ORDERS
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
-from sync_consumer.adapters.event_rows import ORDERS, VERSIONED, rows_for
+from promo_reconcile import differences, truth_facts
+from sync_consumer.adapters.event_rows import rows_for
 from sync_consumer.domain.model import StreamEntry
 from sync_consumer.domain.ports import RebuildGate
-from sync_consumer.reconcile import differences, truth_facts
 from sync_consumer.service_layer.pipeline import StreamPipeline
 from sync_consumer_testing import synthetic
 from sync_consumer_testing.memory import InMemoryDeadLetters, InMemoryFailures, InMemorySink
@@ -46,7 +47,7 @@ def pipeline(sink: InMemorySink, gate: RebuildGate | None = None) -> StreamPipel
         InMemoryDeadLetters(),
         rows_for,
         InMemoryFailures(),
-        versioned=VERSIONED,
+        versioned=ENTITY_KEYS,
         gate=gate,
         sleep=_no_sleep,
     )

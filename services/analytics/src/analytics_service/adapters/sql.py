@@ -26,12 +26,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from analytics_service.domain.model import Granularity, Ranking, TimeRange
+from promo_libs.analytics_schema import ORDERS, ORDERS_DAILY, PROMO_CODES, USAGES, USERS_ANALYTICS
 from promo_libs.clickhouse.client import ch_date, ch_datetime
 
-ORDERS = "orders_analytics"
-USAGES = "promo_code_usages_analytics"
-PROMO_CODES = "promo_codes"
-REQUIRED_TABLES = (ORDERS, USAGES, PROMO_CODES, "users_analytics")
+# What the queries read: the service is ready once these exist (sync-consumer migrates them).
+REQUIRED_TABLES = (ORDERS, USAGES, PROMO_CODES, USERS_ANALYTICS, ORDERS_DAILY)
 
 
 def quote(value: str) -> str:
@@ -67,15 +66,15 @@ def _where(*conditions: str) -> str:
     return " AND ".join(c for c in conditions if c) or "1"
 
 
-# Bucket start (epoch seconds for hour/day/week; YYYYMM for month) of a DateTime column.
-_EPOCH_SECONDS = "toInt64(toUInt32(created))"
-_BUCKETS = {
-    Granularity.HOUR: f"intDiv({_EPOCH_SECONDS}, 3600) * 3600",
-    Granularity.DAY: f"intDiv({_EPOCH_SECONDS}, 86400) * 86400",
-    # 1970-01-01 was a Thursday: shift by three days so weeks start on Monday.
-    Granularity.WEEK: f"intDiv({_EPOCH_SECONDS} + 259200, 604800) * 604800 - 259200",
-    Granularity.MONTH: (f"toInt64(toYYYYMM(toDate(toUInt16(intDiv({_EPOCH_SECONDS}, 86400)))))"),
-}
+def _bucket(granularity: Granularity, epoch: str = "toInt64(toUInt32(created))") -> str:
+    """Bucket start (epoch seconds for hour/day/week; YYYYMM for month) of `epoch` seconds."""
+    return {
+        Granularity.HOUR: f"intDiv({epoch}, 3600) * 3600",
+        Granularity.DAY: f"intDiv({epoch}, 86400) * 86400",
+        # 1970-01-01 was a Thursday: shift by three days so weeks start on Monday.
+        Granularity.WEEK: f"intDiv({epoch} + 259200, 604800) * 604800 - 259200",
+        Granularity.MONTH: f"toInt64(toYYYYMM(toDate(toUInt16(intDiv({epoch}, 86400)))))",
+    }[granularity]
 
 
 _FINAL_FROM = timedelta(days=45)
@@ -142,6 +141,67 @@ _ORDER_MEASURES = (
 )
 
 
+_DAY = timedelta(days=1)
+
+
+def _midnight(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def whole_days(time_range: TimeRange) -> tuple[TimeRange | None, list[TimeRange]]:
+    """The UTC days wholly inside the range, as a range of midnights (None: not one), and the
+    partial edges around them (at most two, each shorter than a day)."""
+    start, end = time_range.start, time_range.end
+    first = None if start is None else _midnight(start)
+    if start is not None and first is not None and first < start:
+        first += _DAY
+    last = None if end is None else _midnight(end)
+    if first is not None and last is not None and first >= last:
+        return None, [time_range]
+    edges = []
+    if start is not None and first is not None and start < first:
+        edges.append(TimeRange(start, first))
+    if end is not None and last is not None and last < end:
+        edges.append(TimeRange(last, end))
+    return TimeRange(first, last), edges
+
+
+def _order_facts(database: str, time_range: TimeRange) -> str:
+    """Orders created in the range as additive facts (epoch, currency, n, c, r, x, rev, dis,
+    buyers): one row per day and currency from orders_daily for the whole days, one row per
+    order (latest state) for the partial edges. Every measure is a sum, except the distinct
+    buyers, counted over the union of the arrays."""
+    days, edges = whole_days(time_range)
+    branches = [
+        "SELECT toInt64(toUInt32(created)) AS epoch, currency, toInt64(1) AS n,"
+        " toInt64(state = 'CONFIRMED') AS c, toInt64(state = 'REJECTED') AS r,"
+        " toInt64(state = 'CANCELLED') AS x, toInt64(if(state = 'CONFIRMED', total, 0)) AS rev,"
+        " toInt64(if(state = 'CONFIRMED', off, 0)) AS dis, [buyer] AS buyers"
+        f" FROM ({latest_orders(database, edge)})"
+        for edge in edges
+    ]
+    if days is not None:
+        conditions = []
+        if days.start is not None:
+            conditions.append(f"day >= toDate({quote(ch_date(days.start))})")
+        if days.end is not None:
+            conditions.append(f"day < toDate({quote(ch_date(days.end))})")
+        branches.append(
+            "SELECT toInt64(toUInt16(day)) * 86400 AS epoch, currency_code AS currency,"
+            " orders AS n, confirmed AS c, rejected AS r, cancelled AS x, revenue_minor AS rev,"
+            " discounts_minor AS dis, buyers"
+            f" FROM {database}.{ORDERS_DAILY} FINAL WHERE {_where(*conditions)}"
+        )
+    return " UNION ALL ".join(branches)
+
+
+_FACT_MEASURES = (
+    "toInt64(sum(n)) AS orders, toInt64(sum(c)) AS confirmed, toInt64(sum(r)) AS rejected,"
+    " toInt64(sum(x)) AS cancelled, toInt64(sum(rev)) AS revenue, toInt64(sum(dis)) AS discount,"
+    " toInt64(uniqExactArray(buyers)) AS users"
+)
+
+
 def order_totals(
     database: str,
     time_range: TimeRange,
@@ -149,6 +209,13 @@ def order_totals(
     user_id: str | None = None,
     promo_code_id: str | None = None,
 ) -> str:
+    if user_id is None and promo_code_id is None:
+        # Whole days from the rollup: cost by the number of days, not of orders.
+        return (
+            f"SELECT currency AS currency_code, {_FACT_MEASURES}"
+            f" FROM ({_order_facts(database, time_range)})"
+            " GROUP BY currency_code ORDER BY currency_code"
+        )
     source = latest_orders(database, time_range, user_id=user_id, promo_code_id=promo_code_id)
     return (
         f"SELECT currency AS currency_code, {_ORDER_MEASURES} FROM ({source})"
@@ -171,9 +238,16 @@ def order_series(
     granularity: Granularity,
     promo_code_id: str | None = None,
 ) -> str:
+    if promo_code_id is None and granularity is not Granularity.HOUR:
+        # A day lies in one day, week and month bucket: the rollup's days bucket exactly.
+        return (
+            f"SELECT currency AS currency_code, {_bucket(granularity, 'epoch')} AS bucket,"
+            f" {_FACT_MEASURES} FROM ({_order_facts(database, time_range)})"
+            " GROUP BY currency_code, bucket ORDER BY currency_code, bucket"
+        )
     source = latest_orders(database, time_range, promo_code_id=promo_code_id)
     return (
-        f"SELECT currency AS currency_code, {_BUCKETS[granularity]} AS bucket, {_ORDER_MEASURES}"
+        f"SELECT currency AS currency_code, {_bucket(granularity)} AS bucket, {_ORDER_MEASURES}"
         f" FROM ({source}) GROUP BY currency_code, bucket ORDER BY currency_code, bucket"
     )
 

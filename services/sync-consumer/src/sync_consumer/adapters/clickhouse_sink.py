@@ -87,8 +87,11 @@ class ClickHouseSink(AnalyticsSink):
         started = time.perf_counter()
         # Users in chunks, each statement well below max_query_size: a key belongs to one user,
         # so recomputing the users chunk by chunk recomputes every key exactly as at once.
-        for users in _chunks(sorted(scope.get("user_id", ()))):
-            sql = refresh_statement(table, self._database, scope={**scope, "user_id": users})
+        users = sorted(scope.get("user_id", ()))
+        # A scope without users (orders_daily: days only) is one statement.
+        parts = [{**scope, "user_id": chunk} for chunk in _chunks(users)] if users else [scope]
+        for part in parts:
+            sql = refresh_statement(table, self._database, scope=part)
             await self._write(functools.partial(self._execute, sql))
         INSERT_LATENCY.labels(table).observe(time.perf_counter() - started)
 

@@ -26,18 +26,17 @@ It is exact and idempotent whatever failed, whoever computes it and in whatever 
   both succeeded.
 Readers take the latest version per key (`FINAL`, or argMax by state_version).
 
-The same statement fills a rebuild's tables (no scope: every key) and is the last statement of
-migration 002, which turned users_analytics from view-fed sums into this.
+Two derived tables: users_analytics (per user, day and currency) and orders_daily (a rollup
+per day and currency, issue 11). The same statement fills a rebuild's tables (no scope: every
+key) and is the last statement of the migration that made the table (002 turned
+users_analytics from view-fed sums into this; 003 created orders_daily).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-USERS_ANALYTICS = "users_analytics"
-DERIVED_TABLES = (USERS_ANALYTICS,)
-# The key columns a refresh may be narrowed by, per derived table.
-SCOPE_COLUMNS = {USERS_ANALYTICS: ("user_id", "day")}
+from promo_libs.analytics_schema import ORDERS, ORDERS_DAILY, USAGES, USERS_ANALYTICS
 
 Scope = Mapping[str, Collection[str]]
 
@@ -78,8 +77,8 @@ def refresh_users_analytics(database: str, *, suffix: str = "", scope: Scope | N
     nothing changed rewrites the same values, which is harmless).
     """
     target = f"{database}.{USERS_ANALYTICS}{suffix}"
-    orders = f"{database}.orders_analytics{suffix}"
-    usages = f"{database}.promo_code_usages_analytics{suffix}"
+    orders = f"{database}.{ORDERS}{suffix}"
+    usages = f"{database}.{USAGES}{suffix}"
     return (
         f"INSERT INTO {target} (user_id, day, currency_code, orders, revenue_minor,"
         " discounts_minor, redemptions, state_version)"
@@ -101,7 +100,41 @@ def refresh_users_analytics(database: str, *, suffix: str = "", scope: Scope | N
     )
 
 
-REFRESH = {USERS_ANALYTICS: refresh_users_analytics}
+def refresh_orders_daily(database: str, *, suffix: str = "", scope: Scope | None = None) -> str:
+    """INSERT ... SELECT that rewrites orders_daily{suffix} for the days in `scope`.
+
+    Per UTC day of creation and currency, by latest state: every order, the confirmed, rejected
+    and cancelled ones, the confirmed ones' revenue and discounts, and the distinct buyers (a
+    sorted array: distinct counts over several days are not sums, so a range counts the
+    distinct elements of its days' arrays). A day's state version is the sum over its orders
+    of (their highest stored version + 1), exactly as for users_analytics: an order never
+    changes day or currency, and a day only gains orders and versions.
+    """
+    target = f"{database}.{ORDERS_DAILY}{suffix}"
+    orders = f"{database}.{ORDERS}{suffix}"
+    if scope is None:
+        condition = "1"
+    elif days := scope.get("day", ()):
+        condition = f"order_date IN {_date_set(days)}"
+    else:
+        condition = "0"
+    # Aliases never repeat a column name: current ClickHouse would read them in WHERE too.
+    return (
+        f"INSERT INTO {target} (day, currency_code, orders, confirmed, rejected, cancelled,"
+        " revenue_minor, discounts_minor, buyers, state_version)"
+        " SELECT d, cur, toInt64(count()), toInt64(countIf(state = 'CONFIRMED')),"
+        " toInt64(countIf(state = 'REJECTED')), toInt64(countIf(state = 'CANCELLED')),"
+        " toInt64(sumIf(total, state = 'CONFIRMED')), toInt64(sumIf(off, state = 'CONFIRMED')),"
+        " arraySort(groupUniqArray(buyer)), toUInt64(sum(v)) FROM ("
+        "SELECT order_id, any(order_date) AS d, any(currency_code) AS cur, any(user_id) AS buyer,"
+        " argMax(status, version) AS state, argMax(total_minor, version) AS total,"
+        " argMax(discount_minor, version) AS off, max(version) + 1 AS v"
+        f" FROM {orders} WHERE {condition} GROUP BY order_id"
+        ") GROUP BY d, cur"
+    )
+
+
+REFRESH = {USERS_ANALYTICS: refresh_users_analytics, ORDERS_DAILY: refresh_orders_daily}
 
 
 def refresh_statement(

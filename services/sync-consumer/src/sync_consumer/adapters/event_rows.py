@@ -15,25 +15,17 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from promo.v1 import events_pb2, orders_pb2, promo_codes_pb2
+from promo_libs.analytics_schema import (
+    ORDERS,
+    ORDERS_DAILY,
+    PROMO_CODES,
+    USAGES,
+    USERS,
+    USERS_ANALYTICS,
+)
 from promo_libs.bus import ENVELOPE_FIELD
 from promo_libs.clickhouse.client import EPOCH, ch_date, ch_datetime, ch_datetime_of_second
-from sync_consumer.adapters.derived import USERS_ANALYTICS
 from sync_consumer.domain.model import MalformedEvent, Row, StreamEntry, TableRow
-
-USERS = "users"
-PROMO_CODES = "promo_codes"
-USAGES = "promo_code_usages_analytics"
-ORDERS = "orders_analytics"
-EVENT_TABLES = (USERS, PROMO_CODES, USAGES, ORDERS)
-# The entity key of each table: rows are stored once per (entity, version) by the pipeline's
-# version guard, and queries read the latest version per entity (FINAL or argMax).
-ENTITY_KEYS = {
-    USERS: "user_id",
-    PROMO_CODES: "promo_code_id",
-    USAGES: "usage_id",
-    ORDERS: "order_id",
-}
-VERSIONED = ENTITY_KEYS
 
 
 def _summary_scope(date_column: str) -> Callable[[Row], dict[str, str]]:
@@ -42,7 +34,10 @@ def _summary_scope(date_column: str) -> Callable[[Row], dict[str, str]]:
 
 # Derived tables each source table feeds (adapters.derived), with the key values a row touches.
 DERIVED: dict[str, list[tuple[str, Callable[[Row], dict[str, str]]]]] = {
-    ORDERS: [(USERS_ANALYTICS, _summary_scope("order_date"))],
+    ORDERS: [
+        (USERS_ANALYTICS, _summary_scope("order_date")),
+        (ORDERS_DAILY, lambda row: {"day": str(row["order_date"])}),
+    ],
     USAGES: [(USERS_ANALYTICS, _summary_scope("usage_date"))],
 }
 
@@ -66,6 +61,15 @@ def _dt(message: object, name: str) -> str:
 def _require(message: object, name: str) -> None:
     if not message.HasField(name):  # type: ignore[attr-defined]
         raise MalformedEvent(f"{type(message).__name__} without {name}")
+
+
+def _created(entity: events_pb2.UsageSnapshot | events_pb2.OrderSnapshot, what: str) -> datetime:
+    """The entity's required create_time; the epoch itself is no real creation time."""
+    _require(entity, "create_time")
+    created = _time(entity.create_time)
+    if created is None:
+        raise MalformedEvent(f"{what} create_time at the epoch")
+    return created
 
 
 def _common(entry: StreamEntry, envelope: events_pb2.EventEnvelope) -> Row:
@@ -120,10 +124,7 @@ def _promo_code(snapshot: events_pb2.PromoCodeSnapshot) -> Row:
 def _usage(event: events_pb2.PromoCodeRedeemed | events_pb2.PromoCodeReleased) -> Row:
     _require(event, "usage")
     usage = event.usage
-    _require(usage, "create_time")
-    created = _time(usage.create_time)
-    if created is None:  # the epoch itself: no real usage was created then
-        raise MalformedEvent("usage create_time at the epoch")
+    created = _created(usage, "usage")
     return {
         "usage_id": usage.id,
         "usage_date": ch_date(created),
@@ -153,10 +154,7 @@ def _order(
 ) -> Row:
     _require(event, "order")
     order = event.order
-    _require(order, "create_time")
-    created = _time(order.create_time)
-    if created is None:  # the epoch itself: no real order was created then
-        raise MalformedEvent("order create_time at the epoch")
+    created = _created(order, "order")
     has_promo = "promo_code" in type(event).DESCRIPTOR.fields_by_name and event.HasField(
         "promo_code"  # type: ignore[arg-type]
     )

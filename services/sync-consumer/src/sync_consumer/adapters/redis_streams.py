@@ -1,5 +1,13 @@
-"""The Redis side of the pipeline, apart from reading (FastStream does that): groups, claims,
-acknowledgements, dead letters, failure counts, replays and trimming.
+"""All of the pipeline's Redis: the consumer group (joining, reading, claiming, acknowledging,
+trimming), dead letters, failure counts and replays, on the one redis-py client that the
+composition root gives every adapter (promo_libs.bus.redis_client, Redis Cluster included).
+
+Why redis-py and not FastStream's subscriber (DESIGN.md, "Event bus"): a group FastStream creates
+starts at `$`; its batch parser JSON-decodes every field and fails on protobuf bytes; a
+subscriber given `min_idle_time` only claims and never reads; its ACK policy acknowledges
+even when the handler raised, and NOGROUP stops it for good. Working around all of that needed
+raw commands on a second client beside it anyway (groups, XAUTOCLAIM, XACK, XTRIM). One client
+that reads with XREADGROUP makes every one of those decisions explicit, in one place.
 
 Keys beside a stream `s` are named `{s}.<what>`: on Redis Cluster a key's slot comes from the
 part in braces, and a stream named without braces hashes its whole name, so `{s}.dead-letter`
@@ -19,12 +27,14 @@ from redis.exceptions import ResponseError
 from promo_libs.bus import RedisClient
 from sync_consumer.domain.model import (
     DeadLetter,
+    GroupLost,
+    GroupStatus,
     Position,
     StreamEntry,
     format_position,
     parse_position,
 )
-from sync_consumer.domain.ports import DeadLetterQueue, FailureCounter
+from sync_consumer.domain.ports import ConsumerGroup, DeadLetterQueue, FailureCounter
 
 
 def _text(value: object) -> str:
@@ -69,57 +79,120 @@ return id
 """
 
 
-async def ensure_group(client: RedisClient, stream: str, group: str) -> bool:
-    """Creates the group from id 0 (not `$`: events published before it must be delivered too).
+def _lost(exc: ResponseError) -> bool:
+    return "NOGROUP" in str(exc)
 
-    True when it was created now.
-    """
-    try:
-        await client.xgroup_create(stream, group, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
+
+class RedisConsumerGroup(ConsumerGroup):
+    """XGROUP CREATE, XREADGROUP, XAUTOCLAIM, XACK and XTRIM for one stream and one consumer."""
+
+    def __init__(self, client: RedisClient, stream: str, group: str, consumer: str) -> None:
+        self.stream = stream
+        self._client = client
+        self._group = group
+        self._consumer = consumer
+
+    async def join(self) -> None:
+        try:
+            await self._client.xgroup_create(self.stream, self._group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(self, count: int, block_ms: int) -> list[StreamEntry]:
+        try:
+            reply = await self._client.xreadgroup(
+                self._group, self._consumer, {self.stream: ">"}, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if _lost(exc):
+                raise GroupLost(self.stream) from exc
             raise
-        return False
-    return True
+        # RESP2 replies [[stream, [(id, fields), ...]]], RESP3 {stream: [...]}; one stream here.
+        streams: Any = reply.items() if isinstance(reply, dict) else (reply or [])
+        return [
+            StreamEntry(self.stream, _text(entry_id), fields)
+            for _, messages in streams
+            for entry_id, fields in messages
+            if fields is not None
+        ]
 
+    async def claim(
+        self, min_idle_ms: int, count: int, cursor: str = "0-0"
+    ) -> tuple[list[StreamEntry], str]:
+        try:
+            reply = await self._client.xautoclaim(
+                self.stream, self._group, self._consumer, min_idle_ms, cursor, count=count
+            )
+        except ResponseError as exc:
+            if _lost(exc):
+                raise GroupLost(self.stream) from exc
+            raise
+        next_cursor = _text(reply[0])
+        # Entries trimmed while pending come back without fields: nothing is left to store.
+        claimed = [(_text(entry_id), fields) for entry_id, fields in reply[1] if fields is not None]
+        if not claimed:
+            return [], next_cursor
+        # XAUTOCLAIM raised each one's delivery count; it is kept in a dead letter for
+        # information only (the pipeline counts failures, not deliveries).
+        pending = await self._client.xpending_range(
+            self.stream,
+            self._group,
+            min=claimed[0][0],
+            max=claimed[-1][0],
+            count=len(claimed) * 2 + 10,
+        )
+        deliveries = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        entries = [
+            StreamEntry(self.stream, entry_id, fields, deliveries.get(entry_id, 1))
+            for entry_id, fields in claimed
+        ]
+        return entries, next_cursor
 
-async def group_info(client: RedisClient, stream: str, group: str) -> dict[str, Any] | None:
-    try:
-        groups = await client.xinfo_groups(stream)
-    except ResponseError:  # no such key: the stream is gone (Redis lost it, or it was deleted)
+    async def ack(self, entries: Sequence[StreamEntry]) -> None:
+        if entries:
+            await self._client.xack(self.stream, self._group, *[e.entry_id for e in entries])
+
+    async def status(self) -> GroupStatus | None:
+        try:
+            groups = await self._client.xinfo_groups(self.stream)
+        except ResponseError:  # no such key: the stream is gone (Redis lost it, or it was deleted)
+            return None
+        for info in groups:
+            if _text(info["name"]) == self._group:
+                return GroupStatus(
+                    lag=int(info.get("lag") or 0), pending=int(info.get("pending") or 0)
+                )
         return None
-    for info in groups:
-        name = info["name"]
-        if (name.decode() if isinstance(name, bytes) else name) == group:
-            return dict(info)
-    return None
 
+    async def trim(self, retention_ms: int) -> int:
+        """XTRIM MINID deletes even entries a group has pending (Redis < 8.2 has no ACKED mode),
+        so the point comes from every group's pending list and delivery position, never from
+        the stream's length."""
+        point = await self._needed_from()
+        if point is None:
+            return 0
+        keep_from = min(point, (int(time.time() * 1000) - retention_ms, 0))
+        if keep_from <= (0, 0):
+            return 0
+        return int(await self._client.xtrim(self.stream, minid=format_position(keep_from)))
 
-async def claim(
-    client: RedisClient,
-    stream: str,
-    group: str,
-    consumer: str,
-    min_idle_ms: int,
-    count: int,
-    start: str = "0-0",
-) -> tuple[list[StreamEntry], str]:
-    """XAUTOCLAIM one page of entries idle for `min_idle_ms`, with their delivery counts."""
-    reply = await client.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count)
-    next_start = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-    claimed = [(entry_id, fields) for entry_id, fields in reply[1] if fields is not None]
-    if not claimed:
-        return [], next_start
-    ids = [entry_id.decode() for entry_id, _ in claimed]
-    pending = await client.xpending_range(
-        stream, group, min=ids[0], max=ids[-1], count=len(ids) * 2 + 10
-    )
-    deliveries = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
-    entries = [
-        StreamEntry(stream, entry_id, fields, deliveries.get(entry_id, 1))
-        for entry_id, (_, fields) in zip(ids, claimed, strict=True)
-    ]
-    return entries, next_start
+    async def _needed_from(self) -> Position | None:
+        """The lowest id any group of the stream still needs (pending, or not yet delivered)."""
+        try:
+            groups = await self._client.xinfo_groups(self.stream)
+        except ResponseError:
+            return None
+        if not groups:
+            return None  # nobody has read it yet: keep everything
+        needed: list[Position] = []
+        for info in groups:
+            summary = await self._client.xpending(self.stream, info["name"])
+            if summary["pending"]:
+                needed.append(parse_position(summary["min"]))
+            else:
+                needed.append(parse_position(info["last-delivered-id"]))
+        return min(needed)
 
 
 class RedisDeadLetters(DeadLetterQueue):
@@ -212,37 +285,3 @@ async def replay_dead_letters(client: RedisClient, stream: str, batch: int = 500
         if len(page) < batch:
             return replayed
         start = "(" + _text(page[-1][0])
-
-
-async def safe_trim_point(client: RedisClient, stream: str) -> Position | None:
-    """The lowest id any group of the stream still needs (pending, or not yet delivered)."""
-    try:
-        groups = await client.xinfo_groups(stream)
-    except ResponseError:
-        return None
-    if not groups:
-        return None  # nobody has read it yet: keep everything
-    needed: list[Position] = []
-    for info in groups:
-        name = info["name"]
-        summary = await client.xpending(stream, name)
-        if summary["pending"]:
-            needed.append(parse_position(summary["min"]))
-        else:
-            needed.append(parse_position(info["last-delivered-id"]))
-    return min(needed)
-
-
-async def trim(client: RedisClient, stream: str, retention_ms: int) -> int:
-    """Drops entries below what every group still needs and older than `retention_ms`.
-
-    XTRIM MINID deletes even entries a group has pending (Redis < 8.2 has no ACKED mode), so the
-    point comes from the groups' pending lists and delivery positions, never from length.
-    """
-    point = await safe_trim_point(client, stream)
-    if point is None:
-        return 0
-    keep_from = min(point, (int(time.time() * 1000) - retention_ms, 0))
-    if keep_from <= (0, 0):
-        return 0
-    return int(await client.xtrim(stream, minid=format_position(keep_from)))

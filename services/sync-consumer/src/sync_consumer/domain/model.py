@@ -57,3 +57,16 @@ class RowsRejected(Exception):
 class DeadLetter:
     entry: StreamEntry
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    """How far the consumer group is behind its stream."""
+
+    lag: int  # entries never delivered to the group
+    pending: int  # delivered, not yet acknowledged
+
+
+class GroupLost(Exception):
+    """The stream or its consumer group is gone (Redis lost them): join the group again, which
+    recreates it from the stream's start, before reading on."""

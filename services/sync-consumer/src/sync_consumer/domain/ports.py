@@ -1,11 +1,53 @@
-"""Ports of the pipeline: where rows go and where dead letters go."""
+"""Ports of the pipeline: where entries come from, where rows go and where dead letters go."""
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Collection, Mapping, Sequence
 
-from sync_consumer.domain.model import DeadLetter, Row, StreamEntry
+from sync_consumer.domain.model import DeadLetter, GroupStatus, Row, StreamEntry
+
+
+class ConsumerGroup(abc.ABC):
+    """One stream, read as one named consumer of a consumer group: at-least-once delivery.
+
+    An entry read or claimed stays pending in the group until `ack`: the consumer acknowledges
+    only what it stored (or dead-lettered), so a crash anywhere before delivers it again (by a
+    claim). Every call may raise GroupLost (join again) or a transient error (try again).
+    """
+
+    stream: str
+
+    @abc.abstractmethod
+    async def join(self) -> None:
+        """Creates the group if it is missing, from the stream's first entry (not from its end:
+        entries added before the group existed must be delivered too)."""
+
+    @abc.abstractmethod
+    async def read(self, count: int, block_ms: int) -> list[StreamEntry]:
+        """Up to `count` entries never delivered to the group, in stream order, waiting at most
+        `block_ms` for the first one (empty when none came)."""
+
+    @abc.abstractmethod
+    async def claim(
+        self, min_idle_ms: int, count: int, cursor: str = "0-0"
+    ) -> tuple[list[StreamEntry], str]:
+        """Takes over up to `count` pending entries idle at least `min_idle_ms` (of any consumer
+        of the group, this one included), from `cursor` on, with their delivery counts; returns
+        them and the cursor of the next page ("0-0" once the pending list was walked through)."""
+
+    @abc.abstractmethod
+    async def ack(self, entries: Sequence[StreamEntry]) -> None:
+        """Removes the entries from the group's pending list: they are stored."""
+
+    @abc.abstractmethod
+    async def status(self) -> GroupStatus | None:
+        """Lag and pending count; None when the stream or the group is gone."""
+
+    @abc.abstractmethod
+    async def trim(self, retention_ms: int) -> int:
+        """Deletes entries older than `retention_ms` that no group of the stream still needs
+        (pending or not yet delivered); returns how many went."""
 
 
 class AnalyticsSink(abc.ABC):

@@ -1,97 +1,57 @@
-"""Reading the streams: FastStream's RedisBroker subscribers, plus the loops FastStream lacks.
+"""Reading one stream into the pipeline: the loops around the ConsumerGroup port.
 
 Per stream, in this order:
-1. the group is created explicitly from id 0 (a group FastStream creates starts at `$`, and
-   events published before it existed would never be delivered);
-2. recovery claims every entry still pending in the group (a killed predecessor's batch) and
-   hands it to the pipeline before anything new is read, keeping the stream's order;
-3. a batch subscriber (XREADGROUP `>`, up to `batch_size` entries or `poll_ms` of waiting) hands
-   each batch to the pipeline and acknowledges it only after the pipeline stored it (ack policy
-   MANUAL: FastStream's ACK would acknowledge even when the handler raised);
-4. a claim loop (XAUTOCLAIM) takes entries idle longer than `claim_idle_ms` (a consumer that
-   died or hangs) through the same pipeline; their delivery counts, which every claim raises,
-   are kept in a dead letter for information only (the pipeline counts failures instead);
-5. a maintenance loop exports lag and pending counts, trims below what every group still
-   needs, and recreates the group from 0 if Redis lost it (NOGROUP stops a subscriber).
+1. `prepare`: join the group (created from the stream's first entry if missing), then claim
+   every entry still pending in it (a killed predecessor's batch) and hand it to the pipeline
+   before anything new is read, keeping the stream's order;
+2. `read_loop`: up to `batch_size` new entries (or what `poll_ms` of waiting brought) to the
+   pipeline, acknowledged only after the pipeline stored or dead-lettered them; a group that
+   Redis lost is joined again (step 1) before reading on;
+3. `claim_loop`: entries idle longer than `claim_idle_ms` (a consumer that died or hangs)
+   through the same pipeline;
+4. `maintenance_loop`: lag and pending counts exported, the stream trimmed below what every
+   group still needs.
 
-The subscriber is a translator only: raw entries in, the pipeline's verdict out.
+Nothing here speaks Redis: the commands are the adapter's (adapters.redis_streams), the
+decisions about rows and dead letters the pipeline's (service_layer.pipeline).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any
 
-from faststream import AckPolicy
-from faststream.redis import RedisBroker, StreamSub
-from faststream.redis.annotations import RedisBatchStreamMessage
-
-from promo_libs.bus import RedisClient
 from promo_libs.logging import get_logger
-from sync_consumer.adapters import redis_streams
 from sync_consumer.adapters.metrics import BATCH_SIZE, DEAD_LETTERS, EVENTS, LAG, PENDING
-from sync_consumer.domain.model import StreamEntry
+from sync_consumer.domain.model import GroupLost, StreamEntry
+from sync_consumer.domain.ports import ConsumerGroup
 from sync_consumer.service_layer.pipeline import StreamPipeline
 
 log = get_logger(__name__)
 
-
-async def _keep_raw(message: Mapping[str, Any], original: Any) -> Any:
-    """FastStream's batch parser JSON-encodes every field value, which fails on protobuf bytes;
-    give it empty bodies and keep the raw entries on the message for the handler."""
-    parsed = await original({**message, "data": [{} for _ in message["data"]]})
-    parsed.raw_message = message
-    return parsed
+_RETRY_SECONDS = 1.0  # after a failed read: Redis down or restarting
 
 
 class StreamConsumer:
     def __init__(
         self,
-        broker: RedisBroker,
-        client: RedisClient,
+        group: ConsumerGroup,
         pipeline: StreamPipeline,
         *,
-        group: str,
-        consumer: str,
         batch_size: int,
         poll_ms: int,
         claim_idle_ms: int,
         retention_ms: int,
     ) -> None:
-        self.stream = pipeline.stream
-        self._broker = broker
-        self._client = client
-        self._pipeline = pipeline
+        self.stream = group.stream
         self._group = group
-        self._consumer = consumer
+        self._pipeline = pipeline
         self._batch_size = batch_size
+        self._poll_ms = poll_ms
         self._claim_idle_ms = claim_idle_ms
         self._retention_ms = retention_ms
-        self.subscriber = broker.subscriber(
-            stream=StreamSub(
-                self.stream,
-                group=group,
-                consumer=consumer,
-                batch=True,
-                max_records=batch_size,
-                polling_interval=poll_ms,
-            ),
-            ack_policy=AckPolicy.MANUAL,
-            parser=_keep_raw,
-        )
-        self.subscriber(self._on_batch)
-
-    async def _on_batch(self, body: Any, message: RedisBatchStreamMessage) -> None:
-        raw = message.raw_message
-        entries = [
-            StreamEntry(self.stream, entry_id.decode(), fields)
-            for entry_id, fields in zip(raw["message_ids"], raw["data"], strict=True)
-        ]
-        await self._store(entries)
-        await message.ack()
 
     async def _store(self, entries: list[StreamEntry]) -> None:
+        """The pipeline stores or dead-letters every entry; then they are acknowledged."""
         BATCH_SIZE.labels(self.stream).observe(len(entries))
         letters = await self._pipeline.handle(entries)
         if letters:
@@ -105,31 +65,48 @@ class StreamConsumer:
                 )
         EVENTS.labels(self.stream, "dead_letter").inc(len(letters))
         EVENTS.labels(self.stream, "stored").inc(len(entries) - len(letters))
+        await self._group.ack(entries)
 
     async def prepare(self) -> None:
-        """Before the subscriber starts: the group from 0, then whatever is still pending."""
-        await redis_streams.ensure_group(self._client, self.stream, self._group)
+        """Before reading: the group, then whatever is still pending in it."""
+        await self._group.join()
         await self.claim_pass(min_idle_ms=0)
 
     async def claim_pass(self, min_idle_ms: int) -> int:
-        start = "0-0"
+        cursor = "0-0"
         claimed = 0
         while True:
-            entries, start = await redis_streams.claim(
-                self._client,
-                self.stream,
-                self._group,
-                self._consumer,
-                min_idle_ms,
-                self._batch_size,
-                start,
-            )
+            entries, cursor = await self._group.claim(min_idle_ms, self._batch_size, cursor)
             if entries:
                 await self._store(entries)
-                await self._client.xack(self.stream, self._group, *[e.entry_id for e in entries])
                 claimed += len(entries)
-            if start == "0-0":
+            if cursor == "0-0":
                 return claimed
+
+    async def read_once(self) -> int:
+        """One batch of new entries stored and acknowledged; how many there were."""
+        entries = await self._group.read(self._batch_size, self._poll_ms)
+        if entries:
+            await self._store(entries)
+        return len(entries)
+
+    async def read_loop(self) -> None:
+        while True:
+            try:
+                await self.read_once()
+            except GroupLost:
+                log.warning("consumer group lost; recreating", stream=self.stream)
+                await self._prepare_again()
+            except Exception as exc:
+                log.warning("reading the stream failed", stream=self.stream, error=str(exc))
+                await asyncio.sleep(_RETRY_SECONDS)
+
+    async def _prepare_again(self) -> None:
+        try:
+            await self.prepare()
+        except Exception as exc:
+            log.warning("recreating the consumer group failed", stream=self.stream, error=str(exc))
+            await asyncio.sleep(_RETRY_SECONDS)
 
     async def claim_loop(self) -> None:
         while True:
@@ -149,13 +126,9 @@ class StreamConsumer:
             await asyncio.sleep(interval)
 
     async def _maintain(self) -> None:
-        info = await redis_streams.group_info(self._client, self.stream, self._group)
-        if info is None or not self.subscriber.running:
-            log.warning("consumer group or subscriber lost; recreating", stream=self.stream)
-            await self.subscriber.stop()
-            await self.prepare()
-            await self.subscriber.start()
-            return
-        LAG.labels(self.stream).set(float(info.get("lag") or 0))
-        PENDING.labels(self.stream).set(float(info.get("pending") or 0))
-        await redis_streams.trim(self._client, self.stream, self._retention_ms)
+        status = await self._group.status()
+        if status is None:
+            return  # the stream or group is gone: the read loop joins it again
+        LAG.labels(self.stream).set(float(status.lag))
+        PENDING.labels(self.stream).set(float(status.pending))
+        await self._group.trim(self._retention_ms)

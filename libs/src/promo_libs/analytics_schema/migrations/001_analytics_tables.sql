@@ -1,13 +1,15 @@
--- Analytics tables of the original spec, fed by sync-consumer from the event streams.
+-- The event tables of the original spec, written by sync-consumer from the event streams.
 -- Runs on ClickHouse 18.16 (local) and current ClickHouse: no DateTime64, no LowCardinality,
 -- no toStartOfInterval. ${database} is replaced by CLICKHOUSE_DATABASE.
 --
 -- Every event table carries its source stream position (src_stream, src_ms, src_seq: the Redis
--- entry id) for the exactly-once guard: a batch goes in as one INSERT, and after a restart the
--- consumer skips entries at or below the table's highest position. ReplacingMergeTree keyed by
--- the entity id keeps its latest version; queries that need the exact state use FINAL or argMax.
--- Partitions use the entity's own date (creation), so every version of an entity shares one
--- partition and replacing works.
+-- entry id). ReplacingMergeTree keyed by the entity id keeps its latest version; queries that
+-- need the exact state use FINAL or argMax. Partitions use the entity's own date (creation), so
+-- every version of an entity shares one partition and replacing works.
+--
+-- users_analytics is created by migration 002. This file once also created it as a
+-- SummingMergeTree fed by two materialized views, which 002 drops and replaces; a database that
+-- applied that older text is brought by 002 to the same tables as a fresh one.
 
 CREATE TABLE IF NOT EXISTS ${database}.users (
     user_id String,
@@ -110,46 +112,3 @@ CREATE TABLE IF NOT EXISTS ${database}.orders_analytics (
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(order_date)
 ORDER BY order_id;
-
--- Per user, day (of the order or usage) and currency. Fed only by the materialized views below,
--- which run inside the guarded INSERT of the event table: a replayed batch is skipped by the
--- position guard before it reaches the event table, so it can never be summed twice here.
--- A confirmation adds the order, its cancellation subtracts it again; a redemption adds one,
--- its release subtracts it. Query with sum(...) GROUP BY: parts are summed only at merges.
-CREATE TABLE IF NOT EXISTS ${database}.users_analytics (
-    user_id String,
-    day Date,
-    currency_code String,
-    orders Int64,
-    revenue_minor Int64,
-    discounts_minor Int64,
-    redemptions Int64
-) ENGINE = SummingMergeTree((orders, revenue_minor, discounts_minor, redemptions))
-PARTITION BY toYYYYMM(day)
-ORDER BY (user_id, day, currency_code);
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS ${database}.users_analytics_from_orders
-TO ${database}.users_analytics
-AS SELECT
-    user_id,
-    order_date AS day,
-    currency_code,
-    toInt64(if(status = 'CONFIRMED', 1, -1)) AS orders,
-    toInt64(if(status = 'CONFIRMED', total_minor, -total_minor)) AS revenue_minor,
-    toInt64(if(status = 'CONFIRMED', discount_minor, -discount_minor)) AS discounts_minor,
-    toInt64(0) AS redemptions
-FROM ${database}.orders_analytics
-WHERE event_type IN ('promo.v1.OrderConfirmed', 'promo.v1.OrderCancelled');
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS ${database}.users_analytics_from_usages
-TO ${database}.users_analytics
-AS SELECT
-    user_id,
-    usage_date AS day,
-    currency_code,
-    toInt64(0) AS orders,
-    toInt64(0) AS revenue_minor,
-    toInt64(0) AS discounts_minor,
-    toInt64(if(event_type = 'promo.v1.PromoCodeRedeemed', 1, -1)) AS redemptions
-FROM ${database}.promo_code_usages_analytics
-WHERE event_type IN ('promo.v1.PromoCodeRedeemed', 'promo.v1.PromoCodeReleased');

@@ -1,7 +1,9 @@
-"""`python -m sync_consumer.reconcile`: MongoDB's truth against every ClickHouse table (I4).
+"""`python -m promo_reconcile` (`make reconcile`): MongoDB's truth against every ClickHouse
+table (I4).
 
-An operator tool, not a service: to compare, it reads each service's database directly (users,
-promo codes and usages, orders), which no service ever does. It computes the same facts from
+An operator and test tool, not a service, so it lives outside every service's `src/` and outside
+the image: to compare, it reads each service's database directly (users, promo codes and usages,
+orders), which no service ever does. It computes the same facts from
 both sides and prints every difference; the exit status is 1 when there is any, 0 otherwise.
 
 Facts (latest state in ClickHouse through FINAL, also for users_analytics, whose latest row per
@@ -13,7 +15,9 @@ key is the recomputed value; its all-zero groups equal absent ones):
 - promo_code_usages_analytics: per day and status, per user and status, per promo code and
   status (count, discount, order amount); abandoned ids (never redeemed) are not usages;
 - users_analytics: per user, day and currency (confirmed orders, revenue, discounts, active
-  redemptions).
+  redemptions);
+- orders_daily: per day and currency (orders; confirmed, rejected and cancelled ones; revenue
+  and discounts of the confirmed ones; distinct buyers).
 
 Database names come from USERS_MONGODB_DB_NAME, PROMOCODES_MONGODB_DB_NAME and
 ORDERS_MONGODB_DB_NAME (defaults: the services' own defaults) or the matching flags.
@@ -34,6 +38,7 @@ from pydantic import Field
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from promo_libs import analytics_schema as schema
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.config import ClickHouseSettings, load_settings
 
@@ -91,6 +96,7 @@ def truth_facts(
             rules["discount_type"],
         )
     summary = facts["users_analytics"]
+    buyers: dict[Key, set[str]] = defaultdict(set)
     for order in orders:
         status, currency = order["status"], order["currency"]
         day, subtotal = _day(order["created_at"]), int(order["subtotal_minor"])
@@ -102,6 +108,21 @@ def truth_facts(
             _add(facts["orders by code"], (order["promo_code_id"], status), 1, discount)
         if status == "CONFIRMED":
             _add(summary, (order["user_id"], day, currency), 1, total, discount, 0)
+        confirmed = status == "CONFIRMED"
+        _add(
+            facts["orders_daily"],
+            (day, currency),
+            1,
+            int(confirmed),
+            int(status == "REJECTED"),
+            int(status == "CANCELLED"),
+            total * confirmed,
+            discount * confirmed,
+            0,
+        )
+        buyers[(day, currency)].add(order["user_id"])
+    for key, users_of_day in buyers.items():
+        facts["orders_daily"][key] = (*facts["orders_daily"][key][:-1], len(users_of_day))
     for usage in usages:
         status = usage.get("status")
         if status not in ("ACTIVE", "RELEASED"):
@@ -122,30 +143,33 @@ def _text(value: Any) -> Any:
 
 _QUERIES: Mapping[str, str] = {
     "users": "SELECT user_id, argMax(email, version), argMax(active, version), "
-    "argMax(deleted, version) FROM {db}.users GROUP BY user_id",
+    f"argMax(deleted, version) FROM {{db}}.{schema.USERS} GROUP BY user_id",
     "promo_codes": "SELECT promo_code_id, argMax(code, version), argMax(active, version), "
-    "argMax(discount_type, version) FROM {db}.promo_codes GROUP BY promo_code_id",
+    f"argMax(discount_type, version) FROM {{db}}.{schema.PROMO_CODES} GROUP BY promo_code_id",
     "orders by day": "SELECT toString(order_date), status, currency_code, count(), "
     "sum(subtotal_minor), sum(discount_minor), sum(total_minor) "
-    "FROM {db}.orders_analytics FINAL GROUP BY order_date, status, currency_code",
+    f"FROM {{db}}.{schema.ORDERS} FINAL GROUP BY order_date, status, currency_code",
     "orders by user": "SELECT user_id, status, count(), sum(total_minor) "
-    "FROM {db}.orders_analytics FINAL GROUP BY user_id, status",
+    f"FROM {{db}}.{schema.ORDERS} FINAL GROUP BY user_id, status",
     "orders by code": "SELECT promo_code_id, status, count(), sum(discount_minor) "
-    "FROM {db}.orders_analytics FINAL WHERE promo_code_id != '' "
+    f"FROM {{db}}.{schema.ORDERS} FINAL WHERE promo_code_id != '' "
     "GROUP BY promo_code_id, status",
     "usages by day": "SELECT toString(usage_date), status, count(), sum(discount_minor), "
-    "sum(order_amount_minor) FROM {db}.promo_code_usages_analytics FINAL "
+    f"sum(order_amount_minor) FROM {{db}}.{schema.USAGES} FINAL "
     "GROUP BY usage_date, status",
     "usages by user": "SELECT user_id, status, count(), sum(discount_minor), "
-    "sum(order_amount_minor) FROM {db}.promo_code_usages_analytics FINAL "
+    f"sum(order_amount_minor) FROM {{db}}.{schema.USAGES} FINAL "
     "GROUP BY user_id, status",
     "usages by code": "SELECT promo_code_id, status, count(), sum(discount_minor), "
-    "sum(order_amount_minor) FROM {db}.promo_code_usages_analytics FINAL "
+    f"sum(order_amount_minor) FROM {{db}}.{schema.USAGES} FINAL "
     "GROUP BY promo_code_id, status",
     "users_analytics": "SELECT user_id, toString(day), currency_code, sum(orders) AS o, "
     "sum(revenue_minor) AS r, sum(discounts_minor) AS d, sum(redemptions) AS u "
-    "FROM {db}.users_analytics FINAL GROUP BY user_id, day, currency_code "
+    f"FROM {{db}}.{schema.USERS_ANALYTICS} FINAL GROUP BY user_id, day, currency_code "
     "HAVING o != 0 OR r != 0 OR d != 0 OR u != 0",
+    "orders_daily": "SELECT toString(day), currency_code, orders, confirmed, rejected,"
+    " cancelled, revenue_minor, discounts_minor, toInt64(length(buyers))"
+    f" FROM {{db}}.{schema.ORDERS_DAILY} FINAL",
 }
 # How many leading columns of each query form the key.
 _KEY_WIDTH = {
@@ -158,6 +182,7 @@ _KEY_WIDTH = {
     "usages by user": 2,
     "usages by code": 2,
     "users_analytics": 3,
+    "orders_daily": 2,
 }
 
 
@@ -211,7 +236,7 @@ async def reconcile(settings: ReconcileSettings) -> tuple[list[Difference], dict
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sync_consumer.reconcile", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m promo_reconcile", description=__doc__)
     parser.add_argument("--users-db", help="the users service's database")
     parser.add_argument("--promocodes-db", help="the promo-code service's database")
     parser.add_argument("--orders-db", help="the orders service's database")
@@ -232,7 +257,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     checked = ", ".join(f"{fact}: {n}" for fact, n in sizes.items())
     print(f"reconcile: {len(found)} differences ({checked})", file=sys.stderr)
     return 1 if found else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

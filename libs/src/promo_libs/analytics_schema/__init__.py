@@ -1,0 +1,51 @@
+"""The analytics schema in ClickHouse, owned once: table names, entity keys and migrations.
+
+Two services meet in these tables and neither imports the other: sync-consumer writes them (and
+applies the migrations, at start and in the Kubernetes migrations Job), the analytics service
+reads them; reconcile and the benchmarks use the same names. A table's columns are those its
+migrations create (`migrations/NNN_name.sql`, `${database}` replaced by CLICKHOUSE_DATABASE).
+
+- Event tables, one row per (entity, version), ReplacingMergeTree keyed by the entity id;
+  readers take the latest version per entity (FINAL or argMax by `version`).
+- Derived tables, recomputed from the latest state of the event tables (never fed deltas),
+  ReplacingMergeTree by a state version; readers take the latest row per key (FINAL).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from aiochclient import ChClient
+
+from promo_libs.clickhouse.migrations import SqlMigration, apply_migrations, load_migrations
+
+USERS = "users"
+PROMO_CODES = "promo_codes"
+USAGES = "promo_code_usages_analytics"
+ORDERS = "orders_analytics"
+USERS_ANALYTICS = "users_analytics"
+# Per UTC day of creation and currency: the orders' latest state (a rollup; issue 11).
+ORDERS_DAILY = "orders_daily"
+
+EVENT_TABLES = (USERS, PROMO_CODES, USAGES, ORDERS)
+DERIVED_TABLES = (USERS_ANALYTICS, ORDERS_DAILY)
+TABLES = (*EVENT_TABLES, *DERIVED_TABLES)
+# The entity key of each event table: the latest version per value of it is the entity's state.
+ENTITY_KEYS = {
+    USERS: "user_id",
+    PROMO_CODES: "promo_code_id",
+    USAGES: "usage_id",
+    ORDERS: "order_id",
+}
+
+MIGRATIONS_FOLDER = Path(str(resources.files(__package__) / "migrations"))
+
+
+def migrations() -> list[SqlMigration]:
+    return load_migrations(MIGRATIONS_FOLDER)
+
+
+async def migrate(client: ChClient, database: str) -> list[int]:
+    """Creates the database and applies the migrations it lacks; returns their versions."""
+    return await apply_migrations(client, database, migrations())
