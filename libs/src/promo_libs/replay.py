@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from promo_libs.bus import BusEvent, EventPublisher, RedisStreamPublisher, redis_client
+from promo_libs.bus import EventPublisher, RedisStreamPublisher, redis_client
 from promo_libs.config import MongoSettings, RedisSettings
 from promo_libs.mongo.connection import MongoConnection
 from promo_libs.outbox import OutboxEntry
@@ -55,7 +56,7 @@ async def replay(
             cursor = db[source.collection].find(query).sort("_id", 1).limit(page_size)
             documents = [document async for document in cursor]
             events = [
-                BusEvent(entry.event_id, entry.event_type, stream, entry.envelope)
+                dataclasses.replace(entry, stream=stream)
                 for document in documents
                 for entry in await source.to_entries(document)
             ]

@@ -24,6 +24,7 @@ from promo_libs.grpc.client import secure_channel
 from promo_libs.grpc.server import GrpcApp
 from promo_libs.mongo.connection import MongoConnection
 from promo_libs.mongo.migrations import apply_migrations
+from promo_libs.mongo.outbox_store import MongoOutboxStore
 from promo_libs.relay import OutboxRelay
 
 SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
@@ -68,7 +69,7 @@ async def assemble(settings: OrdersSettings, publisher: EventPublisher | None = 
         None
         if publisher is None
         else OutboxRelay(
-            connection.db[MongoOrderRepository.collection_name],
+            MongoOutboxStore(connection.db[MongoOrderRepository.collection_name]),
             publisher,
             idle_seconds=settings.outbox_relay_idle_seconds,
         )

@@ -14,6 +14,7 @@ from promo_libs.grpc.client import secure_channel
 from promo_libs.grpc.server import GrpcApp
 from promo_libs.mongo.connection import MongoConnection
 from promo_libs.mongo.migrations import apply_migrations
+from promo_libs.mongo.outbox_store import MongoOutboxStore
 from promo_libs.rate_limit import RedisLimiter
 from promo_libs.relay import OutboxRelay
 from promocodes_service.adapters.event_codec import encode_code_events, encode_usage_events
@@ -65,7 +66,7 @@ async def connect_storage(
             MongoUsageRepository.collection_name,
         ):
             relays[collection] = OutboxRelay(
-                connection.db[collection],
+                MongoOutboxStore(connection.db[collection]),
                 publisher,
                 idle_seconds=settings.outbox_relay_idle_seconds,
             )

@@ -11,6 +11,7 @@ from promo_libs.bus import RedisStreamPublisher, redis_client
 from promo_libs.grpc.server import GrpcApp
 from promo_libs.mongo.connection import MongoConnection
 from promo_libs.mongo.migrations import apply_migrations
+from promo_libs.mongo.outbox_store import MongoOutboxStore
 from promo_libs.rate_limit import RedisLimiter
 from promo_libs.relay import OutboxRelay
 from promo_libs.user_tokens import UserTokenIssuer
@@ -51,7 +52,7 @@ async def build(settings: UsersSettings) -> GrpcApp:
     )
     redis = redis_client(settings)
     relay = OutboxRelay(
-        connection.db[MongoUserRepository.collection_name],
+        MongoOutboxStore(connection.db[MongoUserRepository.collection_name]),
         RedisStreamPublisher(redis),
         idle_seconds=settings.outbox_relay_idle_seconds,
     )

@@ -1,0 +1,51 @@
+"""Outbox entries as stored fields: the plain form the relay reads, and the old base64 form."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+from promo.v1 import events_pb2
+from promo_libs.events import outbox_entry
+from promo_libs.outbox import outbox_fields, stored_entries
+
+NOW = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
+
+
+def test_an_entry_reads_back_as_written_with_its_version_as_a_plain_field() -> None:
+    written = outbox_entry(
+        stream="s",
+        payload_field="user_created",
+        payload=events_pb2.UserCreated(user=events_pb2.UserSnapshot(id="u1")),
+        aggregate_type="user",
+        aggregate_id="u1",
+        aggregate_version=7,
+        producer="test",
+        occurred_at=NOW,
+    )
+    document = outbox_fields([written], nested=True)
+    stored = document["outbox"][written.event_id]
+    assert stored["aggregate_version"] == 7 and isinstance(stored["envelope"], bytes)
+    assert stored_entries(document) == [written]
+
+
+def test_an_entry_of_the_old_form_is_still_read_and_ordered() -> None:
+    """Written before the plain fields: base64 text, the version only inside the envelope."""
+    written = outbox_entry(
+        stream="s",
+        payload_field="user_created",
+        payload=events_pb2.UserCreated(user=events_pb2.UserSnapshot(id="u1")),
+        aggregate_type="user",
+        aggregate_id="u1",
+        aggregate_version=3,
+        producer="test",
+        occurred_at=NOW,
+    )
+    old = {
+        "type": written.event_type,
+        "stream": written.stream,
+        "occurred_at": int(NOW.timestamp() * 1000),
+        "envelope": base64.b64encode(written.envelope).decode("ascii"),
+    }
+    [read] = stored_entries({"outbox": {written.event_id: old}})
+    assert read == written
