@@ -7,9 +7,14 @@ driver.
 
 Each stored entry holds, as plain fields, everything the relay needs to order and publish it:
 `type`, `stream`, `occurred_at` (epoch ms), `aggregate_version` and `envelope` (the serialized
-promo.v1.EventEnvelope, BSON binary), so the relay never parses an envelope. Entries written
-before that (envelope as base64 text, no `aggregate_version`) are still read: the version is
-then taken from the envelope, once, for those entries only.
+promo.v1.EventEnvelope), so the relay never parses an envelope. Entries written before the
+version was a field are still read: it is then taken from the envelope, for those entries only.
+
+The envelope is base64 text, not BSON binary: the local MongoDB stand-in answers an update
+that carries bytes and breaks a unique index with "Object of type bytes is not JSON
+serializable" (WriteError 8) instead of DuplicateKeyError, and the services decide idempotency
+and unique e-mails by that error (docs/mongodb-stand-in.md). Bytes already stored (MongoDB
+stores BSON binary) are read too.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ class OutboxEntry:
             "stream": self.stream,
             "occurred_at": to_millis(self.occurred_at),
             "aggregate_version": self.aggregate_version,
-            "envelope": self.envelope,
+            "envelope": base64.b64encode(self.envelope).decode("ascii"),
         }
 
     @property
@@ -70,9 +75,9 @@ def outbox_fields(events: Sequence[OutboxEntry], *, nested: bool) -> dict[str, A
 def decode_envelope(stored: dict[str, Any]) -> bytes:
     """The serialized promo.v1.EventEnvelope of one stored outbox entry (old or new form)."""
     envelope = stored["envelope"]
-    if isinstance(envelope, str):  # written before envelopes were stored as binary
+    if isinstance(envelope, str):
         return base64.b64decode(envelope)
-    return bytes(envelope)
+    return bytes(envelope)  # BSON binary
 
 
 def stored_entry(event_id: str, stored: dict[str, Any]) -> OutboxEntry:

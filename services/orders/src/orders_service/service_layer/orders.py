@@ -289,10 +289,9 @@ class Orders:
                 return await self._settled_elsewhere(order, outcome)
             now = self._clock()
             if isinstance(outcome, Redeemed):
-                promo = await self._promo_codes.describe(outcome.promo_code_id, outcome.code)
                 order.confirm_redemption(
                     outcome.usage_id,
-                    promo,
+                    outcome.promo,
                     outcome.discount,
                     now,
                     outcome.line_shares,

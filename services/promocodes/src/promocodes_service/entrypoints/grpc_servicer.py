@@ -30,6 +30,7 @@ from promocodes_service.domain.commands import (
     UpdatePromoCode,
     ValidatePromoCode,
 )
+from promocodes_service.domain.events import CodeSnapshot
 from promocodes_service.domain.model import PromoCode, Usage
 from promocodes_service.service_layer.catalogue import Catalogue
 from promocodes_service.service_layer.redemption import Redemptions
@@ -177,6 +178,37 @@ def promo_message(promo: PromoCode) -> promo_codes_pb2.PromoCode:
     return message
 
 
+def snapshot_message(code: CodeSnapshot) -> promo_codes_pb2.PromoCode:
+    """The code's rules as redeemed (PromoCodeUsage.promo_code): no counters, no targeting."""
+    message = promo_codes_pb2.PromoCode(
+        id=code.id,
+        code=code.code,
+        valid_from=timestamp(code.valid_from),
+        valid_until=timestamp(code.valid_until),
+        min_order_amount=_money_out(code.currency, code.min_order_amount_minor),
+        max_uses=code.max_uses,
+        max_uses_per_user=code.max_uses_per_user,
+        budget=_money_out(code.currency, code.budget_minor),
+        active=code.active,
+        batch_id=code.batch_id,
+        create_time=timestamp(code.created_at),
+    )
+    if code.discount_type == "PERCENTAGE":
+        message.percentage.CopyFrom(
+            promo_codes_pb2.PercentageDiscount(
+                basis_points=code.basis_points,
+                max_discount=_money_out(code.currency, code.max_discount_minor),
+            )
+        )
+    else:
+        message.fixed_amount.CopyFrom(
+            common_pb2.Money(
+                currency_code=code.currency or "", amount_minor=code.fixed_amount_minor
+            )
+        )
+    return message
+
+
 def usage_message(usage: Usage) -> promo_codes_pb2.PromoCodeUsage:
     return promo_codes_pb2.PromoCodeUsage(
         id=usage.id,
@@ -318,7 +350,10 @@ class PromoCodeServicer(promo_codes_pb2_grpc.PromoCodeServiceServicer):
                 first_order=request.first_order,
             )
         )
-        return usage_message(usage)
+        message = usage_message(usage)
+        if usage.code_snapshot is not None:
+            message.promo_code.CopyFrom(snapshot_message(usage.code_snapshot))
+        return message
 
     async def ReleasePromoCode(
         self, request: promo_codes_pb2.ReleasePromoCodeRequest, context: Context
