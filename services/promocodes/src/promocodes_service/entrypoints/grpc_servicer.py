@@ -144,36 +144,16 @@ def _offer_out(message: promo_codes_pb2.PromoCode, offer: cart.Offer, currency: 
 
 
 def promo_message(promo: PromoCode) -> promo_codes_pb2.PromoCode:
+    """The code as the API shows it: its snapshot's rules, and what only the API shows."""
     r = promo.rules
-    message = promo_codes_pb2.PromoCode(
-        id=promo.id,
-        code=promo.code,
-        description=r.description,
-        valid_from=timestamp(r.valid_from),
-        valid_until=timestamp(r.valid_until),
-        min_order_amount=_money_out(r.currency, r.min_order_amount),
-        max_uses=r.max_uses,
-        max_uses_per_user=r.max_uses_per_user,
-        budget=_money_out(r.currency, r.budget),
-        eligible_user_ids=list(r.eligible_user_ids),
-        active=r.active,
-        uses=promo.uses,
-        discount_granted=_money_out(r.currency, promo.discount_granted if r.currency else None),
-        batch_id=promo.batch_id,
-        create_time=timestamp(promo.created_at),
-        update_time=timestamp(promo.updated_at),
-    )
-    if isinstance(r.discount, rules.Percentage):
-        message.percentage.CopyFrom(
-            promo_codes_pb2.PercentageDiscount(
-                basis_points=r.discount.basis_points,
-                max_discount=_money_out(r.currency, r.discount.max_discount),
-            )
-        )
-    else:
-        message.fixed_amount.CopyFrom(
-            common_pb2.Money(currency_code=r.currency or "", amount_minor=r.discount.amount)
-        )
+    message = snapshot_message(promo.snapshot())
+    message.description = r.description
+    message.eligible_user_ids.extend(r.eligible_user_ids)
+    message.uses = promo.uses
+    granted = _money_out(r.currency, promo.discount_granted if r.currency else None)
+    if granted is not None:
+        message.discount_granted.CopyFrom(granted)
+    message.update_time.FromDatetime(promo.updated_at)
     _offer_out(message, r.offer, r.currency or "")
     return message
 
