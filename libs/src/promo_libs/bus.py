@@ -30,6 +30,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from promo_libs.config import RedisSettings
+from promo_libs.outbox import OutboxEntry
 
 EVENT_ID_FIELD = b"event_id"
 TYPE_FIELD = b"type"
@@ -49,23 +50,13 @@ def dedupe_key(stream: str, event_id: str) -> str:
     return f"{DEDUPE_PREFIX}{{{stream}}}:{event_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class BusEvent:
-    """One serialized promo.v1.EventEnvelope bound for `stream`."""
-
-    event_id: str
-    event_type: str
-    stream: str
-    envelope: bytes
-
-
 class NotDurable(Exception):
     """The bus accepted events but cannot tell that they would survive a crash of its host."""
 
 
 class EventPublisher(abc.ABC):
     @abc.abstractmethod
-    async def publish(self, events: Sequence[BusEvent]) -> None:
+    async def publish(self, events: Sequence[OutboxEntry]) -> None:
         """Appends each event to its stream, in order, once per event_id; raises on failure."""
 
     @abc.abstractmethod
@@ -79,11 +70,11 @@ class EventPublisher(abc.ABC):
 class InMemoryPublisher(EventPublisher):
     """A fake for unit tests: the streams as lists, de-duplicated like the real one."""
 
-    streams: dict[str, list[BusEvent]] = field(default_factory=dict)
+    streams: dict[str, list[OutboxEntry]] = field(default_factory=dict)
     fail: bool = False
     _seen: set[str] = field(default_factory=set)
 
-    async def publish(self, events: Sequence[BusEvent]) -> None:
+    async def publish(self, events: Sequence[OutboxEntry]) -> None:
         if self.fail:
             raise ConnectionError("bus unavailable")
         for event in events:
@@ -143,7 +134,7 @@ class RedisStreamPublisher(EventPublisher):
         self._durable_timeout_ms = int(durable_timeout_seconds * 1000)
         self._mode: str | None = None
 
-    async def publish(self, events: Sequence[BusEvent]) -> None:
+    async def publish(self, events: Sequence[OutboxEntry]) -> None:
         for event in events:  # in order: the stream order of one aggregate is its version order
             await self._script(
                 keys=[dedupe_key(event.stream, event.event_id), event.stream],

@@ -65,6 +65,7 @@ def outbox_entry(
         event_id=event_id,
         event_type=envelope.type,
         stream=stream,
-        occurred_at=occurred_at,
         envelope=envelope.SerializeToString(deterministic=True),
+        occurred_at=occurred_at,
+        aggregate_version=aggregate_version,
     )

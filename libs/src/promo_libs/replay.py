@@ -14,13 +14,14 @@ publishes the entries to the stream it is given.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from promo_libs.bus import BusEvent, EventPublisher, RedisStreamPublisher
+from promo_libs.bus import EventPublisher, RedisStreamPublisher
 from promo_libs.config import MongoServiceSettings
 from promo_libs.entrypoint import Command, print_json
 from promo_libs.kit import ServiceKit
@@ -55,7 +56,7 @@ async def replay(
             cursor = db[source.collection].find(query).sort("_id", 1).limit(page_size)
             documents = [document async for document in cursor]
             events = [
-                BusEvent(entry.event_id, entry.event_type, stream, entry.envelope)
+                dataclasses.replace(entry, stream=stream)
                 for document in documents
                 for entry in await source.to_entries(document)
             ]

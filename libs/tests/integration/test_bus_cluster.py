@@ -12,7 +12,6 @@ from redis.asyncio.cluster import RedisCluster
 from devstack.servers import RedisCluster as LocalCluster
 from promo.v1 import events_pb2
 from promo_libs.bus import (
-    BusEvent,
     NotDurable,
     RedisClient,
     RedisStreamPublisher,
@@ -21,6 +20,7 @@ from promo_libs.bus import (
 )
 from promo_libs.config import RedisSettings
 from promo_libs.events import outbox_entry
+from promo_libs.mongo.outbox_store import MongoOutboxStore
 from promo_libs.outbox import OutboxEntry, outbox_fields
 from promo_libs.relay import OutboxRelay
 
@@ -68,7 +68,9 @@ async def test_publishing_once_works_on_every_master_of_a_cluster(cluster: Redis
     for stream in streams_on_every_master(cluster):
         # The marker and the stream are the script's two keys: one slot, or CROSSSLOT.
         assert cluster.keyslot(dedupe_key(stream, "e")) == cluster.keyslot(stream)
-        events = [BusEvent(f"{stream}-{n}", "promo.v1.UserCreated", stream, b"x") for n in range(3)]
+        events = [
+            OutboxEntry(f"{stream}-{n}", "promo.v1.UserCreated", stream, b"x") for n in range(3)
+        ]
         await publisher.publish(events)
         await publisher.publish(events[1:])  # a relay that died before clearing: again
         stored = await cluster.xrange(stream)
@@ -89,7 +91,7 @@ async def test_the_outbox_relay_publishes_to_a_cluster_and_clears_the_outbox(
         entries = [event(stream, f"u{n}", 2), event(stream, f"u{n}", 1)]
         published[stream] = [entries[1].event_id, entries[0].event_id]  # version order
         await collection.insert_one({"_id": f"u{n}", **outbox_fields(entries, nested=True)})
-    relay = OutboxRelay(collection, RedisStreamPublisher(cluster))
+    relay = OutboxRelay(MongoOutboxStore(collection), RedisStreamPublisher(cluster))
     assert await relay.publish_pending() == len(streams)
     for stream, ids in published.items():
         stored = await cluster.xrange(stream)

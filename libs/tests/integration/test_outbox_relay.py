@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, UpdateOne
 
 from devstack.stack import Stack
 from promo.v1 import events_pb2
-from promo_libs.bus import BusEvent, EventPublisher, NotDurable, RedisStreamPublisher
+from promo_libs.bus import EventPublisher, NotDurable, RedisStreamPublisher
 from promo_libs.config import RedisSettings
 from promo_libs.events import outbox_entry
+from promo_libs.mongo.outbox_store import MongoOutboxStore
 from promo_libs.outbox import OutboxEntry, outbox_fields
 from promo_libs.relay import OutboxRelay
 
@@ -101,6 +102,37 @@ async def test_pending_flag_query_and_empty_map_filter(
     assert [d["_id"] async for d in collection.find({"outbox_pending": True})] == ["c"]
 
 
+async def test_binary_envelopes_and_the_batched_clearing_forms(
+    mongo_client: Client, mongo_db_name: str
+) -> None:
+    """Bytes stored by insert and by `$set` come back as bytes; the store's page clearing is a
+    bulk of per-document updates, a `$in` read and a token-conditional `update_many`."""
+    collection = mongo_client[mongo_db_name]["binary"]
+    await collection.insert_one({"_id": "a", "outbox": {"e1": {"envelope": b"\x00\x01"}}})
+    await collection.insert_one({"_id": "b", "outbox": {}})
+    await collection.update_one({"_id": "b"}, {"$set": {"outbox.e2": {"envelope": b"\xff\x00"}}})
+    stored = {d["_id"]: d async for d in collection.find({})}
+    assert stored["a"]["outbox"]["e1"]["envelope"] == b"\x00\x01"
+    assert stored["b"]["outbox"]["e2"]["envelope"] == b"\xff\x00"
+    result = await collection.bulk_write(
+        [
+            UpdateOne({"_id": "a"}, {"$unset": {"outbox.e1": ""}, "$set": {"outbox_pending": "t"}}),
+            UpdateOne({"_id": "b"}, {"$set": {"outbox_pending": "t"}}),
+        ],
+        ordered=False,
+    )
+    assert result.matched_count == 2
+    left = [d async for d in collection.find({"_id": {"$in": ["a", "b"]}}, {"outbox": 1})]
+    assert sorted((d["_id"], bool(d["outbox"])) for d in left) == [("a", False), ("b", True)]
+    await collection.update_one({"_id": "a"}, {"$set": {"outbox_pending": True}})  # a write
+    cleared = await collection.update_many(
+        {"_id": {"$in": ["a", "b"]}, "outbox_pending": "t"}, {"$set": {"outbox_pending": False}}
+    )
+    assert cleared.modified_count == 1  # only b: a was written to after the token
+    flags = {d["_id"]: d["outbox_pending"] async for d in collection.find({})}
+    assert bool(flags["a"]) and not flags["b"]
+
+
 # --- the relay ----------------------------------------------------------------------------
 
 
@@ -112,7 +144,7 @@ async def test_publishes_in_version_order_once_and_clears_the_outbox(
     v2, v1 = event(stream, "u1", 2), event(stream, "u1", 1)
     await collection.insert_one({"_id": "u1", **outbox_fields([v2, v1], nested=True)})
     await collection.insert_one({"_id": "u2", **outbox_fields([event(stream, "u2")], nested=True)})
-    relay = OutboxRelay(collection, RedisStreamPublisher(redis))
+    relay = OutboxRelay(MongoOutboxStore(collection), RedisStreamPublisher(redis))
     assert await relay.publish_pending() == 2
     ids = await stream_ids(redis, stream)
     # Version order within an aggregate; documents are published side by side, so u2's event
@@ -123,7 +155,7 @@ async def test_publishes_in_version_order_once_and_clears_the_outbox(
         assert document["outbox"] == {} and not document["outbox_pending"]
     # Published again (a relay that died before clearing): the stream still holds each once.
     await RedisStreamPublisher(redis).publish(
-        [BusEvent(v1.event_id, v1.event_type, stream, v1.envelope)]
+        [OutboxEntry(v1.event_id, v1.event_type, stream, v1.envelope)]
     )
     assert len(await stream_ids(redis, stream)) == 3
     assert await relay.publish_pending() == 0
@@ -146,7 +178,7 @@ async def test_entry_added_during_a_pass_is_not_stranded(
         async def durable(self) -> None:
             await self.inner.durable()
 
-        async def publish(self, events: Sequence[BusEvent]) -> None:
+        async def publish(self, events: Sequence[OutboxEntry]) -> None:
             await self.inner.publish(events)
             if not self.wrote:
                 self.wrote = True
@@ -155,7 +187,7 @@ async def test_entry_added_during_a_pass_is_not_stranded(
                 )
 
     await collection.insert_one({"_id": "u1", **outbox_fields([event(stream, "u1")], nested=True)})
-    relay = OutboxRelay(collection, WriteDuringPublish())
+    relay = OutboxRelay(MongoOutboxStore(collection), WriteDuringPublish())
     await relay.publish_pending()
     document = await collection.find_one({"_id": "u1"})
     assert (
@@ -176,7 +208,10 @@ async def test_redis_down_keeps_entries_and_the_loop_publishes_them_after(
     stream = f"test.{uuid.uuid4().hex}"
     collection = mongo_client[mongo_db_name]["users"]
     relay = OutboxRelay(
-        collection, RedisStreamPublisher(redis), idle_seconds=0.05, max_backoff_seconds=0.5
+        MongoOutboxStore(collection),
+        RedisStreamPublisher(redis),
+        idle_seconds=0.05,
+        max_backoff_seconds=0.5,
     )
     written: list[str] = []
     await asyncio.to_thread(stack.stop_server, "redis")
@@ -186,7 +221,7 @@ async def test_redis_down_keeps_entries_and_the_loop_publishes_them_after(
             entry = event(stream, f"u{n}")
             written.append(entry.event_id)
             await collection.insert_one({"_id": f"u{n}", **outbox_fields([entry], nested=True)})
-            assert not await relay.publish_now(f"u{n}")  # best effort, fails quietly
+            relay.notify()
         assert await collection.count_documents({"outbox_pending": {"$ne": False}}) == 20
         # The backlog is on the metrics endpoint for operators (and their alert).
         await until(lambda: backlog("users") == 20, "backlog gauge at 20")
@@ -226,7 +261,7 @@ async def test_an_entry_stays_while_redis_cannot_promise_durability(
     entry = event(stream, "d1")
     await collection.insert_one({"_id": "d1", **outbox_fields([entry], nested=True)})
     publisher = RedisStreamPublisher(redis)
-    relay = OutboxRelay(collection, publisher)
+    relay = OutboxRelay(MongoOutboxStore(collection), publisher)
     info = await redis.info("server")
     assert tuple(int(p) for p in info["redis_version"].split(".")[:2]) < (7, 2)  # no WAITAOF
     await redis.config_set("appendfsync", "everysec")
@@ -237,7 +272,6 @@ async def test_an_entry_stays_while_redis_cannot_promise_durability(
         assert stored is not None and entry.event_id in stored["outbox"]
         assert stored["outbox_pending"]  # still flagged (True or a pass token)
         assert await stream_ids(redis, stream) == [entry.event_id]  # published, not cleared
-        assert not await relay.publish_now("d1")  # the write path's shortcut keeps it too
     finally:
         await redis.config_set("appendfsync", "always")
     assert await relay.publish_pending() == 1

@@ -380,6 +380,7 @@ class PromoCodeUsage(_message.Message):
     RELEASE_TIME_FIELD_NUMBER: _builtins.int
     LINE_DISCOUNTS_FIELD_NUMBER: _builtins.int
     SHIPPING_DISCOUNT_FIELD_NUMBER: _builtins.int
+    PROMO_CODE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. The redemption id given to RedeemPromoCode (the order id)."""
     promo_code_id: _builtins.str
@@ -418,6 +419,14 @@ class PromoCodeUsage(_message.Message):
     def shipping_discount(self) -> _common_pb2.Money:
         """Output only. The share of the discount on shipping."""
 
+    @_builtins.property
+    def promo_code(self) -> Global___PromoCode:
+        """Output only, and set by RedeemPromoCode only: the code's rules as they were when it was
+        redeemed (id, code, discount, currency, limits, validity, batch, active, create_time; no
+        counters, no targeting), the same for a replay of the same redemption id. What the
+        caller's own events carry about the code, without reading it again.
+        """
+
     def __init__(
         self,
         *,
@@ -434,10 +443,11 @@ class PromoCodeUsage(_message.Message):
         release_time: _timestamp_pb2.Timestamp | None = ...,
         line_discounts: _abc.Iterable[_common_pb2.LineDiscount] | None = ...,
         shipping_discount: _common_pb2.Money | None = ...,
+        promo_code: Global___PromoCode | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "discount", b"discount", "order_amount", b"order_amount", "release_time", b"release_time", "shipping_discount", b"shipping_discount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "discount", b"discount", "order_amount", b"order_amount", "promo_code", b"promo_code", "release_time", b"release_time", "shipping_discount", b"shipping_discount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "discount", b"discount", "id", b"id", "line_discounts", b"line_discounts", "order_amount", b"order_amount", "order_id", b"order_id", "promo_code_id", b"promo_code_id", "release_reason", b"release_reason", "release_time", b"release_time", "shipping_discount", b"shipping_discount", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "discount", b"discount", "id", b"id", "line_discounts", b"line_discounts", "order_amount", b"order_amount", "order_id", b"order_id", "promo_code", b"promo_code", "promo_code_id", b"promo_code_id", "release_reason", b"release_reason", "release_time", b"release_time", "shipping_discount", b"shipping_discount", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -31,6 +31,7 @@ from promo_libs.grpc.server import GrpcApp
 from promo_libs.mongo.connection import MongoConnection
 from promo_libs.mongo.errors import MONGO
 from promo_libs.mongo.migrations import Migration, apply_migrations
+from promo_libs.mongo.outbox_store import MongoOutboxStore
 from promo_libs.relay import OutboxRelay
 
 Document = dict[str, Any]
@@ -97,7 +98,7 @@ class ServiceKit:
             publisher = RedisStreamPublisher(self.redis(settings))
             for collection in relayed:
                 relay = OutboxRelay(
-                    connection.db[collection],
+                    MongoOutboxStore(connection.db[collection]),
                     publisher,
                     idle_seconds=settings.outbox_relay_idle_seconds,
                 )

@@ -1,6 +1,9 @@
-"""PyMongo event listeners that feed the Prometheus metrics (latency per command, pool usage)."""
+"""PyMongo event listeners: the Prometheus metrics (latency per command, pool usage), and a
+counter of round trips for tests and benchmarks."""
 
 from __future__ import annotations
+
+import collections
 
 from pymongo import monitoring
 
@@ -59,3 +62,27 @@ class PoolMetrics(monitoring.ConnectionPoolListener):
 
     def connection_checked_in(self, event: monitoring.ConnectionCheckedInEvent) -> None:
         MONGO_POOL_CHECKED_OUT.dec()
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts the commands a client sends, by name: the MongoDB round trips of a code path.
+    (Server monitoring's heartbeats are not commands to a CommandListener: not counted.)"""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def reset(self) -> None:
+        self.counts.clear()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.counts[event.command_name] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass

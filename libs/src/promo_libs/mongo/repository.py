@@ -65,7 +65,22 @@ class MongoRepository(Repository[T], abc.ABC):
         events: Sequence[OutboxEntry] = (),
         expected: Mapping[str, Any] | None = None,
     ) -> T:
-        """Sets `changes` (and writes `events`) in one atomic update.
+        """`write`, then the entity as stored: for callers that need it (the spec's API); the
+        services' own saves call `write`, which costs one round trip instead of two."""
+        await self.write(entity_id, changes, events, expected)
+        document = await self.collection.find_one({"_id": entity_id})
+        if document is None:
+            raise KeyError(entity_id)
+        return self.from_document(document)
+
+    async def write(
+        self,
+        entity_id: str,
+        changes: Mapping[str, Any],
+        events: Sequence[OutboxEntry] = (),
+        expected: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Sets `changes` (and writes `events`) in one atomic update, reading nothing back.
 
         `expected` adds conditions (e.g. the version read before), making it a compare-and-set:
         KeyError when no document matches.
@@ -80,10 +95,6 @@ class MongoRepository(Repository[T], abc.ABC):
             raise KeyError(entity_id)
         if events:
             self._on_events_written()
-        document = await self.collection.find_one({"_id": entity_id})
-        if document is None:
-            raise KeyError(entity_id)
-        return self.from_document(document)
 
     async def delete(self, entity_id: str) -> None:
         await self.collection.delete_one({"_id": entity_id})

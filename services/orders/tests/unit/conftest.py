@@ -97,6 +97,9 @@ class FakePromoCodes(PromoCodes):
             promo.id,
             promo.code,
             Money(redemption.amount.currency, discount),
+            PromoCodeSnapshot(
+                promo.id, promo.code, "FIXED_AMOUNT", fixed_amount_minor=promo.fixed, currency="EUR"
+            ),
         )
 
     async def release(self, redemption_id: str, reason: str) -> bool:
@@ -111,12 +114,6 @@ class FakePromoCodes(PromoCodes):
             self.lose_answers -= 1
             raise OutcomeUnknown("promocodes", "DEADLINE_EXCEEDED")
         return True
-
-    async def describe(self, promo_code_id: str, code: str) -> PromoCodeSnapshot:
-        promo = self.codes[code]
-        return PromoCodeSnapshot(
-            promo.id, code, "FIXED_AMOUNT", fixed_amount_minor=promo.fixed, currency="EUR"
-        )
 
 
 class Clock:

@@ -331,6 +331,32 @@ async def test_redeem_is_idempotent_and_detects_conflicts(app: App) -> None:
     assert [type(e).__name__ for e in app.usages.published] == ["PromoCodeRedeemed"]
 
 
+async def test_a_replay_answers_the_stored_usage_whatever_changed_since(app: App) -> None:
+    """The success path no longer reads the usage first: every refusal looks for it instead."""
+    promo = await create(app, fixed("ONCE", 250, max_uses=1, max_uses_per_user=1))
+    first = await redeem(app, "ONCE", "alice", 1000, "order-1")
+    assert first.code_snapshot == promo.snapshot()
+    assert await redeem(app, "ONCE", "alice", 1000, "order-1") == first  # exhausted, per user
+    app.users.add("alice", active=False)
+    assert await redeem(app, "ONCE", "alice", 1000, "order-1") == first  # user inactive
+    app.users.down = True
+    assert await redeem(app, "ONCE", "alice", 1000, "order-1") == first  # users unreachable
+    app.users.down = False
+    await app.catalogue.delete(DeletePromoCode(promo.id))
+    again = await redeem(app, "ONCE", "alice", 1000, "order-1")  # code deactivated
+    assert again == first and again.code_snapshot is not None and again.code_snapshot.active
+    after = await app.catalogue.lookup("ONCE")
+    assert (after.uses, after.discount_granted, after.pending) == (1, 250, {})
+
+
+async def test_a_voided_id_is_refused_as_voided_whatever_else_would_refuse_it(app: App) -> None:
+    await create(app, fixed("GONE", 100, max_uses=5))
+    release = ReleasePromoCode("gone-order", "order rejected")
+    assert await reason_of(app.redemptions.release(release)) == "REDEMPTION_NOT_FOUND"
+    app.users.add("alice", active=False)
+    assert await reason_of(redeem(app, "GONE", "alice", 1000, "gone-order")) == "REDEMPTION_VOIDED"
+
+
 async def test_concurrent_same_id_gives_one_usage(app: App) -> None:
     await create(app, fixed("SAME", 100))
     results = await asyncio.gather(*(redeem(app, "SAME", "bob", 500, "dup") for _ in range(20)))

@@ -235,7 +235,7 @@ class MongoOrderRepository(MongoRepository[Order], OrderRepository):
         changes = self.to_document(order)
         del changes["_id"]
         try:
-            await self.update(
+            await self.write(
                 order.id,
                 changes,
                 self._encode(order.events),

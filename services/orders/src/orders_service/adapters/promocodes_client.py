@@ -1,4 +1,4 @@
-"""PromoCodes over gRPC: Redeem, Release and GetPromoCode of promo.v1.PromoCodeService.
+"""PromoCodes over gRPC: Redeem and Release of promo.v1.PromoCodeService.
 
 Every call has its own deadline, never later than the caller's (promo_libs.deadlines), and the
 wait for a turn at the bulkhead counts in it: a call that could only start after its caller gave
@@ -6,15 +6,13 @@ up is not made (an order redeemed that late may already have been settled by ano
 sweep). Answers are sorted into three kinds: a result, a definite
 refusal (FAILED_PRECONDITION / NOT_FOUND with a reason: the code does not apply), and an unknown
 outcome (deadline, UNAVAILABLE, ABORTED "in progress", anything else), which the saga retries
-with the same redemption id. Promo code rules are cached for a short while: event snapshots
-carry the code "as the producer last read it", and reading it for every order would add a round
-trip to the saga.
+with the same redemption id. The code's rules that the order's events carry come with Redeem's
+answer (PromoCodeUsage.promo_code, the rules as redeemed): nothing is read only to fill an event.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -92,16 +90,11 @@ class GrpcPromoCodes(PromoCodes):
         self,
         channel: grpc.aio.Channel,
         timeout: float,
-        snapshot_ttl: float = 60.0,
-        describe_timeout: float = 1.0,
         max_in_flight: int = 32,
     ) -> None:
         self._stub = promo_codes_pb2_grpc.PromoCodeServiceStub(channel)
         self._channel = channel
         self._timeout = timeout
-        self._describe_timeout = describe_timeout
-        self._ttl = snapshot_ttl
-        self._snapshots: dict[str, tuple[float, PromoCodeSnapshot]] = {}
         # A bulkhead: a burst of orders queues here instead of flooding PromoCodeService (whose
         # database pool would otherwise be oversubscribed and its calls time out together).
         self._gate = asyncio.Semaphore(max_in_flight)
@@ -167,6 +160,9 @@ class GrpcPromoCodes(PromoCodes):
             promo_code_id=usage.promo_code_id,
             code=usage.code,
             discount=Money(usage.discount.currency_code, usage.discount.amount_minor),
+            promo=promo_snapshot(usage.promo_code)
+            if usage.HasField("promo_code")
+            else PromoCodeSnapshot(id=usage.promo_code_id, code=usage.code),
             line_shares=tuple(d.discount.amount_minor for d in usage.line_discounts),
             shipping_share=usage.shipping_discount.amount_minor,
         )
@@ -186,24 +182,6 @@ class GrpcPromoCodes(PromoCodes):
                 return False
             raise OutcomeUnknown(DEPENDENCY, exc.code().name) from None
         return True
-
-    async def describe(self, promo_code_id: str, code: str) -> PromoCodeSnapshot:
-        now = time.monotonic()
-        cached = self._snapshots.get(promo_code_id)
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
-        try:
-            promo = await self._stub.GetPromoCode(
-                promo_codes_pb2.GetPromoCodeRequest(id=promo_code_id),
-                timeout=self._describe_timeout,
-            )
-        except grpc.aio.AioRpcError as exc:
-            failure = exc.code().name
-            log.warning("promo code unreadable", promo_code_id=promo_code_id, error=failure)
-            return PromoCodeSnapshot(id=promo_code_id, code=code)
-        snapshot = promo_snapshot(promo)
-        self._snapshots[promo_code_id] = (now, snapshot)
-        return snapshot
 
     async def ping(self) -> bool:
         return await peer_serving(self._channel, self._timeout)

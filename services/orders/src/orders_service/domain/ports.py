@@ -39,6 +39,9 @@ class Redeemed:
     promo_code_id: str
     code: str
     discount: Money
+    # The code's rules as redeemed, for the order's events (only id and code when the
+    # promo-code service did not say).
+    promo: PromoCodeSnapshot
     line_shares: tuple[int, ...] = ()
     shipping_share: int = 0
 
@@ -64,11 +67,6 @@ class PromoCodes(abc.ABC):
     async def release(self, redemption_id: str, reason: str) -> bool:
         """Gives the redemption back (idempotent). False when there is no such redemption;
         OutcomeUnknown when the answer never came."""
-
-    @abc.abstractmethod
-    async def describe(self, promo_code_id: str, code: str) -> PromoCodeSnapshot:
-        """The code's rules as last read, for event snapshots. Never fails: when the code cannot
-        be read, a snapshot with only its id and text."""
 
 
 class DuplicateIdempotencyKey(Exception):

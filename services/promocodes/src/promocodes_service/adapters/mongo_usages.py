@@ -12,8 +12,10 @@ find_one_and_update on the stand-in, reports a unique-index violation).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -24,7 +26,7 @@ from promo_libs.mongo.times import optional_from_millis, optional_to_millis, to_
 from promo_libs.outbox import OutboxEntry, outbox_fields
 from promo_libs.users import UserSnapshot
 from promocodes_service.adapters.migrations import USAGES
-from promocodes_service.domain.events import LineShare, UsageEvent
+from promocodes_service.domain.events import CodeSnapshot, LineShare, UsageEvent
 from promocodes_service.domain.model import ABANDONED, ACTIVE, RELEASED, VOIDED, Usage
 from promocodes_service.domain.ports import (
     CLAIMED,
@@ -40,6 +42,31 @@ from promocodes_service.domain.ports import (
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 EncodeEvents = Callable[[Sequence[UsageEvent], int], list[OutboxEntry]]
+
+
+_SNAPSHOT_MOMENTS = ("valid_from", "valid_until", "created_at")
+
+
+def code_snapshot_document(snapshot: CodeSnapshot | None) -> Document | None:
+    """The code's rules as redeemed, field for field (moments as epoch milliseconds)."""
+    if snapshot is None:
+        return None
+    document = {f.name: getattr(snapshot, f.name) for f in dataclasses.fields(snapshot)}
+    for name in _SNAPSHOT_MOMENTS:
+        document[name] = optional_to_millis(document[name])
+    return document
+
+
+def code_snapshot_from_document(document: Document | None) -> CodeSnapshot | None:
+    if not document:
+        return None  # a usage stored before snapshots were kept
+    values: dict[str, Any] = {
+        f.name: document.get(f.name) for f in dataclasses.fields(CodeSnapshot)
+    }
+    for name in _SNAPSHOT_MOMENTS:
+        values[name] = optional_from_millis(values[name])
+    values["active"] = bool(values["active"])
+    return CodeSnapshot(**values)
 
 
 def slot_key(usage_id: str, slot: int | None) -> int | str:
@@ -99,6 +126,7 @@ class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
             "shipping": entity.shipping,
             "shipping_discount": entity.shipping_discount,
             "first_order": entity.first_order,
+            "code_snapshot": code_snapshot_document(entity.code_snapshot),
         }
 
     def from_document(self, document: Document) -> Usage:
@@ -141,6 +169,7 @@ class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
             shipping=document.get("shipping", 0),
             shipping_discount=document.get("shipping_discount", 0),
             first_order=bool(document.get("first_order", False)),
+            code_snapshot=code_snapshot_from_document(document.get("code_snapshot")),
         )
 
     async def get(self, redemption_id: str) -> Usage | None:

@@ -19,13 +19,15 @@ class CodeSnapshot:
     code: str
     discount_type: str  # "PERCENTAGE" or "FIXED_AMOUNT"
     basis_points: int
-    fixed_amount: int
-    max_discount: int | None
+    # Amounts in minor units, named as in promo.v1.PromoCodeSnapshot and the orders service's
+    # snapshot: one name for one thing across services.
+    fixed_amount_minor: int
+    max_discount_minor: int | None
     currency: str | None
-    min_order_amount: int | None
+    min_order_amount_minor: int | None
     max_uses: int | None
     max_uses_per_user: int | None
-    budget: int | None
+    budget_minor: int | None
     batch_id: str
     active: bool
     valid_from: datetime | None

@@ -147,13 +147,13 @@ class PromoCode:
             code=self.code,
             discount_type="PERCENTAGE" if percentage else "FIXED_AMOUNT",
             basis_points=percentage.basis_points if percentage else 0,
-            fixed_amount=fixed.amount if fixed else 0,
-            max_discount=percentage.max_discount if percentage else None,
+            fixed_amount_minor=fixed.amount if fixed else 0,
+            max_discount_minor=percentage.max_discount if percentage else None,
             currency=rules.currency,
-            min_order_amount=rules.min_order_amount,
+            min_order_amount_minor=rules.min_order_amount,
             max_uses=rules.max_uses,
             max_uses_per_user=rules.max_uses_per_user,
-            budget=rules.budget,
+            budget_minor=rules.budget,
             batch_id=self.batch_id,
             active=rules.active,
             valid_from=rules.valid_from,
@@ -302,6 +302,9 @@ class Usage:
     shipping_discount: int = 0
     # Holds the user's one first-order slot (a code for first orders only) while ACTIVE.
     first_order: bool = False
+    # The code's rules when it was redeemed (None for usages stored before they were kept):
+    # what the order's events carry, answered again to a replayed Redeem.
+    code_snapshot: CodeSnapshot | None = None
     events: list[UsageEvent] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
@@ -320,6 +323,7 @@ class Usage:
     ) -> Usage:
         basket = basket if basket is not None else Cart.of_amount(amount)
         shares = shares if shares is not None else Split(discount, (discount,))
+        code_snapshot = promo.snapshot()
         usage = cls(
             id=redemption_id,
             promo_code_id=promo.id,
@@ -345,8 +349,9 @@ class Usage:
             shipping=basket.shipping,
             shipping_discount=shares.shipping,
             first_order=promo.rules.offer.first_order_only,
+            code_snapshot=code_snapshot,
         )
-        usage.events.append(PromoCodeRedeemed(usage.snapshot(), promo.snapshot(), user, now))
+        usage.events.append(PromoCodeRedeemed(usage.snapshot(), code_snapshot, user, now))
         return usage
 
     @property

@@ -29,6 +29,7 @@ from promocodes_service.domain.commands import (
     UpdatePromoCode,
     ValidatePromoCode,
 )
+from promocodes_service.domain.events import CodeSnapshot
 from promocodes_service.domain.model import PromoCode, Usage
 from promocodes_service.service_layer.catalogue import Catalogue
 from promocodes_service.service_layer.redemption import Redemptions
@@ -133,35 +134,44 @@ def _offer_out(message: promo_codes_pb2.PromoCode, offer: cart.Offer, currency: 
 
 
 def promo_message(promo: PromoCode) -> promo_codes_pb2.PromoCode:
+    """The code as the API shows it: its snapshot's rules, and what only the API shows."""
     r = promo.rules
+    message = snapshot_message(promo.snapshot())
+    message.description = r.description
+    message.eligible_user_ids.extend(r.eligible_user_ids)
+    message.uses = promo.uses
+    granted = _money_out(r.currency, promo.discount_granted if r.currency else None)
+    if granted is not None:
+        message.discount_granted.CopyFrom(granted)
+    message.update_time.FromDatetime(promo.updated_at)
+    _offer_out(message, r.offer, r.currency or "")
+    return message
+
+
+def snapshot_message(code: CodeSnapshot) -> promo_codes_pb2.PromoCode:
+    """The code's rules as redeemed (PromoCodeUsage.promo_code): no counters, no targeting."""
     message = promo_codes_pb2.PromoCode(
-        id=promo.id,
-        code=promo.code,
-        description=r.description,
-        valid_from=timestamp(r.valid_from),
-        valid_until=timestamp(r.valid_until),
-        min_order_amount=_money_out(r.currency, r.min_order_amount),
-        max_uses=r.max_uses,
-        max_uses_per_user=r.max_uses_per_user,
-        budget=_money_out(r.currency, r.budget),
-        eligible_user_ids=list(r.eligible_user_ids),
-        active=r.active,
-        uses=promo.uses,
-        discount_granted=_money_out(r.currency, promo.discount_granted if r.currency else None),
-        batch_id=promo.batch_id,
-        create_time=timestamp(promo.created_at),
-        update_time=timestamp(promo.updated_at),
+        id=code.id,
+        code=code.code,
+        valid_from=timestamp(code.valid_from),
+        valid_until=timestamp(code.valid_until),
+        min_order_amount=_money_out(code.currency, code.min_order_amount_minor),
+        max_uses=code.max_uses,
+        max_uses_per_user=code.max_uses_per_user,
+        budget=_money_out(code.currency, code.budget_minor),
+        active=code.active,
+        batch_id=code.batch_id,
+        create_time=timestamp(code.created_at),
     )
-    if isinstance(r.discount, rules.Percentage):
+    if code.discount_type == "PERCENTAGE":
         message.percentage.CopyFrom(
             promo_codes_pb2.PercentageDiscount(
-                basis_points=r.discount.basis_points,
-                max_discount=_money_out(r.currency, r.discount.max_discount),
+                basis_points=code.basis_points,
+                max_discount=_money_out(code.currency, code.max_discount_minor),
             )
         )
     else:
-        message.fixed_amount.CopyFrom(money(r.currency or "", r.discount.amount))
-    _offer_out(message, r.offer, r.currency or "")
+        message.fixed_amount.CopyFrom(money(code.currency or "", code.fixed_amount_minor))
     return message
 
 
@@ -302,7 +312,10 @@ class PromoCodeServicer(promo_codes_pb2_grpc.PromoCodeServiceServicer):
                 first_order=request.first_order,
             )
         )
-        return usage_message(usage)
+        message = usage_message(usage)
+        if usage.code_snapshot is not None:
+            message.promo_code.CopyFrom(snapshot_message(usage.code_snapshot))
+        return message
 
     async def ReleasePromoCode(
         self, request: promo_codes_pb2.ReleasePromoCodeRequest, context: Context

@@ -84,7 +84,7 @@ class MongoUserRepository(MongoRepository[User], UserRepository):
         del changes["_id"]
         changes["version"] = user.version + 1
         try:
-            await self.update(
+            await self.write(
                 user.id,
                 changes,
                 self._encode(user.events, user.version + 1),
