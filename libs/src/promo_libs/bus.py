@@ -22,7 +22,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -102,23 +102,15 @@ def redis_client(settings: RedisSettings, timeout_seconds: float = 2.0) -> Redis
     # One quick retry (a pooled connection that died with a Redis restart); callers have
     # their own retry loops, so the default's seconds of backoff would only delay them.
     retry = Retry(ExponentialBackoff(cap=0.2, base=0.05), 1)
-    if settings.redis_cluster:
-        return RedisCluster(
-            host=settings.redis_host,
-            port=settings.redis_port,
-            password=password,
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
-            retry=retry,
-        )
-    return aioredis.Redis(
-        host=settings.redis_host,
-        port=settings.redis_port,
-        password=password,
-        socket_timeout=timeout_seconds,
-        socket_connect_timeout=timeout_seconds,
-        retry=retry,
-    )
+    options: dict[str, Any] = {
+        "host": settings.redis_host,
+        "port": settings.redis_port,
+        "password": password,
+        "socket_timeout": timeout_seconds,
+        "socket_connect_timeout": timeout_seconds,
+        "retry": retry,
+    }
+    return RedisCluster(**options) if settings.redis_cluster else aioredis.Redis(**options)
 
 
 class RedisStreamPublisher(EventPublisher):

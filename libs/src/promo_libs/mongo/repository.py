@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -23,15 +23,21 @@ from promo_libs.outbox import OutboxEntry, outbox_fields
 from promo_libs.repository import Entity, Repository
 
 T = TypeVar("T", bound=Entity)
+# The service's event codec: its domain events (and the aggregate's version) -> outbox entries.
+EncodeT = TypeVar("EncodeT", bound=Callable[..., list[OutboxEntry]])
 
 
-class MongoRepository(Repository[T], abc.ABC):
+class MongoRepository(Repository[T], abc.ABC, Generic[T, EncodeT]):
     collection_name: ClassVar[str]
 
     def __init__(
-        self, db: AsyncDatabase[Document], on_events_written: Callable[[], None] | None = None
+        self,
+        db: AsyncDatabase[Document],
+        encode_events: EncodeT,
+        on_events_written: Callable[[], None] | None = None,
     ) -> None:
         self.collection: AsyncCollection[Document] = db[self.collection_name]
+        self._encode = encode_events
         # Called after a write that stored events (e.g. OutboxRelay.notify): the relay publishes
         # them at once, off the request's path.
         self._on_events_written = on_events_written or (lambda: None)

@@ -18,15 +18,7 @@ from promo_libs.outbox import OutboxEntry
 from promocodes_service.adapters.event_codec import encode_code_events, encode_usage_events
 from promocodes_service.adapters.mongo_codes import MongoPromoCodeRepository
 from promocodes_service.adapters.mongo_usages import MongoUsageRepository
-from promocodes_service.domain.events import (
-    CodeEvent,
-    PromoCodeCreated,
-    PromoCodeDeactivated,
-    PromoCodeRedeemed,
-    PromoCodeReleased,
-    PromoCodeUpdated,
-    UsageEvent,
-)
+from promocodes_service.domain import events
 from promocodes_service.domain.model import ACTIVE, RELEASED, PromoCode
 
 
@@ -38,13 +30,13 @@ def sources(db: AsyncDatabase[replay.Document]) -> Sequence[replay.Source]:
     async def code_entries(document: replay.Document) -> list[OutboxEntry]:
         promo = codes.from_document(document)
         snapshot = promo.snapshot()
-        event: CodeEvent
+        event: events.CodeEvent
         if not promo.rules.active:
-            event = PromoCodeDeactivated(snapshot, promo.updated_at)
+            event = events.PromoCodeDeactivated(snapshot, promo.updated_at)
         elif promo.version == 1:
-            event = PromoCodeCreated(snapshot, promo.created_at)
+            event = events.PromoCodeCreated(snapshot, promo.created_at)
         else:
-            event = PromoCodeUpdated(snapshot, (), promo.updated_at)
+            event = events.PromoCodeUpdated(snapshot, (), promo.updated_at)
         return encode_code_events([event], promo.version)
 
     async def usage_entries(document: replay.Document) -> list[OutboxEntry]:
@@ -57,12 +49,14 @@ def sources(db: AsyncDatabase[replay.Document]) -> Sequence[replay.Source]:
             if found is None:
                 raise LookupError(f"usage {usage.id} of a missing promo code")
             promo = known[usage.promo_code_id] = found
-        event: UsageEvent
+        event: events.UsageEvent
         if usage.status == RELEASED:
             released_at = usage.released_at or usage.created_at
-            event = PromoCodeReleased(usage.snapshot(), promo.snapshot(), usage.user, released_at)
+            event = events.PromoCodeReleased(
+                usage.snapshot(), promo.snapshot(), usage.user, released_at
+            )
         else:
-            event = PromoCodeRedeemed(
+            event = events.PromoCodeRedeemed(
                 usage.snapshot(), promo.snapshot(), usage.user, usage.created_at
             )
         return encode_usage_events([event], usage.version)

@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import DESCENDING
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from orders_service.domain.events import OrderEvent, OrderLine, PromoCodeSnapshot
@@ -127,17 +126,8 @@ def _lines(document: Document) -> tuple[OrderLine, ...]:
     )
 
 
-class MongoOrderRepository(MongoRepository[Order], OrderRepository):
+class MongoOrderRepository(MongoRepository[Order, EncodeEvents], OrderRepository):
     collection_name = "orders"
-
-    def __init__(
-        self,
-        db: AsyncDatabase[Document],
-        encode_events: EncodeEvents,
-        on_events_written: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(db, on_events_written)
-        self._encode = encode_events
 
     def to_document(self, entity: Order) -> Document:
         return {

@@ -10,22 +10,12 @@ from promo.v1 import events_pb2, promo_codes_pb2
 from promo_libs.events import PROMO_CODES_STREAM, outbox_entry, user_snapshot_message
 from promo_libs.grpc.mapping import timestamp
 from promo_libs.outbox import OutboxEntry
-from promocodes_service.domain.events import (
-    CodeEvent,
-    CodeSnapshot,
-    PromoCodeCreated,
-    PromoCodeDeactivated,
-    PromoCodeRedeemed,
-    PromoCodeReleased,
-    PromoCodeUpdated,
-    UsageEvent,
-    UsageSnapshot,
-)
+from promocodes_service.domain import events as domain
 
 PRODUCER = "promocodes"
 
 
-def code_snapshot(code: CodeSnapshot) -> events_pb2.PromoCodeSnapshot:
+def code_snapshot(code: domain.CodeSnapshot) -> events_pb2.PromoCodeSnapshot:
     return events_pb2.PromoCodeSnapshot(
         id=code.id,
         code=code.code,
@@ -46,7 +36,7 @@ def code_snapshot(code: CodeSnapshot) -> events_pb2.PromoCodeSnapshot:
     )
 
 
-def usage_snapshot(usage: UsageSnapshot) -> events_pb2.UsageSnapshot:
+def usage_snapshot(usage: domain.UsageSnapshot) -> events_pb2.UsageSnapshot:
     return events_pb2.UsageSnapshot(
         id=usage.id,
         promo_code_id=usage.promo_code_id,
@@ -78,37 +68,37 @@ def usage_snapshot(usage: UsageSnapshot) -> events_pb2.UsageSnapshot:
     )
 
 
-def _code_payload(event: CodeEvent) -> tuple[str, Message]:
+def _code_payload(event: domain.CodeEvent) -> tuple[str, Message]:
     snapshot = code_snapshot(event.code)
-    if isinstance(event, PromoCodeCreated):
+    if isinstance(event, domain.PromoCodeCreated):
         return "promo_code_created", events_pb2.PromoCodeCreated(promo_code=snapshot)
-    if isinstance(event, PromoCodeUpdated):
+    if isinstance(event, domain.PromoCodeUpdated):
         return "promo_code_updated", events_pb2.PromoCodeUpdated(
             promo_code=snapshot, changed_fields=list(event.changed_fields)
         )
-    if isinstance(event, PromoCodeDeactivated):
+    if isinstance(event, domain.PromoCodeDeactivated):
         return "promo_code_deactivated", events_pb2.PromoCodeDeactivated(promo_code=snapshot)
     raise TypeError(f"unknown promo code event {event!r}")
 
 
-def _usage_payload(event: UsageEvent) -> tuple[str, Message]:
+def _usage_payload(event: domain.UsageEvent) -> tuple[str, Message]:
     usage, code, user = (
         usage_snapshot(event.usage),
         code_snapshot(event.code),
         user_snapshot_message(event.user),
     )
-    if isinstance(event, PromoCodeRedeemed):
+    if isinstance(event, domain.PromoCodeRedeemed):
         return "promo_code_redeemed", events_pb2.PromoCodeRedeemed(
             usage=usage, promo_code=code, user=user
         )
-    if isinstance(event, PromoCodeReleased):
+    if isinstance(event, domain.PromoCodeReleased):
         return "promo_code_released", events_pb2.PromoCodeReleased(
             usage=usage, promo_code=code, user=user
         )
     raise TypeError(f"unknown usage event {event!r}")
 
 
-def encode_code_events(events: Sequence[CodeEvent], version: int) -> list[OutboxEntry]:
+def encode_code_events(events: Sequence[domain.CodeEvent], version: int) -> list[OutboxEntry]:
     entries = []
     for event in events:
         field, payload = _code_payload(event)
@@ -127,7 +117,7 @@ def encode_code_events(events: Sequence[CodeEvent], version: int) -> list[Outbox
     return entries
 
 
-def encode_usage_events(events: Sequence[UsageEvent], version: int) -> list[OutboxEntry]:
+def encode_usage_events(events: Sequence[domain.UsageEvent], version: int) -> list[OutboxEntry]:
     entries = []
     for event in events:
         field, payload = _usage_payload(event)

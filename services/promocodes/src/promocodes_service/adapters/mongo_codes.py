@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from promo_libs.mongo.connection import Document
@@ -138,17 +137,8 @@ def reservation_document(reservation: Reservation) -> Document:
     }
 
 
-class MongoPromoCodeRepository(MongoRepository[PromoCode], PromoCodeRepository):
+class MongoPromoCodeRepository(MongoRepository[PromoCode, EncodeEvents], PromoCodeRepository):
     collection_name = CODES
-
-    def __init__(
-        self,
-        db: AsyncDatabase[Document],
-        encode_events: EncodeEvents,
-        on_events_written: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(db, on_events_written)
-        self._encode = encode_events
 
     def to_document(self, entity: PromoCode) -> Document:
         return {

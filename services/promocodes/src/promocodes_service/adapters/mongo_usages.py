@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from promo_libs.mongo.connection import Document
@@ -73,17 +72,8 @@ def slot_key(usage_id: str, slot: int | None) -> int | str:
     return f"u:{usage_id}" if slot is None else slot
 
 
-class MongoUsageRepository(MongoRepository[Usage], UsageRepository):
+class MongoUsageRepository(MongoRepository[Usage, EncodeEvents], UsageRepository):
     collection_name = USAGES
-
-    def __init__(
-        self,
-        db: AsyncDatabase[Document],
-        encode_events: EncodeEvents,
-        on_events_written: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(db, on_events_written)
-        self._encode = encode_events
 
     def to_document(self, entity: Usage) -> Document:
         user = entity.user

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from promo_libs.mongo.connection import Document
@@ -24,17 +23,8 @@ from users_service.domain.ports import EmailTaken, UserRepository, VersionConfli
 EncodeEvents = Callable[[Sequence[UserEvent], int], list[OutboxEntry]]
 
 
-class MongoUserRepository(MongoRepository[User], UserRepository):
+class MongoUserRepository(MongoRepository[User, EncodeEvents], UserRepository):
     collection_name = "users"
-
-    def __init__(
-        self,
-        db: AsyncDatabase[Document],
-        encode_events: EncodeEvents,
-        on_events_written: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(db, on_events_written)
-        self._encode = encode_events
 
     def to_document(self, entity: User) -> Document:
         return {
