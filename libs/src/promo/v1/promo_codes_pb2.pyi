@@ -660,9 +660,9 @@ class PromoCodeUsage(_message.Message):
     @_builtins.property
     def promo_code(self) -> Global___PromoCode:
         """Output only, and set by RedeemPromoCode only: the code's rules as they were when it was
-        redeemed (id, code, discount, currency, limits, validity, batch, active, create_time; no
-        counters, no targeting), the same for a replay of the same redemption id. What the
-        caller's own events carry about the code, without reading it again.
+        redeemed (id, code, discount, currency, limits, validity, batch, campaign, active,
+        create_time; no counters, no targeting), the same for a replay of the same redemption id.
+        What the caller's own events carry about the code, without reading it again.
         """
 
     def __init__(

@@ -167,6 +167,7 @@ class PromoCode:
             valid_from=rules.valid_from,
             valid_until=rules.valid_until,
             created_at=self.created_at,
+            campaign_id=self.campaign_id,
         )
 
     def evaluate(

@@ -183,7 +183,6 @@ def promo_message(promo: PromoCode) -> promo_codes_pb2.PromoCode:
     if granted is not None:
         message.discount_granted.CopyFrom(granted)
     message.update_time.FromDatetime(promo.updated_at)
-    message.campaign_id = promo.campaign_id
     _offer_out(message, r.offer, r.currency or "")
     return message
 
@@ -202,6 +201,7 @@ def snapshot_message(code: CodeSnapshot) -> promo_codes_pb2.PromoCode:
         active=code.active,
         batch_id=code.batch_id,
         create_time=timestamp(code.created_at),
+        campaign_id=code.campaign_id,
     )
     if code.discount_type == "PERCENTAGE":
         message.percentage.CopyFrom(
