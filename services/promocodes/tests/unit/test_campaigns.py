@@ -155,6 +155,10 @@ async def test_a_limit_is_never_lowered_below_what_was_granted(setup: Setup) -> 
         UpdateCampaign(made.id, frozenset({"max_uses"}), spring(max_uses=10))
     )
     assert ok.rules.max_uses == 10
+    unlimited = await setup.campaigns.update(
+        UpdateCampaign(made.id, frozenset({"budget"}), spring())
+    )
+    assert (unlimited.rules.budget, unlimited.rules.currency) == (None, "EUR")
 
 
 async def test_the_write_rechecks_the_counters_it_lowers_under() -> None:

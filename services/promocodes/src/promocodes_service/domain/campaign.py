@@ -85,9 +85,10 @@ class Campaign:
 
 
 def merged(base: CampaignRules, given: CampaignRules, fields: frozenset[str]) -> CampaignRules:
-    """`base` with the fields named in `fields` taken from `given` (the budget brings its
-    currency along)."""
+    """`base` with the fields named in `fields` taken from `given`. A new budget brings its
+    currency along; removing the budget keeps the currency, which the granted discounts are
+    counted in."""
     changes = {name: getattr(given, name) for name in fields if name in CAMPAIGN_FIELDS}
-    if "budget" in fields:
+    if "budget" in fields and given.budget is not None:
         changes["currency"] = given.currency
     return dataclasses.replace(base, **changes)
