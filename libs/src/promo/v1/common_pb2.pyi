@@ -136,6 +136,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """[FAILED_PRECONDITION] The code is for a user's first order only, and the user already has a
     confirmed order or a first-order redemption.
     """
+    ERROR_REASON_CAMPAIGN_NOT_FOUND: _ErrorReason.ValueType  # 34
+    """[NOT_FOUND] No campaign with the given id (GetCampaign, UpdateCampaign); [FAILED_PRECONDITION]
+    when a promo code names a campaign that does not exist.
+    """
     ERROR_REASON_METHOD_NOT_ALLOWED: _ErrorReason.ValueType  # 40
     """Authorization (DESIGN.md I7). Numbered from 40 on so that other reasons can keep growing.
     [PERMISSION_DENIED] The calling workload (its certificate's SPIFFE ID) may not call this
@@ -287,6 +291,10 @@ less than its min_item_amount.
 ERROR_REASON_FIRST_ORDER_ONLY: ErrorReason.ValueType  # 33
 """[FAILED_PRECONDITION] The code is for a user's first order only, and the user already has a
 confirmed order or a first-order redemption.
+"""
+ERROR_REASON_CAMPAIGN_NOT_FOUND: ErrorReason.ValueType  # 34
+"""[NOT_FOUND] No campaign with the given id (GetCampaign, UpdateCampaign); [FAILED_PRECONDITION]
+when a promo code names a campaign that does not exist.
 """
 ERROR_REASON_METHOD_NOT_ALLOWED: ErrorReason.ValueType  # 40
 """Authorization (DESIGN.md I7). Numbered from 40 on so that other reasons can keep growing.

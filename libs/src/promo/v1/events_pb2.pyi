@@ -261,6 +261,7 @@ class PromoCodeSnapshot(_message.Message):
     VALID_FROM_FIELD_NUMBER: _builtins.int
     VALID_UNTIL_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The promo code's id."""
     code: _builtins.str
@@ -287,6 +288,10 @@ class PromoCodeSnapshot(_message.Message):
     """GeneratePromoCodes batch id; empty when created alone."""
     active: _builtins.bool
     """Whether the code was active."""
+    campaign_id: _builtins.str
+    """The campaign the code belongs to; empty when none (and in events of producers from before
+    campaigns).
+    """
     @_builtins.property
     def valid_from(self) -> _timestamp_pb2.Timestamp:
         """Start of validity (inclusive); unset when none."""
@@ -318,10 +323,11 @@ class PromoCodeSnapshot(_message.Message):
         valid_from: _timestamp_pb2.Timestamp | None = ...,
         valid_until: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        campaign_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_minor", b"_budget_minor", "_max_discount_minor", b"_max_discount_minor", "_max_uses", b"_max_uses", "_max_uses_per_user", b"_max_uses_per_user", "_min_order_amount_minor", b"_min_order_amount_minor", "budget_minor", b"budget_minor", "create_time", b"create_time", "max_discount_minor", b"max_discount_minor", "max_uses", b"max_uses", "max_uses_per_user", b"max_uses_per_user", "min_order_amount_minor", b"min_order_amount_minor", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_minor", b"_budget_minor", "_max_discount_minor", b"_max_discount_minor", "_max_uses", b"_max_uses", "_max_uses_per_user", b"_max_uses_per_user", "_min_order_amount_minor", b"_min_order_amount_minor", "active", b"active", "basis_points", b"basis_points", "batch_id", b"batch_id", "budget_minor", b"budget_minor", "code", b"code", "create_time", b"create_time", "currency_code", b"currency_code", "discount_type", b"discount_type", "fixed_amount_minor", b"fixed_amount_minor", "id", b"id", "max_discount_minor", b"max_discount_minor", "max_uses", b"max_uses", "max_uses_per_user", b"max_uses_per_user", "min_order_amount_minor", b"min_order_amount_minor", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_minor", b"_budget_minor", "_max_discount_minor", b"_max_discount_minor", "_max_uses", b"_max_uses", "_max_uses_per_user", b"_max_uses_per_user", "_min_order_amount_minor", b"_min_order_amount_minor", "active", b"active", "basis_points", b"basis_points", "batch_id", b"batch_id", "budget_minor", b"budget_minor", "campaign_id", b"campaign_id", "code", b"code", "create_time", b"create_time", "currency_code", b"currency_code", "discount_type", b"discount_type", "fixed_amount_minor", b"fixed_amount_minor", "id", b"id", "max_discount_minor", b"max_discount_minor", "max_uses", b"max_uses", "max_uses_per_user", b"max_uses_per_user", "min_order_amount_minor", b"min_order_amount_minor", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget_minor: _TypeAlias = _typing.Literal["budget_minor"]  # noqa: Y015
     _WhichOneofArgType__budget_minor: _TypeAlias = _typing.Literal["_budget_minor", b"_budget_minor"]  # noqa: Y015

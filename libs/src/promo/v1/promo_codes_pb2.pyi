@@ -129,6 +129,7 @@ class PromoCode(_message.Message):
     ALLOCATION_FIELD_NUMBER: _builtins.int
     MAX_QUANTITY_FIELD_NUMBER: _builtins.int
     FIRST_ORDER_ONLY_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Server-assigned id."""
     code: _builtins.str
@@ -162,6 +163,12 @@ class PromoCode(_message.Message):
     first_order_only: _builtins.bool
     """Optional. Only for the user's first order: at most one first-order-only redemption per user
     over all codes, and only while the user has no confirmed order (the caller says so).
+    """
+    campaign_id: _builtins.str
+    """Optional, immutable. The campaign the code belongs to. GeneratePromoCodes takes it from the
+    template. Errors: FAILED_PRECONDITION CAMPAIGN_NOT_FOUND when no such campaign exists.
+    Not yet enforced: redemption does not check the campaign's limits until the campaign
+    redemption protocol lands (services/promocodes/README.md, "Campaigns").
     """
     @_builtins.property
     def percentage(self) -> Global___PercentageDiscount:
@@ -247,10 +254,11 @@ class PromoCode(_message.Message):
         allocation: Global___Allocation.ValueType = ...,
         max_quantity: _builtins.int | None = ...,
         first_order_only: _builtins.bool = ...,
+        campaign_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_quantity", b"_max_quantity", "_max_uses", b"_max_uses", "_max_uses_per_user", b"_max_uses_per_user", "_min_item_quantity", b"_min_item_quantity", "budget", b"budget", "create_time", b"create_time", "discount", b"discount", "discount_granted", b"discount_granted", "fixed_amount", b"fixed_amount", "max_quantity", b"max_quantity", "max_uses", b"max_uses", "max_uses_per_user", b"max_uses_per_user", "min_item_amount", b"min_item_amount", "min_item_quantity", b"min_item_quantity", "min_order_amount", b"min_order_amount", "percentage", b"percentage", "targeting", b"targeting", "update_time", b"update_time", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_quantity", b"_max_quantity", "_max_uses", b"_max_uses", "_max_uses_per_user", b"_max_uses_per_user", "_min_item_quantity", b"_min_item_quantity", "active", b"active", "allocation", b"allocation", "batch_id", b"batch_id", "budget", b"budget", "code", b"code", "create_time", b"create_time", "description", b"description", "discount", b"discount", "discount_granted", b"discount_granted", "eligible_user_ids", b"eligible_user_ids", "first_order_only", b"first_order_only", "fixed_amount", b"fixed_amount", "id", b"id", "max_quantity", b"max_quantity", "max_uses", b"max_uses", "max_uses_per_user", b"max_uses_per_user", "min_item_amount", b"min_item_amount", "min_item_quantity", b"min_item_quantity", "min_order_amount", b"min_order_amount", "percentage", b"percentage", "target", b"target", "targeting", b"targeting", "update_time", b"update_time", "uses", b"uses", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_quantity", b"_max_quantity", "_max_uses", b"_max_uses", "_max_uses_per_user", b"_max_uses_per_user", "_min_item_quantity", b"_min_item_quantity", "active", b"active", "allocation", b"allocation", "batch_id", b"batch_id", "budget", b"budget", "campaign_id", b"campaign_id", "code", b"code", "create_time", b"create_time", "description", b"description", "discount", b"discount", "discount_granted", b"discount_granted", "eligible_user_ids", b"eligible_user_ids", "first_order_only", b"first_order_only", "fixed_amount", b"fixed_amount", "id", b"id", "max_quantity", b"max_quantity", "max_uses", b"max_uses", "max_uses_per_user", b"max_uses_per_user", "min_item_amount", b"min_item_amount", "min_item_quantity", b"min_item_quantity", "min_order_amount", b"min_order_amount", "percentage", b"percentage", "target", b"target", "targeting", b"targeting", "update_time", b"update_time", "uses", b"uses", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_quantity: _TypeAlias = _typing.Literal["max_quantity"]  # noqa: Y015
     _WhichOneofArgType__max_quantity: _TypeAlias = _typing.Literal["_max_quantity", b"_max_quantity"]  # noqa: Y015
@@ -274,6 +282,236 @@ class PromoCode(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_discount) -> _WhichOneofReturnType_discount | None: ...
 
 Global___PromoCode: _TypeAlias = PromoCode  # noqa: Y015
+
+@_typing.final
+class Campaign(_message.Message):
+    """Limits shared by all the codes of a campaign (PromoCode.campaign_id), on top of each code's own.
+    This slice stores and manages them; RedeemPromoCode and ValidatePromoCode do not check them yet
+    (services/promocodes/README.md, "Campaigns", has the protocol that will), and `uses` and
+    `discount_granted` stay 0 until then.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    MAX_USES_FIELD_NUMBER: _builtins.int
+    MAX_USES_PER_USER_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    USES_FIELD_NUMBER: _builtins.int
+    DISCOUNT_GRANTED_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Output only. Server-assigned id."""
+    display_name: _builtins.str
+    """Required. A name for operators: 1..200 characters."""
+    description: _builtins.str
+    """Optional. Free text for operators, at most 1000 characters."""
+    max_uses: _builtins.int
+    """Optional. Maximum number of active redemptions over all its codes (>= 1). Unset = unlimited."""
+    max_uses_per_user: _builtins.int
+    """Optional. Maximum number of active redemptions of its codes per user (>= 1). Unset =
+    unlimited.
+    """
+    uses: _builtins.int
+    """Output only. Number of ACTIVE redemptions of its codes."""
+    @_builtins.property
+    def budget(self) -> _common_pb2.Money:
+        """Optional. Maximum total discount over all active redemptions of its codes (amount_minor >= 1);
+        sets the campaign's currency. Unset = unlimited.
+        """
+
+    @_builtins.property
+    def valid_from(self) -> _timestamp_pb2.Timestamp:
+        """Optional. Its codes are valid from this instant on (inclusive). Unset = no lower bound."""
+
+    @_builtins.property
+    def valid_until(self) -> _timestamp_pb2.Timestamp:
+        """Optional. Its codes are valid until this instant (exclusive). Unset = no upper bound. Must be
+        after valid_from when both are set.
+        """
+
+    @_builtins.property
+    def discount_granted(self) -> _common_pb2.Money:
+        """Output only. Sum of the discounts of ACTIVE redemptions of its codes (unset without a budget)."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the campaign was created."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the campaign was last changed by an update (redemptions do not count)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        max_uses: _builtins.int | None = ...,
+        max_uses_per_user: _builtins.int | None = ...,
+        budget: _common_pb2.Money | None = ...,
+        valid_from: _timestamp_pb2.Timestamp | None = ...,
+        valid_until: _timestamp_pb2.Timestamp | None = ...,
+        uses: _builtins.int = ...,
+        discount_granted: _common_pb2.Money | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_uses", b"_max_uses", "_max_uses_per_user", b"_max_uses_per_user", "budget", b"budget", "create_time", b"create_time", "discount_granted", b"discount_granted", "max_uses", b"max_uses", "max_uses_per_user", b"max_uses_per_user", "update_time", b"update_time", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_uses", b"_max_uses", "_max_uses_per_user", b"_max_uses_per_user", "budget", b"budget", "create_time", b"create_time", "description", b"description", "discount_granted", b"discount_granted", "display_name", b"display_name", "id", b"id", "max_uses", b"max_uses", "max_uses_per_user", b"max_uses_per_user", "update_time", b"update_time", "uses", b"uses", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_uses: _TypeAlias = _typing.Literal["max_uses"]  # noqa: Y015
+    _WhichOneofArgType__max_uses: _TypeAlias = _typing.Literal["_max_uses", b"_max_uses"]  # noqa: Y015
+    _WhichOneofReturnType__max_uses_per_user: _TypeAlias = _typing.Literal["max_uses_per_user"]  # noqa: Y015
+    _WhichOneofArgType__max_uses_per_user: _TypeAlias = _typing.Literal["_max_uses_per_user", b"_max_uses_per_user"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_uses) -> _WhichOneofReturnType__max_uses | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_uses_per_user) -> _WhichOneofReturnType__max_uses_per_user | None: ...
+
+Global___Campaign: _TypeAlias = Campaign  # noqa: Y015
+
+@_typing.final
+class CreateCampaignRequest(_message.Message):
+    """Request of PromoCodeService.CreateCampaign."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaign(self) -> Global___Campaign:
+        """Required. The campaign to create. Output-only fields are ignored."""
+
+    def __init__(
+        self,
+        *,
+        campaign: Global___Campaign | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCampaignRequest: _TypeAlias = CreateCampaignRequest  # noqa: Y015
+
+@_typing.final
+class GetCampaignRequest(_message.Message):
+    """Request of PromoCodeService.GetCampaign."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Required. The campaign's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCampaignRequest: _TypeAlias = GetCampaignRequest  # noqa: Y015
+
+@_typing.final
+class ListCampaignsRequest(_message.Message):
+    """Request of PromoCodeService.ListCampaigns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of campaigns to return (0 = default 50, at most 1000)."""
+    page_token: _builtins.str
+    """Token from a previous ListCampaignsResponse.next_page_token; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCampaignsRequest: _TypeAlias = ListCampaignsRequest  # noqa: Y015
+
+@_typing.final
+class ListCampaignsResponse(_message.Message):
+    """Response of PromoCodeService.ListCampaigns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGNS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def campaigns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Campaign]:
+        """The campaigns of this page, in ascending id order."""
+
+    def __init__(
+        self,
+        *,
+        campaigns: _abc.Iterable[Global___Campaign] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaigns", b"campaigns", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCampaignsResponse: _TypeAlias = ListCampaignsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateCampaignRequest(_message.Message):
+    """Request of PromoCodeService.UpdateCampaign."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaign(self) -> Global___Campaign:
+        """Required. The campaign with its `id` set and the new values of the fields named in
+        update_mask.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Required. Paths to change: "display_name", "description", "max_uses", "max_uses_per_user",
+        "budget", "valid_from", "valid_until". Output-only fields are immutable. An unset optional
+        field named here removes the limit.
+        """
+
+    def __init__(
+        self,
+        *,
+        campaign: Global___Campaign | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCampaignRequest: _TypeAlias = UpdateCampaignRequest  # noqa: Y015
 
 @_typing.final
 class ItemTargeting(_message.Message):
@@ -422,9 +660,9 @@ class PromoCodeUsage(_message.Message):
     @_builtins.property
     def promo_code(self) -> Global___PromoCode:
         """Output only, and set by RedeemPromoCode only: the code's rules as they were when it was
-        redeemed (id, code, discount, currency, limits, validity, batch, active, create_time; no
-        counters, no targeting), the same for a replay of the same redemption id. What the
-        caller's own events carry about the code, without reading it again.
+        redeemed (id, code, discount, currency, limits, validity, batch, campaign, active,
+        create_time; no counters, no targeting), the same for a replay of the same redemption id.
+        What the caller's own events carry about the code, without reading it again.
         """
 
     def __init__(

@@ -132,6 +132,26 @@ class PromoCodeServiceStub:
                 request_serializer=promo_dot_v1_dot_promo__codes__pb2.ListPromoCodeUsagesRequest.SerializeToString,
                 response_deserializer=promo_dot_v1_dot_promo__codes__pb2.ListPromoCodeUsagesResponse.FromString,
                 _registered_method=True)
+        self.CreateCampaign = channel.unary_unary(
+                '/promo.v1.PromoCodeService/CreateCampaign',
+                request_serializer=promo_dot_v1_dot_promo__codes__pb2.CreateCampaignRequest.SerializeToString,
+                response_deserializer=promo_dot_v1_dot_promo__codes__pb2.Campaign.FromString,
+                _registered_method=True)
+        self.GetCampaign = channel.unary_unary(
+                '/promo.v1.PromoCodeService/GetCampaign',
+                request_serializer=promo_dot_v1_dot_promo__codes__pb2.GetCampaignRequest.SerializeToString,
+                response_deserializer=promo_dot_v1_dot_promo__codes__pb2.Campaign.FromString,
+                _registered_method=True)
+        self.ListCampaigns = channel.unary_unary(
+                '/promo.v1.PromoCodeService/ListCampaigns',
+                request_serializer=promo_dot_v1_dot_promo__codes__pb2.ListCampaignsRequest.SerializeToString,
+                response_deserializer=promo_dot_v1_dot_promo__codes__pb2.ListCampaignsResponse.FromString,
+                _registered_method=True)
+        self.UpdateCampaign = channel.unary_unary(
+                '/promo.v1.PromoCodeService/UpdateCampaign',
+                request_serializer=promo_dot_v1_dot_promo__codes__pb2.UpdateCampaignRequest.SerializeToString,
+                response_deserializer=promo_dot_v1_dot_promo__codes__pb2.Campaign.FromString,
+                _registered_method=True)
 
 
 class PromoCodeServiceServicer:
@@ -281,6 +301,37 @@ class PromoCodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCampaign(self, request, context):
+        """Creates a campaign: limits that all its codes share. Errors: INVALID_ARGUMENT (field
+        violations, CURRENCY_MISMATCH).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCampaign(self, request, context):
+        """Returns a campaign by id. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCampaigns(self, request, context):
+        """Lists campaigns in ascending id order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCampaign(self, request, context):
+        """Updates the fields named in update_mask. Errors: INVALID_ARGUMENT, NOT_FOUND
+        CAMPAIGN_NOT_FOUND, FAILED_PRECONDITION UPDATE_NOT_ALLOWED (max_uses below uses, budget below
+        discount_granted, currency change once a discount was granted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PromoCodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -338,6 +389,26 @@ def add_PromoCodeServiceServicer_to_server(servicer, server):
                     servicer.ListPromoCodeUsages,
                     request_deserializer=promo_dot_v1_dot_promo__codes__pb2.ListPromoCodeUsagesRequest.FromString,
                     response_serializer=promo_dot_v1_dot_promo__codes__pb2.ListPromoCodeUsagesResponse.SerializeToString,
+            ),
+            'CreateCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCampaign,
+                    request_deserializer=promo_dot_v1_dot_promo__codes__pb2.CreateCampaignRequest.FromString,
+                    response_serializer=promo_dot_v1_dot_promo__codes__pb2.Campaign.SerializeToString,
+            ),
+            'GetCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCampaign,
+                    request_deserializer=promo_dot_v1_dot_promo__codes__pb2.GetCampaignRequest.FromString,
+                    response_serializer=promo_dot_v1_dot_promo__codes__pb2.Campaign.SerializeToString,
+            ),
+            'ListCampaigns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCampaigns,
+                    request_deserializer=promo_dot_v1_dot_promo__codes__pb2.ListCampaignsRequest.FromString,
+                    response_serializer=promo_dot_v1_dot_promo__codes__pb2.ListCampaignsResponse.SerializeToString,
+            ),
+            'UpdateCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCampaign,
+                    request_deserializer=promo_dot_v1_dot_promo__codes__pb2.UpdateCampaignRequest.FromString,
+                    response_serializer=promo_dot_v1_dot_promo__codes__pb2.Campaign.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -680,6 +751,114 @@ class PromoCodeService:
             '/promo.v1.PromoCodeService/ListPromoCodeUsages',
             promo_dot_v1_dot_promo__codes__pb2.ListPromoCodeUsagesRequest.SerializeToString,
             promo_dot_v1_dot_promo__codes__pb2.ListPromoCodeUsagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/promo.v1.PromoCodeService/CreateCampaign',
+            promo_dot_v1_dot_promo__codes__pb2.CreateCampaignRequest.SerializeToString,
+            promo_dot_v1_dot_promo__codes__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/promo.v1.PromoCodeService/GetCampaign',
+            promo_dot_v1_dot_promo__codes__pb2.GetCampaignRequest.SerializeToString,
+            promo_dot_v1_dot_promo__codes__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCampaigns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/promo.v1.PromoCodeService/ListCampaigns',
+            promo_dot_v1_dot_promo__codes__pb2.ListCampaignsRequest.SerializeToString,
+            promo_dot_v1_dot_promo__codes__pb2.ListCampaignsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/promo.v1.PromoCodeService/UpdateCampaign',
+            promo_dot_v1_dot_promo__codes__pb2.UpdateCampaignRequest.SerializeToString,
+            promo_dot_v1_dot_promo__codes__pb2.Campaign.FromString,
             options,
             channel_credentials,
             insecure,

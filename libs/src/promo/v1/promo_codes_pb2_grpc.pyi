@@ -130,6 +130,19 @@ class PromoCodeServiceStub:
     """
     ListPromoCodeUsages: _grpc.UnaryUnaryMultiCallable[_promo_codes_pb2.ListPromoCodeUsagesRequest, _promo_codes_pb2.ListPromoCodeUsagesResponse]
     """Lists usages matching all the given filters."""
+    CreateCampaign: _grpc.UnaryUnaryMultiCallable[_promo_codes_pb2.CreateCampaignRequest, _promo_codes_pb2.Campaign]
+    """Creates a campaign: limits that all its codes share. Errors: INVALID_ARGUMENT (field
+    violations, CURRENCY_MISMATCH).
+    """
+    GetCampaign: _grpc.UnaryUnaryMultiCallable[_promo_codes_pb2.GetCampaignRequest, _promo_codes_pb2.Campaign]
+    """Returns a campaign by id. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND."""
+    ListCampaigns: _grpc.UnaryUnaryMultiCallable[_promo_codes_pb2.ListCampaignsRequest, _promo_codes_pb2.ListCampaignsResponse]
+    """Lists campaigns in ascending id order."""
+    UpdateCampaign: _grpc.UnaryUnaryMultiCallable[_promo_codes_pb2.UpdateCampaignRequest, _promo_codes_pb2.Campaign]
+    """Updates the fields named in update_mask. Errors: INVALID_ARGUMENT, NOT_FOUND
+    CAMPAIGN_NOT_FOUND, FAILED_PRECONDITION UPDATE_NOT_ALLOWED (max_uses below uses, budget below
+    discount_granted, currency change once a discount was granted).
+    """
 
 @_typing.type_check_only
 class PromoCodeServiceAsyncStub(PromoCodeServiceStub):
@@ -233,6 +246,19 @@ class PromoCodeServiceAsyncStub(PromoCodeServiceStub):
     """
     ListPromoCodeUsages: _aio.UnaryUnaryMultiCallable[_promo_codes_pb2.ListPromoCodeUsagesRequest, _promo_codes_pb2.ListPromoCodeUsagesResponse]  # type: ignore[assignment]
     """Lists usages matching all the given filters."""
+    CreateCampaign: _aio.UnaryUnaryMultiCallable[_promo_codes_pb2.CreateCampaignRequest, _promo_codes_pb2.Campaign]  # type: ignore[assignment]
+    """Creates a campaign: limits that all its codes share. Errors: INVALID_ARGUMENT (field
+    violations, CURRENCY_MISMATCH).
+    """
+    GetCampaign: _aio.UnaryUnaryMultiCallable[_promo_codes_pb2.GetCampaignRequest, _promo_codes_pb2.Campaign]  # type: ignore[assignment]
+    """Returns a campaign by id. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND."""
+    ListCampaigns: _aio.UnaryUnaryMultiCallable[_promo_codes_pb2.ListCampaignsRequest, _promo_codes_pb2.ListCampaignsResponse]  # type: ignore[assignment]
+    """Lists campaigns in ascending id order."""
+    UpdateCampaign: _aio.UnaryUnaryMultiCallable[_promo_codes_pb2.UpdateCampaignRequest, _promo_codes_pb2.Campaign]  # type: ignore[assignment]
+    """Updates the fields named in update_mask. Errors: INVALID_ARGUMENT, NOT_FOUND
+    CAMPAIGN_NOT_FOUND, FAILED_PRECONDITION UPDATE_NOT_ALLOWED (max_uses below uses, budget below
+    discount_granted, currency change once a discount was granted).
+    """
 
 class PromoCodeServiceServicer(metaclass=_abc_1.ABCMeta):
     """Promo codes, their limits, and redemptions (promo code usages). Served by services/promocodes.
@@ -399,5 +425,42 @@ class PromoCodeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_promo_codes_pb2.ListPromoCodeUsagesResponse, _abc.Awaitable[_promo_codes_pb2.ListPromoCodeUsagesResponse]]:
         """Lists usages matching all the given filters."""
+
+    @_abc_1.abstractmethod
+    def CreateCampaign(
+        self,
+        request: _promo_codes_pb2.CreateCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_promo_codes_pb2.Campaign, _abc.Awaitable[_promo_codes_pb2.Campaign]]:
+        """Creates a campaign: limits that all its codes share. Errors: INVALID_ARGUMENT (field
+        violations, CURRENCY_MISMATCH).
+        """
+
+    @_abc_1.abstractmethod
+    def GetCampaign(
+        self,
+        request: _promo_codes_pb2.GetCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_promo_codes_pb2.Campaign, _abc.Awaitable[_promo_codes_pb2.Campaign]]:
+        """Returns a campaign by id. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def ListCampaigns(
+        self,
+        request: _promo_codes_pb2.ListCampaignsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_promo_codes_pb2.ListCampaignsResponse, _abc.Awaitable[_promo_codes_pb2.ListCampaignsResponse]]:
+        """Lists campaigns in ascending id order."""
+
+    @_abc_1.abstractmethod
+    def UpdateCampaign(
+        self,
+        request: _promo_codes_pb2.UpdateCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_promo_codes_pb2.Campaign, _abc.Awaitable[_promo_codes_pb2.Campaign]]:
+        """Updates the fields named in update_mask. Errors: INVALID_ARGUMENT, NOT_FOUND
+        CAMPAIGN_NOT_FOUND, FAILED_PRECONDITION UPDATE_NOT_ALLOWED (max_uses below uses, budget below
+        discount_granted, currency change once a discount was granted).
+        """
 
 def add_PromoCodeServiceServicer_to_server(servicer: PromoCodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

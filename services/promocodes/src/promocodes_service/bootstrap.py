@@ -13,12 +13,14 @@ from promo_libs.kit import MongoStore, ServiceKit, new_id, utc_now
 from promo_libs.rate_limit import RedisLimiter
 from promocodes_service.adapters.event_codec import encode_code_events, encode_usage_events
 from promocodes_service.adapters.migrations import MIGRATIONS
+from promocodes_service.adapters.mongo_campaigns import MongoCampaignRepository, no_events
 from promocodes_service.adapters.mongo_codes import MongoPromoCodeRepository
 from promocodes_service.adapters.mongo_usages import MongoUsageRepository
 from promocodes_service.config import PromocodesSettings
 from promocodes_service.entrypoints.grpc_servicer import PromoCodeServicer
 from promocodes_service.entrypoints.limits import LIMITS
 from promocodes_service.entrypoints.policy import POLICY
+from promocodes_service.service_layer.campaigns import Campaigns
 from promocodes_service.service_layer.catalogue import Catalogue
 from promocodes_service.service_layer.redemption import Redemptions
 from promocodes_service.service_layer.sweep import Sweeper
@@ -37,6 +39,7 @@ class Assembly:
     sweeper: Sweeper
     catalogue: Catalogue
     redemptions: Redemptions
+    campaigns: Campaigns
 
 
 async def assemble(settings: PromocodesSettings, kit: ServiceKit) -> Assembly:
@@ -46,6 +49,7 @@ async def assemble(settings: PromocodesSettings, kit: ServiceKit) -> Assembly:
     store = await kit.mongo(settings, MIGRATIONS, relayed=[codes_collection, usages_collection])
     codes = MongoPromoCodeRepository(store.db, encode_code_events, store.notifier(codes_collection))
     usages = MongoUsageRepository(store.db, encode_usage_events, store.notifier(usages_collection))
+    campaigns = MongoCampaignRepository(store.db, no_events)
     users = GrpcUserDirectory(kit.channel(settings.users_addr), settings.users_timeout_seconds)
     sweeper = Sweeper(codes, usages, utc_now, timedelta(seconds=settings.sweep_stale_seconds))
     return Assembly(
@@ -54,15 +58,16 @@ async def assemble(settings: PromocodesSettings, kit: ServiceKit) -> Assembly:
         usages,
         users,
         sweeper,
-        Catalogue(codes, new_id, utc_now),
+        Catalogue(codes, campaigns, new_id, utc_now),
         Redemptions(codes, usages, users, sweeper, new_id, utc_now),
+        Campaigns(campaigns, new_id, utc_now),
     )
 
 
 async def build(settings: PromocodesSettings) -> GrpcApp:
     kit = ServiceKit(settings, serving=True)
     assembly = await assemble(settings, kit)
-    servicer = PromoCodeServicer(assembly.catalogue, assembly.redemptions)
+    servicer = PromoCodeServicer(assembly.catalogue, assembly.redemptions, assembly.campaigns)
 
     async def sweep_loop() -> None:
         await assembly.sweeper.loop(settings.sweep_interval_seconds)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from promo_libs.repository import InMemoryRepository
 from promo_libs.users import UserDirectory, UserSnapshot, users_unavailable
+from promocodes_service.domain.campaign import Campaign
 from promocodes_service.domain.events import CodeEvent, UsageEvent
 from promocodes_service.domain.model import (
     ABANDONED,
@@ -27,6 +28,7 @@ from promocodes_service.domain.ports import (
     LIVE,
     SLOT_TAKEN,
     BatchRecord,
+    CampaignRepository,
     Claim,
     CodeQuery,
     PromoCodeExists,
@@ -193,6 +195,31 @@ class InMemoryPromoCodeRepository(InMemoryRepository[PromoCode], PromoCodeReposi
 
     async def with_pending(self, limit: int) -> list[PromoCode]:
         return [copy.deepcopy(p) for p in self.items.values() if p.pending][:limit]
+
+
+class InMemoryCampaignRepository(InMemoryRepository[Campaign], CampaignRepository):
+    async def get(self, campaign_id: str) -> Campaign | None:
+        return await self.find_by_id(campaign_id)
+
+    async def add(self, campaign: Campaign) -> None:
+        await self.create(campaign)
+
+    async def save(self, campaign: Campaign, expected_version: int) -> None:
+        stored = self.items.get(campaign.id)
+        r = campaign.rules
+        if (
+            stored is None
+            or stored.version != expected_version
+            or (r.max_uses is not None and stored.uses > r.max_uses)
+            or (r.budget is not None and stored.discount_granted > r.budget)
+        ):
+            raise VersionConflict(campaign.id)
+        stored.rules, stored.version, stored.updated_at = r, campaign.version, campaign.updated_at
+
+    async def list_page(self, after_id: str | None, size: int) -> tuple[list[Campaign], str | None]:
+        ids = sorted(i for i in self.items if after_id is None or i > after_id)
+        page = [copy.deepcopy(self.items[i]) for i in ids[:size]]
+        return page, (page[-1].id if len(ids) > size and page else None)
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ import pytest_asyncio
 from devstack.ports import free_port
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
-from promo.v1 import promo_codes_pb2_grpc, users_pb2, users_pb2_grpc
+from promo.v1 import common_pb2, promo_codes_pb2_grpc, users_pb2, users_pb2_grpc
 from promo_libs.grpc.errors import error_info
 
 
@@ -128,6 +128,17 @@ async def create_users(
         return user.id
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+def eur(amount: int) -> common_pb2.Money:
+    return common_pb2.Money(currency_code="EUR", amount_minor=amount)
+
+
+async def refused(call: Any) -> grpc.aio.AioRpcError:
+    """The error a call fails with (the test fails when it succeeds)."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value
 
 
 def reason(error: grpc.aio.AioRpcError) -> str:

@@ -13,24 +13,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.ports import free_port
 from devstack.stack import Stack
-from promo.v1 import common_pb2, promo_codes_pb2, promo_codes_pb2_grpc, users_pb2_grpc
+from promo.v1 import promo_codes_pb2, promo_codes_pb2_grpc, users_pb2_grpc
 
-from .conftest import assert_counters_match_usages, create_users, promocodes_process, reason
+from .conftest import (
+    assert_counters_match_usages,
+    create_users,
+    eur,
+    promocodes_process,
+    reason,
+    refused,
+)
 
 pytestmark = pytest.mark.e2e
 
 pb = promo_codes_pb2
 Stub = promo_codes_pb2_grpc.PromoCodeServiceStub
-
-
-def eur(amount: int) -> common_pb2.Money:
-    return common_pb2.Money(currency_code="EUR", amount_minor=amount)
-
-
-async def refused(call: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    return caught.value
 
 
 async def test_catalogue_round_trip(promo: Stub) -> None:

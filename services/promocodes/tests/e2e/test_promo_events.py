@@ -76,3 +76,41 @@ async def test_code_and_redemption_events_reach_the_stream(
     assert (redeemed.usage.discount_minor, redeemed.usage.user_id) == (500, user_id)
     assert (redeemed.promo_code.code, redeemed.user.id) == (code.code, user_id)
     assert len({e.event_id for e in envelopes}) == 3
+
+
+async def test_events_of_a_campaign_code_carry_the_campaign(
+    promo: promo_codes_pb2_grpc.PromoCodeServiceStub,
+    saga: promo_codes_pb2_grpc.PromoCodeServiceStub,
+    users: users_pb2_grpc.UserServiceStub,
+    stack: Stack,
+) -> None:
+    [user_id] = await create_users(users, 1, f"campaign-ev-{uuid.uuid4().hex[:8]}")
+    campaign = await promo.CreateCampaign(
+        pb.CreateCampaignRequest(campaign=pb.Campaign(display_name="Events"))
+    )
+    code = await promo.CreatePromoCode(
+        pb.CreatePromoCodeRequest(
+            promo_code=pb.PromoCode(
+                code=f"CEV-{uuid.uuid4().hex[:8]}",
+                percentage=pb.PercentageDiscount(basis_points=1000),
+                campaign_id=campaign.id,
+            )
+        )
+    )
+    redemption_id = uuid.uuid4().hex
+    usage = await saga.RedeemPromoCode(
+        pb.RedeemPromoCodeRequest(
+            code=code.code,
+            user_id=user_id,
+            order_amount=common_pb2.Money(currency_code="EUR", amount_minor=5000),
+            redemption_id=redemption_id,
+        )
+    )
+    assert usage.promo_code.campaign_id == campaign.id
+    redis = Redis(host=stack.redis_host, port=stack.redis_port)
+    try:
+        envelopes = await events_of(redis, {code.id, redemption_id}, 2)
+    finally:
+        await redis.aclose()
+    created, redeemed = envelopes[0].promo_code_created, envelopes[1].promo_code_redeemed
+    assert created.promo_code.campaign_id == redeemed.promo_code.campaign_id == campaign.id

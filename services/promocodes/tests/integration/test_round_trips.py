@@ -20,6 +20,7 @@ from promo_libs.mongo.migrations import apply_migrations
 from promo_libs.mongo.monitoring import CommandCounter
 from promocodes_service.adapters.event_codec import encode_code_events, encode_usage_events
 from promocodes_service.adapters.migrations import MIGRATIONS
+from promocodes_service.adapters.mongo_campaigns import MongoCampaignRepository, no_events
 from promocodes_service.adapters.mongo_codes import MongoPromoCodeRepository
 from promocodes_service.adapters.mongo_usages import MongoUsageRepository
 from promocodes_service.domain.commands import (
@@ -66,7 +67,7 @@ async def counted(
         sweeper = Sweeper(codes, usages, clock, timedelta(seconds=30))
         yield (
             counter,
-            Catalogue(codes, new_id, clock),
+            Catalogue(codes, MongoCampaignRepository(db, no_events), new_id, clock),
             Redemptions(codes, usages, users, sweeper, new_id, clock),
         )
     finally:

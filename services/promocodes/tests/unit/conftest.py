@@ -13,6 +13,7 @@ from promocodes_service.service_layer.redemption import Redemptions
 from promocodes_service.service_layer.sweep import Sweeper
 from promocodes_testing.memory import (
     FakeUserDirectory,
+    InMemoryCampaignRepository,
     InMemoryPromoCodeRepository,
     InMemoryUsageRepository,
 )
@@ -62,7 +63,7 @@ def app() -> App:
         usages,
         users,
         clock,
-        Catalogue(codes, new_id, clock),
+        Catalogue(codes, InMemoryCampaignRepository(), new_id, clock),
         Redemptions(codes, usages, users, sweeper, new_id, clock, wait_limit=0.05),
         sweeper,
     )

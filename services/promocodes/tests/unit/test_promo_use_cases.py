@@ -27,6 +27,7 @@ from promocodes_service.domain.model import ABANDONED, REDEEM, PromoCode, Reserv
 from promocodes_service.domain.ports import CLAIMED, FENCED
 from promocodes_service.service_layer.catalogue import Catalogue
 from promocodes_service.service_layer.redemption import Redemptions
+from promocodes_testing.memory import InMemoryCampaignRepository
 
 from .conftest import App
 
@@ -181,8 +182,8 @@ async def test_generate_avoids_collisions_and_reports_them(app: App) -> None:
     await create(app, pct("G-AAAA"))
     draws = iter(["G-AAAA", "G-BBBB", "G-BBBB", "G-CCCC", "G-DDDD"])
     ids = itertools.count()
-    catalogue = Catalogue(app.codes, lambda: f"g{next(ids)}", app.clock,
-                          lambda prefix, length: next(draws))  # fmt: skip
+    catalogue = Catalogue(app.codes, InMemoryCampaignRepository(), lambda: f"g{next(ids)}",
+                          app.clock, lambda prefix, length: next(draws))  # fmt: skip
     batch = await catalogue.generate(GeneratePromoCodes("g-", 3, 4, pct("")))
     assert batch.codes == ["G-BBBB", "G-CCCC", "G-DDDD"]
     assert batch.collisions_avoided == 2  # one existed, one was drawn twice
@@ -190,7 +191,8 @@ async def test_generate_avoids_collisions_and_reports_them(app: App) -> None:
 
 
 async def test_generate_refuses_an_exhausted_space_and_writes_nothing(app: App) -> None:
-    catalogue = Catalogue(app.codes, lambda: f"i{len(app.codes.items)}", app.clock,
+    catalogue = Catalogue(app.codes, InMemoryCampaignRepository(),
+                          lambda: f"i{len(app.codes.items)}", app.clock,
                           lambda prefix, length: "X-AAAA")  # fmt: skip
     assert (
         await reason_of(catalogue.generate(GeneratePromoCodes("x-", 2, 4, pct(""))))
@@ -202,7 +204,7 @@ async def test_generate_refuses_an_exhausted_space_and_writes_nothing(app: App) 
 
 def _drawing(app: App, texts: list[str]) -> Catalogue:
     draws, ids = iter(texts), itertools.count()
-    return Catalogue(app.codes, lambda: f"b{next(ids)}", app.clock,
+    return Catalogue(app.codes, InMemoryCampaignRepository(), lambda: f"b{next(ids)}", app.clock,
                      lambda prefix, length: next(draws))  # fmt: skip
 
 

@@ -33,6 +33,7 @@ def code_snapshot(code: domain.CodeSnapshot) -> events_pb2.PromoCodeSnapshot:
         valid_from=timestamp(code.valid_from),
         valid_until=timestamp(code.valid_until),
         create_time=timestamp(code.created_at),
+        campaign_id=code.campaign_id,
     )
 
 

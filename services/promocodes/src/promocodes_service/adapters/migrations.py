@@ -14,6 +14,7 @@ from promo_libs.mongo.migrations import Migration
 
 CODES = "promo_codes"
 USAGES = "promo_code_usages"
+CAMPAIGNS = "campaigns"
 
 
 async def _indexes(db: AsyncDatabase[Document]) -> None:

@@ -126,6 +126,17 @@ _TARGETING_FIELDS = (
 )
 
 
+def limits_fit(max_uses: int | None, budget: int | None) -> Document:
+    """The filter "the counters fit these limits": a limit is never stored below what is
+    granted, even when a redemption lands between the caller's check and this write."""
+    fit: Document = {}
+    if max_uses is not None:
+        fit["uses"] = {"$lte": max_uses}
+    if budget is not None:
+        fit["discount_granted"] = {"$lte": budget}
+    return fit
+
+
 def reservation_document(reservation: Reservation) -> Document:
     return {
         "at": to_millis(reservation.at),
@@ -145,6 +156,7 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode, EncodeEvents], PromoCo
             "_id": entity.id,
             "code": entity.code,
             "batch_id": entity.batch_id,
+            "campaign_id": entity.campaign_id,
             "created_at": to_millis(entity.created_at),
             "version": entity.version,
             "rules": rules_document(entity),
@@ -194,6 +206,7 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode, EncodeEvents], PromoCo
             created_at=from_millis(document["created_at"]),
             updated_at=from_millis(stored["updated_at"]),
             batch_id=document.get("batch_id", ""),
+            campaign_id=document.get("campaign_id", ""),
             version=document.get("version", 1),
             uses=document.get("uses", 0),
             discount_granted=document.get("discount_granted", 0),
@@ -321,11 +334,11 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode, EncodeEvents], PromoCo
         return taken
 
     async def save(self, promo: PromoCode, expected_version: int, require_unused: bool) -> None:
-        query: Document = {"_id": promo.id, "version": expected_version}
-        if promo.rules.max_uses is not None:
-            query["uses"] = {"$lte": promo.rules.max_uses}
-        if promo.rules.budget is not None:
-            query["discount_granted"] = {"$lte": promo.rules.budget}
+        query: Document = {
+            "_id": promo.id,
+            "version": expected_version,
+            **limits_fit(promo.rules.max_uses, promo.rules.budget),
+        }
         if require_unused:
             query["redeemed_total"] = 0
         changes = {

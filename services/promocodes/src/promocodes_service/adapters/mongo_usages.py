@@ -65,6 +65,7 @@ def code_snapshot_from_document(document: Document | None) -> CodeSnapshot | Non
     for name in _SNAPSHOT_MOMENTS:
         values[name] = optional_from_millis(values[name])
     values["active"] = bool(values["active"])
+    values["campaign_id"] = values["campaign_id"] or ""  # snapshots kept before campaigns
     return CodeSnapshot(**values)
 
 

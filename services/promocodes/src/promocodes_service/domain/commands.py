@@ -49,6 +49,40 @@ class CodeSpec:
     min_item_quantity: int | None = None
     min_item_amount: MoneyValue | None = None
     first_order_only: bool = False
+    campaign_id: str = ""  # immutable; "" = no campaign
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSpec:
+    """A Campaign as given in a request; `None` = unset."""
+
+    display_name: str = ""
+    description: str = ""
+    max_uses: int | None = None
+    max_uses_per_user: int | None = None
+    budget: MoneyValue | None = None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateCampaign:
+    spec: CampaignSpec
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateCampaign:
+    """Only the fields named in `fields` change (the request's update_mask)."""
+
+    campaign_id: str
+    fields: frozenset[str]
+    spec: CampaignSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ListCampaigns:
+    page_size: int
+    page_token: str
 
 
 @dataclass(frozen=True, slots=True)

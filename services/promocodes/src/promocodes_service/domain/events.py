@@ -33,6 +33,7 @@ class CodeSnapshot:
     valid_from: datetime | None
     valid_until: datetime | None
     created_at: datetime
+    campaign_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

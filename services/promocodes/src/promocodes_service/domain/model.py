@@ -112,6 +112,7 @@ class PromoCode:
     created_at: datetime
     updated_at: datetime
     batch_id: str = ""
+    campaign_id: str = ""  # immutable: the campaign whose limits the code shares
     version: int = 1  # of the rules; redemptions do not change it
     uses: int = 0
     discount_granted: int = 0
@@ -121,7 +122,13 @@ class PromoCode:
 
     @classmethod
     def create(
-        cls, code_id: str, code: str, rules: RuleSet, now: datetime, batch_id: str = ""
+        cls,
+        code_id: str,
+        code: str,
+        rules: RuleSet,
+        now: datetime,
+        batch_id: str = "",
+        campaign_id: str = "",
     ) -> PromoCode:
         promo = cls(
             id=code_id,
@@ -130,6 +137,7 @@ class PromoCode:
             created_at=now,
             updated_at=now,
             batch_id=batch_id,
+            campaign_id=campaign_id,
         )
         promo.events.append(PromoCodeCreated(promo.snapshot(), now))
         return promo
@@ -159,6 +167,7 @@ class PromoCode:
             valid_from=rules.valid_from,
             valid_until=rules.valid_until,
             created_at=self.created_at,
+            campaign_id=self.campaign_id,
         )
 
     def evaluate(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from promo_libs.repository import Repository
+from promocodes_service.domain.campaign import Campaign
 from promocodes_service.domain.model import PromoCode, Reservation, Usage
 
 
@@ -147,6 +148,26 @@ class PromoCodeRepository(Repository[PromoCode]):
     @abc.abstractmethod
     async def with_pending(self, limit: int) -> list[PromoCode]:
         """Codes holding reservations."""
+
+
+class CampaignRepository(Repository[Campaign]):
+    @abc.abstractmethod
+    async def get(self, campaign_id: str) -> Campaign | None: ...
+
+    @abc.abstractmethod
+    async def add(self, campaign: Campaign) -> None:
+        """Stores a new campaign (its id is fresh)."""
+
+    @abc.abstractmethod
+    async def save(self, campaign: Campaign, expected_version: int) -> None:
+        """Stores the rules if the stored version is `expected_version` and the counters still
+        fit the new limits (uses <= max_uses, discount_granted <= budget): one conditional write,
+        so a redemption counted between our read and our write can never end above a lowered
+        limit. VersionConflict otherwise."""
+
+    @abc.abstractmethod
+    async def list_page(self, after_id: str | None, size: int) -> tuple[list[Campaign], str | None]:
+        """Campaigns in ascending id order after `after_id`; the last id when there is more."""
 
 
 class UsageRepository(Repository[Usage]):

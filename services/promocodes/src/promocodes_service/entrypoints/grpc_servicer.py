@@ -15,22 +15,28 @@ from promo.v1 import common_pb2, promo_codes_pb2, promo_codes_pb2_grpc
 from promo_libs.grpc.carts import line_discounts, line_inputs
 from promo_libs.grpc.mapping import money, optional_money, timestamp
 from promocodes_service.domain import cart, rules
+from promocodes_service.domain.campaign import Campaign
 from promocodes_service.domain.cart import Split
 from promocodes_service.domain.commands import (
+    CampaignSpec,
     CodeSpec,
+    CreateCampaign,
     CreatePromoCode,
     DeletePromoCode,
     GeneratePromoCodes,
+    ListCampaigns,
     ListPromoCodes,
     ListPromoCodeUsages,
     RedeemPromoCode,
     ReleasePromoCode,
     TargetingIn,
+    UpdateCampaign,
     UpdatePromoCode,
     ValidatePromoCode,
 )
 from promocodes_service.domain.events import CodeSnapshot
 from promocodes_service.domain.model import PromoCode, Usage
+from promocodes_service.service_layer.campaigns import Campaigns
 from promocodes_service.service_layer.catalogue import Catalogue
 from promocodes_service.service_layer.redemption import Redemptions
 
@@ -87,6 +93,39 @@ def code_spec(message: promo_codes_pb2.PromoCode) -> CodeSpec:
             optional_money(message.min_item_amount, message.HasField("min_item_amount"))
         ),
         first_order_only=message.first_order_only,
+        campaign_id=message.campaign_id,
+    )
+
+
+def campaign_spec(message: promo_codes_pb2.Campaign) -> CampaignSpec:
+    return CampaignSpec(
+        display_name=message.display_name,
+        description=message.description,
+        max_uses=message.max_uses if message.HasField("max_uses") else None,
+        max_uses_per_user=(
+            message.max_uses_per_user if message.HasField("max_uses_per_user") else None
+        ),
+        budget=optional_money(message.budget, message.HasField("budget")),
+        valid_from=_instant(message.valid_from) if message.HasField("valid_from") else None,
+        valid_until=_instant(message.valid_until) if message.HasField("valid_until") else None,
+    )
+
+
+def campaign_message(campaign: Campaign) -> promo_codes_pb2.Campaign:
+    r = campaign.rules
+    return promo_codes_pb2.Campaign(
+        id=campaign.id,
+        display_name=r.display_name,
+        description=r.description,
+        max_uses=r.max_uses,
+        max_uses_per_user=r.max_uses_per_user,
+        budget=_money_out(r.currency, r.budget),
+        valid_from=timestamp(r.valid_from),
+        valid_until=timestamp(r.valid_until),
+        uses=campaign.uses,
+        discount_granted=_money_out(r.currency, campaign.discount_granted if r.currency else None),
+        create_time=timestamp(campaign.created_at),
+        update_time=timestamp(campaign.updated_at),
     )
 
 
@@ -162,6 +201,7 @@ def snapshot_message(code: CodeSnapshot) -> promo_codes_pb2.PromoCode:
         active=code.active,
         batch_id=code.batch_id,
         create_time=timestamp(code.created_at),
+        campaign_id=code.campaign_id,
     )
     if code.discount_type == "PERCENTAGE":
         message.percentage.CopyFrom(
@@ -198,9 +238,12 @@ def usage_message(usage: Usage) -> promo_codes_pb2.PromoCodeUsage:
 
 
 class PromoCodeServicer(promo_codes_pb2_grpc.PromoCodeServiceServicer):
-    def __init__(self, catalogue: Catalogue, redemptions: Redemptions) -> None:
+    def __init__(
+        self, catalogue: Catalogue, redemptions: Redemptions, campaigns: Campaigns
+    ) -> None:
         self._catalogue = catalogue
         self._redemptions = redemptions
+        self._campaigns = campaigns
 
     async def CreatePromoCode(
         self, request: promo_codes_pb2.CreatePromoCodeRequest, context: Context
@@ -341,3 +384,35 @@ class PromoCodeServicer(promo_codes_pb2_grpc.PromoCodeServiceServicer):
             promo_code_usages=[usage_message(u) for u in page.usages],
             next_page_token=page.next_page_token,
         )
+
+    async def CreateCampaign(
+        self, request: promo_codes_pb2.CreateCampaignRequest, context: Context
+    ) -> promo_codes_pb2.Campaign:
+        campaign = await self._campaigns.create(CreateCampaign(campaign_spec(request.campaign)))
+        return campaign_message(campaign)
+
+    async def GetCampaign(
+        self, request: promo_codes_pb2.GetCampaignRequest, context: Context
+    ) -> promo_codes_pb2.Campaign:
+        return campaign_message(await self._campaigns.get(request.id))
+
+    async def ListCampaigns(
+        self, request: promo_codes_pb2.ListCampaignsRequest, context: Context
+    ) -> promo_codes_pb2.ListCampaignsResponse:
+        page = await self._campaigns.list(ListCampaigns(request.page_size, request.page_token))
+        return promo_codes_pb2.ListCampaignsResponse(
+            campaigns=[campaign_message(c) for c in page.campaigns],
+            next_page_token=page.next_page_token,
+        )
+
+    async def UpdateCampaign(
+        self, request: promo_codes_pb2.UpdateCampaignRequest, context: Context
+    ) -> promo_codes_pb2.Campaign:
+        campaign = await self._campaigns.update(
+            UpdateCampaign(
+                campaign_id=request.campaign.id,
+                fields=frozenset(request.update_mask.paths),
+                spec=campaign_spec(request.campaign),
+            )
+        )
+        return campaign_message(campaign)

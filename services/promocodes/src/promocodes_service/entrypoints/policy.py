@@ -29,5 +29,10 @@ POLICY = ServicePolicy(
         "RedeemPromoCode": allow(W.ORDERS),
         "ReleasePromoCode": allow(W.ORDERS),
         "ListPromoCodeUsages": allow(W.BACK_OFFICE),
+        # Campaigns are managed from the back office, like the codes they group.
+        "CreateCampaign": allow(W.BACK_OFFICE),
+        "GetCampaign": allow(W.BACK_OFFICE),
+        "ListCampaigns": allow(W.BACK_OFFICE),
+        "UpdateCampaign": allow(W.BACK_OFFICE),
     },
 )

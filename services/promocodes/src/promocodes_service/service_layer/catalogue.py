@@ -30,6 +30,7 @@ from promocodes_service.domain.commands import (
 from promocodes_service.domain.model import PromoCode, UpdateNotAllowed, requires_unused
 from promocodes_service.domain.ports import (
     LIVE,
+    CampaignRepository,
     CodeQuery,
     PromoCodeExists,
     PromoCodeRepository,
@@ -39,6 +40,8 @@ from promocodes_service.service_layer.validation import (
     IMMUTABLE_FIELDS,
     RULE_FIELDS,
     build_rules,
+    check_id_field,
+    require_id,
 )
 
 _UPDATE_ATTEMPTS = 8
@@ -64,21 +67,17 @@ def code_not_found(key: str) -> errors.NotFound:
     )
 
 
-def check_code_id(code_id: str, field: str = "id") -> None:
-    violations = errors.Violations()
-    checked(violations, field, lambda v: check_id(v, "promo code id"), code_id)
-    violations.raise_if_any()
-
-
 class Catalogue:
     def __init__(
         self,
         codes: PromoCodeRepository,
+        campaigns: CampaignRepository,
         new_id: Callable[[], str],
         clock: Callable[[], datetime],
         draw: Callable[[str, int], str] = rules.random_code,
     ) -> None:
         self._codes = codes
+        self._campaigns = campaigns
         self._new_id = new_id
         self._clock = clock
         self._draw = draw
@@ -87,9 +86,13 @@ class Catalogue:
         violations = errors.Violations()
         code = checked(violations, "promo_code.code", normalize_code, command.spec.code)
         rule_set = build_rules(command.spec, "promo_code", violations)
+        _check_campaign_id(violations, "promo_code.campaign_id", command.spec.campaign_id)
         violations.raise_if_any()
         assert code is not None and rule_set is not None
-        promo = PromoCode.create(self._new_id(), code, rule_set, self._clock())
+        await self._check_campaign(command.spec.campaign_id)
+        promo = PromoCode.create(
+            self._new_id(), code, rule_set, self._clock(), campaign_id=command.spec.campaign_id
+        )
         try:
             await self._codes.add(promo)
         except PromoCodeExists:
@@ -99,7 +102,7 @@ class Catalogue:
         return promo
 
     async def get(self, code_id: str) -> PromoCode:
-        check_code_id(code_id)
+        require_id(code_id, "id", "promo code id")
         promo = await self._codes.get(code_id)
         if promo is None:
             raise code_not_found(code_id)
@@ -205,15 +208,15 @@ class Catalogue:
             )
         elif prefix is not None and len(prefix) + length > MAX_CODE_LENGTH:
             violations.add("prefix", f"prefix plus random part exceed {MAX_CODE_LENGTH}")
-        if command.request_id:
-            checked(violations, "request_id", rules.check_redemption_id, command.request_id)
+        _check_generate_keys(violations, command)
         rule_set = build_rules(command.template, "template", violations)
         violations.raise_if_any()
         assert prefix is not None and rule_set is not None
         if rules.code_space(length) < command.count:
             raise _space_exhausted(prefix, length)
-        same = dataclasses.replace(command, request_id="")
-        fingerprint = hashlib.sha256(repr(same).encode()).hexdigest()
+        await self._check_campaign(command.template.campaign_id)
+        same = repr(dataclasses.replace(command, request_id=""))
+        fingerprint = hashlib.sha256(same.encode()).hexdigest()
         batch = await self._codes.begin_batch(
             command.request_id or self._new_id(), self._new_id(), fingerprint, self._clock()
         )
@@ -246,7 +249,10 @@ class Catalogue:
                     drawn.add(candidate)
                     candidates.append(candidate)
                 promos = [
-                    PromoCode.create(self._new_id(), c, rule_set, now, batch_id) for c in candidates
+                    PromoCode.create(
+                        self._new_id(), c, rule_set, now, batch_id, command.template.campaign_id
+                    )
+                    for c in candidates
                 ]
                 taken = await self._codes.add_batch(promos, len(created))
                 collisions += len(taken)
@@ -256,6 +262,27 @@ class Catalogue:
             raise
         await self._codes.commit_batch(batch)
         return GeneratedBatch(batch_id, created, collisions)
+
+    async def _check_campaign(self, campaign_id: str) -> None:
+        """A code may name only a campaign that exists (campaigns are never deleted, so the
+        check cannot go stale between here and the code's write)."""
+        if campaign_id and await self._campaigns.get(campaign_id) is None:
+            raise errors.FailedPrecondition(
+                f"campaign {campaign_id} does not exist",
+                "CAMPAIGN_NOT_FOUND",
+                {"campaign_id": campaign_id},
+            )
+
+
+def _check_campaign_id(violations: errors.Violations, field: str, campaign_id: str) -> None:
+    if campaign_id:
+        check_id_field(violations, field, campaign_id, "campaign id")
+
+
+def _check_generate_keys(violations: errors.Violations, command: GeneratePromoCodes) -> None:
+    if command.request_id:
+        checked(violations, "request_id", rules.check_redemption_id, command.request_id)
+    _check_campaign_id(violations, "template.campaign_id", command.template.campaign_id)
 
 
 def _space_exhausted(prefix: str, length: int) -> errors.FailedPrecondition:

@@ -32,8 +32,28 @@ RULE_FIELDS = frozenset(
     | OFFER_FIELDS
 )
 IMMUTABLE_FIELDS = frozenset(
-    {"id", "code", "uses", "discount_granted", "batch_id", "create_time", "update_time"}
+    {
+        "id",
+        "code",
+        "campaign_id",
+        "uses",
+        "discount_granted",
+        "batch_id",
+        "create_time",
+        "update_time",
+    }
 )
+
+
+def require_id(value: str, field: str, what: str) -> None:
+    """INVALID_ARGUMENT naming `field` unless `value` is a well-formed id of `what`."""
+    violations = errors.Violations()
+    check_id_field(violations, field, value, what)
+    violations.raise_if_any()
+
+
+def check_id_field(violations: errors.Violations, field: str, value: str, what: str) -> None:
+    checked(violations, field, lambda v: check_id(v, what), value)
 
 
 def require(violations: errors.Violations) -> None:

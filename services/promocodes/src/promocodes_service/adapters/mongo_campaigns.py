@@ -1,0 +1,102 @@
+"""CampaignRepository on MongoDB: collection `campaigns`, one document per campaign.
+
+The document holds the rules (one `rules` sub-document, always written whole) and the counters
+`uses` and `discount_granted` of the ACTIVE redemptions of all the campaign's codes. An update is
+one conditional write: on the version read and on the counters fitting the new limits.
+Campaigns have no events of their own yet (analytics of campaigns is a later slice), so the
+outbox codec writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from promo_libs.mongo.connection import Document
+from promo_libs.mongo.repository import MongoRepository
+from promo_libs.mongo.times import from_millis, optional_from_millis, optional_to_millis, to_millis
+from promo_libs.outbox import OutboxEntry
+from promocodes_service.adapters.migrations import CAMPAIGNS
+from promocodes_service.adapters.mongo_codes import limits_fit
+from promocodes_service.domain.campaign import Campaign, CampaignRules
+from promocodes_service.domain.ports import CampaignRepository, VersionConflict
+
+EncodeEvents = Callable[[Sequence[object], int], list[OutboxEntry]]
+
+
+def no_events(events: Sequence[object], version: int) -> list[OutboxEntry]:
+    return []
+
+
+def campaign_rules_document(campaign: Campaign) -> Document:
+    r = campaign.rules
+    return {
+        "display_name": r.display_name,
+        "description": r.description,
+        "max_uses": r.max_uses,
+        "max_uses_per_user": r.max_uses_per_user,
+        "budget": r.budget,
+        "currency": r.currency,
+        "valid_from": optional_to_millis(r.valid_from),
+        "valid_until": optional_to_millis(r.valid_until),
+        "updated_at": to_millis(campaign.updated_at),
+    }
+
+
+class MongoCampaignRepository(MongoRepository[Campaign, EncodeEvents], CampaignRepository):
+    collection_name = CAMPAIGNS
+
+    def to_document(self, entity: Campaign) -> Document:
+        return {
+            "_id": entity.id,
+            "created_at": to_millis(entity.created_at),
+            "version": entity.version,
+            "rules": campaign_rules_document(entity),
+            "uses": entity.uses,
+            "discount_granted": entity.discount_granted,
+        }
+
+    def from_document(self, document: Document) -> Campaign:
+        stored: Document = document["rules"]
+        return Campaign(
+            id=document["_id"],
+            rules=CampaignRules(
+                display_name=stored["display_name"],
+                description=stored.get("description", ""),
+                max_uses=stored.get("max_uses"),
+                max_uses_per_user=stored.get("max_uses_per_user"),
+                budget=stored.get("budget"),
+                currency=stored.get("currency"),
+                valid_from=optional_from_millis(stored.get("valid_from")),
+                valid_until=optional_from_millis(stored.get("valid_until")),
+            ),
+            created_at=from_millis(document["created_at"]),
+            updated_at=from_millis(stored["updated_at"]),
+            version=document.get("version", 1),
+            uses=document.get("uses", 0),
+            discount_granted=document.get("discount_granted", 0),
+        )
+
+    async def get(self, campaign_id: str) -> Campaign | None:
+        return await self.find_by_id(campaign_id)
+
+    async def add(self, campaign: Campaign) -> None:
+        await self.create(campaign)
+
+    async def save(self, campaign: Campaign, expected_version: int) -> None:
+        query: Document = {
+            "_id": campaign.id,
+            "version": expected_version,
+            **limits_fit(campaign.rules.max_uses, campaign.rules.budget),
+        }
+        changes = {"rules": campaign_rules_document(campaign), "version": campaign.version}
+        result = await self.collection.update_one(query, {"$set": changes})
+        if result.matched_count != 1:
+            raise VersionConflict(campaign.id)
+
+    async def list_page(self, after_id: str | None, size: int) -> tuple[list[Campaign], str | None]:
+        filter_: Document = {} if after_id is None else {"_id": {"$gt": after_id}}
+        cursor = self.collection.find(filter_).sort("_id", 1).limit(size + 1)
+        documents = [d async for d in cursor]
+        campaigns = [self.from_document(d) for d in documents[:size]]
+        more = len(documents) > size and bool(campaigns)
+        return campaigns, (campaigns[-1].id if more else None)
