@@ -48,7 +48,7 @@ format: bootstrap
 
 typecheck: bootstrap
 	@echo "==> mypy"
-	@.venv/bin/mypy libs/src/promo_libs services/*/src services/*/testing tools/devstack tools/promo_reconcile
+	@.venv/bin/mypy libs/src/promo_libs libs/testing services/*/src services/*/testing tools/devstack tools/promo_reconcile
 
 check: protos-check asyncapi-check lint typecheck
 

@@ -59,7 +59,7 @@ EXPECTED: dict[str, set[Workload]] = {
     "promo.v1.UserService/DeleteUser": STAFF,
     "promo.v1.UserService/AuthenticateUser": {W.STOREFRONT},
     "promo.v1.PromoCodeService/CreatePromoCode": STAFF,
-    "promo.v1.PromoCodeService/GetPromoCode": {W.BACK_OFFICE, W.ORDERS},
+    "promo.v1.PromoCodeService/GetPromoCode": STAFF,
     "promo.v1.PromoCodeService/LookupPromoCode": {W.BACK_OFFICE, W.STOREFRONT},
     "promo.v1.PromoCodeService/ListPromoCodes": STAFF,
     "promo.v1.PromoCodeService/UpdatePromoCode": STAFF,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
@@ -64,27 +63,6 @@ class EventPublisher(abc.ABC):
         """Returns once every event this publisher published so far would survive a crash of
         the bus's host; raises NotDurable (or a connection error) when it cannot tell. The
         outbox relay clears an entry only after this returned (I3)."""
-
-
-@dataclass
-class InMemoryPublisher(EventPublisher):
-    """A fake for unit tests: the streams as lists, de-duplicated like the real one."""
-
-    streams: dict[str, list[OutboxEntry]] = field(default_factory=dict)
-    fail: bool = False
-    _seen: set[str] = field(default_factory=set)
-
-    async def publish(self, events: Sequence[OutboxEntry]) -> None:
-        if self.fail:
-            raise ConnectionError("bus unavailable")
-        for event in events:
-            if event.event_id not in self._seen:
-                self._seen.add(event.event_id)
-                self.streams.setdefault(event.stream, []).append(event)
-
-    async def durable(self) -> None:
-        if self.fail:
-            raise ConnectionError("bus unavailable")
 
 
 # A single server or a Redis Cluster: every command this project sends is the same on both

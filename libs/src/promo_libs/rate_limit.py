@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -165,40 +164,6 @@ class RedisLimiter(Limiter):
 
     async def succeed(self, key: str) -> None:
         await self._redis.delete(f"{key}:failures")
-
-
-class MemoryLimiter(Limiter):
-    """The same arithmetic in one process, on a clock the test controls."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._failures: dict[str, tuple[int, float]] = {}
-
-    async def take(self, key: str, rate: float, burst: int) -> float:
-        now = self._clock()
-        tokens, ts = self._buckets.get(key, (float(burst), now))
-        tokens = min(float(burst), tokens + max(0.0, now - ts) * rate)
-        wait = 0.0
-        if tokens >= 1:
-            tokens -= 1
-        else:
-            wait = (1 - tokens) / rate
-        self._buckets[key] = (tokens, now)
-        return wait
-
-    async def blocked_for(self, key: str) -> float:
-        _, until = self._failures.get(key, (0, 0.0))
-        return max(0.0, until - self._clock())
-
-    async def fail(self, key: str, backoff: Backoff) -> None:
-        count, until = self._failures.get(key, (0, 0.0))
-        count += 1
-        lock = lockout_seconds(count, backoff)
-        self._failures[key] = (count, self._clock() + lock if lock else until)
-
-    async def succeed(self, key: str) -> None:
-        self._failures.pop(key, None)
 
 
 def exhausted(reason: str, wait: float, what: str) -> errors.ResourceExhausted:

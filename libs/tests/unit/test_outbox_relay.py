@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from promo_libs.bus import InMemoryPublisher, NotDurable
+from promo_libs.bus import NotDurable
 from promo_libs.outbox import OutboxEntry
 from promo_libs.relay import OutboxRelay, PendingDocument
+from promo_libs_testing.memory import InMemoryPublisher
 
 
 @dataclass

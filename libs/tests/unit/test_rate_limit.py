@@ -2,7 +2,8 @@
 
 import pytest
 
-from promo_libs.rate_limit import Backoff, MemoryLimiter, lockout_seconds
+from promo_libs.rate_limit import Backoff, lockout_seconds
+from promo_libs_testing.memory import MemoryLimiter
 
 pytestmark = pytest.mark.unit
 

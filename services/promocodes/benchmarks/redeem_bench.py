@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -179,8 +180,12 @@ def _start_stack(args: argparse.Namespace) -> Any:
          "ARGON2_MEMORY_KIB": "8192", "ARGON2_TIME_COST": "1"},
     )  # fmt: skip
     users.start_and_wait()
+    # REDEEM_BENCH_PROFILE=<file>: the service runs under cProfile, its stats written there when
+    # it stops (read them with `python -m pstats <file>`).
+    profile = os.environ.get("REDEEM_BENCH_PROFILE")
+    profiler = ["-m", "cProfile", "-o", profile] if profile else []
     promo = stack.service(
-        "promocodes", [sys.executable, "-m", "promocodes_service"], free_port(),
+        "promocodes", [sys.executable, *profiler, "-m", "promocodes_service"], free_port(),
         {"MONGODB_DB_NAME": f"bench_promocodes_{suffix}", "METRICS_PORT": "0",
          "USERS_ADDR": users.address, "LOG_LEVEL": "WARNING"},
     )  # fmt: skip

@@ -13,7 +13,7 @@ server interceptor adopts and logs: one order's lines join across orders, promoc
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -52,12 +52,28 @@ CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
 ]
 
 
+def _outgoing_metadata(
+    given: tuple[tuple[str, str | bytes], ...], fixed: tuple[tuple[str, str], ...]
+) -> list[tuple[str, str | bytes]] | None:
+    """The call's metadata with the request id being served (when there is one and the call
+    does not name its own) and `fixed` added; None when nothing is added (the call goes as is)."""
+    added: list[tuple[str, str | bytes]] = list(fixed)
+    request_id = current_request_id()
+    if request_id and not any(key == REQUEST_ID_HEADER for key, _ in given):
+        added.append((REQUEST_ID_HEADER, request_id))
+    return [*given, *added] if added else None
+
+
+def _token_metadata(user_token: str | None) -> tuple[tuple[str, str], ...]:
+    return () if user_token is None else (("authorization", f"Bearer {user_token}"),)
+
+
 class _OutgoingMetadata(grpc.aio.UnaryUnaryClientInterceptor):
-    """Adds to every call the request id being served (when there is one and the call does not
-    name its own) and, for channels made for one end user, `authorization: Bearer <token>`."""
+    """Adds to every call the request id being served and, for channels made for one end user,
+    `authorization: Bearer <token>` (_outgoing_metadata)."""
 
     def __init__(self, user_token: str | None) -> None:
-        self._fixed = () if user_token is None else (("authorization", f"Bearer {user_token}"),)
+        self._fixed = _token_metadata(user_token)
 
     async def intercept_unary_unary(
         self,
@@ -65,21 +81,50 @@ class _OutgoingMetadata(grpc.aio.UnaryUnaryClientInterceptor):
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        given = tuple(client_call_details.metadata or ())
-        added = list(self._fixed)
-        request_id = current_request_id()
-        if request_id and not any(key == REQUEST_ID_HEADER for key, _ in given):
-            added.append((REQUEST_ID_HEADER, request_id))
-        if not added:
+        metadata = _outgoing_metadata(tuple(client_call_details.metadata or ()), self._fixed)
+        if metadata is None:
             return await continuation(client_call_details, request)
         details = grpc.aio.ClientCallDetails(
             client_call_details.method,
             client_call_details.timeout,
-            grpc.aio.Metadata(*given, *added),
+            grpc.aio.Metadata(*metadata),
             client_call_details.credentials,
             client_call_details.wait_for_ready,
         )
         return await continuation(details, request)
+
+
+class _SyncCallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: list[tuple[str, str | bytes]]
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+class _SyncOutgoingMetadata(grpc.UnaryUnaryClientInterceptor):
+    """The blocking channels' _OutgoingMetadata: the same metadata, added the same way."""
+
+    def __init__(self, user_token: str | None) -> None:
+        self._fixed = _token_metadata(user_token)
+
+    def intercept_unary_unary(
+        self, continuation: Any, client_call_details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
+        metadata = _outgoing_metadata(tuple(client_call_details.metadata or ()), self._fixed)
+        if metadata is None:
+            return continuation(client_call_details, request)
+        # grpc.ClientCallDetails is abstract: the blocking API takes any object of its fields.
+        details = _SyncCallDetails(
+            client_call_details.method,
+            client_call_details.timeout,
+            metadata,
+            client_call_details.credentials,
+            client_call_details.wait_for_ready,
+            getattr(client_call_details, "compression", None),
+        )
+        return continuation(details, request)
 
 
 def secure_channel(
@@ -95,9 +140,13 @@ def secure_channel(
     )
 
 
-def secure_sync_channel(address: str, tls: TlsPaths) -> grpc.Channel:
-    """The same, blocking (for tools and tests that run no event loop)."""
-    return grpc.secure_channel(address, channel_credentials(tls), options=CHANNEL_OPTIONS)
+def secure_sync_channel(
+    address: str, tls: TlsPaths, *, user_token: str | None = None
+) -> grpc.Channel:
+    """The same, blocking (for tools and tests that run no event loop), forwarding the request
+    id bound in the calling thread's context the same way."""
+    channel = grpc.secure_channel(address, channel_credentials(tls), options=CHANNEL_OPTIONS)
+    return grpc.intercept_channel(channel, _SyncOutgoingMetadata(user_token))
 
 
 async def peer_serving(channel: grpc.aio.Channel, deadline_seconds: float) -> bool:

@@ -14,7 +14,7 @@ from orders_service.domain.ports import (
     OrderRepository,
     VersionConflict,
 )
-from promo_libs.repository import InMemoryRepository
+from promo_libs_testing.memory import InMemoryRepository
 
 
 class InMemoryOrderRepository(InMemoryRepository[Order], OrderRepository):

@@ -7,8 +7,8 @@ import copy
 import dataclasses
 from datetime import UTC, datetime
 
-from promo_libs.repository import InMemoryRepository
 from promo_libs.users import UserDirectory, UserSnapshot, users_unavailable
+from promo_libs_testing.memory import InMemoryRepository
 from promocodes_service.domain.campaign import Campaign
 from promocodes_service.domain.events import CodeEvent, UsageEvent
 from promocodes_service.domain.model import (

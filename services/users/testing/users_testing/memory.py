@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from promo_libs.repository import InMemoryRepository
+from promo_libs_testing.memory import InMemoryRepository
 from users_service.domain.model import User
 from users_service.domain.ports import EmailTaken, UserRepository, VersionConflict
 

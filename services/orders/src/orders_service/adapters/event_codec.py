@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -15,6 +16,7 @@ from orders_service.domain.events import (
     OrderSnapshot,
     PromoCodeSnapshot,
 )
+from orders_service.domain.model import Order
 from promo.v1 import events_pb2, orders_pb2
 from promo_libs.events import ORDERS_STREAM, outbox_entry, user_snapshot_message
 from promo_libs.grpc.mapping import timestamp
@@ -31,6 +33,27 @@ _DISCOUNT_TYPES = {
 
 def status_value(status: str) -> orders_pb2.OrderStatus.ValueType:
     return orders_pb2.OrderStatus.Value(f"ORDER_STATUS_{status}")
+
+
+def order_fields(order: Order | OrderSnapshot) -> dict[str, Any]:
+    """The fields an order's API message (orders_pb2.Order) and its event snapshot
+    (events_pb2.OrderSnapshot) share, by the same names: one mapping of the order's state.
+    Amounts and lines differ (Money messages there, minor units here) and stay with each."""
+    return {
+        "id": order.id,
+        "user_id": order.user_id,
+        "promo_code": order.promo_code,
+        "promo_code_id": order.promo_code_id,
+        "promo_code_usage_id": order.usage_id,
+        "status": status_value(order.status),
+        "rejection_reason": order.rejection_reason,
+        "cancellation_reason": order.cancellation_reason,
+        "idempotency_key": order.idempotency_key,
+        "create_time": timestamp(order.created_at),
+        "update_time": timestamp(order.updated_at),
+        "confirm_time": timestamp(order.confirmed_at),
+        "cancel_time": timestamp(order.cancelled_at),
+    }
 
 
 def promo_message(promo: PromoCodeSnapshot) -> events_pb2.PromoCodeSnapshot:
@@ -58,23 +81,11 @@ def promo_message(promo: PromoCodeSnapshot) -> events_pb2.PromoCodeSnapshot:
 
 def order_message(order: OrderSnapshot) -> events_pb2.OrderSnapshot:
     return events_pb2.OrderSnapshot(
-        id=order.id,
-        user_id=order.user_id,
+        **order_fields(order),
         currency_code=order.currency,
         subtotal_minor=order.subtotal_minor,
         discount_minor=order.discount_minor,
         total_minor=order.total_minor,
-        promo_code=order.promo_code,
-        promo_code_id=order.promo_code_id,
-        promo_code_usage_id=order.usage_id,
-        status=status_value(order.status),
-        rejection_reason=order.rejection_reason,
-        cancellation_reason=order.cancellation_reason,
-        idempotency_key=order.idempotency_key,
-        create_time=timestamp(order.created_at),
-        update_time=timestamp(order.updated_at),
-        confirm_time=timestamp(order.confirmed_at),
-        cancel_time=timestamp(order.cancelled_at),
         lines=[
             events_pb2.LineSnapshot(
                 sku=line.sku,

@@ -10,35 +10,23 @@ from typing import Any
 
 import grpc
 
-from orders_service.adapters.event_codec import status_value
+from orders_service.adapters.event_codec import order_fields
 from orders_service.domain.commands import CancelOrder, CreateOrder, ListOrders
 from orders_service.domain.model import Order
 from orders_service.service_layer.orders import Orders
 from promo.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 from promo_libs.grpc.carts import line_inputs
-from promo_libs.grpc.mapping import money, optional_money, timestamp
+from promo_libs.grpc.mapping import money, optional_money
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def order_message(order: Order) -> orders_pb2.Order:
     return orders_pb2.Order(
-        id=order.id,
-        user_id=order.user_id,
+        **order_fields(order),
         subtotal=money(order.subtotal.currency, order.subtotal.amount_minor),
         discount=money(order.discount.currency, order.discount.amount_minor),
         total=money(order.total.currency, order.total.amount_minor),
-        promo_code=order.promo_code,
-        promo_code_id=order.promo_code_id,
-        promo_code_usage_id=order.usage_id,
-        status=status_value(order.status),
-        rejection_reason=order.rejection_reason,
-        cancellation_reason=order.cancellation_reason,
-        idempotency_key=order.idempotency_key,
-        create_time=timestamp(order.created_at),
-        update_time=timestamp(order.updated_at),
-        confirm_time=timestamp(order.confirmed_at),
-        cancel_time=timestamp(order.cancelled_at),
         lines=[
             orders_pb2.OrderLine(
                 item=common_pb2.LineItem(
