@@ -11,6 +11,7 @@ from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.clickhouse.migrations import apply_migrations
 from promo_libs.config import ClickHouseSettings
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
+from sync_consumer.adapters.event_rows import DERIVED
 
 
 @pytest.fixture
@@ -30,11 +31,11 @@ async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
 async def test_migrations_create_everything_once_and_are_recorded(clickhouse: ClickHouse) -> None:
     migrations = analytics_schema.migrations()
     db = clickhouse.database
-    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3]
+    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3, 4]
     assert await apply_migrations(clickhouse.client, db, migrations) == []
     # A process that died after the statements but before recording them applies them again.
     await clickhouse.client.execute(f"DROP TABLE {db}.schema_migrations")
-    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3]
+    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3, 4]
     tables = {
         row["name"]
         for row in await clickhouse.client.fetch(
@@ -48,6 +49,7 @@ async def test_migrations_create_everything_once_and_are_recorded(clickhouse: Cl
         "orders_analytics",
         "users_analytics",
         "orders_daily",
+        "usages_daily",
         "schema_migrations",
     } <= tables
     # No materialized view is left to feed users_analytics: it is recomputed (adapters.derived).
@@ -97,6 +99,69 @@ async def test_refresh_recomputes_latest_state_and_repeating_it_changes_nothing(
     # A refresh narrowed to other users or days leaves these keys alone.
     await sink.refresh("users_analytics", {"user_id": {"u2"}, "day": {"2024-02-29"}})
     assert len(await clickhouse.client.fetch(totals)) == 2
+
+
+async def test_usages_daily_follows_a_release_after_it_was_computed(
+    clickhouse: ClickHouse,
+) -> None:
+    db = clickhouse.database
+    await analytics_schema.migrate(clickhouse.client, db)
+    sink = ClickHouseSink(clickhouse.client, db)
+    table = "promo_code_usages_analytics"
+    (scope_of,) = [f for derived, f in DERIVED[table] if derived == "usages_daily"]
+
+    def usage(n: int, user: str, created: str, **state: object) -> dict[str, object]:
+        return {
+            "usage_id": f"u{n}",
+            "version": 1,
+            "usage_date": created[:10],
+            "promo_code_id": "p1",
+            "code": "SPRING",
+            "user_id": user,
+            "currency_code": "EUR",
+            "order_amount_minor": 1000,
+            "discount_minor": 100,
+            "status": "ACTIVE",
+            "create_time": created,
+            **state,
+        }
+
+    async def store_and_refresh(rows: list[dict[str, object]]) -> None:
+        # The scope the pipeline would build for this batch (pipeline.Derived).
+        scope: dict[str, set[str]] = {}
+        for row in rows:
+            for column, value in scope_of(row).items():
+                scope.setdefault(column, set()).add(value)
+        await sink.insert(table, rows)
+        await sink.refresh("usages_daily", scope)
+
+    # Two months in one INSERT, two holders on the first day, one of them twice.
+    await store_and_refresh(
+        [
+            usage(1, "a", "2024-02-29 23:00:00"),
+            usage(2, "a", "2024-02-29 23:30:00"),
+            usage(3, "b", "2024-02-29 23:40:00"),
+            usage(4, "a", "2024-03-01 00:10:00"),
+        ]
+    )
+    # Released two days later, after the rollup of its creation day was computed.
+    released = usage(
+        1, "a", "2024-02-29 23:00:00", version=2, status="RELEASED",
+        release_time="2024-03-02 08:00:00",
+    )  # fmt: skip
+    rollup = (
+        "SELECT toString(day) AS d, redemptions, active, active_discount_minor,"
+        " active_order_amount_minor, releases, holders, code_texts"
+        f" FROM {db}.usages_daily FINAL ORDER BY d"
+    )
+    for _ in range(3):  # a retry, a redelivery: the same answer, never a sum of attempts
+        await store_and_refresh([released])
+        rows = [tuple(r.values()) for r in await clickhouse.client.fetch(rollup)]
+        assert rows == [
+            ("2024-02-29", 3, 2, 200, 2000, 0, ["a", "b"], ["SPRING"]),
+            ("2024-03-01", 1, 1, 100, 1000, 0, ["a"], ["SPRING"]),
+            ("2024-03-02", 0, 0, 0, 0, 1, [], []),
+        ]
 
 
 async def test_latest_versions_of_many_ids_with_any_characters(clickhouse: ClickHouse) -> None:

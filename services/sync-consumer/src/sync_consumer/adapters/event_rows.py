@@ -20,6 +20,7 @@ from promo_libs.analytics_schema import (
     ORDERS_DAILY,
     PROMO_CODES,
     USAGES,
+    USAGES_DAILY,
     USERS,
     USERS_ANALYTICS,
 )
@@ -32,13 +33,25 @@ def _summary_scope(date_column: str) -> Callable[[Row], dict[str, str]]:
     return lambda row: {"user_id": str(row["user_id"]), "day": str(row[date_column])}
 
 
+def _usage_days(row: Row) -> dict[str, str]:
+    # usages_daily keys a usage by its creation day and, once released, by its release day too;
+    # a scope column holds one value per row, so the release day has a column of its own.
+    scope = {"day": str(row["usage_date"])}
+    if row["status"] == "RELEASED":
+        scope["release_day"] = str(row["release_time"])[:10]
+    return scope
+
+
 # Derived tables each source table feeds (adapters.derived), with the key values a row touches.
 DERIVED: dict[str, list[tuple[str, Callable[[Row], dict[str, str]]]]] = {
     ORDERS: [
         (USERS_ANALYTICS, _summary_scope("order_date")),
         (ORDERS_DAILY, lambda row: {"day": str(row["order_date"])}),
     ],
-    USAGES: [(USERS_ANALYTICS, _summary_scope("usage_date"))],
+    USAGES: [
+        (USERS_ANALYTICS, _summary_scope("usage_date")),
+        (USAGES_DAILY, _usage_days),
+    ],
 }
 
 
