@@ -75,11 +75,9 @@ def test_latest_state_by_final_only_where_a_query_keeps_most_rows(
         ):
             assert ("FINAL" in statement) is final
             assert ("argMax" in statement) is not final
-    else:
-        assert ("FINAL" in sql.order_totals_by_code("db", window)) is final
-    # A code filter always reads through argMax, whatever the range.
-    assert "FINAL" not in sql.order_totals("db", TimeRange(), promo_code_id="p")
-    assert "FINAL" not in sql.order_series("db", TimeRange(), Granularity.DAY, "p")
+    # A code's raw rows are always read through argMax, whatever the range.
+    assert "orders_analytics FINAL" not in sql.order_totals("db", TimeRange(), promo_code_id="p")
+    assert "orders_analytics FINAL" not in sql.order_series("db", window, Granularity.HOUR, "p")
 
 
 def test_a_range_splits_into_whole_utc_days_and_partial_edges() -> None:
@@ -135,6 +133,15 @@ def test_whole_days_come_from_the_rollup_and_only_edges_from_raw_rows(days: int)
         sql.consumption("db", ["p"]),
     ):
         assert "promo_code_usages_analytics" not in statement
-    # Hours do not fit in days, and one code is not in the rollup: raw rows, as before.
+    for statement in (
+        sql.order_totals("db", window, promo_code_id="p"),
+        sql.order_series("db", window, Granularity.WEEK, "p"),
+        sql.order_totals_by_code("db", window),
+    ):
+        assert "db.code_orders_daily FINAL" in statement
+        # Per edge, one code's orders are found by a subquery over the same edge.
+        by_one_code = "promo_code_id = 'p'" in statement
+        assert statement.count("FROM db.orders_analytics") == (4 if by_one_code else 2)
+        assert "orders_analytics FINAL" not in statement
+    # Hours do not fit in days: raw rows, as before.
     assert "orders_daily" not in sql.order_series("db", window, Granularity.HOUR)
-    assert "orders_daily" not in sql.order_totals("db", window, promo_code_id="p")

@@ -31,11 +31,11 @@ async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
 async def test_migrations_create_everything_once_and_are_recorded(clickhouse: ClickHouse) -> None:
     migrations = analytics_schema.migrations()
     db = clickhouse.database
-    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3, 4]
+    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3, 4, 5]
     assert await apply_migrations(clickhouse.client, db, migrations) == []
     # A process that died after the statements but before recording them applies them again.
     await clickhouse.client.execute(f"DROP TABLE {db}.schema_migrations")
-    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3, 4]
+    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3, 4, 5]
     tables = {
         row["name"]
         for row in await clickhouse.client.fetch(
@@ -50,6 +50,7 @@ async def test_migrations_create_everything_once_and_are_recorded(clickhouse: Cl
         "users_analytics",
         "orders_daily",
         "usages_daily",
+        "code_orders_daily",
         "schema_migrations",
     } <= tables
     # No materialized view is left to feed users_analytics: it is recomputed (adapters.derived).
@@ -162,6 +163,53 @@ async def test_usages_daily_follows_a_release_after_it_was_computed(
             ("2024-03-01", 1, 1, 100, 1000, 0, ["a"], ["SPRING"]),
             ("2024-03-02", 0, 0, 0, 0, 1, [], []),
         ]
+
+
+async def test_code_orders_daily_follows_an_order_that_gains_a_code_then_is_cancelled(
+    clickhouse: ClickHouse,
+) -> None:
+    db = clickhouse.database
+    await analytics_schema.migrate(clickhouse.client, db)
+    sink = ClickHouseSink(clickhouse.client, db)
+    table = "orders_analytics"
+    (scope_of,) = [f for derived, f in DERIVED[table] if derived == "code_orders_daily"]
+
+    def order(n: int, version: int, status: str, code: str) -> dict[str, object]:
+        return {
+            "order_id": f"o{n}",
+            "version": version,
+            "order_date": "2024-02-29",
+            "user_id": f"u{n}",
+            "currency_code": "EUR",
+            "total_minor": 900,
+            "discount_minor": 100,
+            "status": status,
+            "promo_code_id": code,
+            "create_time": "2024-02-29 12:00:00",
+        }
+
+    async def store_and_refresh(rows: list[dict[str, object]]) -> None:
+        scope: dict[str, set[str]] = {}
+        for row in rows:
+            for column, value in scope_of(row).items():
+                scope.setdefault(column, set()).add(value)
+        await sink.insert(table, rows)
+        await sink.refresh("code_orders_daily", scope)
+
+    rollup = (
+        "SELECT promo_code_id, orders, confirmed, cancelled, revenue_minor, buyers"
+        f" FROM {db}.code_orders_daily FINAL ORDER BY promo_code_id"
+    )
+    # Pending without a code (no key), then confirmed with one; a second order of p1 too.
+    await store_and_refresh([order(1, 1, "PENDING", ""), order(2, 2, "CONFIRMED", "p1")])
+    assert [tuple(r.values()) for r in await clickhouse.client.fetch(rollup)] == [
+        ("p1", 1, 1, 0, 900, ["u2"])
+    ]
+    await store_and_refresh([order(1, 2, "CONFIRMED", "p1")])
+    for _ in range(3):  # cancelled after the rollup was computed; repeated: the same answer
+        await store_and_refresh([order(1, 3, "CANCELLED", "p1")])
+        rows = [tuple(r.values()) for r in await clickhouse.client.fetch(rollup)]
+        assert rows == [("p1", 2, 1, 1, 900, ["u1", "u2"])]
 
 
 async def test_latest_versions_of_many_ids_with_any_characters(clickhouse: ClickHouse) -> None:

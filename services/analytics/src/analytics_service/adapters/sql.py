@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from analytics_service.domain.model import Granularity, Ranking, TimeRange
 from promo_libs.analytics_schema import (
+    CODE_ORDERS_DAILY,
     ORDERS,
     ORDERS_DAILY,
     PROMO_CODES,
@@ -37,7 +38,15 @@ from promo_libs.analytics_schema import (
 from promo_libs.clickhouse.client import ch_date, ch_datetime
 
 # What the queries read: the service is ready once these exist (sync-consumer migrates them).
-REQUIRED_TABLES = (ORDERS, USAGES, PROMO_CODES, USERS_ANALYTICS, ORDERS_DAILY, USAGES_DAILY)
+REQUIRED_TABLES = (
+    ORDERS,
+    USAGES,
+    PROMO_CODES,
+    USERS_ANALYTICS,
+    ORDERS_DAILY,
+    USAGES_DAILY,
+    CODE_ORDERS_DAILY,
+)
 
 
 def quote(value: str) -> str:
@@ -118,9 +127,10 @@ def latest_orders(
         conditions.append(f"user_id = {quote(user_id)}")
     if promo_code_id is not None:
         # Narrows the scan; the code of the latest version is checked outside.
+        # The range again inside: the subquery reads only the range's partitions and days.
         conditions.append(
             f"order_id IN (SELECT order_id FROM {database}.{ORDERS}"
-            f" WHERE promo_code_id = {quote(promo_code_id)})"
+            f" WHERE promo_code_id = {quote(promo_code_id)} AND {conditions[0]})"
         )
     outer = f" WHERE code_id = {quote(promo_code_id)}" if promo_code_id is not None else ""
     # Aliases never repeat a column name: current ClickHouse would read them in WHERE too.
@@ -173,26 +183,34 @@ def whole_days(time_range: TimeRange) -> tuple[TimeRange | None, list[TimeRange]
     return TimeRange(first, last), edges
 
 
-def _order_facts(database: str, time_range: TimeRange) -> str:
-    """Orders created in the range as additive facts (epoch, currency, n, c, r, x, rev, dis,
-    buyers): one row per day and currency from orders_daily for the whole days, one row per
-    order (latest state) for the partial edges. Every measure is a sum, except the distinct
-    buyers, counted over the union of the arrays."""
+def _order_facts(
+    database: str, time_range: TimeRange, promo_code_id: str | None = None, by_code: bool = False
+) -> str:
+    """Orders created in the range as additive facts (epoch, currency, code_id, n, c, r, x,
+    rev, dis, buyers): one row per day and currency (and code: code_orders_daily, for one code
+    or `by_code`) from a rollup for the whole days, one row per order (latest state) for the
+    partial edges. Every measure is a sum, except the distinct buyers, counted over the union
+    of the arrays."""
     days, edges = whole_days(time_range)
+    per_code = by_code or promo_code_id is not None
     branches = [
-        "SELECT toInt64(toUInt32(created)) AS epoch, currency, toInt64(1) AS n,"
+        "SELECT toInt64(toUInt32(created)) AS epoch, currency, code_id, toInt64(1) AS n,"
         " toInt64(state = 'CONFIRMED') AS c, toInt64(state = 'REJECTED') AS r,"
         " toInt64(state = 'CANCELLED') AS x, toInt64(if(state = 'CONFIRMED', total, 0)) AS rev,"
         " toInt64(if(state = 'CONFIRMED', off, 0)) AS dis, [buyer] AS buyers"
-        f" FROM ({latest_orders(database, edge)})"
+        f" FROM ({latest_orders(database, edge, promo_code_id=promo_code_id)})"
         for edge in edges
     ]
     if days is not None:
+        conditions = [_day_range(days)]
+        if promo_code_id is not None:
+            conditions.append(f"promo_code_id = {quote(promo_code_id)}")
+        table, code = (CODE_ORDERS_DAILY, "promo_code_id") if per_code else (ORDERS_DAILY, "''")
         branches.append(
             "SELECT toInt64(toUInt16(day)) * 86400 AS epoch, currency_code AS currency,"
-            " orders AS n, confirmed AS c, rejected AS r, cancelled AS x, revenue_minor AS rev,"
-            " discounts_minor AS dis, buyers"
-            f" FROM {database}.{ORDERS_DAILY} FINAL WHERE {_day_range(days)}"
+            f" {code} AS code_id, orders AS n, confirmed AS c, rejected AS r, cancelled AS x,"
+            " revenue_minor AS rev, discounts_minor AS dis, buyers"
+            f" FROM {database}.{table} FINAL WHERE {_where(*conditions)}"
         )
     return " UNION ALL ".join(branches)
 
@@ -221,11 +239,11 @@ def order_totals(
     user_id: str | None = None,
     promo_code_id: str | None = None,
 ) -> str:
-    if user_id is None and promo_code_id is None:
-        # Whole days from the rollup: cost by the number of days, not of orders.
+    if user_id is None:
+        # Whole days from a rollup: cost by the number of days, not of orders.
         return (
             f"SELECT currency AS currency_code, {_FACT_MEASURES}"
-            f" FROM ({_order_facts(database, time_range)})"
+            f" FROM ({_order_facts(database, time_range, promo_code_id)})"
             " GROUP BY currency_code ORDER BY currency_code"
         )
     source = latest_orders(database, time_range, user_id=user_id, promo_code_id=promo_code_id)
@@ -236,10 +254,10 @@ def order_totals(
 
 
 def order_totals_by_code(database: str, time_range: TimeRange) -> str:
-    source = latest_orders(database, time_range)
     return (
-        f"SELECT currency AS currency_code, code_id AS promo_code_id, {_ORDER_MEASURES}"
-        f" FROM ({source}) WHERE code_id != '' GROUP BY currency_code, promo_code_id"
+        f"SELECT currency AS currency_code, code_id AS promo_code_id, {_FACT_MEASURES}"
+        f" FROM ({_order_facts(database, time_range, by_code=True)}) WHERE code_id != ''"
+        " GROUP BY currency_code, promo_code_id HAVING orders > 0"
         " ORDER BY currency_code, promo_code_id"
     )
 
@@ -250,11 +268,11 @@ def order_series(
     granularity: Granularity,
     promo_code_id: str | None = None,
 ) -> str:
-    if promo_code_id is None and granularity is not Granularity.HOUR:
+    if granularity is not Granularity.HOUR:
         # A day lies in one day, week and month bucket: the rollup's days bucket exactly.
         return (
             f"SELECT currency AS currency_code, {_bucket(granularity, 'epoch')} AS bucket,"
-            f" {_FACT_MEASURES} FROM ({_order_facts(database, time_range)})"
+            f" {_FACT_MEASURES} FROM ({_order_facts(database, time_range, promo_code_id)})"
             " GROUP BY currency_code, bucket ORDER BY currency_code, bucket"
         )
     source = latest_orders(database, time_range, promo_code_id=promo_code_id)
