@@ -102,6 +102,19 @@ async def test_refresh_recomputes_latest_state_and_repeating_it_changes_nothing(
     assert len(await clickhouse.client.fetch(totals)) == 2
 
 
+async def _store_and_refresh(
+    sink: ClickHouseSink, table: str, derived: str, rows: list[dict[str, object]]
+) -> None:
+    """Stores rows and refreshes `derived` with the scope the pipeline builds for them."""
+    (scope_of,) = [f for name, f in DERIVED[table] if name == derived]
+    scope: dict[str, set[str]] = {}
+    for row in rows:
+        for column, value in scope_of(row).items():
+            scope.setdefault(column, set()).add(value)
+    await sink.insert(table, rows)
+    await sink.refresh(derived, scope)
+
+
 async def test_usages_daily_follows_a_release_after_it_was_computed(
     clickhouse: ClickHouse,
 ) -> None:
@@ -109,7 +122,6 @@ async def test_usages_daily_follows_a_release_after_it_was_computed(
     await analytics_schema.migrate(clickhouse.client, db)
     sink = ClickHouseSink(clickhouse.client, db)
     table = "promo_code_usages_analytics"
-    (scope_of,) = [f for derived, f in DERIVED[table] if derived == "usages_daily"]
 
     def usage(n: int, user: str, created: str, **state: object) -> dict[str, object]:
         return {
@@ -128,13 +140,7 @@ async def test_usages_daily_follows_a_release_after_it_was_computed(
         }
 
     async def store_and_refresh(rows: list[dict[str, object]]) -> None:
-        # The scope the pipeline would build for this batch (pipeline.Derived).
-        scope: dict[str, set[str]] = {}
-        for row in rows:
-            for column, value in scope_of(row).items():
-                scope.setdefault(column, set()).add(value)
-        await sink.insert(table, rows)
-        await sink.refresh("usages_daily", scope)
+        await _store_and_refresh(sink, table, "usages_daily", rows)
 
     # Two months in one INSERT, two holders on the first day, one of them twice.
     await store_and_refresh(
@@ -172,7 +178,6 @@ async def test_code_orders_daily_follows_an_order_that_gains_a_code_then_is_canc
     await analytics_schema.migrate(clickhouse.client, db)
     sink = ClickHouseSink(clickhouse.client, db)
     table = "orders_analytics"
-    (scope_of,) = [f for derived, f in DERIVED[table] if derived == "code_orders_daily"]
 
     def order(n: int, version: int, status: str, code: str) -> dict[str, object]:
         return {
@@ -189,12 +194,7 @@ async def test_code_orders_daily_follows_an_order_that_gains_a_code_then_is_canc
         }
 
     async def store_and_refresh(rows: list[dict[str, object]]) -> None:
-        scope: dict[str, set[str]] = {}
-        for row in rows:
-            for column, value in scope_of(row).items():
-                scope.setdefault(column, set()).add(value)
-        await sink.insert(table, rows)
-        await sink.refresh("code_orders_daily", scope)
+        await _store_and_refresh(sink, table, "code_orders_daily", rows)
 
     rollup = (
         "SELECT promo_code_id, orders, confirmed, cancelled, revenue_minor, buyers"

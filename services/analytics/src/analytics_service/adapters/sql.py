@@ -202,22 +202,19 @@ def _order_facts(
         for edge in edges
     ]
     if days is not None:
-        conditions = [_day_range(days)]
-        if promo_code_id is not None:
-            conditions.append(f"promo_code_id = {quote(promo_code_id)}")
         table, code = (CODE_ORDERS_DAILY, "promo_code_id") if per_code else (ORDERS_DAILY, "''")
         branches.append(
             "SELECT toInt64(toUInt16(day)) * 86400 AS epoch, currency_code AS currency,"
             f" {code} AS code_id, orders AS n, confirmed AS c, rejected AS r, cancelled AS x,"
             " revenue_minor AS rev, discounts_minor AS dis, buyers"
-            f" FROM {database}.{table} FINAL WHERE {_where(*conditions)}"
+            f" FROM {database}.{table} FINAL WHERE {_day_range(days, promo_code_id)}"
         )
     return " UNION ALL ".join(branches)
 
 
-def _day_range(days: TimeRange) -> str:
-    """A rollup's `day` column in a range of midnights."""
-    conditions = []
+def _day_range(days: TimeRange, promo_code_id: str | None = None) -> str:
+    """A rollup's `day` column in a range of midnights (and its code, if one is asked for)."""
+    conditions = [] if promo_code_id is None else [f"promo_code_id = {quote(promo_code_id)}"]
     if days.start is not None:
         conditions.append(f"day >= toDate({quote(ch_date(days.start))})")
     if days.end is not None:
@@ -334,13 +331,10 @@ def _usage_facts(database: str, time_range: TimeRange, promo_code_id: str | None
         for edge in edges
     ]
     if days is not None:
-        conditions = [_day_range(days)]
-        if promo_code_id is not None:
-            conditions.append(f"promo_code_id = {quote(promo_code_id)}")
         branches.append(
             "SELECT currency_code AS currency, promo_code_id AS code_id, redemptions AS n,"
             " active_discount_minor AS dis, holders, code_texts AS texts"
-            f" FROM {database}.{USAGES_DAILY} FINAL WHERE {_where(*conditions)}"
+            f" FROM {database}.{USAGES_DAILY} FINAL WHERE {_day_range(days, promo_code_id)}"
         )
     return " UNION ALL ".join(branches)
 
@@ -414,7 +408,7 @@ def _releases(
         branches.append(
             "SELECT currency_code, promo_code_id, releases AS x"
             f" FROM {database}.{USAGES_DAILY} FINAL"
-            f" WHERE {_where(_day_range(days), *code)} AND releases > 0"
+            f" WHERE {_day_range(days, promo_code_id)} AND releases > 0"
         )
     keys = "currency_code, promo_code_id" if by_code else "currency_code"
     return (
