@@ -156,8 +156,9 @@ def truth_facts(
         _add(daily, created, 1, int(active), values[1] * active, values[2] * active, 0, 0)
         holders[created].add(usage["user_id"])
         if not active:
-            # A release without a time is stored at the epoch, as the event carries it.
-            released = (usage.get("release") or {}).get("at") or 0
+            # A release without a time is dated at the usage's creation, as the promo-code
+            # service's replay dates its release event.
+            released = (usage.get("release") or {}).get("at") or usage["created_at"]
             _add(daily, (_day(released), *created[1:]), 0, 0, 0, 0, 1, 0)
     for key, users_of_key in holders.items():
         daily[key] = (*daily[key][:-1], len(users_of_key))
