@@ -113,6 +113,11 @@ async def test_one_order_with_a_code_lands_denormalized_and_its_cancellation_too
         f"FROM {{db}}.users_analytics FINAL WHERE user_id = '{user.id}'"
     )
     await _poll(platform, summary_sql, [["1", "4500", "500", "1"]])
+    rollup_sql = (
+        "SELECT sum(redemptions), sum(active), sum(active_discount_minor), sum(releases) "
+        f"FROM {{db}}.usages_daily FINAL WHERE promo_code_id = '{code.id}'"
+    )
+    await _poll(platform, rollup_sql, [["1", "1", "500", "0"]])
 
     await cancel(clients, order_id)
     await _poll(
@@ -122,6 +127,8 @@ async def test_one_order_with_a_code_lands_denormalized_and_its_cancellation_too
     )
     await _poll(platform, usage_sql, [["RELEASED", *usage]])
     await _poll(platform, summary_sql, [["0", "0", "0", "0"]])
+    # Released after its day's rollup was computed: the rollup follows the latest state.
+    await _poll(platform, rollup_sql, [["1", "0", "0", "1"]])
     await until_reconciled(platform, DRAIN_SECONDS)
 
 

@@ -17,7 +17,10 @@ key is the recomputed value; its all-zero groups equal absent ones):
 - users_analytics: per user, day and currency (confirmed orders, revenue, discounts, active
   redemptions);
 - orders_daily: per day and currency (orders; confirmed, rejected and cancelled ones; revenue
-  and discounts of the confirmed ones; distinct buyers).
+  and discounts of the confirmed ones; distinct buyers);
+- usages_daily: per day, currency and code (usages created that day; the active ones, their
+  discount and order amount; usages released that day; distinct holders);
+- code_orders_daily: orders_daily's facts per day, currency and code (the order's code now).
 
 Database names come from USERS_MONGODB_DB_NAME, PROMOCODES_MONGODB_DB_NAME and
 ORDERS_MONGODB_DB_NAME (defaults: the services' own defaults) or the matching flags.
@@ -74,6 +77,20 @@ def _add(facts: dict[Key, tuple[Any, ...]], key: Key, *values: int) -> None:
     facts[key] = tuple(a + b for a, b in zip(current, values, strict=True))
 
 
+def facts_of_order(status: str, total: int, discount: int) -> tuple[int, ...]:
+    """One order's share of orders_daily's measures (the distinct buyers are set afterwards)."""
+    confirmed = status == "CONFIRMED"
+    return (
+        1,
+        int(confirmed),
+        int(status == "REJECTED"),
+        int(status == "CANCELLED"),
+        total * confirmed,
+        discount * confirmed,
+        0,
+    )
+
+
 def truth_facts(
     users: Iterable[Document],
     codes: Iterable[Document],
@@ -108,21 +125,21 @@ def truth_facts(
             _add(facts["orders by code"], (order["promo_code_id"], status), 1, discount)
         if status == "CONFIRMED":
             _add(summary, (order["user_id"], day, currency), 1, total, discount, 0)
-        confirmed = status == "CONFIRMED"
-        _add(
-            facts["orders_daily"],
-            (day, currency),
-            1,
-            int(confirmed),
-            int(status == "REJECTED"),
-            int(status == "CANCELLED"),
-            total * confirmed,
-            discount * confirmed,
-            0,
-        )
+        _add(facts["orders_daily"], (day, currency), *facts_of_order(status, total, discount))
         buyers[(day, currency)].add(order["user_id"])
+        if order.get("promo_code_id"):
+            by_code = (day, currency, order["promo_code_id"])
+            _add(
+                facts["code_orders_daily"],
+                by_code,
+                *facts_of_order(status, total, discount),
+            )
+            buyers[by_code].add(order["user_id"])
     for key, users_of_day in buyers.items():
-        facts["orders_daily"][key] = (*facts["orders_daily"][key][:-1], len(users_of_day))
+        fact = facts["orders_daily" if len(key) == 2 else "code_orders_daily"]
+        fact[key] = (*fact[key][:-1], len(users_of_day))
+    holders: dict[Key, set[str]] = defaultdict(set)
+    daily = facts["usages_daily"]
     for usage in usages:
         status = usage.get("status")
         if status not in ("ACTIVE", "RELEASED"):
@@ -132,8 +149,19 @@ def truth_facts(
         _add(facts["usages by day"], (day, status), *values)
         _add(facts["usages by user"], (usage["user_id"], status), *values)
         _add(facts["usages by code"], (usage["promo_id"], status), *values)
-        if status == "ACTIVE":
+        active = status == "ACTIVE"
+        if active:
             _add(summary, (usage["user_id"], day, usage["currency"]), 0, 0, 0, 1)
+        created = (day, usage["currency"], usage["promo_id"])
+        _add(daily, created, 1, int(active), values[1] * active, values[2] * active, 0, 0)
+        holders[created].add(usage["user_id"])
+        if not active:
+            # A release without a time is dated at the usage's creation, as the promo-code
+            # service's replay dates its release event.
+            released = (usage.get("release") or {}).get("at") or usage["created_at"]
+            _add(daily, (_day(released), *created[1:]), 0, 0, 0, 0, 1, 0)
+    for key, users_of_key in holders.items():
+        daily[key] = (*daily[key][:-1], len(users_of_key))
     return facts
 
 
@@ -170,6 +198,12 @@ _QUERIES: Mapping[str, str] = {
     "orders_daily": "SELECT toString(day), currency_code, orders, confirmed, rejected,"
     " cancelled, revenue_minor, discounts_minor, toInt64(length(buyers))"
     f" FROM {{db}}.{schema.ORDERS_DAILY} FINAL",
+    "code_orders_daily": "SELECT toString(day), currency_code, promo_code_id, orders, confirmed,"
+    " rejected, cancelled, revenue_minor, discounts_minor, toInt64(length(buyers))"
+    f" FROM {{db}}.{schema.CODE_ORDERS_DAILY} FINAL WHERE orders > 0",
+    "usages_daily": "SELECT toString(day), currency_code, promo_code_id, redemptions, active,"
+    " active_discount_minor, active_order_amount_minor, releases, toInt64(length(holders))"
+    f" FROM {{db}}.{schema.USAGES_DAILY} FINAL",
 }
 # How many leading columns of each query form the key.
 _KEY_WIDTH = {
@@ -183,6 +217,8 @@ _KEY_WIDTH = {
     "usages by code": 2,
     "users_analytics": 3,
     "orders_daily": 2,
+    "usages_daily": 3,
+    "code_orders_daily": 3,
 }
 
 

@@ -27,9 +27,13 @@ ORDERS = "orders_analytics"
 USERS_ANALYTICS = "users_analytics"
 # Per UTC day of creation and currency: the orders' latest state (a rollup; issue 11).
 ORDERS_DAILY = "orders_daily"
+# Per UTC day, currency and code: usages created and released that day (a rollup; issue 11).
+USAGES_DAILY = "usages_daily"
+# Per UTC day of creation, currency and code: orders_daily's measures for one code (issue 11).
+CODE_ORDERS_DAILY = "code_orders_daily"
 
 EVENT_TABLES = (USERS, PROMO_CODES, USAGES, ORDERS)
-DERIVED_TABLES = (USERS_ANALYTICS, ORDERS_DAILY)
+DERIVED_TABLES = (USERS_ANALYTICS, ORDERS_DAILY, USAGES_DAILY, CODE_ORDERS_DAILY)
 TABLES = (*EVENT_TABLES, *DERIVED_TABLES)
 # The entity key of each event table: the latest version per value of it is the entity's state.
 ENTITY_KEYS = {

@@ -66,23 +66,18 @@ DAY = datetime(2024, 1, 1, tzinfo=UTC)
 def test_latest_state_by_final_only_where_a_query_keeps_most_rows(
     window: TimeRange, user_id: str | None, final: bool
 ) -> None:
-    usages = sql.usage_totals("db", window, user_id=user_id)
-    # Unfiltered order totals read the daily rollup (test_whole_days_come_from_the_rollup).
-    checked = (
-        (usages,) if user_id is None else (sql.order_totals("db", window, user_id=user_id), usages)
-    )
-    for statement in checked:
-        assert ("FINAL" in statement) is final
-        assert ("argMax" in statement) is not final
-    if user_id is None:
-        for by_code in (
-            sql.order_totals_by_code("db", window),
-            sql.usage_totals_by_code("db", window),
+    # Unfiltered order and usage totals read the daily rollups
+    # (test_whole_days_come_from_the_rollup).
+    if user_id is not None:
+        for statement in (
+            sql.order_totals("db", window, user_id=user_id),
+            sql.usage_totals("db", window, user_id=user_id),
         ):
-            assert ("FINAL" in by_code) is final
-    # A code filter always reads through argMax, whatever the range.
-    assert "FINAL" not in sql.order_totals("db", TimeRange(), promo_code_id="p")
-    assert "FINAL" not in sql.order_series("db", TimeRange(), Granularity.DAY, "p")
+            assert ("FINAL" in statement) is final
+            assert ("argMax" in statement) is not final
+    # A code's raw rows are always read through argMax, whatever the range.
+    assert "orders_analytics FINAL" not in sql.order_totals("db", TimeRange(), promo_code_id="p")
+    assert "orders_analytics FINAL" not in sql.order_series("db", window, Granularity.HOUR, "p")
 
 
 def test_a_range_splits_into_whole_utc_days_and_partial_edges() -> None:
@@ -121,6 +116,32 @@ def test_whole_days_come_from_the_rollup_and_only_edges_from_raw_rows(days: int)
         sql.order_series("db", TimeRange(), Granularity.WEEK),
     ):
         assert "orders_analytics" not in statement
-    # Hours do not fit in days, and one code is not in the rollup: raw rows, as before.
+    for statement in (
+        sql.usage_totals("db", window),
+        sql.usage_totals("db", window, promo_code_id="p", with_code_texts=True),
+        sql.usage_totals_by_code("db", window, with_code_text=True),
+        sql.release_counts("db", window),
+        sql.release_counts_by_code("db", window),
+    ):
+        assert "db.usages_daily FINAL" in statement
+        assert statement.count("FROM db.promo_code_usages_analytics") == 2
+        assert "promo_code_usages_analytics FINAL" not in statement
+    for statement in (
+        sql.usage_totals("db", TimeRange()),
+        sql.usage_totals_by_code("db", TimeRange()),
+        sql.release_counts("db", TimeRange(), "p"),
+        sql.consumption("db", ["p"]),
+    ):
+        assert "promo_code_usages_analytics" not in statement
+    for statement in (
+        sql.order_totals("db", window, promo_code_id="p"),
+        sql.order_series("db", window, Granularity.WEEK, "p"),
+        sql.order_totals_by_code("db", window),
+    ):
+        assert "db.code_orders_daily FINAL" in statement
+        # Per edge, one code's orders are found by a subquery over the same edge.
+        by_one_code = "promo_code_id = 'p'" in statement
+        assert statement.count("FROM db.orders_analytics") == (4 if by_one_code else 2)
+        assert "orders_analytics FINAL" not in statement
+    # Hours do not fit in days: raw rows, as before.
     assert "orders_daily" not in sql.order_series("db", window, Granularity.HOUR)
-    assert "orders_daily" not in sql.order_totals("db", window, promo_code_id="p")

@@ -11,6 +11,7 @@ from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.clickhouse.migrations import apply_migrations
 from promo_libs.config import ClickHouseSettings
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
+from sync_consumer.adapters.event_rows import DERIVED
 
 
 @pytest.fixture
@@ -30,11 +31,11 @@ async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
 async def test_migrations_create_everything_once_and_are_recorded(clickhouse: ClickHouse) -> None:
     migrations = analytics_schema.migrations()
     db = clickhouse.database
-    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3]
+    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3, 4, 5]
     assert await apply_migrations(clickhouse.client, db, migrations) == []
     # A process that died after the statements but before recording them applies them again.
     await clickhouse.client.execute(f"DROP TABLE {db}.schema_migrations")
-    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3]
+    assert await apply_migrations(clickhouse.client, db, migrations) == [1, 2, 3, 4, 5]
     tables = {
         row["name"]
         for row in await clickhouse.client.fetch(
@@ -48,6 +49,8 @@ async def test_migrations_create_everything_once_and_are_recorded(clickhouse: Cl
         "orders_analytics",
         "users_analytics",
         "orders_daily",
+        "usages_daily",
+        "code_orders_daily",
         "schema_migrations",
     } <= tables
     # No materialized view is left to feed users_analytics: it is recomputed (adapters.derived).
@@ -97,6 +100,116 @@ async def test_refresh_recomputes_latest_state_and_repeating_it_changes_nothing(
     # A refresh narrowed to other users or days leaves these keys alone.
     await sink.refresh("users_analytics", {"user_id": {"u2"}, "day": {"2024-02-29"}})
     assert len(await clickhouse.client.fetch(totals)) == 2
+
+
+async def _store_and_refresh(
+    sink: ClickHouseSink, table: str, derived: str, rows: list[dict[str, object]]
+) -> None:
+    """Stores rows and refreshes `derived` with the scope the pipeline builds for them."""
+    (scope_of,) = [f for name, f in DERIVED[table] if name == derived]
+    scope: dict[str, set[str]] = {}
+    for row in rows:
+        for column, value in scope_of(row).items():
+            scope.setdefault(column, set()).add(value)
+    await sink.insert(table, rows)
+    await sink.refresh(derived, scope)
+
+
+async def test_usages_daily_follows_a_release_after_it_was_computed(
+    clickhouse: ClickHouse,
+) -> None:
+    db = clickhouse.database
+    await analytics_schema.migrate(clickhouse.client, db)
+    sink = ClickHouseSink(clickhouse.client, db)
+    table = "promo_code_usages_analytics"
+
+    def usage(n: int, user: str, created: str, **state: object) -> dict[str, object]:
+        return {
+            "usage_id": f"u{n}",
+            "version": 1,
+            "usage_date": created[:10],
+            "promo_code_id": "p1",
+            "code": "SPRING",
+            "user_id": user,
+            "currency_code": "EUR",
+            "order_amount_minor": 1000,
+            "discount_minor": 100,
+            "status": "ACTIVE",
+            "create_time": created,
+            **state,
+        }
+
+    async def store_and_refresh(rows: list[dict[str, object]]) -> None:
+        await _store_and_refresh(sink, table, "usages_daily", rows)
+
+    # Two months in one INSERT, two holders on the first day, one of them twice.
+    await store_and_refresh(
+        [
+            usage(1, "a", "2024-02-29 23:00:00"),
+            usage(2, "a", "2024-02-29 23:30:00"),
+            usage(3, "b", "2024-02-29 23:40:00"),
+            usage(4, "a", "2024-03-01 00:10:00"),
+        ]
+    )
+    # Released two days later, after the rollup of its creation day was computed.
+    released = usage(
+        1, "a", "2024-02-29 23:00:00", version=2, status="RELEASED",
+        release_time="2024-03-02 08:00:00",
+    )  # fmt: skip
+    rollup = (
+        "SELECT toString(day) AS d, redemptions, active, active_discount_minor,"
+        " active_order_amount_minor, releases, holders, code_texts"
+        f" FROM {db}.usages_daily FINAL ORDER BY d"
+    )
+    for _ in range(3):  # a retry, a redelivery: the same answer, never a sum of attempts
+        await store_and_refresh([released])
+        rows = [tuple(r.values()) for r in await clickhouse.client.fetch(rollup)]
+        assert rows == [
+            ("2024-02-29", 3, 2, 200, 2000, 0, ["a", "b"], ["SPRING"]),
+            ("2024-03-01", 1, 1, 100, 1000, 0, ["a"], ["SPRING"]),
+            ("2024-03-02", 0, 0, 0, 0, 1, [], []),
+        ]
+
+
+async def test_code_orders_daily_follows_an_order_that_gains_a_code_then_is_cancelled(
+    clickhouse: ClickHouse,
+) -> None:
+    db = clickhouse.database
+    await analytics_schema.migrate(clickhouse.client, db)
+    sink = ClickHouseSink(clickhouse.client, db)
+    table = "orders_analytics"
+
+    def order(n: int, version: int, status: str, code: str) -> dict[str, object]:
+        return {
+            "order_id": f"o{n}",
+            "version": version,
+            "order_date": "2024-02-29",
+            "user_id": f"u{n}",
+            "currency_code": "EUR",
+            "total_minor": 900,
+            "discount_minor": 100,
+            "status": status,
+            "promo_code_id": code,
+            "create_time": "2024-02-29 12:00:00",
+        }
+
+    async def store_and_refresh(rows: list[dict[str, object]]) -> None:
+        await _store_and_refresh(sink, table, "code_orders_daily", rows)
+
+    rollup = (
+        "SELECT promo_code_id, orders, confirmed, cancelled, revenue_minor, buyers"
+        f" FROM {db}.code_orders_daily FINAL ORDER BY promo_code_id"
+    )
+    # Pending without a code (no key), then confirmed with one; a second order of p1 too.
+    await store_and_refresh([order(1, 1, "PENDING", ""), order(2, 2, "CONFIRMED", "p1")])
+    assert [tuple(r.values()) for r in await clickhouse.client.fetch(rollup)] == [
+        ("p1", 1, 1, 0, 900, ["u2"])
+    ]
+    await store_and_refresh([order(1, 2, "CONFIRMED", "p1")])
+    for _ in range(3):  # cancelled after the rollup was computed; repeated: the same answer
+        await store_and_refresh([order(1, 3, "CANCELLED", "p1")])
+        rows = [tuple(r.values()) for r in await clickhouse.client.fetch(rollup)]
+        assert rows == [("p1", 2, 1, 1, 900, ["u1", "u2"])]
 
 
 async def test_latest_versions_of_many_ids_with_any_characters(clickhouse: ClickHouse) -> None:

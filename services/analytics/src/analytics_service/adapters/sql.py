@@ -26,11 +26,27 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from analytics_service.domain.model import Granularity, Ranking, TimeRange
-from promo_libs.analytics_schema import ORDERS, ORDERS_DAILY, PROMO_CODES, USAGES, USERS_ANALYTICS
+from promo_libs.analytics_schema import (
+    CODE_ORDERS_DAILY,
+    ORDERS,
+    ORDERS_DAILY,
+    PROMO_CODES,
+    USAGES,
+    USAGES_DAILY,
+    USERS_ANALYTICS,
+)
 from promo_libs.clickhouse.client import ch_date, ch_datetime
 
 # What the queries read: the service is ready once these exist (sync-consumer migrates them).
-REQUIRED_TABLES = (ORDERS, USAGES, PROMO_CODES, USERS_ANALYTICS, ORDERS_DAILY)
+REQUIRED_TABLES = (
+    ORDERS,
+    USAGES,
+    PROMO_CODES,
+    USERS_ANALYTICS,
+    ORDERS_DAILY,
+    USAGES_DAILY,
+    CODE_ORDERS_DAILY,
+)
 
 
 def quote(value: str) -> str:
@@ -111,9 +127,10 @@ def latest_orders(
         conditions.append(f"user_id = {quote(user_id)}")
     if promo_code_id is not None:
         # Narrows the scan; the code of the latest version is checked outside.
+        # The range again inside: the subquery reads only the range's partitions and days.
         conditions.append(
             f"order_id IN (SELECT order_id FROM {database}.{ORDERS}"
-            f" WHERE promo_code_id = {quote(promo_code_id)})"
+            f" WHERE promo_code_id = {quote(promo_code_id)} AND {conditions[0]})"
         )
     outer = f" WHERE code_id = {quote(promo_code_id)}" if promo_code_id is not None else ""
     # Aliases never repeat a column name: current ClickHouse would read them in WHERE too.
@@ -166,33 +183,43 @@ def whole_days(time_range: TimeRange) -> tuple[TimeRange | None, list[TimeRange]
     return TimeRange(first, last), edges
 
 
-def _order_facts(database: str, time_range: TimeRange) -> str:
-    """Orders created in the range as additive facts (epoch, currency, n, c, r, x, rev, dis,
-    buyers): one row per day and currency from orders_daily for the whole days, one row per
-    order (latest state) for the partial edges. Every measure is a sum, except the distinct
-    buyers, counted over the union of the arrays."""
+def _order_facts(
+    database: str, time_range: TimeRange, promo_code_id: str | None = None, by_code: bool = False
+) -> str:
+    """Orders created in the range as additive facts (epoch, currency, code_id, n, c, r, x,
+    rev, dis, buyers): one row per day and currency (and code: code_orders_daily, for one code
+    or `by_code`) from a rollup for the whole days, one row per order (latest state) for the
+    partial edges. Every measure is a sum, except the distinct buyers, counted over the union
+    of the arrays."""
     days, edges = whole_days(time_range)
+    per_code = by_code or promo_code_id is not None
     branches = [
-        "SELECT toInt64(toUInt32(created)) AS epoch, currency, toInt64(1) AS n,"
+        "SELECT toInt64(toUInt32(created)) AS epoch, currency, code_id, toInt64(1) AS n,"
         " toInt64(state = 'CONFIRMED') AS c, toInt64(state = 'REJECTED') AS r,"
         " toInt64(state = 'CANCELLED') AS x, toInt64(if(state = 'CONFIRMED', total, 0)) AS rev,"
         " toInt64(if(state = 'CONFIRMED', off, 0)) AS dis, [buyer] AS buyers"
-        f" FROM ({latest_orders(database, edge)})"
+        f" FROM ({latest_orders(database, edge, promo_code_id=promo_code_id)})"
         for edge in edges
     ]
     if days is not None:
-        conditions = []
-        if days.start is not None:
-            conditions.append(f"day >= toDate({quote(ch_date(days.start))})")
-        if days.end is not None:
-            conditions.append(f"day < toDate({quote(ch_date(days.end))})")
+        table, code = (CODE_ORDERS_DAILY, "promo_code_id") if per_code else (ORDERS_DAILY, "''")
         branches.append(
             "SELECT toInt64(toUInt16(day)) * 86400 AS epoch, currency_code AS currency,"
-            " orders AS n, confirmed AS c, rejected AS r, cancelled AS x, revenue_minor AS rev,"
-            " discounts_minor AS dis, buyers"
-            f" FROM {database}.{ORDERS_DAILY} FINAL WHERE {_where(*conditions)}"
+            f" {code} AS code_id, orders AS n, confirmed AS c, rejected AS r, cancelled AS x,"
+            " revenue_minor AS rev, discounts_minor AS dis, buyers"
+            f" FROM {database}.{table} FINAL WHERE {_day_range(days, promo_code_id)}"
         )
     return " UNION ALL ".join(branches)
+
+
+def _day_range(days: TimeRange, promo_code_id: str | None = None) -> str:
+    """A rollup's `day` column in a range of midnights (and its code, if one is asked for)."""
+    conditions = [] if promo_code_id is None else [f"promo_code_id = {quote(promo_code_id)}"]
+    if days.start is not None:
+        conditions.append(f"day >= toDate({quote(ch_date(days.start))})")
+    if days.end is not None:
+        conditions.append(f"day < toDate({quote(ch_date(days.end))})")
+    return _where(*conditions)
 
 
 _FACT_MEASURES = (
@@ -209,11 +236,11 @@ def order_totals(
     user_id: str | None = None,
     promo_code_id: str | None = None,
 ) -> str:
-    if user_id is None and promo_code_id is None:
-        # Whole days from the rollup: cost by the number of days, not of orders.
+    if user_id is None:
+        # Whole days from a rollup: cost by the number of days, not of orders.
         return (
             f"SELECT currency AS currency_code, {_FACT_MEASURES}"
-            f" FROM ({_order_facts(database, time_range)})"
+            f" FROM ({_order_facts(database, time_range, promo_code_id)})"
             " GROUP BY currency_code ORDER BY currency_code"
         )
     source = latest_orders(database, time_range, user_id=user_id, promo_code_id=promo_code_id)
@@ -224,10 +251,10 @@ def order_totals(
 
 
 def order_totals_by_code(database: str, time_range: TimeRange) -> str:
-    source = latest_orders(database, time_range)
     return (
-        f"SELECT currency AS currency_code, code_id AS promo_code_id, {_ORDER_MEASURES}"
-        f" FROM ({source}) WHERE code_id != '' GROUP BY currency_code, promo_code_id"
+        f"SELECT currency AS currency_code, code_id AS promo_code_id, {_FACT_MEASURES}"
+        f" FROM ({_order_facts(database, time_range, by_code=True)}) WHERE code_id != ''"
+        " GROUP BY currency_code, promo_code_id HAVING orders > 0"
         " ORDER BY currency_code, promo_code_id"
     )
 
@@ -238,11 +265,11 @@ def order_series(
     granularity: Granularity,
     promo_code_id: str | None = None,
 ) -> str:
-    if promo_code_id is None and granularity is not Granularity.HOUR:
+    if granularity is not Granularity.HOUR:
         # A day lies in one day, week and month bucket: the rollup's days bucket exactly.
         return (
             f"SELECT currency AS currency_code, {_bucket(granularity, 'epoch')} AS bucket,"
-            f" {_FACT_MEASURES} FROM ({_order_facts(database, time_range)})"
+            f" {_FACT_MEASURES} FROM ({_order_facts(database, time_range, promo_code_id)})"
             " GROUP BY currency_code, bucket ORDER BY currency_code, bucket"
         )
     source = latest_orders(database, time_range, promo_code_id=promo_code_id)
@@ -290,6 +317,36 @@ def _usage_filters(
     return conditions
 
 
+def _usage_facts(database: str, time_range: TimeRange, promo_code_id: str | None) -> str:
+    """Usages created in the range as additive facts (currency, code_id, n, dis, holders,
+    texts): one row per day, currency and code from usages_daily for the whole days, one row
+    per usage (latest state) for the partial edges. Distinct holders and texts are counted
+    over the union of the arrays; a rollup row with n = 0 holds releases only."""
+    days, edges = whole_days(time_range)
+    branches = [
+        "SELECT currency, code_id, toInt64(1) AS n,"
+        " toInt64(if(state = 'ACTIVE', off, 0)) AS dis, [holder] AS holders,"
+        " [code_text] AS texts"
+        f" FROM ({_latest_usages(database, _usage_filters(edge, None, promo_code_id))})"
+        for edge in edges
+    ]
+    if days is not None:
+        branches.append(
+            "SELECT currency_code AS currency, promo_code_id AS code_id, redemptions AS n,"
+            " active_discount_minor AS dis, holders, code_texts AS texts"
+            f" FROM {database}.{USAGES_DAILY} FINAL WHERE {_day_range(days, promo_code_id)}"
+        )
+    return " UNION ALL ".join(branches)
+
+
+_USAGE_FACT_MEASURES = (
+    "toInt64(sum(n)) AS redemptions,"
+    " toInt64(uniqExactArray(holders)) AS users,"
+    " toInt64(uniqExactIf(code_id, n > 0)) AS codes,"
+    " toInt64(sum(dis)) AS active_discount"
+)
+
+
 def usage_totals(
     database: str,
     time_range: TimeRange,
@@ -298,6 +355,14 @@ def usage_totals(
     promo_code_id: str | None = None,
     with_code_texts: bool = False,
 ) -> str:
+    if user_id is None:
+        # Whole days from the rollup; `HAVING`: a currency with releases only has no usages.
+        texts = ", arraySort(groupUniqArrayArray(texts)) AS code_texts" if with_code_texts else ""
+        return (
+            f"SELECT currency AS currency_code, {_USAGE_FACT_MEASURES}{texts}"
+            f" FROM ({_usage_facts(database, time_range, promo_code_id)})"
+            " GROUP BY currency_code HAVING redemptions > 0 ORDER BY currency_code"
+        )
     source = _latest_usages(
         database,
         _usage_filters(time_range, user_id, promo_code_id),
@@ -311,29 +376,44 @@ def usage_totals(
 
 
 def usage_totals_by_code(database: str, time_range: TimeRange, with_code_text: bool = False) -> str:
-    source = _latest_usages(
-        database, _usage_filters(time_range, None, None), _keeps_most(time_range)
-    )
-    text = ", any(code_text) AS code_text" if with_code_text else ""
+    text = ", arrayElement(groupUniqArrayArray(texts), 1) AS code_text" if with_code_text else ""
     return (
-        f"SELECT currency AS currency_code, code_id AS promo_code_id, {_USAGE_MEASURES}{text}"
-        f" FROM ({source})"
-        " GROUP BY currency_code, promo_code_id ORDER BY currency_code, promo_code_id"
+        f"SELECT currency AS currency_code, code_id AS promo_code_id, {_USAGE_FACT_MEASURES}"
+        f"{text} FROM ({_usage_facts(database, time_range, None)})"
+        " GROUP BY currency_code, promo_code_id HAVING redemptions > 0"
+        " ORDER BY currency_code, promo_code_id"
     )
 
 
 def _releases(
     database: str, time_range: TimeRange, promo_code_id: str | None, by_code: bool
 ) -> str:
-    # RELEASED is a usage's last state and only that version has a release_time.
-    conditions = ["status = 'RELEASED'", in_range("release_time", time_range)]
-    if promo_code_id is not None:
-        conditions.append(f"promo_code_id = {quote(promo_code_id)}")
+    """Usages released in the range: whole days from usages_daily (by day of release), raw
+    rows for the partial edges. RELEASED is a usage's last state and only that version has a
+    release_time; a usage is released after it was created, so the edge's end bounds the
+    partitions read."""
+    days, edges = whole_days(time_range)
+    code = [] if promo_code_id is None else [f"promo_code_id = {quote(promo_code_id)}"]
+    branches = []
+    for edge in edges:
+        conditions = ["status = 'RELEASED'", in_range("release_time", edge), *code]
+        if edge.end is not None:
+            conditions.append(f"usage_date <= toDate({quote(ch_date(edge.end))})")
+        branches.append(
+            "SELECT currency_code, promo_code_id, toInt64(uniqExact(usage_id)) AS x"
+            f" FROM {database}.{USAGES} WHERE {_where(*conditions)}"
+            " GROUP BY currency_code, promo_code_id"
+        )
+    if days is not None:
+        branches.append(
+            "SELECT currency_code, promo_code_id, releases AS x"
+            f" FROM {database}.{USAGES_DAILY} FINAL"
+            f" WHERE {_day_range(days, promo_code_id)} AND releases > 0"
+        )
     keys = "currency_code, promo_code_id" if by_code else "currency_code"
     return (
-        f"SELECT {keys}, toInt64(uniqExact(usage_id)) AS releases"
-        f" FROM {database}.{USAGES} WHERE {_where(*conditions)}"
-        f" GROUP BY {keys} ORDER BY {keys}"
+        f"SELECT {keys}, toInt64(sum(x)) AS releases FROM ({' UNION ALL '.join(branches)})"
+        f" GROUP BY {keys} HAVING releases > 0 ORDER BY {keys}"
     )
 
 
@@ -390,11 +470,13 @@ def top_promo_codes(database: str, time_range: TimeRange, ranking: Ranking, limi
 
 
 def consumption(database: str, ids: Sequence[str]) -> str:
-    source = _latest_usages(database, [f"promo_code_id IN {quote_list(ids)}"])
+    """Active uses and their discount per code, all time: the sum of its usages_daily rows."""
     return (
-        "SELECT code_id AS promo_code_id, toInt64(countIf(state = 'ACTIVE')) AS active_uses,"
-        " toInt64(sumIf(off, state = 'ACTIVE')) AS discount_granted"
-        f" FROM ({source}) GROUP BY promo_code_id ORDER BY promo_code_id"
+        "SELECT promo_code_id, toInt64(sum(active)) AS active_uses,"
+        " toInt64(sum(active_discount_minor)) AS discount_granted"
+        f" FROM {database}.{USAGES_DAILY} FINAL WHERE promo_code_id IN {quote_list(ids)}"
+        " GROUP BY promo_code_id HAVING sum(redemptions) > 0"
+        " ORDER BY promo_code_id"
     )
 
 

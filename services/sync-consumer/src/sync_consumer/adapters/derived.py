@@ -26,17 +26,25 @@ It is exact and idempotent whatever failed, whoever computes it and in whatever 
   both succeeded.
 Readers take the latest version per key (`FINAL`, or argMax by state_version).
 
-Two derived tables: users_analytics (per user, day and currency) and orders_daily (a rollup
-per day and currency, issue 11). The same statement fills a rebuild's tables (no scope: every
-key) and is the last statement of the migration that made the table (002 turned
-users_analytics from view-fed sums into this; 003 created orders_daily).
+Four derived tables: users_analytics (per user, day and currency) and the rollups of issue 11,
+orders_daily (per day and currency), usages_daily and code_orders_daily (per day, currency and
+code). The same statement fills a rebuild's tables (no scope: every key) and is the last
+statement of the migration that made the table (002 turned users_analytics from view-fed sums
+into this; 003 created orders_daily, 004 usages_daily, 005 code_orders_daily).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from promo_libs.analytics_schema import ORDERS, ORDERS_DAILY, USAGES, USERS_ANALYTICS
+from promo_libs.analytics_schema import (
+    CODE_ORDERS_DAILY,
+    ORDERS,
+    ORDERS_DAILY,
+    USAGES,
+    USAGES_DAILY,
+    USERS_ANALYTICS,
+)
 
 Scope = Mapping[str, Collection[str]]
 
@@ -134,7 +142,108 @@ def refresh_orders_daily(database: str, *, suffix: str = "", scope: Scope | None
     )
 
 
-REFRESH = {USERS_ANALYTICS: refresh_users_analytics, ORDERS_DAILY: refresh_orders_daily}
+def refresh_usages_daily(database: str, *, suffix: str = "", scope: Scope | None = None) -> str:
+    """INSERT ... SELECT that rewrites usages_daily{suffix} for the days in `scope`.
+
+    Per UTC day, currency and code, by latest state, two kinds of facts: the usages created
+    that day (redemptions; the active ones, their discount and order amount; the distinct
+    holders and code texts as sorted arrays, since distinct counts over several days are not
+    sums) and the usages released that day (by the day of their release_time). A key's state
+    version sums (highest stored version + 1) over both kinds of its usages: a usage never
+    changes creation day, currency or code, and enters its release day once (RELEASED is its
+    last state), so a key only gains usages and versions, as the module docstring requires.
+    A batch's scope holds every day its usages were created or released on, and both kinds
+    are recomputed for each such day (a key recomputed from one kind only would be short).
+    """
+    target = f"{database}.{USAGES_DAILY}{suffix}"
+    usages = f"{database}.{USAGES}{suffix}"
+    if scope is None:
+        created, released = "1", "1"
+    elif days := {*scope.get("day", ()), *scope.get("release_day", ())}:
+        created = f"usage_date IN {_date_set(days)}"
+        # Any creation day can be released on these days: this branch reads every partition's
+        # status and release_time (once per batch that touched a day, not per query).
+        released = f"toDate(release_time) IN {_date_set(days)}"
+    else:
+        created, released = "0", "0"
+    zero = "toInt64(0)"
+    return (
+        f"INSERT INTO {target} (day, currency_code, promo_code_id, redemptions, active,"
+        " active_discount_minor, active_order_amount_minor, releases, holders, code_texts,"
+        " state_version)"
+        " SELECT d, cur, cid, toInt64(sum(n)), toInt64(sum(a)), toInt64(sum(off)),"
+        " toInt64(sum(amount)), toInt64(sum(x)), arraySort(groupUniqArrayArray(h)),"
+        " arraySort(groupUniqArrayArray(t)), toUInt64(sum(v)) FROM ("
+        "SELECT any(usage_date) AS d, any(currency_code) AS cur, any(promo_code_id) AS cid,"
+        " toInt64(1) AS n, toInt64(argMax(status, version) = 'ACTIVE') AS a,"
+        " a * argMax(discount_minor, version) AS off,"
+        f" a * argMax(order_amount_minor, version) AS amount, {zero} AS x,"
+        " [any(user_id)] AS h, [any(code)] AS t, max(version) + 1 AS v"
+        f" FROM {usages} WHERE {created} GROUP BY usage_id"
+        " UNION ALL "
+        "SELECT toDate(any(release_time)) AS d, any(currency_code) AS cur,"
+        f" any(promo_code_id) AS cid, {zero} AS n, {zero} AS a, {zero} AS off,"
+        f" {zero} AS amount, toInt64(1) AS x, emptyArrayString() AS h,"
+        " emptyArrayString() AS t, max(version) + 1 AS v"
+        f" FROM {usages} WHERE status = 'RELEASED' AND {released} GROUP BY usage_id"
+        ") GROUP BY d, cur, cid"
+    )
+
+
+def refresh_code_orders_daily(
+    database: str, *, suffix: str = "", scope: Scope | None = None
+) -> str:
+    """INSERT ... SELECT that rewrites code_orders_daily{suffix} for the days x codes in `scope`.
+
+    Per UTC day of creation, currency and code, the measures of orders_daily over the orders
+    whose latest version names the code. An order's code is not fixed (a pending order has
+    none; confirming or rejecting sets it), so a key's entities are every order that *ever*
+    named the code, measured only when its latest version still does: that set only grows, so
+    its state version, the sum of (highest stored version + 1) over it, never decreases, and
+    the module docstring's argument holds. The recomputation reads every version of such an
+    order (the subquery), never only its rows naming a code in scope, and writes only keys of
+    the scope's codes (a key of another code would lack that code's other orders).
+    """
+    target = f"{database}.{CODE_ORDERS_DAILY}{suffix}"
+    orders = f"{database}.{ORDERS}{suffix}"
+    if scope is None:
+        condition, wanted = "1", "1"
+    elif (days := scope.get("day", ())) and (codes := scope.get("promo_code_id", ())):
+        named = f"promo_code_id IN {_hex_set(codes)} AND order_date IN {_date_set(days)}"
+        condition = (
+            f"order_date IN {_date_set(days)}"
+            f" AND order_id IN (SELECT order_id FROM {orders} WHERE {named})"
+        )
+        wanted = f"cid IN {_hex_set(codes)}"
+    else:
+        condition, wanted = "0", "0"
+    mine = "latest = cid"
+    return (
+        f"INSERT INTO {target} (day, currency_code, promo_code_id, orders, confirmed, rejected,"
+        " cancelled, revenue_minor, discounts_minor, buyers, state_version)"
+        f" SELECT d, cur, cid, toInt64(countIf({mine})),"
+        f" toInt64(countIf({mine} AND state = 'CONFIRMED')),"
+        f" toInt64(countIf({mine} AND state = 'REJECTED')),"
+        f" toInt64(countIf({mine} AND state = 'CANCELLED')),"
+        f" toInt64(sumIf(total, {mine} AND state = 'CONFIRMED')),"
+        f" toInt64(sumIf(off, {mine} AND state = 'CONFIRMED')),"
+        f" arraySort(groupUniqArrayIf(buyer, {mine})), toUInt64(sum(v)) FROM ("
+        "SELECT order_id, any(order_date) AS d, any(currency_code) AS cur, any(user_id) AS buyer,"
+        " argMax(status, version) AS state, argMax(total_minor, version) AS total,"
+        " argMax(discount_minor, version) AS off, argMax(promo_code_id, version) AS latest,"
+        " arrayFilter(x -> x != '', groupUniqArray(promo_code_id)) AS named,"
+        " max(version) + 1 AS v"
+        f" FROM {orders} WHERE {condition} GROUP BY order_id"
+        f") ARRAY JOIN named AS cid WHERE {wanted} GROUP BY d, cur, cid"
+    )
+
+
+REFRESH = {
+    USERS_ANALYTICS: refresh_users_analytics,
+    ORDERS_DAILY: refresh_orders_daily,
+    USAGES_DAILY: refresh_usages_daily,
+    CODE_ORDERS_DAILY: refresh_code_orders_daily,
+}
 
 
 def refresh_statement(

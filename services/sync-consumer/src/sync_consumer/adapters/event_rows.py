@@ -16,10 +16,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from promo.v1 import events_pb2, orders_pb2, promo_codes_pb2
 from promo_libs.analytics_schema import (
+    CODE_ORDERS_DAILY,
     ORDERS,
     ORDERS_DAILY,
     PROMO_CODES,
     USAGES,
+    USAGES_DAILY,
     USERS,
     USERS_ANALYTICS,
 )
@@ -32,13 +34,32 @@ def _summary_scope(date_column: str) -> Callable[[Row], dict[str, str]]:
     return lambda row: {"user_id": str(row["user_id"]), "day": str(row[date_column])}
 
 
+def _usage_days(row: Row) -> dict[str, str]:
+    # usages_daily keys a usage by its creation day and, once released, by its release day too;
+    # a scope column holds one value per row, so the release day has a column of its own.
+    scope = {"day": str(row["usage_date"])}
+    if row["status"] == "RELEASED":
+        scope["release_day"] = str(row["release_time"])[:10]
+    return scope
+
+
+def _code_days(row: Row) -> dict[str, str]:
+    # A row naming no code touches no key of code_orders_daily (an empty scope column: no key).
+    code = str(row["promo_code_id"])
+    return {"day": str(row["order_date"]), "promo_code_id": code} if code else {}
+
+
 # Derived tables each source table feeds (adapters.derived), with the key values a row touches.
 DERIVED: dict[str, list[tuple[str, Callable[[Row], dict[str, str]]]]] = {
     ORDERS: [
         (USERS_ANALYTICS, _summary_scope("order_date")),
         (ORDERS_DAILY, lambda row: {"day": str(row["order_date"])}),
+        (CODE_ORDERS_DAILY, _code_days),
     ],
-    USAGES: [(USERS_ANALYTICS, _summary_scope("usage_date"))],
+    USAGES: [
+        (USERS_ANALYTICS, _summary_scope("usage_date")),
+        (USAGES_DAILY, _usage_days),
+    ],
 }
 
 

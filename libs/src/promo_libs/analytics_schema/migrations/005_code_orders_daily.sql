@@ -1,0 +1,30 @@
+-- code_orders_daily: orders_daily's measures per UTC day of creation, currency and code, by
+-- latest state (issue 11: GetPromoCodeStats' order figures, ListTopPromoCodes' confirmed orders
+-- and revenue and a code's daily series read whole days here, raw rows only for the partial
+-- days at the edges of a range). Derived like users_analytics (migration 002); a key's
+-- entities are the orders that ever named its code (adapters/derived.py says why).
+--
+-- Idempotent: the table is derived, so a run that dies midway drops what it made and
+-- recomputes it from orders_analytics again.
+
+DROP TABLE IF EXISTS ${database}.code_orders_daily;
+
+CREATE TABLE IF NOT EXISTS ${database}.code_orders_daily (
+    day Date,
+    currency_code String,
+    promo_code_id String,
+    orders Int64,
+    confirmed Int64,
+    rejected Int64,
+    cancelled Int64,
+    revenue_minor Int64,
+    discounts_minor Int64,
+    buyers Array(String),
+    state_version UInt64
+) ENGINE = ReplacingMergeTree(state_version)
+PARTITION BY toYYYYMM(day)
+ORDER BY (day, currency_code, promo_code_id);
+
+-- The statement sync_consumer.adapters.derived.refresh_code_orders_daily builds for every key
+-- (a unit test keeps the two equal).
+INSERT INTO ${database}.code_orders_daily (day, currency_code, promo_code_id, orders, confirmed, rejected, cancelled, revenue_minor, discounts_minor, buyers, state_version) SELECT d, cur, cid, toInt64(countIf(latest = cid)), toInt64(countIf(latest = cid AND state = 'CONFIRMED')), toInt64(countIf(latest = cid AND state = 'REJECTED')), toInt64(countIf(latest = cid AND state = 'CANCELLED')), toInt64(sumIf(total, latest = cid AND state = 'CONFIRMED')), toInt64(sumIf(off, latest = cid AND state = 'CONFIRMED')), arraySort(groupUniqArrayIf(buyer, latest = cid)), toUInt64(sum(v)) FROM (SELECT order_id, any(order_date) AS d, any(currency_code) AS cur, any(user_id) AS buyer, argMax(status, version) AS state, argMax(total_minor, version) AS total, argMax(discount_minor, version) AS off, argMax(promo_code_id, version) AS latest, arrayFilter(x -> x != '', groupUniqArray(promo_code_id)) AS named, max(version) + 1 AS v FROM ${database}.orders_analytics WHERE 1 GROUP BY order_id) ARRAY JOIN named AS cid WHERE 1 GROUP BY d, cur, cid;
