@@ -58,15 +58,20 @@ class UserDirectory(abc.ABC):
         """Whether UserService serves (a health probe of the caller)."""
 
     async def active_user(self, user_id: str) -> UserSnapshot:
-        """The user a redemption or an order is for: NOT_FOUND USER_NOT_FOUND when there is
-        none, FAILED_PRECONDITION USER_INACTIVE when it is suspended or deleted."""
-        user = await self.get_user(user_id)
-        if user is None:
-            raise errors.NotFound(
-                f"user {user_id} does not exist", "USER_NOT_FOUND", {"user_id": user_id}
-            )
-        if not user.active:
-            raise errors.FailedPrecondition(
-                f"user {user_id} is not active", "USER_INACTIVE", {"user_id": user_id}
-            )
-        return user
+        """The user a redemption or an order is for, read from UserService (`require_active`)."""
+        return require_active(user_id, await self.get_user(user_id))
+
+
+def require_active(user_id: str, user: UserSnapshot | None) -> UserSnapshot:
+    """`user` as the one a redemption or an order is for: NOT_FOUND USER_NOT_FOUND when there
+    is none, FAILED_PRECONDITION USER_INACTIVE when it is suspended or deleted. One check for a
+    user read here and one a trusted caller passed (RedeemPromoCodeRequest.user)."""
+    if user is None:
+        raise errors.NotFound(
+            f"user {user_id} does not exist", "USER_NOT_FOUND", {"user_id": user_id}
+        )
+    if not user.active:
+        raise errors.FailedPrecondition(
+            f"user {user_id} is not active", "USER_INACTIVE", {"user_id": user_id}
+        )
+    return user

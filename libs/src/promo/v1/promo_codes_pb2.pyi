@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from promo.v1 import common_pb2 as _common_pb2
+from promo.v1 import users_pb2 as _users_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -1098,6 +1099,7 @@ class RedeemPromoCodeRequest(_message.Message):
     LINES_FIELD_NUMBER: _builtins.int
     SHIPPING_FIELD_NUMBER: _builtins.int
     FIRST_ORDER_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """Required. The code text, any case."""
     user_id: _builtins.str
@@ -1122,6 +1124,17 @@ class RedeemPromoCodeRequest(_message.Message):
     def shipping(self) -> _common_pb2.Money:
         """Optional. The cart's shipping amount, as in ValidatePromoCodeRequest.shipping."""
 
+    @_builtins.property
+    def user(self) -> _users_pb2.User:
+        """Optional. The user as UserService.GetUser answered the caller for this request; user.id
+        must equal user_id (INVALID_ARGUMENT otherwise). When set, PromoCodeService takes it as the
+        user's state (active; the snapshot the usage and its events carry) instead of calling
+        GetUser itself; when unset, it reads the user. It can trust it because only an
+        authenticated workload may call RedeemPromoCode (the orders service, by its certificate;
+        entrypoints/policy.py), and orders reads the user at the start of every CreateOrder. A
+        caller must pass only a user it read for this very request, never an older copy.
+        """
+
     def __init__(
         self,
         *,
@@ -1132,10 +1145,11 @@ class RedeemPromoCodeRequest(_message.Message):
         lines: _abc.Iterable[_common_pb2.LineItem] | None = ...,
         shipping: _common_pb2.Money | None = ...,
         first_order: _builtins.bool = ...,
+        user: _users_pb2.User | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["order_amount", b"order_amount", "shipping", b"shipping"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order_amount", b"order_amount", "shipping", b"shipping", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "first_order", b"first_order", "lines", b"lines", "order_amount", b"order_amount", "redemption_id", b"redemption_id", "shipping", b"shipping", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "first_order", b"first_order", "lines", b"lines", "order_amount", b"order_amount", "redemption_id", b"redemption_id", "shipping", b"shipping", "user", b"user", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

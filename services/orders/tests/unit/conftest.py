@@ -65,6 +65,7 @@ class FakePromoCodes(PromoCodes):
     lose_answers: int = 0  # redeem/release does its work, then the answer is "lost"
     redeem_calls: int = 0
     release_calls: int = 0
+    users_passed: list[UserSnapshot | None] = field(default_factory=list)  # Redemption.user
 
     def add(self, code: str, fixed: int = 100, max_uses: int | None = None) -> FakeCode:
         promo = FakeCode(f"p{len(self.codes) + 1}", code, fixed, max_uses)
@@ -76,6 +77,7 @@ class FakePromoCodes(PromoCodes):
 
     async def redeem(self, redemption: Redemption) -> RedeemOutcome:
         self.redeem_calls += 1
+        self.users_passed.append(redemption.user)
         if self.down:
             raise OutcomeUnknown("promocodes", "UNAVAILABLE")
         promo = self.codes.get(redemption.code)

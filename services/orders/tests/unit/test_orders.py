@@ -160,6 +160,25 @@ async def test_a_lost_redeem_answer_leaves_it_pending_and_the_retry_completes_it
     assert promo_codes.active_usages() == [order_id]
 
 
+async def test_redeem_gets_the_user_this_request_read_and_never_a_stored_copy(
+    orders: Orders,
+    promo_codes: FakePromoCodes,
+    users: FakeUsers,
+    repo: InMemoryOrderRepository,
+    clock: Clock,
+) -> None:
+    """PromoCodeService skips its own GetUser when given the user; a retry or the sweep works
+    from the order's stored copy, which may be stale, so they pass none and it reads afresh."""
+    await orders.create_order(create(key="fresh", code="SAVE10"))
+    assert promo_codes.users_passed == [users.users["alice"]]
+    promo_codes.lose_answers = 1
+    with pytest.raises(errors.Unavailable):
+        await orders.create_order(create(key="lost", code="SAVE10"))
+    clock.advance(timedelta(seconds=31))
+    assert await Sweeper(repo, orders, clock).sweep_once() == {"confirmed": 1}
+    assert promo_codes.users_passed[1:] == [users.users["alice"], None]
+
+
 async def test_the_sweep_completes_a_stale_pending_order(
     orders: Orders,
     promo_codes: FakePromoCodes,

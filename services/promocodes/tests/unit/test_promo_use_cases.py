@@ -318,6 +318,29 @@ async def test_user_must_exist_and_be_active_and_reachable(app: App) -> None:
     assert (promo.uses, promo.pending, app.usages.stored) == (0, {}, {})
 
 
+async def test_a_user_passed_by_the_caller_is_not_read_again(app: App) -> None:
+    """Orders passes the user its CreateOrder just read (RedeemPromoCodeRequest.user): no
+    GetUser then; a user for another id is refused; without one, the user is read."""
+    await create(app, pct("GIVEN", max_uses_per_user=1))
+    alice = app.users.users["alice"]
+    given = RedeemPromoCode("GIVEN", "alice", eur(1000), "g1", user=alice)
+    usage = await app.redemptions.redeem(given)
+    assert (usage.user, app.users.calls) == (alice, 0)
+    assert await app.redemptions.redeem(given) == usage and app.users.calls == 0  # a replay
+    dormant = app.users.users["dormant"]
+    inactive = RedeemPromoCode("GIVEN", "dormant", eur(1000), "g2", user=dormant)
+    assert await reason_of(app.redemptions.redeem(inactive)) == "USER_INACTIVE"
+    assert app.users.calls == 0
+    with pytest.raises(errors.InvalidArgument) as caught:
+        await app.redemptions.redeem(RedeemPromoCode("GIVEN", "bob", eur(1000), "g3", user=alice))
+    assert [v.field for v in caught.value.violations] == ["user.id"]
+    assert app.users.calls == 0
+    await redeem(app, "GIVEN", "bob", 1000, "g4")
+    assert app.users.calls == 1
+    promo = await app.catalogue.lookup("GIVEN")
+    assert (promo.uses, promo.pending) == (2, {})
+
+
 # --- redemption ---------------------------------------------------------------------------
 
 

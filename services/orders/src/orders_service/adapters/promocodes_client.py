@@ -35,6 +35,7 @@ from promo_libs import deadlines
 from promo_libs.grpc.client import peer_serving
 from promo_libs.grpc.errors import error_info
 from promo_libs.grpc.mapping import money
+from promo_libs.grpc.users import user_message
 from promo_libs.logging import get_logger
 
 log = get_logger(__name__)
@@ -137,6 +138,8 @@ class GrpcPromoCodes(PromoCodes):
                 if line.sku  # the one line of an amount-only order is sent as order_amount
             ],
             first_order=redemption.first_order,
+            # The user this CreateOrder read: PromoCodeService then skips its own GetUser.
+            user=user_message(redemption.user) if redemption.user is not None else None,
         )
         if redemption.shipping_minor:
             request.shipping.CopyFrom(money(redemption.amount.currency, redemption.shipping_minor))

@@ -9,6 +9,7 @@ from datetime import datetime
 from orders_service.domain.events import OrderLine, PromoCodeSnapshot
 from orders_service.domain.model import Money, Order
 from promo_libs.repository import Repository
+from promo_libs.users import UserSnapshot
 
 
 class OutcomeUnknown(Exception):
@@ -31,6 +32,10 @@ class Redemption:
     lines: tuple[OrderLine, ...] = ()
     shipping_minor: int = 0
     first_order: bool = False  # the user had no confirmed order when the order was placed
+    # The user as read from UserService for this very request (None: PromoCodeService reads
+    # it). Never the order's stored copy: a sweep or retry later must not redeem for a user
+    # suspended since.
+    user: UserSnapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)

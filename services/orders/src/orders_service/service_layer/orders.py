@@ -55,7 +55,7 @@ from promo_libs.identifiers import check_currency, check_id
 from promo_libs.identity import require_acting_for
 from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
-from promo_libs.users import UserDirectory
+from promo_libs.users import UserDirectory, UserSnapshot
 
 log = get_logger(__name__)
 
@@ -171,7 +171,7 @@ class Orders:
                 raise errors.Aborted("the order is being created concurrently; retry") from None
             return await self._replay(stored, command.user_id, subtotal, code, cart)
         if order.status == PENDING:
-            return await self.complete(order)
+            return await self.complete(order, user)
         return order
 
     def _validate(self, command: CreateOrder) -> tuple[Money, str, str, Cart]:
@@ -237,16 +237,18 @@ class Orders:
             raise rejection_error(order)
         return order
 
-    async def complete(self, order: Order) -> Order:
+    async def complete(self, order: Order, user: UserSnapshot | None = None) -> Order:
         """Settles a PENDING order (redeem, then confirm or reject); returns it CONFIRMED or
-        raises its rejection, or Unavailable when the outcome is still unknown."""
+        raises its rejection, or Unavailable when the outcome is still unknown. `user` is the
+        user as this request read it, passed on to Redeem; None (a retry, the sweep) lets
+        PromoCodeService read it afresh."""
         task = self._running.get(order.id)
         if task is None:
             # The caller's deadline bounds the Redeem only; the saga as a whole runs detached,
             # within a budget of its own (the time after which the sweep takes an order over).
             redeem_within = deadlines.remaining()
             task = deadlines.detached(
-                self._settle(order, redeem_within),
+                self._settle(order, redeem_within, user),
                 name=f"order-{order.id}",
                 budget=self.stale_after.total_seconds(),
             )
@@ -261,7 +263,9 @@ class Orders:
         if not task.cancelled():
             task.exception()  # retrieved here, raised to whoever awaits it
 
-    async def _settle(self, order: Order, redeem_within: float | None) -> Order:
+    async def _settle(
+        self, order: Order, redeem_within: float | None, user: UserSnapshot | None
+    ) -> Order:
         redemption = Redemption(
             order.id,
             order.promo_code,
@@ -270,6 +274,7 @@ class Orders:
             order.lines,
             order.shipping_minor,
             order.first_order,
+            user,
         )
         try:
             with deadlines.bound(redeem_within):

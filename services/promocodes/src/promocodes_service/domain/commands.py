@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from promo_libs.carts import LineInput, MoneyValue
+from promo_libs.users import UserSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +133,8 @@ class RedeemPromoCode:
     lines: tuple[LineInput, ...] = ()
     shipping: MoneyValue | None = None
     first_order: bool = False
+    # The user as the caller (orders) just read it from UserService; None: read it here.
+    user: UserSnapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from promo.v1 import common_pb2, promo_codes_pb2, promo_codes_pb2_grpc
 from promo_libs.grpc.carts import line_discounts, line_inputs
 from promo_libs.grpc.mapping import money, optional_money, timestamp
+from promo_libs.grpc.users import snapshot as user_snapshot
 from promocodes_service.domain import cart, rules
 from promocodes_service.domain.campaign import Campaign
 from promocodes_service.domain.cart import Split
@@ -353,6 +354,7 @@ class PromoCodeServicer(promo_codes_pb2_grpc.PromoCodeServiceServicer):
                 lines=line_inputs(request.lines),
                 shipping=optional_money(request.shipping, request.HasField("shipping")),
                 first_order=request.first_order,
+                user=user_snapshot(request.user) if request.HasField("user") else None,
             )
         )
         message = usage_message(usage)

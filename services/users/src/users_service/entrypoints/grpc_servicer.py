@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 
 from promo.v1 import users_pb2, users_pb2_grpc
-from promo_libs.grpc.mapping import timestamp
+from promo_libs.grpc.users import user_message as snapshot_message
 from users_service.domain.commands import (
     AuthenticateUser,
     CreateUser,
@@ -25,15 +25,11 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def user_message(user: User) -> users_pb2.User:
-    return users_pb2.User(
-        id=user.id,
-        email=user.email,
-        display_name=user.display_name,
-        active=user.active,
-        create_time=timestamp(user.created_at),
-        update_time=timestamp(user.updated_at),
-        delete_time=timestamp(user.deleted_at),
-    )
+    """The user as the API shows it: its snapshot, mapped as every caller maps it back
+    (promo_libs.grpc.users), and when it last changed."""
+    message = snapshot_message(user.snapshot())
+    message.update_time.FromDatetime(user.updated_at)
+    return message
 
 
 class UserServicer(users_pb2_grpc.UserServiceServicer):
