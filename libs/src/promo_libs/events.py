@@ -13,7 +13,7 @@ from datetime import datetime
 from google.protobuf.message import Message
 
 from promo.v1 import events_pb2
-from promo_libs.grpc.mapping import timestamp
+from promo_libs.grpc.mapping import timestamp, user_fields
 from promo_libs.logging import current_request_id
 from promo_libs.outbox import OutboxEntry
 from promo_libs.users import UserSnapshot
@@ -27,14 +27,7 @@ ORDERS_STREAM = "promo.events.orders"
 
 def user_snapshot_message(user: UserSnapshot) -> events_pb2.UserSnapshot:
     """The user snapshot every event that names a user carries, built the same by every producer."""
-    return events_pb2.UserSnapshot(
-        id=user.id,
-        email=user.email,
-        display_name=user.display_name,
-        active=user.active,
-        create_time=timestamp(user.created_at),
-        delete_time=timestamp(user.deleted_at),
-    )
+    return events_pb2.UserSnapshot(**user_fields(user))
 
 
 def outbox_entry(

@@ -1,4 +1,4 @@
-"""The values that cross services, as promo.v1 messages: time and money.
+"""The values that cross services, as promo.v1 messages: time, money and a user's facts.
 
 One mapping for every API message (servicers, clients) and event message (codecs, envelopes),
 so a Timestamp or a Money is built the same wherever it is sent. Only translation here: the
@@ -8,12 +8,14 @@ rules on money (currencies, minor units) are promo_libs.identifiers' and promo_l
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from promo.v1 import common_pb2
 from promo_libs.carts import MoneyValue
+from promo_libs.users import UserSnapshot
 
 
 def timestamp(moment: datetime | None) -> Timestamp | None:
@@ -49,3 +51,15 @@ def money_value(message: common_pb2.Money) -> MoneyValue:
 def optional_money(message: common_pb2.Money, present: bool) -> MoneyValue | None:
     """The same for an optional field (`present`: its HasField)."""
     return money_value(message) if present else None
+
+
+def user_fields(user: UserSnapshot) -> dict[str, Any]:
+    """A user's facts as the fields promo.v1.User (API) and promo.v1.UserSnapshot (events) share."""
+    return {
+        "id": user.id,
+        "email": user.email,
+        "display_name": user.display_name,
+        "active": user.active,
+        "create_time": timestamp(user.created_at),
+        "delete_time": timestamp(user.deleted_at),
+    }

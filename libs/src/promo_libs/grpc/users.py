@@ -8,7 +8,7 @@ import grpc
 from promo.v1 import users_pb2, users_pb2_grpc
 from promo_libs.grpc.client import peer_serving
 from promo_libs.grpc.errors import error_info
-from promo_libs.grpc.mapping import moment, timestamp
+from promo_libs.grpc.mapping import moment, user_fields
 from promo_libs.users import UserDirectory, UserSnapshot, users_unavailable
 
 
@@ -52,11 +52,4 @@ def snapshot(user: users_pb2.User) -> UserSnapshot:
 def user_message(user: UserSnapshot) -> users_pb2.User:
     """`snapshot`'s inverse: the user as GetUser answered it, for a caller that passes on what it
     read (RedeemPromoCodeRequest.user)."""
-    return users_pb2.User(
-        id=user.id,
-        email=user.email,
-        display_name=user.display_name,
-        active=user.active,
-        create_time=timestamp(user.created_at),
-        delete_time=timestamp(user.deleted_at),
-    )
+    return users_pb2.User(**user_fields(user))

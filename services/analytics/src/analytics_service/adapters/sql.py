@@ -26,26 +26,18 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from analytics_service.domain.model import Granularity, Ranking, TimeRange
-from promo_libs.analytics_schema import (
-    CODE_ORDERS_DAILY,
-    ORDERS,
-    ORDERS_DAILY,
-    PROMO_CODES,
-    USAGES,
-    USAGES_DAILY,
-    USERS_ANALYTICS,
-)
+from promo_libs import analytics_schema as tables
 from promo_libs.clickhouse.client import ch_date, ch_datetime
 
 # What the queries read: the service is ready once these exist (sync-consumer migrates them).
 REQUIRED_TABLES = (
-    ORDERS,
-    USAGES,
-    PROMO_CODES,
-    USERS_ANALYTICS,
-    ORDERS_DAILY,
-    USAGES_DAILY,
-    CODE_ORDERS_DAILY,
+    tables.ORDERS,
+    tables.USAGES,
+    tables.PROMO_CODES,
+    tables.USERS_ANALYTICS,
+    tables.ORDERS_DAILY,
+    tables.USAGES_DAILY,
+    tables.CODE_ORDERS_DAILY,
 )
 
 
@@ -119,7 +111,7 @@ def latest_orders(
             "SELECT order_id, create_time AS created, user_id AS buyer, currency_code AS currency,"
             " status AS state, total_minor AS total, discount_minor AS off,"
             " promo_code_id AS code_id"
-            f" FROM {database}.{ORDERS} FINAL"
+            f" FROM {database}.{tables.ORDERS} FINAL"
             f" WHERE {in_range('create_time', time_range, 'order_date')}"
         )
     conditions = [in_range("create_time", time_range, "order_date")]
@@ -129,7 +121,7 @@ def latest_orders(
         # Narrows the scan; the code of the latest version is checked outside.
         # The range again inside: the subquery reads only the range's partitions and days.
         conditions.append(
-            f"order_id IN (SELECT order_id FROM {database}.{ORDERS}"
+            f"order_id IN (SELECT order_id FROM {database}.{tables.ORDERS}"
             f" WHERE promo_code_id = {quote(promo_code_id)} AND {conditions[0]})"
         )
     outer = f" WHERE code_id = {quote(promo_code_id)}" if promo_code_id is not None else ""
@@ -143,7 +135,7 @@ def latest_orders(
         " argMax(total_minor, version) AS total,"
         " argMax(discount_minor, version) AS off,"
         " argMax(promo_code_id, version) AS code_id"
-        f" FROM {database}.{ORDERS} WHERE {_where(*conditions)} GROUP BY order_id){outer}"
+        f" FROM {database}.{tables.ORDERS} WHERE {_where(*conditions)} GROUP BY order_id){outer}"
     )
 
 
@@ -202,7 +194,9 @@ def _order_facts(
         for edge in edges
     ]
     if days is not None:
-        table, code = (CODE_ORDERS_DAILY, "promo_code_id") if per_code else (ORDERS_DAILY, "''")
+        table, code = (
+            (tables.CODE_ORDERS_DAILY, "promo_code_id") if per_code else (tables.ORDERS_DAILY, "''")
+        )
         branches.append(
             "SELECT toInt64(toUInt16(day)) * 86400 AS epoch, currency_code AS currency,"
             f" {code} AS code_id, orders AS n, confirmed AS c, rejected AS r, cancelled AS x,"
@@ -284,7 +278,7 @@ def _latest_usages(database: str, conditions: Sequence[str], keeps_most: bool = 
         return (
             "SELECT usage_id, promo_code_id AS code_id, code AS code_text, user_id AS holder,"
             " currency_code AS currency, status AS state, discount_minor AS off"
-            f" FROM {database}.{USAGES} FINAL WHERE {_where(*conditions)}"
+            f" FROM {database}.{tables.USAGES} FINAL WHERE {_where(*conditions)}"
         )
     return (
         "SELECT usage_id,"
@@ -294,7 +288,7 @@ def _latest_usages(database: str, conditions: Sequence[str], keeps_most: bool = 
         " any(currency_code) AS currency,"
         " argMax(status, version) AS state,"
         " argMax(discount_minor, version) AS off"
-        f" FROM {database}.{USAGES} WHERE {_where(*conditions)} GROUP BY usage_id"
+        f" FROM {database}.{tables.USAGES} WHERE {_where(*conditions)} GROUP BY usage_id"
     )
 
 
@@ -334,7 +328,7 @@ def _usage_facts(database: str, time_range: TimeRange, promo_code_id: str | None
         branches.append(
             "SELECT currency_code AS currency, promo_code_id AS code_id, redemptions AS n,"
             " active_discount_minor AS dis, holders, code_texts AS texts"
-            f" FROM {database}.{USAGES_DAILY} FINAL WHERE {_day_range(days, promo_code_id)}"
+            f" FROM {database}.{tables.USAGES_DAILY} FINAL WHERE {_day_range(days, promo_code_id)}"
         )
     return " UNION ALL ".join(branches)
 
@@ -401,13 +395,13 @@ def _releases(
             conditions.append(f"usage_date <= toDate({quote(ch_date(edge.end))})")
         branches.append(
             "SELECT currency_code, promo_code_id, toInt64(uniqExact(usage_id)) AS x"
-            f" FROM {database}.{USAGES} WHERE {_where(*conditions)}"
+            f" FROM {database}.{tables.USAGES} WHERE {_where(*conditions)}"
             " GROUP BY currency_code, promo_code_id"
         )
     if days is not None:
         branches.append(
             "SELECT currency_code, promo_code_id, releases AS x"
-            f" FROM {database}.{USAGES_DAILY} FINAL"
+            f" FROM {database}.{tables.USAGES_DAILY} FINAL"
             f" WHERE {_day_range(days, promo_code_id)} AND releases > 0"
         )
     keys = "currency_code, promo_code_id" if by_code else "currency_code"
@@ -463,7 +457,8 @@ def top_promo_codes(database: str, time_range: TimeRange, ranking: Ranking, limi
         " WHERE confirmed > 0"
         ") GROUP BY currency_code, promo_code_id) AS totals"
         " ANY LEFT JOIN (SELECT promo_code_id, argMax(code, version) AS dim_text"
-        f" FROM {database}.{PROMO_CODES} GROUP BY promo_code_id) AS dimension USING promo_code_id"
+        f" FROM {database}.{tables.PROMO_CODES} GROUP BY promo_code_id) AS dimension"
+        " USING promo_code_id"
         f" ORDER BY currency_code, {measure} DESC, rank_text, promo_code_id"
         f" LIMIT {int(limit)} BY currency_code"
     )
@@ -474,7 +469,7 @@ def consumption(database: str, ids: Sequence[str]) -> str:
     return (
         "SELECT promo_code_id, toInt64(sum(active)) AS active_uses,"
         " toInt64(sum(active_discount_minor)) AS discount_granted"
-        f" FROM {database}.{USAGES_DAILY} FINAL WHERE promo_code_id IN {quote_list(ids)}"
+        f" FROM {database}.{tables.USAGES_DAILY} FINAL WHERE promo_code_id IN {quote_list(ids)}"
         " GROUP BY promo_code_id HAVING sum(redemptions) > 0"
         " ORDER BY promo_code_id"
     )
@@ -488,7 +483,7 @@ def promo_codes(database: str, ids: Sequence[str]) -> str:
         " argMax(currency_code, version) AS currency,"
         " toInt64(argMax(max_uses, version)) AS uses_cap,"
         " toInt64(argMax(budget_minor, version)) AS budget_cap"
-        f" FROM {database}.{PROMO_CODES} WHERE promo_code_id IN {quote_list(ids)}"
+        f" FROM {database}.{tables.PROMO_CODES} WHERE promo_code_id IN {quote_list(ids)}"
         " GROUP BY code_id ORDER BY code_id"
     )
 
@@ -499,9 +494,9 @@ def promo_code_texts(database: str, ids: Sequence[str]) -> str:
     return (
         "SELECT code_id AS promo_code_id, any(code_text) AS code FROM ("
         "SELECT promo_code_id AS code_id, code AS code_text"
-        f" FROM {database}.{USAGES} WHERE promo_code_id IN {wanted}"
+        f" FROM {database}.{tables.USAGES} WHERE promo_code_id IN {wanted}"
         " UNION ALL SELECT promo_code_id AS code_id, promo_code AS code_text"
-        f" FROM {database}.{ORDERS} WHERE promo_code_id IN {wanted})"
+        f" FROM {database}.{tables.ORDERS} WHERE promo_code_id IN {wanted})"
         " GROUP BY promo_code_id ORDER BY promo_code_id"
     )
 
@@ -513,11 +508,11 @@ def find_promo_code_id(database: str, code: str) -> str:
         "SELECT code_id AS promo_code_id, toUInt8(source) AS rank, toUInt32(created) AS since"
         " FROM ("
         "SELECT promo_code_id AS code_id, 0 AS source, max(create_time) AS created"
-        f" FROM {database}.{PROMO_CODES} WHERE code = {text} GROUP BY code_id"
+        f" FROM {database}.{tables.PROMO_CODES} WHERE code = {text} GROUP BY code_id"
         " UNION ALL SELECT promo_code_id AS code_id, 1 AS source, min(create_time) AS created"
-        f" FROM {database}.{USAGES} WHERE code = {text} GROUP BY code_id"
+        f" FROM {database}.{tables.USAGES} WHERE code = {text} GROUP BY code_id"
         " UNION ALL SELECT promo_code_id AS code_id, 2 AS source, min(create_time) AS created"
-        f" FROM {database}.{ORDERS} WHERE promo_code = {text} AND promo_code_id != ''"
+        f" FROM {database}.{tables.ORDERS} WHERE promo_code = {text} AND promo_code_id != ''"
         " GROUP BY code_id)"
         " ORDER BY rank, since DESC, promo_code_id LIMIT 1"
     )
