@@ -147,7 +147,8 @@ async def bench_floor(args: argparse.Namespace) -> tuple[float, list[float]]:
             [
                 d
                 async for d in usages.find(
-                    {"promo_id": "c", "user_id": user, "status": "ACTIVE"}, {"slot": 1}
+                    {"promo_id": {"$eq": "c"}, "user_id": {"$eq": user}, "status": "ACTIVE"},
+                    {"slot": 1},
                 )
             ]
             await codes.update_one(

@@ -199,8 +199,10 @@ class MongoOrderRepository(MongoRepository[Order, EncodeEvents], OrderRepository
         )
 
     async def has_confirmed_order(self, user_id: str) -> bool:
+        # `$eq`, not `{"user_id": v}`: the same on MongoDB, and the stand-in serves only this
+        # form from the index user_created (DESIGN.md, the stand-in's query plans).
         found = await self.collection.find_one(
-            {"user_id": user_id, "status": CONFIRMED}, {"_id": 1}
+            {"user_id": {"$eq": user_id}, "status": CONFIRMED}, {"_id": 1}
         )
         return found is not None
 
@@ -241,9 +243,9 @@ class MongoOrderRepository(MongoRepository[Order, EncodeEvents], OrderRepository
     ) -> tuple[list[Order], OrderCursor | None]:
         clauses: list[dict[str, Any]] = []
         if query.user_id:
-            clauses.append({"user_id": query.user_id})
+            clauses.append({"user_id": {"$eq": query.user_id}})
         if query.status:
-            clauses.append({"status": query.status})
+            clauses.append({"status": {"$eq": query.status}})
         created: dict[str, int] = {}
         if query.created_from is not None:
             created["$gte"] = to_millis(query.created_from)
