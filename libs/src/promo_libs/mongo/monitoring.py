@@ -4,6 +4,10 @@ counter of round trips for tests and benchmarks."""
 from __future__ import annotations
 
 import collections
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from pymongo import monitoring
 
@@ -64,12 +68,21 @@ class PoolMetrics(monitoring.ConnectionPoolListener):
         MONGO_POOL_CHECKED_OUT.dec()
 
 
+@dataclass(frozen=True, slots=True)
+class SentCommand:
+    database: str
+    name: str
+    body: Mapping[str, Any]
+
+
 class CommandCounter(monitoring.CommandListener):
-    """Counts the commands a client sends, by name: the MongoDB round trips of a code path.
-    (Server monitoring's heartbeats are not commands to a CommandListener: not counted.)"""
+    """Counts the commands a client sends, by name: the MongoDB round trips of a code path, and
+    keeps them (for their query plans). (Server monitoring's heartbeats are not commands to a
+    CommandListener: not counted.)"""
 
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
+        self.commands: list[SentCommand] = []
 
     @property
     def total(self) -> int:
@@ -77,9 +90,13 @@ class CommandCounter(monitoring.CommandListener):
 
     def reset(self) -> None:
         self.counts.clear()
+        self.commands.clear()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.counts[event.command_name] += 1
+        self.commands.append(
+            SentCommand(event.database_name, event.command_name, copy.deepcopy(event.command))
+        )
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass

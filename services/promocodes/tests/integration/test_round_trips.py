@@ -14,6 +14,7 @@ from typing import Any
 import pytest_asyncio
 from pymongo import AsyncMongoClient
 
+from devstack.query_plans import collection_scans
 from devstack.stack import Stack
 from promo_libs.carts import MoneyValue
 from promo_libs.mongo.migrations import apply_migrations
@@ -27,6 +28,8 @@ from promocodes_service.domain.commands import (
     CodeSpec,
     CreatePromoCode,
     DeletePromoCode,
+    GeneratePromoCodes,
+    ListPromoCodeUsages,
     RedeemPromoCode,
 )
 from promocodes_service.service_layer.catalogue import Catalogue
@@ -42,7 +45,7 @@ REDEEM_ROUND_TRIPS = 5
 @pytest_asyncio.fixture(loop_scope="session")
 async def counted(
     stack: Stack, mongo_db_name: str
-) -> AsyncIterator[tuple[CommandCounter, Catalogue, Redemptions]]:
+) -> AsyncIterator[tuple[CommandCounter, Catalogue, Redemptions, AsyncMongoClient[dict[str, Any]]]]:
     counter = CommandCounter()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         stack.mongo_uri, tz_aware=True, event_listeners=[counter]
@@ -69,6 +72,7 @@ async def counted(
             counter,
             Catalogue(codes, MongoCampaignRepository(db, no_events), new_id, clock),
             Redemptions(codes, usages, users, sweeper, new_id, clock),
+            client,
         )
     finally:
         await client.close()
@@ -79,9 +83,9 @@ def redeem(code: str, user: str, rid: str) -> RedeemPromoCode:
 
 
 async def test_a_redemption_costs_five_round_trips_and_a_replay_answers_the_same_snapshot(
-    counted: tuple[CommandCounter, Catalogue, Redemptions],
+    counted: tuple[CommandCounter, Catalogue, Redemptions, AsyncMongoClient[dict[str, Any]]],
 ) -> None:
-    counter, catalogue, redemptions = counted
+    counter, catalogue, redemptions, client = counted
     spec = CodeSpec(code="TRIPS", discount="percentage", basis_points=1000, max_uses_per_user=5)
     promo = await catalogue.create(CreatePromoCode(spec))
     await redemptions.redeem(redeem("TRIPS", "bob", "warm-up"))
@@ -89,6 +93,9 @@ async def test_a_redemption_costs_five_round_trips_and_a_replay_answers_the_same
     usage = await redemptions.redeem(redeem("TRIPS", "alice", "r1"))
     print(f"RedeemPromoCode: {counter.total} MongoDB round trips {dict(counter.counts)}")
     assert counter.total == REDEEM_ROUND_TRIPS, dict(counter.counts)
+    # Each of them through an index: a scan grows with the usages (it did: the user's slots
+    # were read by scanning every usage on the stand-in, half of its time under load).
+    assert await collection_scans(client, counter.commands) == []
     assert usage.code_snapshot is not None and usage.code_snapshot.basis_points == 1000
 
     # The code changes (deactivated); a replay of r1 still answers it as it was redeemed.
@@ -98,3 +105,19 @@ async def test_a_redemption_costs_five_round_trips_and_a_replay_answers_the_same
     print(f"RedeemPromoCode replayed: {counter.total} MongoDB round trips {dict(counter.counts)}")
     assert again.id == usage.id and again.code_snapshot == usage.code_snapshot
     assert usage.code_snapshot.active
+
+
+async def test_a_generated_code_and_the_usage_lists_are_read_through_indexes(
+    counted: tuple[CommandCounter, Catalogue, Redemptions, AsyncMongoClient[dict[str, Any]]],
+) -> None:
+    counter, catalogue, redemptions, client = counted
+    template = CodeSpec(discount="percentage", basis_points=500, max_uses_per_user=2)
+    batch = await catalogue.generate(GeneratePromoCodes("PLAN", 3, 8, template))
+    code = batch.codes[0]
+    counter.reset()
+    await redemptions.redeem(redeem(code, "alice", "plan-1"))
+    await redemptions.list_usages(ListPromoCodeUsages(10, "", user_id="alice"))
+    usage = await redemptions.redeem(redeem(code, "bob", "plan-2"))
+    await redemptions.list_usages(ListPromoCodeUsages(10, "", promo_code_id=usage.promo_code_id))
+    assert {"find", "insert", "update"} <= set(counter.counts)
+    assert await collection_scans(client, counter.commands) == []
