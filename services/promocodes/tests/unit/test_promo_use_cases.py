@@ -530,9 +530,9 @@ async def test_a_redeem_in_flight_when_the_id_is_voided_gives_its_reservation_ba
     await create(app, fixed("RACE", 100, max_uses=1))
     real_claim = app.usages.claim
 
-    async def claim_after_release(usage, slot):  # type: ignore[no-untyped-def]
+    async def claim_after_release(usage, slot, campaign_slot=None):  # type: ignore[no-untyped-def]
         assert await app.usages.void(usage.id) is None  # what a Release finds: no usage yet
-        return await real_claim(usage, slot)
+        return await real_claim(usage, slot, campaign_slot)
 
     app.usages.claim = claim_after_release  # type: ignore[method-assign]
     assert await reason_of(redeem(app, "RACE", "alice", 1000, "raced")) == "REDEMPTION_VOIDED"

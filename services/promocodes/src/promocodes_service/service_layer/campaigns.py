@@ -147,9 +147,12 @@ class Campaigns:
             try:
                 changed = campaign.change_rules(new, self._clock())
             except UpdateNotAllowed as exc:
-                raise errors.FailedPrecondition(
-                    str(exc), "UPDATE_NOT_ALLOWED", {"campaign_id": campaign.id}
-                ) from None
+                # ErrorInfo names the refused field: the request is well formed, the state
+                # (what is already granted) refuses it, so not INVALID_ARGUMENT.
+                metadata = {"campaign_id": campaign.id}
+                if exc.field:
+                    metadata["field"] = f"campaign.{exc.field}"
+                raise errors.FailedPrecondition(str(exc), "UPDATE_NOT_ALLOWED", metadata) from None
             if not changed:
                 return campaign
             try:
