@@ -162,7 +162,7 @@ async def test_the_campaign_budget_binds_exactly_under_concurrency(
     )
     rng = random.Random(14)
     calls = [
-        (codes[i % 100], ids[i % 200], rng.randint(100, 20_000), f"capb-{i}") for i in range(600)
+        (codes[i % 100], ids[i % 200], rng.randint(100, 20_000), f"capb-{i}") for i in range(400)
     ]
     async with second_replica.channel(identity="orders") as channel:
         outcomes = await redeem_spread([saga, Stub(channel)], calls)

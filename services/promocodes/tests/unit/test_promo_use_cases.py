@@ -11,6 +11,7 @@ import pytest
 
 from promo_libs import deadlines, errors
 from promo_libs.carts import MoneyValue
+from promocodes_service.domain.campaign import Campaign, CampaignRules
 from promocodes_service.domain.commands import (
     CodeSpec,
     CreatePromoCode,
@@ -633,3 +634,40 @@ async def test_a_batch_nobody_retries_is_dropped_by_recovery_after_an_hour(app: 
     await app.sweeper.sweep()
     assert "z1" not in app.codes.items and "gen-3" not in app.codes.batches
     assert [type(e).__name__ for e in app.codes.published] == ["PromoCodeCreated"]  # Z-SEED
+
+
+# --- campaigns ------------------------------------------------------------------------------
+
+
+async def test_a_campaign_limits_its_codes_together_and_release_gives_back(app: App) -> None:
+    campaign = Campaign.create(
+        "camp1", CampaignRules("C", max_uses=2, max_uses_per_user=1), app.clock()
+    )
+    await app.campaigns.add(campaign)
+    for text in ("CAMP-A", "CAMP-B"):
+        await app.catalogue.create(
+            CreatePromoCode(
+                CodeSpec(
+                    code=text,
+                    discount="fixed_amount",
+                    fixed_amount=MoneyValue(EUR, 100),
+                    campaign_id="camp1",
+                )
+            )
+        )
+    await redeem(app, "CAMP-A", "alice", 1000, "c1")
+    assert await reason_of(redeem(app, "CAMP-B", "alice", 1000, "c2")) == (
+        "CAMPAIGN_PER_USER_LIMIT_REACHED"
+    )
+    await redeem(app, "CAMP-B", "bob", 1000, "c3")
+    assert await reason_of(redeem(app, "CAMP-B", "carol", 1000, "c4")) == "CAMPAIGN_EXHAUSTED"
+    stored = await app.campaigns.get("camp1")
+    assert stored is not None and (stored.uses, stored.discount_granted, stored.pending) == (
+        2,
+        200,
+        {},
+    )
+    await app.redemptions.release(ReleasePromoCode("c1", "cancelled"))
+    stored = await app.campaigns.get("camp1")
+    assert stored is not None and (stored.uses, stored.discount_granted) == (1, 100)
+    await redeem(app, "CAMP-B", "alice", 1000, "c5")  # her campaign slot is free again
