@@ -671,3 +671,21 @@ async def test_a_campaign_limits_its_codes_together_and_release_gives_back(app: 
     stored = await app.campaigns.get("camp1")
     assert stored is not None and (stored.uses, stored.discount_granted) == (1, 100)
     await redeem(app, "CAMP-B", "alice", 1000, "c5")  # her campaign slot is free again
+
+
+async def test_a_usage_the_campaign_never_counted_gives_it_nothing_back(app: App) -> None:
+    """A usage of a campaign's code redeemed before campaigns were enforced (no campaign_id on
+    it) was never counted on the campaign: releasing it must not lower the campaign's counters."""
+    await app.campaigns.add(Campaign.create("camp2", CampaignRules("C", max_uses=5), app.clock()))
+    spec = CodeSpec(code="OLD-CAMP", discount="fixed_amount", fixed_amount=MoneyValue(EUR, 100))
+    await app.catalogue.create(CreatePromoCode(dataclasses.replace(spec, campaign_id="camp2")))
+    await redeem(app, "OLD-CAMP", "alice", 1000, "old-1")
+    await redeem(app, "OLD-CAMP", "bob", 1000, "legacy")
+    app.usages.stored["legacy"].usage.campaign_id = ""  # as stored before enforcement
+    campaign = await app.campaigns.get("camp2")
+    assert campaign is not None
+    campaign.uses, campaign.discount_granted = 1, 100  # only old-1 was counted there
+    app.campaigns.items["camp2"] = campaign
+    await app.redemptions.release(ReleasePromoCode("legacy", "cancelled"))
+    after = await app.campaigns.get("camp2")
+    assert after is not None and (after.uses, after.discount_granted, after.pending) == (1, 100, {})

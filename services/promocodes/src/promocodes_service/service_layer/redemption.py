@@ -636,7 +636,9 @@ class Redemptions:
             promo = await self._codes.get(usage.promo_code_id)
             if promo is None:
                 raise code_not_found(usage.promo_code_id)
-            campaign = await self._campaign_of(promo)
+            # The campaign counted this usage only if the usage says so: a usage redeemed before
+            # campaigns were enforced was never counted there and gives nothing back to it.
+            campaign = await self._campaign_of(promo) if usage.campaign_id else None
             if await self._redeem_left_settled(promo, campaign, usage):
                 continue
             if user is None:
@@ -684,7 +686,7 @@ class Redemptions:
         rid, now, attempt = usage.id, self._clock(), self._new_id()
         until = self._until(now)
         reservation = Reservation(
-            attempt, RELEASE, usage.user_id, usage.discount, now, until, promo.campaign_id
+            attempt, RELEASE, usage.user_id, usage.discount, now, until, usage.campaign_id
         )
         if campaign is not None:
             assert self._campaigns is not None
