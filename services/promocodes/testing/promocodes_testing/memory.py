@@ -204,12 +204,15 @@ class InMemoryCampaignRepository(InMemoryRepository[Campaign], CampaignRepositor
     async def add(self, campaign: Campaign) -> None:
         await self.create(campaign)
 
-    async def save(self, campaign: Campaign, expected_version: int) -> None:
+    async def save(
+        self, campaign: Campaign, expected_version: int, require_unused: bool = False
+    ) -> None:
         stored = self.items.get(campaign.id)
         r = campaign.rules
         if (
             stored is None
             or stored.version != expected_version
+            or (require_unused and stored.redeemed_total > 0)
             or (r.max_uses is not None and stored.uses > r.max_uses)
             or (r.budget is not None and stored.discount_granted > r.budget)
         ):

@@ -10,6 +10,7 @@ with the same id afterwards answers the stored outcome or redeems afresh, never 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ from promocodes_service.domain.commands import (
     CreatePromoCode,
     RedeemPromoCode,
     ReleasePromoCode,
+    UpdateCampaign,
 )
+from promocodes_service.domain.ports import VersionConflict
 from promocodes_service.service_layer.campaigns import Campaigns
 from promocodes_service.service_layer.catalogue import Catalogue
 from promocodes_service.service_layer.redemption import Redemptions
@@ -261,3 +264,40 @@ async def test_a_release_cut_in_each_window_is_settled_by_the_sweep(
     assert await state(rig, campaign_id, code_id) == settled(0), window
     assert (await rig.redemptions.redeem(redeem(text, "r2"))).id == "r2"
     assert await state(rig, campaign_id, code_id) == settled(1), window
+
+
+async def test_a_per_user_limit_is_not_set_over_a_redemption_that_lands_meanwhile(
+    rig: Rig,
+) -> None:
+    """UpdateCampaign read the campaign unused; a redemption (without a campaign slot: there was
+    no per-user limit) lands before its write: the conditional write refuses, and the retried
+    update sees the use and refuses with UPDATE_NOT_ALLOWED naming the field."""
+    campaign = await rig.admin.create(CreateCampaign(CampaignSpec(display_name="Open")))
+    await rig.catalogue.create(
+        CreatePromoCode(
+            CodeSpec(
+                code="OPEN-1",
+                discount="fixed_amount",
+                fixed_amount=MoneyValue("EUR", 100),
+                campaign_id=campaign.id,
+            )
+        )
+    )
+    read = await rig.campaigns.get(campaign.id)
+    assert read is not None and read.redeemed_total == 0
+    await rig.redemptions.redeem(redeem("OPEN-1", "r1"))
+    expected = read.version
+    assert read.requires_unused(dataclasses.replace(read.rules, max_uses_per_user=1))
+    read.change_rules(dataclasses.replace(read.rules, max_uses_per_user=1), clock())
+    with pytest.raises(VersionConflict):
+        await rig.campaigns.save(read, expected, require_unused=True)
+    with pytest.raises(errors.FailedPrecondition) as refused:
+        await rig.admin.update(
+            UpdateCampaign(
+                campaign.id, frozenset({"max_uses_per_user"}), CampaignSpec(max_uses_per_user=1)
+            )
+        )
+    assert refused.value.reason == "UPDATE_NOT_ALLOWED"
+    assert refused.value.metadata["field"] == "campaign.max_uses_per_user"
+    stored = await rig.campaigns.get(campaign.id)
+    assert stored is not None and stored.rules.max_uses_per_user is None

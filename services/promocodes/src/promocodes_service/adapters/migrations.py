@@ -62,6 +62,11 @@ async def _campaign_enforcement(db: AsyncDatabase[Document]) -> None:
     await db[CODES].create_index([("campaign_id", ASCENDING)], name="campaign_id")
     # The sweep finds campaigns holding reservations, as it finds codes.
     await db[CAMPAIGNS].create_index([("pending_count", ASCENDING)], name="pending_count")
+    # Campaigns made before enforcement were never reserved on: say so, so that "never used"
+    # is one equality in UpdateCampaign's conditional write.
+    await db[CAMPAIGNS].update_many(
+        {"redeemed_total": {"$exists": False}}, {"$set": {"redeemed_total": 0}}
+    )
 
 
 MIGRATIONS = [

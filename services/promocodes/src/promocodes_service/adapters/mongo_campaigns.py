@@ -96,12 +96,16 @@ class MongoCampaignRepository(MongoRepository[Campaign, EncodeEvents], CampaignR
     async def add(self, campaign: Campaign) -> None:
         await self.create(campaign)
 
-    async def save(self, campaign: Campaign, expected_version: int) -> None:
+    async def save(
+        self, campaign: Campaign, expected_version: int, require_unused: bool = False
+    ) -> None:
         query: Document = {
             "_id": campaign.id,
             "version": expected_version,
             **limits_fit(campaign.rules.max_uses, campaign.rules.budget),
         }
+        if require_unused:
+            query["redeemed_total"] = {"$eq": 0}  # migration 3 wrote it on older campaigns
         changes = {"rules": campaign_rules_document(campaign), "version": campaign.version}
         result = await self.collection.update_one(query, {"$set": changes})
         if result.matched_count != 1:

@@ -71,6 +71,12 @@ class Campaign:
     def create(cls, campaign_id: str, rules: CampaignRules, now: datetime) -> Campaign:
         return cls(id=campaign_id, rules=rules, created_at=now, updated_at=now)
 
+    def requires_unused(self, new: CampaignRules) -> bool:
+        """A change only a never-used campaign may take: a per-user limit that is new or lower
+        (usages made under the old scheme hold no numbered slot, or a higher one)."""
+        old = self.rules.max_uses_per_user
+        return new.max_uses_per_user is not None and (old is None or new.max_uses_per_user < old)
+
     def evaluate(self, now: datetime, currency: str, user_active_uses: int, discount: int) -> str:
         """The campaign's rules for a redemption the code itself allows (its `discount`), in the
         documented order (promo_codes.proto); "" when they allow it too. Changes nothing."""
@@ -113,12 +119,7 @@ class Campaign:
             raise UpdateNotAllowed(
                 "the budget's currency cannot change once discounts were granted", "budget"
             )
-        old_per_user = self.rules.max_uses_per_user
-        if (
-            self.redeemed_total > 0
-            and new.max_uses_per_user is not None
-            and (old_per_user is None or new.max_uses_per_user < old_per_user)
-        ):
+        if self.redeemed_total > 0 and self.requires_unused(new):
             raise UpdateNotAllowed(
                 "once the campaign was used, max_uses_per_user can only be raised or removed",
                 "max_uses_per_user",

@@ -159,11 +159,14 @@ class CampaignRepository(Repository[Campaign]):
         """Stores a new campaign (its id is fresh)."""
 
     @abc.abstractmethod
-    async def save(self, campaign: Campaign, expected_version: int) -> None:
-        """Stores the rules if the stored version is `expected_version` and the counters still
-        fit the new limits (uses <= max_uses, discount_granted <= budget): one conditional write,
-        so a redemption counted between our read and our write can never end above a lowered
-        limit. VersionConflict otherwise."""
+    async def save(
+        self, campaign: Campaign, expected_version: int, require_unused: bool = False
+    ) -> None:
+        """Stores the rules if the stored version is `expected_version`, the counters still fit
+        the new limits (uses <= max_uses, discount_granted <= budget) and, when
+        `require_unused`, nothing was ever reserved on it: one conditional write, so a
+        redemption counted between our read and our write can never end above a lowered limit
+        nor escape a new per-user one. VersionConflict otherwise."""
 
     @abc.abstractmethod
     async def list_page(self, after_id: str | None, size: int) -> tuple[list[Campaign], str | None]:

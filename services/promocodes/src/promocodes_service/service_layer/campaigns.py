@@ -144,6 +144,7 @@ class Campaigns:
             _check_window(new, violations)
             violations.raise_if_any()
             expected = campaign.version
+            require_unused = campaign.requires_unused(new)
             try:
                 changed = campaign.change_rules(new, self._clock())
             except UpdateNotAllowed as exc:
@@ -156,7 +157,7 @@ class Campaigns:
             if not changed:
                 return campaign
             try:
-                await self._campaigns.save(campaign, expected)
+                await self._campaigns.save(campaign, expected, require_unused)
             except VersionConflict:
                 continue  # changed or redeemed meanwhile: check the limits again on fresh state
             return campaign
