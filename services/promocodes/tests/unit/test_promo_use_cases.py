@@ -568,6 +568,7 @@ def _patient(app: App) -> None:
         app.sweeper,
         lambda: f"p{next(ids):06d}",
         app.clock,
+        campaigns=app.campaigns,
         wait_limit=30.0,
     )
 
@@ -689,3 +690,30 @@ async def test_a_usage_the_campaign_never_counted_gives_it_nothing_back(app: App
     await app.redemptions.release(ReleasePromoCode("legacy", "cancelled"))
     after = await app.campaigns.get("camp2")
     assert after is not None and (after.uses, after.discount_granted, after.pending) == (1, 100, {})
+
+
+async def test_an_overdue_campaign_reservation_of_a_dead_request_is_settled_by_the_next_redeem(
+    app: App,
+) -> None:
+    """A request killed after "reserve campaign" holds the campaign's last use: the next
+    redemption does not answer CAMPAIGN_EXHAUSTED (the use may come back), and once that
+    request's deadline has passed it settles the reservation itself (fenced) and is granted."""
+    _patient(app)
+    await app.campaigns.add(Campaign.create("camp3", CampaignRules("C", max_uses=1), app.clock()))
+    spec = CodeSpec(code="DEAD-CAMP", discount="fixed_amount", fixed_amount=MoneyValue(EUR, 100))
+    await app.catalogue.create(CreatePromoCode(dataclasses.replace(spec, campaign_id="camp3")))
+    promo = await app.catalogue.lookup("DEAD-CAMP")
+    campaign = await app.campaigns.get("camp3")
+    assert campaign is not None
+    until = app.clock.now + timedelta(seconds=1)
+    on_campaign = Reservation(
+        "att-c", REDEEM, "alice", 100, app.clock.now, until, promo_code_id=promo.id
+    )
+    assert await app.campaigns.reserve(campaign, "killed-c", on_campaign)  # then killed
+    app.clock.advance(2)
+    with deadlines.bound(5):
+        usage = await redeem(app, "DEAD-CAMP", "bob", 1000, "after-c")
+    after = await app.campaigns.get("camp3")
+    assert usage.status == "ACTIVE" and after is not None
+    assert (after.uses, after.pending.keys()) == (1, set())
+    assert app.usages.stored["killed-c"].usage.status == ABANDONED
