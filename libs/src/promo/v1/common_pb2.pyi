@@ -140,6 +140,23 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """[NOT_FOUND] No campaign with the given id (GetCampaign, UpdateCampaign); [FAILED_PRECONDITION]
     when a promo code names a campaign that does not exist.
     """
+    ERROR_REASON_CAMPAIGN_NOT_STARTED: _ErrorReason.ValueType  # 35
+    """The campaign's own rules, checked after every rule of its code (promo_codes.proto, rules
+    c1..c6); each [FAILED_PRECONDITION], with metadata promo_code_id.
+    The campaign's valid_from is still ahead.
+    """
+    ERROR_REASON_CAMPAIGN_EXPIRED: _ErrorReason.ValueType  # 36
+    """The campaign's valid_until has passed."""
+    ERROR_REASON_CAMPAIGN_EXHAUSTED: _ErrorReason.ValueType  # 37
+    """The campaign's settled redemptions (of all its codes) reached its max_uses; answered only
+    once no reservation in flight can give a use back.
+    """
+    ERROR_REASON_CAMPAIGN_PER_USER_LIMIT_REACHED: _ErrorReason.ValueType  # 38
+    """The user holds max_uses_per_user active redemptions of the campaign's codes."""
+    ERROR_REASON_CAMPAIGN_BUDGET_EXHAUSTED: _ErrorReason.ValueType  # 39
+    """The discount would take the campaign's discount_granted above its budget; answered only once
+    no reservation in flight can give budget back.
+    """
     ERROR_REASON_METHOD_NOT_ALLOWED: _ErrorReason.ValueType  # 40
     """Authorization (DESIGN.md I7). Numbered from 40 on so that other reasons can keep growing.
     [PERMISSION_DENIED] The calling workload (its certificate's SPIFFE ID) may not call this
@@ -295,6 +312,23 @@ confirmed order or a first-order redemption.
 ERROR_REASON_CAMPAIGN_NOT_FOUND: ErrorReason.ValueType  # 34
 """[NOT_FOUND] No campaign with the given id (GetCampaign, UpdateCampaign); [FAILED_PRECONDITION]
 when a promo code names a campaign that does not exist.
+"""
+ERROR_REASON_CAMPAIGN_NOT_STARTED: ErrorReason.ValueType  # 35
+"""The campaign's own rules, checked after every rule of its code (promo_codes.proto, rules
+c1..c6); each [FAILED_PRECONDITION], with metadata promo_code_id.
+The campaign's valid_from is still ahead.
+"""
+ERROR_REASON_CAMPAIGN_EXPIRED: ErrorReason.ValueType  # 36
+"""The campaign's valid_until has passed."""
+ERROR_REASON_CAMPAIGN_EXHAUSTED: ErrorReason.ValueType  # 37
+"""The campaign's settled redemptions (of all its codes) reached its max_uses; answered only
+once no reservation in flight can give a use back.
+"""
+ERROR_REASON_CAMPAIGN_PER_USER_LIMIT_REACHED: ErrorReason.ValueType  # 38
+"""The user holds max_uses_per_user active redemptions of the campaign's codes."""
+ERROR_REASON_CAMPAIGN_BUDGET_EXHAUSTED: ErrorReason.ValueType  # 39
+"""The discount would take the campaign's discount_granted above its budget; answered only once
+no reservation in flight can give budget back.
 """
 ERROR_REASON_METHOD_NOT_ALLOWED: ErrorReason.ValueType  # 40
 """Authorization (DESIGN.md I7). Numbered from 40 on so that other reasons can keep growing.

@@ -45,6 +45,19 @@ class PromoCodeServiceStub:
     7b. some line matches the targeting (for target SHIPPING: shipping > 0)   NO_MATCHING_ITEMS
     7c. matching units >= min_item_quantity and their amount >= min_item_amount
     ITEMS_BELOW_MINIMUM
+    A code of a campaign (campaign_id) then meets the campaign's rules, in this order, once every
+    rule of the code allows it:
+    c1. now >= the campaign's valid_from (when set)        CAMPAIGN_NOT_STARTED
+    c2. now <  the campaign's valid_until (when set)       CAMPAIGN_EXPIRED
+    c3. order currency = the campaign budget's currency    CURRENCY_MISMATCH
+    c4. the campaign's uses < its max_uses (when set)      CAMPAIGN_EXHAUSTED
+    c5. the user's active usages of the campaign's codes < its max_uses_per_user
+    CAMPAIGN_PER_USER_LIMIT_REACHED
+    c6. the campaign's discount_granted + discount <= its budget
+    CAMPAIGN_BUDGET_EXHAUSTED
+    ValidatePromoCode answers them like the code's own and changes nothing; RedeemPromoCode holds
+    them exactly under any concurrency, retries and crashes; ReleasePromoCode gives the campaign's
+    use, budget and the user's campaign slot back with the code's.
 
     The cart: `lines` plus an optional `shipping` amount; the order amount (subtotal) is their sum.
     order_amount is always the subtotal: a request without lines is a cart of one line (empty sku,
@@ -174,6 +187,19 @@ class PromoCodeServiceServicer:
     7b. some line matches the targeting (for target SHIPPING: shipping > 0)   NO_MATCHING_ITEMS
     7c. matching units >= min_item_quantity and their amount >= min_item_amount
     ITEMS_BELOW_MINIMUM
+    A code of a campaign (campaign_id) then meets the campaign's rules, in this order, once every
+    rule of the code allows it:
+    c1. now >= the campaign's valid_from (when set)        CAMPAIGN_NOT_STARTED
+    c2. now <  the campaign's valid_until (when set)       CAMPAIGN_EXPIRED
+    c3. order currency = the campaign budget's currency    CURRENCY_MISMATCH
+    c4. the campaign's uses < its max_uses (when set)      CAMPAIGN_EXHAUSTED
+    c5. the user's active usages of the campaign's codes < its max_uses_per_user
+    CAMPAIGN_PER_USER_LIMIT_REACHED
+    c6. the campaign's discount_granted + discount <= its budget
+    CAMPAIGN_BUDGET_EXHAUSTED
+    ValidatePromoCode answers them like the code's own and changes nothing; RedeemPromoCode holds
+    them exactly under any concurrency, retries and crashes; ReleasePromoCode gives the campaign's
+    use, budget and the user's campaign slot back with the code's.
 
     The cart: `lines` plus an optional `shipping` amount; the order amount (subtotal) is their sum.
     order_amount is always the subtotal: a request without lines is a cart of one line (empty sku,
@@ -326,7 +352,9 @@ class PromoCodeServiceServicer:
     def UpdateCampaign(self, request, context):
         """Updates the fields named in update_mask. Errors: INVALID_ARGUMENT, NOT_FOUND
         CAMPAIGN_NOT_FOUND, FAILED_PRECONDITION UPDATE_NOT_ALLOWED (max_uses below uses, budget below
-        discount_granted, currency change once a discount was granted).
+        discount_granted, currency change once a discount was granted, max_uses_per_user set or
+        lowered once the campaign was used; ErrorInfo metadata `field` names the refused field, e.g.
+        "campaign.max_uses"); nothing is written.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -438,6 +466,19 @@ class PromoCodeService:
     7b. some line matches the targeting (for target SHIPPING: shipping > 0)   NO_MATCHING_ITEMS
     7c. matching units >= min_item_quantity and their amount >= min_item_amount
     ITEMS_BELOW_MINIMUM
+    A code of a campaign (campaign_id) then meets the campaign's rules, in this order, once every
+    rule of the code allows it:
+    c1. now >= the campaign's valid_from (when set)        CAMPAIGN_NOT_STARTED
+    c2. now <  the campaign's valid_until (when set)       CAMPAIGN_EXPIRED
+    c3. order currency = the campaign budget's currency    CURRENCY_MISMATCH
+    c4. the campaign's uses < its max_uses (when set)      CAMPAIGN_EXHAUSTED
+    c5. the user's active usages of the campaign's codes < its max_uses_per_user
+    CAMPAIGN_PER_USER_LIMIT_REACHED
+    c6. the campaign's discount_granted + discount <= its budget
+    CAMPAIGN_BUDGET_EXHAUSTED
+    ValidatePromoCode answers them like the code's own and changes nothing; RedeemPromoCode holds
+    them exactly under any concurrency, retries and crashes; ReleasePromoCode gives the campaign's
+    use, budget and the user's campaign slot back with the code's.
 
     The cart: `lines` plus an optional `shipping` amount; the order amount (subtotal) is their sum.
     order_amount is always the subtotal: a request without lines is a cart of one line (empty sku,

@@ -46,6 +46,19 @@ class PromoCodeServiceStub:
       7b. some line matches the targeting (for target SHIPPING: shipping > 0)   NO_MATCHING_ITEMS
       7c. matching units >= min_item_quantity and their amount >= min_item_amount
                                                              ITEMS_BELOW_MINIMUM
+    A code of a campaign (campaign_id) then meets the campaign's rules, in this order, once every
+    rule of the code allows it:
+      c1. now >= the campaign's valid_from (when set)        CAMPAIGN_NOT_STARTED
+      c2. now <  the campaign's valid_until (when set)       CAMPAIGN_EXPIRED
+      c3. order currency = the campaign budget's currency    CURRENCY_MISMATCH
+      c4. the campaign's uses < its max_uses (when set)      CAMPAIGN_EXHAUSTED
+      c5. the user's active usages of the campaign's codes < its max_uses_per_user
+                                                             CAMPAIGN_PER_USER_LIMIT_REACHED
+      c6. the campaign's discount_granted + discount <= its budget
+                                                             CAMPAIGN_BUDGET_EXHAUSTED
+    ValidatePromoCode answers them like the code's own and changes nothing; RedeemPromoCode holds
+    them exactly under any concurrency, retries and crashes; ReleasePromoCode gives the campaign's
+    use, budget and the user's campaign slot back with the code's.
 
     The cart: `lines` plus an optional `shipping` amount; the order amount (subtotal) is their sum.
     order_amount is always the subtotal: a request without lines is a cart of one line (empty sku,
@@ -141,7 +154,9 @@ class PromoCodeServiceStub:
     UpdateCampaign: _grpc.UnaryUnaryMultiCallable[_promo_codes_pb2.UpdateCampaignRequest, _promo_codes_pb2.Campaign]
     """Updates the fields named in update_mask. Errors: INVALID_ARGUMENT, NOT_FOUND
     CAMPAIGN_NOT_FOUND, FAILED_PRECONDITION UPDATE_NOT_ALLOWED (max_uses below uses, budget below
-    discount_granted, currency change once a discount was granted).
+    discount_granted, currency change once a discount was granted, max_uses_per_user set or
+    lowered once the campaign was used; ErrorInfo metadata `field` names the refused field, e.g.
+    "campaign.max_uses"); nothing is written.
     """
 
 @_typing.type_check_only
@@ -165,6 +180,19 @@ class PromoCodeServiceAsyncStub(PromoCodeServiceStub):
       7b. some line matches the targeting (for target SHIPPING: shipping > 0)   NO_MATCHING_ITEMS
       7c. matching units >= min_item_quantity and their amount >= min_item_amount
                                                              ITEMS_BELOW_MINIMUM
+    A code of a campaign (campaign_id) then meets the campaign's rules, in this order, once every
+    rule of the code allows it:
+      c1. now >= the campaign's valid_from (when set)        CAMPAIGN_NOT_STARTED
+      c2. now <  the campaign's valid_until (when set)       CAMPAIGN_EXPIRED
+      c3. order currency = the campaign budget's currency    CURRENCY_MISMATCH
+      c4. the campaign's uses < its max_uses (when set)      CAMPAIGN_EXHAUSTED
+      c5. the user's active usages of the campaign's codes < its max_uses_per_user
+                                                             CAMPAIGN_PER_USER_LIMIT_REACHED
+      c6. the campaign's discount_granted + discount <= its budget
+                                                             CAMPAIGN_BUDGET_EXHAUSTED
+    ValidatePromoCode answers them like the code's own and changes nothing; RedeemPromoCode holds
+    them exactly under any concurrency, retries and crashes; ReleasePromoCode gives the campaign's
+    use, budget and the user's campaign slot back with the code's.
 
     The cart: `lines` plus an optional `shipping` amount; the order amount (subtotal) is their sum.
     order_amount is always the subtotal: a request without lines is a cart of one line (empty sku,
@@ -257,7 +285,9 @@ class PromoCodeServiceAsyncStub(PromoCodeServiceStub):
     UpdateCampaign: _aio.UnaryUnaryMultiCallable[_promo_codes_pb2.UpdateCampaignRequest, _promo_codes_pb2.Campaign]  # type: ignore[assignment]
     """Updates the fields named in update_mask. Errors: INVALID_ARGUMENT, NOT_FOUND
     CAMPAIGN_NOT_FOUND, FAILED_PRECONDITION UPDATE_NOT_ALLOWED (max_uses below uses, budget below
-    discount_granted, currency change once a discount was granted).
+    discount_granted, currency change once a discount was granted, max_uses_per_user set or
+    lowered once the campaign was used; ErrorInfo metadata `field` names the refused field, e.g.
+    "campaign.max_uses"); nothing is written.
     """
 
 class PromoCodeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -280,6 +310,19 @@ class PromoCodeServiceServicer(metaclass=_abc_1.ABCMeta):
       7b. some line matches the targeting (for target SHIPPING: shipping > 0)   NO_MATCHING_ITEMS
       7c. matching units >= min_item_quantity and their amount >= min_item_amount
                                                              ITEMS_BELOW_MINIMUM
+    A code of a campaign (campaign_id) then meets the campaign's rules, in this order, once every
+    rule of the code allows it:
+      c1. now >= the campaign's valid_from (when set)        CAMPAIGN_NOT_STARTED
+      c2. now <  the campaign's valid_until (when set)       CAMPAIGN_EXPIRED
+      c3. order currency = the campaign budget's currency    CURRENCY_MISMATCH
+      c4. the campaign's uses < its max_uses (when set)      CAMPAIGN_EXHAUSTED
+      c5. the user's active usages of the campaign's codes < its max_uses_per_user
+                                                             CAMPAIGN_PER_USER_LIMIT_REACHED
+      c6. the campaign's discount_granted + discount <= its budget
+                                                             CAMPAIGN_BUDGET_EXHAUSTED
+    ValidatePromoCode answers them like the code's own and changes nothing; RedeemPromoCode holds
+    them exactly under any concurrency, retries and crashes; ReleasePromoCode gives the campaign's
+    use, budget and the user's campaign slot back with the code's.
 
     The cart: `lines` plus an optional `shipping` amount; the order amount (subtotal) is their sum.
     order_amount is always the subtotal: a request without lines is a cart of one line (empty sku,
@@ -460,7 +503,9 @@ class PromoCodeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_promo_codes_pb2.Campaign, _abc.Awaitable[_promo_codes_pb2.Campaign]]:
         """Updates the fields named in update_mask. Errors: INVALID_ARGUMENT, NOT_FOUND
         CAMPAIGN_NOT_FOUND, FAILED_PRECONDITION UPDATE_NOT_ALLOWED (max_uses below uses, budget below
-        discount_granted, currency change once a discount was granted).
+        discount_granted, currency change once a discount was granted, max_uses_per_user set or
+        lowered once the campaign was used; ErrorInfo metadata `field` names the refused field, e.g.
+        "campaign.max_uses"); nothing is written.
         """
 
 def add_PromoCodeServiceServicer_to_server(servicer: PromoCodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

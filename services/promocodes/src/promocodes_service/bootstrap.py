@@ -51,7 +51,9 @@ async def assemble(settings: PromocodesSettings, kit: ServiceKit) -> Assembly:
     usages = MongoUsageRepository(store.db, encode_usage_events, store.notifier(usages_collection))
     campaigns = MongoCampaignRepository(store.db, no_events)
     users = GrpcUserDirectory(kit.channel(settings.users_addr), settings.users_timeout_seconds)
-    sweeper = Sweeper(codes, usages, utc_now, timedelta(seconds=settings.sweep_stale_seconds))
+    sweeper = Sweeper(
+        codes, usages, utc_now, timedelta(seconds=settings.sweep_stale_seconds), campaigns
+    )
     return Assembly(
         store,
         codes,
@@ -59,7 +61,7 @@ async def assemble(settings: PromocodesSettings, kit: ServiceKit) -> Assembly:
         users,
         sweeper,
         Catalogue(codes, campaigns, new_id, utc_now),
-        Redemptions(codes, usages, users, sweeper, new_id, utc_now),
+        Redemptions(codes, usages, users, sweeper, new_id, utc_now, campaigns=campaigns),
         Campaigns(campaigns, new_id, utc_now),
     )
 

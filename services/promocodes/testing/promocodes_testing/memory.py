@@ -204,12 +204,15 @@ class InMemoryCampaignRepository(InMemoryRepository[Campaign], CampaignRepositor
     async def add(self, campaign: Campaign) -> None:
         await self.create(campaign)
 
-    async def save(self, campaign: Campaign, expected_version: int) -> None:
+    async def save(
+        self, campaign: Campaign, expected_version: int, require_unused: bool = False
+    ) -> None:
         stored = self.items.get(campaign.id)
         r = campaign.rules
         if (
             stored is None
             or stored.version != expected_version
+            or (require_unused and stored.redeemed_total > 0)
             or (r.max_uses is not None and stored.uses > r.max_uses)
             or (r.budget is not None and stored.discount_granted > r.budget)
         ):
@@ -221,12 +224,58 @@ class InMemoryCampaignRepository(InMemoryRepository[Campaign], CampaignRepositor
         page = [copy.deepcopy(self.items[i]) for i in ids[:size]]
         return page, (page[-1].id if len(ids) > size and page else None)
 
+    async def reserve(
+        self, campaign: Campaign, redemption_id: str, reservation: Reservation
+    ) -> bool:
+        stored = self.items.get(campaign.id)
+        if stored is None or stored.version != campaign.version or redemption_id in stored.pending:
+            return False
+        r, at = stored.rules, reservation.at
+        if (
+            (r.valid_from is not None and at < r.valid_from)
+            or (r.valid_until is not None and at >= r.valid_until)
+            or (r.max_uses is not None and stored.uses >= r.max_uses)
+            or (r.budget is not None and stored.discount_granted + reservation.discount > r.budget)
+        ):
+            return False
+        stored.uses += 1
+        stored.discount_granted += reservation.discount
+        stored.redeemed_total += 1
+        stored.pending[redemption_id] = reservation
+        return True
+
+    async def begin_release(
+        self, campaign_id: str, redemption_id: str, reservation: Reservation
+    ) -> bool:
+        stored = self.items.get(campaign_id)
+        if stored is None or redemption_id in stored.pending:
+            return False
+        stored.pending[redemption_id] = reservation
+        return True
+
+    async def settle(
+        self, campaign_id: str, redemption_id: str, attempt: str, give_back: int | None
+    ) -> bool:
+        stored = self.items.get(campaign_id)
+        held = stored.pending.get(redemption_id) if stored else None
+        if stored is None or held is None or held.attempt != attempt:
+            return False
+        del stored.pending[redemption_id]
+        if give_back is not None:
+            stored.uses -= 1
+            stored.discount_granted -= give_back
+        return True
+
+    async def with_pending(self, limit: int) -> list[Campaign]:
+        return [copy.deepcopy(c) for c in self.items.values() if c.pending][:limit]
+
 
 @dataclasses.dataclass
 class _Stored:
     usage: Usage
     slot: int | str
     aborted: set[str] = dataclasses.field(default_factory=set)
+    campaign_slot: int | str | None = None  # None: not a campaign's code
 
 
 class InMemoryUsageRepository(InMemoryRepository[Usage], UsageRepository):
@@ -260,14 +309,38 @@ class InMemoryUsageRepository(InMemoryRepository[Usage], UsageRepository):
         ]
         return len(held), {s for s in held if isinstance(s, int)}
 
+    async def campaign_slots(self, campaign_id: str, user_id: str) -> tuple[int, set[int]]:
+        held = [
+            s.campaign_slot
+            for s in self.stored.values()
+            if s.campaign_slot is not None
+            and s.usage.campaign_id == campaign_id
+            and s.usage.user_id == user_id
+            and s.usage.status == ACTIVE
+        ]
+        return len(held), {s for s in held if isinstance(s, int)}
+
+    def _campaign_slot_free(self, usage: Usage, slot: int | str) -> bool:
+        return not any(
+            s.campaign_slot == slot
+            and s.usage.campaign_id == usage.campaign_id
+            and s.usage.user_id == usage.user_id
+            for s in self.stored.values()
+        )
+
     async def first_order_taken(self, user_id: str) -> bool:
         return any(
             s.usage.user_id == user_id and s.usage.first_order and s.usage.status == ACTIVE
             for s in self.stored.values()
         )
 
-    async def claim(self, usage: Usage, slot: int | None) -> Claim:
+    async def claim(
+        self, usage: Usage, slot: int | None, campaign_slot: int | None = None
+    ) -> Claim:
         key: int | str = f"u:{usage.id}" if slot is None else slot
+        campaign_key: int | str | None = None
+        if usage.campaign_id:
+            campaign_key = f"u:{usage.id}" if campaign_slot is None else campaign_slot
         existing = self.stored.get(usage.id)
         if existing is not None and existing.usage.status != ABANDONED:
             if existing.usage.attempt == usage.attempt:
@@ -277,12 +350,14 @@ class InMemoryUsageRepository(InMemoryRepository[Usage], UsageRepository):
             return Claim(FENCED)
         if not self._slot_free(usage, key):
             return Claim(SLOT_TAKEN)
+        if campaign_key is not None and not self._campaign_slot_free(usage, campaign_key):
+            return Claim(SLOT_TAKEN)
         if usage.first_order and await self.first_order_taken(usage.user_id):
             return Claim(SLOT_TAKEN)
         self.published.extend(usage.events)
         usage.events.clear()
         self.stored[usage.id] = _Stored(
-            copy.deepcopy(usage), key, existing.aborted if existing else set()
+            copy.deepcopy(usage), key, existing.aborted if existing else set(), campaign_key
         )
         self._sync()
         return Claim(CLAIMED)
@@ -295,6 +370,8 @@ class InMemoryUsageRepository(InMemoryRepository[Usage], UsageRepository):
         usage.events.clear()
         stored.usage = copy.deepcopy(usage)
         stored.slot = f"r:{usage.id}"
+        if stored.campaign_slot is not None:
+            stored.campaign_slot = f"r:{usage.id}"
         self._sync()
         return True
 

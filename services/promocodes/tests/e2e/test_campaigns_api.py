@@ -10,7 +10,7 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from promo.v1 import promo_codes_pb2, promo_codes_pb2_grpc
-from promo_libs.grpc.errors import bad_request
+from promo_libs.grpc.errors import bad_request, error_info
 
 from .conftest import reason
 from .test_promo_api import eur, refused
@@ -133,7 +133,7 @@ async def test_a_campaign_limit_is_not_lowered_below_its_uses(promo: Stub, promo
     created = await promo.CreateCampaign(
         pb.CreateCampaignRequest(campaign=pb.Campaign(display_name="Capped", max_uses=10))
     )
-    # Stand-in for redemptions counted on the campaign (their protocol is a later slice).
+    # Six uses counted on the campaign, written directly: the refusal must come from the counter.
     promo_db.campaigns.update_one({"_id": created.id}, {"$set": {"uses": 6}})
     error = await refused(
         promo.UpdateCampaign(
@@ -145,6 +145,8 @@ async def test_a_campaign_limit_is_not_lowered_below_its_uses(promo: Stub, promo
     )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason(error) == "UPDATE_NOT_ALLOWED"
+    info = error_info(error)
+    assert info is not None and info.metadata["field"] == "campaign.max_uses"
     stored = await promo.GetCampaign(pb.GetCampaignRequest(id=created.id))
     assert stored.max_uses == 10 and stored.uses == 6
     bad_mask = await refused(

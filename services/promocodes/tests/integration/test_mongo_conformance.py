@@ -307,3 +307,30 @@ async def test_sparse_unique_first_order_slot(db: Db) -> None:
     # The stand-in renames indexes (DESIGN.md): look the index up by its key, not its name.
     keys = [dict(index["key"]) async for index in await usages.list_indexes()]
     assert {"first_order_slot": 1} in keys
+
+
+async def test_partial_unique_campaign_slot_and_its_lookup(db: Db) -> None:
+    """MongoDB: a unique index with partialFilterExpression {campaign_slot: {$exists: true}}
+    leaves every document without the field out (usages of codes outside campaigns, any number
+    per user), refuses a second (campaign_id, user_id, campaign_slot), and a $set of the slot to
+    a value unique to the usage frees it. The lookup names the partial filter and $eq keys."""
+    usages = db.promo_code_usages
+    for rid in ("n1", "n2"):  # no campaign: outside the index
+        await usages.insert_one({"_id": rid, "promo_id": "p", "user_id": "u", "slot": f"u:{rid}"})
+    held = {"campaign_id": "c", "user_id": "u", "campaign_slot": 1, "status": "ACTIVE"}
+    await usages.insert_one({"_id": "a", "promo_id": "p1", "slot": "u:a", **held})
+    with pytest.raises(DuplicateKeyError):
+        await usages.insert_one({"_id": "b", "promo_id": "p2", "slot": "u:b", **held})
+    assert await usages.find_one({"_id": "b"}) is None
+    lookup = {
+        "campaign_id": {"$eq": "c"},
+        "user_id": {"$eq": "u"},
+        "campaign_slot": {"$exists": True},
+        "status": "ACTIVE",
+    }
+    assert [d["campaign_slot"] async for d in usages.find(lookup, {"campaign_slot": 1})] == [1]
+    await usages.update_one({"_id": "a"}, {"$set": {"status": "RELEASED", "campaign_slot": "r:a"}})
+    await usages.insert_one({"_id": "b", "promo_id": "p2", "slot": "u:b", **held})
+    assert [d["_id"] async for d in usages.find(lookup)] == ["b"]
+    keys = [dict(index["key"]) async for index in await usages.list_indexes()]
+    assert {"campaign_id": 1, "user_id": 1, "campaign_slot": 1} in keys

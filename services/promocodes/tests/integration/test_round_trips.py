@@ -25,13 +25,16 @@ from promocodes_service.adapters.mongo_campaigns import MongoCampaignRepository,
 from promocodes_service.adapters.mongo_codes import MongoPromoCodeRepository
 from promocodes_service.adapters.mongo_usages import MongoUsageRepository
 from promocodes_service.domain.commands import (
+    CampaignSpec,
     CodeSpec,
+    CreateCampaign,
     CreatePromoCode,
     DeletePromoCode,
     GeneratePromoCodes,
     ListPromoCodeUsages,
     RedeemPromoCode,
 )
+from promocodes_service.service_layer.campaigns import Campaigns
 from promocodes_service.service_layer.catalogue import Catalogue
 from promocodes_service.service_layer.redemption import Redemptions
 from promocodes_service.service_layer.sweep import Sweeper
@@ -40,12 +43,16 @@ from promocodes_testing.memory import FakeUserDirectory
 # Code by text, reserve, write the usage, settle, and the user's active slots (the code has a
 # per-user limit). It was 6: the usage was read by id first, for replays only.
 REDEEM_ROUND_TRIPS = 5
+# A code of a campaign, both with a per-user limit: the code and the campaign read, the user's
+# slots of each, reserve campaign, reserve code, write usage, settle code, settle campaign.
+CAMPAIGN_REDEEM_ROUND_TRIPS = 9
+
+
+Counted = tuple[CommandCounter, Catalogue, Redemptions, Campaigns, AsyncMongoClient[dict[str, Any]]]
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def counted(
-    stack: Stack, mongo_db_name: str
-) -> AsyncIterator[tuple[CommandCounter, Catalogue, Redemptions, AsyncMongoClient[dict[str, Any]]]]:
+async def counted(stack: Stack, mongo_db_name: str) -> AsyncIterator[Counted]:
     counter = CommandCounter()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         stack.mongo_uri, tz_aware=True, event_listeners=[counter]
@@ -67,11 +74,13 @@ async def counted(
             now = datetime.now(UTC)
             return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
-        sweeper = Sweeper(codes, usages, clock, timedelta(seconds=30))
+        campaigns = MongoCampaignRepository(db, no_events)
+        sweeper = Sweeper(codes, usages, clock, timedelta(seconds=30), campaigns)
         yield (
             counter,
-            Catalogue(codes, MongoCampaignRepository(db, no_events), new_id, clock),
-            Redemptions(codes, usages, users, sweeper, new_id, clock),
+            Catalogue(codes, campaigns, new_id, clock),
+            Redemptions(codes, usages, users, sweeper, new_id, clock, campaigns=campaigns),
+            Campaigns(campaigns, new_id, clock),
             client,
         )
     finally:
@@ -83,9 +92,9 @@ def redeem(code: str, user: str, rid: str) -> RedeemPromoCode:
 
 
 async def test_a_redemption_costs_five_round_trips_and_a_replay_answers_the_same_snapshot(
-    counted: tuple[CommandCounter, Catalogue, Redemptions, AsyncMongoClient[dict[str, Any]]],
+    counted: Counted,
 ) -> None:
-    counter, catalogue, redemptions, client = counted
+    counter, catalogue, redemptions, _, client = counted
     spec = CodeSpec(code="TRIPS", discount="percentage", basis_points=1000, max_uses_per_user=5)
     promo = await catalogue.create(CreatePromoCode(spec))
     await redemptions.redeem(redeem("TRIPS", "bob", "warm-up"))
@@ -108,9 +117,9 @@ async def test_a_redemption_costs_five_round_trips_and_a_replay_answers_the_same
 
 
 async def test_a_generated_code_and_the_usage_lists_are_read_through_indexes(
-    counted: tuple[CommandCounter, Catalogue, Redemptions, AsyncMongoClient[dict[str, Any]]],
+    counted: Counted,
 ) -> None:
-    counter, catalogue, redemptions, client = counted
+    counter, catalogue, redemptions, _, client = counted
     template = CodeSpec(discount="percentage", basis_points=500, max_uses_per_user=2)
     batch = await catalogue.generate(GeneratePromoCodes("PLAN", 3, 8, template))
     code = batch.codes[0]
@@ -120,4 +129,27 @@ async def test_a_generated_code_and_the_usage_lists_are_read_through_indexes(
     usage = await redemptions.redeem(redeem(code, "bob", "plan-2"))
     await redemptions.list_usages(ListPromoCodeUsages(10, "", promo_code_id=usage.promo_code_id))
     assert {"find", "insert", "update"} <= set(counter.counts)
+    assert await collection_scans(client, counter.commands) == []
+
+
+async def test_a_redemption_of_a_campaign_code_costs_nine_round_trips(
+    counted: Counted,
+) -> None:
+    counter, catalogue, redemptions, campaigns, client = counted
+    campaign = await campaigns.create(
+        CreateCampaign(CampaignSpec(display_name="Trips", max_uses=10, max_uses_per_user=2))
+    )
+    spec = CodeSpec(
+        code="CTRIPS",
+        discount="percentage",
+        basis_points=1000,
+        max_uses_per_user=5,
+        campaign_id=campaign.id,
+    )
+    await catalogue.create(CreatePromoCode(spec))
+    await redemptions.redeem(redeem("CTRIPS", "bob", "c-warm-up"))
+    counter.reset()
+    await redemptions.redeem(redeem("CTRIPS", "alice", "c1"))
+    print(f"RedeemPromoCode, campaign code: {counter.total} round trips {dict(counter.counts)}")
+    assert counter.total == CAMPAIGN_REDEEM_ROUND_TRIPS, dict(counter.counts)
     assert await collection_scans(client, counter.commands) == []

@@ -39,6 +39,7 @@ class App:
     catalogue: Catalogue
     redemptions: Redemptions
     sweeper: Sweeper
+    campaigns: InMemoryCampaignRepository
 
 
 @pytest.fixture
@@ -54,7 +55,8 @@ def app() -> App:
         FakeUserDirectory(),
         Clock(),
     )
-    sweeper = Sweeper(codes, usages, clock, timedelta(seconds=30))
+    campaigns = InMemoryCampaignRepository()
+    sweeper = Sweeper(codes, usages, clock, timedelta(seconds=30), campaigns)
     for name in ("alice", "bob", "carol"):
         users.add(name)
     users.add("dormant", active=False)
@@ -63,7 +65,10 @@ def app() -> App:
         usages,
         users,
         clock,
-        Catalogue(codes, InMemoryCampaignRepository(), new_id, clock),
-        Redemptions(codes, usages, users, sweeper, new_id, clock, wait_limit=0.05),
+        Catalogue(codes, campaigns, new_id, clock),
+        Redemptions(
+            codes, usages, users, sweeper, new_id, clock, campaigns=campaigns, wait_limit=0.05
+        ),
         sweeper,
+        campaigns,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -220,3 +220,36 @@ async def test_a_code_never_changes_campaign(setup: Setup) -> None:
             UpdatePromoCode(promo.id, frozenset({"campaign_id"}), pct("", campaign_id=made.id))
         )
     assert (await setup.catalogue.get(promo.id)).campaign_id == ""
+
+
+# --- enforcement rules (pure) -------------------------------------------------------------
+
+
+def test_evaluate_checks_window_currency_uses_per_user_and_budget_in_order() -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    rules = CampaignRules(
+        "C", max_uses=2, max_uses_per_user=1, budget=500, currency="EUR", valid_from=now
+    )
+    campaign = Campaign.create("c1", rules, now)
+    assert campaign.evaluate(now - timedelta(seconds=1), "EUR", 0, 100) == "CAMPAIGN_NOT_STARTED"
+    assert campaign.evaluate(now, "USD", 0, 100) == "CURRENCY_MISMATCH"
+    assert campaign.evaluate(now, "EUR", 0, 500) == ""  # the budget is inclusive
+    assert campaign.evaluate(now, "EUR", 0, 501) == "CAMPAIGN_BUDGET_EXHAUSTED"
+    assert campaign.evaluate(now, "EUR", 1, 100) == "CAMPAIGN_PER_USER_LIMIT_REACHED"
+    campaign.uses = 2
+    assert campaign.evaluate(now, "EUR", 1, 100) == "CAMPAIGN_EXHAUSTED"
+    ended = Campaign.create("c2", dataclasses.replace(rules, valid_until=now), now)
+    assert ended.evaluate(now, "EUR", 0, 1) == "CAMPAIGN_EXPIRED"
+
+
+def test_once_used_the_per_user_limit_is_only_raised_or_removed() -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    campaign = Campaign.create("c1", CampaignRules("C", max_uses_per_user=2), now)
+    campaign.redeemed_total = 1
+    with pytest.raises(UpdateNotAllowed) as lowered:
+        campaign.change_rules(CampaignRules("C", max_uses_per_user=1), now)
+    assert lowered.value.field == "max_uses_per_user"
+    assert campaign.change_rules(CampaignRules("C", max_uses_per_user=3), now)
+    assert campaign.change_rules(CampaignRules("C"), now)
+    with pytest.raises(UpdateNotAllowed):  # set where there was none: old usages escape it
+        campaign.change_rules(CampaignRules("C", max_uses_per_user=5), now)

@@ -11,6 +11,7 @@ import pytest
 
 from promo_libs import deadlines, errors
 from promo_libs.carts import MoneyValue
+from promocodes_service.domain.campaign import Campaign, CampaignRules
 from promocodes_service.domain.commands import (
     CodeSpec,
     CreatePromoCode,
@@ -530,9 +531,9 @@ async def test_a_redeem_in_flight_when_the_id_is_voided_gives_its_reservation_ba
     await create(app, fixed("RACE", 100, max_uses=1))
     real_claim = app.usages.claim
 
-    async def claim_after_release(usage, slot):  # type: ignore[no-untyped-def]
+    async def claim_after_release(usage, slot, campaign_slot=None):  # type: ignore[no-untyped-def]
         assert await app.usages.void(usage.id) is None  # what a Release finds: no usage yet
-        return await real_claim(usage, slot)
+        return await real_claim(usage, slot, campaign_slot)
 
     app.usages.claim = claim_after_release  # type: ignore[method-assign]
     assert await reason_of(redeem(app, "RACE", "alice", 1000, "raced")) == "REDEMPTION_VOIDED"
@@ -567,6 +568,7 @@ def _patient(app: App) -> None:
         app.sweeper,
         lambda: f"p{next(ids):06d}",
         app.clock,
+        campaigns=app.campaigns,
         wait_limit=30.0,
     )
 
@@ -633,3 +635,85 @@ async def test_a_batch_nobody_retries_is_dropped_by_recovery_after_an_hour(app: 
     await app.sweeper.sweep()
     assert "z1" not in app.codes.items and "gen-3" not in app.codes.batches
     assert [type(e).__name__ for e in app.codes.published] == ["PromoCodeCreated"]  # Z-SEED
+
+
+# --- campaigns ------------------------------------------------------------------------------
+
+
+async def test_a_campaign_limits_its_codes_together_and_release_gives_back(app: App) -> None:
+    campaign = Campaign.create(
+        "camp1", CampaignRules("C", max_uses=2, max_uses_per_user=1), app.clock()
+    )
+    await app.campaigns.add(campaign)
+    for text in ("CAMP-A", "CAMP-B"):
+        await app.catalogue.create(
+            CreatePromoCode(
+                CodeSpec(
+                    code=text,
+                    discount="fixed_amount",
+                    fixed_amount=MoneyValue(EUR, 100),
+                    campaign_id="camp1",
+                )
+            )
+        )
+    await redeem(app, "CAMP-A", "alice", 1000, "c1")
+    assert await reason_of(redeem(app, "CAMP-B", "alice", 1000, "c2")) == (
+        "CAMPAIGN_PER_USER_LIMIT_REACHED"
+    )
+    await redeem(app, "CAMP-B", "bob", 1000, "c3")
+    assert await reason_of(redeem(app, "CAMP-B", "carol", 1000, "c4")) == "CAMPAIGN_EXHAUSTED"
+    stored = await app.campaigns.get("camp1")
+    assert stored is not None and (stored.uses, stored.discount_granted, stored.pending) == (
+        2,
+        200,
+        {},
+    )
+    await app.redemptions.release(ReleasePromoCode("c1", "cancelled"))
+    stored = await app.campaigns.get("camp1")
+    assert stored is not None and (stored.uses, stored.discount_granted) == (1, 100)
+    await redeem(app, "CAMP-B", "alice", 1000, "c5")  # her campaign slot is free again
+
+
+async def test_a_usage_the_campaign_never_counted_gives_it_nothing_back(app: App) -> None:
+    """A usage of a campaign's code redeemed before campaigns were enforced (no campaign_id on
+    it) was never counted on the campaign: releasing it must not lower the campaign's counters."""
+    await app.campaigns.add(Campaign.create("camp2", CampaignRules("C", max_uses=5), app.clock()))
+    spec = CodeSpec(code="OLD-CAMP", discount="fixed_amount", fixed_amount=MoneyValue(EUR, 100))
+    await app.catalogue.create(CreatePromoCode(dataclasses.replace(spec, campaign_id="camp2")))
+    await redeem(app, "OLD-CAMP", "alice", 1000, "old-1")
+    await redeem(app, "OLD-CAMP", "bob", 1000, "legacy")
+    app.usages.stored["legacy"].usage.campaign_id = ""  # as stored before enforcement
+    campaign = await app.campaigns.get("camp2")
+    assert campaign is not None
+    campaign.uses, campaign.discount_granted = 1, 100  # only old-1 was counted there
+    app.campaigns.items["camp2"] = campaign
+    await app.redemptions.release(ReleasePromoCode("legacy", "cancelled"))
+    after = await app.campaigns.get("camp2")
+    assert after is not None and (after.uses, after.discount_granted, after.pending) == (1, 100, {})
+
+
+async def test_an_overdue_campaign_reservation_of_a_dead_request_is_settled_by_the_next_redeem(
+    app: App,
+) -> None:
+    """A request killed after "reserve campaign" holds the campaign's last use: the next
+    redemption does not answer CAMPAIGN_EXHAUSTED (the use may come back), and once that
+    request's deadline has passed it settles the reservation itself (fenced) and is granted."""
+    _patient(app)
+    await app.campaigns.add(Campaign.create("camp3", CampaignRules("C", max_uses=1), app.clock()))
+    spec = CodeSpec(code="DEAD-CAMP", discount="fixed_amount", fixed_amount=MoneyValue(EUR, 100))
+    await app.catalogue.create(CreatePromoCode(dataclasses.replace(spec, campaign_id="camp3")))
+    promo = await app.catalogue.lookup("DEAD-CAMP")
+    campaign = await app.campaigns.get("camp3")
+    assert campaign is not None
+    until = app.clock.now + timedelta(seconds=1)
+    on_campaign = Reservation(
+        "att-c", REDEEM, "alice", 100, app.clock.now, until, promo_code_id=promo.id
+    )
+    assert await app.campaigns.reserve(campaign, "killed-c", on_campaign)  # then killed
+    app.clock.advance(2)
+    with deadlines.bound(5):
+        usage = await redeem(app, "DEAD-CAMP", "bob", 1000, "after-c")
+    after = await app.campaigns.get("camp3")
+    assert usage.status == "ACTIVE" and after is not None
+    assert (after.uses, after.pending.keys()) == (1, set())
+    assert app.usages.stored["killed-c"].usage.status == ABANDONED

@@ -47,7 +47,30 @@ async def _first_order_slot(db: AsyncDatabase[Document]) -> None:
     )
 
 
+async def _campaign_enforcement(db: AsyncDatabase[Document]) -> None:
+    # The per-user campaign limit: an ACTIVE usage of a campaign's code holds `campaign_slot`
+    # 1..max_uses_per_user of its user in that campaign (a string unique to the usage otherwise:
+    # no limit, released). Partial on the slot's existence, so usages of codes outside any
+    # campaign (and every one written before campaigns) are outside the index and need no
+    # backfill; the slot lookup names `campaign_slot: {$exists: true}` so MongoDB may use it.
+    await db[USAGES].create_index(
+        [("campaign_id", ASCENDING), ("user_id", ASCENDING), ("campaign_slot", ASCENDING)],
+        unique=True,
+        partialFilterExpression={"campaign_slot": {"$exists": True}},
+        name="campaign_slot_unique",
+    )
+    await db[CODES].create_index([("campaign_id", ASCENDING)], name="campaign_id")
+    # The sweep finds campaigns holding reservations, as it finds codes.
+    await db[CAMPAIGNS].create_index([("pending_count", ASCENDING)], name="pending_count")
+    # Campaigns made before enforcement were never reserved on: say so, so that "never used"
+    # is one equality in UpdateCampaign's conditional write.
+    await db[CAMPAIGNS].update_many(
+        {"redeemed_total": {"$exists": False}}, {"$set": {"redeemed_total": 0}}
+    )
+
+
 MIGRATIONS = [
     Migration(1, "promo codes and usages indexes", _indexes),
     Migration(2, "one first-order redemption per user", _first_order_slot),
+    Migration(3, "campaign limits: campaign slots, codes by campaign", _campaign_enforcement),
 ]

@@ -1,8 +1,12 @@
 """CampaignRepository on MongoDB: collection `campaigns`, one document per campaign.
 
-The document holds the rules (one `rules` sub-document, always written whole) and the counters
-`uses` and `discount_granted` of the ACTIVE redemptions of all the campaign's codes. An update is
-one conditional write: on the version read and on the counters fitting the new limits.
+The document holds the rules (one `rules` sub-document, always written whole), the counters
+`uses` and `discount_granted` of the ACTIVE redemptions of all the campaign's codes plus the
+reservations in flight, and those reservations as a map `pending.<redemption id>` with
+`pending_count`, exactly as on a code (adapters/mongo_codes.py): reserve, begin_release and settle
+are each one atomic update whose filter is the whole condition. An update of the rules is one
+conditional write: on the version read and on the counters fitting the new limits; it never
+touches the counters or the reservations.
 Campaigns have no events of their own yet (analytics of campaigns is a later slice), so the
 outbox codec writes nothing.
 """
@@ -16,8 +20,13 @@ from promo_libs.mongo.repository import MongoRepository
 from promo_libs.mongo.times import from_millis, optional_from_millis, optional_to_millis, to_millis
 from promo_libs.outbox import OutboxEntry
 from promocodes_service.adapters.migrations import CAMPAIGNS
-from promocodes_service.adapters.mongo_codes import limits_fit
+from promocodes_service.adapters.mongo_codes import (
+    limits_fit,
+    reservation_document,
+    reservations_from_document,
+)
 from promocodes_service.domain.campaign import Campaign, CampaignRules
+from promocodes_service.domain.model import Reservation
 from promocodes_service.domain.ports import CampaignRepository, VersionConflict
 
 EncodeEvents = Callable[[Sequence[object], int], list[OutboxEntry]]
@@ -53,6 +62,9 @@ class MongoCampaignRepository(MongoRepository[Campaign, EncodeEvents], CampaignR
             "rules": campaign_rules_document(entity),
             "uses": entity.uses,
             "discount_granted": entity.discount_granted,
+            "redeemed_total": entity.redeemed_total,
+            "pending": {k: reservation_document(v) for k, v in entity.pending.items()},
+            "pending_count": len(entity.pending),
         }
 
     def from_document(self, document: Document) -> Campaign:
@@ -74,6 +86,8 @@ class MongoCampaignRepository(MongoRepository[Campaign, EncodeEvents], CampaignR
             version=document.get("version", 1),
             uses=document.get("uses", 0),
             discount_granted=document.get("discount_granted", 0),
+            redeemed_total=document.get("redeemed_total", 0),
+            pending=reservations_from_document(document),
         )
 
     async def get(self, campaign_id: str) -> Campaign | None:
@@ -82,12 +96,16 @@ class MongoCampaignRepository(MongoRepository[Campaign, EncodeEvents], CampaignR
     async def add(self, campaign: Campaign) -> None:
         await self.create(campaign)
 
-    async def save(self, campaign: Campaign, expected_version: int) -> None:
+    async def save(
+        self, campaign: Campaign, expected_version: int, require_unused: bool = False
+    ) -> None:
         query: Document = {
             "_id": campaign.id,
             "version": expected_version,
             **limits_fit(campaign.rules.max_uses, campaign.rules.budget),
         }
+        if require_unused:
+            query["redeemed_total"] = {"$eq": 0}  # migration 3 wrote it on older campaigns
         changes = {"rules": campaign_rules_document(campaign), "version": campaign.version}
         result = await self.collection.update_one(query, {"$set": changes})
         if result.matched_count != 1:
@@ -100,3 +118,63 @@ class MongoCampaignRepository(MongoRepository[Campaign, EncodeEvents], CampaignR
         campaigns = [self.from_document(d) for d in documents[:size]]
         more = len(documents) > size and bool(campaigns)
         return campaigns, (campaigns[-1].id if more else None)
+
+    async def reserve(
+        self, campaign: Campaign, redemption_id: str, reservation: Reservation
+    ) -> bool:
+        r = campaign.rules
+        at = to_millis(reservation.at)
+        query: Document = {
+            "_id": campaign.id,
+            "version": campaign.version,
+            f"pending.{redemption_id}": {"$exists": False},
+        }
+        if r.valid_from is not None:
+            query["rules.valid_from"] = {"$lte": at}
+        if r.valid_until is not None:
+            query["rules.valid_until"] = {"$gt": at}
+        if r.max_uses is not None:
+            query["uses"] = {"$lt": r.max_uses}
+        if r.budget is not None:
+            query["discount_granted"] = {"$lte": r.budget - reservation.discount}
+        result = await self.collection.update_one(
+            query,
+            {
+                "$inc": {
+                    "uses": 1,
+                    "discount_granted": reservation.discount,
+                    "pending_count": 1,
+                    "redeemed_total": 1,
+                },
+                "$set": {f"pending.{redemption_id}": reservation_document(reservation)},
+            },
+        )
+        return result.matched_count == 1
+
+    async def begin_release(
+        self, campaign_id: str, redemption_id: str, reservation: Reservation
+    ) -> bool:
+        result = await self.collection.update_one(
+            {"_id": campaign_id, f"pending.{redemption_id}": {"$exists": False}},
+            {
+                "$inc": {"pending_count": 1},
+                "$set": {f"pending.{redemption_id}": reservation_document(reservation)},
+            },
+        )
+        return result.matched_count == 1
+
+    async def settle(
+        self, campaign_id: str, redemption_id: str, attempt: str, give_back: int | None
+    ) -> bool:
+        increments = {"pending_count": -1}
+        if give_back is not None:
+            increments.update({"uses": -1, "discount_granted": -give_back})
+        result = await self.collection.update_one(
+            {"_id": campaign_id, f"pending.{redemption_id}.attempt": attempt},
+            {"$unset": {f"pending.{redemption_id}": ""}, "$inc": increments},
+        )
+        return result.matched_count == 1
+
+    async def with_pending(self, limit: int) -> list[Campaign]:
+        cursor = self.collection.find({"pending_count": {"$gt": 0}}).limit(limit)
+        return [self.from_document(d) async for d in cursor]

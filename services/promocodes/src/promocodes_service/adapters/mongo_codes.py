@@ -145,6 +145,25 @@ def reservation_document(reservation: Reservation) -> Document:
         "user_id": reservation.user_id,
         "discount": reservation.discount,
         "until": optional_to_millis(reservation.until),
+        "campaign_id": reservation.campaign_id,
+        "promo_code_id": reservation.promo_code_id,
+    }
+
+
+def reservations_from_document(document: Document) -> dict[str, Reservation]:
+    """The `pending` map of a code or a campaign."""
+    return {
+        key: Reservation(
+            attempt=value["attempt"],
+            kind=value["kind"],
+            user_id=value["user_id"],
+            discount=value["discount"],
+            at=from_millis(value["at"]),
+            until=optional_from_millis(value.get("until")),
+            campaign_id=value.get("campaign_id") or "",
+            promo_code_id=value.get("promo_code_id") or "",
+        )
+        for key, value in (document.get("pending") or {}).items()
     }
 
 
@@ -188,17 +207,7 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode, EncodeEvents], PromoCo
             active=bool(stored["active"]),
             offer=offer_from_document(stored.get("offer")),
         )
-        pending = {
-            key: Reservation(
-                attempt=value["attempt"],
-                kind=value["kind"],
-                user_id=value["user_id"],
-                discount=value["discount"],
-                at=from_millis(value["at"]),
-                until=optional_from_millis(value.get("until")),
-            )
-            for key, value in (document.get("pending") or {}).items()
-        }
+        pending = reservations_from_document(document)
         return PromoCode(
             id=document["_id"],
             code=document["code"],

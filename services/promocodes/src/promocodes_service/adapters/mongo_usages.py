@@ -3,8 +3,11 @@
 `_id` is the redemption id, so a retried redemption collides with its first write. `slot` is the
 per-user slot under the unique index (promo_id, user_id, slot): 1..max_uses_per_user while the
 usage is ACTIVE, a string unique to the usage otherwise (no per-user limit, released, abandoned),
-which frees the numbered slot. `aborted.<attempt>` fences attempts the sweep rolled back;
-a VOIDED document (a Release came first) fences every attempt, for good.
+which frees the numbered slot. A usage of a campaign's code also holds `campaign_slot` under the
+partial unique index (campaign_id, user_id, campaign_slot), by the same rules (1..the campaign's
+max_uses_per_user while ACTIVE, `u:<id>` / `r:<id>` otherwise); other usages have no
+`campaign_slot` at all and stay outside that index. `aborted.<attempt>` fences attempts the
+sweep rolled back; a VOIDED document (a Release came first) fences every attempt, for good.
 Moments are epoch milliseconds (promo_libs.mongo.times); release data is one sub-document
 `release` written whole; a fenced id is taken over with a filtered replace (which, unlike
 find_one_and_update on the stand-in, reports a unique-index violation).
@@ -118,6 +121,7 @@ class MongoUsageRepository(MongoRepository[Usage, EncodeEvents], UsageRepository
             "shipping_discount": entity.shipping_discount,
             "first_order": entity.first_order,
             "code_snapshot": code_snapshot_document(entity.code_snapshot),
+            "campaign_id": entity.campaign_id,
         }
 
     def from_document(self, document: Document) -> Usage:
@@ -161,6 +165,7 @@ class MongoUsageRepository(MongoRepository[Usage, EncodeEvents], UsageRepository
             shipping_discount=document.get("shipping_discount", 0),
             first_order=bool(document.get("first_order", False)),
             code_snapshot=code_snapshot_from_document(document.get("code_snapshot")),
+            campaign_id=document.get("campaign_id") or "",
         )
 
     async def get(self, redemption_id: str) -> Usage | None:
@@ -177,13 +182,33 @@ class MongoUsageRepository(MongoRepository[Usage, EncodeEvents], UsageRepository
         slots = [d.get("slot") async for d in cursor]
         return len(slots), {s for s in slots if isinstance(s, int)}
 
+    async def campaign_slots(self, campaign_id: str, user_id: str) -> tuple[int, set[int]]:
+        # $eq on the leading keys and the partial index's own condition: the stand-in keeps its
+        # index, and MongoDB may use a partial index only for a query implying its filter.
+        cursor = self.collection.find(
+            {
+                "campaign_id": {"$eq": campaign_id},
+                "user_id": {"$eq": user_id},
+                "campaign_slot": {"$exists": True},
+                "status": ACTIVE,
+            },
+            {"campaign_slot": 1},
+        )
+        slots = [d.get("campaign_slot") async for d in cursor]
+        return len(slots), {s for s in slots if isinstance(s, int)}
+
     async def first_order_taken(self, user_id: str) -> bool:
         return await self.collection.find_one({"first_order_slot": user_id}, {"_id": 1}) is not None
 
-    async def claim(self, usage: Usage, slot: int | None) -> Claim:
+    async def claim(
+        self, usage: Usage, slot: int | None, campaign_slot: int | None = None
+    ) -> Claim:
         events = self._encode(usage.events, usage.version)
         document = self.to_document(usage)
         document["slot"] = slot_key(usage.id, slot)
+        if usage.campaign_id:
+            # Unique index campaign_slot_unique: the campaign's per-user limit, in this insert.
+            document["campaign_slot"] = slot_key(usage.id, campaign_slot)
         if usage.first_order:
             # Unique (sparse) index first_order_unique: one first-order usage per user.
             document["first_order_slot"] = usage.user_id
@@ -235,7 +260,7 @@ class MongoUsageRepository(MongoRepository[Usage, EncodeEvents], UsageRepository
         return Claim(FENCED)
 
     async def release(self, usage: Usage) -> bool:
-        changes = {
+        changes: Document = {
             "status": RELEASED,
             "slot": f"r:{usage.id}",
             "release": {
@@ -246,6 +271,8 @@ class MongoUsageRepository(MongoRepository[Usage, EncodeEvents], UsageRepository
             "version": usage.version,
             **outbox_fields(self._encode(usage.events, usage.version), nested=False),
         }
+        if usage.campaign_id:
+            changes["campaign_slot"] = f"r:{usage.id}"  # frees the campaign slot in this write
         result = await self.collection.update_one(
             {"_id": usage.id, "status": ACTIVE, f"aborted.{usage.released_by}": {"$exists": False}},
             # The release frees the first-order slot in the same write as the per-user slot.

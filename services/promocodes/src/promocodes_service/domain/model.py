@@ -54,10 +54,20 @@ ORDER_BELOW_MINIMUM = "ORDER_BELOW_MINIMUM"
 PROMO_CODE_EXHAUSTED = "PROMO_CODE_EXHAUSTED"
 PER_USER_LIMIT_REACHED = "PER_USER_LIMIT_REACHED"
 BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
+# The campaign's own rules, checked after every rule of the code (domain/campaign.py).
+CAMPAIGN_NOT_STARTED = "CAMPAIGN_NOT_STARTED"
+CAMPAIGN_EXPIRED = "CAMPAIGN_EXPIRED"
+CAMPAIGN_EXHAUSTED = "CAMPAIGN_EXHAUSTED"
+CAMPAIGN_PER_USER_LIMIT_REACHED = "CAMPAIGN_PER_USER_LIMIT_REACHED"
+CAMPAIGN_BUDGET_EXHAUSTED = "CAMPAIGN_BUDGET_EXHAUSTED"
 
 
 class UpdateNotAllowed(Exception):
     """The change would break an invariant of a code that has been used."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field  # the offending field of the request's resource, when one is
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +99,11 @@ class Reservation:
     # no longer complete its steps itself, so another request may settle it at once instead of
     # waiting for the sweep. None: its request had no deadline.
     until: datetime | None = None
+    # The other document of a campaign code's redemption, so that whoever settles one of the two
+    # reservations (same attempt) settles the other by the same verdict: on a code's
+    # reservation the campaign's id, on a campaign's reservation the code's id ("" otherwise).
+    campaign_id: str = ""
+    promo_code_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +329,8 @@ class Usage:
     # The code's rules when it was redeemed (None for usages stored before they were kept):
     # what the order's events carry, answered again to a replayed Redeem.
     code_snapshot: CodeSnapshot | None = None
+    # The code's campaign ("" none): an ACTIVE usage holds one of the user's campaign slots.
+    campaign_id: str = ""
     events: list[UsageEvent] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
@@ -359,6 +376,7 @@ class Usage:
             shipping_discount=shares.shipping,
             first_order=promo.rules.offer.first_order_only,
             code_snapshot=code_snapshot,
+            campaign_id=promo.campaign_id,
         )
         usage.events.append(PromoCodeRedeemed(usage.snapshot(), code_snapshot, user, now))
         return usage

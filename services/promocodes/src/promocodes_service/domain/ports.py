@@ -159,15 +159,50 @@ class CampaignRepository(Repository[Campaign]):
         """Stores a new campaign (its id is fresh)."""
 
     @abc.abstractmethod
-    async def save(self, campaign: Campaign, expected_version: int) -> None:
-        """Stores the rules if the stored version is `expected_version` and the counters still
-        fit the new limits (uses <= max_uses, discount_granted <= budget): one conditional write,
-        so a redemption counted between our read and our write can never end above a lowered
-        limit. VersionConflict otherwise."""
+    async def save(
+        self, campaign: Campaign, expected_version: int, require_unused: bool = False
+    ) -> None:
+        """Stores the rules if the stored version is `expected_version`, the counters still fit
+        the new limits (uses <= max_uses, discount_granted <= budget) and, when
+        `require_unused`, nothing was ever reserved on it: one conditional write, so a
+        redemption counted between our read and our write can never end above a lowered limit
+        nor escape a new per-user one. VersionConflict otherwise."""
 
     @abc.abstractmethod
     async def list_page(self, after_id: str | None, size: int) -> tuple[list[Campaign], str | None]:
         """Campaigns in ascending id order after `after_id`; the last id when there is more."""
+
+    # The redemption protocol's steps on the campaign (service_layer/redemption.py): the same
+    # reservation map and fencing by attempt as on a code (PromoCodeRepository).
+
+    @abc.abstractmethod
+    async def reserve(
+        self, campaign: Campaign, redemption_id: str, reservation: Reservation
+    ) -> bool:
+        """Step "reserve campaign", one atomic update filtered on: rules still at
+        campaign.version, inside the window at reservation.at, uses < max_uses, discount_granted
+        + discount <= budget, no reservation for this redemption id. Increments uses,
+        discount_granted, pending_count and redeemed_total and stores the reservation (naming the
+        code in `promo_code_id`). False when not matched."""
+
+    @abc.abstractmethod
+    async def begin_release(
+        self, campaign_id: str, redemption_id: str, reservation: Reservation
+    ) -> bool:
+        """Release's first step on the campaign: stores the reservation (kind RELEASE) if none
+        exists for the id."""
+
+    @abc.abstractmethod
+    async def settle(
+        self, campaign_id: str, redemption_id: str, attempt: str, give_back: int | None
+    ) -> bool:
+        """Step "settle campaign": removes the reservation of `attempt` (exactly once: filtered
+        on it); with `give_back`, also returns one use and that much discount. False when it was
+        already settled."""
+
+    @abc.abstractmethod
+    async def with_pending(self, limit: int) -> list[Campaign]:
+        """Campaigns holding reservations."""
 
 
 class UsageRepository(Repository[Usage]):
@@ -180,14 +215,23 @@ class UsageRepository(Repository[Usage]):
         """The user's number of ACTIVE usages of the code and the numbered slots they hold."""
 
     @abc.abstractmethod
+    async def campaign_slots(self, campaign_id: str, user_id: str) -> tuple[int, set[int]]:
+        """The user's number of ACTIVE usages of the campaign's codes and the numbered campaign
+        slots they hold."""
+
+    @abc.abstractmethod
     async def first_order_taken(self, user_id: str) -> bool:
         """Whether an ACTIVE usage holds the user's one first-order slot (of any code)."""
 
     @abc.abstractmethod
-    async def claim(self, usage: Usage, slot: int | None) -> Claim:
-        """Redeem step 2: writes the usage (with its events) under its id, holding per-user slot
-        `slot` (None: no per-user limit) and, when `usage.first_order`, the user's one
-        first-order slot; SLOT_TAKEN when either is held. An ABANDONED document with the id is
+    async def claim(
+        self, usage: Usage, slot: int | None, campaign_slot: int | None = None
+    ) -> Claim:
+        """Redeem step 2 ("write usage"): writes the usage (with its events) under its id,
+        holding per-user slot `slot` (None: no per-user limit), for a code of a campaign the
+        campaign slot `campaign_slot` of the user (None: the campaign has no per-user limit)
+        and, when `usage.first_order`, the user's one first-order slot; SLOT_TAKEN when any of
+        them is held. An ABANDONED document with the id is
         taken over unless it fences `usage.attempt` out.
 
         First order only stays true under concurrency because the slot is a unique key of the

@@ -144,16 +144,20 @@ class Campaigns:
             _check_window(new, violations)
             violations.raise_if_any()
             expected = campaign.version
+            require_unused = campaign.requires_unused(new)
             try:
                 changed = campaign.change_rules(new, self._clock())
             except UpdateNotAllowed as exc:
-                raise errors.FailedPrecondition(
-                    str(exc), "UPDATE_NOT_ALLOWED", {"campaign_id": campaign.id}
-                ) from None
+                # ErrorInfo names the refused field: the request is well formed, the state
+                # (what is already granted) refuses it, so not INVALID_ARGUMENT.
+                metadata = {"campaign_id": campaign.id}
+                if exc.field:
+                    metadata["field"] = f"campaign.{exc.field}"
+                raise errors.FailedPrecondition(str(exc), "UPDATE_NOT_ALLOWED", metadata) from None
             if not changed:
                 return campaign
             try:
-                await self._campaigns.save(campaign, expected)
+                await self._campaigns.save(campaign, expected, require_unused)
             except VersionConflict:
                 continue  # changed or redeemed meanwhile: check the limits again on fresh state
             return campaign

@@ -4,8 +4,14 @@ Redeem follows DESIGN.md's protocol with single-document atomic writes only:
   1. reserve on the code's document (limits in the filter, `pending.<redemption id>` set),
   2. write the usage under the redemption id holding a free per-user slot (unique index),
   3. settle the reservation (finalize; or roll back when no slot was free).
-Release mirrors it: reserve a release, mark the usage RELEASED (slot freed), give the use and
-the discount back while settling. Anything interrupted is settled by `Sweeper.resolve`.
+A code of a campaign keeps the campaign's limits in step the same way, with one attempt id for
+both documents (services/promocodes/README.md, "Campaigns"; the step names are the Promela
+model's): reserve campaign, reserve code, write usage (holding the code's per-user slot and the
+user's campaign slot), settle code, settle campaign. Any refusal after "reserve campaign" gives
+the campaign's reservation back (compensate, filtered on the attempt).
+Release mirrors it: reserve a release (on the campaign, then the code), mark the usage RELEASED
+(slots freed), give the use and the discount back while settling (code, then campaign).
+Anything interrupted is settled by `Sweeper.resolve` / `Sweeper.resolve_campaign`.
 A Release that finds no usage voids the id (a VOIDED tombstone under the unique `_id`): a Redeem
 with that id arriving later, or still in flight, can never write its usage and is refused with
 REDEMPTION_VOIDED. That is what makes "the order gave up on this id" final across replicas: an
@@ -26,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -38,6 +44,7 @@ from promo_libs.logging import get_logger
 from promo_libs.pagination import page_request
 from promo_libs.users import UserDirectory, UserSnapshot, require_active
 from promocodes_service.domain import rules
+from promocodes_service.domain.campaign import Campaign
 from promocodes_service.domain.cart import FIRST_ORDER_ONLY, Cart
 from promocodes_service.domain.commands import (
     ListPromoCodeUsages,
@@ -48,6 +55,10 @@ from promocodes_service.domain.commands import (
 from promocodes_service.domain.model import (
     ACTIVE,
     BUDGET_EXHAUSTED,
+    CAMPAIGN_BUDGET_EXHAUSTED,
+    CAMPAIGN_EXHAUSTED,
+    CAMPAIGN_PER_USER_LIMIT_REACHED,
+    PER_USER_LIMIT_REACHED,
     PROMO_CODE_EXHAUSTED,
     PROMO_CODE_NOT_FOUND,
     REDEEM,
@@ -63,6 +74,7 @@ from promocodes_service.domain.ports import (
     CLAIMED,
     EXISTS,
     SLOT_TAKEN,
+    CampaignRepository,
     PromoCodeRepository,
     UsageQuery,
     UsageRepository,
@@ -77,6 +89,7 @@ _ATTEMPTS = 50
 _SLOT_CANDIDATES = 4
 _MAX_PAUSE = 0.05
 _UNCERTAIN = frozenset({PROMO_CODE_EXHAUSTED, BUDGET_EXHAUSTED})
+_CAMPAIGN_UNCERTAIN = frozenset({CAMPAIGN_EXHAUSTED, CAMPAIGN_BUDGET_EXHAUSTED})
 # Stop waiting this long before the caller's deadline, so that the answer still reaches it.
 _ANSWER_MARGIN = 0.25
 # How long after its request's deadline a reservation is settled by others (a write sent just
@@ -134,9 +147,11 @@ class Redemptions:
         new_id: Callable[[], str],
         clock: Callable[[], datetime],
         *,
+        campaigns: CampaignRepository | None = None,
         wait_step: float = 0.005,
         wait_limit: float = 10.0,
     ) -> None:
+        self._campaigns = campaigns
         self._codes = codes
         self._usages = usages
         self._users = users
@@ -166,16 +181,43 @@ class Redemptions:
         if promo.rules.max_uses_per_user is not None:
             user_uses, _ = await self._usages.active_slots(promo.id, command.user_id)
         first_order = await self._first_order(promo, command.user_id, command.first_order)
+        now = self._clock()
         quote = promo.evaluate(
             command.user_id,
             basket.subtotal,
             currency,
-            self._clock(),
+            now,
             user_uses,
             basket=basket,
             first_order=first_order,
         )
+        campaign = await self._campaign_of(promo)
+        if quote.applicable and campaign is not None:
+            campaign_uses, _ = await self._campaign_slots(campaign, command.user_id)
+            refusal = campaign.evaluate(now, currency, campaign_uses, quote.discount)
+            if refusal:
+                quote = Quote(0, refusal)
         return Validation(quote, promo, currency, basket)
+
+    async def _campaign_of(self, promo: PromoCode) -> Campaign | None:
+        """The code's campaign (None: the code is in none). Campaigns are never deleted, so a
+        code naming one that is missing is a broken database, not a caller's mistake."""
+        if not promo.campaign_id:
+            return None
+        campaign = None if self._campaigns is None else await self._campaigns.get(promo.campaign_id)
+        if campaign is None:
+            raise errors.FailedPrecondition(
+                f"campaign {promo.campaign_id} of promo code {promo.code} does not exist",
+                "CAMPAIGN_NOT_FOUND",
+                {"campaign_id": promo.campaign_id},
+            )
+        return campaign
+
+    async def _campaign_slots(self, campaign: Campaign, user_id: str) -> tuple[int, set[int]]:
+        """The user's ACTIVE usages of the campaign and their slots; read only with a limit."""
+        if campaign.rules.max_uses_per_user is None:
+            return 0, set()
+        return await self._usages.campaign_slots(campaign.id, user_id)
 
     # --- redeem ---------------------------------------------------------------------------
 
@@ -232,9 +274,8 @@ class Redemptions:
             promo = await self._codes.get_by_code(code)
             if promo is None:
                 raise code_not_found(code)
-            in_flight = promo.pending.get(rid)
-            if in_flight is not None:
-                await self._wait_settled(promo, rid, in_flight)
+            campaign = await self._campaign_of(promo)
+            if await self._earlier_attempt_settled(promo, campaign, rid):
                 continue
             if user is None and command.user is not None:
                 # The caller (orders, the only workload allowed here) read the user for this
@@ -251,58 +292,146 @@ class Redemptions:
             quote = promo.evaluate(
                 user.id, amount, currency, now, user_uses, basket=basket, first_order=first_order
             )
+            quote, campaign_taken = await self._campaign_quote(
+                campaign, quote, user.id, now, currency
+            )
             if not quote.applicable:
                 pending = frozenset((k, r.attempt) for k, r in promo.pending.items())
+                if campaign is not None:
+                    pending |= frozenset((k, r.attempt) for k, r in campaign.pending.items())
                 stuck, seen_pending = pending == seen_pending, pending
-                if quote.reason in _UNCERTAIN and await self._may_give_back(promo, stuck):
+                if await self._may_change(promo, campaign, quote.reason, stuck):
                     # Reservations in flight may still roll back: wait for them, then decide.
                     give_up = give_up or loop.time() + self._wait_budget()
                     if loop.time() < give_up:
-                        await self._settle_overdue(promo)
+                        await self._settle_overdue(promo, campaign)
                         await asyncio.sleep(pause)
                         pause = min(pause * 2, _MAX_PAUSE)
                         continue
                 raise _refused(code, quote.reason, promo)
-            usage = await self._take(promo, rid, user, (basket, currency), quote, taken)
+            usage = await self._take(
+                (promo, campaign), rid, user, (basket, currency), quote, (taken, campaign_taken)
+            )
             if usage is None:
                 conflicts += 1
                 continue  # the code changed meanwhile: read it again
             return usage
         raise _in_progress()
 
+    async def _earlier_attempt_settled(
+        self, promo: PromoCode, campaign: Campaign | None, rid: str
+    ) -> bool:
+        """Waits for (or settles) a reservation an earlier attempt of this id still holds on
+        the code or on the campaign (running, or crashed before or after its code's steps);
+        True when there was one: the caller reads again."""
+        in_flight = promo.pending.get(rid)
+        if in_flight is not None:
+            await self._wait_settled(promo, rid, in_flight)
+            return True
+        if campaign is not None and (in_flight := campaign.pending.get(rid)) is not None:
+            await self._wait_campaign_settled(campaign, rid, in_flight)
+            return True
+        return False
+
+    async def _campaign_quote(
+        self, campaign: Campaign | None, quote: Quote, user_id: str, now: datetime, currency: str
+    ) -> tuple[Quote, set[int]]:
+        """The code's quote, refused when the campaign's rules refuse it; and the campaign slots
+        the user holds (read only when the campaign has a per-user limit)."""
+        if not quote.applicable or campaign is None:
+            return quote, set()
+        campaign_uses, campaign_taken = await self._campaign_slots(campaign, user_id)
+        refusal = campaign.evaluate(now, currency, campaign_uses, quote.discount)
+        return (Quote(0, refusal) if refusal else quote), campaign_taken
+
+    async def _may_change(
+        self, promo: PromoCode, campaign: Campaign | None, reason: str, stuck: bool
+    ) -> bool:
+        """Whether the refusal `reason` may turn into a grant once reservations in flight on the
+        document it is about (the code, or the campaign) are settled."""
+        if reason in _UNCERTAIN:
+            return await self._may_give_back(promo.pending, stuck)
+        if reason in _CAMPAIGN_UNCERTAIN and campaign is not None:
+            return await self._may_give_back(campaign.pending, stuck)
+        return False
+
     async def _take(
         self,
-        promo: PromoCode,
+        target: tuple[PromoCode, Campaign | None],
         rid: str,
         user: UserSnapshot,
         order: tuple[Cart, str],
         quote: Quote,
-        taken: set[int],
+        taken: tuple[set[int], set[int]],
     ) -> Usage | None:
-        """Steps 1-3 of the protocol; None when the reservation did not match."""
+        """The protocol's steps; None when a reservation did not match (read again).
+
+        reserve campaign -> reserve code -> write usage -> settle code -> settle campaign. The
+        campaign comes first so that a crash leaves at most a campaign reservation without a
+        code reservation (the sweep compensates it, deciding on the usage), never the reverse
+        with a usage that the campaign did not count."""
+        promo, campaign = target
         (basket, currency), now = order, self._clock()
         amount, discount = basket.subtotal, quote.discount
         attempt = self._new_id()
-        reservation = Reservation(attempt, REDEEM, user.id, discount, now, self._until(now))
-        if not await self._codes.reserve(promo, rid, reservation):
+        until = self._until(now)
+        reservation = Reservation(
+            attempt, REDEEM, user.id, discount, now, until, campaign_id=promo.campaign_id
+        )
+        if campaign is not None:
+            assert self._campaigns is not None  # _campaign_of found it there
+            on_campaign = Reservation(
+                attempt, REDEEM, user.id, discount, now, until, promo_code_id=promo.id
+            )
+            if not await self._campaigns.reserve(campaign, rid, on_campaign):  # reserve campaign
+                return None
+        if not await self._codes.reserve(promo, rid, reservation):  # reserve code
+            await self._settle_campaign(campaign, rid, attempt, discount)  # compensate
             return None
         usage = Usage.redeem(
             rid, promo, user, amount, currency, discount, attempt, now, basket, quote.split
         )
-        outcome = await self._write_usage(usage, promo.rules.max_uses_per_user, taken)
+        per_user = (
+            promo.rules.max_uses_per_user,
+            campaign.rules.max_uses_per_user if campaign is not None else None,
+        )
+        # Fenced (Aborted) or failed: the reservations stay for the sweep, which decides on the
+        # usage stored (or not) and settles code and campaign alike.
+        outcome, refusal = await self._write_usage(usage, per_user, taken)  # write usage
         if outcome is usage:
-            await self._settle_quietly(promo.id, rid, attempt, None)
+            await self._settle_quietly(promo.id, rid, attempt, None)  # settle code
+            await self._settle_campaign_quietly(campaign, rid, attempt, None)  # settle campaign
             return usage
-        await self._codes.settle(promo.id, rid, attempt, discount)  # compensate
+        await self._codes.settle(promo.id, rid, attempt, discount)  # compensate code
+        await self._settle_campaign(campaign, rid, attempt, discount)  # compensate campaign
         if outcome is not None and outcome.voided:
             raise _voided(rid)  # a Release voided the id while we were reserving
         if outcome is None:
-            # The slot taken may be the user's first-order slot (a concurrent first order won).
-            reason = "PER_USER_LIMIT_REACHED"
-            if usage.first_order and await self._usages.first_order_taken(user.id):
-                reason = FIRST_ORDER_ONLY
-            raise _refused(promo.code, reason, promo)
+            if not refusal:
+                raise _in_progress()  # slots kept changing under us: the caller retries
+            if (
+                refusal == PER_USER_LIMIT_REACHED
+                and usage.first_order
+                and await self._usages.first_order_taken(user.id)
+            ):
+                refusal = FIRST_ORDER_ONLY  # the slot taken was the user's first-order slot
+            raise _refused(promo.code, refusal, promo)
         return self._replay(outcome, promo.code, user.id, amount, currency, basket)
+
+    async def _settle_campaign(
+        self, campaign: Campaign | None, rid: str, attempt: str, give_back: int | None
+    ) -> None:
+        if campaign is not None and self._campaigns is not None:
+            await self._campaigns.settle(campaign.id, rid, attempt, give_back)
+
+    async def _settle_campaign_quietly(
+        self, campaign: Campaign | None, rid: str, attempt: str, give_back: int | None
+    ) -> None:
+        """The last step: decided already; if it fails, the sweep completes it from the usage."""
+        try:
+            await self._settle_campaign(campaign, rid, attempt, give_back)
+        except Exception as exc:
+            log.warning("campaign settle deferred to the sweep", redemption_id=rid, error=str(exc))
 
     async def _first_order(self, promo: PromoCode, user_id: str, caller_says: bool) -> bool:
         """Whether a first-order-only code may apply: the caller (the orders service, which
@@ -313,24 +442,49 @@ class Redemptions:
         return not await self._usages.first_order_taken(user_id)
 
     async def _write_usage(
-        self, usage: Usage, per_user: int | None, taken: set[int]
-    ) -> Usage | None:
-        """Step 2. Returns `usage` when written, the other visible usage holding its id, or None
-        when every per-user slot is taken."""
-        candidates: list[int | None] = [None] if per_user is None else _free_slots(per_user, taken)
-        while candidates:
-            slot = candidates.pop(0)
-            claim = await self._usages.claim(usage, slot)
+        self,
+        usage: Usage,
+        per_user: tuple[int | None, int | None],
+        taken: tuple[set[int], set[int]],
+    ) -> tuple[Usage | None, str]:
+        """Step 2 ("write usage"). Returns (`usage`, "") when written, (the other visible usage
+        holding its id, ""), or (None, the reason) when every per-user slot of the code or of
+        the campaign is taken; (None, "") when the slots kept changing for too long.
+
+        `per_user` and `taken` are the code's and the campaign's limit and slots held, read
+        before the reservations. A collision re-reads them: a slot that was free at the read
+        was taken meanwhile (a concurrent redemption of this user), or the first-order slot."""
+        code_limit, campaign_limit = per_user
+        code_taken, campaign_taken = taken
+        tried: tuple[int | None, int | None] | None = None
+        for _ in range(_ATTEMPTS):
+            code_free = [None] if code_limit is None else _free_slots(code_limit, code_taken)
+            campaign_free: list[int | None] = (
+                [None] if campaign_limit is None else _free_slots(campaign_limit, campaign_taken)
+            )
+            if not code_free:
+                return None, PER_USER_LIMIT_REACHED
+            if not campaign_free:
+                return None, CAMPAIGN_PER_USER_LIMIT_REACHED
+            slots = (code_free[0], campaign_free[0])
+            if slots == tried and usage.first_order:
+                # The same free slots collided twice: it is the first-order slot that is held.
+                return None, PER_USER_LIMIT_REACHED
+            tried = slots
+            claim = await self._usages.claim(usage, *slots)
             if claim.outcome == CLAIMED:
-                return usage
+                return usage, ""
             if claim.outcome == EXISTS and claim.existing is not None:
-                return claim.existing
+                return claim.existing, ""
             if claim.outcome != SLOT_TAKEN:
                 raise _in_progress()  # FENCED: the sweep rolled this attempt back
-            if not candidates and per_user is not None:
-                _, taken = await self._usages.active_slots(usage.promo_code_id, usage.user_id)
-                candidates = _free_slots(per_user, taken)
-        return None
+            if code_limit is not None:
+                _, code_taken = await self._usages.active_slots(usage.promo_code_id, usage.user_id)
+            if campaign_limit is not None:
+                _, campaign_taken = await self._usages.campaign_slots(
+                    usage.campaign_id, usage.user_id
+                )
+        return None, ""
 
     def _replay(
         self,
@@ -350,21 +504,57 @@ class Redemptions:
         return stored
 
     async def _wait_settled(self, promo: PromoCode, rid: str, reservation: Reservation) -> None:
-        """Another request holds a reservation for this id: wait until it is settled (or settle
-        it when it is stale: its request died)."""
+        """Another request holds a reservation of the code for this id: wait until it is settled
+        (or settle it when its request has given up or died)."""
+
+        async def current() -> Reservation | None:
+            fresh = await self._codes.get(promo.id)
+            return fresh.pending.get(rid) if fresh else None
+
+        async def resolve() -> None:
+            await self._sweeper.resolve(promo.id, rid, reservation)
+
+        await self._wait_for(reservation, current, resolve)
+
+    async def _wait_campaign_settled(
+        self, campaign: Campaign, rid: str, reservation: Reservation
+    ) -> None:
+        """The same for a reservation of the campaign (its settle comes last)."""
+        assert self._campaigns is not None
+        campaigns = self._campaigns
+
+        async def current() -> Reservation | None:
+            fresh = await campaigns.get(campaign.id)
+            return fresh.pending.get(rid) if fresh else None
+
+        async def resolve() -> None:
+            await self._sweeper.resolve_campaign(campaign.id, rid, reservation)
+
+        await self._wait_for(reservation, current, resolve)
+
+    async def _wait_for(
+        self,
+        reservation: Reservation,
+        current: Callable[[], Awaitable[Reservation | None]],
+        resolve: Callable[[], Awaitable[None]],
+    ) -> None:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._wait_budget()
         while True:
-            if self._sweeper.is_stale(reservation, self._clock()):
-                await self._sweeper.resolve(promo.id, rid, reservation)
+            if self._overdue(reservation, self._clock()):
+                await resolve()  # safe at any moment: it fences the attempt out first
                 return
             await asyncio.sleep(self._wait_step)
-            fresh = await self._codes.get(promo.id)
-            current = fresh.pending.get(rid) if fresh else None
-            if current is None or current.attempt != reservation.attempt:
+            held = await current()
+            if held is None or held.attempt != reservation.attempt:
                 return
             if loop.time() > give_up:
                 raise _in_progress()
+
+    def _overdue(self, reservation: Reservation, now: datetime) -> bool:
+        """Its request has given up (its deadline passed) or it is stale (its request died)."""
+        gave_up = reservation.until is not None and now >= reservation.until
+        return gave_up or self._sweeper.is_stale(reservation, now)
 
     def _wait_budget(self) -> float:
         """How long this request may wait for others: `wait_limit`, ending early enough before
@@ -374,14 +564,15 @@ class Redemptions:
             return self._wait_limit
         return max(min(self._wait_limit, left - _ANSWER_MARGIN), 0.0)
 
-    async def _may_give_back(self, promo: PromoCode, stuck: bool) -> bool:
-        """Whether a reservation of the code may still return a use or budget: a release, or a
+    async def _may_give_back(self, pending: dict[str, Reservation], stuck: bool) -> bool:
+        """Whether a reservation of the code (or of the campaign: the same rule, the same usages
+        decide) may still return a use or budget: a release, or a
         redemption whose usage is not written yet (it may roll back). A redemption whose usage
         is written only waits to be finalized: waiting for it changes nothing. The usages are
         looked up only once the same reservations are seen twice in a row (`stuck`): while
         they come and go, one more short wait is cheaper than a query per pass."""
-        redeems = {rid: r.attempt for rid, r in promo.pending.items() if r.kind == REDEEM}
-        if len(redeems) < len(promo.pending):
+        redeems = {rid: r.attempt for rid, r in pending.items() if r.kind == REDEEM}
+        if len(redeems) < len(pending):
             return True
         if not redeems:
             return False
@@ -396,14 +587,19 @@ class Redemptions:
         left = deadlines.remaining()
         return None if left is None else now + timedelta(seconds=left + _LANDING)
 
-    async def _settle_overdue(self, promo: PromoCode) -> None:
-        """Settles, on the spot, the reservations whose request has given up (its deadline
-        passed: it died with a killed replica, or its caller left) or that are stale."""
+    async def _settle_overdue(self, promo: PromoCode, campaign: Campaign | None) -> None:
+        """Settles, on the spot, the reservations of the code and of its campaign whose request
+        has given up (its deadline passed: it died with a killed replica, or its caller left)
+        or that are stale."""
         now = self._clock()
         for rid, reservation in promo.pending.items():
-            overdue = reservation.until is not None and now >= reservation.until
-            if overdue or self._sweeper.is_stale(reservation, now):
+            if self._overdue(reservation, now):
                 await self._sweeper.resolve(promo.id, rid, reservation)
+        if campaign is None:
+            return
+        for rid, reservation in campaign.pending.items():
+            if self._overdue(reservation, now):
+                await self._sweeper.resolve_campaign(campaign.id, rid, reservation)
 
     async def _settle_quietly(
         self, code_id: str, rid: str, attempt: str, give_back: int | None
@@ -440,32 +636,76 @@ class Redemptions:
             promo = await self._codes.get(usage.promo_code_id)
             if promo is None:
                 raise code_not_found(usage.promo_code_id)
-            in_flight = promo.pending.get(rid)
-            if in_flight is not None:
-                if in_flight.kind == REDEEM and in_flight.attempt == usage.attempt:
-                    # The redemption wrote its usage but has not settled yet: settle it.
-                    await self._codes.settle(promo.id, rid, in_flight.attempt, None)
-                else:
-                    await self._wait_settled(promo, rid, in_flight)
+            # The campaign counted this usage only if the usage says so: a usage redeemed before
+            # campaigns were enforced was never counted there and gives nothing back to it.
+            campaign = await self._campaign_of(promo) if usage.campaign_id else None
+            if await self._redeem_left_settled(promo, campaign, usage):
                 continue
             if user is None:
                 user = await self._users.get_user(usage.user_id) or usage.user
-            now = self._clock()
-            attempt = self._new_id()
-            reservation = Reservation(
-                attempt, RELEASE, usage.user_id, usage.discount, now, self._until(now)
-            )
-            if not await self._codes.begin_release(promo.id, rid, reservation):
-                continue
-            usage.release(attempt, command.reason, promo, user, now)
-            if not await self._usages.release(usage):
-                await self._codes.settle(promo.id, rid, attempt, None)
-                continue  # released by someone else meanwhile: answer with the stored one
-            await self._settle_quietly(promo.id, rid, attempt, usage.discount)
-            return usage
+            released = await self._release_once(usage, promo, campaign, user, command.reason)
+            if released is not None:
+                return released
         raise errors.Aborted(
             "the redemption is being changed concurrently; retry", "CONCURRENT_UPDATE"
         )
+
+    async def _redeem_left_settled(
+        self, promo: PromoCode, campaign: Campaign | None, usage: Usage
+    ) -> bool:
+        """A reservation of the id still on the code or the campaign: the redemption that wrote
+        `usage` but has not settled (settled here: its verdict is the usage), or another
+        request's (waited for). True when there was one: the caller reads again."""
+        rid = usage.id
+        in_flight = promo.pending.get(rid)
+        if in_flight is not None:
+            if in_flight.kind == REDEEM and in_flight.attempt == usage.attempt:
+                await self._codes.settle(promo.id, rid, in_flight.attempt, None)
+            else:
+                await self._wait_settled(promo, rid, in_flight)
+            return True
+        if campaign is not None and (in_flight := campaign.pending.get(rid)) is not None:
+            if in_flight.kind == REDEEM and in_flight.attempt == usage.attempt:
+                await self._settle_campaign(campaign, rid, in_flight.attempt, None)
+            else:
+                await self._wait_campaign_settled(campaign, rid, in_flight)
+            return True
+        return False
+
+    async def _release_once(
+        self,
+        usage: Usage,
+        promo: PromoCode,
+        campaign: Campaign | None,
+        user: UserSnapshot,
+        reason: str,
+    ) -> Usage | None:
+        """Release's steps, the mirror of Redeem's: reserve a release on the campaign, then on
+        the code; mark the usage RELEASED (its slots freed); give back on the code, then on the
+        campaign. None when a step did not match (read again)."""
+        rid, now, attempt = usage.id, self._clock(), self._new_id()
+        until = self._until(now)
+        reservation = Reservation(
+            attempt, RELEASE, usage.user_id, usage.discount, now, until, usage.campaign_id
+        )
+        if campaign is not None:
+            assert self._campaigns is not None
+            on_campaign = Reservation(
+                attempt, RELEASE, usage.user_id, usage.discount, now, until, "", promo.id
+            )
+            if not await self._campaigns.begin_release(campaign.id, rid, on_campaign):
+                return None
+        if not await self._codes.begin_release(promo.id, rid, reservation):
+            await self._settle_campaign(campaign, rid, attempt, None)
+            return None
+        usage.release(attempt, reason, promo, user, now)
+        if not await self._usages.release(usage):
+            await self._codes.settle(promo.id, rid, attempt, None)
+            await self._settle_campaign(campaign, rid, attempt, None)
+            return None  # released by someone else meanwhile: answer with the stored one
+        await self._settle_quietly(promo.id, rid, attempt, usage.discount)
+        await self._settle_campaign_quietly(campaign, rid, attempt, usage.discount)
+        return usage
 
     # --- list -----------------------------------------------------------------------------
 
