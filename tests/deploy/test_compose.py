@@ -3,10 +3,15 @@ sets every variable each service needs, checks health and starts things in order
 
 from __future__ import annotations
 
+import itertools
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
+from devstack.pki import DevPki, spiffe_id
 from tests.deploy.deploy_support import (
     IMAGE,
     SERVICES,
@@ -66,8 +71,7 @@ def test_every_variable_the_service_needs_is_set(
 ) -> None:
     cls = settings_class(service)
     env = compose_env(compose()["services"][service.name])
-    # compose's Redis has no password (it is reachable only on the compose network).
-    must_set = {v: why for v, why in variables_to_set(cls).items() if v != "REDIS_PASSWORD"}
+    must_set = variables_to_set(cls)
     missing = [f"{var} ({why})" for var, why in must_set.items() if var not in env]
     assert not missing, f"compose {service.name} leaves unset:\n  " + "\n  ".join(missing)
     fields = {name.upper() for name in cls.model_fields}
@@ -99,11 +103,66 @@ def test_addresses_name_compose_services() -> None:
             assert "replicaSet=rs0" in uri and "//mongodb:27017" in uri
 
 
+# A variable or argument that carries a secret, and the only form its value may take in the
+# file: the operator's environment, required (compose refuses to start without it).
+_SECRET_VARIABLE = re.compile(r"PASSWORD|SECRET|TOKEN|REDISCLI_AUTH")
+_REQUIRED = re.compile(r"^\$\{[A-Z_]+:\?[^}]*\}$")
+
+
 def test_secrets_have_no_defaults() -> None:
+    """No password in the compose file: each comes from the operator's environment, required;
+    the data stores' own (Redis' --requirepass included) as much as the services'."""
+    seen = 0
     for name, entry in compose()["services"].items():
         for var, raw in (entry.get("environment") or {}).items():
-            if var.endswith("PASSWORD"):
-                assert ":?" in str(raw), f"{name} {var} must be required, not defaulted: {raw}"
+            if _SECRET_VARIABLE.search(var) and not var.endswith("_FILE"):
+                seen += 1
+                assert _REQUIRED.match(str(raw)), f"{name} {var} must be required: {raw}"
+        command = entry.get("command") or []
+        for flag, value in itertools.pairwise(command):
+            if flag == "--requirepass":
+                seen += 1
+                assert _REQUIRED.match(str(value)), f"{name} {flag} must be required: {value}"
+    assert seen, "the data stores run with passwords"
+
+
+def test_every_data_store_client_authenticates() -> None:
+    """Redis and ClickHouse require a password; every service talking to them sends it."""
+    services = compose()["services"]
+    assert "--requirepass" in services["redis"]["command"]
+    assert "CLICKHOUSE_PASSWORD" in compose_env(services["clickhouse"])
+    for service in SERVICES:
+        env = compose_env(services[service.name])
+        if "REDIS_HOST" in env:
+            assert "REDIS_PASSWORD" in env, service.name
+        if "CLICKHOUSE_HOST" in env:
+            assert "CLICKHOUSE_PASSWORD" in env, service.name
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_every_service_container_gets_its_certificate(service: Service, tmp_path: Path) -> None:
+    """Each service reads its own certificate, key and the CA from the folder devstack issues
+    into, mounted read-only as a folder (so rotation by rename is seen), and that certificate
+    names the service as compose addresses it, with its SPIFFE ID."""
+    entry = compose()["services"][service.name]
+    mounts = {}
+    for volume in entry["volumes"]:
+        source, target, *options = str(volume).split(":")
+        mounts[target] = (source, options)
+    source, options = mounts[_TLS_MOUNT]
+    assert source.endswith(".state/dev/pki") and options == ["ro"], volume
+    env = compose_env(entry)
+    issued = DevPki(tmp_path).files(service.name)  # the names devstack gives the files
+    assert env["GRPC_TLS_CERT_FILE"] == f"{_TLS_MOUNT}/{issued.cert.name}"
+    assert env["GRPC_TLS_KEY_FILE"] == f"{_TLS_MOUNT}/{issued.key.name}"
+    assert env["GRPC_TLS_CA_FILE"] == f"{_TLS_MOUNT}/{issued.ca.name}"
+    certificate = x509.load_pem_x509_certificate(issued.cert.read_bytes())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert service.name in names.get_values_for_type(x509.DNSName)
+    assert names.get_values_for_type(x509.UniformResourceIdentifier) == [spiffe_id(service.name)]
+
+
+_TLS_MOUNT = "/var/run/promo/tls"
 
 
 def test_health_checks_and_start_order() -> None:

@@ -4,11 +4,13 @@ restricted security context everywhere and only the design's network flows."""
 
 from __future__ import annotations
 
+import base64
 import importlib
 import re
 import subprocess
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -567,3 +569,49 @@ def test_network_policies_allow_exactly_the_designs_flows() -> None:
             metrics,
             ports[service.name],
         ), service.name
+
+
+# What a Secret in git may hold (deploy/README.md, "Secrets"): markers that are plainly not
+# secrets, or a URI whose password, if it has one, is such a marker.
+PLACEHOLDERS = frozenset({"REPLACE_ME", "example-only-not-a-secret"})
+
+
+def holds_no_real_value(value: str) -> bool:
+    if "://" in value:
+        password = urlsplit(value).password
+        return password is None or password in PLACEHOLDERS
+    return value in PLACEHOLDERS
+
+
+def test_the_placeholder_rule_refuses_real_values() -> None:
+    assert holds_no_real_value("mongodb://promo:REPLACE_ME@a:27017,b:27017/?replicaSet=rs0")
+    assert holds_no_real_value("mongodb://mongodb-0.mongodb:27017/?replicaSet=rs0")
+    for real in ("", "hunter2", "mongodb://promo:hunter2@a:27017/", "REPLACE_ME-but-real"):
+        assert not holds_no_real_value(real), real
+
+
+@pytest.mark.parametrize("overlay", ("base", *OVERLAYS))
+def test_no_secret_holds_a_real_value(overlay: str) -> None:
+    """Every Secret rendered from git holds placeholders only; real values come from outside
+    git. An empty value is refused too: it would be an empty-password default."""
+    secrets = by_kind(render(overlay), "Secret")
+    assert secrets, f"{overlay}: the services read their credentials from a Secret"
+    for name, secret in secrets.items():
+        assert not secret.get("stringData"), f"{overlay} {name}: stringData bypasses the check"
+        for key, encoded in secret.get("data", {}).items():
+            value = base64.b64decode(encoded).decode()
+            assert holds_no_real_value(value), f"{overlay} Secret {name} {key} holds a real value"
+
+
+def test_dev_data_stores_require_the_secrets_passwords() -> None:
+    """Authentication on in the dev overlay: Redis and ClickHouse take their passwords from the
+    same Secret the services read theirs from."""
+    objects = render("dev")
+    (redis,) = [c for c in containers(workloads(objects)["redis"]["pod"]) if c["name"] == "redis"]
+    env = container_env(redis, objects)
+    assert env["REDIS_PASSWORD"][0] == "secret" and env["REDISCLI_AUTH"][0] == "secret"
+    command = redis["command"]
+    assert command[command.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    clickhouse_pod = workloads(objects)["clickhouse"]["pod"]
+    (clickhouse,) = [c for c in containers(clickhouse_pod) if c["name"] == "clickhouse"]
+    assert container_env(clickhouse, objects)["CLICKHOUSE_PASSWORD"][0] == "secret"
