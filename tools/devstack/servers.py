@@ -21,6 +21,7 @@ from devstack.probes import (
 )
 from devstack.processes import ChildProcess
 from devstack.state import PidRegistry
+from promo_libs.config import TlsPaths
 
 HOST = "127.0.0.1"
 CLICKHOUSE_DATABASE = "analytics"
@@ -145,16 +146,38 @@ class ManagedServer(Server):
 
 
 class RedisServer(ManagedServer):
+    """With `tls` (its certificate, key and the CA it trusts): TLS only, on `port`, and every
+    client must present a certificate of that CA (Redis' tls-auth-clients yes)."""
+
     def __init__(
-        self, state_dir: Path, registry: PidRegistry | None, port: int | None = None
+        self,
+        state_dir: Path,
+        registry: PidRegistry | None,
+        port: int | None = None,
+        *,
+        name: str = "redis",
+        tls: TlsPaths | None = None,
     ) -> None:
-        super().__init__("redis", state_dir, registry)
+        super().__init__(name, state_dir, registry)
         self.port = pick_port(port)
+        self.tls = tls
+
+    def _listen(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port", "0",  # no plaintext port at all
+            "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.tls.cert),
+            "--tls-key-file", str(self.tls.key),
+            "--tls-ca-cert-file", str(self.tls.ca),
+            "--tls-auth-clients", "yes",
+        ]  # fmt: skip
 
     def argv(self) -> list[str]:
         return [
             _which("redis-server"),
-            "--port", str(self.port),
+            *self._listen(),
             "--bind", HOST,
             "--dir", str(self.dir),
             "--appendonly", "yes",
@@ -169,13 +192,18 @@ class RedisServer(ManagedServer):
         return [self.dir / "redis.log"]
 
     def ping(self) -> bool:
-        return ping_redis(HOST, self.port)
+        return ping_redis(HOST, self.port, tls=self.tls)
 
     def address(self) -> str:
-        return f"redis://{HOST}:{self.port}"
+        return f"{'rediss' if self.tls else 'redis'}://{HOST}:{self.port}"
 
     def env(self) -> dict[str, str]:
-        return {"REDIS_HOST": HOST, "REDIS_PORT": str(self.port)}
+        """What a client needs; with TLS, the server's bundle (a client adds its own
+        certificate: REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE)."""
+        env = {"REDIS_HOST": HOST, "REDIS_PORT": str(self.port)}
+        if self.tls is not None:
+            env |= {"REDIS_TLS": "true", "REDIS_TLS_CA_FILE": str(self.tls.ca)}
+        return env
 
 
 class ClickHouseServer(ManagedServer):
