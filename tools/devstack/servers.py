@@ -216,23 +216,43 @@ class ClickHouseServer(ManagedServer):
         http_port: int | None = None,
         tcp_port: int | None = None,
         database: str = CLICKHOUSE_DATABASE,
+        *,
+        name: str = "clickhouse",
+        tls: TlsPaths | None = None,
     ) -> None:
-        super().__init__("clickhouse", state_dir, registry)
+        super().__init__(name, state_dir, registry)
         self.http_port = pick_port(http_port)
         self.tcp_port = pick_port(tcp_port)
         self.database = database
+        # With `tls`: HTTPS on https_port as well, with that certificate (the HTTP port stays
+        # for devstack's own probes and set-up).
+        self.tls = tls
+        self.https_port = pick_port(None) if tls is not None else None
 
     def prepare(self) -> None:
         for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         values = {
-            "state": str(self.state_dir),
+            "dir": str(self.dir),
             "http_port": str(self.http_port),
             "tcp_port": str(self.tcp_port),
         }
         for name in ("config.xml", "users.xml"):
             template = string.Template((_TEMPLATES / name).read_text())
             (self.dir / name).write_text(template.substitute(values))
+        overrides = self.dir / "config.d"
+        overrides.mkdir(exist_ok=True)
+        (overrides / "tls.xml").unlink(missing_ok=True)
+        if self.tls is not None:
+            template = string.Template((_TEMPLATES / "tls.xml").read_text())
+            (overrides / "tls.xml").write_text(
+                template.substitute(
+                    https_port=str(self.https_port),
+                    cert=str(self.tls.cert),
+                    key=str(self.tls.key),
+                    ca=str(self.tls.ca),
+                )
+            )
 
     def argv(self) -> list[str]:
         return [self.binary, f"--config-file={self.dir / 'config.xml'}"]
