@@ -13,7 +13,9 @@ from cryptography import x509
 
 from devstack.pki import DevPki, spiffe_id
 from tests.deploy.deploy_support import (
+    COMPOSE_FILE,
     IMAGE,
+    READER_XML,
     SERVICES,
     Service,
     compose,
@@ -206,3 +208,15 @@ def test_service_containers_are_locked_down() -> None:
         assert entry["user"] == "10001:10001"
         assert any(t.startswith("/tmp") for t in entry["tmpfs"])
         assert all(p.startswith("127.0.0.1:") for p in entry["ports"])
+
+
+def test_analytics_reads_clickhouse_as_the_reader() -> None:
+    services = compose()["services"]
+    analytics = services["analytics"]["environment"]
+    assert analytics["CLICKHOUSE_USER"] == "promo_reader"
+    assert analytics["CLICKHOUSE_PASSWORD"].startswith("${CLICKHOUSE_READER_PASSWORD:?")
+    clickhouse = services["clickhouse"]
+    mounted = {str(v).split(":")[1]: str(v).split(":")[0] for v in clickhouse["volumes"]}
+    source = mounted["/etc/clickhouse-server/users.d/reader-user.xml"]
+    assert (COMPOSE_FILE.parent / source).resolve() == READER_XML
+    assert "CLICKHOUSE_READER_PASSWORD" in clickhouse["environment"]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from typing import Any
 from urllib.parse import urlsplit
+from xml.etree import ElementTree
 
 import pytest
 
@@ -20,6 +21,7 @@ from tests.deploy.deploy_support import (
     K8S,
     KUBERNETES_VERSION,
     OVERLAYS,
+    READER_XML,
     SERVICES,
     Service,
     by_kind,
@@ -615,3 +617,35 @@ def test_dev_data_stores_require_the_secrets_passwords() -> None:
     clickhouse_pod = workloads(objects)["clickhouse"]["pod"]
     (clickhouse,) = [c for c in containers(clickhouse_pod) if c["name"] == "clickhouse"]
     assert container_env(clickhouse, objects)["CLICKHOUSE_PASSWORD"][0] == "secret"
+
+
+def test_the_clickhouse_reader_is_read_only_and_time_limited() -> None:
+    root = ElementTree.parse(READER_XML).getroot()
+    (user,) = root.findall("users/promo_reader")
+    profile = root.find(f"profiles/{user.findtext('profile')}")
+    assert profile is not None
+    assert profile.findtext("readonly") == "1"  # no writes, no DDL, no SET to lift limits
+    assert 0 < int(profile.findtext("max_execution_time") or 0) <= 60
+    assert [d.text for d in user.findall("allow_databases/database")] == ["analytics"]
+    password = user.find("password")
+    assert password is not None and password.get("from_env") == "CLICKHOUSE_READER_PASSWORD"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_analytics_reads_clickhouse_as_the_reader(overlay: str) -> None:
+    objects = render(overlay)
+    _, analytics = service_container(overlay, BY_MODULE["analytics_service"])
+    env = container_env(analytics, objects)
+    assert env["CLICKHOUSE_USER"] == ("configmap", "promo_reader")
+    assert env["CLICKHOUSE_PASSWORD"][0] == "secret"
+    ref = next(e for e in analytics["env"] if e["name"] == "CLICKHOUSE_PASSWORD")
+    assert ref["valueFrom"]["secretKeyRef"]["key"] == "CLICKHOUSE_READER_PASSWORD"
+    # sync-consumer writes and migrates: not as the reader.
+    _, consumer = service_container(overlay, BY_MODULE["sync_consumer"])
+    assert container_env(consumer, objects)["CLICKHOUSE_USER"][1] != "promo_reader"
+    if overlay == "dev":  # the dev ClickHouse defines the user, with the Secret's password
+        (clickhouse,) = containers(workloads(objects)["clickhouse"]["pod"])
+        mounts = {m["mountPath"] for m in clickhouse["volumeMounts"]}
+        assert "/etc/clickhouse-server/users.d/reader-user.xml" in mounts
+        server_env = container_env(clickhouse, objects)
+        assert server_env["CLICKHOUSE_READER_PASSWORD"][0] == "secret"

@@ -10,6 +10,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
 from devstack.ports import pick_port
 from devstack.probes import (
@@ -208,6 +209,8 @@ class RedisServer(ManagedServer):
 
 class ClickHouseServer(ManagedServer):
     binary = "/usr/sbin/clickhouse-server"
+    # The ClickHouse user each workload connects as (users.xml); the others use `default`.
+    USERS: ClassVar[dict[str, str]] = {"analytics": "promo_reader"}
 
     def __init__(
         self,
