@@ -649,3 +649,27 @@ def test_analytics_reads_clickhouse_as_the_reader(overlay: str) -> None:
         assert "/etc/clickhouse-server/users.d/reader-user.xml" in mounts
         server_env = container_env(clickhouse, objects)
         assert server_env["CLICKHOUSE_READER_PASSWORD"][0] == "secret"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_redis_client_logs_in_as_its_own_acl_user(overlay: str) -> None:
+    """REDIS_USERNAME is the service's name, its password its own Secret key; in dev, the Redis
+    defines that user (tests/integration/test_redis_acl.py runs each one's code as it)."""
+    objects = render(overlay)
+    users = set()
+    for service in SERVICES:
+        _, container = service_container(overlay, service)
+        env = container_env(container, objects)
+        if "REDIS_HOST" not in env:
+            continue
+        assert env["REDIS_USERNAME"] == ("configmap", service.name)
+        ref = next(e for e in container["env"] if e["name"] == "REDIS_PASSWORD")
+        key = f"REDIS_{service.name.upper().replace('-', '_')}_PASSWORD"
+        assert ref["valueFrom"]["secretKeyRef"]["key"] == key, service.name
+        users.add(service.name)
+    assert users == {"users", "promocodes", "orders", "sync-consumer"}
+    if overlay == "dev":
+        (redis,) = containers(workloads(objects)["redis"]["pod"])
+        command = redis["command"]
+        defined = {command[n + 1].split()[0] for n, a in enumerate(command) if a == "--user"}
+        assert defined == users

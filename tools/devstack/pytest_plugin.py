@@ -52,6 +52,7 @@ SECRETS_USED = (
     "a brand new secret",
     "s3cret-mongo-PW",
     "bus acl password 1",
+    "acl test password 1",
 )
 
 
