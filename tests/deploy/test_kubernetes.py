@@ -673,3 +673,30 @@ def test_each_redis_client_logs_in_as_its_own_acl_user(overlay: str) -> None:
         command = redis["command"]
         defined = {command[n + 1].split()[0] for n, a in enumerate(command) if a == "--user"}
         assert defined == users
+
+
+def test_prod_talks_tls_to_every_data_store() -> None:
+    """Every client of a store in prod: MongoDB's URI asks for TLS, Redis and ClickHouse have
+    it on (ClickHouse on its HTTPS port, which the egress policy opens); dev stays plaintext
+    inside its namespace."""
+    for overlay, on in (("prod", True), ("dev", False)):
+        objects = render(overlay)
+        seen = set()
+        for workload in workloads(objects).values():
+            for container in containers(workload["pod"]):
+                env = {k: v for k, (_, v) in container_env(container, objects).items()}
+                if "MONGODB_URI" in env and overlay == "prod":
+                    assert "tls=true" in env["MONGODB_URI"], container["name"]
+                    seen.add("mongodb")
+                if "REDIS_HOST" in env:
+                    assert env["REDIS_TLS"] == str(on).lower(), container["name"]
+                    seen.add("redis")
+                if "CLICKHOUSE_HOST" in env and is_project_image(container["image"]):
+                    assert env["CLICKHOUSE_SECURE"] == str(on).lower(), container["name"]
+                    seen.add("clickhouse")
+        assert seen >= {"redis", "clickhouse"}
+    prod = by_kind(render("prod"), "ConfigMap")
+    (datastores,) = [c for n, c in prod.items() if n.startswith("promo-datastores")]
+    port = int(datastores["data"]["CLICKHOUSE_PORT"])
+    egress = by_kind(render("prod"), "NetworkPolicy")["clickhouse-egress"]["spec"]["egress"]
+    assert {p["port"] for rule in egress for p in rule["ports"]} == {port}
