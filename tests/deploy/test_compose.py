@@ -220,3 +220,27 @@ def test_analytics_reads_clickhouse_as_the_reader() -> None:
     source = mounted["/etc/clickhouse-server/users.d/reader-user.xml"]
     assert (COMPOSE_FILE.parent / source).resolve() == READER_XML
     assert "CLICKHOUSE_READER_PASSWORD" in clickhouse["environment"]
+
+
+def test_redis_runs_the_dev_overlays_acl_users() -> None:
+    """The same `--user` rules as the dev overlay (which tests/integration/test_redis_acl.py
+    proves against the services' Redis code), each password required from the environment, and
+    each service logged in as its own user."""
+    services = compose()["services"]
+    command = services["redis"]["command"]
+    rules = [command[n + 1] for n, arg in enumerate(command) if arg == "--user"]
+    (dev_redis,) = containers(workloads(render("dev"))["redis"]["pod"])
+    dev = dev_redis["command"]
+    dev_rules = [dev[n + 1] for n, arg in enumerate(dev) if arg == "--user"]
+
+    def shape(rule: str) -> str:  # the rule with its password source blanked
+        return re.sub(r">(\$\([A-Z_]+\)|\$\{[A-Z_]+:\?[^}]*\})", ">PASSWORD", rule)
+
+    assert [shape(r) for r in rules] == [shape(r) for r in dev_rules]
+    for rule in rules:
+        name = rule.split()[0]
+        env = services[name]["environment"]
+        assert env["REDIS_USERNAME"] == name
+        var = f"REDIS_{name.upper().replace('-', '_')}_PASSWORD"
+        assert str(env["REDIS_PASSWORD"]).startswith("${" + var + ":?"), name
+        assert "${" + var + ":?" in rule, name
