@@ -189,3 +189,18 @@ def test_a_blocking_channel_follows_its_files_too(server: Server, tmp_path: Path
         stub.ListUsers(request, timeout=10)
         _, call = stub.ListUsers.with_call(request, timeout=10)
         assert call.code() == grpc.StatusCode.OK
+
+
+async def test_a_closed_channel_makes_no_new_connection_after_a_rotation(
+    server: Server, tmp_path: Path
+) -> None:
+    client = _mounted(tmp_path)
+    mount(server.old.files("back-office"), client)
+    channel = secure_channel(server.users.address, client)
+    stub = users_pb2_grpc.UserServiceStub(channel)
+    assert await _list_users(stub) == grpc.StatusCode.OK
+    await channel.close()
+    mount(server.old.files("storefront"), client)
+    with pytest.raises(grpc.aio.UsageError):  # gRPC's answer on a closed channel
+        await stub.ListUsers(users_pb2.ListUsersRequest(page_size=1), timeout=10)
+    assert isinstance(channel, RotatingChannel) and channel.rotation.reloads == 0

@@ -66,6 +66,7 @@ class Rotation(Generic[C]):
         self._current: _Generation[C] = _Generation(make(channel_credentials(tls)), stamp)
         self._retired: list[_Generation[C]] = []
         self._unreadable: Stamp | None = None
+        self._closed = False
         self.reloads = 0
 
     @property
@@ -96,14 +97,18 @@ class Rotation(Generic[C]):
             self._retired.remove(generation)
         self._dispose(generation.channel)
 
-    def all_channels(self) -> list[C]:
-        """Every channel still open (current first), for closing the wrapper."""
+    def close(self) -> list[C]:
+        """Every channel still open (current first), for closing the wrapper; no new channel is
+        made after this (a call on a closed wrapper fails as on a closed gRPC channel)."""
         with self._lock:
+            self._closed = True
             return [self._current.channel, *(g.channel for g in self._retired)]
 
     def _refresh(self) -> C | None:
         """Under the lock: a new current channel when the files changed; the old one when it
         can be closed at once (no call on it)."""
+        if self._closed:
+            return None
         try:
             stamp = self._tls.stamp()
             if stamp == self._current.stamp:
@@ -255,7 +260,7 @@ class RotatingChannel(grpc.aio.Channel):
         await self.rotation.current.channel_ready()
 
     async def close(self, grace: float | None = None) -> None:
-        channels = self.rotation.all_channels()
+        channels = self.rotation.close()
         await asyncio.gather(*(channel.close(grace) for channel in channels), *self._closing)
 
     async def __aenter__(self) -> RotatingChannel:
@@ -328,7 +333,7 @@ class RotatingSyncChannel(grpc.Channel):
         self.rotation.current.unsubscribe(callback)
 
     def close(self) -> None:
-        for channel in self.rotation.all_channels():
+        for channel in self.rotation.close():
             channel.close()
 
     def __enter__(self) -> RotatingSyncChannel:
