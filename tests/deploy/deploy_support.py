@@ -25,6 +25,8 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 OVERLAYS = ("dev", "prod")
 COMPOSE_FILE = DEPLOY / "compose" / "compose.yaml"
+# analytics' read-only ClickHouse user: mounted into the dev overlay's server and compose's.
+READER_XML = K8S / "overlays" / "dev" / "clickhouse" / "reader-user.xml"
 IMAGE = "promo-platform"  # the one image of the five services (deploy/README.md says why)
 KUBERNETES_VERSION = "1.37.0"  # schemas bundled with kubernetes-validate
 

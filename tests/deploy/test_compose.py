@@ -3,12 +3,19 @@ sets every variable each service needs, checks health and starts things in order
 
 from __future__ import annotations
 
+import itertools
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
+from devstack.pki import DevPki, spiffe_id
 from tests.deploy.deploy_support import (
+    COMPOSE_FILE,
     IMAGE,
+    READER_XML,
     SERVICES,
     Service,
     compose,
@@ -66,8 +73,7 @@ def test_every_variable_the_service_needs_is_set(
 ) -> None:
     cls = settings_class(service)
     env = compose_env(compose()["services"][service.name])
-    # compose's Redis has no password (it is reachable only on the compose network).
-    must_set = {v: why for v, why in variables_to_set(cls).items() if v != "REDIS_PASSWORD"}
+    must_set = variables_to_set(cls)
     missing = [f"{var} ({why})" for var, why in must_set.items() if var not in env]
     assert not missing, f"compose {service.name} leaves unset:\n  " + "\n  ".join(missing)
     fields = {name.upper() for name in cls.model_fields}
@@ -99,11 +105,66 @@ def test_addresses_name_compose_services() -> None:
             assert "replicaSet=rs0" in uri and "//mongodb:27017" in uri
 
 
+# A variable or argument that carries a secret, and the only form its value may take in the
+# file: the operator's environment, required (compose refuses to start without it).
+_SECRET_VARIABLE = re.compile(r"PASSWORD|SECRET|TOKEN|REDISCLI_AUTH")
+_REQUIRED = re.compile(r"^\$\{[A-Z_]+:\?[^}]*\}$")
+
+
 def test_secrets_have_no_defaults() -> None:
+    """No password in the compose file: each comes from the operator's environment, required;
+    the data stores' own (Redis' --requirepass included) as much as the services'."""
+    seen = 0
     for name, entry in compose()["services"].items():
         for var, raw in (entry.get("environment") or {}).items():
-            if var.endswith("PASSWORD"):
-                assert ":?" in str(raw), f"{name} {var} must be required, not defaulted: {raw}"
+            if _SECRET_VARIABLE.search(var) and not var.endswith("_FILE"):
+                seen += 1
+                assert _REQUIRED.match(str(raw)), f"{name} {var} must be required: {raw}"
+        command = entry.get("command") or []
+        for flag, value in itertools.pairwise(command):
+            if flag == "--requirepass":
+                seen += 1
+                assert _REQUIRED.match(str(value)), f"{name} {flag} must be required: {value}"
+    assert seen, "the data stores run with passwords"
+
+
+def test_every_data_store_client_authenticates() -> None:
+    """Redis and ClickHouse require a password; every service talking to them sends it."""
+    services = compose()["services"]
+    assert "--requirepass" in services["redis"]["command"]
+    assert "CLICKHOUSE_PASSWORD" in compose_env(services["clickhouse"])
+    for service in SERVICES:
+        env = compose_env(services[service.name])
+        if "REDIS_HOST" in env:
+            assert "REDIS_PASSWORD" in env, service.name
+        if "CLICKHOUSE_HOST" in env:
+            assert "CLICKHOUSE_PASSWORD" in env, service.name
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_every_service_container_gets_its_certificate(service: Service, tmp_path: Path) -> None:
+    """Each service reads its own certificate, key and the CA from the folder devstack issues
+    into, mounted read-only as a folder (so rotation by rename is seen), and that certificate
+    names the service as compose addresses it, with its SPIFFE ID."""
+    entry = compose()["services"][service.name]
+    mounts = {}
+    for volume in entry["volumes"]:
+        source, target, *options = str(volume).split(":")
+        mounts[target] = (source, options)
+    source, options = mounts[_TLS_MOUNT]
+    assert source.endswith(".state/dev/pki") and options == ["ro"], volume
+    env = compose_env(entry)
+    issued = DevPki(tmp_path).files(service.name)  # the names devstack gives the files
+    assert env["GRPC_TLS_CERT_FILE"] == f"{_TLS_MOUNT}/{issued.cert.name}"
+    assert env["GRPC_TLS_KEY_FILE"] == f"{_TLS_MOUNT}/{issued.key.name}"
+    assert env["GRPC_TLS_CA_FILE"] == f"{_TLS_MOUNT}/{issued.ca.name}"
+    certificate = x509.load_pem_x509_certificate(issued.cert.read_bytes())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert service.name in names.get_values_for_type(x509.DNSName)
+    assert names.get_values_for_type(x509.UniformResourceIdentifier) == [spiffe_id(service.name)]
+
+
+_TLS_MOUNT = "/var/run/promo/tls"
 
 
 def test_health_checks_and_start_order() -> None:
@@ -147,3 +208,39 @@ def test_service_containers_are_locked_down() -> None:
         assert entry["user"] == "10001:10001"
         assert any(t.startswith("/tmp") for t in entry["tmpfs"])
         assert all(p.startswith("127.0.0.1:") for p in entry["ports"])
+
+
+def test_analytics_reads_clickhouse_as_the_reader() -> None:
+    services = compose()["services"]
+    analytics = services["analytics"]["environment"]
+    assert analytics["CLICKHOUSE_USER"] == "promo_reader"
+    assert analytics["CLICKHOUSE_PASSWORD"].startswith("${CLICKHOUSE_READER_PASSWORD:?")
+    clickhouse = services["clickhouse"]
+    mounted = {str(v).split(":")[1]: str(v).split(":")[0] for v in clickhouse["volumes"]}
+    source = mounted["/etc/clickhouse-server/users.d/reader-user.xml"]
+    assert (COMPOSE_FILE.parent / source).resolve() == READER_XML
+    assert "CLICKHOUSE_READER_PASSWORD" in clickhouse["environment"]
+
+
+def test_redis_runs_the_dev_overlays_acl_users() -> None:
+    """The same `--user` rules as the dev overlay (which tests/integration/test_redis_acl.py
+    proves against the services' Redis code), each password required from the environment, and
+    each service logged in as its own user."""
+    services = compose()["services"]
+    command = services["redis"]["command"]
+    rules = [command[n + 1] for n, arg in enumerate(command) if arg == "--user"]
+    (dev_redis,) = containers(workloads(render("dev"))["redis"]["pod"])
+    dev = dev_redis["command"]
+    dev_rules = [dev[n + 1] for n, arg in enumerate(dev) if arg == "--user"]
+
+    def shape(rule: str) -> str:  # the rule with its password source blanked
+        return re.sub(r">(\$\([A-Z_]+\)|\$\{[A-Z_]+:\?[^}]*\})", ">PASSWORD", rule)
+
+    assert [shape(r) for r in rules] == [shape(r) for r in dev_rules]
+    for rule in rules:
+        name = rule.split()[0]
+        env = services[name]["environment"]
+        assert env["REDIS_USERNAME"] == name
+        var = f"REDIS_{name.upper().replace('-', '_')}_PASSWORD"
+        assert str(env["REDIS_PASSWORD"]).startswith("${" + var + ":?"), name
+        assert "${" + var + ":?" in rule, name

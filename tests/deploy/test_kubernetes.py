@@ -4,11 +4,14 @@ restricted security context everywhere and only the design's network flows."""
 
 from __future__ import annotations
 
+import base64
 import importlib
 import re
 import subprocess
 import sys
 from typing import Any
+from urllib.parse import urlsplit
+from xml.etree import ElementTree
 
 import pytest
 
@@ -18,6 +21,7 @@ from tests.deploy.deploy_support import (
     K8S,
     KUBERNETES_VERSION,
     OVERLAYS,
+    READER_XML,
     SERVICES,
     Service,
     by_kind,
@@ -567,3 +571,132 @@ def test_network_policies_allow_exactly_the_designs_flows() -> None:
             metrics,
             ports[service.name],
         ), service.name
+
+
+# What a Secret in git may hold (deploy/README.md, "Secrets"): markers that are plainly not
+# secrets, or a URI whose password, if it has one, is such a marker.
+PLACEHOLDERS = frozenset({"REPLACE_ME", "example-only-not-a-secret"})
+
+
+def holds_no_real_value(value: str) -> bool:
+    if "://" in value:
+        password = urlsplit(value).password
+        return password is None or password in PLACEHOLDERS
+    return value in PLACEHOLDERS
+
+
+def test_the_placeholder_rule_refuses_real_values() -> None:
+    assert holds_no_real_value("mongodb://promo:REPLACE_ME@a:27017,b:27017/?replicaSet=rs0")
+    assert holds_no_real_value("mongodb://mongodb-0.mongodb:27017/?replicaSet=rs0")
+    for real in ("", "hunter2", "mongodb://promo:hunter2@a:27017/", "REPLACE_ME-but-real"):
+        assert not holds_no_real_value(real), real
+
+
+@pytest.mark.parametrize("overlay", ("base", *OVERLAYS))
+def test_no_secret_holds_a_real_value(overlay: str) -> None:
+    """Every Secret rendered from git holds placeholders only; real values come from outside
+    git. An empty value is refused too: it would be an empty-password default."""
+    secrets = by_kind(render(overlay), "Secret")
+    assert secrets, f"{overlay}: the services read their credentials from a Secret"
+    for name, secret in secrets.items():
+        assert not secret.get("stringData"), f"{overlay} {name}: stringData bypasses the check"
+        for key, encoded in secret.get("data", {}).items():
+            value = base64.b64decode(encoded).decode()
+            assert holds_no_real_value(value), f"{overlay} Secret {name} {key} holds a real value"
+
+
+def test_dev_data_stores_require_the_secrets_passwords() -> None:
+    """Authentication on in the dev overlay: Redis and ClickHouse take their passwords from the
+    same Secret the services read theirs from."""
+    objects = render("dev")
+    (redis,) = [c for c in containers(workloads(objects)["redis"]["pod"]) if c["name"] == "redis"]
+    env = container_env(redis, objects)
+    assert env["REDIS_PASSWORD"][0] == "secret" and env["REDISCLI_AUTH"][0] == "secret"
+    command = redis["command"]
+    assert command[command.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    clickhouse_pod = workloads(objects)["clickhouse"]["pod"]
+    (clickhouse,) = [c for c in containers(clickhouse_pod) if c["name"] == "clickhouse"]
+    assert container_env(clickhouse, objects)["CLICKHOUSE_PASSWORD"][0] == "secret"
+
+
+def test_the_clickhouse_reader_is_read_only_and_time_limited() -> None:
+    root = ElementTree.parse(READER_XML).getroot()
+    (user,) = root.findall("users/promo_reader")
+    profile = root.find(f"profiles/{user.findtext('profile')}")
+    assert profile is not None
+    assert profile.findtext("readonly") == "1"  # no writes, no DDL, no SET to lift limits
+    assert 0 < int(profile.findtext("max_execution_time") or 0) <= 60
+    assert [d.text for d in user.findall("allow_databases/database")] == ["analytics"]
+    password = user.find("password")
+    assert password is not None and password.get("from_env") == "CLICKHOUSE_READER_PASSWORD"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_analytics_reads_clickhouse_as_the_reader(overlay: str) -> None:
+    objects = render(overlay)
+    _, analytics = service_container(overlay, BY_MODULE["analytics_service"])
+    env = container_env(analytics, objects)
+    assert env["CLICKHOUSE_USER"] == ("configmap", "promo_reader")
+    assert env["CLICKHOUSE_PASSWORD"][0] == "secret"
+    ref = next(e for e in analytics["env"] if e["name"] == "CLICKHOUSE_PASSWORD")
+    assert ref["valueFrom"]["secretKeyRef"]["key"] == "CLICKHOUSE_READER_PASSWORD"
+    # sync-consumer writes and migrates: not as the reader.
+    _, consumer = service_container(overlay, BY_MODULE["sync_consumer"])
+    assert container_env(consumer, objects)["CLICKHOUSE_USER"][1] != "promo_reader"
+    if overlay == "dev":  # the dev ClickHouse defines the user, with the Secret's password
+        (clickhouse,) = containers(workloads(objects)["clickhouse"]["pod"])
+        mounts = {m["mountPath"] for m in clickhouse["volumeMounts"]}
+        assert "/etc/clickhouse-server/users.d/reader-user.xml" in mounts
+        server_env = container_env(clickhouse, objects)
+        assert server_env["CLICKHOUSE_READER_PASSWORD"][0] == "secret"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_redis_client_logs_in_as_its_own_acl_user(overlay: str) -> None:
+    """REDIS_USERNAME is the service's name, its password its own Secret key; in dev, the Redis
+    defines that user (tests/integration/test_redis_acl.py runs each one's code as it)."""
+    objects = render(overlay)
+    users = set()
+    for service in SERVICES:
+        _, container = service_container(overlay, service)
+        env = container_env(container, objects)
+        if "REDIS_HOST" not in env:
+            continue
+        assert env["REDIS_USERNAME"] == ("configmap", service.name)
+        ref = next(e for e in container["env"] if e["name"] == "REDIS_PASSWORD")
+        key = f"REDIS_{service.name.upper().replace('-', '_')}_PASSWORD"
+        assert ref["valueFrom"]["secretKeyRef"]["key"] == key, service.name
+        users.add(service.name)
+    assert users == {"users", "promocodes", "orders", "sync-consumer"}
+    if overlay == "dev":
+        (redis,) = containers(workloads(objects)["redis"]["pod"])
+        command = redis["command"]
+        defined = {command[n + 1].split()[0] for n, a in enumerate(command) if a == "--user"}
+        assert defined == users
+
+
+def test_prod_talks_tls_to_every_data_store() -> None:
+    """Every client of a store in prod: MongoDB's URI asks for TLS, Redis and ClickHouse have
+    it on (ClickHouse on its HTTPS port, which the egress policy opens); dev stays plaintext
+    inside its namespace."""
+    for overlay, on in (("prod", True), ("dev", False)):
+        objects = render(overlay)
+        seen = set()
+        for workload in workloads(objects).values():
+            for container in containers(workload["pod"]):
+                env = {k: v for k, (_, v) in container_env(container, objects).items()}
+                if "MONGODB_URI" in env and overlay == "prod":
+                    assert "tls=true" in env["MONGODB_URI"], container["name"]
+                    seen.add("mongodb")
+                if "REDIS_HOST" in env:
+                    assert env["REDIS_TLS"] == str(on).lower(), container["name"]
+                    seen.add("redis")
+                if "CLICKHOUSE_HOST" in env and is_project_image(container["image"]):
+                    assert env["CLICKHOUSE_SECURE"] == str(on).lower(), container["name"]
+                    seen.add("clickhouse")
+        assert seen >= {"redis", "clickhouse"}
+    prod = by_kind(render("prod"), "ConfigMap")
+    (datastores,) = [c for n, c in prod.items() if n.startswith("promo-datastores")]
+    port = int(datastores["data"]["CLICKHOUSE_PORT"])
+    egress = by_kind(render("prod"), "NetworkPolicy")["clickhouse-egress"]["spec"]["egress"]
+    assert {p["port"] for rule in egress for p in rule["ports"]} == {port}

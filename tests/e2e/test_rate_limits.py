@@ -164,3 +164,57 @@ async def test_a_login_flood_is_cut_off_while_others_still_log_in(
             )
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert _retry_delay(caught.value) is not None
+
+
+async def test_with_redis_down_log_in_is_refused_and_validation_goes_on(
+    services: dict[str, Any], stack: Stack
+) -> None:
+    """Each limited method's choice while the buckets cannot be read (the services' limits
+    tables, `if_store_down`): AuthenticateUser refuses, UNAVAILABLE DEPENDENCY_UNAVAILABLE, at
+    once and without hashing; ValidatePromoCode is answered. Log-in works again with Redis."""
+    users_service: ServiceProcess = services["users"]
+    email = f"rl.down.{uuid.uuid4().hex[:6]}@example.com"
+    login = users_pb2.AuthenticateUserRequest(email=email, password="correct horse battery")
+    async with users_service.channel(identity="storefront") as channel:
+        users = users_pb2_grpc.UserServiceStub(channel)
+        await users.CreateUser(
+            users_pb2.CreateUserRequest(
+                user=users_pb2.User(email=email), password="correct horse battery"
+            )
+        )
+        stack.stop_server("redis")
+        try:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await users.AuthenticateUser(login, timeout=30)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            info = error_info(refused.value)
+            assert info is not None and info.reason == "DEPENDENCY_UNAVAILABLE"
+            # Refused before the argon2 queue: well under one Redis timeout per attempt.
+            assert asyncio.get_running_loop().time() - started < 10
+
+            (replica, _) = services["replicas"]
+            async with replica.channel() as promo_channel:  # its per-user bucket is in Redis
+                answer = await promo_codes_pb2_grpc.PromoCodeServiceStub(
+                    promo_channel
+                ).ValidatePromoCode(
+                    promo_codes_pb2.ValidatePromoCodeRequest(
+                        code="NOSUCHCODE",
+                        user_id=uuid.uuid4().hex[:24],
+                        order_amount=common_pb2.Money(currency_code="EUR", amount_minor=1000),
+                    ),
+                    timeout=30,
+                )
+            assert answer.reason == "PROMO_CODE_NOT_FOUND"  # let through, answered as usual
+        finally:
+            stack.start_server("redis")
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # the client reconnects on its own; no fixed wait
+            try:
+                response = await users.AuthenticateUser(login, timeout=30)
+                break
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+                assert asyncio.get_running_loop().time() < deadline, "log-in never came back"
+        assert response.user.email == email

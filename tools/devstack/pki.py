@@ -128,6 +128,7 @@ class DevPki:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=_CA_DAYS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .add_extension(
                 x509.KeyUsage(
                     digital_signature=True,
@@ -166,6 +167,12 @@ class DevPki:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=_LEAF_DAYS))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            # Every development CA has the same name: during a CA rotation, when a bundle holds
+            # the old CA and the new, the key identifier is what picks the issuer (verifiers
+            # otherwise try the first CA of that name and fail on its signature).
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+            )
             .add_extension(
                 x509.SubjectAlternativeName(
                     [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from typing import Any
 
 import grpc
 import pymongo
@@ -15,9 +16,18 @@ from promo_libs.config import TlsPaths
 from promo_libs.grpc.client import secure_sync_channel
 
 
-def ping_redis(host: str, port: int, timeout: float = 0.5) -> bool:
+def ping_redis(host: str, port: int, timeout: float = 0.5, tls: TlsPaths | None = None) -> bool:
+    """Whether Redis answers; over TLS with `tls`'s certificate (a TLS-only server)."""
+    secure: dict[str, Any] = {}
+    if tls is not None:
+        secure = {
+            "ssl": True,
+            "ssl_ca_certs": str(tls.ca),
+            "ssl_certfile": str(tls.cert),
+            "ssl_keyfile": str(tls.key),
+        }
     client = redis.Redis(
-        host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout
+        host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout, **secure
     )
     try:
         return bool(client.ping())

@@ -51,6 +51,8 @@ SECRETS_USED = (
     "another good secret",
     "a brand new secret",
     "s3cret-mongo-PW",
+    "bus acl password 1",
+    "acl test password 1",
 )
 
 

@@ -10,6 +10,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
 from devstack.ports import pick_port
 from devstack.probes import (
@@ -21,6 +22,7 @@ from devstack.probes import (
 )
 from devstack.processes import ChildProcess
 from devstack.state import PidRegistry
+from promo_libs.config import TlsPaths
 
 HOST = "127.0.0.1"
 CLICKHOUSE_DATABASE = "analytics"
@@ -145,16 +147,38 @@ class ManagedServer(Server):
 
 
 class RedisServer(ManagedServer):
+    """With `tls` (its certificate, key and the CA it trusts): TLS only, on `port`, and every
+    client must present a certificate of that CA (Redis' tls-auth-clients yes)."""
+
     def __init__(
-        self, state_dir: Path, registry: PidRegistry | None, port: int | None = None
+        self,
+        state_dir: Path,
+        registry: PidRegistry | None,
+        port: int | None = None,
+        *,
+        name: str = "redis",
+        tls: TlsPaths | None = None,
     ) -> None:
-        super().__init__("redis", state_dir, registry)
+        super().__init__(name, state_dir, registry)
         self.port = pick_port(port)
+        self.tls = tls
+
+    def _listen(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port", "0",  # no plaintext port at all
+            "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.tls.cert),
+            "--tls-key-file", str(self.tls.key),
+            "--tls-ca-cert-file", str(self.tls.ca),
+            "--tls-auth-clients", "yes",
+        ]  # fmt: skip
 
     def argv(self) -> list[str]:
         return [
             _which("redis-server"),
-            "--port", str(self.port),
+            *self._listen(),
             "--bind", HOST,
             "--dir", str(self.dir),
             "--appendonly", "yes",
@@ -169,17 +193,24 @@ class RedisServer(ManagedServer):
         return [self.dir / "redis.log"]
 
     def ping(self) -> bool:
-        return ping_redis(HOST, self.port)
+        return ping_redis(HOST, self.port, tls=self.tls)
 
     def address(self) -> str:
-        return f"redis://{HOST}:{self.port}"
+        return f"{'rediss' if self.tls else 'redis'}://{HOST}:{self.port}"
 
     def env(self) -> dict[str, str]:
-        return {"REDIS_HOST": HOST, "REDIS_PORT": str(self.port)}
+        """What a client needs; with TLS, the server's bundle (a client adds its own
+        certificate: REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE)."""
+        env = {"REDIS_HOST": HOST, "REDIS_PORT": str(self.port)}
+        if self.tls is not None:
+            env |= {"REDIS_TLS": "true", "REDIS_TLS_CA_FILE": str(self.tls.ca)}
+        return env
 
 
 class ClickHouseServer(ManagedServer):
     binary = "/usr/sbin/clickhouse-server"
+    # The ClickHouse user each workload connects as (users.xml); the others use `default`.
+    USERS: ClassVar[dict[str, str]] = {"analytics": "promo_reader"}
 
     def __init__(
         self,
@@ -188,23 +219,43 @@ class ClickHouseServer(ManagedServer):
         http_port: int | None = None,
         tcp_port: int | None = None,
         database: str = CLICKHOUSE_DATABASE,
+        *,
+        name: str = "clickhouse",
+        tls: TlsPaths | None = None,
     ) -> None:
-        super().__init__("clickhouse", state_dir, registry)
+        super().__init__(name, state_dir, registry)
         self.http_port = pick_port(http_port)
         self.tcp_port = pick_port(tcp_port)
         self.database = database
+        # With `tls`: HTTPS on https_port as well, with that certificate (the HTTP port stays
+        # for devstack's own probes and set-up).
+        self.tls = tls
+        self.https_port = pick_port(None) if tls is not None else None
 
     def prepare(self) -> None:
         for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         values = {
-            "state": str(self.state_dir),
+            "dir": str(self.dir),
             "http_port": str(self.http_port),
             "tcp_port": str(self.tcp_port),
         }
         for name in ("config.xml", "users.xml"):
             template = string.Template((_TEMPLATES / name).read_text())
             (self.dir / name).write_text(template.substitute(values))
+        overrides = self.dir / "config.d"
+        overrides.mkdir(exist_ok=True)
+        (overrides / "tls.xml").unlink(missing_ok=True)
+        if self.tls is not None:
+            template = string.Template((_TEMPLATES / "tls.xml").read_text())
+            (overrides / "tls.xml").write_text(
+                template.substitute(
+                    https_port=str(self.https_port),
+                    cert=str(self.tls.cert),
+                    key=str(self.tls.key),
+                    ca=str(self.tls.ca),
+                )
+            )
 
     def argv(self) -> list[str]:
         return [self.binary, f"--config-file={self.dir / 'config.xml'}"]

@@ -228,9 +228,18 @@ class Stack:
         if identity == "users":  # the one signer of user tokens
             tokens["USER_TOKEN_SIGNING_KEY_FILE"] = str(signing_key)
         # GRPC_PORT is the variable every service of the project listens on.
+        clickhouse = self.servers["clickhouse"]
+        # On the stack's own ClickHouse, each workload as its own user (analytics read-only);
+        # a ClickHouse from the environment is used as its variables say.
+        clickhouse_user = (
+            {"CLICKHOUSE_USER": ClickHouseServer.USERS[identity]}
+            if isinstance(clickhouse, ClickHouseServer) and identity in ClickHouseServer.USERS
+            else {}
+        )
         env = {
             **os.environ,
             **self.env,
+            **clickhouse_user,
             **tls_env(self.pki.files(identity)),
             **tokens,
             "GRPC_PORT": str(grpc_port),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
@@ -83,12 +84,26 @@ def redis_client(settings: RedisSettings, timeout_seconds: float = 2.0) -> Redis
     options: dict[str, Any] = {
         "host": settings.redis_host,
         "port": settings.redis_port,
+        "username": settings.redis_username,
         "password": password,
         "socket_timeout": timeout_seconds,
         "socket_connect_timeout": timeout_seconds,
         "retry": retry,
     }
+    if settings.redis_tls:
+        options.update(
+            ssl=True,
+            ssl_cert_reqs="required",
+            ssl_check_hostname=True,
+            ssl_ca_certs=_path(settings.redis_tls_ca_file),
+            ssl_certfile=_path(settings.redis_tls_cert_file),
+            ssl_keyfile=_path(settings.redis_tls_key_file),
+        )
     return RedisCluster(**options) if settings.redis_cluster else aioredis.Redis(**options)
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 class RedisStreamPublisher(EventPublisher):

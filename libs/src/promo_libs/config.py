@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -99,6 +99,8 @@ class ServiceSettings(BaseSettings):
 class MongoSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
+    # TLS to MongoDB is the driver's own URI options (tls=true, tlsCAFile=..., and
+    # tlsCertificateKeyFile=... for x.509 client authentication), so it needs no setting here.
     mongodb_uri: str = Field("mongodb://localhost:27017", min_length=10)
     mongodb_db_name: str = Field(..., min_length=1, max_length=63)
     mongodb_timeout_ms: int = Field(5000, ge=100, le=120_000)
@@ -110,9 +112,29 @@ class RedisSettings(BaseSettings):
 
     redis_host: str = "localhost"
     redis_port: int = Field(6379, ge=1, le=65535)
+    # The ACL user (Redis 6+); unset: the `default` user (REDIS_PASSWORD alone, requirepass).
+    redis_username: str | None = Field(None, min_length=1, max_length=128)
     redis_password: SecretStr | None = None
     # Redis Cluster: REDIS_HOST:REDIS_PORT is then one seed node, the rest is discovered.
     redis_cluster: bool = False
+    # TLS: the server verified against REDIS_TLS_CA_FILE, its name against REDIS_HOST; with a
+    # certificate and key, the client authenticates too (Redis' tls-auth-clients). redis-py
+    # reads the files once per pooled connection: a rotated client certificate needs a restart.
+    redis_tls: bool = False
+    redis_tls_ca_file: Path | None = None
+    redis_tls_cert_file: Path | None = None
+    redis_tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_files_need_tls(self) -> RedisSettings:
+        _check_tls_files(
+            "REDIS",
+            self.redis_tls,
+            self.redis_tls_ca_file,
+            self.redis_tls_cert_file,
+            self.redis_tls_key_file,
+        )
+        return self
 
 
 class OutboxSettings(RedisSettings):
@@ -135,10 +157,33 @@ class ClickHouseSettings(BaseSettings):
     clickhouse_database: str = Field("analytics", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     clickhouse_user: str = "default"
     clickhouse_password: SecretStr = SecretStr("")
+    # HTTPS to CLICKHOUSE_PORT (ClickHouse's https_port, 8443 by default), the server verified
+    # against CLICKHOUSE_TLS_CA_FILE (the system's CAs when unset) and its name against the host.
+    # The bundle is read when the client is made (a restart picks up a new one).
+    clickhouse_secure: bool = False
+    clickhouse_tls_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_files_need_tls(self) -> ClickHouseSettings:
+        _check_tls_files("CLICKHOUSE", self.clickhouse_secure, self.clickhouse_tls_ca_file)
+        return self
+
     # How long an idle HTTP connection is kept for reuse. It must stay below the server's
     # keep_alive_timeout (3 s by default): a connection the server has already closed fails
     # the next request sent on it with "Server disconnected".
     clickhouse_keepalive_seconds: float = Field(2.0, gt=0, le=3600)
+
+
+def _check_tls_files(
+    store: str, enabled: bool, ca: Path | None, cert: Path | None = None, key: Path | None = None
+) -> None:
+    """TLS file settings mean nothing without TLS on (a silent plaintext connection would be
+    worse than refusing to start), and a certificate goes with its key."""
+    if not enabled and any(path is not None for path in (ca, cert, key)):
+        switch = "CLICKHOUSE_SECURE" if store == "CLICKHOUSE" else f"{store}_TLS"
+        raise ValueError(f"{store}_TLS_*_FILE is set but {switch} is false")
+    if (cert is None) != (key is None):
+        raise ValueError(f"{store}_TLS_CERT_FILE and {store}_TLS_KEY_FILE go together")
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

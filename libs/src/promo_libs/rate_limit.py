@@ -15,12 +15,19 @@ RATE_LIMITED or TOO_MANY_FAILURES. The buckets live in Redis, one key each, upda
 script (atomic: concurrent calls on two replicas cannot both take the last token), with the time
 taken from Redis itself so replicas' clocks do not matter. Keys are `rl:{<scope>:<digest>}`: a
 hash tag makes each key its own slot (Redis Cluster safe), and the digest keeps emails and codes
-out of Redis. When Redis does not answer, calls are let through (logged): the limits protect
-against abuse, they must not take the platform down with the cache.
+out of Redis.
+
+When Redis does not answer, each method's table entry decides (`if_store_down`, no default, so
+every limited method states its choice where its limits are): LET_THROUGH (logged) where the
+limits only slow abuse that is impractical anyway and refusing would stop the business (codes
+too long to guess; checkout), REFUSE (UNAVAILABLE, DEPENDENCY_UNAVAILABLE: retry later) where
+the limits are the protection itself (log-in: without the lock-out and the per-email bucket,
+passwords could be guessed at the argon2 queue's speed for as long as Redis is down).
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import math
 from abc import ABC, abstractmethod
@@ -55,8 +62,16 @@ class Backoff:
     max_seconds: float = 900.0
 
 
-@dataclass(frozen=True)
+class IfStoreDown(enum.Enum):
+    """What a limited method does while the buckets' store (Redis) does not answer."""
+
+    LET_THROUGH = "let through"
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True, kw_only=True)
 class MethodLimits:
+    if_store_down: IfStoreDown  # no default: each method decides (module docstring)
     per_caller: tuple[float, int] | None = None  # (rate per second, burst)
     buckets: Sequence[Bucket] = ()
     backoff: Backoff | None = None

@@ -116,6 +116,8 @@ class UserServiceServicer:
         """Checks an email and password. Errors: UNAUTHENTICATED INVALID_CREDENTIALS for an unknown
         email, a wrong password and an inactive or deleted user alike, answered in the same time: a
         distinct answer for an inactive account would tell whoever guesses that the password is right.
+        RESOURCE_EXHAUSTED RATE_LIMITED or TOO_MANY_FAILURES (with RetryInfo) past the limits;
+        UNAVAILABLE DEPENDENCY_UNAVAILABLE while the limits cannot be checked (Redis down): retry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

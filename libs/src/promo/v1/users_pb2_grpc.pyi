@@ -56,6 +56,8 @@ class UserServiceStub:
     """Checks an email and password. Errors: UNAUTHENTICATED INVALID_CREDENTIALS for an unknown
     email, a wrong password and an inactive or deleted user alike, answered in the same time: a
     distinct answer for an inactive account would tell whoever guesses that the password is right.
+    RESOURCE_EXHAUSTED RATE_LIMITED or TOO_MANY_FAILURES (with RetryInfo) past the limits;
+    UNAVAILABLE DEPENDENCY_UNAVAILABLE while the limits cannot be checked (Redis down): retry.
     """
 
 @_typing.type_check_only
@@ -86,6 +88,8 @@ class UserServiceAsyncStub(UserServiceStub):
     """Checks an email and password. Errors: UNAUTHENTICATED INVALID_CREDENTIALS for an unknown
     email, a wrong password and an inactive or deleted user alike, answered in the same time: a
     distinct answer for an inactive account would tell whoever guesses that the password is right.
+    RESOURCE_EXHAUSTED RATE_LIMITED or TOO_MANY_FAILURES (with RetryInfo) past the limits;
+    UNAVAILABLE DEPENDENCY_UNAVAILABLE while the limits cannot be checked (Redis down): retry.
     """
 
 class UserServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -149,6 +153,8 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         """Checks an email and password. Errors: UNAUTHENTICATED INVALID_CREDENTIALS for an unknown
         email, a wrong password and an inactive or deleted user alike, answered in the same time: a
         distinct answer for an inactive account would tell whoever guesses that the password is right.
+        RESOURCE_EXHAUSTED RATE_LIMITED or TOO_MANY_FAILURES (with RetryInfo) past the limits;
+        UNAVAILABLE DEPENDENCY_UNAVAILABLE while the limits cannot be checked (Redis down): retry.
         """
 
 def add_UserServiceServicer_to_server(servicer: UserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

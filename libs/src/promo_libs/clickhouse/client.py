@@ -8,6 +8,7 @@ column of the project is declared `DateTime('UTC')`, so the text means the same 
 from __future__ import annotations
 
 import functools
+import ssl
 from datetime import UTC, date, datetime
 
 import aiohttp
@@ -30,13 +31,23 @@ class ClickHouse:
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.clickhouse_host}:{self.settings.clickhouse_port}/"
+        scheme = "https" if self.settings.clickhouse_secure else "http"
+        return f"{scheme}://{self.settings.clickhouse_host}:{self.settings.clickhouse_port}/"
+
+    def _tls(self) -> ssl.SSLContext | bool:
+        """The server's verification over HTTPS (hostname checked, the configured bundle or the
+        system's); True (aiohttp's default verification) over plain HTTP, where it is unused."""
+        if not self.settings.clickhouse_secure:
+            return True
+        ca = self.settings.clickhouse_tls_ca_file
+        return ssl.create_default_context(cafile=None if ca is None else str(ca))
 
     def connect(self) -> ChClient:
         if self._client is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    keepalive_timeout=self.settings.clickhouse_keepalive_seconds
+                    keepalive_timeout=self.settings.clickhouse_keepalive_seconds,
+                    ssl=self._tls(),
                 ),
                 timeout=aiohttp.ClientTimeout(total=self._timeout, connect=5.0),
             )

@@ -2,9 +2,10 @@
 
 The channel presents this workload's certificate (its identity, promo_libs.identity) and verifies
 the server against the trusted CA bundle; the server's name is checked against the address's
-host, which its certificate carries as a DNS or IP SAN. The files are read when the channel is
-made: after a rotation, new channels use the new certificate (the server side re-reads by
-itself, promo_libs.grpc.tls).
+host, which its certificate carries as a DNS or IP SAN. The files are re-read when they change:
+the next call after a rotation presents the new certificate and trusts the new bundle, on the
+same channel object (promo_libs.grpc.rotating; the server side re-reads by itself,
+promo_libs.grpc.tls).
 
 Every call carries the request id of the RPC being served (`x-request-id`), which the callee's
 server interceptor adopts and logs: one order's lines join across orders, promocodes and users.
@@ -19,7 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from promo_libs.config import TlsPaths
-from promo_libs.grpc.tls import channel_credentials
+from promo_libs.grpc.rotating import RotatingChannel, RotatingSyncChannel
 from promo_libs.logging import current_request_id
 
 # The metadata key of the request id: taken (or made) by the server interceptor, sent on here.
@@ -131,12 +132,14 @@ def secure_channel(
     address: str, tls: TlsPaths, *, user_token: str | None = None
 ) -> grpc.aio.Channel:
     """An asyncio channel to `address`, authenticated both ways with `tls`, forwarding the
-    request id being served; with `user_token`, every call is made on that end user's behalf."""
-    return grpc.aio.secure_channel(
-        address,
-        channel_credentials(tls),
-        options=CHANNEL_OPTIONS,
-        interceptors=[_OutgoingMetadata(user_token)],
+    request id being served; with `user_token`, every call is made on that end user's behalf.
+    Follows its certificate files (promo_libs.grpc.rotating)."""
+    interceptors = [_OutgoingMetadata(user_token)]
+    return RotatingChannel(
+        tls,
+        lambda credentials: grpc.aio.secure_channel(
+            address, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+        ),
     )
 
 
@@ -145,8 +148,13 @@ def secure_sync_channel(
 ) -> grpc.Channel:
     """The same, blocking (for tools and tests that run no event loop), forwarding the request
     id bound in the calling thread's context the same way."""
-    channel = grpc.secure_channel(address, channel_credentials(tls), options=CHANNEL_OPTIONS)
-    return grpc.intercept_channel(channel, _SyncOutgoingMetadata(user_token))
+    interceptor = _SyncOutgoingMetadata(user_token)
+    return RotatingSyncChannel(
+        tls,
+        lambda credentials: grpc.intercept_channel(
+            grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS), interceptor
+        ),
+    )
 
 
 async def peer_serving(channel: grpc.aio.Channel, deadline_seconds: float) -> bool:

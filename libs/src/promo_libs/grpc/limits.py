@@ -7,7 +7,14 @@ from typing import Any
 from promo_libs import errors
 from promo_libs.identity import ACTS_FOR_USERS, current_caller
 from promo_libs.logging import get_logger
-from promo_libs.rate_limit import Limiter, LimitTable, Overrides, bucket_key, exhausted
+from promo_libs.rate_limit import (
+    IfStoreDown,
+    Limiter,
+    LimitTable,
+    Overrides,
+    bucket_key,
+    exhausted,
+)
 
 log = get_logger(__name__)
 
@@ -22,7 +29,8 @@ class RateLimits:
 
     async def admit(self, full_method: str, request: Any) -> None:
         """Raises errors.ResourceExhausted when a bucket of the call is empty or its key is
-        locked out; lets the call through when Redis cannot tell (see promo_libs.rate_limit)."""
+        locked out. When Redis cannot tell, the method's `if_store_down` decides: the call is
+        let through, or refused with errors.Unavailable (see promo_libs.rate_limit)."""
         limits = self._table.get(full_method)
         if limits is None:
             return
@@ -51,6 +59,12 @@ class RateLimits:
         except errors.ResourceExhausted:
             raise
         except Exception as exc:
+            if limits.if_store_down is IfStoreDown.REFUSE:
+                log.warning("rate limits unavailable; call refused", error=repr(exc))
+                raise errors.Unavailable(
+                    "rate limits cannot be checked right now; retry later",
+                    "DEPENDENCY_UNAVAILABLE",
+                ) from exc
             log.warning("rate limits unavailable; call let through", error=repr(exc))
 
     async def failed(self, full_method: str, request: Any, exc: BaseException) -> None:

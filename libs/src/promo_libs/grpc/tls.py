@@ -11,6 +11,10 @@ every connection made after a rotation uses the new certificate and trusts the n
 Connections already open keep the session they negotiated. A file caught half-written (the
 mounting agent should rename, but may not) keeps the previous configuration until the next
 handshake instead of failing the server.
+
+Channels: gRPC Python has no dynamic client credentials (the C core's certificate providers are
+not exposed), so promo_libs.grpc.client re-makes the channel from the files when they change,
+the same stamp deciding, and retires the old one once its calls have finished.
 """
 
 from __future__ import annotations
@@ -52,10 +56,17 @@ class _ReloadingFetcher:
             return configuration
 
 
-def _configuration(paths: TlsPaths) -> grpc.ServerCertificateConfiguration:
+def read_pem(paths: TlsPaths) -> tuple[bytes, bytes, bytes]:
+    """(chain, key, ca) as they are on disk now; ValueError when one is not PEM (a file caught
+    mid-write, or the wrong file), OSError when one is missing."""
     chain, key, ca = paths.read()
     if b"PRIVATE KEY" not in key or b"CERTIFICATE" not in chain or b"CERTIFICATE" not in ca:
-        raise ValueError("not PEM")  # a file caught mid-write, or the wrong file
+        raise ValueError("not PEM")
+    return chain, key, ca
+
+
+def _configuration(paths: TlsPaths) -> grpc.ServerCertificateConfiguration:
+    chain, key, ca = read_pem(paths)
     return grpc.ssl_server_certificate_configuration([(key, chain)], root_certificates=ca)
 
 
@@ -71,11 +82,12 @@ def server_credentials(paths: TlsPaths) -> grpc.ServerCredentials:
 
 
 def channel_credentials(paths: TlsPaths) -> grpc.ChannelCredentials:
-    """Credentials for calling a service: verify it against the bundle, present our own."""
-    chain, key, ca = paths.read()
+    """Credentials for calling a service: verify it against the bundle, present our own, as the
+    files are now (promo_libs.grpc.client re-makes its channel when they change)."""
+    chain, key, ca = read_pem(paths)
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=chain
     )
 
 
-__all__ = ["TlsPaths", "channel_credentials", "server_credentials"]
+__all__ = ["TlsPaths", "channel_credentials", "read_pem", "server_credentials"]

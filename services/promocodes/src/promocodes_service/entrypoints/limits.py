@@ -5,6 +5,11 @@ request's user, or the user token's for Lookup) and for the storefront as a whol
 code is validated by many shoppers at once, so its own bucket is wide: it stops one code being
 hammered, not a campaign. Redeem comes from the order saga only; a bucket per user caps how fast
 one account can burn codes.
+
+While Redis is down, all three let calls through (logged): checkout must keep working, generated
+codes are too long to guess at any rate the servers can answer (promocodes README), Redeem comes
+only from orders, and the code's limits themselves (max uses, per user, budget) are enforced in
+MongoDB whatever Redis does.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 from promo.v1 import promo_codes_pb2
 from promo_libs.identity import current_user
-from promo_libs.rate_limit import Bucket, LimitTable, MethodLimits
+from promo_libs.rate_limit import Bucket, IfStoreDown, LimitTable, MethodLimits
 
 _SERVICE = promo_codes_pb2.DESCRIPTOR.services_by_name["PromoCodeService"].full_name
 
@@ -32,6 +37,7 @@ def _token_user(_request: Any) -> str:
 
 LIMITS: LimitTable = {
     f"/{_SERVICE}/ValidatePromoCode": MethodLimits(
+        if_store_down=IfStoreDown.LET_THROUGH,
         per_caller=(200.0, 400),
         buckets=[
             Bucket("user", _user, rate=2.0, burst=30),
@@ -39,6 +45,7 @@ LIMITS: LimitTable = {
         ],
     ),
     f"/{_SERVICE}/LookupPromoCode": MethodLimits(
+        if_store_down=IfStoreDown.LET_THROUGH,
         per_caller=(100.0, 200),
         buckets=[
             Bucket("user", _token_user, rate=2.0, burst=30),
@@ -46,6 +53,7 @@ LIMITS: LimitTable = {
         ],
     ),
     f"/{_SERVICE}/RedeemPromoCode": MethodLimits(
+        if_store_down=IfStoreDown.LET_THROUGH,
         buckets=[Bucket("redeemer", _user, rate=20.0, burst=100)],
     ),
 }
