@@ -20,7 +20,10 @@ key is the recomputed value; its all-zero groups equal absent ones):
   and discounts of the confirmed ones; distinct buyers);
 - usages_daily: per day, currency and code (usages created that day; the active ones, their
   discount and order amount; usages released that day; distinct holders);
-- code_orders_daily: orders_daily's facts per day, currency and code (the order's code now).
+- code_orders_daily: orders_daily's facts per day, currency and code (the order's code now);
+- orders_monthly, usages_monthly, code_orders_monthly: the three daily facts per month (its
+  first day), their distinct buyers or holders counted over the month;
+- code_dictionary: per code text, id and source (the dimension; the usages), present.
 
 Database names come from USERS_MONGODB_DB_NAME, PROMOCODES_MONGODB_DB_NAME and
 ORDERS_MONGODB_DB_NAME (defaults: the services' own defaults) or the matching flags.
@@ -162,7 +165,44 @@ def truth_facts(
             _add(daily, (_day(released), *created[1:]), 0, 0, 0, 0, 1, 0)
     for key, users_of_key in holders.items():
         daily[key] = (*daily[key][:-1], len(users_of_key))
+    _add_months(facts, buyers, holders)
+    _add_code_dictionary(facts)
     return facts
+
+
+def _add_months(
+    facts: Facts, buyers: Mapping[Key, set[str]], holders: Mapping[Key, set[str]]
+) -> None:
+    for fact, people in (
+        ("orders_daily", {k: v for k, v in buyers.items() if len(k) == 2}),
+        ("code_orders_daily", {k: v for k, v in buyers.items() if len(k) == 3}),
+        ("usages_daily", holders),
+    ):
+        _by_month(facts[fact], people, facts[fact.replace("daily", "monthly")])
+
+
+def _add_code_dictionary(facts: Facts) -> None:
+    """Every code's text names its id (source 0, the dimension), and (source 1) so do its
+    usages' texts, which are the code's text at redemption (a code's text never changes)."""
+    usages_seen = {key[0] for key in facts["usages by code"]}
+    for (code_id,), (text, *_) in list(facts["promo_codes"].items()):
+        facts["code_dictionary"][(text, code_id, 0)] = (1,)
+        if code_id in usages_seen:
+            facts["code_dictionary"][(text, code_id, 1)] = (1,)
+
+
+def _by_month(
+    daily: dict[Key, tuple[Any, ...]], people: Mapping[Key, set[str]], monthly: dict[Key, Any]
+) -> None:
+    """A daily fact summed per month; its last value, a distinct count, over the month's
+    union of the days' sets (a day without anyone, releases only, has no set)."""
+    union: dict[Key, set[str]] = defaultdict(set)
+    for key, values in daily.items():
+        month = (key[0][:8] + "01", *key[1:])
+        _add(monthly, month, *values[:-1], 0)
+        union[month] |= people.get(key, set())
+    for month, everyone in union.items():
+        monthly[month] = (*monthly[month][:-1], len(everyone))
 
 
 def _text(value: Any) -> Any:
@@ -204,6 +244,19 @@ _QUERIES: Mapping[str, str] = {
     "usages_daily": "SELECT toString(day), currency_code, promo_code_id, redemptions, active,"
     " active_discount_minor, active_order_amount_minor, releases, toInt64(length(holders))"
     f" FROM {{db}}.{schema.USAGES_DAILY} FINAL",
+    "orders_monthly": "SELECT toString(month), currency_code, orders, confirmed, rejected,"
+    " cancelled, revenue_minor, discounts_minor, toInt64(length(buyers))"
+    f" FROM {{db}}.{schema.ORDERS_MONTHLY} FINAL",
+    "code_orders_monthly": "SELECT toString(month), currency_code, promo_code_id, orders,"
+    " confirmed, rejected, cancelled, revenue_minor, discounts_minor, toInt64(length(buyers))"
+    f" FROM {{db}}.{schema.CODE_ORDERS_MONTHLY} FINAL WHERE orders > 0",
+    "usages_monthly": "SELECT toString(month), currency_code, promo_code_id, redemptions, active,"
+    " active_discount_minor, active_order_amount_minor, releases, toInt64(length(holders))"
+    f" FROM {{db}}.{schema.USAGES_MONTHLY} FINAL",
+    # The dimension's and the usages' facts (orders name codes by the text their client sent).
+    "code_dictionary": "SELECT code, promo_code_id, toInt64(source), toInt64(1)"
+    f" FROM {{db}}.{schema.CODE_DICTIONARY} WHERE source < 2"
+    " GROUP BY code, promo_code_id, source",
 }
 # How many leading columns of each query form the key.
 _KEY_WIDTH = {
@@ -219,6 +272,10 @@ _KEY_WIDTH = {
     "orders_daily": 2,
     "usages_daily": 3,
     "code_orders_daily": 3,
+    "orders_monthly": 2,
+    "usages_monthly": 3,
+    "code_orders_monthly": 3,
+    "code_dictionary": 3,
 }
 
 

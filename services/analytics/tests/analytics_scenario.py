@@ -357,6 +357,11 @@ RANGES: list[tuple[datetime | None, datetime | None]] = [
     (DAY0 - timedelta(days=90), DAY0 + timedelta(days=DAYS)),  # 95 days, over four months
     (DAY0 - timedelta(days=61, hours=7), DAY0 - timedelta(days=20)),  # 41 days, in the past
     (DAY0 - timedelta(days=300), DAY0 - timedelta(days=200)),  # before any data: empty
+    # Mid-December to 28 February: partial days, whole days of December and February, and
+    # January from the monthly rollups.
+    (DAY0 - timedelta(days=75, hours=5), DAY0 + timedelta(days=2, hours=7)),
+    # 31 December to 1 March exactly: whole January and February, one whole day before.
+    (DAY0 - timedelta(days=57), DAY0 + timedelta(days=4)),
 ]
 
 
@@ -365,6 +370,10 @@ SERIES_RANGES: list[tuple[datetime, datetime]] = [
     (DAY0 + timedelta(hours=13, minutes=7), DAY0 + timedelta(days=3, hours=2)),
     (DAY0 - timedelta(hours=5), DAY0 + timedelta(days=DAYS, hours=3)),
     (DAY0 - timedelta(days=30), DAY0 - timedelta(days=1)),
+    # Months, weeks and days across month boundaries, with partial edges (31 days: hourly
+    # buckets stay under the limit).
+    (DAY0 - timedelta(days=29, hours=5), DAY0 + timedelta(days=2, hours=7)),
+    (DAY0 - timedelta(days=75, hours=5), DAY0 + timedelta(days=2, hours=7)),
     # Over the whole history: hourly buckets exceed the limit (RANGE_TOO_LARGE).
     (DAY0 - timedelta(days=HISTORY_DAYS + 3), DAY0 + timedelta(days=DAYS)),
 ]

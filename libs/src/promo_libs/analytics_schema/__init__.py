@@ -31,9 +31,28 @@ ORDERS_DAILY = "orders_daily"
 USAGES_DAILY = "usages_daily"
 # Per UTC day of creation, currency and code: orders_daily's measures for one code (issue 11).
 CODE_ORDERS_DAILY = "code_orders_daily"
+# The three daily rollups summed per month (first day of the month), from their daily rows:
+# long ranges read whole months there, whole days of the partial months from the daily ones.
+ORDERS_MONTHLY = "orders_monthly"
+USAGES_MONTHLY = "usages_monthly"
+CODE_ORDERS_MONTHLY = "code_orders_monthly"
 
 EVENT_TABLES = (USERS, PROMO_CODES, USAGES, ORDERS)
-DERIVED_TABLES = (USERS_ANALYTICS, ORDERS_DAILY, USAGES_DAILY, CODE_ORDERS_DAILY)
+# Code text -> ids that ever carried it, per source (dimension, usages, orders): GetPromoCodeStats
+# by code text reads one primary-key range here instead of scanning the event tables' texts.
+CODE_DICTIONARY = "code_dictionary"
+MONTHLY_TABLES = (ORDERS_MONTHLY, USAGES_MONTHLY, CODE_ORDERS_MONTHLY)
+# In refresh order: a monthly rollup is computed from its daily one, so it comes after it.
+DERIVED_TABLES = (
+    USERS_ANALYTICS,
+    ORDERS_DAILY,
+    USAGES_DAILY,
+    CODE_ORDERS_DAILY,
+    ORDERS_MONTHLY,
+    USAGES_MONTHLY,
+    CODE_ORDERS_MONTHLY,
+    CODE_DICTIONARY,
+)
 TABLES = (*EVENT_TABLES, *DERIVED_TABLES)
 # The entity key of each event table: the latest version per value of it is the entity's state.
 ENTITY_KEYS = {

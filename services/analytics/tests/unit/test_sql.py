@@ -145,3 +145,72 @@ def test_whole_days_come_from_the_rollup_and_only_edges_from_raw_rows(days: int)
         assert "orders_analytics FINAL" not in statement
     # Hours do not fit in days: raw rows, as before.
     assert "orders_daily" not in sql.order_series("db", window, Granularity.HOUR)
+
+
+def test_whole_days_split_into_whole_months_and_the_days_around() -> None:
+    jan15, mar1 = datetime(2024, 1, 15, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC)
+    feb1 = datetime(2024, 2, 1, tzinfo=UTC)
+    assert sql.whole_months(TimeRange(jan15, mar1)) == (
+        TimeRange(feb1, mar1),
+        [TimeRange(jan15, feb1)],
+    )
+    mar10 = mar1 + timedelta(days=9)
+    assert sql.whole_months(TimeRange(jan15, mar10)) == (
+        TimeRange(feb1, mar1),
+        [TimeRange(jan15, feb1), TimeRange(mar1, mar10)],
+    )
+    # December to January crosses the year; a range inside one month has no whole month.
+    dec, jan = datetime(2023, 12, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC)
+    assert sql.whole_months(TimeRange(dec, jan)) == (TimeRange(dec, jan), [])
+    assert sql.whole_months(TimeRange(jan15, feb1)) == (None, [TimeRange(jan15, feb1)])
+    assert sql.whole_months(TimeRange()) == (TimeRange(), [])
+    assert sql.whole_months(TimeRange(jan15, None)) == (
+        TimeRange(feb1, None),
+        [TimeRange(jan15, feb1)],
+    )
+
+
+@pytest.mark.parametrize("days", [90, 3650])
+def test_long_ranges_read_whole_months_from_the_monthly_rollups(days: int) -> None:
+    noon = DAY + timedelta(hours=12)
+    window = TimeRange(noon, noon + timedelta(days=days))
+    monthly = {
+        "orders_monthly": [
+            sql.order_totals("db", window),
+            sql.order_series("db", window, Granularity.MONTH),
+        ],
+        "code_orders_monthly": [
+            sql.order_totals("db", window, promo_code_id="p"),
+            sql.order_totals_by_code("db", window),
+            sql.order_series("db", window, Granularity.MONTH, "p"),
+        ],
+        "usages_monthly": [
+            sql.usage_totals("db", window),
+            sql.usage_totals_by_code("db", window),
+            sql.release_counts("db", window),
+            sql.release_counts_by_code("db", window),
+        ],
+    }
+    for table, statements in monthly.items():
+        daily = table.replace("monthly", "daily")
+        for statement in statements:
+            # One branch of months, at most two of days (before and after them), two raw edges.
+            assert statement.count(f"FROM db.{table} FINAL") == 1
+            assert 1 <= statement.count(f"FROM db.{daily} FINAL") <= 2
+    # All time: months only, neither days nor raw rows.
+    for statement in (
+        sql.order_totals("db", TimeRange()),
+        sql.usage_totals("db", TimeRange(), promo_code_id="p"),
+        sql.top_promo_codes("db", TimeRange(), Ranking.REVENUE, 100),
+        sql.consumption("db", ["p"]),
+    ):
+        assert "_daily" not in statement and "_analytics" not in statement
+    # Weeks and days do not fit in months: days only.
+    for granularity in (Granularity.DAY, Granularity.WEEK):
+        assert "monthly" not in sql.order_series("db", window, granularity)
+
+
+def test_a_code_text_is_looked_up_in_the_dictionary_only() -> None:
+    statement = sql.find_promo_code_id("db", "SPRING-10")
+    assert "FROM db.code_dictionary WHERE code = 'SPRING-10'" in statement
+    assert "_analytics" not in statement and "db.promo_codes" not in statement

@@ -16,6 +16,10 @@ all through chdb):
 - datetimes as naive UTC literals wrapped in toDateTime(..., 'UTC');
 - buckets by integer arithmetic on the epoch seconds (no toStartOfInterval, no dependence on the
   server's time zone); months through toYYYYMM of a Date built from the day number;
+- a range read from the rollups splits into whole months (the monthly rollups), the whole days
+  of its partial months (the daily rollups) and the partial days at its edges (raw rows,
+  argMax): rows read grow with the months of the range, not with its days or orders
+  (`_rollup_ranges`); day and week buckets read days only, hour buckets raw rows;
 - results as plain String, Int64 and UInt32 columns (and one Array(String)), no LowCardinality,
   no DateTime64; UNION ALL branches cast to identical types.
 """
@@ -38,6 +42,8 @@ REQUIRED_TABLES = (
     tables.ORDERS_DAILY,
     tables.USAGES_DAILY,
     tables.CODE_ORDERS_DAILY,
+    *tables.MONTHLY_TABLES,
+    tables.CODE_DICTIONARY,
 )
 
 
@@ -175,15 +181,88 @@ def whole_days(time_range: TimeRange) -> tuple[TimeRange | None, list[TimeRange]
     return TimeRange(first, last), edges
 
 
+def _first_of_month(moment: datetime) -> datetime:
+    return _midnight(moment).replace(day=1)
+
+
+def _next_month(moment: datetime) -> datetime:
+    return (moment.replace(day=1) + timedelta(days=32)).replace(day=1)
+
+
+def whole_months(days: TimeRange) -> tuple[TimeRange | None, list[TimeRange]]:
+    """The UTC months wholly inside a range of midnights, as a range of first days (None: not
+    one), and the whole days around them (at most two ranges, each shorter than a month)."""
+    start, end = days.start, days.end
+    first = None if start is None else _first_of_month(start)
+    if start is not None and first is not None and first < start:
+        first = _next_month(first)
+    last = None if end is None else _first_of_month(end)
+    if first is not None and last is not None and first >= last:
+        return None, [days]
+    around = []
+    if start is not None and first is not None and start < first:
+        around.append(TimeRange(start, first))
+    if end is not None and last is not None and last < end:
+        around.append(TimeRange(last, end))
+    return TimeRange(first, last), around
+
+
+def _rollup_ranges(
+    time_range: TimeRange, by_month: bool = True
+) -> tuple[list[TimeRange], list[TimeRange], TimeRange | None]:
+    """The range split for reading: partial days (raw rows), ranges of whole days (daily
+    rollups) and a range of whole months (monthly rollups; none when `by_month` is false, for
+    buckets a month does not lie in). Rows read grow with the months, not the days or orders."""
+    days, edges = whole_days(time_range)
+    if days is None:
+        return edges, [], None
+    if not by_month:
+        return edges, [days], None
+    months, around = whole_months(days)
+    return edges, around, months
+
+
+def _rollups(
+    database: str,
+    daily: str,
+    monthly: str,
+    select: str,
+    time_range: TimeRange,
+    promo_code_id: str | None = None,
+    extra: str = "",
+    by_month: bool = True,
+) -> list[str]:
+    """SELECT branches over the whole days and months of the range: `select` names the columns
+    (`day` is the row's first day: the day, or the month's first day), `extra` a further
+    condition. The partial edges are the caller's (raw rows)."""
+    _, day_ranges, months = _rollup_ranges(time_range, by_month)
+    branches = [
+        f"SELECT {select.replace('{day}', 'day')} FROM {database}.{daily} FINAL"
+        f" WHERE {_where(_day_range(days, promo_code_id), extra)}"
+        for days in day_ranges
+    ]
+    if months is not None:
+        branches.append(
+            f"SELECT {select.replace('{day}', 'month')} FROM {database}.{monthly} FINAL"
+            f" WHERE {_where(_day_range(months, promo_code_id, 'month'), extra)}"
+        )
+    return branches
+
+
 def _order_facts(
-    database: str, time_range: TimeRange, promo_code_id: str | None = None, by_code: bool = False
+    database: str,
+    time_range: TimeRange,
+    promo_code_id: str | None = None,
+    by_code: bool = False,
+    by_month: bool = True,
 ) -> str:
     """Orders created in the range as additive facts (epoch, currency, code_id, n, c, r, x,
-    rev, dis, buyers): one row per day and currency (and code: code_orders_daily, for one code
-    or `by_code`) from a rollup for the whole days, one row per order (latest state) for the
-    partial edges. Every measure is a sum, except the distinct buyers, counted over the union
-    of the arrays."""
-    days, edges = whole_days(time_range)
+    rev, dis, buyers): one row per month or day and currency (and code: the code_orders
+    rollups, for one code or `by_code`) from the rollups for the whole months and days, one
+    row per order (latest state) for the partial edges. Every measure is a sum, except the
+    distinct buyers, counted over the union of the arrays. `by_month` false: days only (for
+    buckets a month does not lie in)."""
+    edges, _, _ = _rollup_ranges(time_range, by_month)
     per_code = by_code or promo_code_id is not None
     branches = [
         "SELECT toInt64(toUInt32(created)) AS epoch, currency, code_id, toInt64(1) AS n,"
@@ -193,26 +272,30 @@ def _order_facts(
         f" FROM ({latest_orders(database, edge, promo_code_id=promo_code_id)})"
         for edge in edges
     ]
-    if days is not None:
-        table, code = (
-            (tables.CODE_ORDERS_DAILY, "promo_code_id") if per_code else (tables.ORDERS_DAILY, "''")
-        )
-        branches.append(
-            "SELECT toInt64(toUInt16(day)) * 86400 AS epoch, currency_code AS currency,"
-            f" {code} AS code_id, orders AS n, confirmed AS c, rejected AS r, cancelled AS x,"
-            " revenue_minor AS rev, discounts_minor AS dis, buyers"
-            f" FROM {database}.{table} FINAL WHERE {_day_range(days, promo_code_id)}"
-        )
+    daily, monthly, code = (
+        (tables.CODE_ORDERS_DAILY, tables.CODE_ORDERS_MONTHLY, "promo_code_id")
+        if per_code
+        else (tables.ORDERS_DAILY, tables.ORDERS_MONTHLY, "''")
+    )
+    select = (
+        "toInt64(toUInt16({day})) * 86400 AS epoch, currency_code AS currency,"
+        f" {code} AS code_id, orders AS n, confirmed AS c, rejected AS r, cancelled AS x,"
+        " revenue_minor AS rev, discounts_minor AS dis, buyers"
+    )
+    branches += _rollups(
+        database, daily, monthly, select, time_range, promo_code_id, by_month=by_month
+    )
     return " UNION ALL ".join(branches)
 
 
-def _day_range(days: TimeRange, promo_code_id: str | None = None) -> str:
-    """A rollup's `day` column in a range of midnights (and its code, if one is asked for)."""
+def _day_range(days: TimeRange, promo_code_id: str | None = None, column: str = "day") -> str:
+    """A rollup's `day` (or `month`) column in a range of midnights (and its code, if one is
+    asked for)."""
     conditions = [] if promo_code_id is None else [f"promo_code_id = {quote(promo_code_id)}"]
     if days.start is not None:
-        conditions.append(f"day >= toDate({quote(ch_date(days.start))})")
+        conditions.append(f"{column} >= toDate({quote(ch_date(days.start))})")
     if days.end is not None:
-        conditions.append(f"day < toDate({quote(ch_date(days.end))})")
+        conditions.append(f"{column} < toDate({quote(ch_date(days.end))})")
     return _where(*conditions)
 
 
@@ -260,10 +343,13 @@ def order_series(
     promo_code_id: str | None = None,
 ) -> str:
     if granularity is not Granularity.HOUR:
-        # A day lies in one day, week and month bucket: the rollup's days bucket exactly.
+        # A day lies in one day, week and month bucket, a month in one month bucket only.
+        facts = _order_facts(
+            database, time_range, promo_code_id, by_month=granularity is Granularity.MONTH
+        )
         return (
             f"SELECT currency AS currency_code, {_bucket(granularity, 'epoch')} AS bucket,"
-            f" {_FACT_MEASURES} FROM ({_order_facts(database, time_range, promo_code_id)})"
+            f" {_FACT_MEASURES} FROM ({facts})"
             " GROUP BY currency_code, bucket ORDER BY currency_code, bucket"
         )
     source = latest_orders(database, time_range, promo_code_id=promo_code_id)
@@ -316,7 +402,7 @@ def _usage_facts(database: str, time_range: TimeRange, promo_code_id: str | None
     texts): one row per day, currency and code from usages_daily for the whole days, one row
     per usage (latest state) for the partial edges. Distinct holders and texts are counted
     over the union of the arrays; a rollup row with n = 0 holds releases only."""
-    days, edges = whole_days(time_range)
+    edges, _, _ = _rollup_ranges(time_range)
     branches = [
         "SELECT currency, code_id, toInt64(1) AS n,"
         " toInt64(if(state = 'ACTIVE', off, 0)) AS dis, [holder] AS holders,"
@@ -324,12 +410,13 @@ def _usage_facts(database: str, time_range: TimeRange, promo_code_id: str | None
         f" FROM ({_latest_usages(database, _usage_filters(edge, None, promo_code_id))})"
         for edge in edges
     ]
-    if days is not None:
-        branches.append(
-            "SELECT currency_code AS currency, promo_code_id AS code_id, redemptions AS n,"
-            " active_discount_minor AS dis, holders, code_texts AS texts"
-            f" FROM {database}.{tables.USAGES_DAILY} FINAL WHERE {_day_range(days, promo_code_id)}"
-        )
+    select = (
+        "currency_code AS currency, promo_code_id AS code_id, redemptions AS n,"
+        " active_discount_minor AS dis, holders, code_texts AS texts"
+    )
+    branches += _rollups(
+        database, tables.USAGES_DAILY, tables.USAGES_MONTHLY, select, time_range, promo_code_id
+    )
     return " UNION ALL ".join(branches)
 
 
@@ -386,7 +473,7 @@ def _releases(
     rows for the partial edges. RELEASED is a usage's last state and only that version has a
     release_time; a usage is released after it was created, so the edge's end bounds the
     partitions read."""
-    days, edges = whole_days(time_range)
+    edges, _, _ = _rollup_ranges(time_range)
     code = [] if promo_code_id is None else [f"promo_code_id = {quote(promo_code_id)}"]
     branches = []
     for edge in edges:
@@ -398,12 +485,15 @@ def _releases(
             f" FROM {database}.{tables.USAGES} WHERE {_where(*conditions)}"
             " GROUP BY currency_code, promo_code_id"
         )
-    if days is not None:
-        branches.append(
-            "SELECT currency_code, promo_code_id, releases AS x"
-            f" FROM {database}.{tables.USAGES_DAILY} FINAL"
-            f" WHERE {_day_range(days, promo_code_id)} AND releases > 0"
-        )
+    branches += _rollups(
+        database,
+        tables.USAGES_DAILY,
+        tables.USAGES_MONTHLY,
+        "currency_code, promo_code_id, releases AS x",
+        time_range,
+        promo_code_id,
+        "releases > 0",
+    )
     keys = "currency_code, promo_code_id" if by_code else "currency_code"
     return (
         f"SELECT {keys}, toInt64(sum(x)) AS releases FROM ({' UNION ALL '.join(branches)})"
@@ -465,11 +555,11 @@ def top_promo_codes(database: str, time_range: TimeRange, ranking: Ranking, limi
 
 
 def consumption(database: str, ids: Sequence[str]) -> str:
-    """Active uses and their discount per code, all time: the sum of its usages_daily rows."""
+    """Active uses and their discount per code, all time: the sum of its usages_monthly rows."""
     return (
         "SELECT promo_code_id, toInt64(sum(active)) AS active_uses,"
         " toInt64(sum(active_discount_minor)) AS discount_granted"
-        f" FROM {database}.{tables.USAGES_DAILY} FINAL WHERE promo_code_id IN {quote_list(ids)}"
+        f" FROM {database}.{tables.USAGES_MONTHLY} FINAL WHERE promo_code_id IN {quote_list(ids)}"
         " GROUP BY promo_code_id HAVING sum(redemptions) > 0"
         " ORDER BY promo_code_id"
     )
@@ -502,19 +592,13 @@ def promo_code_texts(database: str, ids: Sequence[str]) -> str:
 
 
 def find_promo_code_id(database: str, code: str) -> str:
-    """Ids whose text is `code`: dimension first (newest code first), then usages, orders."""
-    text = quote(code)
+    """Ids whose text is `code`: dimension first (newest code first), then usages, orders (first
+    seen first), from the code dictionary: one primary-key range, whatever the history."""
     return (
-        "SELECT code_id AS promo_code_id, toUInt8(source) AS rank, toUInt32(created) AS since"
-        " FROM ("
-        "SELECT promo_code_id AS code_id, 0 AS source, max(create_time) AS created"
-        f" FROM {database}.{tables.PROMO_CODES} WHERE code = {text} GROUP BY code_id"
-        " UNION ALL SELECT promo_code_id AS code_id, 1 AS source, min(create_time) AS created"
-        f" FROM {database}.{tables.USAGES} WHERE code = {text} GROUP BY code_id"
-        " UNION ALL SELECT promo_code_id AS code_id, 2 AS source, min(create_time) AS created"
-        f" FROM {database}.{tables.ORDERS} WHERE promo_code = {text} AND promo_code_id != ''"
-        " GROUP BY code_id)"
-        " ORDER BY rank, since DESC, promo_code_id LIMIT 1"
+        "SELECT promo_code_id, source AS rank,"
+        f" toUInt32(if(source = 0, max(since), min(since))) AS seen"
+        f" FROM {database}.{tables.CODE_DICTIONARY} WHERE code = {quote(code)}"
+        " GROUP BY promo_code_id, source ORDER BY rank, seen DESC, promo_code_id LIMIT 1"
     )
 
 

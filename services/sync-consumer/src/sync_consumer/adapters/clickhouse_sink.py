@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, 
 
 from aiochclient import ChClient, ChClientError
 
-from sync_consumer.adapters.derived import refresh_statement
+from sync_consumer.adapters.derived import INDEPENDENT_SCOPES, refresh_statement
 from sync_consumer.adapters.metrics import INSERT_LATENCY
 from sync_consumer.domain.model import Row, RowsRejected
 from sync_consumer.domain.ports import AnalyticsSink
@@ -88,8 +88,19 @@ class ClickHouseSink(AnalyticsSink):
         # Users in chunks, each statement well below max_query_size: a key belongs to one user,
         # so recomputing the users chunk by chunk recomputes every key exactly as at once.
         users = sorted(scope.get("user_id", ()))
-        # A scope without users (orders_daily: days only) is one statement.
-        parts = [{**scope, "user_id": chunk} for chunk in _chunks(users)] if users else [scope]
+        parts: list[Mapping[str, Collection[str]]]
+        if independent := INDEPENDENT_SCOPES.get(table):
+            # The code dictionary: each column's ids on their own, chunked like users.
+            parts = [
+                {column: chunk}
+                for column in independent
+                for chunk in _chunks(sorted(scope.get(column, ())))
+            ]
+        elif users:
+            parts = [{**scope, "user_id": chunk} for chunk in _chunks(users)]
+        else:
+            # A scope without users (orders_daily: days only) is one statement.
+            parts = [scope]
         for part in parts:
             sql = refresh_statement(table, self._database, scope=part)
             await self._write(functools.partial(self._execute, sql))

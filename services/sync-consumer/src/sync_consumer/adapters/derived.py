@@ -26,23 +26,32 @@ It is exact and idempotent whatever failed, whoever computes it and in whatever 
   both succeeded.
 Readers take the latest version per key (`FINAL`, or argMax by state_version).
 
-Four derived tables: users_analytics (per user, day and currency) and the rollups of issue 11,
+Derived tables: users_analytics (per user, day and currency) and the rollups of issue 11,
 orders_daily (per day and currency), usages_daily and code_orders_daily (per day, currency and
-code). The same statement fills a rebuild's tables (no scope: every key) and is the last
-statement of the migration that made the table (002 turned users_analytics from view-fed sums
-into this; 003 created orders_daily, 004 usages_daily, 005 code_orders_daily).
+code), and their monthly sums orders_monthly, usages_monthly and code_orders_monthly, computed
+from the daily rows (the same argument, with the daily keys as the entities: `_monthly`). The
+same statement fills a rebuild's tables (no scope: every key, in DERIVED_TABLES' order, days
+before months) and is the last statement of the migration that made the table (002 turned
+users_analytics from view-fed sums into this; 003-005 created the daily rollups, 006-008 the
+monthly ones). The code dictionary (009) is derived too, but needs no state version: its
+readers aggregate with min and max (`refresh_code_dictionary`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 from promo_libs.analytics_schema import (
+    CODE_DICTIONARY,
     CODE_ORDERS_DAILY,
+    CODE_ORDERS_MONTHLY,
     ORDERS,
     ORDERS_DAILY,
+    ORDERS_MONTHLY,
+    PROMO_CODES,
     USAGES,
     USAGES_DAILY,
+    USAGES_MONTHLY,
     USERS_ANALYTICS,
 )
 
@@ -238,12 +247,166 @@ def refresh_code_orders_daily(
     )
 
 
+def _month_ranges(values: Collection[str]) -> str:
+    """`day` in the months of `values` (ISO dates, any day of the month), as day ranges: a
+    range on the partition's date column prunes the other months' partitions."""
+    months = sorted({v[:7] for v in values if _is_date(v)})
+    if not months:
+        return "0"
+    ranges = []
+    for month in months:
+        year, number = int(month[:4]), int(month[5:7])
+        following = f"{year + number // 12:04d}-{number % 12 + 1:02d}"
+        ranges.append(f"(day >= toDate('{month}-01') AND day < toDate('{following}-01'))")
+    return "(" + " OR ".join(ranges) + ")"
+
+
+def _monthly_condition(scope: Scope | None, *, by_code: bool) -> str:
+    if scope is None:
+        return "1"
+    months = _month_ranges({*scope.get("month", ()), *scope.get("release_month", ())})
+    if not by_code or months == "0":
+        return months
+    codes = scope.get("promo_code_id", ())
+    return f"{months} AND promo_code_id IN {_hex_set(codes)}" if codes else "0"
+
+
+def _monthly(
+    target: str,
+    daily: str,
+    keys: str,
+    sums: Sequence[str],
+    arrays: Sequence[str],
+    condition: str,
+) -> str:
+    """INSERT ... SELECT of a monthly rollup from its daily rollup's latest rows (FINAL).
+
+    A month's row is the sum of its days' rows (the distinct arrays merged: the union of
+    sorted sets is exact, a sum of distinct counts is not), and its state version the sum of
+    their state versions. Each day's latest state version only grows and a day never
+    disappears, so the month's only grows, and equal sums mean equal days: the module
+    docstring's argument, with the daily keys as the entities. Every writer refreshes a month
+    after the days it touched, in the same batch (the pipeline runs the derived tables in
+    their order, and a batch is acknowledged after all of them), so the last month refresh
+    after the last day refresh reads every day's latest row and wins by version.
+    """
+    measures = "".join(f", toInt64(sum({m}))" for m in sums)
+    merged = "".join(f", arraySort(groupUniqArrayArray({a}))" for a in arrays)
+    columns = ", ".join([*sums, *arrays])
+    return (
+        f"INSERT INTO {target} (month, {keys}, {columns}, state_version)"
+        f" SELECT toStartOfMonth(day) AS m, {keys}{measures}{merged},"
+        f" toUInt64(sum(state_version)) FROM {daily} FINAL WHERE {condition}"
+        f" GROUP BY m, {keys}"
+    )
+
+
+_ORDER_SUMS = ("orders", "confirmed", "rejected", "cancelled", "revenue_minor", "discounts_minor")
+
+
+def refresh_orders_monthly(database: str, *, suffix: str = "", scope: Scope | None = None) -> str:
+    """INSERT ... SELECT that rewrites orders_monthly{suffix} for the months in `scope`
+    (`month`: any day of each month), from orders_daily{suffix}."""
+    return _monthly(
+        f"{database}.{ORDERS_MONTHLY}{suffix}",
+        f"{database}.{ORDERS_DAILY}{suffix}",
+        "currency_code",
+        _ORDER_SUMS,
+        ("buyers",),
+        _monthly_condition(scope, by_code=False),
+    )
+
+
+def refresh_usages_monthly(database: str, *, suffix: str = "", scope: Scope | None = None) -> str:
+    """INSERT ... SELECT that rewrites usages_monthly{suffix} for the months x codes in
+    `scope` (the months of the usages' creation and release days), from usages_daily{suffix}."""
+    return _monthly(
+        f"{database}.{USAGES_MONTHLY}{suffix}",
+        f"{database}.{USAGES_DAILY}{suffix}",
+        "currency_code, promo_code_id",
+        ("redemptions", "active", "active_discount_minor", "active_order_amount_minor", "releases"),
+        ("holders", "code_texts"),
+        _monthly_condition(scope, by_code=True),
+    )
+
+
+def refresh_code_orders_monthly(
+    database: str, *, suffix: str = "", scope: Scope | None = None
+) -> str:
+    """INSERT ... SELECT that rewrites code_orders_monthly{suffix} for the months x codes in
+    `scope`, from code_orders_daily{suffix}."""
+    return _monthly(
+        f"{database}.{CODE_ORDERS_MONTHLY}{suffix}",
+        f"{database}.{CODE_ORDERS_DAILY}{suffix}",
+        "currency_code, promo_code_id",
+        _ORDER_SUMS,
+        ("buyers",),
+        _monthly_condition(scope, by_code=True),
+    )
+
+
+# A source of the code dictionary: (numbered source, table, text column, entity key, extra
+# condition). The numbers are find_promo_code_id's preference: dimension, usages, orders.
+_CODE_SOURCES = (
+    (0, PROMO_CODES, "code", "promo_code_id", ""),
+    (1, USAGES, "code", "usage_id", ""),
+    (2, ORDERS, "promo_code", "order_id", " AND promo_code_id != ''"),
+)
+_NEWEST_FIRST = 0  # the dimension prefers a code's newest id, the event tables its first one
+
+
+def refresh_code_dictionary(database: str, *, suffix: str = "", scope: Scope | None = None) -> str:
+    """INSERT ... SELECT that adds to code_dictionary{suffix} the facts of the stored rows of
+    the entities in `scope` (`promo_code_id`, `usage_id`, `order_id`: ids of each source).
+
+    A fact is (text, id, source, the first or, for the dimension, the newest create_time of
+    the id's rows with that text). Readers aggregate every fact of a text with min or max per
+    (id, source), which neither a duplicate nor a late insert of a fact can change, so this
+    table needs no state version: it must only hold a fact for every stored source row, and
+    nothing else. The statement reads the stored rows back by entity id (the sources'
+    primary key), after their INSERT, so it never adds a fact for a row that did not land, and
+    a redelivered batch adds the same facts again. ReplacingMergeTree keeps, per (text,
+    source, id), the row with the highest `preference` (the creation second for the
+    dimension, its complement for the others): merges then do what readers do, and the table
+    shrinks to one row per (text, source, id).
+    """
+    target = f"{database}.{CODE_DICTIONARY}{suffix}"
+    branches = []
+    for source, table, text, key, extra in _CODE_SOURCES:
+        if scope is None:
+            condition = "1"
+        elif ids := scope.get(key, ()):
+            condition = f"{key} IN {_hex_set(ids)}"
+        else:
+            condition = "0"
+        since = "max(create_time)" if source == _NEWEST_FIRST else "min(create_time)"
+        branches.append(
+            f"SELECT {text} AS t, promo_code_id AS cid, toUInt8({source}) AS s, {since} AS seen"
+            f" FROM {database}.{table}{suffix} WHERE {condition} AND {text} != ''{extra}"
+            f" GROUP BY t, cid"
+        )
+    preference = f"if(s = {_NEWEST_FIRST}, toUInt32(seen), 4294967295 - toUInt32(seen))"
+    return (
+        f"INSERT INTO {target} (code, promo_code_id, source, since, preference)"
+        f" SELECT t, cid, s, seen, {preference} FROM ({' UNION ALL '.join(branches)})"
+    )
+
+
 REFRESH = {
     USERS_ANALYTICS: refresh_users_analytics,
     ORDERS_DAILY: refresh_orders_daily,
     USAGES_DAILY: refresh_usages_daily,
     CODE_ORDERS_DAILY: refresh_code_orders_daily,
+    ORDERS_MONTHLY: refresh_orders_monthly,
+    USAGES_MONTHLY: refresh_usages_monthly,
+    CODE_ORDERS_MONTHLY: refresh_code_orders_monthly,
+    CODE_DICTIONARY: refresh_code_dictionary,
 }
+
+
+# Scope columns that name independent sets of entities (a statement per column and chunk is
+# the same recomputation); every other table's scope is a product of its columns.
+INDEPENDENT_SCOPES = {CODE_DICTIONARY: ("promo_code_id", "usage_id", "order_id")}
 
 
 def refresh_statement(

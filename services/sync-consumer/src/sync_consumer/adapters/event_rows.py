@@ -16,12 +16,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from promo.v1 import events_pb2, orders_pb2, promo_codes_pb2
 from promo_libs.analytics_schema import (
+    CODE_DICTIONARY,
     CODE_ORDERS_DAILY,
+    CODE_ORDERS_MONTHLY,
     ORDERS,
     ORDERS_DAILY,
+    ORDERS_MONTHLY,
     PROMO_CODES,
     USAGES,
     USAGES_DAILY,
+    USAGES_MONTHLY,
     USERS,
     USERS_ANALYTICS,
 )
@@ -49,17 +53,48 @@ def _code_days(row: Row) -> dict[str, str]:
     return {"day": str(row["order_date"]), "promo_code_id": code} if code else {}
 
 
+def _months(row: Row) -> dict[str, str]:
+    return {"month": str(row["order_date"])}
+
+
+def _code_months(row: Row) -> dict[str, str]:
+    code = str(row["promo_code_id"])
+    return {"month": str(row["order_date"]), "promo_code_id": code} if code else {}
+
+
+def _usage_months(row: Row) -> dict[str, str]:
+    # The months of both days _usage_days names; "month" holds any day of each month. A
+    # release lands in its release month, which is then refreshed for the usage's code.
+    days = _usage_days(row)
+    months = {"month": days["day"], "promo_code_id": str(row["promo_code_id"])}
+    if "release_day" in days:
+        months["release_month"] = days["release_day"]
+    return months
+
+
+def _named_code(key: str, text: str) -> Callable[[Row], dict[str, str]]:
+    # The code dictionary's facts of a row that names a code by text and id (adapters.derived).
+    return lambda row: {key: str(row[key])} if row[text] and row["promo_code_id"] else {}
+
+
 # Derived tables each source table feeds (adapters.derived), with the key values a row touches.
 DERIVED: dict[str, list[tuple[str, Callable[[Row], dict[str, str]]]]] = {
     ORDERS: [
         (USERS_ANALYTICS, _summary_scope("order_date")),
         (ORDERS_DAILY, lambda row: {"day": str(row["order_date"])}),
         (CODE_ORDERS_DAILY, _code_days),
+        # After the daily ones: a monthly rollup is recomputed from its daily rows.
+        (ORDERS_MONTHLY, _months),
+        (CODE_ORDERS_MONTHLY, _code_months),
+        (CODE_DICTIONARY, _named_code("order_id", "promo_code")),
     ],
     USAGES: [
         (USERS_ANALYTICS, _summary_scope("usage_date")),
         (USAGES_DAILY, _usage_days),
+        (USAGES_MONTHLY, _usage_months),
+        (CODE_DICTIONARY, _named_code("usage_id", "code")),
     ],
+    PROMO_CODES: [(CODE_DICTIONARY, _named_code("promo_code_id", "code"))],
 }
 
 
