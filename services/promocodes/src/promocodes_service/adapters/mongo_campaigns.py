@@ -3,10 +3,10 @@
 The document holds the rules (one `rules` sub-document, always written whole), the counters
 `uses` and `discount_granted` of the ACTIVE redemptions of all the campaign's codes plus the
 reservations in flight, and those reservations as a map `pending.<redemption id>` with
-`pending_count`, exactly as on a code (adapters/mongo_codes.py): reserve, begin_release and settle
-are each one atomic update whose filter is the whole condition. An update of the rules is one
-conditional write: on the version read and on the counters fitting the new limits; it never
-touches the counters or the reservations.
+`pending_count`: the ledger a code holds too (adapters/reservation_ledger.py), where reserve,
+begin_release and settle are each one atomic update whose filter is the whole condition. An
+update of the rules is one conditional write: on the version read and on the counters fitting
+the new limits; it never touches the counters or the reservations.
 Campaigns have no events of their own yet (analytics of campaigns is a later slice), so the
 outbox codec writes nothing.
 """
@@ -20,10 +20,12 @@ from promo_libs.mongo.repository import MongoRepository
 from promo_libs.mongo.times import from_millis, optional_from_millis, optional_to_millis, to_millis
 from promo_libs.outbox import OutboxEntry
 from promocodes_service.adapters.migrations import CAMPAIGNS
-from promocodes_service.adapters.mongo_codes import (
+from promocodes_service.adapters.reservation_ledger import (
+    ReservationLedger,
     limits_fit,
     reservation_document,
     reservations_from_document,
+    room_for,
 )
 from promocodes_service.domain.campaign import Campaign, CampaignRules
 from promocodes_service.domain.model import Reservation
@@ -51,7 +53,9 @@ def campaign_rules_document(campaign: Campaign) -> Document:
     }
 
 
-class MongoCampaignRepository(MongoRepository[Campaign, EncodeEvents], CampaignRepository):
+class MongoCampaignRepository(
+    MongoRepository[Campaign, EncodeEvents], ReservationLedger[Campaign], CampaignRepository
+):
     collection_name = CAMPAIGNS
 
     def to_document(self, entity: Campaign) -> Document:
@@ -127,54 +131,10 @@ class MongoCampaignRepository(MongoRepository[Campaign, EncodeEvents], CampaignR
         query: Document = {
             "_id": campaign.id,
             "version": campaign.version,
-            f"pending.{redemption_id}": {"$exists": False},
+            **room_for(reservation, r.max_uses, r.budget),
         }
         if r.valid_from is not None:
             query["rules.valid_from"] = {"$lte": at}
         if r.valid_until is not None:
             query["rules.valid_until"] = {"$gt": at}
-        if r.max_uses is not None:
-            query["uses"] = {"$lt": r.max_uses}
-        if r.budget is not None:
-            query["discount_granted"] = {"$lte": r.budget - reservation.discount}
-        result = await self.collection.update_one(
-            query,
-            {
-                "$inc": {
-                    "uses": 1,
-                    "discount_granted": reservation.discount,
-                    "pending_count": 1,
-                    "redeemed_total": 1,
-                },
-                "$set": {f"pending.{redemption_id}": reservation_document(reservation)},
-            },
-        )
-        return result.matched_count == 1
-
-    async def begin_release(
-        self, campaign_id: str, redemption_id: str, reservation: Reservation
-    ) -> bool:
-        result = await self.collection.update_one(
-            {"_id": campaign_id, f"pending.{redemption_id}": {"$exists": False}},
-            {
-                "$inc": {"pending_count": 1},
-                "$set": {f"pending.{redemption_id}": reservation_document(reservation)},
-            },
-        )
-        return result.matched_count == 1
-
-    async def settle(
-        self, campaign_id: str, redemption_id: str, attempt: str, give_back: int | None
-    ) -> bool:
-        increments = {"pending_count": -1}
-        if give_back is not None:
-            increments.update({"uses": -1, "discount_granted": -give_back})
-        result = await self.collection.update_one(
-            {"_id": campaign_id, f"pending.{redemption_id}.attempt": attempt},
-            {"$unset": {f"pending.{redemption_id}": ""}, "$inc": increments},
-        )
-        return result.matched_count == 1
-
-    async def with_pending(self, limit: int) -> list[Campaign]:
-        cursor = self.collection.find({"pending_count": {"$gt": 0}}).limit(limit)
-        return [self.from_document(d) async for d in cursor]
+        return await self._reserve_where(query, redemption_id, reservation)

@@ -30,6 +30,13 @@ from promo_libs.mongo.repository import MongoRepository
 from promo_libs.mongo.times import from_millis, optional_from_millis, optional_to_millis, to_millis
 from promo_libs.outbox import OutboxEntry, outbox_fields
 from promocodes_service.adapters.migrations import CODES
+from promocodes_service.adapters.reservation_ledger import (
+    ReservationLedger,
+    limits_fit,
+    reservation_document,
+    reservations_from_document,
+    room_for,
+)
 from promocodes_service.domain import cart, rules
 from promocodes_service.domain.events import CodeEvent
 from promocodes_service.domain.model import PromoCode, Reservation, RuleSet
@@ -126,48 +133,9 @@ _TARGETING_FIELDS = (
 )
 
 
-def limits_fit(max_uses: int | None, budget: int | None) -> Document:
-    """The filter "the counters fit these limits": a limit is never stored below what is
-    granted, even when a redemption lands between the caller's check and this write."""
-    fit: Document = {}
-    if max_uses is not None:
-        fit["uses"] = {"$lte": max_uses}
-    if budget is not None:
-        fit["discount_granted"] = {"$lte": budget}
-    return fit
-
-
-def reservation_document(reservation: Reservation) -> Document:
-    return {
-        "at": to_millis(reservation.at),
-        "attempt": reservation.attempt,
-        "kind": reservation.kind,
-        "user_id": reservation.user_id,
-        "discount": reservation.discount,
-        "until": optional_to_millis(reservation.until),
-        "campaign_id": reservation.campaign_id,
-        "promo_code_id": reservation.promo_code_id,
-    }
-
-
-def reservations_from_document(document: Document) -> dict[str, Reservation]:
-    """The `pending` map of a code or a campaign."""
-    return {
-        key: Reservation(
-            attempt=value["attempt"],
-            kind=value["kind"],
-            user_id=value["user_id"],
-            discount=value["discount"],
-            at=from_millis(value["at"]),
-            until=optional_from_millis(value.get("until")),
-            campaign_id=value.get("campaign_id") or "",
-            promo_code_id=value.get("promo_code_id") or "",
-        )
-        for key, value in (document.get("pending") or {}).items()
-    }
-
-
-class MongoPromoCodeRepository(MongoRepository[PromoCode, EncodeEvents], PromoCodeRepository):
+class MongoPromoCodeRepository(
+    MongoRepository[PromoCode, EncodeEvents], ReservationLedger[PromoCode], PromoCodeRepository
+):
     collection_name = CODES
 
     def to_document(self, entity: PromoCode) -> Document:
@@ -394,54 +362,10 @@ class MongoPromoCodeRepository(MongoRepository[PromoCode, EncodeEvents], PromoCo
             "_id": promo.id,
             "version": promo.version,
             "rules.active": True,
-            f"pending.{redemption_id}": {"$exists": False},
+            **room_for(reservation, r.max_uses, r.budget),
         }
         if r.valid_from is not None:
             query["rules.window_from"] = {"$lte": to_millis(reservation.at)}
         if r.valid_until is not None:
             query["rules.window_until"] = {"$gt": to_millis(reservation.at)}
-        if r.max_uses is not None:
-            query["uses"] = {"$lt": r.max_uses}
-        if r.budget is not None:
-            query["discount_granted"] = {"$lte": r.budget - reservation.discount}
-        result = await self.collection.update_one(
-            query,
-            {
-                "$inc": {
-                    "uses": 1,
-                    "discount_granted": reservation.discount,
-                    "pending_count": 1,
-                    "redeemed_total": 1,
-                },
-                "$set": {f"pending.{redemption_id}": reservation_document(reservation)},
-            },
-        )
-        return result.matched_count == 1
-
-    async def begin_release(
-        self, code_id: str, redemption_id: str, reservation: Reservation
-    ) -> bool:
-        result = await self.collection.update_one(
-            {"_id": code_id, f"pending.{redemption_id}": {"$exists": False}},
-            {
-                "$inc": {"pending_count": 1},
-                "$set": {f"pending.{redemption_id}": reservation_document(reservation)},
-            },
-        )
-        return result.matched_count == 1
-
-    async def settle(
-        self, code_id: str, redemption_id: str, attempt: str, give_back: int | None
-    ) -> bool:
-        increments = {"pending_count": -1}
-        if give_back is not None:
-            increments.update({"uses": -1, "discount_granted": -give_back})
-        result = await self.collection.update_one(
-            {"_id": code_id, f"pending.{redemption_id}.attempt": attempt},
-            {"$unset": {f"pending.{redemption_id}": ""}, "$inc": increments},
-        )
-        return result.matched_count == 1
-
-    async def with_pending(self, limit: int) -> list[PromoCode]:
-        cursor = self.collection.find({"pending_count": {"$gt": 0}}).limit(limit)
-        return [self.from_document(d) async for d in cursor]
+        return await self._reserve_where(query, redemption_id, reservation)

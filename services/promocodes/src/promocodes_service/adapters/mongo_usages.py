@@ -287,34 +287,15 @@ class MongoUsageRepository(MongoRepository[Usage, EncodeEvents], UsageRepository
     async def fence_redeem(
         self, redemption_id: str, attempt: str, promo_code_id: str, user_id: str
     ) -> Usage | None:
-        while True:
-            stored = await self.collection.find_one({"_id": redemption_id})
-            if stored is None:
-                try:
-                    await self.collection.insert_one(
-                        {
-                            "_id": redemption_id,
-                            "promo_id": promo_code_id,
-                            "user_id": user_id,
-                            "status": ABANDONED,
-                            "slot": f"a:{redemption_id}",
-                            "sort_key": "",
-                            "aborted": {attempt: True},
-                        }
-                    )
-                except DuplicateKeyError:
-                    continue  # written meanwhile: look again
-                return None
-            if stored.get("status") == VOIDED:
-                return None  # no attempt can ever write here
-            if stored.get("status") != ABANDONED:
-                return self.from_document(stored)
-            fenced = await self.collection.update_one(
-                {"_id": redemption_id, "status": ABANDONED},
-                {"$set": {f"aborted.{attempt}": True}},
-            )
-            if fenced.matched_count == 1:
-                return None
+        placeholder = {
+            "promo_id": promo_code_id,
+            "user_id": user_id,
+            "status": ABANDONED,
+            "slot": f"a:{redemption_id}",
+            "sort_key": "",
+            "aborted": {attempt: True},
+        }
+        return await self._unless_written(redemption_id, placeholder, {f"aborted.{attempt}": True})
 
     async def written_attempts(self, redemption_ids: list[str]) -> dict[str, str]:
         cursor = self.collection.find(
@@ -324,38 +305,45 @@ class MongoUsageRepository(MongoRepository[Usage, EncodeEvents], UsageRepository
         return {d["_id"]: d.get("attempt", "") async for d in cursor}
 
     async def void(self, redemption_id: str) -> Usage | None:
+        placeholder = {
+            "promo_id": "",
+            "user_id": "",
+            "status": VOIDED,
+            "slot": f"v:{redemption_id}",
+            "sort_key": "",
+            "aborted": {},
+        }
+        # Fenced attempts only: void it, filtered on ABANDONED so that a take-over by a new
+        # attempt (claim's filtered replace) and this write exclude each other.
+        return await self._unless_written(
+            redemption_id, placeholder, {"status": VOIDED, "slot": f"v:{redemption_id}"}
+        )
+
+    async def _unless_written(
+        self, redemption_id: str, placeholder: Document, on_abandoned: Document
+    ) -> Usage | None:
+        """Hold the usage's id with `placeholder`, or `$set` `on_abandoned` on the ABANDONED
+        document there; a usage written by an attempt wins and is returned. None once held.
+
+        insert_one, not an upsert: the unique _id decides against a usage written at the same
+        moment (it then wins)."""
         while True:
             stored = await self.collection.find_one({"_id": redemption_id})
             if stored is None:
                 try:
-                    # insert_one, not an upsert: the unique _id decides against a usage written
-                    # at the same moment (it then wins, and is released by the caller).
-                    await self.collection.insert_one(
-                        {
-                            "_id": redemption_id,
-                            "promo_id": "",
-                            "user_id": "",
-                            "status": VOIDED,
-                            "slot": f"v:{redemption_id}",
-                            "sort_key": "",
-                            "aborted": {},
-                        }
-                    )
+                    await self.collection.insert_one({"_id": redemption_id, **placeholder})
                 except DuplicateKeyError:
                     continue  # written meanwhile: look again
                 return None
             status = stored.get("status")
             if status == VOIDED:
-                return None
+                return None  # no attempt can ever write here
             if status != ABANDONED:
                 return self.from_document(stored)
-            # Fenced attempts only: void it, filtered on ABANDONED so that a take-over by a new
-            # attempt (claim's filtered replace) and this write exclude each other.
-            voided = await self.collection.update_one(
-                {"_id": redemption_id, "status": ABANDONED},
-                {"$set": {"status": VOIDED, "slot": f"v:{redemption_id}"}},
+            changed = await self.collection.update_one(
+                {"_id": redemption_id, "status": ABANDONED}, {"$set": on_abandoned}
             )
-            if voided.matched_count == 1:
+            if changed.matched_count == 1:
                 return None
 
     async def fence_release(self, redemption_id: str, attempt: str) -> Usage | None:
