@@ -13,6 +13,8 @@ from cryptography import x509
 
 from devstack.pki import DevPki, spiffe_id
 from tests.deploy.deploy_support import (
+    CLICKHOUSE_USER_FILES,
+    CLICKHOUSE_USERS,
     COMPOSE_FILE,
     IMAGE,
     READER_XML,
@@ -29,6 +31,8 @@ from tests.deploy.deploy_support import (
 )
 
 DATA_STORES = ("mongodb", "redis", "clickhouse")
+# Run to completion before the services that need them.
+ONE_SHOTS = ("mongodb-init", "clickhouse-migrate")
 
 
 def compose_env(service: dict[str, Any]) -> dict[str, str]:
@@ -132,7 +136,8 @@ def test_every_data_store_client_authenticates() -> None:
     """Redis and ClickHouse require a password; every service talking to them sends it."""
     services = compose()["services"]
     assert "--requirepass" in services["redis"]["command"]
-    assert "CLICKHOUSE_PASSWORD" in compose_env(services["clickhouse"])
+    for user in ("WRITER", "MIGRATOR", "READER"):
+        assert f"CLICKHOUSE_{user}_PASSWORD" in compose_env(services["clickhouse"])
     for service in SERVICES:
         env = compose_env(services[service.name])
         if "REDIS_HOST" in env:
@@ -177,17 +182,15 @@ def test_health_checks_and_start_order() -> None:
         assert "HealthStub" in health and "GRPC_HEALTH_PORT" in health
         for dependency, condition in services[service.name]["depends_on"].items():
             expected = (
-                "service_completed_successfully"
-                if dependency == "mongodb-init"
-                else "service_healthy"
+                "service_completed_successfully" if dependency in ONE_SHOTS else "service_healthy"
             )
             assert condition["condition"] == expected, f"{service.name} -> {dependency}"
     order = {
         "users": {"mongodb-init", "redis"},
         "promocodes": {"mongodb-init", "redis", "users"},
         "orders": {"mongodb-init", "redis", "users", "promocodes"},
-        "sync-consumer": {"redis", "clickhouse"},
-        "analytics": {"clickhouse", "sync-consumer"},
+        "sync-consumer": {"redis", "clickhouse-migrate"},
+        "analytics": {"clickhouse", "clickhouse-migrate"},
     }
     for name, needs in order.items():
         assert set(services[name]["depends_on"]) == needs, name
@@ -220,6 +223,36 @@ def test_analytics_reads_clickhouse_as_the_reader() -> None:
     source = mounted["/etc/clickhouse-server/users.d/reader-user.xml"]
     assert (COMPOSE_FILE.parent / source).resolve() == READER_XML
     assert "CLICKHOUSE_READER_PASSWORD" in clickhouse["environment"]
+
+
+def test_each_clickhouse_client_is_its_own_user() -> None:
+    """The dev overlay's three users, mounted: sync-consumer writes without DDL, the one-shot
+    clickhouse-migrate owns the schema (and runs before the consumer), analytics reads."""
+    services = compose()["services"]
+    clickhouse = services["clickhouse"]
+    mounted = {str(v).split(":")[1]: str(v).split(":")[0] for v in clickhouse["volumes"]}
+    for role, user in CLICKHOUSE_USERS.items():
+        source = mounted[f"/etc/clickhouse-server/users.d/{role}-user.xml"]
+        assert (COMPOSE_FILE.parent / source).resolve() == CLICKHOUSE_USER_FILES[role]
+        assert f"CLICKHOUSE_{role.upper()}_PASSWORD" in clickhouse["environment"]
+        assert user in CLICKHOUSE_USER_FILES[role].read_text()
+    for name, role in (
+        ("sync-consumer", "writer"),
+        ("clickhouse-migrate", "migrator"),
+        ("analytics", "reader"),
+    ):
+        env = services[name]["environment"]
+        assert env["CLICKHOUSE_USER"] == CLICKHOUSE_USERS[role], name
+        assert env["CLICKHOUSE_PASSWORD"].startswith(f"${{CLICKHOUSE_{role.upper()}_PASSWORD:?")
+    assert services["clickhouse-migrate"]["command"][-1] == "migrate"
+    assert services["clickhouse-migrate"]["restart"] == "no"
+    # Nothing else logs in: no service shares a ClickHouse password.
+    users = [
+        compose_env(entry)["CLICKHOUSE_USER"]
+        for entry in services.values()
+        if "CLICKHOUSE_HOST" in compose_env(entry)
+    ]
+    assert sorted(users) == sorted(CLICKHOUSE_USERS.values())
 
 
 def test_redis_runs_the_dev_overlays_acl_users() -> None:

@@ -18,6 +18,8 @@ import pytest
 from promo_libs.grpc.health import LIVENESS, READINESS
 from tests.deploy.deploy_support import (
     BY_MODULE,
+    CLICKHOUSE_USER_FILES,
+    CLICKHOUSE_USERS,
     K8S,
     KUBERNETES_VERSION,
     OVERLAYS,
@@ -616,7 +618,9 @@ def test_dev_data_stores_require_the_secrets_passwords() -> None:
     assert command[command.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
     clickhouse_pod = workloads(objects)["clickhouse"]["pod"]
     (clickhouse,) = [c for c in containers(clickhouse_pod) if c["name"] == "clickhouse"]
-    assert container_env(clickhouse, objects)["CLICKHOUSE_PASSWORD"][0] == "secret"
+    server_env = container_env(clickhouse, objects)
+    for role in CLICKHOUSE_USERS:
+        assert server_env[f"CLICKHOUSE_{role.upper()}_PASSWORD"][0] == "secret", role
 
 
 def test_the_clickhouse_reader_is_read_only_and_time_limited() -> None:
@@ -640,15 +644,78 @@ def test_analytics_reads_clickhouse_as_the_reader(overlay: str) -> None:
     assert env["CLICKHOUSE_PASSWORD"][0] == "secret"
     ref = next(e for e in analytics["env"] if e["name"] == "CLICKHOUSE_PASSWORD")
     assert ref["valueFrom"]["secretKeyRef"]["key"] == "CLICKHOUSE_READER_PASSWORD"
-    # sync-consumer writes and migrates: not as the reader.
-    _, consumer = service_container(overlay, BY_MODULE["sync_consumer"])
-    assert container_env(consumer, objects)["CLICKHOUSE_USER"][1] != "promo_reader"
     if overlay == "dev":  # the dev ClickHouse defines the user, with the Secret's password
         (clickhouse,) = containers(workloads(objects)["clickhouse"]["pod"])
         mounts = {m["mountPath"] for m in clickhouse["volumeMounts"]}
         assert "/etc/clickhouse-server/users.d/reader-user.xml" in mounts
         server_env = container_env(clickhouse, objects)
         assert server_env["CLICKHOUSE_READER_PASSWORD"][0] == "secret"
+
+
+def _clickhouse_login(container: dict[str, Any], objects: tuple[dict[str, Any], ...]) -> str:
+    """The ClickHouse user a container logs in as; its password must be that user's key."""
+    env = container_env(container, objects)
+    source, user = env["CLICKHOUSE_USER"]
+    assert source == "configmap", container["name"]
+    role = next(r for r, u in CLICKHOUSE_USERS.items() if u == user)
+    ref = next(e for e in container["env"] if e["name"] == "CLICKHOUSE_PASSWORD")
+    assert ref["valueFrom"]["secretKeyRef"]["key"] == f"CLICKHOUSE_{role.upper()}_PASSWORD"
+    return user
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_clickhouse_client_is_its_own_user(overlay: str) -> None:
+    """sync-consumer writes as the writer (no DDL), the migrations Job and the backup CronJob
+    as the schema's owner, analytics as the reader; every container that logs in is one of them."""
+    objects = render(overlay)
+    found = workloads(objects)
+    logins = {}
+    for name, workload in found.items():
+        for container in containers(workload["pod"]):
+            if "CLICKHOUSE_USER" in {e["name"] for e in container.get("env", [])}:
+                logins[f"{name}/{container['name']}"] = _clickhouse_login(container, objects)
+    assert logins == {
+        "sync-consumer/sync-consumer": "promo_writer",
+        "analytics/analytics": "promo_reader",
+        "promo-migrations/sync-consumer": "promo_migrator",
+        "clickhouse-backup/backup": "promo_migrator",
+    }
+
+
+def test_the_clickhouse_writer_has_no_ddl_and_the_migrator_its_own_password() -> None:
+    writer = ElementTree.parse(CLICKHOUSE_USER_FILES["writer"]).getroot()
+    (user,) = writer.findall("users/promo_writer")
+    profile = writer.find(f"profiles/{user.findtext('profile')}")
+    assert profile is not None and profile.findtext("allow_ddl") == "0"
+    assert [d.text for d in user.findall("allow_databases/database")] == ["analytics"]
+    migrator = ElementTree.parse(CLICKHOUSE_USER_FILES["migrator"]).getroot()
+    (owner,) = migrator.findall("users/promo_migrator")
+    assert [d.text for d in owner.findall("allow_databases/database")] == ["analytics"]
+    for role, root in (("writer", user), ("migrator", owner)):
+        password = root.find("password")
+        assert password is not None
+        assert password.get("from_env") == f"CLICKHOUSE_{role.upper()}_PASSWORD"
+    (clickhouse,) = containers(workloads(render("dev"))["clickhouse"]["pod"])
+    mounts = {m["mountPath"] for m in clickhouse["volumeMounts"]}
+    for role in CLICKHOUSE_USERS:
+        assert f"/etc/clickhouse-server/users.d/{role}-user.xml" in mounts
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_clickhouse_backup_talks_tls_where_the_services_do(overlay: str) -> None:
+    objects = render(overlay)
+    (backup,) = containers(workloads(objects)["clickhouse-backup"]["pod"])
+    env = container_env(backup, objects)
+    script = backup["command"][-1]
+    assert 'if [ "$CLICKHOUSE_SECURE" = true ]; then secure=(--secure); fi' in script
+    assert 'clickhouse-client "${secure[@]}"' in script
+    secure = env["CLICKHOUSE_SECURE"][1]
+    assert secure == ("true" if overlay == "prod" else "false")
+    if overlay == "prod":  # the native protocol's TLS port
+        assert env["CLICKHOUSE_NATIVE_PORT"][1] == "9440"
+    (mongodump,) = containers(workloads(objects)["mongodb-backup"]["pod"])
+    uri = container_env(mongodump, objects)["MONGODB_URI"][1]
+    assert ("tls=true" in uri) == (overlay == "prod")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
