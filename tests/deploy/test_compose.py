@@ -7,6 +7,7 @@ import itertools
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography import x509
@@ -106,7 +107,13 @@ def test_addresses_name_compose_services() -> None:
                 assert value in services, f"{service.name} {var}={value}"
         uri = compose_env(services[service.name]).get("MONGODB_URI")
         if uri:
-            assert "replicaSet=rs0" in uri and "//mongodb:27017" in uri
+            parts = urlsplit(uri)
+            assert "replicaSet=rs0" in parts.query and parts.hostname == "mongodb", uri
+            # Its own user, its password required from the environment (init-users.js).
+            assert parts.username == service.name, uri
+            raw = str(services[service.name]["environment"]["MONGODB_URI"])
+            secret = f"MONGODB_{service.name.upper()}_PASSWORD"
+            assert re.match(rf"^mongodb://{service.name}:\$\{{{secret}:\?[^}}]*\}}@", raw), raw
 
 
 # A variable or argument that carries a secret, and the only form its value may take in the
@@ -277,3 +284,21 @@ def test_redis_runs_the_dev_overlays_acl_users() -> None:
         var = f"REDIS_{name.upper().replace('-', '_')}_PASSWORD"
         assert str(env["REDIS_PASSWORD"]).startswith("${" + var + ":?"), name
         assert "${" + var + ":?" in rule, name
+
+
+def test_mongodb_runs_with_access_control_and_a_user_per_service() -> None:
+    """The server needs a key file and creates `admin`; the one-shot mongodb-init runs the dev
+    overlay's init-users.js with each service's own URI (so user and password agree)."""
+    services = compose()["services"]
+    server = services["mongodb"]
+    assert "--keyFile" in server["command"]
+    assert _REQUIRED.match(str(server["environment"]["MONGO_INITDB_ROOT_PASSWORD"]))
+    init = services["mongodb-init"]
+    mounted = {str(v).split(":")[1]: str(v).split(":")[0] for v in init["volumes"]}
+    source = mounted["/etc/mongodb-init/init-users.js"]
+    assert (COMPOSE_FILE.parent / source).resolve().name == "init-users.js"
+    assert init["command"][-1] == "/etc/mongodb-init/init-users.js"
+    for service in SERVICES:
+        uri = services[service.name]["environment"].get("MONGODB_URI")
+        if uri is not None:
+            assert init["environment"][f"{service.name.upper()}_MONGODB_URI"] == uri

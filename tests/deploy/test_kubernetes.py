@@ -577,7 +577,8 @@ def test_network_policies_allow_exactly_the_designs_flows() -> None:
 
 # What a Secret in git may hold (deploy/README.md, "Secrets"): markers that are plainly not
 # secrets, or a URI whose password, if it has one, is such a marker.
-PLACEHOLDERS = frozenset({"REPLACE_ME", "example-only-not-a-secret"})
+# (mongod's key file takes the base64 alphabet only: no hyphens.)
+PLACEHOLDERS = frozenset({"REPLACE_ME", "example-only-not-a-secret", "exampleOnlyNotASecret"})
 
 
 def holds_no_real_value(value: str) -> bool:
@@ -740,6 +741,71 @@ def test_each_redis_client_logs_in_as_its_own_acl_user(overlay: str) -> None:
         command = redis["command"]
         defined = {command[n + 1].split()[0] for n, a in enumerate(command) if a == "--user"}
         assert defined == users
+
+
+MONGODB_INIT = K8S / "overlays" / "dev" / "mongodb" / "init-users.js"
+
+
+def _mongodb_roles() -> dict[str, list[tuple[str, str]]]:
+    """init-users.js's table: the Secret key of a user's URI -> its (role, database) pairs."""
+    table = re.search(r"const users = \{(.*?)\n\};", MONGODB_INIT.read_text(), re.S)
+    assert table is not None, "init-users.js has its `users` table"
+    return {
+        key: re.findall(r"\{role: '(\w+)', db: '(\w+)'\}", roles)
+        for key, roles in re.findall(r"(\w+_MONGODB_URI): \[(.*?)\]", table[1])
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_mongodb_client_is_its_own_user(overlay: str) -> None:
+    """Every container that talks to MongoDB reads its own Secret key, whose URI names its own
+    user; init-users.js gives each service's user readWrite on that service's database only
+    (the one its config names), and mongodump's user the backup role."""
+    objects = render(overlay)
+    roles = _mongodb_roles()
+    keys = {}
+    for name, workload in workloads(objects).items():
+        for container in containers(workload["pod"]):
+            refs = {e["name"]: e for e in container.get("env", [])}
+            if "MONGODB_URI" not in refs or name == "mongodb":
+                continue
+            key = refs["MONGODB_URI"]["valueFrom"]["secretKeyRef"]["key"]
+            env = container_env(container, objects)
+            user = urlsplit(env["MONGODB_URI"][1]).username
+            if container["name"] == "mongodump":
+                assert (key, user) == ("BACKUP_MONGODB_URI", "backup")
+                assert roles[key] == [("backup", "admin")]
+            else:
+                service = container["name"]
+                assert (key, user) == (f"{service.upper()}_MONGODB_URI", service), name
+                database = env["MONGODB_DB_NAME"][1]
+                assert roles[key] == [("readWrite", database)], service
+            keys.setdefault(key, set()).add(container["name"])
+    assert {k: len(v) for k, v in keys.items()} == dict.fromkeys(roles, 1)
+    # Each service's database is granted to one user only.
+    databases = [db for pairs in roles.values() for _, db in pairs]
+    assert len(databases) == len(set(databases))
+
+
+def test_the_dev_mongodb_runs_with_access_control() -> None:
+    objects = render("dev")
+    mongodb = workloads(objects)["mongodb"]
+    (server,) = mongodb["pod"]["containers"]
+    assert "--keyFile=/run/mongodb/keyfile" in server["command"]
+    hook = server["lifecycle"]["postStart"]["exec"]["command"]
+    assert hook[-1] == "/etc/mongodb-init/init-users.js"
+    config_maps = by_kind(objects, "ConfigMap")
+    (init,) = [v for v in mongodb["pod"]["volumes"] if v["name"] == "init"]
+    script = config_maps[init["configMap"]["name"]]["data"]["init-users.js"]
+    assert script == MONGODB_INIT.read_text()
+    env = container_env(server, objects)
+    for key in [*_mongodb_roles(), "MONGODB_ADMIN_PASSWORD"]:
+        assert env[key][0] == "secret", key
+    (keyfile,) = [v for v in mongodb["pod"]["volumes"] if v["name"] == "keyfile-secret"]
+    assert keyfile["secret"]["defaultMode"] == 0o400
+    (copy,) = mongodb["pod"]["initContainers"]
+    assert "install -m 0400" in copy["command"][-1]
+    assert "mongodb-init-replica-set" not in workloads(objects)  # the hook initialises the set
 
 
 def test_prod_talks_tls_to_every_data_store() -> None:
