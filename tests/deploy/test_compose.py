@@ -4,7 +4,9 @@ sets every variable each service needs, checks health and starts things in order
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -177,6 +179,38 @@ def test_every_service_container_gets_its_certificate(service: Service, tmp_path
 
 
 _TLS_MOUNT = "/var/run/promo/tls"
+_HOST_USER = (
+    "${PROMO_UID:?export PROMO_UID first: the uid owning .state/dev/pki (id -u)}"
+    ":${PROMO_GID:?export PROMO_GID first: its gid (id -g)}"
+)
+
+
+def test_mounted_keys_are_readable_by_the_containers_user_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """devstack writes every key 0600 in a 0700 folder, owned by the user running it; compose
+    runs each container as the uid and gid the operator exports (PROMO_UID/PROMO_GID, required),
+    so with the documented `id -u`/`id -g` the container's user is the keys' owner: it reads
+    them, and no other uid can (the image's 10001 could not even enter the folder)."""
+    pki = DevPki(tmp_path / "pki")
+    signing_key, jwks = pki.user_token_keys()
+    keys = [pki.files(s.name).key for s in SERVICES] + [signing_key, tmp_path / "pki" / "ca.key"]
+    assert stat.S_IMODE((tmp_path / "pki").stat().st_mode) == 0o700
+    for key in keys:
+        info = key.stat()
+        assert stat.S_IMODE(info.st_mode) == 0o600, key.name
+        assert (info.st_uid, info.st_gid) == (os.getuid(), os.getgid()), key.name
+    assert stat.S_IMODE(jwks.stat().st_mode) == 0o644  # public
+    monkeypatch.setenv("PROMO_UID", str(os.getuid()))
+    monkeypatch.setenv("PROMO_GID", str(os.getgid()))
+    for service in SERVICES:
+        user = str(compose()["services"][service.name]["user"])
+        assert _resolve(user) == f"{os.getuid()}:{os.getgid()}", service.name
+
+
+def _resolve(value: str) -> str:
+    """${VAR:?...} as compose resolves it once VAR is exported."""
+    return re.sub(r"\$\{([A-Z_]+):\?[^}]*\}", lambda m: os.environ[m[1]], value)
 
 
 def test_health_checks_and_start_order() -> None:
@@ -215,7 +249,7 @@ def test_service_containers_are_locked_down() -> None:
         assert entry["read_only"] is True
         assert entry["cap_drop"] == ["ALL"]
         assert "no-new-privileges:true" in entry["security_opt"]
-        assert entry["user"] == "10001:10001"
+        assert entry["user"] == _HOST_USER
         assert any(t.startswith("/tmp") for t in entry["tmpfs"])
         assert all(p.startswith("127.0.0.1:") for p in entry["ports"])
 

@@ -743,6 +743,36 @@ def test_each_redis_client_logs_in_as_its_own_acl_user(overlay: str) -> None:
         assert defined == users
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_user_token_keys_come_from_a_secret_mounted_where_configured(overlay: str) -> None:
+    """Every service that verifies user tokens reads USER_TOKEN_JWKS_FILE from the mounted
+    promo-user-tokens Secret; users alone gets the signing key, readable by the pod's group
+    only. The Secret itself is made outside git (a real key), so none is rendered."""
+    objects = render(overlay)
+    assert "promo-user-tokens" not in by_kind(objects, "Secret")
+    for service in SERVICES:
+        if service.module == "sync_consumer":  # health only: no call on a user's behalf
+            continue
+        workload, container = service_container(overlay, service)
+        env = container_env(container, objects)
+        (volume,) = [v for v in workload["pod"]["volumes"] if v["name"] == "user-tokens"]
+        assert volume["secret"]["secretName"] == "promo-user-tokens"
+        items = {item["key"]: item for item in volume["secret"]["items"]}
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "user-tokens"]
+        assert mount["readOnly"] is True
+        assert (
+            env["USER_TOKEN_JWKS_FILE"][1] == f"{mount['mountPath']}/{items['jwks.json']['path']}"
+        )
+        signs = service.name == "users"
+        assert ("USER_TOKEN_SIGNING_KEY_FILE" in env) == signs, service.name
+        assert ("signing-key.pem" in items) == signs, service.name
+        if signs:
+            key = items["signing-key.pem"]
+            path = f"{mount['mountPath']}/{key['path']}"
+            assert env["USER_TOKEN_SIGNING_KEY_FILE"][1] == path
+            assert key["mode"] == 0o440 and workload["pod"]["securityContext"]["fsGroup"] == 10001
+
+
 MONGODB_INIT = K8S / "overlays" / "dev" / "mongodb" / "init-users.js"
 
 
