@@ -714,6 +714,14 @@ def test_the_clickhouse_backup_talks_tls_where_the_services_do(overlay: str) -> 
     assert secure == ("true" if overlay == "prod" else "false")
     if overlay == "prod":  # the native protocol's TLS port
         assert env["CLICKHOUSE_NATIVE_PORT"][1] == "9440"
+    # The backup's egress opens the port it dials.
+    (policy,) = [
+        p
+        for n, p in by_kind(objects, "NetworkPolicy").items()
+        if n.endswith("clickhouse-admin-egress")
+    ]
+    ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+    assert ports == {int(env["CLICKHOUSE_NATIVE_PORT"][1])}
     (mongodump,) = containers(workloads(objects)["mongodb-backup"]["pod"])
     uri = container_env(mongodump, objects)["MONGODB_URI"][1]
     assert ("tls=true" in uri) == (overlay == "prod")
