@@ -27,6 +27,16 @@ OVERLAYS = ("dev", "prod")
 COMPOSE_FILE = DEPLOY / "compose" / "compose.yaml"
 # analytics' read-only ClickHouse user: mounted into the dev overlay's server and compose's.
 READER_XML = K8S / "overlays" / "dev" / "clickhouse" / "reader-user.xml"
+# The three ClickHouse users by role, and the dev overlay's file defining each (compose mounts
+# the same files): sync-consumer writes without DDL, migrations own the schema, analytics reads.
+CLICKHOUSE_USERS = {
+    "writer": "promo_writer",
+    "migrator": "promo_migrator",
+    "reader": "promo_reader",
+}
+CLICKHOUSE_USER_FILES = {
+    role: K8S / "overlays" / "dev" / "clickhouse" / f"{role}-user.xml" for role in CLICKHOUSE_USERS
+}
 IMAGE = "promo-platform"  # the one image of the five services (deploy/README.md says why)
 KUBERNETES_VERSION = "1.37.0"  # schemas bundled with kubernetes-validate
 

@@ -4,15 +4,20 @@ sets every variable each service needs, checks health and starts things in order
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography import x509
 
 from devstack.pki import DevPki, spiffe_id
 from tests.deploy.deploy_support import (
+    CLICKHOUSE_USER_FILES,
+    CLICKHOUSE_USERS,
     COMPOSE_FILE,
     IMAGE,
     READER_XML,
@@ -29,6 +34,8 @@ from tests.deploy.deploy_support import (
 )
 
 DATA_STORES = ("mongodb", "redis", "clickhouse")
+# Run to completion before the services that need them.
+ONE_SHOTS = ("mongodb-init", "clickhouse-migrate")
 
 
 def compose_env(service: dict[str, Any]) -> dict[str, str]:
@@ -102,7 +109,13 @@ def test_addresses_name_compose_services() -> None:
                 assert value in services, f"{service.name} {var}={value}"
         uri = compose_env(services[service.name]).get("MONGODB_URI")
         if uri:
-            assert "replicaSet=rs0" in uri and "//mongodb:27017" in uri
+            parts = urlsplit(uri)
+            assert "replicaSet=rs0" in parts.query and parts.hostname == "mongodb", uri
+            # Its own user, its password required from the environment (init-users.js).
+            assert parts.username == service.name, uri
+            raw = str(services[service.name]["environment"]["MONGODB_URI"])
+            secret = f"MONGODB_{service.name.upper()}_PASSWORD"
+            assert re.match(rf"^mongodb://{service.name}:\$\{{{secret}:\?[^}}]*\}}@", raw), raw
 
 
 # A variable or argument that carries a secret, and the only form its value may take in the
@@ -132,7 +145,8 @@ def test_every_data_store_client_authenticates() -> None:
     """Redis and ClickHouse require a password; every service talking to them sends it."""
     services = compose()["services"]
     assert "--requirepass" in services["redis"]["command"]
-    assert "CLICKHOUSE_PASSWORD" in compose_env(services["clickhouse"])
+    for user in ("WRITER", "MIGRATOR", "READER"):
+        assert f"CLICKHOUSE_{user}_PASSWORD" in compose_env(services["clickhouse"])
     for service in SERVICES:
         env = compose_env(services[service.name])
         if "REDIS_HOST" in env:
@@ -165,6 +179,38 @@ def test_every_service_container_gets_its_certificate(service: Service, tmp_path
 
 
 _TLS_MOUNT = "/var/run/promo/tls"
+_HOST_USER = (
+    "${PROMO_UID:?export PROMO_UID first: the uid owning .state/dev/pki (id -u)}"
+    ":${PROMO_GID:?export PROMO_GID first: its gid (id -g)}"
+)
+
+
+def test_mounted_keys_are_readable_by_the_containers_user_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """devstack writes every key 0600 in a 0700 folder, owned by the user running it; compose
+    runs each container as the uid and gid the operator exports (PROMO_UID/PROMO_GID, required),
+    so with the documented `id -u`/`id -g` the container's user is the keys' owner: it reads
+    them, and no other uid can (the image's 10001 could not even enter the folder)."""
+    pki = DevPki(tmp_path / "pki")
+    signing_key, jwks = pki.user_token_keys()
+    keys = [pki.files(s.name).key for s in SERVICES] + [signing_key, tmp_path / "pki" / "ca.key"]
+    assert stat.S_IMODE((tmp_path / "pki").stat().st_mode) == 0o700
+    for key in keys:
+        info = key.stat()
+        assert stat.S_IMODE(info.st_mode) == 0o600, key.name
+        assert (info.st_uid, info.st_gid) == (os.getuid(), os.getgid()), key.name
+    assert stat.S_IMODE(jwks.stat().st_mode) == 0o644  # public
+    monkeypatch.setenv("PROMO_UID", str(os.getuid()))
+    monkeypatch.setenv("PROMO_GID", str(os.getgid()))
+    for service in SERVICES:
+        user = str(compose()["services"][service.name]["user"])
+        assert _resolve(user) == f"{os.getuid()}:{os.getgid()}", service.name
+
+
+def _resolve(value: str) -> str:
+    """${VAR:?...} as compose resolves it once VAR is exported."""
+    return re.sub(r"\$\{([A-Z_]+):\?[^}]*\}", lambda m: os.environ[m[1]], value)
 
 
 def test_health_checks_and_start_order() -> None:
@@ -177,17 +223,15 @@ def test_health_checks_and_start_order() -> None:
         assert "HealthStub" in health and "GRPC_HEALTH_PORT" in health
         for dependency, condition in services[service.name]["depends_on"].items():
             expected = (
-                "service_completed_successfully"
-                if dependency == "mongodb-init"
-                else "service_healthy"
+                "service_completed_successfully" if dependency in ONE_SHOTS else "service_healthy"
             )
             assert condition["condition"] == expected, f"{service.name} -> {dependency}"
     order = {
         "users": {"mongodb-init", "redis"},
         "promocodes": {"mongodb-init", "redis", "users"},
         "orders": {"mongodb-init", "redis", "users", "promocodes"},
-        "sync-consumer": {"redis", "clickhouse"},
-        "analytics": {"clickhouse", "sync-consumer"},
+        "sync-consumer": {"redis", "clickhouse-migrate"},
+        "analytics": {"clickhouse", "clickhouse-migrate"},
     }
     for name, needs in order.items():
         assert set(services[name]["depends_on"]) == needs, name
@@ -205,7 +249,7 @@ def test_service_containers_are_locked_down() -> None:
         assert entry["read_only"] is True
         assert entry["cap_drop"] == ["ALL"]
         assert "no-new-privileges:true" in entry["security_opt"]
-        assert entry["user"] == "10001:10001"
+        assert entry["user"] == _HOST_USER
         assert any(t.startswith("/tmp") for t in entry["tmpfs"])
         assert all(p.startswith("127.0.0.1:") for p in entry["ports"])
 
@@ -220,6 +264,36 @@ def test_analytics_reads_clickhouse_as_the_reader() -> None:
     source = mounted["/etc/clickhouse-server/users.d/reader-user.xml"]
     assert (COMPOSE_FILE.parent / source).resolve() == READER_XML
     assert "CLICKHOUSE_READER_PASSWORD" in clickhouse["environment"]
+
+
+def test_each_clickhouse_client_is_its_own_user() -> None:
+    """The dev overlay's three users, mounted: sync-consumer writes without DDL, the one-shot
+    clickhouse-migrate owns the schema (and runs before the consumer), analytics reads."""
+    services = compose()["services"]
+    clickhouse = services["clickhouse"]
+    mounted = {str(v).split(":")[1]: str(v).split(":")[0] for v in clickhouse["volumes"]}
+    for role, user in CLICKHOUSE_USERS.items():
+        source = mounted[f"/etc/clickhouse-server/users.d/{role}-user.xml"]
+        assert (COMPOSE_FILE.parent / source).resolve() == CLICKHOUSE_USER_FILES[role]
+        assert f"CLICKHOUSE_{role.upper()}_PASSWORD" in clickhouse["environment"]
+        assert user in CLICKHOUSE_USER_FILES[role].read_text()
+    for name, role in (
+        ("sync-consumer", "writer"),
+        ("clickhouse-migrate", "migrator"),
+        ("analytics", "reader"),
+    ):
+        env = services[name]["environment"]
+        assert env["CLICKHOUSE_USER"] == CLICKHOUSE_USERS[role], name
+        assert env["CLICKHOUSE_PASSWORD"].startswith(f"${{CLICKHOUSE_{role.upper()}_PASSWORD:?")
+    assert services["clickhouse-migrate"]["command"][-1] == "migrate"
+    assert services["clickhouse-migrate"]["restart"] == "no"
+    # Nothing else logs in: no service shares a ClickHouse password.
+    users = [
+        compose_env(entry)["CLICKHOUSE_USER"]
+        for entry in services.values()
+        if "CLICKHOUSE_HOST" in compose_env(entry)
+    ]
+    assert sorted(users) == sorted(CLICKHOUSE_USERS.values())
 
 
 def test_redis_runs_the_dev_overlays_acl_users() -> None:
@@ -244,3 +318,21 @@ def test_redis_runs_the_dev_overlays_acl_users() -> None:
         var = f"REDIS_{name.upper().replace('-', '_')}_PASSWORD"
         assert str(env["REDIS_PASSWORD"]).startswith("${" + var + ":?"), name
         assert "${" + var + ":?" in rule, name
+
+
+def test_mongodb_runs_with_access_control_and_a_user_per_service() -> None:
+    """The server needs a key file and creates `admin`; the one-shot mongodb-init runs the dev
+    overlay's init-users.js with each service's own URI (so user and password agree)."""
+    services = compose()["services"]
+    server = services["mongodb"]
+    assert "--keyFile" in server["command"]
+    assert _REQUIRED.match(str(server["environment"]["MONGO_INITDB_ROOT_PASSWORD"]))
+    init = services["mongodb-init"]
+    mounted = {str(v).split(":")[1]: str(v).split(":")[0] for v in init["volumes"]}
+    source = mounted["/etc/mongodb-init/init-users.js"]
+    assert (COMPOSE_FILE.parent / source).resolve().name == "init-users.js"
+    assert init["command"][-1] == "/etc/mongodb-init/init-users.js"
+    for service in SERVICES:
+        uri = services[service.name]["environment"].get("MONGODB_URI")
+        if uri is not None:
+            assert init["environment"][f"{service.name.upper()}_MONGODB_URI"] == uri

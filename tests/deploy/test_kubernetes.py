@@ -18,6 +18,8 @@ import pytest
 from promo_libs.grpc.health import LIVENESS, READINESS
 from tests.deploy.deploy_support import (
     BY_MODULE,
+    CLICKHOUSE_USER_FILES,
+    CLICKHOUSE_USERS,
     K8S,
     KUBERNETES_VERSION,
     OVERLAYS,
@@ -575,7 +577,8 @@ def test_network_policies_allow_exactly_the_designs_flows() -> None:
 
 # What a Secret in git may hold (deploy/README.md, "Secrets"): markers that are plainly not
 # secrets, or a URI whose password, if it has one, is such a marker.
-PLACEHOLDERS = frozenset({"REPLACE_ME", "example-only-not-a-secret"})
+# (mongod's key file takes the base64 alphabet only: no hyphens.)
+PLACEHOLDERS = frozenset({"REPLACE_ME", "example-only-not-a-secret", "exampleOnlyNotASecret"})
 
 
 def holds_no_real_value(value: str) -> bool:
@@ -616,7 +619,9 @@ def test_dev_data_stores_require_the_secrets_passwords() -> None:
     assert command[command.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
     clickhouse_pod = workloads(objects)["clickhouse"]["pod"]
     (clickhouse,) = [c for c in containers(clickhouse_pod) if c["name"] == "clickhouse"]
-    assert container_env(clickhouse, objects)["CLICKHOUSE_PASSWORD"][0] == "secret"
+    server_env = container_env(clickhouse, objects)
+    for role in CLICKHOUSE_USERS:
+        assert server_env[f"CLICKHOUSE_{role.upper()}_PASSWORD"][0] == "secret", role
 
 
 def test_the_clickhouse_reader_is_read_only_and_time_limited() -> None:
@@ -640,15 +645,86 @@ def test_analytics_reads_clickhouse_as_the_reader(overlay: str) -> None:
     assert env["CLICKHOUSE_PASSWORD"][0] == "secret"
     ref = next(e for e in analytics["env"] if e["name"] == "CLICKHOUSE_PASSWORD")
     assert ref["valueFrom"]["secretKeyRef"]["key"] == "CLICKHOUSE_READER_PASSWORD"
-    # sync-consumer writes and migrates: not as the reader.
-    _, consumer = service_container(overlay, BY_MODULE["sync_consumer"])
-    assert container_env(consumer, objects)["CLICKHOUSE_USER"][1] != "promo_reader"
     if overlay == "dev":  # the dev ClickHouse defines the user, with the Secret's password
         (clickhouse,) = containers(workloads(objects)["clickhouse"]["pod"])
         mounts = {m["mountPath"] for m in clickhouse["volumeMounts"]}
         assert "/etc/clickhouse-server/users.d/reader-user.xml" in mounts
         server_env = container_env(clickhouse, objects)
         assert server_env["CLICKHOUSE_READER_PASSWORD"][0] == "secret"
+
+
+def _clickhouse_login(container: dict[str, Any], objects: tuple[dict[str, Any], ...]) -> str:
+    """The ClickHouse user a container logs in as; its password must be that user's key."""
+    env = container_env(container, objects)
+    source, user = env["CLICKHOUSE_USER"]
+    assert source == "configmap", container["name"]
+    role = next(r for r, u in CLICKHOUSE_USERS.items() if u == user)
+    ref = next(e for e in container["env"] if e["name"] == "CLICKHOUSE_PASSWORD")
+    assert ref["valueFrom"]["secretKeyRef"]["key"] == f"CLICKHOUSE_{role.upper()}_PASSWORD"
+    return user
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_clickhouse_client_is_its_own_user(overlay: str) -> None:
+    """sync-consumer writes as the writer (no DDL), the migrations Job and the backup CronJob
+    as the schema's owner, analytics as the reader; every container that logs in is one of them."""
+    objects = render(overlay)
+    found = workloads(objects)
+    logins = {}
+    for name, workload in found.items():
+        for container in containers(workload["pod"]):
+            if "CLICKHOUSE_USER" in {e["name"] for e in container.get("env", [])}:
+                logins[f"{name}/{container['name']}"] = _clickhouse_login(container, objects)
+    assert logins == {
+        "sync-consumer/sync-consumer": "promo_writer",
+        "analytics/analytics": "promo_reader",
+        "promo-migrations/sync-consumer": "promo_migrator",
+        "clickhouse-backup/backup": "promo_migrator",
+    }
+
+
+def test_the_clickhouse_writer_has_no_ddl_and_the_migrator_its_own_password() -> None:
+    writer = ElementTree.parse(CLICKHOUSE_USER_FILES["writer"]).getroot()
+    (user,) = writer.findall("users/promo_writer")
+    profile = writer.find(f"profiles/{user.findtext('profile')}")
+    assert profile is not None and profile.findtext("allow_ddl") == "0"
+    assert [d.text for d in user.findall("allow_databases/database")] == ["analytics"]
+    migrator = ElementTree.parse(CLICKHOUSE_USER_FILES["migrator"]).getroot()
+    (owner,) = migrator.findall("users/promo_migrator")
+    assert [d.text for d in owner.findall("allow_databases/database")] == ["analytics"]
+    for role, root in (("writer", user), ("migrator", owner)):
+        password = root.find("password")
+        assert password is not None
+        assert password.get("from_env") == f"CLICKHOUSE_{role.upper()}_PASSWORD"
+    (clickhouse,) = containers(workloads(render("dev"))["clickhouse"]["pod"])
+    mounts = {m["mountPath"] for m in clickhouse["volumeMounts"]}
+    for role in CLICKHOUSE_USERS:
+        assert f"/etc/clickhouse-server/users.d/{role}-user.xml" in mounts
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_clickhouse_backup_talks_tls_where_the_services_do(overlay: str) -> None:
+    objects = render(overlay)
+    (backup,) = containers(workloads(objects)["clickhouse-backup"]["pod"])
+    env = container_env(backup, objects)
+    script = backup["command"][-1]
+    assert 'if [ "$CLICKHOUSE_SECURE" = true ]; then secure=(--secure); fi' in script
+    assert 'clickhouse-client "${secure[@]}"' in script
+    secure = env["CLICKHOUSE_SECURE"][1]
+    assert secure == ("true" if overlay == "prod" else "false")
+    if overlay == "prod":  # the native protocol's TLS port
+        assert env["CLICKHOUSE_NATIVE_PORT"][1] == "9440"
+    # The backup's egress opens the port it dials.
+    (policy,) = [
+        p
+        for n, p in by_kind(objects, "NetworkPolicy").items()
+        if n.endswith("clickhouse-admin-egress")
+    ]
+    ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+    assert ports == {int(env["CLICKHOUSE_NATIVE_PORT"][1])}
+    (mongodump,) = containers(workloads(objects)["mongodb-backup"]["pod"])
+    uri = container_env(mongodump, objects)["MONGODB_URI"][1]
+    assert ("tls=true" in uri) == (overlay == "prod")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -673,6 +749,101 @@ def test_each_redis_client_logs_in_as_its_own_acl_user(overlay: str) -> None:
         command = redis["command"]
         defined = {command[n + 1].split()[0] for n, a in enumerate(command) if a == "--user"}
         assert defined == users
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_user_token_keys_come_from_a_secret_mounted_where_configured(overlay: str) -> None:
+    """Every service that verifies user tokens reads USER_TOKEN_JWKS_FILE from the mounted
+    promo-user-tokens Secret; users alone gets the signing key, readable by the pod's group
+    only. The Secret itself is made outside git (a real key), so none is rendered."""
+    objects = render(overlay)
+    assert "promo-user-tokens" not in by_kind(objects, "Secret")
+    for service in SERVICES:
+        if service.module == "sync_consumer":  # health only: no call on a user's behalf
+            continue
+        workload, container = service_container(overlay, service)
+        env = container_env(container, objects)
+        (volume,) = [v for v in workload["pod"]["volumes"] if v["name"] == "user-tokens"]
+        assert volume["secret"]["secretName"] == "promo-user-tokens"
+        items = {item["key"]: item for item in volume["secret"]["items"]}
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "user-tokens"]
+        assert mount["readOnly"] is True
+        assert (
+            env["USER_TOKEN_JWKS_FILE"][1] == f"{mount['mountPath']}/{items['jwks.json']['path']}"
+        )
+        signs = service.name == "users"
+        assert ("USER_TOKEN_SIGNING_KEY_FILE" in env) == signs, service.name
+        assert ("signing-key.pem" in items) == signs, service.name
+        if signs:
+            key = items["signing-key.pem"]
+            path = f"{mount['mountPath']}/{key['path']}"
+            assert env["USER_TOKEN_SIGNING_KEY_FILE"][1] == path
+            assert key["mode"] == 0o440 and workload["pod"]["securityContext"]["fsGroup"] == 10001
+
+
+MONGODB_INIT = K8S / "overlays" / "dev" / "mongodb" / "init-users.js"
+
+
+def _mongodb_roles() -> dict[str, list[tuple[str, str]]]:
+    """init-users.js's table: the Secret key of a user's URI -> its (role, database) pairs."""
+    table = re.search(r"const users = \{(.*?)\n\};", MONGODB_INIT.read_text(), re.S)
+    assert table is not None, "init-users.js has its `users` table"
+    return {
+        key: re.findall(r"\{role: '(\w+)', db: '(\w+)'\}", roles)
+        for key, roles in re.findall(r"(\w+_MONGODB_URI): \[(.*?)\]", table[1])
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_mongodb_client_is_its_own_user(overlay: str) -> None:
+    """Every container that talks to MongoDB reads its own Secret key, whose URI names its own
+    user; init-users.js gives each service's user readWrite on that service's database only
+    (the one its config names), and mongodump's user the backup role."""
+    objects = render(overlay)
+    roles = _mongodb_roles()
+    keys = {}
+    for name, workload in workloads(objects).items():
+        for container in containers(workload["pod"]):
+            refs = {e["name"]: e for e in container.get("env", [])}
+            if "MONGODB_URI" not in refs or name == "mongodb":
+                continue
+            key = refs["MONGODB_URI"]["valueFrom"]["secretKeyRef"]["key"]
+            env = container_env(container, objects)
+            user = urlsplit(env["MONGODB_URI"][1]).username
+            if container["name"] == "mongodump":
+                assert (key, user) == ("BACKUP_MONGODB_URI", "backup")
+                assert roles[key] == [("backup", "admin")]
+            else:
+                service = container["name"]
+                assert (key, user) == (f"{service.upper()}_MONGODB_URI", service), name
+                database = env["MONGODB_DB_NAME"][1]
+                assert roles[key] == [("readWrite", database)], service
+            keys.setdefault(key, set()).add(container["name"])
+    assert {k: len(v) for k, v in keys.items()} == dict.fromkeys(roles, 1)
+    # Each service's database is granted to one user only.
+    databases = [db for pairs in roles.values() for _, db in pairs]
+    assert len(databases) == len(set(databases))
+
+
+def test_the_dev_mongodb_runs_with_access_control() -> None:
+    objects = render("dev")
+    mongodb = workloads(objects)["mongodb"]
+    (server,) = mongodb["pod"]["containers"]
+    assert "--keyFile=/run/mongodb/keyfile" in server["command"]
+    hook = server["lifecycle"]["postStart"]["exec"]["command"]
+    assert hook[-1] == "/etc/mongodb-init/init-users.js"
+    config_maps = by_kind(objects, "ConfigMap")
+    (init,) = [v for v in mongodb["pod"]["volumes"] if v["name"] == "init"]
+    script = config_maps[init["configMap"]["name"]]["data"]["init-users.js"]
+    assert script == MONGODB_INIT.read_text()
+    env = container_env(server, objects)
+    for key in [*_mongodb_roles(), "MONGODB_ADMIN_PASSWORD"]:
+        assert env[key][0] == "secret", key
+    (keyfile,) = [v for v in mongodb["pod"]["volumes"] if v["name"] == "keyfile-secret"]
+    assert keyfile["secret"]["defaultMode"] == 0o400
+    (copy,) = mongodb["pod"]["initContainers"]
+    assert "install -m 0400" in copy["command"][-1]
+    assert "mongodb-init-replica-set" not in workloads(objects)  # the hook initialises the set
 
 
 def test_prod_talks_tls_to_every_data_store() -> None:

@@ -210,7 +210,9 @@ class RedisServer(ManagedServer):
 class ClickHouseServer(ManagedServer):
     binary = "/usr/sbin/clickhouse-server"
     # The ClickHouse user each workload connects as (users.xml); the others use `default`.
-    USERS: ClassVar[dict[str, str]] = {"analytics": "promo_reader"}
+    USERS: ClassVar[dict[str, str]] = {"analytics": "promo_reader", "sync-consumer": "promo_writer"}
+    # Who applies the schema: `sync_consumer migrate` and `rebuild` (DDL).
+    MIGRATOR: ClassVar[str] = "promo_migrator"
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ import atexit
 import json
 import os
 import shlex
+import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -229,13 +230,16 @@ class Stack:
             tokens["USER_TOKEN_SIGNING_KEY_FILE"] = str(signing_key)
         # GRPC_PORT is the variable every service of the project listens on.
         clickhouse = self.servers["clickhouse"]
-        # On the stack's own ClickHouse, each workload as its own user (analytics read-only);
+        managed_clickhouse = isinstance(clickhouse, ClickHouseServer)
+        # On the stack's own ClickHouse, each workload as its own user (analytics read-only,
+        # sync-consumer's serving process without DDL, its schema commands as the migrator);
         # a ClickHouse from the environment is used as its variables say.
-        clickhouse_user = (
-            {"CLICKHOUSE_USER": ClickHouseServer.USERS[identity]}
-            if isinstance(clickhouse, ClickHouseServer) and identity in ClickHouseServer.USERS
-            else {}
-        )
+        clickhouse_user: dict[str, str] = {}
+        if managed_clickhouse and identity in ClickHouseServer.USERS:
+            clickhouse_user = {"CLICKHOUSE_USER": ClickHouseServer.USERS[identity]}
+        subcommand = _subcommand(argv)
+        if managed_clickhouse and identity == "sync-consumer" and subcommand in _SCHEMA_COMMANDS:
+            clickhouse_user = {"CLICKHOUSE_USER": ClickHouseServer.MIGRATOR}
         env = {
             **os.environ,
             **self.env,
@@ -245,15 +249,39 @@ class Stack:
             "GRPC_PORT": str(grpc_port),
             **(extra_env or {}),
         }
+        log_dir = self.state_dir / "services"
+        if (
+            managed_clickhouse
+            and identity == "sync-consumer"
+            and subcommand is None
+            and "-m" in argv
+        ):
+            # The serving consumer may not change the schema: as the promo-migrations Job does
+            # before the Deployment, the migrator applies it first (idempotent).
+            self._migrate_clickhouse(
+                [*argv[: list(argv).index("-m") + 2], "migrate"],
+                {**env, "CLICKHOUSE_USER": ClickHouseServer.MIGRATOR},
+                log_dir / f"{name}.migrate.log",
+            )
         return ServiceProcess(
             name,
             argv,
             env,
             grpc_port,
-            log_dir=self.state_dir / "services",
+            log_dir=log_dir,
             registry=self.registry,
             pki=self.pki,
         )
+
+    @staticmethod
+    def _migrate_clickhouse(argv: Sequence[str], env: Mapping[str, str], log: Path) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            done = subprocess.run(
+                argv, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=120, check=False
+            )
+        if done.returncode != 0:
+            raise RuntimeError(f"ClickHouse migrations failed (exit {done.returncode}): see {log}")
 
     # --- files --------------------------------------------------------------------------------
 
@@ -275,6 +303,17 @@ class Stack:
             elif isinstance(server, MongoServer | RedisServer):
                 ports[server.name] = server.port
         (self.state_dir / "ports.json").write_text(json.dumps(ports, indent=2))
+
+
+# sync_consumer's commands that change the schema, run as the migrator.
+_SCHEMA_COMMANDS = frozenset({"migrate", "rebuild"})
+
+
+def _subcommand(argv: Sequence[str]) -> str | None:
+    """The command after `-m <module>` (None: serve)."""
+    rest = list(argv[argv.index("-m") + 2 :]) if "-m" in argv[:-1] else []
+    words = [word for word in rest if not word.startswith("-")]
+    return words[0] if words and words[0] != "serve" else None
 
 
 def read_env_file(state_dir: Path | None = None) -> dict[str, str]:

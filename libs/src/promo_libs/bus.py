@@ -20,16 +20,17 @@ pair must be one atomic script, which FastStream's publish API cannot express.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from promo_libs.config import RedisSettings
+from promo_libs.config import RedisSettings, file_stamp
 from promo_libs.outbox import OutboxEntry
 
 EVENT_ID_FIELD = b"event_id"
@@ -90,16 +91,43 @@ def redis_client(settings: RedisSettings, timeout_seconds: float = 2.0) -> Redis
         "socket_connect_timeout": timeout_seconds,
         "retry": retry,
     }
+    tls: dict[str, Any] = {}
     if settings.redis_tls:
-        options.update(
-            ssl=True,
-            ssl_cert_reqs="required",
-            ssl_check_hostname=True,
-            ssl_ca_certs=_path(settings.redis_tls_ca_file),
-            ssl_certfile=_path(settings.redis_tls_cert_file),
-            ssl_keyfile=_path(settings.redis_tls_key_file),
-        )
-    return RedisCluster(**options) if settings.redis_cluster else aioredis.Redis(**options)
+        tls = {
+            "ssl_cert_reqs": "required",
+            "ssl_check_hostname": True,
+            "ssl_ca_certs": _path(settings.redis_tls_ca_file),
+            "ssl_certfile": _path(settings.redis_tls_cert_file),
+            "ssl_keyfile": _path(settings.redis_tls_key_file),
+        }
+    if settings.redis_cluster:
+        # redis-py's cluster client picks its own connection class: its connections keep the
+        # files read at their first connect (rotation needs a restart there).
+        return RedisCluster(**options, **({"ssl": True, **tls} if tls else {}))
+    if not tls:
+        return aioredis.Redis(**options)
+    # The same options, on connections that follow certificate rotation.
+    pool = aioredis.ConnectionPool(connection_class=_RereadingSSLConnection, **options, **tls)
+    return aioredis.Redis(connection_pool=pool)
+
+
+class _RereadingSSLConnection(SSLConnection):
+    """An SSLConnection that reads its certificate files again when they change, so that a
+    rotated client certificate (or CA bundle) is used from the next (re)connect on, without a
+    restart. redis-py builds a connection's TLS context once and keeps it for good."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        context = self.ssl_context
+        self._files = [Path(f) for f in (context.certfile, context.keyfile, context.ca_certs) if f]
+        self._stamp = file_stamp(*self._files)
+
+    def _connection_arguments(self) -> Mapping[str, Any]:
+        stamp = file_stamp(*self._files)
+        if stamp != self._stamp:
+            self.ssl_context.context = None  # RedisSSLContext.get() builds it again
+            self._stamp = stamp
+        return super()._connection_arguments()
 
 
 def _path(path: Path | None) -> str | None:

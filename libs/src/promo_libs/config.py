@@ -31,11 +31,17 @@ class TlsPaths:
 
     def stamp(self) -> tuple[tuple[int, int, int], ...]:
         """What changes when any of the files is replaced or rewritten."""
-        stamps = []
-        for path in (self.cert, self.key, self.ca):
-            info = os.stat(path)
-            stamps.append((info.st_ino, info.st_mtime_ns, info.st_size))
-        return tuple(stamps)
+        return file_stamp(self.cert, self.key, self.ca)
+
+
+def file_stamp(*paths: Path) -> tuple[tuple[int, int, int], ...]:
+    """(inode, mtime, size) of each file: changes when one is replaced or rewritten (three
+    stats, no read)."""
+    stamps = []
+    for path in paths:
+        info = os.stat(path)
+        stamps.append((info.st_ino, info.st_mtime_ns, info.st_size))
+    return tuple(stamps)
 
 
 class ServiceSettings(BaseSettings):

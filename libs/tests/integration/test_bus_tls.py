@@ -129,3 +129,34 @@ def test_tls_files_without_tls_are_a_configuration_error(tmp_path: Path) -> None
         RedisSettings(redis_tls_ca_file=tmp_path / "ca.pem")
     with pytest.raises(ValidationError, match="go together"):
         RedisSettings(redis_tls=True, redis_tls_cert_file=tmp_path / "tls.crt")
+
+
+async def test_a_client_certificate_replaced_on_disk_is_used_for_the_next_connection(
+    server: RedisServer, pki: DevPki, tmp_path: Path
+) -> None:
+    """Rotation without restart: a pooled connection that reconnects reads the files again.
+    Proven both ways: replaced by another CA's certificate, the reconnect is refused; put back,
+    it succeeds (redis-py alone keeps a connection's first TLS context for good)."""
+    good = pki.files("operator")
+    other = DevPki(tmp_path / "other").files("operator")
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+
+    def install(files: TlsPaths) -> None:
+        for source, target in ((files.cert, cert), (files.key, key)):
+            staged = target.with_suffix(".new")
+            staged.write_bytes(source.read_bytes())
+            staged.replace(target)  # as an issuing agent does: a rename
+
+    install(good)
+    client = redis_client(settings(server, None, redis_tls_cert_file=cert, redis_tls_key_file=key))
+    try:
+        assert await client.ping()
+        install(other)
+        await client.connection_pool.disconnect()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await client.ping()
+        install(good)
+        await client.connection_pool.disconnect()
+        assert await client.ping()
+    finally:
+        await client.aclose()

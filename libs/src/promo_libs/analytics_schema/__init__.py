@@ -18,7 +18,12 @@ from pathlib import Path
 
 from aiochclient import ChClient
 
-from promo_libs.clickhouse.migrations import SqlMigration, apply_migrations, load_migrations
+from promo_libs.clickhouse.migrations import (
+    SqlMigration,
+    apply_migrations,
+    load_migrations,
+    pending_versions,
+)
 
 USERS = "users"
 PROMO_CODES = "promo_codes"
@@ -72,3 +77,14 @@ def migrations() -> list[SqlMigration]:
 async def migrate(client: ChClient, database: str) -> list[int]:
     """Creates the database and applies the migrations it lacks; returns their versions."""
     return await apply_migrations(client, database, migrations())
+
+
+async def require_current(client: ChClient, database: str) -> None:
+    """Refuses (RuntimeError) a database some migration has not reached: the serving
+    consumer writes without DDL rights, so the schema is the migrations user's job."""
+    missing = await pending_versions(client, database, migrations())
+    if missing:
+        raise RuntimeError(
+            f"ClickHouse database {database} lacks migrations {missing}: run "
+            "`python -m sync_consumer migrate` as the migrations user first"
+        )

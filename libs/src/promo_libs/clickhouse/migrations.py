@@ -1,4 +1,4 @@
-"""Versioned SQL migrations for ClickHouse: applied at start, recorded, idempotent.
+"""Versioned SQL migrations for ClickHouse: applied by `migrate`, recorded, idempotent.
 
 A migrations folder holds `NNN_name.sql` files, applied in version order. `${database}` in a
 file is replaced by the configured database; statements are separated by `;` at the end of a
@@ -59,6 +59,15 @@ def load_migrations(folder: Path) -> list[SqlMigration]:
 async def applied_versions(client: ChClient, database: str) -> set[int]:
     rows = await client.fetch(f"SELECT DISTINCT version FROM {database}.schema_migrations")
     return {int(row["version"]) for row in rows}
+
+
+async def pending_versions(
+    client: ChClient, database: str, migrations: list[SqlMigration]
+) -> list[int]:
+    """The versions not applied yet, read without DDL (what a writer without it may ask)."""
+    row = await client.fetchrow(f"EXISTS TABLE {database}.schema_migrations")
+    done = await applied_versions(client, database) if row is not None and row[0] else set()
+    return [m.version for m in migrations if m.version not in done]
 
 
 async def apply_migrations(

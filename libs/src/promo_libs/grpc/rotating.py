@@ -189,7 +189,64 @@ class _MultiCallable(Generic[C]):
         return self._invoke("future", args, kwargs)
 
 
-class RotatingChannel(grpc.aio.Channel):
+class _MultiCallables:
+    """The four multi-callable factories of both channels: each call made through one runs on
+    the rotation's current channel (_MultiCallable)."""
+
+    rotation: Rotation[Any]
+
+    def _multi_callable(
+        self, kind: str, method: str, serializer: Any, deserializer: Any, kwargs: dict[str, Any]
+    ) -> Any:
+        kwargs.update(request_serializer=serializer, response_deserializer=deserializer)
+        return _MultiCallable(self.rotation, kind, method, kwargs)
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        return self._multi_callable(
+            "unary_unary", method, request_serializer, response_deserializer, kwargs
+        )
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        return self._multi_callable(
+            "unary_stream", method, request_serializer, response_deserializer, kwargs
+        )
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        return self._multi_callable(
+            "stream_unary", method, request_serializer, response_deserializer, kwargs
+        )
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        return self._multi_callable(
+            "stream_stream", method, request_serializer, response_deserializer, kwargs
+        )
+
+
+class RotatingChannel(_MultiCallables, grpc.aio.Channel):
     """An asyncio channel re-made from `tls` when the files change (module docstring)."""
 
     def __init__(self, tls: TlsPaths, make: Callable[[grpc.ChannelCredentials], grpc.aio.Channel]):
@@ -201,54 +258,6 @@ class RotatingChannel(grpc.aio.Channel):
         task = asyncio.get_running_loop().create_task(channel.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
-
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        kwargs.update(
-            request_serializer=request_serializer, response_deserializer=response_deserializer
-        )
-        return _MultiCallable(self.rotation, "unary_unary", method, kwargs)
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        kwargs.update(
-            request_serializer=request_serializer, response_deserializer=response_deserializer
-        )
-        return _MultiCallable(self.rotation, "unary_stream", method, kwargs)
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        kwargs.update(
-            request_serializer=request_serializer, response_deserializer=response_deserializer
-        )
-        return _MultiCallable(self.rotation, "stream_unary", method, kwargs)
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        kwargs.update(
-            request_serializer=request_serializer, response_deserializer=response_deserializer
-        )
-        return _MultiCallable(self.rotation, "stream_stream", method, kwargs)
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         return self.rotation.current.get_state(try_to_connect)
@@ -270,59 +279,11 @@ class RotatingChannel(grpc.aio.Channel):
         await self.close(None)
 
 
-class RotatingSyncChannel(grpc.Channel):
+class RotatingSyncChannel(_MultiCallables, grpc.Channel):
     """The blocking RotatingChannel."""
 
     def __init__(self, tls: TlsPaths, make: Callable[[grpc.ChannelCredentials], grpc.Channel]):
         self.rotation: Rotation[grpc.Channel] = Rotation(tls, make, lambda channel: channel.close())
-
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        kwargs.update(
-            request_serializer=request_serializer, response_deserializer=response_deserializer
-        )
-        return _MultiCallable(self.rotation, "unary_unary", method, kwargs)
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        kwargs.update(
-            request_serializer=request_serializer, response_deserializer=response_deserializer
-        )
-        return _MultiCallable(self.rotation, "unary_stream", method, kwargs)
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        kwargs.update(
-            request_serializer=request_serializer, response_deserializer=response_deserializer
-        )
-        return _MultiCallable(self.rotation, "stream_unary", method, kwargs)
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        kwargs.update(
-            request_serializer=request_serializer, response_deserializer=response_deserializer
-        )
-        return _MultiCallable(self.rotation, "stream_stream", method, kwargs)
 
     def subscribe(
         self, callback: Callable[[grpc.ChannelConnectivity], None], try_to_connect: bool = False

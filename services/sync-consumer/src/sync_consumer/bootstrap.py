@@ -29,12 +29,14 @@ def _on_retry(what: str, exc: Exception) -> None:
 
 
 async def build(settings: SyncConsumerSettings) -> GrpcApp:
-    """Migrates ClickHouse, recovers pending entries and assembles the consumer."""
+    """Checks the ClickHouse schema, recovers pending entries and assembles the consumer."""
     kit = ServiceKit(settings, serving=True)
     clickhouse = ClickHouse(settings)
     client = clickhouse.connect()
     kit.on_close(clickhouse.close)
-    await analytics_schema.migrate(client, settings.clickhouse_database)
+    # It writes without DDL rights: `sync_consumer migrate` (the promo-migrations Job) applies
+    # the schema, as the migrations user; this process refuses to run on an older one.
+    await analytics_schema.require_current(client, settings.clickhouse_database)
     # One client for every Redis command of the consumer (adapters.redis_streams says why not
     # FastStream). A blocking read waits up to batch_wait_ms: the socket must outlast it.
     redis = kit.redis(settings, timeout_seconds=max(10.0, settings.batch_wait_ms / 1000 + 5))
