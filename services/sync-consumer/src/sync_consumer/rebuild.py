@@ -48,7 +48,7 @@ from aiochclient import ChClient
 from pydantic import Field
 
 from promo_libs import analytics_schema
-from promo_libs.analytics_schema import DERIVED_TABLES, TABLES
+from promo_libs.analytics_schema import DERIVED_TABLES, ORDERS, TABLES, USAGES, USERS_ANALYTICS
 from promo_libs.bus import RedisClient, redis_client
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.config import load_settings
@@ -56,7 +56,7 @@ from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM, USERS_STREAM
 from promo_libs.logging import get_logger
 from sync_consumer.adapters import rebuild_gate
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
-from sync_consumer.adapters.derived import refresh_statement
+from sync_consumer.adapters.derived import refresh_statement, refresh_users_analytics
 from sync_consumer.adapters.event_rows import rows_for
 from sync_consumer.config import SyncConsumerSettings
 from sync_consumer.domain.model import ZERO, Position, Row, StreamEntry, format_position
@@ -155,10 +155,30 @@ async def load_stream(
             return loaded
 
 
+# Raw rows (orders and usages, every version) per users_analytics chunk: its per-order groups
+# then stay well under the local server's 2 GB per-query cap.
+USERS_CHUNK_ROWS = 2_000_000
+
+
+async def users_chunks(client: ChClient, db: str) -> int:
+    """How many user-hash chunks the rebuild recomputes users_analytics in."""
+    rows = 0
+    for table in (ORDERS, USAGES):
+        value = await client.fetchval(f"SELECT count() FROM {db}.{table}{REBUILD}")
+        rows += int(value or 0)
+    return max(1, -(-rows // USERS_CHUNK_ROWS))
+
+
 async def fill_derived(client: ChClient, db: str) -> None:
-    """Every derived `__rebuild` table, by the live recomputation over every key."""
+    """Every derived `__rebuild` table, by the live recomputation over every key
+    (users_analytics in chunks of users: see refresh_users_analytics)."""
     for table in DERIVED_TABLES:
-        await client.execute(refresh_statement(table, db, suffix=REBUILD))
+        if table == USERS_ANALYTICS:
+            chunks = await users_chunks(client, db)
+            for i in range(chunks):
+                await client.execute(refresh_users_analytics(db, suffix=REBUILD, chunk=(i, chunks)))
+        else:
+            await client.execute(refresh_statement(table, db, suffix=REBUILD))
 
 
 async def drop_tables(client: ChClient, db: str, suffix: str) -> None:
