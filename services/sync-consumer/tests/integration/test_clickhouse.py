@@ -10,9 +10,11 @@ from promo_libs import analytics_schema
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.clickhouse.migrations import apply_migrations
 from promo_libs.config import ClickHouseSettings
+from sync_consumer import rebuild
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
 from sync_consumer.adapters.derived import refresh_users_analytics
 from sync_consumer.adapters.event_rows import DERIVED
+from sync_consumer.rebuild import REBUILD
 
 
 @pytest.fixture
@@ -310,3 +312,49 @@ async def test_users_analytics_in_user_chunks_equals_one_recomputation(
         if i == 0:  # a chunk alone is a strict part of the table: the hash does split users
             assert 0 < len(await clickhouse.client.fetch(table)) < len(whole)
     assert [tuple(r.values()) for r in await clickhouse.client.fetch(table)] == whole
+
+
+async def test_the_rebuild_fills_users_analytics_in_several_chunks_equal_to_live(
+    clickhouse: ClickHouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = clickhouse.database
+    await analytics_schema.migrate(clickhouse.client, db)
+    sink = ClickHouseSink(clickhouse.client, db)
+    await sink.insert(
+        "orders_analytics",
+        [
+            {
+                "order_id": f"o{n}",
+                "version": 1 + n % 2,
+                "order_date": f"2024-0{1 + n % 2}-0{1 + n % 5}",
+                "user_id": f"u{n % 9}",
+                "currency_code": "EUR",
+                "total_minor": 50 + n,
+                "discount_minor": 5,
+                "status": "CONFIRMED" if n % 3 else "CANCELLED",
+                "create_time": f"2024-0{1 + n % 2}-0{1 + n % 5} 08:00:00",
+            }
+            for n in range(40)
+        ],
+    )
+    await clickhouse.client.execute(refresh_users_analytics(db))
+    for table in analytics_schema.TABLES:
+        await clickhouse.client.execute(f"CREATE TABLE {db}.{table}{REBUILD} AS {db}.{table}")
+    for table in ("orders_analytics", "promo_code_usages_analytics"):
+        await clickhouse.client.execute(
+            f"INSERT INTO {db}.{table}{REBUILD} SELECT * FROM {db}.{table}"
+        )
+    monkeypatch.setattr(rebuild, "USERS_CHUNK_ROWS", 7)
+    assert await rebuild.users_chunks(clickhouse.client, db) == 6
+    await rebuild.fill_derived(clickhouse.client, db)
+
+    def table(suffix: str) -> str:
+        return (
+            "SELECT user_id, toString(day) AS d, currency_code, orders, revenue_minor,"
+            f" discounts_minor, redemptions, state_version FROM {db}.users_analytics{suffix}"
+            " FINAL ORDER BY user_id, d, currency_code"
+        )
+
+    live = [tuple(r.values()) for r in await clickhouse.client.fetch(table(""))]
+    assert len(live) > 9
+    assert [tuple(r.values()) for r in await clickhouse.client.fetch(table(REBUILD))] == live
