@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -56,9 +58,21 @@ def ping_clickhouse(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def clickhouse_query(host: str, port: int, sql: str, timeout: float = 10.0) -> str:
-    """Run one statement over HTTP as the `default` user; raises on error."""
-    request = urllib.request.Request(f"http://{host}:{port}/", data=sql.encode(), method="POST")
+def clickhouse_query(
+    host: str,
+    port: int,
+    sql: str,
+    timeout: float = 10.0,
+    settings: Mapping[str, str] | None = None,
+) -> str:
+    """Run one statement over HTTP as the `default` user; raises on error.
+
+    `settings` go in the URL (query-level settings such as max_memory_usage: 18.16's INSERT ...
+    SELECT takes no SETTINGS clause for the insert itself)."""
+    query = "?" + urllib.parse.urlencode(settings) if settings else ""
+    request = urllib.request.Request(
+        f"http://{host}:{port}/{query}", data=sql.encode(), method="POST"
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         body: bytes = response.read()
     return body.decode()

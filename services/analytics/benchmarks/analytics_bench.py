@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import platform
 import random
@@ -46,6 +47,12 @@ DAYS = 90
 CODES = 1000
 USERS = 50_000
 BATCH = 200_000
+# At 10M rows, 200k-row INSERTs make too many parts per partition for the merges to keep up
+# (TOO_MANY_PARTS): at most about ten statements per table, whatever the size.
+BATCHES = 10
+# The full recomputations and the large INSERT ... SELECTs need more than the local server's
+# per-query cap (2 GB, Code 241) at 10M rows; only the loader's statements get this.
+LOAD_SETTINGS = {"max_memory_usage": str(12_000_000_000)}
 
 
 def _usages(db: str, offset: int, count: int) -> list[str]:
@@ -141,13 +148,20 @@ def load(stack: Stack, database: str, rows: int) -> float:
     asyncio.run(_migrate(stack.clickhouse_host, stack.clickhouse_port, database))
     started = time.perf_counter()
     statements = [_codes(database)]
-    for offset in range(0, rows, BATCH):
-        count = min(BATCH, rows - offset)
+    batch = max(BATCH, math.ceil(rows / BATCHES))
+    for offset in range(0, rows, batch):
+        count = min(batch, rows - offset)
         statements += _usages(database, offset, count) + _orders(database, offset, count)
     # The rollups by sync-consumer's own recomputation over every key, as a rebuild fills them.
     statements += [refresh_statement(table, database) for table in DERIVED_TABLES]
     for statement in statements:
-        clickhouse_query(stack.clickhouse_host, stack.clickhouse_port, statement, timeout=600)
+        clickhouse_query(
+            stack.clickhouse_host,
+            stack.clickhouse_port,
+            statement,
+            timeout=1800,
+            settings=LOAD_SETTINGS,
+        )
     return time.perf_counter() - started
 
 

@@ -48,7 +48,16 @@ from aiochclient import ChClient
 from pydantic import Field
 
 from promo_libs import analytics_schema
-from promo_libs.analytics_schema import DERIVED_TABLES, TABLES
+from promo_libs.analytics_schema import (
+    CODE_ORDERS_DAILY,
+    DERIVED_TABLES,
+    ORDERS,
+    ORDERS_DAILY,
+    TABLES,
+    USAGES,
+    USAGES_DAILY,
+    USERS_ANALYTICS,
+)
 from promo_libs.bus import RedisClient, redis_client
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.config import load_settings
@@ -56,7 +65,7 @@ from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM, USERS_STREAM
 from promo_libs.logging import get_logger
 from sync_consumer.adapters import rebuild_gate
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
-from sync_consumer.adapters.derived import refresh_statement
+from sync_consumer.adapters.derived import refresh_statement, refresh_users_analytics
 from sync_consumer.adapters.event_rows import rows_for
 from sync_consumer.config import SyncConsumerSettings
 from sync_consumer.domain.model import ZERO, Position, Row, StreamEntry, format_position
@@ -155,10 +164,64 @@ async def load_stream(
             return loaded
 
 
+# Raw rows (orders and usages, every version) per chunk of a full recomputation: its per-order
+# (per-usage) groups then stay well under the local server's 2 GB per-query cap, which one
+# statement over every key exceeds at 10M rows (Code 241).
+CHUNK_ROWS = 2_000_000
+# Keyed by day: recomputed for chunks of days through their live scope (a batch's days).
+BY_DAY = (ORDERS_DAILY, USAGES_DAILY, CODE_ORDERS_DAILY)
+
+
+async def chunk_count(client: ChClient, db: str) -> int:
+    """How many chunks the rebuild splits a full recomputation into."""
+    rows = 0
+    for table in (ORDERS, USAGES):
+        value = await client.fetchval(f"SELECT count() FROM {db}.{table}{REBUILD}")
+        rows += int(value or 0)
+    return max(1, -(-rows // CHUNK_ROWS))
+
+
+async def _day_chunks(client: ChClient, db: str, chunks: int) -> list[dict[str, set[str]]]:
+    """Scopes of contiguous days covering every order day and usage creation or release day,
+    with every code an order named (code_orders_daily's scope is days x codes)."""
+    orders, usages = f"{db}.{ORDERS}{REBUILD}", f"{db}.{USAGES}{REBUILD}"
+    days = [
+        str(row["d"])
+        for row in await client.fetch(
+            f"SELECT DISTINCT toString(day) AS d FROM (SELECT order_date AS day FROM {orders}"
+            f" UNION ALL SELECT usage_date AS day FROM {usages} UNION ALL"
+            f" SELECT toDate(release_time) AS day FROM {usages} WHERE status = 'RELEASED')"
+            " ORDER BY d"
+        )
+    ]
+    codes = {
+        str(row["c"])
+        for row in await client.fetch(
+            f"SELECT DISTINCT promo_code_id AS c FROM {orders} WHERE promo_code_id != ''"
+        )
+    }
+    size = max(1, -(-len(days) // chunks))
+    return [
+        {"day": set(part), "release_day": set(part), "promo_code_id": codes}
+        for part in (days[i : i + size] for i in range(0, len(days), size))
+    ]
+
+
 async def fill_derived(client: ChClient, db: str) -> None:
-    """Every derived `__rebuild` table, by the live recomputation over every key."""
+    """Every derived `__rebuild` table, by the live recomputation over every key: users_analytics
+    in chunks of users (see refresh_users_analytics), the daily rollups in chunks of days
+    (their keys hold the day, so disjoint days write each key once and completely)."""
+    chunks = await chunk_count(client, db)
+    by_day = await _day_chunks(client, db, chunks) if chunks > 1 else []
     for table in DERIVED_TABLES:
-        await client.execute(refresh_statement(table, db, suffix=REBUILD))
+        if table == USERS_ANALYTICS:
+            for i in range(chunks):
+                await client.execute(refresh_users_analytics(db, suffix=REBUILD, chunk=(i, chunks)))
+        elif table in BY_DAY and by_day:
+            for scope in by_day:
+                await client.execute(refresh_statement(table, db, suffix=REBUILD, scope=scope))
+        else:
+            await client.execute(refresh_statement(table, db, suffix=REBUILD))
 
 
 async def drop_tables(client: ChClient, db: str, suffix: str) -> None:

@@ -10,8 +10,11 @@ from promo_libs import analytics_schema
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.clickhouse.migrations import apply_migrations
 from promo_libs.config import ClickHouseSettings
+from sync_consumer import rebuild
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
+from sync_consumer.adapters.derived import refresh_statement, refresh_users_analytics
 from sync_consumer.adapters.event_rows import DERIVED
+from sync_consumer.rebuild import REBUILD
 
 
 @pytest.fixture
@@ -269,3 +272,91 @@ async def test_refresh_of_a_batch_with_more_user_ids_than_one_query_holds(
         f"SELECT count() AS keys, sum(orders) AS o FROM {db}.users_analytics FINAL"
     )
     assert row is not None and (row["keys"], row["o"]) == (3000, 3000)
+
+
+async def test_the_rebuild_fills_derived_tables_in_several_chunks_equal_to_live(
+    clickhouse: ClickHouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """users_analytics by user chunks and the daily rollups by day chunks (a release one day
+    after its creation included) equal the single statements' tables, and so the months."""
+    db = clickhouse.database
+    await analytics_schema.migrate(clickhouse.client, db)
+    sink = ClickHouseSink(clickhouse.client, db)
+
+    def day(n: int) -> str:
+        return f"2024-0{1 + n % 2}-0{1 + n % 5}"
+
+    await sink.insert(
+        "orders_analytics",
+        [
+            {
+                "order_id": f"o{n}",
+                "version": 1 + n % 2,
+                "order_date": day(n),
+                "user_id": f"u{n % 9}",
+                "currency_code": "EUR",
+                "promo_code_id": f"c{n % 3}" if n % 2 else "",
+                "total_minor": 50 + n,
+                "discount_minor": 5,
+                "status": "CONFIRMED" if n % 3 else "CANCELLED",
+                "create_time": f"{day(n)} 08:00:00",
+            }
+            for n in range(40)
+        ],
+    )
+    await sink.insert(
+        "promo_code_usages_analytics",
+        [
+            {
+                "usage_id": f"s{n}",
+                "version": 1 + n % 2,
+                "usage_date": day(n),
+                "promo_code_id": f"c{n % 3}",
+                "code": f"CODE-{n % 3}",
+                "user_id": f"u{n % 9}",
+                "order_id": f"o{n}",
+                "currency_code": "EUR",
+                "order_amount_minor": 50 + n,
+                "discount_minor": 5,
+                "status": "RELEASED" if n % 2 else "ACTIVE",
+                "release_time": f"{day(n)[:-1]}{2 + n % 5} 09:00:00"
+                if n % 2
+                else "1970-01-01 00:00:00",
+                "create_time": f"{day(n)} 08:00:00",
+            }
+            for n in range(30)
+        ],
+    )
+    for derived in analytics_schema.DERIVED_TABLES:
+        await clickhouse.client.execute(refresh_statement(derived, db))
+    for table in analytics_schema.TABLES:
+        await clickhouse.client.execute(f"CREATE TABLE {db}.{table}{REBUILD} AS {db}.{table}")
+    for table in ("orders_analytics", "promo_code_usages_analytics"):
+        await clickhouse.client.execute(
+            f"INSERT INTO {db}.{table}{REBUILD} SELECT * FROM {db}.{table}"
+        )
+    monkeypatch.setattr(rebuild, "CHUNK_ROWS", 11)
+    assert await rebuild.chunk_count(clickhouse.client, db) == 7
+    # One user chunk alone is a strict part of the table: the hash does split the users.
+    await clickhouse.client.execute(refresh_users_analytics(db, suffix=REBUILD, chunk=(0, 7)))
+    count = f"SELECT count() FROM {db}.users_analytics{{}} FINAL"
+    part = await clickhouse.client.fetchval(count.format(REBUILD))
+    assert 0 < part < await clickhouse.client.fetchval(count.format(""))
+    await rebuild.fill_derived(clickhouse.client, db)
+
+    for derived in analytics_schema.DERIVED_TABLES:
+        columns = await clickhouse.client.fetch(
+            "SELECT name FROM system.columns WHERE database = {db} AND table = {t}",
+            params={"db": db, "t": derived},
+        )
+        names = ", ".join(f"toString({r['name']})" for r in columns)
+
+        async def rows(suffix: str, names: str = names, derived: str = derived) -> list[tuple]:
+            found = await clickhouse.client.fetch(
+                f"SELECT {names} FROM {db}.{derived}{suffix} FINAL ORDER BY {names}"
+            )
+            return [tuple(r.values()) for r in found]
+
+        live = await rows("")
+        assert live, derived
+        assert await rows(REBUILD) == live, derived

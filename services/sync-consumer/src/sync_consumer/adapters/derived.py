@@ -85,17 +85,27 @@ def _condition(user_column: str, date_column: str, scope: Scope | None) -> str:
     return f"{user_column} IN {_hex_set(users)} AND {date_column} IN {_date_set(days)}"
 
 
-def refresh_users_analytics(database: str, *, suffix: str = "", scope: Scope | None = None) -> str:
+def refresh_users_analytics(
+    database: str,
+    *,
+    suffix: str = "",
+    scope: Scope | None = None,
+    chunk: tuple[int, int] | None = None,
+) -> str:
     """INSERT ... SELECT that rewrites users_analytics{suffix} for the keys in `scope`.
 
     Per user, day (of the order or usage) and currency: confirmed orders, their revenue and
     discounts, active redemptions, all by latest state; `suffix` names a rebuild's tables.
     `scope` narrows to users x days (a superset of the keys a batch touched: recomputing a key
-    nothing changed rewrites the same values, which is harmless).
+    nothing changed rewrites the same values, which is harmless). `chunk` (i, n) narrows to the
+    users whose hash is i modulo n: the user is part of every key, so the n chunks write each
+    key once and completely, and each holds about 1/n of the per-order groups in memory (over
+    every key at 10M rows, one statement exceeds the local server's 2 GB cap).
     """
     target = f"{database}.{USERS_ANALYTICS}{suffix}"
     orders = f"{database}.{ORDERS}{suffix}"
     usages = f"{database}.{USAGES}{suffix}"
+    part = "" if chunk is None else f" AND cityHash64(user_id) % {chunk[1]} = {chunk[0]}"
     return (
         f"INSERT INTO {target} (user_id, day, currency_code, orders, revenue_minor,"
         " discounts_minor, redemptions, state_version)"
@@ -105,13 +115,13 @@ def refresh_users_analytics(database: str, *, suffix: str = "", scope: Scope | N
         " toInt64(argMax(status, version) = 'CONFIRMED') AS o,"
         " o * argMax(total_minor, version) AS r, o * argMax(discount_minor, version) AS d,"
         " toInt64(0) AS u, max(version) + 1 AS v"
-        f" FROM {orders} WHERE {_condition('user_id', 'order_date', scope)}"
+        f" FROM {orders} WHERE {_condition('user_id', 'order_date', scope)}{part}"
         " GROUP BY user_id, day, currency_code, order_id"
         " UNION ALL "
         "SELECT user_id, usage_date AS day, currency_code, toInt64(0) AS o, toInt64(0) AS r,"
         " toInt64(0) AS d, toInt64(argMax(status, version) = 'ACTIVE') AS u,"
         " max(version) + 1 AS v"
-        f" FROM {usages} WHERE {_condition('user_id', 'usage_date', scope)}"
+        f" FROM {usages} WHERE {_condition('user_id', 'usage_date', scope)}{part}"
         " GROUP BY user_id, day, currency_code, usage_id"
         ") GROUP BY user_id, day, currency_code"
     )
