@@ -189,61 +189,35 @@ class _MultiCallable(Generic[C]):
         return self._invoke("future", args, kwargs)
 
 
+def _multi_callable_factory(kind: str) -> Callable[..., Any]:
+    """One of the four factories a gRPC channel has (unary_unary, ...): the call it makes runs
+    on the rotation's current channel (_MultiCallable)."""
+
+    def factory(
+        self: _MultiCallables,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        kwargs.update(
+            request_serializer=request_serializer, response_deserializer=response_deserializer
+        )
+        return _MultiCallable(self.rotation, kind, method, kwargs)
+
+    factory.__name__ = factory.__qualname__ = kind
+    return factory
+
+
 class _MultiCallables:
-    """The four multi-callable factories of both channels: each call made through one runs on
-    the rotation's current channel (_MultiCallable)."""
+    """The four multi-callable factories of both channels."""
 
     rotation: Rotation[Any]
 
-    def _multi_callable(
-        self, kind: str, method: str, serializer: Any, deserializer: Any, kwargs: dict[str, Any]
-    ) -> Any:
-        kwargs.update(request_serializer=serializer, response_deserializer=deserializer)
-        return _MultiCallable(self.rotation, kind, method, kwargs)
-
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        return self._multi_callable(
-            "unary_unary", method, request_serializer, response_deserializer, kwargs
-        )
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        return self._multi_callable(
-            "unary_stream", method, request_serializer, response_deserializer, kwargs
-        )
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        return self._multi_callable(
-            "stream_unary", method, request_serializer, response_deserializer, kwargs
-        )
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        return self._multi_callable(
-            "stream_stream", method, request_serializer, response_deserializer, kwargs
-        )
+    unary_unary = _multi_callable_factory("unary_unary")
+    unary_stream = _multi_callable_factory("unary_stream")
+    stream_unary = _multi_callable_factory("stream_unary")
+    stream_stream = _multi_callable_factory("stream_stream")
 
 
 class RotatingChannel(_MultiCallables, grpc.aio.Channel):
