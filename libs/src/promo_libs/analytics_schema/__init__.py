@@ -1,9 +1,10 @@
 """The analytics schema in ClickHouse, owned once: table names, entity keys and migrations.
 
 Two services meet in these tables and neither imports the other: sync-consumer writes them (and
-applies the migrations, at start and in the Kubernetes migrations Job), the analytics service
+its `migrate` command, run as the migrations user, applies the migrations), the analytics service
 reads them; reconcile and the benchmarks use the same names. A table's columns are those its
-migrations create (`migrations/NNN_name.sql`, `${database}` replaced by CLICKHOUSE_DATABASE).
+migrations create (`migrations/NNN_name.sql`, `${database}` replaced by CLICKHOUSE_DATABASE and
+each `${<fragment>}` by its shared column list in MIGRATION_FRAGMENTS).
 
 - Event tables, one row per (entity, version), ReplacingMergeTree keyed by the entity id;
   readers take the latest version per entity (FINAL or argMax by `version`).
@@ -69,9 +70,52 @@ ENTITY_KEYS = {
 
 MIGRATIONS_FOLDER = Path(str(resources.files(__package__) / "migrations"))
 
+# Column lists several tables share, written once: a migration names one as `${<key>}` (inside
+# a CREATE TABLE's column list, indented by four spaces like the columns around it).
+_INDENT = ",\n    "
+MIGRATION_FRAGMENTS = {
+    # Every event table ends with its event's identity and its source stream position.
+    "event_source_columns": _INDENT.join(
+        (
+            "event_id String",
+            "event_type String",
+            "event_time DateTime('UTC')",
+            "src_stream String",
+            "src_ms UInt64",
+            "src_seq UInt64",
+        )
+    ),
+    # The order figures of orders_daily, orders_monthly and their per-code twins.
+    "order_totals_columns": _INDENT.join(
+        (
+            "orders Int64",
+            "confirmed Int64",
+            "rejected Int64",
+            "cancelled Int64",
+            "revenue_minor Int64",
+            "discounts_minor Int64",
+            "buyers Array(String)",
+            "state_version UInt64",
+        )
+    ),
+    # The usage figures of usages_daily and usages_monthly.
+    "usage_totals_columns": _INDENT.join(
+        (
+            "redemptions Int64",
+            "active Int64",
+            "active_discount_minor Int64",
+            "active_order_amount_minor Int64",
+            "releases Int64",
+            "holders Array(String)",
+            "code_texts Array(String)",
+            "state_version UInt64",
+        )
+    ),
+}
+
 
 def migrations() -> list[SqlMigration]:
-    return load_migrations(MIGRATIONS_FOLDER)
+    return load_migrations(MIGRATIONS_FOLDER, MIGRATION_FRAGMENTS)
 
 
 async def migrate(client: ChClient, database: str) -> list[int]:

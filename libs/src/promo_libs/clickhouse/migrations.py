@@ -1,11 +1,13 @@
 """Versioned SQL migrations for ClickHouse: applied by `migrate`, recorded, idempotent.
 
 A migrations folder holds `NNN_name.sql` files, applied in version order. `${database}` in a
-file is replaced by the configured database; statements are separated by `;` at the end of a
-line (ClickHouse's HTTP interface takes one statement per request). Every statement must be
-idempotent (`IF NOT EXISTS`), because a process that dies in the middle of a file applies the
-whole file again; the version is recorded in `<database>.schema_migrations` once it is done.
-Two processes starting together may both apply a file: harmless for the same reason.
+file is replaced by the configured database, and `${<fragment>}` by a named piece of SQL the
+schema's owner passes (column lists that several tables share, written once). Statements are
+separated by `;` at the end of a line (ClickHouse's HTTP interface takes one statement per
+request). Every statement must be idempotent (`IF NOT EXISTS`), because a process that dies in
+the middle of a file applies the whole file again; the version is recorded in
+`<database>.schema_migrations` once it is done. Two processes starting together may both apply
+a file: harmless for the same reason.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import re
 import string
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,24 +35,28 @@ class SqlMigration:
     version: int
     name: str
     sql: str
+    fragments: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
+        # Of the text with its fragments written out: moving a column list into a fragment
+        # leaves the checksum a database recorded unchanged.
+        expanded = string.Template(self.sql).safe_substitute(self.fragments)
+        return hashlib.sha256(expanded.encode()).hexdigest()[:16]
 
     def statements(self, database: str) -> list[str]:
-        text = string.Template(self.sql).substitute(database=database)
+        text = string.Template(self.sql).substitute(self.fragments, database=database)
         lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
         return [s.strip() for s in re.split(r";\s*$", "\n".join(lines), flags=re.M) if s.strip()]
 
 
-def load_migrations(folder: Path) -> list[SqlMigration]:
+def load_migrations(folder: Path, fragments: Mapping[str, str] | None = None) -> list[SqlMigration]:
     migrations = []
     for path in sorted(folder.glob("*.sql")):
         match = _FILE_NAME.match(path.name)
         if match is None:
             raise ValueError(f"migration file {path.name} is not named NNN_name.sql")
-        migrations.append(SqlMigration(int(match[1]), match[2], path.read_text()))
+        migrations.append(SqlMigration(int(match[1]), match[2], path.read_text(), fragments or {}))
     versions = [m.version for m in migrations]
     if len(set(versions)) != len(versions):
         raise ValueError(f"two migrations share a version in {folder}")

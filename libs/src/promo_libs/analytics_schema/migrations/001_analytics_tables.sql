@@ -20,12 +20,7 @@ CREATE TABLE IF NOT EXISTS ${database}.users (
     deleted UInt8,
     create_time DateTime('UTC'),
     delete_time DateTime('UTC'),
-    event_id String,
-    event_type String,
-    event_time DateTime('UTC'),
-    src_stream String,
-    src_ms UInt64,
-    src_seq UInt64
+    ${event_source_columns}
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY user_id;
 
@@ -46,12 +41,7 @@ CREATE TABLE IF NOT EXISTS ${database}.promo_codes (
     valid_from DateTime('UTC'),
     valid_until DateTime('UTC'),
     create_time DateTime('UTC'),
-    event_id String,
-    event_type String,
-    event_time DateTime('UTC'),
-    src_stream String,
-    src_ms UInt64,
-    src_seq UInt64
+    ${event_source_columns}
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY promo_code_id;
 
@@ -72,12 +62,7 @@ CREATE TABLE IF NOT EXISTS ${database}.promo_code_usages_analytics (
     release_reason String,
     create_time DateTime('UTC'),
     release_time DateTime('UTC'),
-    event_id String,
-    event_type String,
-    event_time DateTime('UTC'),
-    src_stream String,
-    src_ms UInt64,
-    src_seq UInt64
+    ${event_source_columns}
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(usage_date)
 ORDER BY usage_id;
@@ -103,12 +88,7 @@ CREATE TABLE IF NOT EXISTS ${database}.orders_analytics (
     update_time DateTime('UTC'),
     confirm_time DateTime('UTC'),
     cancel_time DateTime('UTC'),
-    event_id String,
-    event_type String,
-    event_time DateTime('UTC'),
-    src_stream String,
-    src_ms UInt64,
-    src_seq UInt64
+    ${event_source_columns}
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(order_date)
 ORDER BY order_id;

@@ -12,14 +12,7 @@ DROP TABLE IF EXISTS ${database}.orders_daily;
 CREATE TABLE IF NOT EXISTS ${database}.orders_daily (
     day Date,
     currency_code String,
-    orders Int64,
-    confirmed Int64,
-    rejected Int64,
-    cancelled Int64,
-    revenue_minor Int64,
-    discounts_minor Int64,
-    buyers Array(String),
-    state_version UInt64
+    ${order_totals_columns}
 ) ENGINE = ReplacingMergeTree(state_version)
 PARTITION BY toYYYYMM(day)
 ORDER BY (day, currency_code);

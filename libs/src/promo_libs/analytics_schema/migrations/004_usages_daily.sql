@@ -18,14 +18,7 @@ CREATE TABLE IF NOT EXISTS ${database}.usages_daily (
     day Date,
     currency_code String,
     promo_code_id String,
-    redemptions Int64,
-    active Int64,
-    active_discount_minor Int64,
-    active_order_amount_minor Int64,
-    releases Int64,
-    holders Array(String),
-    code_texts Array(String),
-    state_version UInt64
+    ${usage_totals_columns}
 ) ENGINE = ReplacingMergeTree(state_version)
 PARTITION BY toYYYYMM(day)
 ORDER BY (day, currency_code, promo_code_id);

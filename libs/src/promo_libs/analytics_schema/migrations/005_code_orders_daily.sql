@@ -13,14 +13,7 @@ CREATE TABLE IF NOT EXISTS ${database}.code_orders_daily (
     day Date,
     currency_code String,
     promo_code_id String,
-    orders Int64,
-    confirmed Int64,
-    rejected Int64,
-    cancelled Int64,
-    revenue_minor Int64,
-    discounts_minor Int64,
-    buyers Array(String),
-    state_version UInt64
+    ${order_totals_columns}
 ) ENGINE = ReplacingMergeTree(state_version)
 PARTITION BY toYYYYMM(day)
 ORDER BY (day, currency_code, promo_code_id);

@@ -14,14 +14,7 @@ DROP TABLE IF EXISTS ${database}.orders_monthly;
 CREATE TABLE IF NOT EXISTS ${database}.orders_monthly (
     month Date,
     currency_code String,
-    orders Int64,
-    confirmed Int64,
-    rejected Int64,
-    cancelled Int64,
-    revenue_minor Int64,
-    discounts_minor Int64,
-    buyers Array(String),
-    state_version UInt64
+    ${order_totals_columns}
 ) ENGINE = ReplacingMergeTree(state_version)
 PARTITION BY toYear(month)
 ORDER BY (month, currency_code);

@@ -16,14 +16,7 @@ CREATE TABLE IF NOT EXISTS ${database}.code_orders_monthly (
     month Date,
     currency_code String,
     promo_code_id String,
-    orders Int64,
-    confirmed Int64,
-    rejected Int64,
-    cancelled Int64,
-    revenue_minor Int64,
-    discounts_minor Int64,
-    buyers Array(String),
-    state_version UInt64
+    ${order_totals_columns}
 ) ENGINE = ReplacingMergeTree(state_version)
 PARTITION BY toYear(month)
 ORDER BY (month, currency_code, promo_code_id);
