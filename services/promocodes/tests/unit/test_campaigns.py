@@ -21,6 +21,7 @@ from promocodes_service.domain.commands import (
     UpdateCampaign,
     UpdatePromoCode,
 )
+from promocodes_service.domain.events import CampaignCreated, CampaignUpdated
 from promocodes_service.domain.model import UpdateNotAllowed
 from promocodes_service.service_layer.campaigns import Campaigns
 from promocodes_service.service_layer.catalogue import Catalogue
@@ -123,6 +124,46 @@ async def test_update_changes_only_the_masked_fields(setup: Setup) -> None:
     assert updated.rules.max_uses_per_user == 1
     assert updated.updated_at == setup.clock() and updated.version == 2
     assert (await setup.campaigns.get(made.id)).rules == updated.rules
+
+
+async def test_create_and_update_record_their_events_with_the_rules_and_versions(
+    setup: Setup,
+) -> None:
+    made = await setup.campaigns.create(
+        CreateCampaign(spring(max_uses=50, budget=MoneyValue("EUR", 10_000)))
+    )
+    setup.clock.advance(5)
+    # display_name is named but unchanged: only what really changed is reported.
+    await setup.campaigns.update(
+        UpdateCampaign(
+            made.id,
+            frozenset({"display_name", "max_uses", "budget"}),
+            spring(max_uses=60, budget=MoneyValue("USD", 5_000)),
+        )
+    )
+    # An update that changes nothing writes nothing and records nothing.
+    await setup.campaigns.update(UpdateCampaign(made.id, frozenset({"display_name"}), spring()))
+    [(created, v1), (updated, v2)] = setup.repo.published
+    assert isinstance(created, CampaignCreated) and isinstance(updated, CampaignUpdated)
+    assert (v1, v2) == (1, 2)
+    assert created.campaign.id == updated.campaign.id == made.id
+    assert (created.campaign.max_uses, created.campaign.budget_minor) == (50, 10_000)
+    assert created.campaign.currency == "EUR" and created.occurred_at == made.created_at
+    assert updated.changed_fields == ("budget", "max_uses")
+    snap = updated.campaign
+    assert (snap.max_uses, snap.budget_minor, snap.currency) == (60, 5_000, "USD")
+    assert snap.updated_at == updated.occurred_at == setup.clock()
+    assert snap.created_at == made.created_at
+
+
+async def test_a_refused_update_records_no_event(setup: Setup) -> None:
+    made = await setup.campaigns.create(CreateCampaign(spring(max_uses=50)))
+    setup.repo.items[made.id].uses = 10
+    with pytest.raises(errors.FailedPrecondition):
+        await setup.campaigns.update(
+            UpdateCampaign(made.id, frozenset({"max_uses"}), spring(max_uses=9))
+        )
+    assert [type(e) for e, _ in setup.repo.published] == [CampaignCreated]
 
 
 async def test_update_refuses_unknown_and_output_only_paths(setup: Setup) -> None:
