@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from promo.v1 import events_pb2
 from promo_libs import errors
 from promo_libs.carts import MoneyValue
+from promocodes_service.adapters.event_codec import encode_campaign_events
 from promocodes_service.domain.campaign import Campaign, CampaignRules
 from promocodes_service.domain.commands import (
     CampaignSpec,
@@ -294,3 +296,23 @@ def test_once_used_the_per_user_limit_is_only_raised_or_removed() -> None:
     assert campaign.change_rules(CampaignRules("C"), now)
     with pytest.raises(UpdateNotAllowed):  # set where there was none: old usages escape it
         campaign.change_rules(CampaignRules("C", max_uses_per_user=5), now)
+
+
+async def test_a_removed_budget_is_published_without_a_currency(setup: Setup) -> None:
+    made = await setup.campaigns.create(CreateCampaign(spring(budget=MoneyValue("EUR", 9_000))))
+    await setup.campaigns.update(UpdateCampaign(made.id, frozenset({"budget"}), spring()))
+    [(_, v1), (removed, v2)] = setup.repo.published
+    assert isinstance(removed, CampaignUpdated) and removed.changed_fields == ("budget",)
+    # The campaign keeps the currency (its granted discounts are counted in it); the snapshot's
+    # currency_code is the budget's, so there is none without a budget.
+    assert removed.campaign.currency == "EUR" and removed.campaign.budget_minor is None
+    [entry] = encode_campaign_events([removed], v2)
+    envelope = events_pb2.EventEnvelope.FromString(entry.envelope)
+    snapshot = envelope.campaign_updated.campaign
+    assert not snapshot.HasField("budget_minor") and snapshot.currency_code == ""
+    assert (envelope.aggregate_type, envelope.aggregate_id, envelope.aggregate_version) == (
+        "campaign",
+        made.id,
+        2,
+    )
+    assert v1 == 1
