@@ -81,6 +81,30 @@ TIME_GRANULARITY_MONTH: TimeGranularity.ValueType  # 4
 """Calendar months, from the 1st 00:00 UTC."""
 Global___TimeGranularity: _TypeAlias = TimeGranularity  # noqa: Y015
 
+class _DiscountCostGrouping:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DiscountCostGroupingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DiscountCostGrouping.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DISCOUNT_COST_GROUPING_UNSPECIFIED: _DiscountCostGrouping.ValueType  # 0
+    """Default: DISCOUNT_COST_GROUPING_PRODUCT."""
+    DISCOUNT_COST_GROUPING_PRODUCT: _DiscountCostGrouping.ValueType  # 1
+    """One entry per product id."""
+    DISCOUNT_COST_GROUPING_CATEGORY: _DiscountCostGrouping.ValueType  # 2
+    """One entry per category id; a line with several categories counts in each of them."""
+
+class DiscountCostGrouping(_DiscountCostGrouping, metaclass=_DiscountCostGroupingEnumTypeWrapper):
+    """What ListDiscountCosts groups by."""
+
+DISCOUNT_COST_GROUPING_UNSPECIFIED: DiscountCostGrouping.ValueType  # 0
+"""Default: DISCOUNT_COST_GROUPING_PRODUCT."""
+DISCOUNT_COST_GROUPING_PRODUCT: DiscountCostGrouping.ValueType  # 1
+"""One entry per product id."""
+DISCOUNT_COST_GROUPING_CATEGORY: DiscountCostGrouping.ValueType  # 2
+"""One entry per category id; a line with several categories counts in each of them."""
+Global___DiscountCostGrouping: _TypeAlias = DiscountCostGrouping  # noqa: Y015
+
 @_typing.final
 class GetPromoCodeStatsRequest(_message.Message):
     """Request of AnalyticsService.GetPromoCodeStats."""
@@ -624,3 +648,253 @@ class Overview(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Overview: _TypeAlias = Overview  # noqa: Y015
+
+@_typing.final
+class GetCampaignStatsRequest(_message.Message):
+    """Request of AnalyticsService.GetCampaignStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    TIME_RANGE_FIELD_NUMBER: _builtins.int
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.str
+    """Required. The campaign's id."""
+    currency_code: _builtins.str
+    """Optional. ISO 4217 currency of the counted rows; see the currency rule above."""
+    @_builtins.property
+    def time_range(self) -> _common_pb2.TimeRange:
+        """Optional. The range of the counted events. Unset = all time."""
+
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.str = ...,
+        time_range: _common_pb2.TimeRange | None = ...,
+        currency_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time_range", b"time_range"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "currency_code", b"currency_code", "time_range", b"time_range"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCampaignStatsRequest: _TypeAlias = GetCampaignStatsRequest  # noqa: Y015
+
+@_typing.final
+class CampaignStats(_message.Message):
+    """Statistics of one campaign over a range, summed over all its codes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    CODES_FIELD_NUMBER: _builtins.int
+    REDEMPTIONS_FIELD_NUMBER: _builtins.int
+    RELEASES_FIELD_NUMBER: _builtins.int
+    UNIQUE_USERS_FIELD_NUMBER: _builtins.int
+    DISCOUNT_COST_FIELD_NUMBER: _builtins.int
+    ORDERS_FIELD_NUMBER: _builtins.int
+    REVENUE_FIELD_NUMBER: _builtins.int
+    REMAINING_USES_FIELD_NUMBER: _builtins.int
+    REMAINING_BUDGET_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.str
+    """The campaign's id."""
+    display_name: _builtins.str
+    """The campaign's display name."""
+    codes: _builtins.int
+    """Number of codes that belong to the campaign now."""
+    redemptions: _builtins.int
+    """Usages of its codes created in the range (released ones included)."""
+    releases: _builtins.int
+    """Usages of its codes released in the range."""
+    unique_users: _builtins.int
+    """Distinct users among the usages created in the range."""
+    orders: _builtins.int
+    """Orders in the range that used one of its codes and are CONFIRMED now."""
+    remaining_uses: _builtins.int
+    """Current max_uses - active uses, independent of the range; unset without max_uses."""
+    @_builtins.property
+    def discount_cost(self) -> _common_pb2.Money:
+        """Sum of the discounts of the usages created in the range that are still ACTIVE."""
+
+    @_builtins.property
+    def revenue(self) -> _common_pb2.Money:
+        """Sum of `total` of those orders."""
+
+    @_builtins.property
+    def remaining_budget(self) -> _common_pb2.Money:
+        """Current budget - discount of the active uses, independent of the range; unset without a
+        budget.
+        """
+
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        codes: _builtins.int = ...,
+        redemptions: _builtins.int = ...,
+        releases: _builtins.int = ...,
+        unique_users: _builtins.int = ...,
+        discount_cost: _common_pb2.Money | None = ...,
+        orders: _builtins.int = ...,
+        revenue: _common_pb2.Money | None = ...,
+        remaining_uses: _builtins.int | None = ...,
+        remaining_budget: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_remaining_uses", b"_remaining_uses", "discount_cost", b"discount_cost", "remaining_budget", b"remaining_budget", "remaining_uses", b"remaining_uses", "revenue", b"revenue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_remaining_uses", b"_remaining_uses", "campaign_id", b"campaign_id", "codes", b"codes", "discount_cost", b"discount_cost", "display_name", b"display_name", "orders", b"orders", "redemptions", b"redemptions", "releases", b"releases", "remaining_budget", b"remaining_budget", "remaining_uses", b"remaining_uses", "revenue", b"revenue", "unique_users", b"unique_users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__remaining_uses: _TypeAlias = _typing.Literal["remaining_uses"]  # noqa: Y015
+    _WhichOneofArgType__remaining_uses: _TypeAlias = _typing.Literal["_remaining_uses", b"_remaining_uses"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__remaining_uses) -> _WhichOneofReturnType__remaining_uses | None: ...
+
+Global___CampaignStats: _TypeAlias = CampaignStats  # noqa: Y015
+
+@_typing.final
+class ListDiscountCostsRequest(_message.Message):
+    """Request of AnalyticsService.ListDiscountCosts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_RANGE_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    group_by: Global___DiscountCostGrouping.ValueType
+    """What to group by."""
+    limit: _builtins.int
+    """How many entries to return: 0 = default 10, at most 1000."""
+    currency_code: _builtins.str
+    """Optional. ISO 4217 currency of the counted rows; see the currency rule above."""
+    campaign_id: _builtins.str
+    """Optional. Only orders that used a code of this campaign."""
+    @_builtins.property
+    def time_range(self) -> _common_pb2.TimeRange:
+        """Optional. The range of the orders (by create_time). Unset = all time."""
+
+    def __init__(
+        self,
+        *,
+        time_range: _common_pb2.TimeRange | None = ...,
+        group_by: Global___DiscountCostGrouping.ValueType = ...,
+        limit: _builtins.int = ...,
+        currency_code: _builtins.str = ...,
+        campaign_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time_range", b"time_range"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "currency_code", b"currency_code", "group_by", b"group_by", "limit", b"limit", "time_range", b"time_range"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDiscountCostsRequest: _TypeAlias = ListDiscountCostsRequest  # noqa: Y015
+
+@_typing.final
+class DiscountCost(_message.Message):
+    """The discount given on the lines of one product or category, over the lines of the orders in the
+    range that are CONFIRMED now.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    DISCOUNT_FIELD_NUMBER: _builtins.int
+    GROSS_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    ORDERS_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The product id or category id."""
+    units: _builtins.int
+    """Sum of the quantities of those lines."""
+    orders: _builtins.int
+    """Number of distinct orders with such a line."""
+    @_builtins.property
+    def discount(self) -> _common_pb2.Money:
+        """Sum of the discount shares of those lines."""
+
+    @_builtins.property
+    def gross(self) -> _common_pb2.Money:
+        """Sum of quantity x unit price of those lines (before discount)."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        discount: _common_pb2.Money | None = ...,
+        gross: _common_pb2.Money | None = ...,
+        units: _builtins.int = ...,
+        orders: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "gross", b"gross"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "gross", b"gross", "key", b"key", "orders", b"orders", "units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscountCost: _TypeAlias = DiscountCost  # noqa: Y015
+
+@_typing.final
+class ListDiscountCostsResponse(_message.Message):
+    """Response of AnalyticsService.ListDiscountCosts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    PER_CURRENCY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiscountCost]:
+        """The entries, largest discount first; ties broken by ascending key. Keys without discount in
+        the range are left out.
+        """
+
+    @_builtins.property
+    def per_currency(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencyDiscountCosts]:
+        """Without currency_code on data of several currencies: one list per currency (see the currency
+        rule above); `entries` is then empty.
+        """
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___DiscountCost] | None = ...,
+        per_currency: _abc.Iterable[Global___CurrencyDiscountCosts] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "per_currency", b"per_currency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDiscountCostsResponse: _TypeAlias = ListDiscountCostsResponse  # noqa: Y015
+
+@_typing.final
+class CurrencyDiscountCosts(_message.Message):
+    """The discount costs in one currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    currency_code: _builtins.str
+    """ISO 4217 currency of this list."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiscountCost]:
+        """Its entries, as ListDiscountCostsResponse.entries."""
+
+    def __init__(
+        self,
+        *,
+        currency_code: _builtins.str = ...,
+        entries: _abc.Iterable[Global___DiscountCost] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency_code", b"currency_code", "entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CurrencyDiscountCosts: _TypeAlias = CurrencyDiscountCosts  # noqa: Y015

@@ -80,6 +80,16 @@ class AnalyticsServiceStub:
                 request_serializer=promo_dot_v1_dot_analytics__pb2.GetOverviewRequest.SerializeToString,
                 response_deserializer=promo_dot_v1_dot_analytics__pb2.Overview.FromString,
                 _registered_method=True)
+        self.GetCampaignStats = channel.unary_unary(
+                '/promo.v1.AnalyticsService/GetCampaignStats',
+                request_serializer=promo_dot_v1_dot_analytics__pb2.GetCampaignStatsRequest.SerializeToString,
+                response_deserializer=promo_dot_v1_dot_analytics__pb2.CampaignStats.FromString,
+                _registered_method=True)
+        self.ListDiscountCosts = channel.unary_unary(
+                '/promo.v1.AnalyticsService/ListDiscountCosts',
+                request_serializer=promo_dot_v1_dot_analytics__pb2.ListDiscountCostsRequest.SerializeToString,
+                response_deserializer=promo_dot_v1_dot_analytics__pb2.ListDiscountCostsResponse.FromString,
+                _registered_method=True)
 
 
 class AnalyticsServiceServicer:
@@ -142,6 +152,21 @@ class AnalyticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCampaignStats(self, request, context):
+        """Statistics of one campaign over all its codes. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND (no events
+        for that campaign).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDiscountCosts(self, request, context):
+        """Discount cost per product or per category over a range, largest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalyticsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +194,16 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
                     servicer.GetOverview,
                     request_deserializer=promo_dot_v1_dot_analytics__pb2.GetOverviewRequest.FromString,
                     response_serializer=promo_dot_v1_dot_analytics__pb2.Overview.SerializeToString,
+            ),
+            'GetCampaignStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCampaignStats,
+                    request_deserializer=promo_dot_v1_dot_analytics__pb2.GetCampaignStatsRequest.FromString,
+                    response_serializer=promo_dot_v1_dot_analytics__pb2.CampaignStats.SerializeToString,
+            ),
+            'ListDiscountCosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDiscountCosts,
+                    request_deserializer=promo_dot_v1_dot_analytics__pb2.ListDiscountCostsRequest.FromString,
+                    response_serializer=promo_dot_v1_dot_analytics__pb2.ListDiscountCostsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -327,6 +362,60 @@ class AnalyticsService:
             '/promo.v1.AnalyticsService/GetOverview',
             promo_dot_v1_dot_analytics__pb2.GetOverviewRequest.SerializeToString,
             promo_dot_v1_dot_analytics__pb2.Overview.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCampaignStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/promo.v1.AnalyticsService/GetCampaignStats',
+            promo_dot_v1_dot_analytics__pb2.GetCampaignStatsRequest.SerializeToString,
+            promo_dot_v1_dot_analytics__pb2.CampaignStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDiscountCosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/promo.v1.AnalyticsService/ListDiscountCosts',
+            promo_dot_v1_dot_analytics__pb2.ListDiscountCostsRequest.SerializeToString,
+            promo_dot_v1_dot_analytics__pb2.ListDiscountCostsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,12 @@ class AnalyticsServiceStub:
     """
     GetOverview: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.GetOverviewRequest, _analytics_pb2.Overview]
     """Platform-wide totals of a range."""
+    GetCampaignStats: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.GetCampaignStatsRequest, _analytics_pb2.CampaignStats]
+    """Statistics of one campaign over all its codes. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND (no events
+    for that campaign).
+    """
+    ListDiscountCosts: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ListDiscountCostsRequest, _analytics_pb2.ListDiscountCostsResponse]
+    """Discount cost per product or per category over a range, largest first."""
 
 @_typing.type_check_only
 class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
@@ -105,6 +111,12 @@ class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
     """
     GetOverview: _aio.UnaryUnaryMultiCallable[_analytics_pb2.GetOverviewRequest, _analytics_pb2.Overview]  # type: ignore[assignment]
     """Platform-wide totals of a range."""
+    GetCampaignStats: _aio.UnaryUnaryMultiCallable[_analytics_pb2.GetCampaignStatsRequest, _analytics_pb2.CampaignStats]  # type: ignore[assignment]
+    """Statistics of one campaign over all its codes. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND (no events
+    for that campaign).
+    """
+    ListDiscountCosts: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListDiscountCostsRequest, _analytics_pb2.ListDiscountCostsResponse]  # type: ignore[assignment]
+    """Discount cost per product or per category over a range, largest first."""
 
 class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Read-only aggregates computed from ClickHouse. Served by services/analytics.
@@ -171,5 +183,23 @@ class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_analytics_pb2.Overview, _abc.Awaitable[_analytics_pb2.Overview]]:
         """Platform-wide totals of a range."""
+
+    @_abc_1.abstractmethod
+    def GetCampaignStats(
+        self,
+        request: _analytics_pb2.GetCampaignStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.CampaignStats, _abc.Awaitable[_analytics_pb2.CampaignStats]]:
+        """Statistics of one campaign over all its codes. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND (no events
+        for that campaign).
+        """
+
+    @_abc_1.abstractmethod
+    def ListDiscountCosts(
+        self,
+        request: _analytics_pb2.ListDiscountCostsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.ListDiscountCostsResponse, _abc.Awaitable[_analytics_pb2.ListDiscountCostsResponse]]:
+        """Discount cost per product or per category over a range, largest first."""
 
 def add_AnalyticsServiceServicer_to_server(servicer: AnalyticsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

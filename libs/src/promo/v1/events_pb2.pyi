@@ -77,6 +77,8 @@ class EventEnvelope(_message.Message):
     PROMO_CODE_CREATED_FIELD_NUMBER: _builtins.int
     PROMO_CODE_UPDATED_FIELD_NUMBER: _builtins.int
     PROMO_CODE_DEACTIVATED_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_CREATED_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_UPDATED_FIELD_NUMBER: _builtins.int
     PROMO_CODE_REDEEMED_FIELD_NUMBER: _builtins.int
     PROMO_CODE_RELEASED_FIELD_NUMBER: _builtins.int
     ORDER_CREATED_FIELD_NUMBER: _builtins.int
@@ -134,6 +136,10 @@ class EventEnvelope(_message.Message):
         """aggregate_type "promo_code"."""
 
     @_builtins.property
+    def campaign_created(self) -> Global___CampaignCreated: ...
+    @_builtins.property
+    def campaign_updated(self) -> Global___CampaignUpdated: ...
+    @_builtins.property
     def promo_code_redeemed(self) -> Global___PromoCodeRedeemed:
         """aggregate_type "promo_code_usage"."""
 
@@ -174,6 +180,8 @@ class EventEnvelope(_message.Message):
         promo_code_created: Global___PromoCodeCreated | None = ...,
         promo_code_updated: Global___PromoCodeUpdated | None = ...,
         promo_code_deactivated: Global___PromoCodeDeactivated | None = ...,
+        campaign_created: Global___CampaignCreated | None = ...,
+        campaign_updated: Global___CampaignUpdated | None = ...,
         promo_code_redeemed: Global___PromoCodeRedeemed | None = ...,
         promo_code_released: Global___PromoCodeReleased | None = ...,
         order_created: Global___OrderCreated | None = ...,
@@ -181,11 +189,11 @@ class EventEnvelope(_message.Message):
         order_rejected: Global___OrderRejected | None = ...,
         order_cancelled: Global___OrderCancelled | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "order_cancelled", b"order_cancelled", "order_confirmed", b"order_confirmed", "order_created", b"order_created", "order_rejected", b"order_rejected", "payload", b"payload", "promo_code_created", b"promo_code_created", "promo_code_deactivated", b"promo_code_deactivated", "promo_code_redeemed", b"promo_code_redeemed", "promo_code_released", b"promo_code_released", "promo_code_updated", b"promo_code_updated", "user_created", b"user_created", "user_deactivated", b"user_deactivated", "user_updated", b"user_updated"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign_created", b"campaign_created", "campaign_updated", b"campaign_updated", "occurred_at", b"occurred_at", "order_cancelled", b"order_cancelled", "order_confirmed", b"order_confirmed", "order_created", b"order_created", "order_rejected", b"order_rejected", "payload", b"payload", "promo_code_created", b"promo_code_created", "promo_code_deactivated", b"promo_code_deactivated", "promo_code_redeemed", b"promo_code_redeemed", "promo_code_released", b"promo_code_released", "promo_code_updated", b"promo_code_updated", "user_created", b"user_created", "user_deactivated", b"user_deactivated", "user_updated", b"user_updated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_id", b"aggregate_id", "aggregate_type", b"aggregate_type", "aggregate_version", b"aggregate_version", "event_id", b"event_id", "occurred_at", b"occurred_at", "order_cancelled", b"order_cancelled", "order_confirmed", b"order_confirmed", "order_created", b"order_created", "order_rejected", b"order_rejected", "payload", b"payload", "producer", b"producer", "promo_code_created", b"promo_code_created", "promo_code_deactivated", b"promo_code_deactivated", "promo_code_redeemed", b"promo_code_redeemed", "promo_code_released", b"promo_code_released", "promo_code_updated", b"promo_code_updated", "request_id", b"request_id", "type", b"type", "user_created", b"user_created", "user_deactivated", b"user_deactivated", "user_updated", b"user_updated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_id", b"aggregate_id", "aggregate_type", b"aggregate_type", "aggregate_version", b"aggregate_version", "campaign_created", b"campaign_created", "campaign_updated", b"campaign_updated", "event_id", b"event_id", "occurred_at", b"occurred_at", "order_cancelled", b"order_cancelled", "order_confirmed", b"order_confirmed", "order_created", b"order_created", "order_rejected", b"order_rejected", "payload", b"payload", "producer", b"producer", "promo_code_created", b"promo_code_created", "promo_code_deactivated", b"promo_code_deactivated", "promo_code_redeemed", b"promo_code_redeemed", "promo_code_released", b"promo_code_released", "promo_code_updated", b"promo_code_updated", "request_id", b"request_id", "type", b"type", "user_created", b"user_created", "user_deactivated", b"user_deactivated", "user_updated", b"user_updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["user_created", "user_updated", "user_deactivated", "promo_code_created", "promo_code_updated", "promo_code_deactivated", "promo_code_redeemed", "promo_code_released", "order_created", "order_confirmed", "order_rejected", "order_cancelled"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["user_created", "user_updated", "user_deactivated", "promo_code_created", "promo_code_updated", "promo_code_deactivated", "campaign_created", "campaign_updated", "promo_code_redeemed", "promo_code_released", "order_created", "order_confirmed", "order_rejected", "order_cancelled"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -373,6 +381,7 @@ class UsageSnapshot(_message.Message):
     LINES_FIELD_NUMBER: _builtins.int
     SHIPPING_MINOR_FIELD_NUMBER: _builtins.int
     SHIPPING_DISCOUNT_MINOR_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The usage id (= redemption id = order id)."""
     promo_code_id: _builtins.str
@@ -397,6 +406,8 @@ class UsageSnapshot(_message.Message):
     """Shipping amount of the cart, in minor units."""
     shipping_discount_minor: _builtins.int
     """The share of the discount on shipping, in minor units."""
+    campaign_id: _builtins.str
+    """The campaign of the redeemed code at the moment of the redemption; empty when none."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was redeemed."""
@@ -427,10 +438,11 @@ class UsageSnapshot(_message.Message):
         lines: _abc.Iterable[Global___LineSnapshot] | None = ...,
         shipping_minor: _builtins.int = ...,
         shipping_discount_minor: _builtins.int = ...,
+        campaign_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "release_time", b"release_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "currency_code", b"currency_code", "discount_minor", b"discount_minor", "id", b"id", "lines", b"lines", "order_amount_minor", b"order_amount_minor", "order_id", b"order_id", "promo_code_id", b"promo_code_id", "release_reason", b"release_reason", "release_time", b"release_time", "shipping_discount_minor", b"shipping_discount_minor", "shipping_minor", b"shipping_minor", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "code", b"code", "create_time", b"create_time", "currency_code", b"currency_code", "discount_minor", b"discount_minor", "id", b"id", "lines", b"lines", "order_amount_minor", b"order_amount_minor", "order_id", b"order_id", "promo_code_id", b"promo_code_id", "release_reason", b"release_reason", "release_time", b"release_time", "shipping_discount_minor", b"shipping_discount_minor", "shipping_minor", b"shipping_minor", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -506,6 +518,7 @@ class OrderSnapshot(_message.Message):
     LINES_FIELD_NUMBER: _builtins.int
     SHIPPING_MINOR_FIELD_NUMBER: _builtins.int
     SHIPPING_DISCOUNT_MINOR_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The order's id."""
     user_id: _builtins.str
@@ -536,6 +549,8 @@ class OrderSnapshot(_message.Message):
     """Shipping amount, in minor units."""
     shipping_discount_minor: _builtins.int
     """The share of the discount on shipping, in minor units."""
+    campaign_id: _builtins.str
+    """The campaign of the applied promo code; empty without a code or when the code has none."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was created."""
@@ -579,10 +594,11 @@ class OrderSnapshot(_message.Message):
         lines: _abc.Iterable[Global___LineSnapshot] | None = ...,
         shipping_minor: _builtins.int = ...,
         shipping_discount_minor: _builtins.int = ...,
+        campaign_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "confirm_time", b"confirm_time", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "cancellation_reason", b"cancellation_reason", "confirm_time", b"confirm_time", "create_time", b"create_time", "currency_code", b"currency_code", "discount_minor", b"discount_minor", "id", b"id", "idempotency_key", b"idempotency_key", "lines", b"lines", "promo_code", b"promo_code", "promo_code_id", b"promo_code_id", "promo_code_usage_id", b"promo_code_usage_id", "rejection_reason", b"rejection_reason", "shipping_discount_minor", b"shipping_discount_minor", "shipping_minor", b"shipping_minor", "status", b"status", "subtotal_minor", b"subtotal_minor", "total_minor", b"total_minor", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "cancel_time", b"cancel_time", "cancellation_reason", b"cancellation_reason", "confirm_time", b"confirm_time", "create_time", b"create_time", "currency_code", b"currency_code", "discount_minor", b"discount_minor", "id", b"id", "idempotency_key", b"idempotency_key", "lines", b"lines", "promo_code", b"promo_code", "promo_code_id", b"promo_code_id", "promo_code_usage_id", b"promo_code_usage_id", "rejection_reason", b"rejection_reason", "shipping_discount_minor", b"shipping_discount_minor", "shipping_minor", b"shipping_minor", "status", b"status", "subtotal_minor", b"subtotal_minor", "total_minor", b"total_minor", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -745,6 +761,135 @@ class PromoCodeDeactivated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PromoCodeDeactivated: _TypeAlias = PromoCodeDeactivated  # noqa: Y015
+
+@_typing.final
+class CampaignSnapshot(_message.Message):
+    """A campaign's rules and limits. Its counters (uses, discount granted) are not carried: they
+    follow from the usages, and a campaign's document changes on every redemption while its rules
+    change only through CreateCampaign and UpdateCampaign.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    MAX_USES_FIELD_NUMBER: _builtins.int
+    MAX_USES_PER_USER_FIELD_NUMBER: _builtins.int
+    BUDGET_MINOR_FIELD_NUMBER: _builtins.int
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    display_name: _builtins.str
+    description: _builtins.str
+    max_uses: _builtins.int
+    """Maximum number of active redemptions over all its codes; unset = unlimited."""
+    max_uses_per_user: _builtins.int
+    """Maximum number of active redemptions of its codes per user; unset = unlimited."""
+    budget_minor: _builtins.int
+    """Maximum total discount over its active redemptions, in minor units of currency_code; unset =
+    unlimited.
+    """
+    currency_code: _builtins.str
+    """ISO 4217 currency of the budget; empty without a budget."""
+    @_builtins.property
+    def valid_from(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def valid_until(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        max_uses: _builtins.int | None = ...,
+        max_uses_per_user: _builtins.int | None = ...,
+        budget_minor: _builtins.int | None = ...,
+        currency_code: _builtins.str = ...,
+        valid_from: _timestamp_pb2.Timestamp | None = ...,
+        valid_until: _timestamp_pb2.Timestamp | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_minor", b"_budget_minor", "_max_uses", b"_max_uses", "_max_uses_per_user", b"_max_uses_per_user", "budget_minor", b"budget_minor", "create_time", b"create_time", "max_uses", b"max_uses", "max_uses_per_user", b"max_uses_per_user", "update_time", b"update_time", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_minor", b"_budget_minor", "_max_uses", b"_max_uses", "_max_uses_per_user", b"_max_uses_per_user", "budget_minor", b"budget_minor", "create_time", b"create_time", "currency_code", b"currency_code", "description", b"description", "display_name", b"display_name", "id", b"id", "max_uses", b"max_uses", "max_uses_per_user", b"max_uses_per_user", "update_time", b"update_time", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__budget_minor: _TypeAlias = _typing.Literal["budget_minor"]  # noqa: Y015
+    _WhichOneofArgType__budget_minor: _TypeAlias = _typing.Literal["_budget_minor", b"_budget_minor"]  # noqa: Y015
+    _WhichOneofReturnType__max_uses: _TypeAlias = _typing.Literal["max_uses"]  # noqa: Y015
+    _WhichOneofArgType__max_uses: _TypeAlias = _typing.Literal["_max_uses", b"_max_uses"]  # noqa: Y015
+    _WhichOneofReturnType__max_uses_per_user: _TypeAlias = _typing.Literal["max_uses_per_user"]  # noqa: Y015
+    _WhichOneofArgType__max_uses_per_user: _TypeAlias = _typing.Literal["_max_uses_per_user", b"_max_uses_per_user"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_minor) -> _WhichOneofReturnType__budget_minor | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_uses) -> _WhichOneofReturnType__max_uses | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_uses_per_user) -> _WhichOneofReturnType__max_uses_per_user | None: ...
+
+Global___CampaignSnapshot: _TypeAlias = CampaignSnapshot  # noqa: Y015
+
+@_typing.final
+class CampaignCreated(_message.Message):
+    """A campaign was created (PromoCodeService.CreateCampaign)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaign(self) -> Global___CampaignSnapshot:
+        """The new campaign."""
+
+    def __init__(
+        self,
+        *,
+        campaign: Global___CampaignSnapshot | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CampaignCreated: _TypeAlias = CampaignCreated  # noqa: Y015
+
+@_typing.final
+class CampaignUpdated(_message.Message):
+    """A campaign's rules or limits were changed (PromoCodeService.UpdateCampaign)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaign(self) -> Global___CampaignSnapshot:
+        """The campaign after the change."""
+
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The update_mask paths that were applied."""
+
+    def __init__(
+        self,
+        *,
+        campaign: Global___CampaignSnapshot | None = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "changed_fields", b"changed_fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CampaignUpdated: _TypeAlias = CampaignUpdated  # noqa: Y015
 
 @_typing.final
 class PromoCodeRedeemed(_message.Message):

@@ -10,15 +10,19 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from redis.asyncio import Redis
 
 from devstack.stack import Stack
-from promo.v1 import orders_pb2, promo_codes_pb2
+from promo.v1 import events_pb2, orders_pb2, promo_codes_pb2
+from promo_libs.bus import ENVELOPE_FIELD
+from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM
 
 from .conftest import (
     Clients,
     Platform,
     definite,
     eur,
+    eventually,
     new_code,
     new_user,
     order_request,
@@ -98,3 +102,67 @@ async def test_cancelling_an_order_gives_the_campaign_use_budget_and_slot_back(
     assert verdict == "CONFIRMED"
     read = await clients.codes.GetCampaign(pb.GetCampaignRequest(id=summer.id))
     assert (read.uses, read.discount_granted.amount_minor) == (1, 500)
+
+
+async def test_the_order_events_and_the_usage_events_name_the_campaign_of_the_code(
+    clients: Clients, stack: Stack
+) -> None:
+    autumn = await campaign(clients, max_uses=10)
+    in_campaign = await new_code(clients, campaign_id=autumn.id)
+    solo = await new_code(clients)
+    alice = await new_user(clients)
+    with_campaign = await clients.orders.CreateOrder(order_request(alice.id, in_campaign.code))
+    without = await clients.orders.CreateOrder(order_request(alice.id, solo.code))
+    no_code = await clients.orders.CreateOrder(order_request(alice.id))
+    for order in (with_campaign, without):
+        assert order.status == orders_pb2.ORDER_STATUS_CONFIRMED
+        await clients.orders.CancelOrder(orders_pb2.CancelOrderRequest(id=order.id, reason="no"))
+    orders = {with_campaign.id, without.id, no_code.id}
+    redis = Redis(host=stack.redis_host, port=stack.redis_port)
+
+    async def on(stream: str, ids: set[str], count: int) -> list[events_pb2.EventEnvelope] | None:
+        entries = await redis.xrange(stream)
+        envelopes = [events_pb2.EventEnvelope.FromString(f[ENVELOPE_FIELD]) for _, f in entries]
+        mine = [e for e in envelopes if e.aggregate_id in ids]
+        return mine if len(mine) >= count else None
+
+    try:
+        # created + confirmed (+ cancelled) per order; redeemed + released per usage.
+        order_events = await eventually(
+            lambda: on(ORDERS_STREAM, orders, 8), 20, "the orders' events"
+        )
+        usage_events = await eventually(
+            lambda: on(PROMO_CODES_STREAM, {with_campaign.id, without.id}, 4), 20, "usages"
+        )
+    finally:
+        await redis.aclose()
+    expected = {with_campaign.id: autumn.id, without.id: "", no_code.id: ""}
+    seen = set()
+    for envelope in order_events:
+        kind = envelope.WhichOneof("payload")
+        payload = getattr(envelope, kind)
+        seen.add((envelope.aggregate_id, kind))
+        if kind == "order_created":
+            assert payload.order.campaign_id == ""  # nothing applied yet
+            continue
+        assert payload.order.campaign_id == expected[envelope.aggregate_id], (kind, envelope)
+        if kind in ("order_confirmed", "order_cancelled") and payload.HasField("promo_code"):
+            assert payload.promo_code.campaign_id == expected[envelope.aggregate_id]
+    assert {
+        (with_campaign.id, "order_confirmed"),
+        (with_campaign.id, "order_cancelled"),
+        (without.id, "order_cancelled"),
+        (no_code.id, "order_confirmed"),
+    } <= seen
+    assert sorted(
+        (
+            e.aggregate_id,
+            e.WhichOneof("payload"),
+            getattr(e, e.WhichOneof("payload")).usage.campaign_id,
+        )
+        for e in usage_events
+    ) == sorted(
+        (order_id, kind, expected[order_id])
+        for order_id in (with_campaign.id, without.id)
+        for kind in ("promo_code_redeemed", "promo_code_released")
+    )

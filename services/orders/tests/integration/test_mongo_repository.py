@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -124,3 +125,56 @@ async def test_due_for_sweep(repo: MongoOrderRepository) -> None:
     assert await repo.due_for_sweep(NOW, 10) == []
     due = await repo.due_for_sweep(NOW + timedelta(seconds=30), 10)
     assert [o.id for o in due] == ["o1"]
+
+
+async def test_the_campaign_of_the_applied_code_is_stored_and_carried_by_the_events(
+    repo: MongoOrderRepository, db: AsyncDatabase[dict[str, Any]]
+) -> None:
+    order = place("oc1", "kc1")
+    await repo.add(order)
+    promo = dataclasses.replace(PROMO, campaign_id="camp-1")
+    order.confirm_redemption("oc1", promo, Money("EUR", 500), NOW + timedelta(seconds=1))
+    await repo.save(order)
+    order.cancel("changed", NOW + timedelta(seconds=2))
+    await repo.save(order)
+    stored = await repo.get("oc1")
+    assert stored is not None and stored.campaign_id == "camp-1"
+    assert stored.promo is not None and stored.promo.campaign_id == "camp-1"
+    document = await db.orders.find_one({"_id": "oc1"})
+    assert document is not None and document["campaign_id"] == "camp-1"
+    envelopes = {
+        e.WhichOneof("payload"): e
+        for e in (
+            events_pb2.EventEnvelope.FromString(decode_envelope(entry))
+            for entry in document["outbox"].values()
+        )
+    }
+    assert envelopes["order_created"].order_created.order.campaign_id == ""  # not applied yet
+    for kind in ("order_confirmed", "order_cancelled"):
+        payload = getattr(envelopes[kind], kind)
+        assert (payload.order.campaign_id, payload.promo_code.campaign_id) == ("camp-1", "camp-1")
+
+    # An order (and its code snapshot) stored before campaigns: no campaign, and it still works.
+    await repo.add(place("oc2", "kc2"))
+    confirmed = await repo.get("oc2")
+    assert confirmed is not None
+    confirmed.confirm_redemption("oc2", PROMO, Money("EUR", 500), NOW + timedelta(seconds=1))
+    await repo.save(confirmed)
+    await db.orders.update_one(
+        {"_id": "oc2"}, {"$unset": {"campaign_id": "", "promo.campaign_id": ""}}
+    )
+    old = await repo.get("oc2")
+    assert old is not None and old.campaign_id == "" and old.promo == PROMO
+    old.cancel("changed", NOW + timedelta(seconds=2))
+    await repo.save(old)
+    document = await db.orders.find_one({"_id": "oc2"})
+    assert document is not None
+    cancelled = [
+        e.order_cancelled
+        for e in (
+            events_pb2.EventEnvelope.FromString(decode_envelope(entry))
+            for entry in document["outbox"].values()
+        )
+        if e.HasField("order_cancelled")
+    ]
+    assert [c.order.campaign_id for c in cancelled] == [""]

@@ -11,9 +11,13 @@ from promo_libs.grpc.server import GrpcApp
 from promo_libs.grpc.users import GrpcUserDirectory
 from promo_libs.kit import MongoStore, ServiceKit, new_id, utc_now
 from promo_libs.rate_limit import RedisLimiter
-from promocodes_service.adapters.event_codec import encode_code_events, encode_usage_events
+from promocodes_service.adapters.event_codec import (
+    encode_campaign_events,
+    encode_code_events,
+    encode_usage_events,
+)
 from promocodes_service.adapters.migrations import MIGRATIONS
-from promocodes_service.adapters.mongo_campaigns import MongoCampaignRepository, no_events
+from promocodes_service.adapters.mongo_campaigns import MongoCampaignRepository
 from promocodes_service.adapters.mongo_codes import MongoPromoCodeRepository
 from promocodes_service.adapters.mongo_usages import MongoUsageRepository
 from promocodes_service.config import PromocodesSettings
@@ -46,10 +50,17 @@ async def assemble(settings: PromocodesSettings, kit: ServiceKit) -> Assembly:
     """Connects, migrates and assembles the use cases; nothing happens at import time."""
     codes_collection = MongoPromoCodeRepository.collection_name
     usages_collection = MongoUsageRepository.collection_name
-    store = await kit.mongo(settings, MIGRATIONS, relayed=[codes_collection, usages_collection])
+    campaigns_collection = MongoCampaignRepository.collection_name
+    store = await kit.mongo(
+        settings,
+        MIGRATIONS,
+        relayed=[codes_collection, usages_collection, campaigns_collection],
+    )
     codes = MongoPromoCodeRepository(store.db, encode_code_events, store.notifier(codes_collection))
     usages = MongoUsageRepository(store.db, encode_usage_events, store.notifier(usages_collection))
-    campaigns = MongoCampaignRepository(store.db, no_events)
+    campaigns = MongoCampaignRepository(
+        store.db, encode_campaign_events, store.notifier(campaigns_collection)
+    )
     users = GrpcUserDirectory(kit.channel(settings.users_addr), settings.users_timeout_seconds)
     sweeper = Sweeper(
         codes, usages, utc_now, timedelta(seconds=settings.sweep_stale_seconds), campaigns

@@ -1,10 +1,11 @@
-"""`python -m promocodes_service replay --stream NAME`: codes and usages as events (I6).
+"""`python -m promocodes_service replay --stream NAME`: codes, usages, campaigns as events (I6).
 
 Reads only this service's database. One event per promo code with its current snapshot
 (PromoCodeCreated if never changed, PromoCodeDeactivated if inactive, PromoCodeUpdated
 otherwise) and one per visible usage (PromoCodeRedeemed while ACTIVE, PromoCodeReleased once
 released) with the code's snapshot; abandoned ids (fences of rolled-back attempts, which never
-produced an event) are skipped. Each carries the document's current version.
+produced an event) are skipped; one per campaign with its current rules (CampaignCreated if
+never changed, CampaignUpdated otherwise). Each carries the document's current version.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from promo_libs import replay
 from promo_libs.outbox import OutboxEntry
-from promocodes_service.adapters.event_codec import encode_code_events, encode_usage_events
+from promocodes_service.adapters.event_codec import (
+    encode_campaign_events,
+    encode_code_events,
+    encode_usage_events,
+)
+from promocodes_service.adapters.mongo_campaigns import MongoCampaignRepository, replay_event
 from promocodes_service.adapters.mongo_codes import MongoPromoCodeRepository
 from promocodes_service.adapters.mongo_usages import MongoUsageRepository
 from promocodes_service.domain import events
@@ -25,6 +31,7 @@ from promocodes_service.domain.model import ACTIVE, RELEASED, PromoCode
 def sources(db: AsyncDatabase[replay.Document]) -> Sequence[replay.Source]:
     codes = MongoPromoCodeRepository(db, encode_code_events)
     usages = MongoUsageRepository(db, encode_usage_events)
+    campaigns = MongoCampaignRepository(db, encode_campaign_events)
     known: dict[str, PromoCode] = {}
 
     async def code_entries(document: replay.Document) -> list[OutboxEntry]:
@@ -61,7 +68,12 @@ def sources(db: AsyncDatabase[replay.Document]) -> Sequence[replay.Source]:
             )
         return encode_usage_events([event], usage.version)
 
+    async def campaign_entries(document: replay.Document) -> list[OutboxEntry]:
+        campaign = campaigns.from_document(document)
+        return encode_campaign_events([replay_event(campaign)], campaign.version)
+
     return [
+        replay.Source(MongoCampaignRepository.collection_name, campaign_entries),
         replay.Source(MongoPromoCodeRepository.collection_name, code_entries),
         replay.Source(MongoUsageRepository.collection_name, usage_entries),
     ]

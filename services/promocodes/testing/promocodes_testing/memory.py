@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from promo_libs.users import UserDirectory, UserSnapshot, users_unavailable
 from promo_libs_testing.memory import InMemoryRepository
 from promocodes_service.domain.campaign import Campaign
-from promocodes_service.domain.events import CodeEvent, UsageEvent
+from promocodes_service.domain.events import CampaignEvent, CodeEvent, UsageEvent
 from promocodes_service.domain.model import (
     ABANDONED,
     ACTIVE,
@@ -198,11 +198,18 @@ class InMemoryPromoCodeRepository(InMemoryRepository[PromoCode], PromoCodeReposi
 
 
 class InMemoryCampaignRepository(InMemoryRepository[Campaign], CampaignRepository):
+    def __init__(self) -> None:
+        super().__init__()
+        # (event, aggregate version) in the order they were written, as the outbox holds them.
+        self.published: list[tuple[CampaignEvent, int]] = []
+
     async def get(self, campaign_id: str) -> Campaign | None:
         return await self.find_by_id(campaign_id)
 
     async def add(self, campaign: Campaign) -> None:
+        events, campaign.events = campaign.events, []  # the stored copy holds none
         await self.create(campaign)
+        self.published.extend((e, campaign.version) for e in events)
 
     async def save(
         self, campaign: Campaign, expected_version: int, require_unused: bool = False
@@ -218,6 +225,8 @@ class InMemoryCampaignRepository(InMemoryRepository[Campaign], CampaignRepositor
         ):
             raise VersionConflict(campaign.id)
         stored.rules, stored.version, stored.updated_at = r, campaign.version, campaign.updated_at
+        self.published.extend((e, campaign.version) for e in campaign.events)
+        campaign.events.clear()
 
     async def list_page(self, after_id: str | None, size: int) -> tuple[list[Campaign], str | None]:
         ids = sorted(i for i in self.items if after_id is None or i > after_id)

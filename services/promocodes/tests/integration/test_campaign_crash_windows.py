@@ -23,8 +23,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from promo_libs import errors
 from promo_libs.carts import MoneyValue
-from promocodes_service.adapters.event_codec import encode_code_events, encode_usage_events
-from promocodes_service.adapters.mongo_campaigns import MongoCampaignRepository, no_events
+from promocodes_service.adapters.event_codec import (
+    encode_campaign_events,
+    encode_code_events,
+    encode_usage_events,
+)
+from promocodes_service.adapters.mongo_campaigns import MongoCampaignRepository
 from promocodes_service.adapters.mongo_codes import MongoPromoCodeRepository
 from promocodes_service.adapters.mongo_usages import MongoUsageRepository
 from promocodes_service.domain.commands import (
@@ -72,7 +76,7 @@ def clock() -> datetime:
 @pytest_asyncio.fixture(loop_scope="session")
 async def rig(db: Db) -> AsyncIterator[Rig]:
     codes = MongoPromoCodeRepository(db, encode_code_events)
-    campaigns = MongoCampaignRepository(db, no_events)
+    campaigns = MongoCampaignRepository(db, encode_campaign_events)
     usages = MongoUsageRepository(db, encode_usage_events)
     users = FakeUserDirectory()
     for name in ("alice", "bob"):

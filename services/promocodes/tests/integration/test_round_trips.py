@@ -19,9 +19,13 @@ from devstack.stack import Stack
 from promo_libs.carts import MoneyValue
 from promo_libs.mongo.migrations import apply_migrations
 from promo_libs.mongo.monitoring import CommandCounter
-from promocodes_service.adapters.event_codec import encode_code_events, encode_usage_events
+from promocodes_service.adapters.event_codec import (
+    encode_campaign_events,
+    encode_code_events,
+    encode_usage_events,
+)
 from promocodes_service.adapters.migrations import MIGRATIONS
-from promocodes_service.adapters.mongo_campaigns import MongoCampaignRepository, no_events
+from promocodes_service.adapters.mongo_campaigns import MongoCampaignRepository
 from promocodes_service.adapters.mongo_codes import MongoPromoCodeRepository
 from promocodes_service.adapters.mongo_usages import MongoUsageRepository
 from promocodes_service.domain.commands import (
@@ -74,7 +78,7 @@ async def counted(stack: Stack, mongo_db_name: str) -> AsyncIterator[Counted]:
             now = datetime.now(UTC)
             return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
-        campaigns = MongoCampaignRepository(db, no_events)
+        campaigns = MongoCampaignRepository(db, encode_campaign_events)
         sweeper = Sweeper(codes, usages, clock, timedelta(seconds=30), campaigns)
         yield (
             counter,

@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from promo.v1 import events_pb2
 from promo_libs import errors
 from promo_libs.carts import MoneyValue
+from promocodes_service.adapters.event_codec import encode_campaign_events
 from promocodes_service.domain.campaign import Campaign, CampaignRules
 from promocodes_service.domain.commands import (
     CampaignSpec,
@@ -21,6 +23,7 @@ from promocodes_service.domain.commands import (
     UpdateCampaign,
     UpdatePromoCode,
 )
+from promocodes_service.domain.events import CampaignCreated, CampaignUpdated
 from promocodes_service.domain.model import UpdateNotAllowed
 from promocodes_service.service_layer.campaigns import Campaigns
 from promocodes_service.service_layer.catalogue import Catalogue
@@ -123,6 +126,46 @@ async def test_update_changes_only_the_masked_fields(setup: Setup) -> None:
     assert updated.rules.max_uses_per_user == 1
     assert updated.updated_at == setup.clock() and updated.version == 2
     assert (await setup.campaigns.get(made.id)).rules == updated.rules
+
+
+async def test_create_and_update_record_their_events_with_the_rules_and_versions(
+    setup: Setup,
+) -> None:
+    made = await setup.campaigns.create(
+        CreateCampaign(spring(max_uses=50, budget=MoneyValue("EUR", 10_000)))
+    )
+    setup.clock.advance(5)
+    # display_name is named but unchanged: only what really changed is reported.
+    await setup.campaigns.update(
+        UpdateCampaign(
+            made.id,
+            frozenset({"display_name", "max_uses", "budget"}),
+            spring(max_uses=60, budget=MoneyValue("USD", 5_000)),
+        )
+    )
+    # An update that changes nothing writes nothing and records nothing.
+    await setup.campaigns.update(UpdateCampaign(made.id, frozenset({"display_name"}), spring()))
+    [(created, v1), (updated, v2)] = setup.repo.published
+    assert isinstance(created, CampaignCreated) and isinstance(updated, CampaignUpdated)
+    assert (v1, v2) == (1, 2)
+    assert created.campaign.id == updated.campaign.id == made.id
+    assert (created.campaign.max_uses, created.campaign.budget_minor) == (50, 10_000)
+    assert created.campaign.currency == "EUR" and created.occurred_at == made.created_at
+    assert updated.changed_fields == ("budget", "max_uses")
+    snap = updated.campaign
+    assert (snap.max_uses, snap.budget_minor, snap.currency) == (60, 5_000, "USD")
+    assert snap.updated_at == updated.occurred_at == setup.clock()
+    assert snap.created_at == made.created_at
+
+
+async def test_a_refused_update_records_no_event(setup: Setup) -> None:
+    made = await setup.campaigns.create(CreateCampaign(spring(max_uses=50)))
+    setup.repo.items[made.id].uses = 10
+    with pytest.raises(errors.FailedPrecondition):
+        await setup.campaigns.update(
+            UpdateCampaign(made.id, frozenset({"max_uses"}), spring(max_uses=9))
+        )
+    assert [type(e) for e, _ in setup.repo.published] == [CampaignCreated]
 
 
 async def test_update_refuses_unknown_and_output_only_paths(setup: Setup) -> None:
@@ -253,3 +296,23 @@ def test_once_used_the_per_user_limit_is_only_raised_or_removed() -> None:
     assert campaign.change_rules(CampaignRules("C"), now)
     with pytest.raises(UpdateNotAllowed):  # set where there was none: old usages escape it
         campaign.change_rules(CampaignRules("C", max_uses_per_user=5), now)
+
+
+async def test_a_removed_budget_is_published_without_a_currency(setup: Setup) -> None:
+    made = await setup.campaigns.create(CreateCampaign(spring(budget=MoneyValue("EUR", 9_000))))
+    await setup.campaigns.update(UpdateCampaign(made.id, frozenset({"budget"}), spring()))
+    [(_, v1), (removed, v2)] = setup.repo.published
+    assert isinstance(removed, CampaignUpdated) and removed.changed_fields == ("budget",)
+    # The campaign keeps the currency (its granted discounts are counted in it); the snapshot's
+    # currency_code is the budget's, so there is none without a budget.
+    assert removed.campaign.currency == "EUR" and removed.campaign.budget_minor is None
+    [entry] = encode_campaign_events([removed], v2)
+    envelope = events_pb2.EventEnvelope.FromString(entry.envelope)
+    snapshot = envelope.campaign_updated.campaign
+    assert not snapshot.HasField("budget_minor") and snapshot.currency_code == ""
+    assert (envelope.aggregate_type, envelope.aggregate_id, envelope.aggregate_version) == (
+        "campaign",
+        made.id,
+        2,
+    )
+    assert v1 == 1

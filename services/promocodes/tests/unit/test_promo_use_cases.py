@@ -672,6 +672,12 @@ async def test_a_campaign_limits_its_codes_together_and_release_gives_back(app: 
     stored = await app.campaigns.get("camp1")
     assert stored is not None and (stored.uses, stored.discount_granted) == (1, 100)
     await redeem(app, "CAMP-B", "alice", 1000, "c5")  # her campaign slot is free again
+    # Every usage event names the campaign; counting redemptions on it recorded no campaign
+    # event (only its creation, which `add` published).
+    usage_events = [e for e in app.usages.published if e.usage.id in {"c1", "c3", "c5"}]
+    assert len(usage_events) == 4  # three redemptions and one release
+    assert {e.usage.campaign_id for e in usage_events} == {"camp1"}
+    assert [v for _, v in app.campaigns.published] == [1]
 
 
 async def test_a_usage_the_campaign_never_counted_gives_it_nothing_back(app: App) -> None:
@@ -717,3 +723,16 @@ async def test_an_overdue_campaign_reservation_of_a_dead_request_is_settled_by_t
     assert usage.status == "ACTIVE" and after is not None
     assert (after.uses, after.pending.keys()) == (1, set())
     assert app.usages.stored["killed-c"].usage.status == ABANDONED
+
+
+async def test_a_usage_of_a_code_outside_campaigns_names_no_campaign(app: App) -> None:
+    await app.catalogue.create(
+        CreatePromoCode(
+            CodeSpec(code="SOLO", discount="fixed_amount", fixed_amount=MoneyValue(EUR, 100))
+        )
+    )
+    await redeem(app, "SOLO", "alice", 1000, "s1")
+    await app.redemptions.release(ReleasePromoCode("s1", "cancelled"))
+    mine = [e for e in app.usages.published if e.usage.id == "s1"]
+    assert len(mine) == 2 and {e.usage.campaign_id for e in mine} == {""}
+    assert app.campaigns.published == []

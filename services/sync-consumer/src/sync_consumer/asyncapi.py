@@ -29,7 +29,7 @@ PRODUCERS = {
     PROMO_CODES_STREAM: (
         "promocodes",
         "PromoCodeCreated, PromoCodeUpdated, PromoCodeDeactivated, PromoCodeRedeemed, "
-        "PromoCodeReleased",
+        "PromoCodeReleased, CampaignCreated, CampaignUpdated",
     ),
     ORDERS_STREAM: ("orders", "OrderCreated, OrderConfirmed, OrderRejected, OrderCancelled"),
 }

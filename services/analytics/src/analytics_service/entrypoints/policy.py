@@ -20,5 +20,7 @@ POLICY = ServicePolicy(
         "GetUserStats": _STAFF,
         "GetOrdersTimeSeries": _STAFF,
         "GetOverview": _STAFF,
+        "GetCampaignStats": _STAFF,
+        "ListDiscountCosts": _STAFF,
     },
 )

@@ -76,6 +76,7 @@ def promo_message(promo: PromoCodeSnapshot) -> events_pb2.PromoCodeSnapshot:
         valid_from=timestamp(promo.valid_from),
         valid_until=timestamp(promo.valid_until),
         create_time=timestamp(promo.created_at),
+        campaign_id=promo.campaign_id,
     )
 
 
@@ -99,6 +100,7 @@ def order_message(order: OrderSnapshot) -> events_pb2.OrderSnapshot:
         ],
         shipping_minor=order.shipping_minor,
         shipping_discount_minor=order.shipping_discount_minor,
+        campaign_id=order.campaign_id,
     )
 
 

@@ -78,6 +78,7 @@ def _promo_document(promo: PromoCodeSnapshot | None) -> Document | None:
         "valid_from": optional_to_millis(promo.valid_from),
         "valid_until": optional_to_millis(promo.valid_until),
         "created_at": optional_to_millis(promo.created_at),
+        "campaign_id": promo.campaign_id,
     }
 
 
@@ -101,6 +102,7 @@ def _promo(document: Document | None) -> PromoCodeSnapshot | None:
         valid_from=optional_from_millis(document.get("valid_from")),
         valid_until=optional_from_millis(document.get("valid_until")),
         created_at=optional_from_millis(document.get("created_at")),
+        campaign_id=document.get("campaign_id") or "",  # snapshots stored before campaigns
     )
 
 
@@ -166,6 +168,7 @@ class MongoOrderRepository(MongoRepository[Order, EncodeEvents], OrderRepository
             "shipping_minor": entity.shipping_minor,
             "shipping_discount_minor": entity.shipping_discount_minor,
             "first_order": entity.first_order,
+            "campaign_id": entity.campaign_id,
         }
 
     def from_document(self, document: Document) -> Order:
@@ -196,6 +199,7 @@ class MongoOrderRepository(MongoRepository[Order, EncodeEvents], OrderRepository
             shipping_minor=document.get("shipping_minor", 0),
             shipping_discount_minor=document.get("shipping_discount_minor", 0),
             first_order=bool(document.get("first_order", False)),
+            campaign_id=document.get("campaign_id") or "",  # orders stored before campaigns
         )
 
     async def has_confirmed_order(self, user_id: str) -> bool:

@@ -83,6 +83,7 @@ def promo_snapshot(promo: promo_codes_pb2.PromoCode) -> PromoCodeSnapshot:
         valid_from=_moment(promo.valid_from, promo.HasField("valid_from")),
         valid_until=_moment(promo.valid_until, promo.HasField("valid_until")),
         created_at=_moment(promo.create_time, promo.HasField("create_time")),
+        campaign_id=promo.campaign_id,
     )
 
 

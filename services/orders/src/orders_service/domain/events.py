@@ -34,6 +34,7 @@ class PromoCodeSnapshot:
     valid_from: datetime | None = None
     valid_until: datetime | None = None
     created_at: datetime | None = None
+    campaign_id: str = ""  # the code's campaign; "" none (or not known: read before campaigns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class OrderSnapshot:
     lines: tuple[OrderLine, ...] = ()
     shipping_minor: int = 0
     shipping_discount_minor: int = 0
+    campaign_id: str = ""  # the applied code's campaign; "" without a code or campaign
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,9 @@ class Order:
     shipping_minor: int = 0
     shipping_discount_minor: int = 0
     first_order: bool = False
+    # The applied code's campaign, as Redeem answered it ("" without a code, for a code outside
+    # campaigns, and for orders stored before campaigns).
+    campaign_id: str = ""
     stored_version: int = field(default=0, compare=False, repr=False)
     events: list[OrderEvent] = field(default_factory=list, compare=False, repr=False)
 
@@ -207,6 +210,7 @@ class Order:
         self.usage_id = usage_id
         self.promo_code_id = promo.id
         self.promo = promo
+        self.campaign_id = promo.campaign_id
         self.discount_minor = discount.amount_minor
         self._confirm(now)
 
@@ -301,4 +305,5 @@ class Order:
             lines=self.lines,
             shipping_minor=self.shipping_minor,
             shipping_discount_minor=self.shipping_discount_minor,
+            campaign_id=self.campaign_id,
         )

@@ -1,8 +1,13 @@
-"""Promo-code domain events -> promo.v1 event envelopes in the outbox."""
+"""Promo-code domain events -> promo.v1 event envelopes in the outbox.
+
+Codes (aggregate_type "promo_code"), usages ("promo_code_usage") and campaigns ("campaign") all
+go to the promocodes stream, each aggregate's events in its version order.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from google.protobuf.message import Message
 
@@ -66,6 +71,25 @@ def usage_snapshot(usage: domain.UsageSnapshot) -> events_pb2.UsageSnapshot:
         ],
         shipping_minor=usage.shipping,
         shipping_discount_minor=usage.shipping_discount,
+        campaign_id=usage.campaign_id,
+    )
+
+
+def campaign_snapshot(campaign: domain.CampaignSnapshot) -> events_pb2.CampaignSnapshot:
+    return events_pb2.CampaignSnapshot(
+        id=campaign.id,
+        display_name=campaign.display_name,
+        description=campaign.description,
+        max_uses=campaign.max_uses,
+        max_uses_per_user=campaign.max_uses_per_user,
+        budget_minor=campaign.budget_minor,
+        # The currency is the budget's: none without a budget (a removed budget's currency is
+        # kept on the campaign only to count granted discounts in).
+        currency_code=(campaign.currency or "") if campaign.budget_minor is not None else "",
+        valid_from=timestamp(campaign.valid_from),
+        valid_until=timestamp(campaign.valid_until),
+        create_time=timestamp(campaign.created_at),
+        update_time=timestamp(campaign.updated_at),
     )
 
 
@@ -99,39 +123,55 @@ def _usage_payload(event: domain.UsageEvent) -> tuple[str, Message]:
     raise TypeError(f"unknown usage event {event!r}")
 
 
-def encode_code_events(events: Sequence[domain.CodeEvent], version: int) -> list[OutboxEntry]:
-    entries = []
-    for event in events:
-        field, payload = _code_payload(event)
-        entries.append(
-            outbox_entry(
-                stream=PROMO_CODES_STREAM,
-                payload_field=field,
-                payload=payload,
-                aggregate_type="promo_code",
-                aggregate_id=event.code.id,
-                aggregate_version=version,
-                producer=PRODUCER,
-                occurred_at=event.occurred_at,
-            )
+def _campaign_payload(event: domain.CampaignEvent) -> tuple[str, Message]:
+    snapshot = campaign_snapshot(event.campaign)
+    if isinstance(event, domain.CampaignCreated):
+        return "campaign_created", events_pb2.CampaignCreated(campaign=snapshot)
+    if isinstance(event, domain.CampaignUpdated):
+        return "campaign_updated", events_pb2.CampaignUpdated(
+            campaign=snapshot, changed_fields=list(event.changed_fields)
         )
-    return entries
+    raise TypeError(f"unknown campaign event {event!r}")
+
+
+def _entry(
+    payload: tuple[str, Message],
+    occurred_at: datetime,
+    aggregate_type: str,
+    aggregate_id: str,
+    version: int,
+) -> OutboxEntry:
+    """One event (its envelope's payload field and message) as an outbox entry at `version`."""
+    field, message = payload
+    return outbox_entry(
+        stream=PROMO_CODES_STREAM,
+        payload_field=field,
+        payload=message,
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+        aggregate_version=version,
+        producer=PRODUCER,
+        occurred_at=occurred_at,
+    )
+
+
+def encode_code_events(events: Sequence[domain.CodeEvent], version: int) -> list[OutboxEntry]:
+    return [
+        _entry(_code_payload(e), e.occurred_at, "promo_code", e.code.id, version) for e in events
+    ]
 
 
 def encode_usage_events(events: Sequence[domain.UsageEvent], version: int) -> list[OutboxEntry]:
-    entries = []
-    for event in events:
-        field, payload = _usage_payload(event)
-        entries.append(
-            outbox_entry(
-                stream=PROMO_CODES_STREAM,
-                payload_field=field,
-                payload=payload,
-                aggregate_type="promo_code_usage",
-                aggregate_id=event.usage.id,
-                aggregate_version=version,
-                producer=PRODUCER,
-                occurred_at=event.occurred_at,
-            )
-        )
-    return entries
+    return [
+        _entry(_usage_payload(e), e.occurred_at, "promo_code_usage", e.usage.id, version)
+        for e in events
+    ]
+
+
+def encode_campaign_events(
+    events: Sequence[domain.CampaignEvent], version: int
+) -> list[OutboxEntry]:
+    return [
+        _entry(_campaign_payload(e), e.occurred_at, "campaign", e.campaign.id, version)
+        for e in events
+    ]

@@ -11,6 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from promo_libs.mongo.connection import Document
 from promo_libs.mongo.migrations import Migration
+from promo_libs.outbox import outbox_fields
 
 CODES = "promo_codes"
 USAGES = "promo_code_usages"
@@ -69,8 +70,33 @@ async def _campaign_enforcement(db: AsyncDatabase[Document]) -> None:
     )
 
 
+async def _campaign_events(db: AsyncDatabase[Document]) -> None:
+    # Campaigns became a relayed collection (CampaignCreated / CampaignUpdated in the document's
+    # outbox): the relay finds flagged documents through this index, as on codes and usages.
+    # Named as there; a later drop must name it ("outbox_pending"), not pass the key list.
+    campaigns = db[CAMPAIGNS]
+    await campaigns.create_index([("outbox_pending", ASCENDING)], name="outbox_pending")
+    # Campaigns stored before they had events get the one event a replay would give them (their
+    # current rules at their version), so analytics learn them without a rebuild. Every write
+    # since stores an `outbox` map (empty once relayed), so "no outbox" is exactly those older
+    # documents, and the conditional write gives each one event even if this runs twice.
+    # Imported here: those adapters import this module's collection names.
+    from promocodes_service.adapters.event_codec import encode_campaign_events
+    from promocodes_service.adapters.mongo_campaigns import MongoCampaignRepository, replay_event
+
+    repository = MongoCampaignRepository(db, encode_campaign_events)
+    async for document in campaigns.find({"outbox": {"$exists": False}}):
+        campaign = repository.from_document(document)
+        entries = encode_campaign_events([replay_event(campaign)], campaign.version)
+        await campaigns.update_one(
+            {"_id": campaign.id, "outbox": {"$exists": False}},
+            {"$set": outbox_fields(entries, nested=False)},
+        )
+
+
 MIGRATIONS = [
     Migration(1, "promo codes and usages indexes", _indexes),
     Migration(2, "one first-order redemption per user", _first_order_slot),
     Migration(3, "campaign limits: campaign slots, codes by campaign", _campaign_enforcement),
+    Migration(4, "campaign events: outbox index, events of older campaigns", _campaign_events),
 ]

@@ -7,8 +7,10 @@ reservations in flight, and those reservations as a map `pending.<redemption id>
 begin_release and settle are each one atomic update whose filter is the whole condition. An
 update of the rules is one conditional write: on the version read and on the counters fitting
 the new limits; it never touches the counters or the reservations.
-Campaigns have no events of their own yet (analytics of campaigns is a later slice), so the
-outbox codec writes nothing.
+CreateCampaign's insert and UpdateCampaign's conditional write carry the campaign's event in the
+same document (the outbox, as for codes: `outbox.<event_id>` plus `outbox_pending`), so a crash
+after the write leaves the event to the relay; the ledger's writes (reserve, begin_release,
+settle) never touch the outbox, so redemptions publish no campaign events.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable, Sequence
 from promo_libs.mongo.connection import Document
 from promo_libs.mongo.repository import MongoRepository
 from promo_libs.mongo.times import from_millis, optional_from_millis, optional_to_millis, to_millis
-from promo_libs.outbox import OutboxEntry
+from promo_libs.outbox import OutboxEntry, outbox_fields
 from promocodes_service.adapters.migrations import CAMPAIGNS
 from promocodes_service.adapters.reservation_ledger import (
     ReservationLedger,
@@ -28,14 +30,20 @@ from promocodes_service.adapters.reservation_ledger import (
     room_for,
 )
 from promocodes_service.domain.campaign import Campaign, CampaignRules
+from promocodes_service.domain.events import CampaignCreated, CampaignEvent, CampaignUpdated
 from promocodes_service.domain.model import Reservation
 from promocodes_service.domain.ports import CampaignRepository, VersionConflict
 
-EncodeEvents = Callable[[Sequence[object], int], list[OutboxEntry]]
+EncodeEvents = Callable[[Sequence[CampaignEvent], int], list[OutboxEntry]]
 
 
-def no_events(events: Sequence[object], version: int) -> list[OutboxEntry]:
-    return []
+def replay_event(campaign: Campaign) -> CampaignEvent:
+    """The one event that describes a stored campaign as it is now (a replay, or a campaign
+    stored before campaigns had events): CampaignCreated while its rules never changed,
+    CampaignUpdated (no changed fields known) after."""
+    if campaign.version == 1:
+        return CampaignCreated(campaign.snapshot(), campaign.created_at)
+    return CampaignUpdated(campaign.snapshot(), (), campaign.updated_at)
 
 
 def campaign_rules_document(campaign: Campaign) -> Document:
@@ -98,7 +106,8 @@ class MongoCampaignRepository(
         return await self.find_by_id(campaign_id)
 
     async def add(self, campaign: Campaign) -> None:
-        await self.create(campaign)
+        await self.create(campaign, self._encode(campaign.events, campaign.version))
+        campaign.events.clear()
 
     async def save(
         self, campaign: Campaign, expected_version: int, require_unused: bool = False
@@ -110,10 +119,16 @@ class MongoCampaignRepository(
         }
         if require_unused:
             query["redeemed_total"] = {"$eq": 0}  # migration 3 wrote it on older campaigns
-        changes = {"rules": campaign_rules_document(campaign), "version": campaign.version}
+        changes = {
+            "rules": campaign_rules_document(campaign),
+            "version": campaign.version,
+            **outbox_fields(self._encode(campaign.events, campaign.version), nested=False),
+        }
         result = await self.collection.update_one(query, {"$set": changes})
         if result.matched_count != 1:
             raise VersionConflict(campaign.id)
+        campaign.events.clear()
+        self._on_events_written()
 
     async def list_page(self, after_id: str | None, size: int) -> tuple[list[Campaign], str | None]:
         filter_: Document = {} if after_id is None else {"_id": {"$gt": after_id}}

@@ -7,6 +7,10 @@ may never be set below what is already granted, so lowering one can never turn g
 redemptions into over-grants (I1). The per-user limit is held by the usages themselves (a
 campaign slot under a unique index), so it can only be raised or removed once the campaign has
 been used: usages made without a numbered slot would escape a new or lower limit.
+
+A campaign records CampaignCreated and CampaignUpdated (its rules, `version` as the aggregate
+version), written to the outbox with the change; counting a redemption changes neither the rules
+nor the version, and records nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
+from promocodes_service.domain.events import CampaignCreated, CampaignSnapshot, CampaignUpdated
 from promocodes_service.domain.model import (
     CAMPAIGN_BUDGET_EXHAUSTED,
     CAMPAIGN_EXHAUSTED,
@@ -66,10 +71,31 @@ class Campaign:
     discount_granted: int = 0
     redeemed_total: int = 0  # reservations ever made: > 0 means "has been used"
     pending: dict[str, Reservation] = dataclasses.field(default_factory=dict)
+    events: list[CampaignCreated | CampaignUpdated] = dataclasses.field(
+        default_factory=list, compare=False, repr=False
+    )
 
     @classmethod
     def create(cls, campaign_id: str, rules: CampaignRules, now: datetime) -> Campaign:
-        return cls(id=campaign_id, rules=rules, created_at=now, updated_at=now)
+        campaign = cls(id=campaign_id, rules=rules, created_at=now, updated_at=now)
+        campaign.events.append(CampaignCreated(campaign.snapshot(), now))
+        return campaign
+
+    def snapshot(self) -> CampaignSnapshot:
+        r = self.rules
+        return CampaignSnapshot(
+            id=self.id,
+            display_name=r.display_name,
+            description=r.description,
+            max_uses=r.max_uses,
+            max_uses_per_user=r.max_uses_per_user,
+            budget_minor=r.budget,
+            currency=r.currency,
+            valid_from=r.valid_from,
+            valid_until=r.valid_until,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
 
     def requires_unused(self, new: CampaignRules) -> bool:
         """A change only a never-used campaign may take: a per-user limit that is new or lower
@@ -124,10 +150,22 @@ class Campaign:
                 "once the campaign was used, max_uses_per_user can only be raised or removed",
                 "max_uses_per_user",
             )
+        changed = tuple(
+            sorted(f for f in CAMPAIGN_FIELDS if _rule_value(self.rules, f) != _rule_value(new, f))
+        )
         self.rules = new
         self.updated_at = now
         self.version += 1
+        self.events.append(CampaignUpdated(self.snapshot(), changed, now))
         return True
+
+
+def _rule_value(rules: CampaignRules, name: str) -> object:
+    """One update_mask path's value; the budget's currency belongs to `budget`, so a changed
+    currency alone reports `budget` as changed."""
+    if name == "budget":
+        return (rules.budget, rules.currency)
+    return getattr(rules, name)
 
 
 def merged(base: CampaignRules, given: CampaignRules, fields: frozenset[str]) -> CampaignRules:

@@ -1,4 +1,4 @@
-"""What happened to promo codes and their usages, in the past tense.
+"""What happened to promo codes, their usages and campaigns, in the past tense.
 
 Recorded by the aggregates, written to the outbox in the same document write as the change.
 """
@@ -52,6 +52,26 @@ class UsageSnapshot:
     lines: tuple[LineShare, ...] = ()
     shipping: int = 0
     shipping_discount: int = 0
+    campaign_id: str = ""  # the code's campaign when it was redeemed; "" none
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSnapshot:
+    """A campaign's rules at one moment. Its counters are left out, as a code's are: they change
+    on every redemption (which publishes no campaign event) and analytics derive them from the
+    usages."""
+
+    id: str
+    display_name: str
+    description: str
+    max_uses: int | None
+    max_uses_per_user: int | None
+    budget_minor: int | None
+    currency: str | None
+    valid_from: datetime | None
+    valid_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,5 +121,19 @@ class PromoCodeReleased:
     occurred_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class CampaignCreated:
+    campaign: CampaignSnapshot
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignUpdated:
+    campaign: CampaignSnapshot
+    changed_fields: tuple[str, ...]
+    occurred_at: datetime
+
+
 CodeEvent = PromoCodeCreated | PromoCodeUpdated | PromoCodeDeactivated
 UsageEvent = PromoCodeRedeemed | PromoCodeReleased
+CampaignEvent = CampaignCreated | CampaignUpdated

@@ -440,4 +440,5 @@ class Usage:
             lines=self.lines,
             shipping=self.shipping,
             shipping_discount=self.shipping_discount,
+            campaign_id=self.campaign_id,
         )
