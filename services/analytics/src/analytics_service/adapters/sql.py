@@ -44,6 +44,7 @@ REQUIRED_TABLES = (
     tables.CODE_ORDERS_DAILY,
     *tables.MONTHLY_TABLES,
     tables.CODE_DICTIONARY,
+    tables.CAMPAIGNS,
 )
 
 
@@ -109,9 +110,10 @@ def latest_orders(
     *,
     user_id: str | None = None,
     promo_code_id: str | None = None,
+    campaign_id: str | None = None,
 ) -> str:
     """One row per order created in the range, with its current state."""
-    if _keeps_most(time_range, user_id, promo_code_id):
+    if _keeps_most(time_range, user_id, promo_code_id, campaign_id):
         # Conditions only on columns every version shares: FINAL may filter before it merges.
         return (
             "SELECT order_id, create_time AS created, user_id AS buyer, currency_code AS currency,"
@@ -130,7 +132,16 @@ def latest_orders(
             f"order_id IN (SELECT order_id FROM {database}.{tables.ORDERS}"
             f" WHERE promo_code_id = {quote(promo_code_id)} AND {conditions[0]})"
         )
-    outer = f" WHERE code_id = {quote(promo_code_id)}" if promo_code_id is not None else ""
+    if campaign_id is not None:
+        # Like the code: an order gains its campaign with its code, so the latest one decides.
+        conditions.append(
+            f"order_id IN (SELECT order_id FROM {database}.{tables.ORDERS}"
+            f" WHERE campaign_id = {quote(campaign_id)} AND {conditions[0]})"
+        )
+    latest = [f"code_id = {quote(promo_code_id)}"] if promo_code_id is not None else []
+    if campaign_id is not None:
+        latest.append(f"campaign = {quote(campaign_id)}")
+    outer = f" WHERE {_where(*latest)}" if latest else ""
     # Aliases never repeat a column name: current ClickHouse would read them in WHERE too.
     return (
         "SELECT * FROM (SELECT order_id,"
@@ -140,7 +151,8 @@ def latest_orders(
         " argMax(status, version) AS state,"
         " argMax(total_minor, version) AS total,"
         " argMax(discount_minor, version) AS off,"
-        " argMax(promo_code_id, version) AS code_id"
+        " argMax(promo_code_id, version) AS code_id,"
+        " argMax(campaign_id, version) AS campaign"
         f" FROM {database}.{tables.ORDERS} WHERE {_where(*conditions)} GROUP BY order_id){outer}"
     )
 
@@ -599,6 +611,109 @@ def find_promo_code_id(database: str, code: str) -> str:
         f" toUInt32(if(source = 0, max(since), min(since))) AS seen"
         f" FROM {database}.{tables.CODE_DICTIONARY} WHERE code = {quote(code)}"
         " GROUP BY promo_code_id, source ORDER BY rank, seen DESC, promo_code_id LIMIT 1"
+    )
+
+
+# --- campaigns (GetCampaignStats) ---------------------------------------------------------------
+#
+# A campaign's usages and orders are read as raw rows, latest state by argMax, selected by the
+# campaign_id of their rows (migration 011): every usage's rows carry the campaign of its code
+# at the redemption, an order's from the version that applied the code on. The rollups are per
+# code, and a campaign of 10,000 generated codes would list them all; so these queries read the
+# campaign_id column of the range's partitions, and the groups of the campaign's own entities.
+
+
+def _campaign_usages(database: str, campaign_id: str, time_range: TimeRange) -> str:
+    """The ids of the campaign's usages created in the range (any version names it)."""
+    return (
+        f"usage_id IN (SELECT usage_id FROM {database}.{tables.USAGES}"
+        f" WHERE campaign_id = {quote(campaign_id)}"
+        f" AND {in_range('create_time', time_range, 'usage_date')})"
+    )
+
+
+def campaign(database: str, campaign_id: str) -> str:
+    """One row: the campaign's current rules (latest version; `rules` 0 when no campaign event
+    is stored), its codes now, and `named` > 0 when some code (in any version) or usage names
+    it. A campaign known only from its codes or usages has no name and no limits."""
+    wanted = quote(campaign_id)
+    zero = "toInt64(0)"
+    return (
+        "SELECT toInt64(sum(in_rules)) AS rules, toInt64(sum(in_codes)) AS codes,"
+        " toInt64(sum(in_named)) AS named, anyIf(in_name, in_rules = 1) AS name,"
+        " toInt64(sumIf(in_has_uses, in_rules = 1)) AS has_uses_cap,"
+        " toInt64(sumIf(in_uses_cap, in_rules = 1)) AS uses_cap,"
+        " toInt64(sumIf(in_has_budget, in_rules = 1)) AS has_budget_cap,"
+        " toInt64(sumIf(in_budget_cap, in_rules = 1)) AS budget_cap,"
+        " anyIf(budget_currency, in_rules = 1) AS currency FROM ("
+        f"SELECT toInt64(1) AS in_rules, {zero} AS in_codes, {zero} AS in_named,"
+        " argMax(display_name, version) AS in_name,"
+        " toInt64(argMax(has_max_uses, version)) AS in_has_uses,"
+        " toInt64(argMax(max_uses, version)) AS in_uses_cap,"
+        " toInt64(argMax(has_budget, version)) AS in_has_budget,"
+        " toInt64(argMax(budget_minor, version)) AS in_budget_cap,"
+        " argMax(currency_code, version) AS budget_currency"
+        f" FROM {database}.{tables.CAMPAIGNS} WHERE campaign_id = {wanted} GROUP BY campaign_id"
+        f" UNION ALL SELECT {zero} AS in_rules, toInt64(countIf(now_in = {wanted})) AS in_codes,"
+        f" toInt64(count()) AS in_named, '' AS in_name, {zero} AS in_has_uses,"
+        f" {zero} AS in_uses_cap,"
+        f" {zero} AS in_has_budget, {zero} AS in_budget_cap, '' AS budget_currency"
+        " FROM (SELECT promo_code_id, argMax(campaign_id, version) AS now_in"
+        f" FROM {database}.{tables.PROMO_CODES} WHERE promo_code_id IN (SELECT promo_code_id"
+        f" FROM {database}.{tables.PROMO_CODES} WHERE campaign_id = {wanted})"
+        " GROUP BY promo_code_id)"
+        f" UNION ALL SELECT {zero} AS in_rules, {zero} AS in_codes, toInt64(count()) AS in_named,"
+        f" '' AS in_name, {zero} AS in_has_uses, {zero} AS in_uses_cap, {zero} AS in_has_budget,"
+        f" {zero} AS in_budget_cap, '' AS budget_currency"
+        f" FROM (SELECT usage_id FROM {database}.{tables.USAGES} WHERE campaign_id = {wanted}"
+        " LIMIT 1))"
+    )
+
+
+def campaign_usage_totals(database: str, time_range: TimeRange, campaign_id: str) -> str:
+    conditions = [
+        in_range("create_time", time_range, "usage_date"),
+        _campaign_usages(database, campaign_id, time_range),
+    ]
+    return (
+        f"SELECT currency AS currency_code, {_USAGE_MEASURES}"
+        f" FROM ({_latest_usages(database, conditions)})"
+        " GROUP BY currency_code ORDER BY currency_code"
+    )
+
+
+def campaign_release_counts(database: str, time_range: TimeRange, campaign_id: str) -> str:
+    """The campaign's usages released in the range, whenever created (RELEASED is a usage's
+    last state and only that version has a release_time)."""
+    conditions = [
+        "status = 'RELEASED'",
+        in_range("release_time", time_range),
+        _campaign_usages(database, campaign_id, TimeRange(end=time_range.end)),
+    ]
+    if time_range.end is not None:
+        conditions.append(f"usage_date <= toDate({quote(ch_date(time_range.end))})")
+    return (
+        "SELECT currency_code, toInt64(uniqExact(usage_id)) AS releases"
+        f" FROM {database}.{tables.USAGES} WHERE {_where(*conditions)}"
+        " GROUP BY currency_code ORDER BY currency_code"
+    )
+
+
+def campaign_order_totals(database: str, time_range: TimeRange, campaign_id: str) -> str:
+    source = latest_orders(database, time_range, campaign_id=campaign_id)
+    return (
+        f"SELECT currency AS currency_code, {_ORDER_MEASURES} FROM ({source})"
+        " GROUP BY currency_code ORDER BY currency_code"
+    )
+
+
+def campaign_consumption(database: str, campaign_id: str) -> str:
+    """The campaign's ACTIVE usages now and their discount, per currency, all time."""
+    source = _latest_usages(database, [_campaign_usages(database, campaign_id, TimeRange())])
+    return (
+        "SELECT currency AS currency_code, toInt64(countIf(state = 'ACTIVE')) AS active_uses,"
+        " toInt64(sumIf(off, state = 'ACTIVE')) AS discount_granted"
+        f" FROM ({source}) GROUP BY currency_code ORDER BY currency_code"
     )
 
 
