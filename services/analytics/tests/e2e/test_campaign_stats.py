@@ -1,7 +1,10 @@
 """GetCampaignStats over the wire, fed through the real pipeline (events -> Redis streams ->
 sync-consumer -> ClickHouse 18.16 -> analytics), compared with the truth computed from the
 very history the events describe; the campaign events are stored exactly once even when the
-whole history is delivered twice.
+whole history is delivered twice. Reconcile compares every table, campaigns included, with the
+MongoDB documents of that history (in the services' document shapes); the rebuild's loading,
+derived filling and swap, fed the same history as the replays would publish it, give tables
+that reconcile to zero and the same answers.
 
 Two codes of one campaign (plus a code of another campaign and one of none, as noise), a
 release, a cancelled order, a pending one, and a campaign update that lowers its max_uses.
@@ -14,17 +17,25 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from analytics_e2e import drop, service, wait_until_drained
 
 from devstack.probes import clickhouse_query
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from promo.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2, events_pb2
+from promo_libs.analytics_schema import TABLES
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD, TYPE_FIELD
+from promo_libs.clickhouse.client import ClickHouse
+from promo_libs.config import ClickHouseSettings
 from promo_libs.grpc.mapping import timestamp
+from promo_reconcile import Difference, analytics_facts, differences, truth_facts
+from sync_consumer import rebuild
+from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
 from sync_consumer_testing import synthetic
 
 DAY0 = datetime(2026, 1, 30, 10, 0, tzinfo=UTC)  # the history crosses a month partition
@@ -194,6 +205,98 @@ def truth(
     return stats
 
 
+def millis(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def documents() -> dict[str, list[dict[str, Any]]]:
+    """The history as the services' MongoDB documents hold it (the fields reconcile reads)."""
+    limits = {CAMPAIGN: (MAX_USES, BUDGET, "EUR"), OTHER: (None, None, None)}
+    return {
+        "campaigns": [
+            {
+                "_id": cid,
+                "version": 2 if cid == CAMPAIGN else 1,
+                "rules": {
+                    "display_name": f"Campaign {cid}",
+                    "max_uses": max_uses,
+                    "max_uses_per_user": None,
+                    "budget": budget,
+                    "currency": currency,
+                },
+            }
+            for cid, (max_uses, budget, currency) in limits.items()
+        ],
+        "codes": [
+            {
+                "_id": code_id,
+                "code": f"CODE-{code_id}".upper(),
+                "campaign_id": cid,
+                "rules": {"active": True, "discount_type": "PERCENTAGE"},
+            }
+            for code_id, cid in CODES.items()
+        ],
+        "usages": [
+            {
+                "_id": u.usage_id,
+                "promo_id": u.code_id,
+                "campaign_id": u.campaign_id,
+                "user_id": u.user_id,
+                "currency": "EUR",
+                "created_at": millis(u.created),
+                "discount": u.discount,
+                "order_amount": 1_000,
+                "status": "ACTIVE" if u.released is None else "RELEASED",
+                **({} if u.released is None else {"release": {"at": millis(u.released)}}),
+            }
+            for u in USAGES
+        ],
+        "orders": [
+            {
+                "_id": o.order_id,
+                "user_id": o.user_id,
+                "currency": "EUR",
+                "status": o.status,
+                "created_at": millis(o.created),
+                "subtotal_minor": o.subtotal,
+                # A pending order has no code applied yet, hence no discount and no campaign.
+                **(
+                    {}
+                    if o.status == "PENDING"
+                    else {
+                        "discount_minor": o.discount,
+                        "promo_code_id": o.code_id,
+                        "campaign_id": o.campaign_id,
+                    }
+                ),
+            }
+            for o in ORDERS
+        ],
+    }
+
+
+def settings_of(stack: Stack, database: str) -> ClickHouseSettings:
+    return ClickHouseSettings(
+        clickhouse_host=stack.clickhouse_host,
+        clickhouse_port=stack.clickhouse_port,
+        clickhouse_database=database,
+    )
+
+
+async def reconcile(
+    stack: Stack, database: str, docs: dict[str, list[dict[str, Any]]]
+) -> list[Difference]:
+    """reconcile's own comparison of every table with these documents."""
+    truth = truth_facts(
+        [], docs["codes"], docs["usages"], docs["orders"], campaigns=docs["campaigns"]
+    )
+    clickhouse = ClickHouse(settings_of(stack, database))
+    try:
+        return differences(truth, await analytics_facts(clickhouse))
+    finally:
+        await clickhouse.close()
+
+
 @dataclass
 class Served:
     analytics: ServiceProcess
@@ -332,3 +435,69 @@ async def test_the_campaign_truth_has_the_cases_it_is_about(served: Served) -> N
         "PENDING",
     }
     assert len({u.code_id for u in USAGES if u.campaign_id == CAMPAIGN}) == 2
+
+
+async def answers(served: Served) -> list[analytics_pb2.CampaignStats]:
+    async with served.analytics.channel() as channel:
+        stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
+        out = []
+        for campaign_id in (CAMPAIGN, OTHER):
+            for start, end in RANGES:
+                request = analytics_pb2.GetCampaignStatsRequest(campaign_id=campaign_id)
+                request.time_range.CopyFrom(
+                    common_pb2.TimeRange(start_time=timestamp(start), end_time=timestamp(end))
+                )
+                out.append(await stub.GetCampaignStats(request, timeout=10))
+        return out
+
+
+async def test_reconcile_agrees_including_campaigns_and_sees_a_wrong_one(
+    stack: Stack, served: Served
+) -> None:
+    docs = documents()
+    assert await reconcile(stack, served.database, docs) == []
+    # The comparison is not vacuous: a campaign limit, a code's campaign, a usage's campaign
+    # that MongoDB states otherwise are each reported.
+    docs["campaigns"][0]["rules"]["max_uses"] = MAX_USES + 1
+    docs["codes"][0]["campaign_id"] = OTHER
+    docs["usages"][0]["campaign_id"] = ""
+    found = {d.fact for d in await reconcile(stack, served.database, docs)}
+    assert {"campaigns", "campaign codes", "usages by campaign"} <= found
+
+
+async def test_rebuild_swaps_in_tables_that_reconcile_and_answer_the_same(
+    stack: Stack, served: Served
+) -> None:
+    before = await answers(served)
+    db = served.database
+    clickhouse = ClickHouse(settings_of(stack, db))
+    client = clickhouse.connect()
+    bus = aioredis.Redis(host=stack.redis_host, port=stack.redis_port)
+    token = uuid.uuid4().hex[:8]
+    try:
+        await rebuild.drop_tables(client, db, rebuild.REBUILD)
+        for table in TABLES:
+            await client.execute(f"CREATE TABLE {db}.{table}{rebuild.REBUILD} AS {db}.{table}")
+        # What the replays publish: each document's current state once, at its version.
+        latest: dict[tuple[str, str], tuple[str, events_pb2.EventEnvelope]] = {}
+        for kind, event in events():
+            latest[(event.aggregate_type, event.aggregate_id)] = (kind, event)
+        sink = ClickHouseSink(client, db)
+        for kind in ("promo_codes", "orders"):
+            stream = f"t{token}.rebuild.{kind}"
+            for event_kind, event in latest.values():
+                if event_kind == kind:
+                    await bus.xadd(stream, {ENVELOPE_FIELD: event.SerializeToString()})
+            try:
+                await rebuild.load_stream(bus, sink, stream, f"live.{kind}", (1, 0), 4)
+            finally:
+                await bus.delete(stream)
+        await rebuild.fill_derived(client, db)
+        await rebuild.swap(client, db)
+        campaigns = await client.fetchval(f"SELECT count() FROM {db}.campaigns")
+    finally:
+        await bus.aclose()
+        await clickhouse.close()
+    assert campaigns == 2  # one row per campaign, at its current version
+    assert await reconcile(stack, db, documents()) == []
+    assert await answers(served) == before
