@@ -90,11 +90,11 @@ async def pending_versions(
 
 async def _has_column(client: ChClient, database: str, table: str, column: str) -> bool:
     # The names matched \w+ (_ADD_COLUMN), so they need no quoting beyond the literal quotes.
-    row = await client.fetchrow(
+    rows = await client.fetch(
         "SELECT toUInt64(count()) AS n FROM system.columns"
         f" WHERE database = '{database}' AND table = '{table}' AND name = '{column}'"
     )
-    return row is not None and int(row["n"]) > 0
+    return bool(rows) and int(rows[0]["n"]) > 0
 
 
 async def execute_statement(client: ChClient, statement: str) -> None:
