@@ -35,6 +35,11 @@ STATEMENTS = [
     *(sql.top_promo_codes("db", r, k, 10) for r in RANGES for k in Ranking),
     sql.consumption("db", ["p1", "p2"]),
     sql.find_promo_code_id("db", "SPRING"),
+    sql.campaign("db", "c1"),
+    *(sql.campaign_usage_totals("db", r, "c1") for r in RANGES),
+    *(sql.campaign_release_counts("db", r, "c1") for r in RANGES),
+    *(sql.campaign_order_totals("db", r, "c1") for r in RANGES),
+    sql.campaign_consumption("db", "c1"),
     # What the sink and the benchmarks send, and shapes the shortcut must leave to sqlparse.
     "INSERT INTO db.orders_analytics FORMAT JSONEachRow",
     "SELECT 1 FORMAT JSONEachRow",

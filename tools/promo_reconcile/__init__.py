@@ -23,7 +23,10 @@ key is the recomputed value; its all-zero groups equal absent ones):
 - code_orders_daily: orders_daily's facts per day, currency and code (the order's code now);
 - orders_monthly, usages_monthly, code_orders_monthly: the three daily facts per month (its
   first day), their distinct buyers or holders counted over the month;
-- code_dictionary: per code text, id and source (the dimension; the usages), present.
+- code_dictionary: per code text, id and source (the dimension; the usages), present;
+- campaigns: per campaign, its rules (name; each limit, set or not, and its value; the
+  budget's currency); per campaign, how many codes belong to it now; per campaign and status,
+  the usages (count, discount) and the orders (count, total) that name it.
 
 Database names come from USERS_MONGODB_DB_NAME, PROMOCODES_MONGODB_DB_NAME and
 ORDERS_MONGODB_DB_NAME (defaults: the services' own defaults) or the matching flags.
@@ -94,14 +97,52 @@ def facts_of_order(status: str, total: int, discount: int) -> tuple[int, ...]:
     )
 
 
+def _limit(value: Any) -> tuple[int, int]:
+    """An optional limit as the campaigns table holds it: (set, value)."""
+    return (0, 0) if value is None else (1, int(value))
+
+
+def _campaign_facts(
+    facts: Facts,
+    campaigns: Iterable[Document],
+    codes: Iterable[Document],
+    usages: Iterable[Document],
+    orders: Iterable[Document],
+) -> None:
+    for campaign in campaigns:
+        rules = campaign["rules"]
+        budget = rules.get("budget")
+        facts["campaigns"][(campaign["_id"],)] = (
+            rules["display_name"],
+            *_limit(rules.get("max_uses")),
+            *_limit(rules.get("max_uses_per_user")),
+            *_limit(budget),
+            (rules.get("currency") or "") if budget is not None else "",
+        )
+    for code in codes:
+        if code.get("campaign_id"):
+            _add(facts["campaign codes"], (code["campaign_id"],), 1)
+    for usage in usages:
+        if usage.get("campaign_id") and usage.get("status") in ("ACTIVE", "RELEASED"):
+            key = (usage["campaign_id"], usage["status"])
+            _add(facts["usages by campaign"], key, 1, int(usage["discount"]))
+    for order in orders:
+        if order.get("campaign_id"):
+            total = int(order["subtotal_minor"]) - int(order.get("discount_minor", 0))
+            _add(facts["orders by campaign"], (order["campaign_id"], order["status"]), 1, total)
+
+
 def truth_facts(
     users: Iterable[Document],
     codes: Iterable[Document],
     usages: Iterable[Document],
     orders: Iterable[Document],
+    campaigns: Iterable[Document] = (),
 ) -> Facts:
     """The facts as MongoDB's documents state them."""
+    codes, usages, orders = list(codes), list(usages), list(orders)
     facts: Facts = defaultdict(dict)
+    _campaign_facts(facts, campaigns, codes, usages, orders)
     for user in users:
         facts["users"][(user["_id"],)] = (
             user["email"],
@@ -257,6 +298,18 @@ _QUERIES: Mapping[str, str] = {
     "code_dictionary": "SELECT code, promo_code_id, toInt64(source), toInt64(1)"
     f" FROM {{db}}.{schema.CODE_DICTIONARY} WHERE source < 2"
     " GROUP BY code, promo_code_id, source",
+    "campaigns": "SELECT campaign_id, argMax(display_name, version),"
+    " toInt64(argMax(has_max_uses, version)), argMax(max_uses, version),"
+    " toInt64(argMax(has_max_uses_per_user, version)), argMax(max_uses_per_user, version),"
+    " toInt64(argMax(has_budget, version)), argMax(budget_minor, version),"
+    " if(argMax(has_budget, version) = 1, argMax(currency_code, version), '')"
+    f" FROM {{db}}.{schema.CAMPAIGNS} GROUP BY campaign_id",
+    "campaign codes": "SELECT campaign_id, toInt64(count())"
+    f" FROM {{db}}.{schema.PROMO_CODES} FINAL WHERE campaign_id != '' GROUP BY campaign_id",
+    "usages by campaign": "SELECT campaign_id, status, toInt64(count()), sum(discount_minor)"
+    f" FROM {{db}}.{schema.USAGES} FINAL WHERE campaign_id != '' GROUP BY campaign_id, status",
+    "orders by campaign": "SELECT campaign_id, status, toInt64(count()), sum(total_minor)"
+    f" FROM {{db}}.{schema.ORDERS} FINAL WHERE campaign_id != '' GROUP BY campaign_id, status",
 }
 # How many leading columns of each query form the key.
 _KEY_WIDTH = {
@@ -276,6 +329,10 @@ _KEY_WIDTH = {
     "usages_monthly": 3,
     "code_orders_monthly": 3,
     "code_dictionary": 3,
+    "campaigns": 1,
+    "campaign codes": 1,
+    "usages by campaign": 2,
+    "orders by campaign": 2,
 }
 
 
@@ -320,6 +377,7 @@ async def reconcile(settings: ReconcileSettings) -> tuple[list[Difference], dict
             await _documents(codes_db, "promo_codes"),
             await _documents(codes_db, "promo_code_usages"),
             await _documents(orders_db, "orders"),
+            await _documents(codes_db, "campaigns"),
         )
         analytics = await analytics_facts(clickhouse)
     finally:

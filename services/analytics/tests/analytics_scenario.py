@@ -40,6 +40,19 @@ class Code:
     max_uses: int | None = None
     budget: int | None = None
     basis_points: int = 1000
+    campaign: str = ""  # the campaign's id, "" none; a code's campaign never changes
+
+
+@dataclass
+class Campaign:
+    id: str
+    max_uses: int | None = None
+    budget: int | None = None  # in EUR
+    first_max_uses: int | None = None  # set: created with it, then updated to max_uses
+
+    @property
+    def name(self) -> str:
+        return f"Campaign {self.id}"
 
 
 @dataclass
@@ -76,6 +89,7 @@ class Scenario:
     users: list[str]
     codes: list[Code]
     orders: list[Order] = field(default_factory=list)
+    campaigns: list[Campaign] = field(default_factory=list)
 
     # --- generation ---------------------------------------------------------------------------
 
@@ -83,15 +97,22 @@ class Scenario:
     def generate(cls, seed: int = 7, orders: int = 160) -> Scenario:
         rnd = random.Random(seed)
         users = [f"u{n:02d}" for n in range(1, 13)]
+        # k1: two EUR codes, both limits (max_uses lowered by an update); k2: an EUR and a USD
+        # code, no limits (CURRENCY_REQUIRED without a currency); k3: a code never used.
         codes = [
-            Code("c1", "SPRING-10", "EUR", max_uses=40),
-            Code("c2", "BUDGET-5", "EUR", budget=50_000, basis_points=500),
-            Code("c3", "PLAIN", "EUR"),
+            Code("c1", "SPRING-10", "EUR", max_uses=40, campaign="k1"),
+            Code("c2", "BUDGET-5", "EUR", budget=50_000, basis_points=500, campaign="k1"),
+            Code("c3", "PLAIN", "EUR", campaign="k2"),
             Code("c4", "BOTH", "EUR", max_uses=1000, budget=1_000_000, basis_points=1500),
-            Code("c5", "DOLLAR", "USD", max_uses=500),
-            Code("c6", "NEVER-USED", "EUR", max_uses=5, budget=100),
+            Code("c5", "DOLLAR", "USD", max_uses=500, campaign="k2"),
+            Code("c6", "NEVER-USED", "EUR", max_uses=5, budget=100, campaign="k3"),
         ]
-        scenario = cls(users, codes)
+        campaigns = [
+            Campaign("k1", max_uses=70, budget=300_000, first_max_uses=90),
+            Campaign("k2"),
+            Campaign("k3", max_uses=3),
+        ]
+        scenario = cls(users, codes, campaigns=campaigns)
         # Edge cases at midnight UTC: the last second of a day and the first of the next.
         times = [DAY0 + timedelta(days=1) - SECOND, DAY0 + timedelta(days=1), DAY0]
         times += [DAY0 + timedelta(seconds=rnd.randrange(DAYS * 86400)) for _ in range(orders - 3)]
@@ -123,6 +144,8 @@ class Scenario:
         """(stream kind, envelope) in the order producers write them."""
         for user in self.users:
             yield "users", _user_created(user)
+        for campaign in self.campaigns:
+            yield from (("promo_codes", e) for e in _campaign_events(campaign))
         for code in self.codes:
             yield "promo_codes", _code_created(code)
         cancels: list[tuple[datetime, Order]] = []
@@ -206,6 +229,44 @@ class Scenario:
             stats.remaining_budget.CopyFrom(
                 _money(code.currency, code.budget - sum(o.discount for o in active))
             )
+        return stats
+
+    def campaign_stats(
+        self, campaign: Campaign, start: datetime | None, end: datetime | None, currency: str
+    ) -> analytics_pb2.CampaignStats | str:
+        inside = _between(start, end)
+        codes = [c for c in self.codes if c.campaign == campaign.id]
+        mine = [o for o in self.usages() if o.code in codes]
+        usages = [o for o in mine if inside(o.usage_created)]
+        releases = [o for o in mine if o.cancelled_at and inside(o.cancelled_at)]
+        orders = [
+            o
+            for o in self.orders
+            if o.code in codes and o.status == "CONFIRMED" and inside(o.created)
+        ]
+        chosen = self._currency(currency, {o.currency for o in usages + releases + orders})
+        if chosen is None:
+            return "CURRENCY_REQUIRED"
+        usages = [o for o in usages if o.currency == chosen]
+        releases = [o for o in releases if o.currency == chosen]
+        orders = [o for o in orders if o.currency == chosen]
+        active = [o for o in mine if not o.cancelled_at]
+        stats = analytics_pb2.CampaignStats(
+            campaign_id=campaign.id,
+            display_name=campaign.name,
+            codes=len(codes),
+            redemptions=len(usages),
+            releases=len(releases),
+            unique_users=len({o.user for o in usages}),
+            discount_cost=_money(chosen, sum(o.discount for o in usages if not o.cancelled_at)),
+            orders=len(orders),
+            revenue=_money(chosen, sum(o.total for o in orders)),
+        )
+        if campaign.max_uses is not None:  # against its active uses in every currency
+            stats.remaining_uses = campaign.max_uses - len(active)
+        if campaign.budget is not None:
+            granted = sum(o.discount for o in active if o.currency == "EUR")
+            stats.remaining_budget.CopyFrom(_money("EUR", campaign.budget - granted))
         return stats
 
     def top(
@@ -424,6 +485,16 @@ def plan(scenario: Scenario) -> list[Case]:
                 cases.append(
                     ("GetPromoCodeStats", request, scenario.code_stats(code, start, end, currency))
                 )
+            for campaign in scenario.campaigns:
+                cases.append(
+                    (
+                        "GetCampaignStats",
+                        analytics_pb2.GetCampaignStatsRequest(
+                            campaign_id=campaign.id, time_range=tr, currency_code=currency
+                        ),
+                        scenario.campaign_stats(campaign, start, end, currency),
+                    )
+                )
             for name, value in rankings.items():
                 for limit in (2, 100):
                     cases.append(
@@ -435,6 +506,8 @@ def plan(scenario: Scenario) -> list[Case]:
                             scenario.top(start, end, name, limit, currency),
                         )
                     )
+    unknown = analytics_pb2.GetCampaignStatsRequest(campaign_id="no-such-campaign")
+    cases.append(("GetCampaignStats", unknown, "CAMPAIGN_NOT_FOUND"))
     return cases + _series_plan(scenario)
 
 
@@ -553,12 +626,50 @@ def _snapshot(code: Code) -> events_pb2.PromoCodeSnapshot:
         currency_code=code.currency,
         active=True,
         create_time=timestamp(DAY0 - timedelta(days=5)),
+        campaign_id=code.campaign,
     )
     if code.max_uses is not None:
         snapshot.max_uses = code.max_uses
     if code.budget is not None:
         snapshot.budget_minor = code.budget
     return snapshot
+
+
+def _campaign_events(campaign: Campaign) -> list[events_pb2.EventEnvelope]:
+    """CampaignCreated, and a CampaignUpdated to its final limits when they changed."""
+    created = DAY0 - timedelta(days=6)
+    versions = [campaign.max_uses]
+    if campaign.first_max_uses is not None:
+        versions.insert(0, campaign.first_max_uses)
+    out = []
+    for version, max_uses in enumerate(versions, start=1):
+        snapshot = events_pb2.CampaignSnapshot(
+            id=campaign.id,
+            display_name=campaign.name,
+            currency_code="EUR" if campaign.budget is not None else "",
+            create_time=timestamp(created),
+            update_time=timestamp(created + timedelta(hours=version)),
+        )
+        if max_uses is not None:
+            snapshot.max_uses = max_uses
+        if campaign.budget is not None:
+            snapshot.budget_minor = campaign.budget
+        payload: Any = (
+            events_pb2.CampaignCreated(campaign=snapshot)
+            if version == 1
+            else events_pb2.CampaignUpdated(campaign=snapshot, changed_fields=["max_uses"])
+        )
+        out.append(
+            envelope(
+                "campaign_created" if version == 1 else "campaign_updated",
+                payload,
+                aggregate_type="campaign",
+                aggregate_id=campaign.id,
+                version=version,
+                at=created + timedelta(hours=version),
+            )
+        )
+    return out
 
 
 def _user_created(user: str) -> events_pb2.EventEnvelope:
@@ -606,6 +717,7 @@ def _order_event(order: Order, kind: str, version: int) -> events_pb2.EventEnvel
         promo_code=order.code.code if order.code else "",
         promo_code_id=order.code.id if order.code and settled else "",
         promo_code_usage_id=order.id if order.redeemed and settled else "",
+        campaign_id=order.code.campaign if order.code and settled else "",
         status=_STATUS[kind],
         create_time=timestamp(order.created),
         update_time=timestamp(at),
@@ -639,6 +751,7 @@ def _usage_event(order: Order, *, released: bool) -> events_pb2.EventEnvelope:
         code=order.code.code,
         user_id=order.user,
         order_id=order.id,
+        campaign_id=order.code.campaign,
         currency_code=order.currency,
         order_amount_minor=order.subtotal,
         discount_minor=order.discount,

@@ -28,6 +28,8 @@ from promo_libs.clickhouse.migrations import (
 
 USERS = "users"
 PROMO_CODES = "promo_codes"
+# Latest rules and limits per campaign (issue 14); its codes, usages and orders carry campaign_id.
+CAMPAIGNS = "campaigns"
 USAGES = "promo_code_usages_analytics"
 ORDERS = "orders_analytics"
 USERS_ANALYTICS = "users_analytics"
@@ -43,7 +45,7 @@ ORDERS_MONTHLY = "orders_monthly"
 USAGES_MONTHLY = "usages_monthly"
 CODE_ORDERS_MONTHLY = "code_orders_monthly"
 
-EVENT_TABLES = (USERS, PROMO_CODES, USAGES, ORDERS)
+EVENT_TABLES = (USERS, PROMO_CODES, CAMPAIGNS, USAGES, ORDERS)
 # Code text -> ids that ever carried it, per source (dimension, usages, orders): GetPromoCodeStats
 # by code text reads one primary-key range here instead of scanning the event tables' texts.
 CODE_DICTIONARY = "code_dictionary"
@@ -64,6 +66,7 @@ TABLES = (*EVENT_TABLES, *DERIVED_TABLES)
 ENTITY_KEYS = {
     USERS: "user_id",
     PROMO_CODES: "promo_code_id",
+    CAMPAIGNS: "campaign_id",
     USAGES: "usage_id",
     ORDERS: "order_id",
 }

@@ -8,6 +8,12 @@ request). Every statement must be idempotent (`IF NOT EXISTS`), because a proces
 the middle of a file applies the whole file again; the version is recorded in
 `<database>.schema_migrations` once it is done. Two processes starting together may both apply
 a file: harmless for the same reason.
+
+`ALTER TABLE db.t ADD COLUMN IF NOT EXISTS c Type` (one column per statement) is how a migration
+adds a column. ClickHouse 18.16 does not know that IF NOT EXISTS, so the migrator runs it itself:
+it adds the column without the clause only when `system.columns` lacks it, and after a failed
+ALTER looks again (another process may have added it meanwhile), so a re-run adds nothing and
+fails on nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ from promo_libs.logging import get_logger
 log = get_logger(__name__)
 
 _FILE_NAME = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
+_ADD_COLUMN = re.compile(
+    r"^ALTER\s+TABLE\s+(?P<database>\w+)\.(?P<table>\w+)\s+ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS"
+    r"\s+(?P<column>\w+)\s+(?P<definition>\S.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +88,33 @@ async def pending_versions(
     return [m.version for m in migrations if m.version not in done]
 
 
+async def _has_column(client: ChClient, database: str, table: str, column: str) -> bool:
+    # The names matched \w+ (_ADD_COLUMN), so they need no quoting beyond the literal quotes.
+    rows = await client.fetch(
+        "SELECT toUInt64(count()) AS n FROM system.columns"
+        f" WHERE database = '{database}' AND table = '{table}' AND name = '{column}'"
+    )
+    return bool(rows) and int(rows[0]["n"]) > 0
+
+
+async def execute_statement(client: ChClient, statement: str) -> None:
+    """Runs one migration statement; an ADD COLUMN IF NOT EXISTS the way every server takes it."""
+    match = _ADD_COLUMN.match(statement)
+    if match is None:
+        await client.execute(statement)
+        return
+    database, table, column = match["database"], match["table"], match["column"]
+    if await _has_column(client, database, table, column):
+        return
+    try:
+        await client.execute(
+            f"ALTER TABLE {database}.{table} ADD COLUMN {column} {match['definition']}"
+        )
+    except Exception:
+        if not await _has_column(client, database, table, column):
+            raise  # not a concurrent run that added it first
+
+
 async def apply_migrations(
     client: ChClient, database: str, migrations: list[SqlMigration]
 ) -> list[int]:
@@ -94,7 +132,7 @@ async def apply_migrations(
             continue
         log.info("applying clickhouse migration", version=migration.version, name=migration.name)
         for statement in migration.statements(database):
-            await client.execute(statement)
+            await execute_statement(client, statement)
         await client.execute(
             f"INSERT INTO {database}.schema_migrations (version, name, checksum, applied_at) "
             "VALUES",

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from analytics_service.domain import rules
 from analytics_service.domain.model import (
+    CampaignInfo,
     CodeTotals,
     Consumption,
     Granularity,
@@ -35,6 +36,7 @@ class OrderState:
     discount: int
     create_time: datetime
     promo_code_id: str = ""
+    campaign_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,7 @@ class UsageState:
     create_time: datetime
     status: str = "ACTIVE"  # or RELEASED
     release_time: datetime | None = None
+    campaign_id: str = ""
 
 
 def _inside(moment: datetime | None, time_range: TimeRange) -> bool:
@@ -94,12 +97,15 @@ class MemoryStore(AnalyticsStore):
         self.orders: dict[str, OrderState] = {}
         self.usages: dict[str, UsageState] = {}
         self.codes: dict[str, PromoCodeInfo] = {}
+        self.campaigns: dict[str, CampaignInfo] = {}
         self.is_ready = True
 
-    def add(self, *items: OrderState | UsageState | PromoCodeInfo) -> None:
+    def add(self, *items: OrderState | UsageState | PromoCodeInfo | CampaignInfo) -> None:
         for item in items:
             if isinstance(item, OrderState):
                 self.orders[item.order_id] = item
+            elif isinstance(item, CampaignInfo):
+                self.campaigns[item.campaign_id] = item
             elif isinstance(item, UsageState):
                 self.usages[item.usage_id] = item
             else:
@@ -244,4 +250,45 @@ class MemoryStore(AnalyticsStore):
         return {
             currency: sorted(entries, key=lambda t: (-measure(t), t.code, t.promo_code_id))[:limit]
             for currency, entries in top.items()
+        }
+
+    async def campaign(self, campaign_id: str) -> CampaignInfo | None:
+        if campaign_id in self.campaigns:
+            return self.campaigns[campaign_id]
+        if any(u.campaign_id == campaign_id for u in self.usages.values()):
+            return CampaignInfo(campaign_id)
+        return None
+
+    def _campaign_usages(self, campaign_id: str) -> list[UsageState]:
+        return [u for u in self.usages.values() if u.campaign_id == campaign_id]
+
+    async def campaign_usage_totals(
+        self, time_range: TimeRange, campaign_id: str
+    ) -> dict[str, UsageTotals]:
+        usages = [
+            u for u in self._campaign_usages(campaign_id) if _inside(u.create_time, time_range)
+        ]
+        return {c: _usage_totals(g) for c, g in _group(usages, lambda u: u.currency).items()}
+
+    async def campaign_release_counts(
+        self, time_range: TimeRange, campaign_id: str
+    ) -> dict[str, int]:
+        released = [
+            u
+            for u in self._campaign_usages(campaign_id)
+            if u.status == "RELEASED" and _inside(u.release_time, time_range)
+        ]
+        return {c: len(g) for c, g in _group(released, lambda u: u.currency).items()}
+
+    async def campaign_order_totals(
+        self, time_range: TimeRange, campaign_id: str
+    ) -> dict[str, OrderTotals]:
+        orders = [o for o in self._orders(time_range) if o.campaign_id == campaign_id]
+        return {c: _order_totals(g) for c, g in _group(orders, lambda o: o.currency).items()}
+
+    async def campaign_consumption(self, campaign_id: str) -> dict[str, Consumption]:
+        active = [u for u in self._campaign_usages(campaign_id) if u.status == "ACTIVE"]
+        return {
+            c: Consumption(len(g), sum(u.discount for u in g))
+            for c, g in _group(active, lambda u: u.currency).items()
         }

@@ -198,6 +198,64 @@ CASES: list[tuple[str, str, Any, str, str]] = [
         "NOT_FOUND",
         "PROMO_CODE_NOT_FOUND",
     ),
+    (
+        "campaign-without-id",
+        "GetCampaignStats",
+        pb.GetCampaignStatsRequest(),
+        "INVALID_ARGUMENT",
+        "campaign_id",
+    ),
+    (
+        "campaign-id-too-long",
+        "GetCampaignStats",
+        pb.GetCampaignStatsRequest(campaign_id="c" * 129),
+        "INVALID_ARGUMENT",
+        "campaign_id",
+    ),
+    (
+        "campaign-control-character",
+        "GetCampaignStats",
+        pb.GetCampaignStatsRequest(campaign_id="c\x00"),
+        "INVALID_ARGUMENT",
+        "campaign_id",
+    ),
+    (
+        "campaign-reversed-range",
+        "GetCampaignStats",
+        pb.GetCampaignStatsRequest(campaign_id="c1", time_range=span(T0, T0)),
+        "INVALID_ARGUMENT",
+        "time_range.end_time",
+    ),
+    (
+        "campaign-range-before-1970",
+        "GetCampaignStats",
+        pb.GetCampaignStatsRequest(
+            campaign_id="c1", time_range=span(datetime(1969, 1, 1, tzinfo=UTC), None)
+        ),
+        "INVALID_ARGUMENT",
+        "time_range.start_time",
+    ),
+    (
+        "campaign-bad-currency",
+        "GetCampaignStats",
+        pb.GetCampaignStatsRequest(campaign_id="c1", currency_code="euro"),
+        "INVALID_ARGUMENT",
+        "currency_code",
+    ),
+    (
+        "quote-in-campaign-id",
+        "GetCampaignStats",
+        pb.GetCampaignStatsRequest(campaign_id="x' OR '1'='1"),
+        "NOT_FOUND",
+        "CAMPAIGN_NOT_FOUND",
+    ),
+    (
+        "unknown-campaign",
+        "GetCampaignStats",
+        pb.GetCampaignStatsRequest(campaign_id="nope"),
+        "NOT_FOUND",
+        "CAMPAIGN_NOT_FOUND",
+    ),
 ]
 
 

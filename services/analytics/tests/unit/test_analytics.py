@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from analytics_service.domain.model import (
+    CampaignInfo,
     Granularity,
     Money,
     PromoCodeInfo,
@@ -14,6 +15,7 @@ from analytics_service.domain.model import (
     TimeRange,
 )
 from analytics_service.domain.queries import (
+    GetCampaignStats,
     GetOrdersTimeSeries,
     GetOverview,
     GetPromoCodeStats,
@@ -21,7 +23,11 @@ from analytics_service.domain.queries import (
     ListTopPromoCodes,
 )
 from analytics_service.domain.rules import CurrencyRequired, RangeTooLarge
-from analytics_service.service_layer.analytics import Analytics, PromoCodeNotFound
+from analytics_service.service_layer.analytics import (
+    Analytics,
+    CampaignNotFound,
+    PromoCodeNotFound,
+)
 from analytics_testing.memory import MemoryStore, OrderState, UsageState
 from promo_libs.errors import InvalidArgument
 
@@ -174,3 +180,67 @@ async def test_user_stats_list_codes_in_order(store: MemoryStore) -> None:
     stats = await Analytics(store).get_user_stats(GetUserStats("u1"))
     assert (stats.orders, stats.confirmed_orders, stats.revenue, stats.discount) == (2, 1, 900, 100)
     assert (stats.redemptions, stats.codes_used, stats.codes) == (2, 1, ("A",))
+
+
+# --- GetCampaignStats -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def campaigns() -> MemoryStore:
+    s = MemoryStore()
+    s.add(
+        CampaignInfo("k1", "Spring", codes=2, max_uses=5, budget=Money("EUR", 1000)),
+        order(0, "u1", 900, discount=100, promo_code_id="id-A", campaign_id="k1"),
+        usage(0, "A", "u1", 100, campaign_id="k1"),
+        order(1, "u2", 1800, discount=200, promo_code_id="id-B", campaign_id="k1"),
+        usage(1, "B", "u2", 200, campaign_id="k1"),
+        order(
+            2, "u1", 450, status="CANCELLED", discount=50, promo_code_id="id-A", campaign_id="k1"
+        ),
+        usage(
+            2,
+            "A",
+            "u1",
+            50,
+            status="RELEASED",
+            release_time=T + timedelta(days=2),
+            campaign_id="k1",
+        ),
+        usage(3, "A", "u3", 70, campaign_id="k1", currency="USD"),
+        usage(4, "C", "u4", 10),  # a code outside campaigns
+    )
+    return s
+
+
+async def test_campaign_stats_over_its_codes_and_limits_against_all_active_uses(
+    campaigns: MemoryStore,
+) -> None:
+    analytics = Analytics(campaigns)
+    stats = await analytics.get_campaign_stats(
+        GetCampaignStats("k1", TimeRange(T, T + timedelta(hours=3)), "EUR")
+    )
+    assert (stats.display_name, stats.codes, stats.currency) == ("Spring", 2, "EUR")
+    assert (stats.redemptions, stats.unique_users, stats.discount_cost) == (3, 2, 300)
+    assert (stats.orders, stats.revenue, stats.releases) == (2, 2700, 0)
+    # Limits from all time: three active uses (one in USD), 300 EUR of budget granted.
+    assert stats.remaining_uses == 2 and stats.remaining_budget == Money("EUR", 700)
+    # Without a currency, the range's EUR and USD usages need one.
+    with pytest.raises(CurrencyRequired):
+        await analytics.get_campaign_stats(GetCampaignStats("k1"))
+
+
+async def test_campaign_stats_refuse_bad_input_and_unknown_campaigns(
+    campaigns: MemoryStore,
+) -> None:
+    analytics = Analytics(campaigns)
+    for bad, field in (
+        (GetCampaignStats(""), "campaign_id"),
+        (GetCampaignStats("k" * 129), "campaign_id"),
+        (GetCampaignStats("k1", TimeRange(T, T)), "time_range.end_time"),
+        (GetCampaignStats("k1", currency="eur"), "currency_code"),
+    ):
+        with pytest.raises(InvalidArgument) as raised:
+            await analytics.get_campaign_stats(bad)
+        assert field in [v.field for v in raised.value.violations]
+    with pytest.raises(CampaignNotFound):
+        await analytics.get_campaign_stats(GetCampaignStats("nope"))

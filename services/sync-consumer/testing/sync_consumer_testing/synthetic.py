@@ -48,8 +48,9 @@ def user(user_id: str, at: datetime, email: str | None = None) -> events_pb2.Use
     )
 
 
-def promo_code(code_id: str, at: datetime) -> events_pb2.PromoCodeSnapshot:
+def promo_code(code_id: str, at: datetime, campaign_id: str = "") -> events_pb2.PromoCodeSnapshot:
     return events_pb2.PromoCodeSnapshot(
+        campaign_id=campaign_id,
         id=code_id,
         code=f"CODE-{code_id}".upper(),
         discount_type=events_pb2.DISCOUNT_TYPE_PERCENTAGE,
@@ -81,6 +82,7 @@ def order_event(
     discount: int = 0,
     code_id: str = "",
     version: int,
+    campaign_id: str = "",
 ) -> events_pb2.EventEnvelope:
     """kind: created, confirmed, rejected or cancelled."""
     status = {
@@ -99,6 +101,7 @@ def order_event(
         promo_code=f"CODE-{code_id}".upper() if code_id else "",
         promo_code_id=code_id,
         promo_code_usage_id=order_id if code_id else "",
+        campaign_id=campaign_id,
         status=status,
         create_time=timestamp(at),
         update_time=timestamp(at),
@@ -115,7 +118,9 @@ def order_event(
     else:
         cls = events_pb2.OrderConfirmed if kind == "confirmed" else events_pb2.OrderCancelled
         payload = cls(
-            order=order, user=snapshot, promo_code=promo_code(code_id, at) if code_id else None
+            order=order,
+            user=snapshot,
+            promo_code=promo_code(code_id, at, campaign_id) if code_id else None,
         )
     return envelope(
         f"order_{kind}",
@@ -137,6 +142,7 @@ def usage_event(
     amount: int,
     discount: int,
     version: int,
+    campaign_id: str = "",
 ) -> events_pb2.EventEnvelope:
     """kind: redeemed or released."""
     released = kind == "released"
@@ -146,6 +152,7 @@ def usage_event(
         code=f"CODE-{code_id}".upper(),
         user_id=user_id,
         order_id=usage_id,
+        campaign_id=campaign_id,
         currency_code="EUR",
         order_amount_minor=amount,
         discount_minor=discount,
@@ -157,12 +164,72 @@ def usage_event(
         release_time=timestamp(at) if released else None,
     )
     cls = events_pb2.PromoCodeReleased if released else events_pb2.PromoCodeRedeemed
-    payload = cls(usage=usage, promo_code=promo_code(code_id, at), user=user(user_id, at))
+    payload = cls(
+        usage=usage, promo_code=promo_code(code_id, at, campaign_id), user=user(user_id, at)
+    )
     return envelope(
         f"promo_code_{kind}",
         payload,
         aggregate_type="promo_code_usage",
         aggregate_id=usage_id,
+        version=version,
+        at=at,
+    )
+
+
+def promo_code_created(
+    code_id: str, at: datetime, *, campaign_id: str = "", version: int = 1
+) -> events_pb2.EventEnvelope:
+    return envelope(
+        "promo_code_created",
+        events_pb2.PromoCodeCreated(promo_code=promo_code(code_id, at, campaign_id)),
+        aggregate_type="promo_code",
+        aggregate_id=code_id,
+        version=version,
+        at=at,
+    )
+
+
+def campaign(
+    campaign_id: str,
+    at: datetime,
+    *,
+    max_uses: int | None = None,
+    budget_minor: int | None = None,
+    max_uses_per_user: int | None = None,
+    currency_code: str = "EUR",
+) -> events_pb2.CampaignSnapshot:
+    snapshot = events_pb2.CampaignSnapshot(
+        id=campaign_id,
+        display_name=f"Campaign {campaign_id}",
+        description="synthetic",
+        currency_code=currency_code if budget_minor is not None else "",
+        create_time=timestamp(at),
+        update_time=timestamp(at),
+    )
+    if max_uses is not None:
+        snapshot.max_uses = max_uses
+    if budget_minor is not None:
+        snapshot.budget_minor = budget_minor
+    if max_uses_per_user is not None:
+        snapshot.max_uses_per_user = max_uses_per_user
+    return snapshot
+
+
+def campaign_event(
+    kind: str, snapshot: events_pb2.CampaignSnapshot, *, version: int, at: datetime
+) -> events_pb2.EventEnvelope:
+    """kind: created or updated."""
+    payload: object = (
+        events_pb2.CampaignCreated(campaign=snapshot)
+        if kind == "created"
+        else events_pb2.CampaignUpdated(campaign=snapshot, changed_fields=["max_uses"])
+    )
+    return envelope(
+        f"campaign_{kind}",
+        payload,
+        aggregate_type="campaign",
+        aggregate_id=snapshot.id,
         version=version,
         at=at,
     )

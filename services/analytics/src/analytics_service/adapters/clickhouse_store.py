@@ -18,9 +18,11 @@ from aiochclient import ChClientError
 
 from analytics_service.adapters import sql
 from analytics_service.domain.model import (
+    CampaignInfo,
     CodeTotals,
     Consumption,
     Granularity,
+    Money,
     OrderTotals,
     PromoCodeInfo,
     Ranking,
@@ -225,3 +227,46 @@ class ClickHouseStore(AnalyticsStore):
                 )
             )
         return top
+
+    async def campaign(self, campaign_id: str) -> CampaignInfo | None:
+        rows = await self._run(sql.campaign(self._db, campaign_id))
+        row = rows[0] if rows else {}
+        if not (_int(row.get("rules")) or _int(row.get("named"))):
+            return None  # no event names it: neither its own, nor a code's or a usage's
+        return CampaignInfo(
+            campaign_id=campaign_id,
+            display_name=str(row.get("name") or ""),
+            codes=_int(row.get("codes")),
+            max_uses=_int(row["uses_cap"]) if _int(row.get("has_uses_cap")) else None,
+            budget=(
+                Money(str(row["currency"]), _int(row["budget_cap"]))
+                if _int(row.get("has_budget_cap"))
+                else None
+            ),
+        )
+
+    async def campaign_usage_totals(
+        self, time_range: TimeRange, campaign_id: str
+    ) -> dict[str, UsageTotals]:
+        statement = sql.campaign_usage_totals(self._db, time_range, campaign_id)
+        return {str(row["currency_code"]): _usage_totals(row) for row in await self._run(statement)}
+
+    async def campaign_release_counts(
+        self, time_range: TimeRange, campaign_id: str
+    ) -> dict[str, int]:
+        rows = await self._run(sql.campaign_release_counts(self._db, time_range, campaign_id))
+        return {str(row["currency_code"]): _int(row["releases"]) for row in rows}
+
+    async def campaign_order_totals(
+        self, time_range: TimeRange, campaign_id: str
+    ) -> dict[str, OrderTotals]:
+        statement = sql.campaign_order_totals(self._db, time_range, campaign_id)
+        return {str(row["currency_code"]): _order_totals(row) for row in await self._run(statement)}
+
+    async def campaign_consumption(self, campaign_id: str) -> dict[str, Consumption]:
+        return {
+            str(row["currency_code"]): Consumption(
+                _int(row["active_uses"]), _int(row["discount_granted"])
+            )
+            for row in await self._run(sql.campaign_consumption(self._db, campaign_id))
+        }

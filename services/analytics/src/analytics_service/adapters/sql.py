@@ -44,6 +44,7 @@ REQUIRED_TABLES = (
     tables.CODE_ORDERS_DAILY,
     *tables.MONTHLY_TABLES,
     tables.CODE_DICTIONARY,
+    tables.CAMPAIGNS,
 )
 
 
@@ -109,9 +110,11 @@ def latest_orders(
     *,
     user_id: str | None = None,
     promo_code_id: str | None = None,
+    code_set: str | None = None,
 ) -> str:
-    """One row per order created in the range, with its current state."""
-    if _keeps_most(time_range, user_id, promo_code_id):
+    """One row per order created in the range, with its current state; `code_set` (a
+    subquery of code ids) keeps the orders whose code now is one of them."""
+    if _keeps_most(time_range, user_id, promo_code_id, code_set):
         # Conditions only on columns every version shares: FINAL may filter before it merges.
         return (
             "SELECT order_id, create_time AS created, user_id AS buyer, currency_code AS currency,"
@@ -130,7 +133,15 @@ def latest_orders(
             f"order_id IN (SELECT order_id FROM {database}.{tables.ORDERS}"
             f" WHERE promo_code_id = {quote(promo_code_id)} AND {conditions[0]})"
         )
-    outer = f" WHERE code_id = {quote(promo_code_id)}" if promo_code_id is not None else ""
+    if code_set is not None:
+        conditions.append(
+            f"order_id IN (SELECT order_id FROM {database}.{tables.ORDERS}"
+            f" WHERE promo_code_id IN {code_set} AND {conditions[0]})"
+        )
+    latest = [f"code_id = {quote(promo_code_id)}"] if promo_code_id is not None else []
+    if code_set is not None:
+        latest.append(f"code_id IN {code_set}")
+    outer = f" WHERE {_where(*latest)}" if latest else ""
     # Aliases never repeat a column name: current ClickHouse would read them in WHERE too.
     return (
         "SELECT * FROM (SELECT order_id,"
@@ -255,6 +266,7 @@ def _order_facts(
     promo_code_id: str | None = None,
     by_code: bool = False,
     by_month: bool = True,
+    code_set: str | None = None,
 ) -> str:
     """Orders created in the range as additive facts (epoch, currency, code_id, n, c, r, x,
     rev, dis, buyers): one row per month or day and currency (and code: the code_orders
@@ -263,13 +275,13 @@ def _order_facts(
     distinct buyers, counted over the union of the arrays. `by_month` false: days only (for
     buckets a month does not lie in)."""
     edges, _, _ = _rollup_ranges(time_range, by_month)
-    per_code = by_code or promo_code_id is not None
+    per_code = by_code or promo_code_id is not None or code_set is not None
     branches = [
         "SELECT toInt64(toUInt32(created)) AS epoch, currency, code_id, toInt64(1) AS n,"
         " toInt64(state = 'CONFIRMED') AS c, toInt64(state = 'REJECTED') AS r,"
         " toInt64(state = 'CANCELLED') AS x, toInt64(if(state = 'CONFIRMED', total, 0)) AS rev,"
         " toInt64(if(state = 'CONFIRMED', off, 0)) AS dis, [buyer] AS buyers"
-        f" FROM ({latest_orders(database, edge, promo_code_id=promo_code_id)})"
+        f" FROM ({latest_orders(database, edge, promo_code_id=promo_code_id, code_set=code_set)})"
         for edge in edges
     ]
     daily, monthly, code = (
@@ -283,9 +295,20 @@ def _order_facts(
         " revenue_minor AS rev, discounts_minor AS dis, buyers"
     )
     branches += _rollups(
-        database, daily, monthly, select, time_range, promo_code_id, by_month=by_month
+        database,
+        daily,
+        monthly,
+        select,
+        time_range,
+        promo_code_id,
+        _in_set(code_set),
+        by_month=by_month,
     )
     return " UNION ALL ".join(branches)
+
+
+def _in_set(code_set: str | None) -> str:
+    return "" if code_set is None else f"promo_code_id IN {code_set}"
 
 
 def _day_range(days: TimeRange, promo_code_id: str | None = None, column: str = "day") -> str:
@@ -397,17 +420,20 @@ def _usage_filters(
     return conditions
 
 
-def _usage_facts(database: str, time_range: TimeRange, promo_code_id: str | None) -> str:
+def _usage_facts(
+    database: str, time_range: TimeRange, promo_code_id: str | None, code_set: str | None = None
+) -> str:
     """Usages created in the range as additive facts (currency, code_id, n, dis, holders,
     texts): one row per day, currency and code from usages_daily for the whole days, one row
     per usage (latest state) for the partial edges. Distinct holders and texts are counted
     over the union of the arrays; a rollup row with n = 0 holds releases only."""
     edges, _, _ = _rollup_ranges(time_range)
+    codes = _in_set(code_set)
     branches = [
         "SELECT currency, code_id, toInt64(1) AS n,"
         " toInt64(if(state = 'ACTIVE', off, 0)) AS dis, [holder] AS holders,"
         " [code_text] AS texts"
-        f" FROM ({_latest_usages(database, _usage_filters(edge, None, promo_code_id))})"
+        f" FROM ({_latest_usages(database, [*_usage_filters(edge, None, promo_code_id), codes])})"
         for edge in edges
     ]
     select = (
@@ -415,7 +441,13 @@ def _usage_facts(database: str, time_range: TimeRange, promo_code_id: str | None
         " active_discount_minor AS dis, holders, code_texts AS texts"
     )
     branches += _rollups(
-        database, tables.USAGES_DAILY, tables.USAGES_MONTHLY, select, time_range, promo_code_id
+        database,
+        tables.USAGES_DAILY,
+        tables.USAGES_MONTHLY,
+        select,
+        time_range,
+        promo_code_id,
+        _in_set(code_set),
     )
     return " UNION ALL ".join(branches)
 
@@ -467,7 +499,11 @@ def usage_totals_by_code(database: str, time_range: TimeRange, with_code_text: b
 
 
 def _releases(
-    database: str, time_range: TimeRange, promo_code_id: str | None, by_code: bool
+    database: str,
+    time_range: TimeRange,
+    promo_code_id: str | None,
+    by_code: bool,
+    code_set: str | None = None,
 ) -> str:
     """Usages released in the range: whole days from usages_daily (by day of release), raw
     rows for the partial edges. RELEASED is a usage's last state and only that version has a
@@ -478,6 +514,7 @@ def _releases(
     branches = []
     for edge in edges:
         conditions = ["status = 'RELEASED'", in_range("release_time", edge), *code]
+        conditions.append(_in_set(code_set))
         if edge.end is not None:
             conditions.append(f"usage_date <= toDate({quote(ch_date(edge.end))})")
         branches.append(
@@ -492,7 +529,7 @@ def _releases(
         "currency_code, promo_code_id, releases AS x",
         time_range,
         promo_code_id,
-        "releases > 0",
+        _where("releases > 0", _in_set(code_set)),
     )
     keys = "currency_code, promo_code_id" if by_code else "currency_code"
     return (
@@ -599,6 +636,90 @@ def find_promo_code_id(database: str, code: str) -> str:
         f" toUInt32(if(source = 0, max(since), min(since))) AS seen"
         f" FROM {database}.{tables.CODE_DICTIONARY} WHERE code = {quote(code)}"
         " GROUP BY promo_code_id, source ORDER BY rank, seen DESC, promo_code_id LIMIT 1"
+    )
+
+
+# --- campaigns (GetCampaignStats) ---------------------------------------------------------------
+#
+# A code's campaign never changes (PromoCode.campaign_id is immutable), so a campaign's usages
+# are its codes' usages and its orders the orders whose code now is one of them: the per-code
+# rollups answer for the campaign's set of codes (a subquery, never a list of ids, however many
+# codes it generated), raw rows only for the partial days at the edges, as for one code. Rows
+# read grow with the months of the range and the campaign's codes, not with its usages.
+
+
+def campaign_codes(database: str, campaign_id: str) -> str:
+    """The campaign's codes, as a subquery (every version of a code names its campaign)."""
+    return (
+        f"(SELECT promo_code_id FROM {database}.{tables.PROMO_CODES}"
+        f" WHERE campaign_id = {quote(campaign_id)})"
+    )
+
+
+def campaign(database: str, campaign_id: str) -> str:
+    """One row: the campaign's current rules (latest version; `rules` 0 when no campaign event
+    is stored), its codes now, and `named`, how many codes ever named it. A campaign known
+    only from its codes has no name and no limits."""
+    wanted = quote(campaign_id)
+    zero = "toInt64(0)"
+    return (
+        "SELECT toInt64(sum(in_rules)) AS rules, toInt64(sum(in_codes)) AS codes,"
+        " toInt64(sum(in_named)) AS named, anyIf(in_name, in_rules = 1) AS name,"
+        " toInt64(sumIf(in_has_uses, in_rules = 1)) AS has_uses_cap,"
+        " toInt64(sumIf(in_uses_cap, in_rules = 1)) AS uses_cap,"
+        " toInt64(sumIf(in_has_budget, in_rules = 1)) AS has_budget_cap,"
+        " toInt64(sumIf(in_budget_cap, in_rules = 1)) AS budget_cap,"
+        " anyIf(budget_currency, in_rules = 1) AS currency FROM ("
+        f"SELECT toInt64(1) AS in_rules, {zero} AS in_codes, {zero} AS in_named,"
+        " argMax(display_name, version) AS in_name,"
+        " toInt64(argMax(has_max_uses, version)) AS in_has_uses,"
+        " toInt64(argMax(max_uses, version)) AS in_uses_cap,"
+        " toInt64(argMax(has_budget, version)) AS in_has_budget,"
+        " toInt64(argMax(budget_minor, version)) AS in_budget_cap,"
+        " argMax(currency_code, version) AS budget_currency"
+        f" FROM {database}.{tables.CAMPAIGNS} WHERE campaign_id = {wanted} GROUP BY campaign_id"
+        f" UNION ALL SELECT {zero} AS in_rules, toInt64(countIf(now_in = {wanted})) AS in_codes,"
+        f" toInt64(count()) AS in_named, '' AS in_name, {zero} AS in_has_uses,"
+        f" {zero} AS in_uses_cap,"
+        f" {zero} AS in_has_budget, {zero} AS in_budget_cap, '' AS budget_currency"
+        " FROM (SELECT promo_code_id, argMax(campaign_id, version) AS now_in"
+        f" FROM {database}.{tables.PROMO_CODES} WHERE promo_code_id IN (SELECT promo_code_id"
+        f" FROM {database}.{tables.PROMO_CODES} WHERE campaign_id = {wanted})"
+        " GROUP BY promo_code_id))"
+    )
+
+
+def campaign_usage_totals(database: str, time_range: TimeRange, campaign_id: str) -> str:
+    facts = _usage_facts(database, time_range, None, campaign_codes(database, campaign_id))
+    return (
+        f"SELECT currency AS currency_code, {_USAGE_FACT_MEASURES} FROM ({facts})"
+        " GROUP BY currency_code HAVING redemptions > 0 ORDER BY currency_code"
+    )
+
+
+def campaign_release_counts(database: str, time_range: TimeRange, campaign_id: str) -> str:
+    return _releases(
+        database, time_range, None, by_code=False, code_set=campaign_codes(database, campaign_id)
+    )
+
+
+def campaign_order_totals(database: str, time_range: TimeRange, campaign_id: str) -> str:
+    facts = _order_facts(database, time_range, code_set=campaign_codes(database, campaign_id))
+    return (
+        f"SELECT currency AS currency_code, {_FACT_MEASURES} FROM ({facts})"
+        " GROUP BY currency_code ORDER BY currency_code"
+    )
+
+
+def campaign_consumption(database: str, campaign_id: str) -> str:
+    """The campaign's ACTIVE usages now and their discount, per currency, all time: the sum of
+    its codes' usages_monthly rows."""
+    return (
+        "SELECT currency_code, toInt64(sum(active)) AS active_uses,"
+        " toInt64(sum(active_discount_minor)) AS discount_granted"
+        f" FROM {database}.{tables.USAGES_MONTHLY} FINAL"
+        f" WHERE promo_code_id IN {campaign_codes(database, campaign_id)}"
+        " GROUP BY currency_code HAVING sum(redemptions) > 0 ORDER BY currency_code"
     )
 
 

@@ -88,6 +88,18 @@ class PromoCodeInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class CampaignInfo:
+    """A campaign's current rules and its codes now; limits None when it has none. A campaign
+    known only from its codes or usages (its own event not stored) has no name and no limits."""
+
+    campaign_id: str
+    display_name: str = ""
+    codes: int = 0
+    max_uses: int | None = None
+    budget: Money | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Consumption:
     """All-time state of a code's usages: ACTIVE ones and the discount they hold."""
 
@@ -107,6 +119,22 @@ class PromoCodeStats:
     orders: int = 0
     revenue: int = 0
     average_order_value: int = 0
+    remaining_uses: int | None = None
+    remaining_budget: Money | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignStats:
+    campaign_id: str
+    display_name: str
+    currency: str
+    codes: int = 0
+    redemptions: int = 0
+    releases: int = 0
+    unique_users: int = 0
+    discount_cost: int = 0
+    orders: int = 0
+    revenue: int = 0
     remaining_uses: int | None = None
     remaining_budget: Money | None = None
 

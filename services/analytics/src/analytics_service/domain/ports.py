@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from analytics_service.domain.model import (
+    CampaignInfo,
     CodeTotals,
     Consumption,
     Granularity,
@@ -80,6 +81,33 @@ class AnalyticsStore(abc.ABC):
         """Per currency, its best `limit` codes by `ranking`, best first, ties by ascending code
         text then id. Candidates: codes with usages created, usages released or confirmed
         orders created in the range (latest state), in that currency."""
+
+    @abc.abstractmethod
+    async def campaign(self, campaign_id: str) -> CampaignInfo | None:
+        """The campaign's current rules and codes; None when no event names it (neither its
+        own events nor a code or usage of it)."""
+
+    @abc.abstractmethod
+    async def campaign_usage_totals(
+        self, time_range: TimeRange, campaign_id: str
+    ) -> dict[str, UsageTotals]:
+        """Usages of the campaign's codes created in the range, per currency."""
+
+    @abc.abstractmethod
+    async def campaign_release_counts(
+        self, time_range: TimeRange, campaign_id: str
+    ) -> dict[str, int]:
+        """Usages of the campaign's codes released in the range, per currency."""
+
+    @abc.abstractmethod
+    async def campaign_order_totals(
+        self, time_range: TimeRange, campaign_id: str
+    ) -> dict[str, OrderTotals]:
+        """Orders created in the range whose code (latest state) is one of the campaign's."""
+
+    @abc.abstractmethod
+    async def campaign_consumption(self, campaign_id: str) -> dict[str, Consumption]:
+        """All-time ACTIVE usages of the campaign's codes, per currency."""
 
     @abc.abstractmethod
     async def ready(self) -> bool:

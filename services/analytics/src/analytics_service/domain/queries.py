@@ -44,3 +44,10 @@ class GetOrdersTimeSeries:
 class GetOverview:
     time_range: TimeRange = ALL_TIME
     currency: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GetCampaignStats:
+    campaign_id: str
+    time_range: TimeRange = ALL_TIME
+    currency: str = ""

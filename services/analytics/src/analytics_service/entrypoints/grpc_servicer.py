@@ -14,6 +14,7 @@ import grpc
 
 from analytics_service.domain import model
 from analytics_service.domain.queries import (
+    GetCampaignStats,
     GetOrdersTimeSeries,
     GetOverview,
     GetPromoCodeStats,
@@ -63,6 +64,27 @@ def code_stats_message(stats: model.PromoCodeStats) -> analytics_pb2.PromoCodeSt
         orders=stats.orders,
         revenue=money(stats.currency, stats.revenue),
         average_order_value=money(stats.currency, stats.average_order_value),
+    )
+    if stats.remaining_uses is not None:
+        message.remaining_uses = stats.remaining_uses
+    if stats.remaining_budget is not None:
+        message.remaining_budget.CopyFrom(
+            money(stats.remaining_budget.currency, stats.remaining_budget.amount)
+        )
+    return message
+
+
+def campaign_stats_message(stats: model.CampaignStats) -> analytics_pb2.CampaignStats:
+    message = analytics_pb2.CampaignStats(
+        campaign_id=stats.campaign_id,
+        display_name=stats.display_name,
+        codes=stats.codes,
+        redemptions=stats.redemptions,
+        releases=stats.releases,
+        unique_users=stats.unique_users,
+        discount_cost=money(stats.currency, stats.discount_cost),
+        orders=stats.orders,
+        revenue=money(stats.currency, stats.revenue),
     )
     if stats.remaining_uses is not None:
         message.remaining_uses = stats.remaining_uses
@@ -124,6 +146,13 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         )
         stats = await _within_deadline(context, self._analytics.get_promo_code_stats(query))
         return code_stats_message(stats)
+
+    async def GetCampaignStats(
+        self, request: analytics_pb2.GetCampaignStatsRequest, context: Context
+    ) -> analytics_pb2.CampaignStats:
+        query = GetCampaignStats(request.campaign_id, time_range(request), request.currency_code)
+        stats = await _within_deadline(context, self._analytics.get_campaign_stats(query))
+        return campaign_stats_message(stats)
 
     async def ListTopPromoCodes(
         self, request: analytics_pb2.ListTopPromoCodesRequest, context: Context

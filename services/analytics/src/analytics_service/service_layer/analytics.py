@@ -13,6 +13,8 @@ from typing import TypeVar
 
 from analytics_service.domain import rules
 from analytics_service.domain.model import (
+    CampaignInfo,
+    CampaignStats,
     Consumption,
     Money,
     OrderTotals,
@@ -27,6 +29,7 @@ from analytics_service.domain.model import (
 )
 from analytics_service.domain.ports import AnalyticsStore
 from analytics_service.domain.queries import (
+    GetCampaignStats,
     GetOrdersTimeSeries,
     GetOverview,
     GetPromoCodeStats,
@@ -54,6 +57,46 @@ class PromoCodeNotFound(NotFound):
             reason="PROMO_CODE_NOT_FOUND",
             metadata={"promo_code": key},
         )
+
+
+class CampaignNotFound(NotFound):
+    def __init__(self, campaign_id: str) -> None:
+        super().__init__(
+            f"no campaign {campaign_id!r} in analytics",
+            reason="CAMPAIGN_NOT_FOUND",
+            metadata={"campaign_id": campaign_id},
+        )
+
+
+def campaign_stats(
+    info: CampaignInfo,
+    currency: str,
+    usages: UsageTotals,
+    releases: int,
+    orders: OrderTotals,
+    consumption: Mapping[str, Consumption],
+) -> CampaignStats:
+    """The limits are the campaign's own, against all of its ACTIVE usages now: the uses in
+    every currency, the discount in the budget's currency (a budget is in one currency)."""
+    active_uses = sum(c.active_uses for c in consumption.values())
+    remaining_budget = None
+    if info.budget is not None:
+        granted = consumption.get(info.budget.currency, Consumption()).discount_granted
+        remaining_budget = Money(info.budget.currency, info.budget.amount - granted)
+    return CampaignStats(
+        campaign_id=info.campaign_id,
+        display_name=info.display_name,
+        currency=currency,
+        codes=info.codes,
+        redemptions=usages.redemptions,
+        releases=releases,
+        unique_users=usages.users,
+        discount_cost=usages.active_discount,
+        orders=orders.confirmed,
+        revenue=orders.revenue,
+        remaining_uses=None if info.max_uses is None else info.max_uses - active_uses,
+        remaining_budget=remaining_budget,
+    )
 
 
 def code_stats(
@@ -130,6 +173,37 @@ class Analytics:
             releases.get(currency, 0),
             orders.get(currency, OrderTotals()),
             consumption.get(promo_code_id, Consumption()),
+        )
+
+    # --- GetCampaignStats -------------------------------------------------------------------
+
+    async def get_campaign_stats(self, query: GetCampaignStats) -> CampaignStats:
+        violations = Violations()
+        rules.check_identifier(violations, query.campaign_id, path="campaign_id")
+        rules.check_range(violations, query.time_range, path="time_range")
+        rules.check_currency(violations, query.currency)
+        violations.raise_if_any()
+
+        info = await self._store.campaign(query.campaign_id)
+        if info is None:
+            raise CampaignNotFound(query.campaign_id)
+        usages, releases, orders, consumption = await asyncio.gather(
+            self._store.campaign_usage_totals(query.time_range, query.campaign_id),
+            self._store.campaign_release_counts(query.time_range, query.campaign_id),
+            self._store.campaign_order_totals(query.time_range, query.campaign_id),
+            self._store.campaign_consumption(query.campaign_id),
+        )
+        orders = _confirmed(orders)
+        # The currency rule of a code's statistics: the range's rows select it, never the
+        # all-time consumption behind the remaining limits.
+        currency = rules.choose_currency(query.currency, _currencies(usages, releases, orders))
+        return campaign_stats(
+            info,
+            currency,
+            usages.get(currency, UsageTotals()),
+            releases.get(currency, 0),
+            orders.get(currency, OrderTotals()),
+            consumption,
         )
 
     # --- ListTopPromoCodes ------------------------------------------------------------------

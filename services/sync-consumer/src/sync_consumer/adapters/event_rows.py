@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from promo.v1 import events_pb2, orders_pb2, promo_codes_pb2
 from promo_libs.analytics_schema import (
+    CAMPAIGNS,
     CODE_DICTIONARY,
     CODE_ORDERS_DAILY,
     CODE_ORDERS_MONTHLY,
@@ -170,10 +171,31 @@ def _promo_code(snapshot: events_pb2.PromoCodeSnapshot) -> Row:
         "max_uses_per_user": snapshot.max_uses_per_user,
         "budget_minor": snapshot.budget_minor,
         "batch_id": snapshot.batch_id,
+        "campaign_id": snapshot.campaign_id,
         "active": int(snapshot.active),
         "valid_from": _dt(snapshot, "valid_from"),
         "valid_until": _dt(snapshot, "valid_until"),
         "create_time": _dt(snapshot, "create_time"),
+    }
+
+
+def _campaign(snapshot: events_pb2.CampaignSnapshot) -> Row:
+    # An unset limit is none at all, and a set one may be any value: hence the has_ flags.
+    return {
+        "campaign_id": snapshot.id,
+        "display_name": snapshot.display_name,
+        "description": snapshot.description,
+        "has_max_uses": int(snapshot.HasField("max_uses")),
+        "max_uses": snapshot.max_uses,
+        "has_max_uses_per_user": int(snapshot.HasField("max_uses_per_user")),
+        "max_uses_per_user": snapshot.max_uses_per_user,
+        "has_budget": int(snapshot.HasField("budget_minor")),
+        "budget_minor": snapshot.budget_minor,
+        "currency_code": snapshot.currency_code,
+        "valid_from": _dt(snapshot, "valid_from"),
+        "valid_until": _dt(snapshot, "valid_until"),
+        "create_time": _dt(snapshot, "create_time"),
+        "update_time": _dt(snapshot, "update_time"),
     }
 
 
@@ -190,6 +212,7 @@ def _usage(event: events_pb2.PromoCodeRedeemed | events_pb2.PromoCodeReleased) -
         "user_id": usage.user_id,
         "user_email": event.user.email,
         "order_id": usage.order_id,
+        "campaign_id": usage.campaign_id,
         "currency_code": usage.currency_code,
         "order_amount_minor": usage.order_amount_minor,
         "discount_minor": usage.discount_minor,
@@ -226,6 +249,7 @@ def _order(
         "promo_code": order.promo_code,
         "promo_code_id": order.promo_code_id,
         "promo_code_usage_id": order.promo_code_usage_id,
+        "campaign_id": order.campaign_id,
         "discount_type": _discount_type(event.promo_code.discount_type) if has_promo else "",  # type: ignore[union-attr]
         "status": orders_pb2.OrderStatus.Name(order.status).removeprefix("ORDER_STATUS_"),
         "rejection_reason": order.rejection_reason,
@@ -249,6 +273,14 @@ def _promo_code_row(envelope: events_pb2.EventEnvelope, field: str) -> TableRow:
     return TableRow(PROMO_CODES, _promo_code(event.promo_code))
 
 
+def _campaign_row(envelope: events_pb2.EventEnvelope, field: str) -> TableRow:
+    event = getattr(envelope, field)
+    _require(event, "campaign")
+    if not event.campaign.id:
+        raise MalformedEvent(f"{field} without a campaign id")
+    return TableRow(CAMPAIGNS, _campaign(event.campaign))
+
+
 _MAPPERS: dict[str, Callable[[events_pb2.EventEnvelope, str], TableRow]] = {
     "user_created": _user_row,
     "user_updated": _user_row,
@@ -256,6 +288,8 @@ _MAPPERS: dict[str, Callable[[events_pb2.EventEnvelope, str], TableRow]] = {
     "promo_code_created": _promo_code_row,
     "promo_code_updated": _promo_code_row,
     "promo_code_deactivated": _promo_code_row,
+    "campaign_created": _campaign_row,
+    "campaign_updated": _campaign_row,
     "promo_code_redeemed": lambda e, f: TableRow(USAGES, _usage(getattr(e, f))),
     "promo_code_released": lambda e, f: TableRow(USAGES, _usage(getattr(e, f))),
     "order_created": lambda e, f: TableRow(ORDERS, _order(getattr(e, f))),
