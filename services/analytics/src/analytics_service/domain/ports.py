@@ -14,6 +14,8 @@ from datetime import datetime
 from analytics_service.domain.model import (
     CodeTotals,
     Consumption,
+    CostGrouping,
+    DiscountCost,
     Granularity,
     OrderTotals,
     PromoCodeInfo,
@@ -80,6 +82,19 @@ class AnalyticsStore(abc.ABC):
         """Per currency, its best `limit` codes by `ranking`, best first, ties by ascending code
         text then id. Candidates: codes with usages created, usages released or confirmed
         orders created in the range (latest state), in that currency."""
+
+    @abc.abstractmethod
+    async def discount_costs(
+        self,
+        time_range: TimeRange,
+        grouping: CostGrouping,
+        limit: int,
+        campaign_id: str | None = None,
+    ) -> dict[str, list[DiscountCost]]:
+        """Per currency, its `limit` products or categories (a line counts in each of its
+        categories) with the largest discount, ties by ascending key, over the lines of the
+        orders created in the range that are CONFIRMED now (optionally: whose code belongs to
+        the campaign now); keys without discount, and lines without a product id, left out."""
 
     @abc.abstractmethod
     async def ready(self) -> bool:
