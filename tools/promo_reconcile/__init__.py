@@ -23,7 +23,10 @@ key is the recomputed value; its all-zero groups equal absent ones):
 - code_orders_daily: orders_daily's facts per day, currency and code (the order's code now);
 - orders_monthly, usages_monthly, code_orders_monthly: the three daily facts per month (its
   first day), their distinct buyers or holders counted over the month;
-- code_dictionary: per code text, id and source (the dimension; the usages), present.
+- code_dictionary: per code text, id and source (the dimension; the usages), present;
+- order_lines: per order line (order id, line index), its status, campaign, product, quantity,
+  unit price and discount share; an order stored before carts is the one line of its subtotal
+  holding its discount, as the orders service reads (and publishes) it.
 
 Database names come from USERS_MONGODB_DB_NAME, PROMOCODES_MONGODB_DB_NAME and
 ORDERS_MONGODB_DB_NAME (defaults: the services' own defaults) or the matching flags.
@@ -170,6 +173,28 @@ def truth_facts(
     return facts
 
 
+def add_order_lines(facts: Facts, orders: Iterable[Document]) -> None:
+    """Every line of every order with its order's current state (fact `order_lines`)."""
+    for order in orders:
+        lines = order.get("lines") or [
+            {
+                "quantity": 1,
+                "unit_price": order["subtotal_minor"],
+                "discount": order.get("discount_minor", 0),
+            }
+        ]
+        for index, line in enumerate(lines):
+            facts["order_lines"][(order["_id"], index)] = (
+                order["status"],
+                order.get("campaign_id", ""),
+                line.get("product_id", ""),
+                ",".join(line.get("category_ids") or ()),
+                int(line["quantity"]),
+                int(line["unit_price"]),
+                int(line.get("discount", 0)),
+            )
+
+
 def _add_months(
     facts: Facts, buyers: Mapping[Key, set[str]], holders: Mapping[Key, set[str]]
 ) -> None:
@@ -257,6 +282,9 @@ _QUERIES: Mapping[str, str] = {
     "code_dictionary": "SELECT code, promo_code_id, toInt64(source), toInt64(1)"
     f" FROM {{db}}.{schema.CODE_DICTIONARY} WHERE source < 2"
     " GROUP BY code, promo_code_id, source",
+    "order_lines": "SELECT order_id, toInt64(line_index), status, campaign_id, product_id,"
+    " arrayStringConcat(category_ids, ','), quantity, unit_price_minor, discount_minor"
+    f" FROM {{db}}.{schema.ORDER_LINES} FINAL",
 }
 # How many leading columns of each query form the key.
 _KEY_WIDTH = {
@@ -276,6 +304,7 @@ _KEY_WIDTH = {
     "usages_monthly": 3,
     "code_orders_monthly": 3,
     "code_dictionary": 3,
+    "order_lines": 2,
 }
 
 
@@ -315,12 +344,14 @@ async def reconcile(settings: ReconcileSettings) -> tuple[list[Difference], dict
         users_db = mongo[settings.users_mongodb_db_name]
         codes_db = mongo[settings.promocodes_mongodb_db_name]
         orders_db = mongo[settings.orders_mongodb_db_name]
+        orders = await _documents(orders_db, "orders")
         truth = truth_facts(
             await _documents(users_db, "users"),
             await _documents(codes_db, "promo_codes"),
             await _documents(codes_db, "promo_code_usages"),
-            await _documents(orders_db, "orders"),
+            orders,
         )
+        add_order_lines(truth, orders)
         analytics = await analytics_facts(clickhouse)
     finally:
         await clickhouse.close()
