@@ -34,11 +34,13 @@ async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
 async def test_migrations_create_everything_once_and_are_recorded(clickhouse: ClickHouse) -> None:
     migrations = analytics_schema.migrations()
     db = clickhouse.database
-    assert await apply_migrations(clickhouse.client, db, migrations) == list(range(1, 10))
+    # 010 and 011 (campaigns) come from another branch: the migrator needs no contiguity.
+    every = [*range(1, 10), 12]
+    assert await apply_migrations(clickhouse.client, db, migrations) == every
     assert await apply_migrations(clickhouse.client, db, migrations) == []
     # A process that died after the statements but before recording them applies them again.
     await clickhouse.client.execute(f"DROP TABLE {db}.schema_migrations")
-    assert await apply_migrations(clickhouse.client, db, migrations) == list(range(1, 10))
+    assert await apply_migrations(clickhouse.client, db, migrations) == every
     tables = {
         row["name"]
         for row in await clickhouse.client.fetch(
@@ -58,6 +60,7 @@ async def test_migrations_create_everything_once_and_are_recorded(clickhouse: Cl
         "usages_monthly",
         "code_orders_monthly",
         "code_dictionary",
+        "order_lines",
         "schema_migrations",
     } <= tables
     # No materialized view is left to feed users_analytics: it is recomputed (adapters.derived).
