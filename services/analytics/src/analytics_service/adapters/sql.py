@@ -20,6 +20,8 @@ all through chdb):
   of its partial months (the daily rollups) and the partial days at its edges (raw rows,
   argMax): rows read grow with the months of the range, not with its days or orders
   (`_rollup_ranges`); day and week buckets read days only, hour buckets raw rows;
+- ListDiscountCosts reads the order lines themselves (order_lines, no rollup yet): FINAL or
+  argMax by the same rule, categories expanded by arrayJoin;
 - results as plain String, Int64 and UInt32 columns (and one Array(String)), no LowCardinality,
   no DateTime64; UNION ALL branches cast to identical types.
 """

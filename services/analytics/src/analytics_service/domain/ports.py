@@ -93,8 +93,9 @@ class AnalyticsStore(abc.ABC):
     ) -> dict[str, list[DiscountCost]]:
         """Per currency, its `limit` products or categories (a line counts in each of its
         categories) with the largest discount, ties by ascending key, over the lines of the
-        orders created in the range that are CONFIRMED now (optionally: whose code belongs to
-        the campaign now); keys without discount, and lines without a product id, left out."""
+        orders created in the range that are CONFIRMED now (with `campaign_id`: only orders
+        whose latest version names that campaign); keys without discount, and lines without a
+        product id, left out."""
 
     @abc.abstractmethod
     async def ready(self) -> bool:

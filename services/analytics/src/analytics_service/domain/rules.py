@@ -7,8 +7,8 @@
   00:00, months from the 1st. A series has at most MAX_BUCKETS points (RANGE_TOO_LARGE).
 - Currency: sums never mix currencies. A requested currency selects its rows; an empty one means
   "the only currency present", and zeros with an empty currency when none is. When several are
-  present, the overview, the top list and the time series answer per currency
-  (`currencies_to_answer`); a code's or a user's statistics refuse with CURRENCY_REQUIRED.
+  present, the overview, the top list, the discount costs and the time series answer per
+  currency (`currencies_to_answer`); a code's or a user's statistics refuse with CURRENCY_REQUIRED.
 """
 
 from __future__ import annotations
