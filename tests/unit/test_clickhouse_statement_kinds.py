@@ -7,7 +7,7 @@ import pytest
 from aiochclient import ChClient
 
 from analytics_service.adapters import sql
-from analytics_service.domain.model import Granularity, Ranking, TimeRange
+from analytics_service.domain.model import CostGrouping, Granularity, Ranking, TimeRange
 from promo_libs import analytics_schema
 from promo_libs.clickhouse.client import _ChClient
 from sync_consumer.adapters.derived import REFRESH, refresh_statement
@@ -33,6 +33,12 @@ STATEMENTS = [
     *(sql.order_series("db", r, g) for r in RANGES for g in Granularity),
     *(sql.usage_totals("db", r) for r in RANGES),
     *(sql.top_promo_codes("db", r, k, 10) for r in RANGES for k in Ranking),
+    *(
+        sql.discount_costs("db", r, g, 10, c)
+        for r in RANGES
+        for g in CostGrouping
+        for c in (None, "k1")
+    ),
     sql.consumption("db", ["p1", "p2"]),
     sql.find_promo_code_id("db", "SPRING"),
     sql.campaign("db", "c1"),

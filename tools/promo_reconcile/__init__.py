@@ -27,6 +27,9 @@ key is the recomputed value; its all-zero groups equal absent ones):
 - campaigns: per campaign, its rules (name; each limit, set or not, and its value; the
   budget's currency); per campaign, how many codes belong to it now; per campaign and status,
   the usages (count, discount) and the orders (count, total) that name it.
+- order_lines: per order line (order id, line index), its status, campaign, product, quantity,
+  unit price and discount share; an order stored before carts is the one line of its subtotal
+  holding its discount, as the orders service reads (and publishes) it.
 
 Database names come from USERS_MONGODB_DB_NAME, PROMOCODES_MONGODB_DB_NAME and
 ORDERS_MONGODB_DB_NAME (defaults: the services' own defaults) or the matching flags.
@@ -211,6 +214,28 @@ def truth_facts(
     return facts
 
 
+def add_order_lines(facts: Facts, orders: Iterable[Document]) -> None:
+    """Every line of every order with its order's current state (fact `order_lines`)."""
+    for order in orders:
+        lines = order.get("lines") or [
+            {
+                "quantity": 1,
+                "unit_price": order["subtotal_minor"],
+                "discount": order.get("discount_minor", 0),
+            }
+        ]
+        for index, line in enumerate(lines):
+            facts["order_lines"][(order["_id"], index)] = (
+                order["status"],
+                order.get("campaign_id", ""),
+                line.get("product_id", ""),
+                ",".join(line.get("category_ids") or ()),
+                int(line["quantity"]),
+                int(line["unit_price"]),
+                int(line.get("discount", 0)),
+            )
+
+
 def _add_months(
     facts: Facts, buyers: Mapping[Key, set[str]], holders: Mapping[Key, set[str]]
 ) -> None:
@@ -310,6 +335,9 @@ _QUERIES: Mapping[str, str] = {
     f" FROM {{db}}.{schema.USAGES} FINAL WHERE campaign_id != '' GROUP BY campaign_id, status",
     "orders by campaign": "SELECT campaign_id, status, toInt64(count()), sum(total_minor)"
     f" FROM {{db}}.{schema.ORDERS} FINAL WHERE campaign_id != '' GROUP BY campaign_id, status",
+    "order_lines": "SELECT order_id, toInt64(line_index), status, campaign_id, product_id,"
+    " arrayStringConcat(category_ids, ','), quantity, unit_price_minor, discount_minor"
+    f" FROM {{db}}.{schema.ORDER_LINES} FINAL",
 }
 # How many leading columns of each query form the key.
 _KEY_WIDTH = {
@@ -333,6 +361,7 @@ _KEY_WIDTH = {
     "campaign codes": 1,
     "usages by campaign": 2,
     "orders by campaign": 2,
+    "order_lines": 2,
 }
 
 
@@ -372,13 +401,15 @@ async def reconcile(settings: ReconcileSettings) -> tuple[list[Difference], dict
         users_db = mongo[settings.users_mongodb_db_name]
         codes_db = mongo[settings.promocodes_mongodb_db_name]
         orders_db = mongo[settings.orders_mongodb_db_name]
+        orders = await _documents(orders_db, "orders")
         truth = truth_facts(
             await _documents(users_db, "users"),
             await _documents(codes_db, "promo_codes"),
             await _documents(codes_db, "promo_code_usages"),
-            await _documents(orders_db, "orders"),
+            orders,
             await _documents(codes_db, "campaigns"),
         )
+        add_order_lines(truth, orders)
         analytics = await analytics_facts(clickhouse)
     finally:
         await clickhouse.close()

@@ -6,7 +6,8 @@ reads them; reconcile and the benchmarks use the same names. A table's columns a
 migrations create (`migrations/NNN_name.sql`, `${database}` replaced by CLICKHOUSE_DATABASE and
 each `${<fragment>}` by its shared column list in MIGRATION_FRAGMENTS).
 
-- Event tables, one row per (entity, version), ReplacingMergeTree keyed by the entity id;
+- Event tables, one row per (entity, version), ReplacingMergeTree keyed by the entity id (for
+  order_lines the entity is one line of an order, every line written at every order version);
   readers take the latest version per entity (FINAL or argMax by `version`).
 - Derived tables, recomputed from the latest state of the event tables (never fed deltas),
   ReplacingMergeTree by a state version; readers take the latest row per key (FINAL).
@@ -32,6 +33,8 @@ PROMO_CODES = "promo_codes"
 CAMPAIGNS = "campaigns"
 USAGES = "promo_code_usages_analytics"
 ORDERS = "orders_analytics"
+# One row per order line and order version, with its order's state (issue 14).
+ORDER_LINES = "order_lines"
 USERS_ANALYTICS = "users_analytics"
 # Per UTC day of creation and currency: the orders' latest state (a rollup; issue 11).
 ORDERS_DAILY = "orders_daily"
@@ -45,7 +48,7 @@ ORDERS_MONTHLY = "orders_monthly"
 USAGES_MONTHLY = "usages_monthly"
 CODE_ORDERS_MONTHLY = "code_orders_monthly"
 
-EVENT_TABLES = (USERS, PROMO_CODES, CAMPAIGNS, USAGES, ORDERS)
+EVENT_TABLES = (USERS, PROMO_CODES, CAMPAIGNS, USAGES, ORDERS, ORDER_LINES)
 # Code text -> ids that ever carried it, per source (dimension, usages, orders): GetPromoCodeStats
 # by code text reads one primary-key range here instead of scanning the event tables' texts.
 CODE_DICTIONARY = "code_dictionary"
@@ -69,6 +72,9 @@ ENTITY_KEYS = {
     CAMPAIGNS: "campaign_id",
     USAGES: "usage_id",
     ORDERS: "order_id",
+    # A line, not its order: the guard then stores each line's version once, also when an
+    # INSERT committed the block with some of an order's lines and not the one with the rest.
+    ORDER_LINES: "line_id",
 }
 
 MIGRATIONS_FOLDER = Path(str(resources.files(__package__) / "migrations"))

@@ -13,6 +13,8 @@ from analytics_service.domain.model import (
     CampaignInfo,
     CodeTotals,
     Consumption,
+    CostGrouping,
+    DiscountCost,
     Granularity,
     OrderTotals,
     PromoCodeInfo,
@@ -50,6 +52,23 @@ class UsageState:
     create_time: datetime
     status: str = "ACTIVE"  # or RELEASED
     release_time: datetime | None = None
+    campaign_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LineState:
+    """One order line with its order's current state (a row of order_lines, latest version)."""
+
+    order_id: str
+    line_index: int
+    currency: str
+    status: str
+    create_time: datetime
+    product_id: str = ""
+    category_ids: tuple[str, ...] = ()
+    quantity: int = 1
+    unit_price: int = 0
+    discount: int = 0
     campaign_id: str = ""
 
 
@@ -98,11 +117,16 @@ class MemoryStore(AnalyticsStore):
         self.usages: dict[str, UsageState] = {}
         self.codes: dict[str, PromoCodeInfo] = {}
         self.campaigns: dict[str, CampaignInfo] = {}
+        self.lines: dict[tuple[str, int], LineState] = {}
         self.is_ready = True
 
-    def add(self, *items: OrderState | UsageState | PromoCodeInfo | CampaignInfo) -> None:
+    def add(
+        self, *items: OrderState | UsageState | PromoCodeInfo | CampaignInfo | LineState
+    ) -> None:
         for item in items:
-            if isinstance(item, OrderState):
+            if isinstance(item, LineState):
+                self.lines[(item.order_id, item.line_index)] = item
+            elif isinstance(item, OrderState):
                 self.orders[item.order_id] = item
             elif isinstance(item, CampaignInfo):
                 self.campaigns[item.campaign_id] = item
@@ -291,4 +315,38 @@ class MemoryStore(AnalyticsStore):
         return {
             c: Consumption(len(g), sum(u.discount for u in g))
             for c, g in _group(active, lambda u: u.currency).items()
+        }
+
+    async def discount_costs(
+        self,
+        time_range: TimeRange,
+        grouping: CostGrouping,
+        limit: int,
+        campaign_id: str | None = None,
+    ) -> dict[str, list[DiscountCost]]:
+        sums: dict[tuple[str, str], list[int]] = {}
+        orders: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for line in self.lines.values():
+            if line.status != "CONFIRMED" or not _inside(line.create_time, time_range):
+                continue
+            if campaign_id is not None and line.campaign_id != campaign_id:
+                continue
+            if grouping is CostGrouping.CATEGORY:
+                keys = sorted(set(line.category_ids))
+            else:
+                keys = [line.product_id] if line.product_id else []
+            for key in keys:
+                totals = sums.setdefault((line.currency, key), [0, 0, 0])
+                totals[0] += line.discount
+                totals[1] += line.quantity * line.unit_price
+                totals[2] += line.quantity
+                orders[(line.currency, key)].add(line.order_id)
+        costs: dict[str, list[DiscountCost]] = {}
+        for (currency, key), (discount, gross, units) in sums.items():
+            if discount > 0:
+                entry = DiscountCost(key, discount, gross, units, len(orders[(currency, key)]))
+                costs.setdefault(currency, []).append(entry)
+        return {
+            currency: sorted(entries, key=lambda e: (-e.discount, e.key))[:limit]
+            for currency, entries in sorted(costs.items())
         }

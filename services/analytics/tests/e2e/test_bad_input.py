@@ -192,6 +192,69 @@ CASES: list[tuple[str, str, Any, str, str]] = [
         "PROMO_CODE_NOT_FOUND",
     ),
     (
+        "costs-limit-1001",
+        "ListDiscountCosts",
+        pb.ListDiscountCostsRequest(limit=1001),
+        "INVALID_ARGUMENT",
+        "limit",
+    ),
+    (
+        "costs-negative-limit",
+        "ListDiscountCosts",
+        pb.ListDiscountCostsRequest(limit=-1),
+        "INVALID_ARGUMENT",
+        "limit",
+    ),
+    (
+        "costs-end-before-start",
+        "ListDiscountCosts",
+        pb.ListDiscountCostsRequest(time_range=span(T0, T0 - timedelta(seconds=1))),
+        "INVALID_ARGUMENT",
+        "time_range.end_time",
+    ),
+    (
+        "costs-empty-range",
+        "ListDiscountCosts",
+        pb.ListDiscountCostsRequest(time_range=span(T0, T0)),
+        "INVALID_ARGUMENT",
+        "time_range.end_time",
+    ),
+    (
+        "costs-before-1970",
+        "ListDiscountCosts",
+        pb.ListDiscountCostsRequest(time_range=span(datetime(1969, 12, 31, tzinfo=UTC), None)),
+        "INVALID_ARGUMENT",
+        "time_range.start_time",
+    ),
+    (
+        "costs-unknown-grouping",
+        "ListDiscountCosts",
+        pb.ListDiscountCostsRequest(group_by=7),  # type: ignore[arg-type]
+        "INVALID_ARGUMENT",
+        "group_by",
+    ),
+    (
+        "costs-bad-currency",
+        "ListDiscountCosts",
+        pb.ListDiscountCostsRequest(currency_code="eu"),
+        "INVALID_ARGUMENT",
+        "currency_code",
+    ),
+    (
+        "costs-campaign-too-long",
+        "ListDiscountCosts",
+        pb.ListDiscountCostsRequest(campaign_id="k" * 129),
+        "INVALID_ARGUMENT",
+        "campaign_id",
+    ),
+    (
+        "costs-control-character-campaign",
+        "ListDiscountCosts",
+        pb.ListDiscountCostsRequest(campaign_id="k\x00"),
+        "INVALID_ARGUMENT",
+        "campaign_id",
+    ),
+    (
         "unknown-code-id",
         "GetPromoCodeStats",
         pb.GetPromoCodeStatsRequest(promo_code_id="nope"),
@@ -283,6 +346,11 @@ async def test_valid_requests_on_an_empty_store_answer_zeros(
     async with empty_analytics.channel() as channel:
         stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
         top = await stub.ListTopPromoCodes(pb.ListTopPromoCodesRequest(limit=100))
+        costs = await stub.ListDiscountCosts(  # exactly the maximum limit is allowed
+            pb.ListDiscountCostsRequest(
+                limit=1000, group_by=pb.DISCOUNT_COST_GROUPING_CATEGORY, campaign_id="k1"
+            )
+        )
         user = await stub.GetUserStats(pb.GetUserStatsRequest(user_id="ghost", currency_code="EUR"))
         series = await stub.GetOrdersTimeSeries(
             pb.GetOrdersTimeSeriesRequest(
@@ -290,6 +358,7 @@ async def test_valid_requests_on_an_empty_store_answer_zeros(
             )
         )
     assert list(top.entries) == []
+    assert costs == pb.ListDiscountCostsResponse()
     assert user.user_id == "ghost" and user.orders == 0
     assert user.revenue == common_pb2.Money(currency_code="EUR", amount_minor=0)
     assert len(series.points) == 1000  # exactly the limit is allowed

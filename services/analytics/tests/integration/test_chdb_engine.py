@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import chdb.session
+import discount_costs_scenario
 import pytest
 from aiochclient.types import rows2ch
 from analytics_inprocess import servicer_call
@@ -23,8 +24,11 @@ from analytics_scenario import Scenario, compare_everything, insert_statements
 from analytics_service.adapters.clickhouse_store import ClickHouseStore, SqlRunner
 from promo_libs import analytics_schema
 from promo_libs.analytics_schema import DERIVED_TABLES
+from promo_libs.bus import ENVELOPE_FIELD
 from promo_libs.clickhouse.migrations import apply_migrations
 from sync_consumer.adapters.derived import refresh_statement
+from sync_consumer.adapters.event_rows import rows_for
+from sync_consumer.domain.model import StreamEntry
 
 DATABASE = "analytics"
 
@@ -92,3 +96,23 @@ def test_every_query_answers_the_truth(engine: Chdb) -> None:
     summed = f"SELECT sum(orders) FROM {DATABASE}.users_analytics FINAL"
     assert engine.run(summed, "CSV").strip() == (str(confirmed_now))
     assert len(engine.statements) - before > 1000  # every kind of statement ran many times
+
+
+def test_discount_costs_answer_the_truth_on_the_current_engine(engine: Chdb) -> None:
+    """ListDiscountCosts' SQL (FINAL and argMax forms, arrayJoin over categories, LIMIT BY) on
+    current ClickHouse, over the order_lines rows sync-consumer writes for generated carts."""
+    orders = discount_costs_scenario.generate(seed=3)
+    rows = []
+    for n, event in enumerate(
+        (e for order in orders for e in discount_costs_scenario.order_events(order)), start=1
+    ):
+        entry = StreamEntry("orders", f"{n}-0", {ENVELOPE_FIELD: event.SerializeToString()})
+        rows += [r.row for r in rows_for(entry) if r.table == analytics_schema.ORDER_LINES]
+    body = "\n".join(json.dumps(row) for row in rows)
+    engine.run(f"INSERT INTO {DATABASE}.{analytics_schema.ORDER_LINES} FORMAT JSONEachRow\n{body}")
+    call = servicer_call(ClickHouseStore(engine, DATABASE))
+    cases = discount_costs_scenario.all_cases()
+    for case in cases:
+        answer = asyncio.run(call("ListDiscountCosts", discount_costs_scenario.request(*case)))
+        assert answer == discount_costs_scenario.truth(orders, *case), case
+    assert len(cases) > 100

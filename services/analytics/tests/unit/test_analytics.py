@@ -8,6 +8,9 @@ import pytest
 
 from analytics_service.domain.model import (
     CampaignInfo,
+    CostGrouping,
+    DiscountCost,
+    DiscountCosts,
     Granularity,
     Money,
     PromoCodeInfo,
@@ -20,6 +23,7 @@ from analytics_service.domain.queries import (
     GetOverview,
     GetPromoCodeStats,
     GetUserStats,
+    ListDiscountCosts,
     ListTopPromoCodes,
 )
 from analytics_service.domain.rules import CurrencyRequired, RangeTooLarge
@@ -28,7 +32,7 @@ from analytics_service.service_layer.analytics import (
     CampaignNotFound,
     PromoCodeNotFound,
 )
-from analytics_testing.memory import MemoryStore, OrderState, UsageState
+from analytics_testing.memory import LineState, MemoryStore, OrderState, UsageState
 from promo_libs.errors import InvalidArgument
 
 T = datetime(2024, 5, 6, tzinfo=UTC)  # a Monday
@@ -212,6 +216,37 @@ def campaigns() -> MemoryStore:
     return s
 
 
+def line(
+    order_id: str,
+    index: int,
+    product: str,
+    categories: tuple[str, ...],
+    discount: int,
+    *,
+    currency: str = "EUR",
+    status: str = "CONFIRMED",
+    campaign: str = "",
+) -> LineState:
+    return LineState(
+        order_id, index, currency, status, T, product, categories, quantity=2, unit_price=500,
+        discount=discount, campaign_id=campaign,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def carts() -> MemoryStore:
+    s = MemoryStore()
+    s.add(
+        line("o1", 0, "shoe", ("shoes", "sale"), 100, campaign="k1"),
+        line("o1", 1, "sock", ("kids",), 30, campaign="k1"),
+        line("o2", 0, "shoe", ("shoes",), 50),
+        line("o3", 0, "shoe", ("shoes",), 999, status="CANCELLED"),
+        line("o4", 0, "hat", ("sale",), 0),
+        line("o5", 0, "shoe", ("shoes",), 70, currency="USD"),
+    )
+    return s
+
+
 async def test_campaign_stats_over_its_codes_and_limits_against_all_active_uses(
     campaigns: MemoryStore,
 ) -> None:
@@ -244,3 +279,43 @@ async def test_campaign_stats_refuse_bad_input_and_unknown_campaigns(
         assert field in [v.field for v in raised.value.violations]
     with pytest.raises(CampaignNotFound):
         await analytics.get_campaign_stats(GetCampaignStats("nope"))
+
+
+async def test_discount_costs_per_currency_and_for_one(carts: MemoryStore) -> None:
+    analytics = Analytics(carts)
+    both = await analytics.list_discount_costs(ListDiscountCosts())
+    assert both.currency == "" and [c.currency for c in both.per_currency] == ["EUR", "USD"]
+    eur = await analytics.list_discount_costs(ListDiscountCosts(currency="EUR"))
+    assert eur == DiscountCosts(
+        "EUR", (DiscountCost("shoe", 150, 2000, 4, 2), DiscountCost("sock", 30, 1000, 2, 1))
+    )
+    by_category = await analytics.list_discount_costs(
+        ListDiscountCosts(grouping=CostGrouping.CATEGORY, currency="EUR", limit=2)
+    )
+    assert [(e.key, e.discount) for e in by_category.entries] == [("shoes", 150), ("sale", 100)]
+    campaign = await analytics.list_discount_costs(
+        ListDiscountCosts(campaign_id="k1", grouping=CostGrouping.CATEGORY)
+    )
+    assert campaign.currency == "EUR"  # one currency in the campaign's lines: no per-currency
+    assert [(e.key, e.discount) for e in campaign.entries] == [
+        ("sale", 100), ("shoes", 100), ("kids", 30)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        (ListDiscountCosts(limit=1001), "limit"),
+        (ListDiscountCosts(limit=-5), "limit"),
+        (ListDiscountCosts(grouping=None), "group_by"),
+        (ListDiscountCosts(campaign_id=""), "campaign_id"),
+        (ListDiscountCosts(time_range=TimeRange(T, T)), "time_range.end_time"),
+        (ListDiscountCosts(currency="euro"), "currency_code"),
+    ],
+)
+async def test_discount_costs_refuse_bad_input(
+    carts: MemoryStore, query: ListDiscountCosts, field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        await Analytics(carts).list_discount_costs(query)
+    assert field in [v.field for v in raised.value.violations]

@@ -34,11 +34,11 @@ async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
 async def test_migrations_create_everything_once_and_are_recorded(clickhouse: ClickHouse) -> None:
     migrations = analytics_schema.migrations()
     db = clickhouse.database
-    assert await apply_migrations(clickhouse.client, db, migrations) == list(range(1, 12))
+    assert await apply_migrations(clickhouse.client, db, migrations) == list(range(1, 13))
     assert await apply_migrations(clickhouse.client, db, migrations) == []
     # A process that died after the statements but before recording them applies them again.
     await clickhouse.client.execute(f"DROP TABLE {db}.schema_migrations")
-    assert await apply_migrations(clickhouse.client, db, migrations) == list(range(1, 12))
+    assert await apply_migrations(clickhouse.client, db, migrations) == list(range(1, 13))
     tables = {
         row["name"]
         for row in await clickhouse.client.fetch(
@@ -59,9 +59,11 @@ async def test_migrations_create_everything_once_and_are_recorded(clickhouse: Cl
         "code_orders_monthly",
         "code_dictionary",
         "campaigns",
+        "order_lines",
         "schema_migrations",
     } <= tables
-    # 011's ADD COLUMNs ran twice above (18.16 has no IF NOT EXISTS there): once each.
+    # 011's ADD COLUMNs ran twice above (18.16 has no IF NOT EXISTS there): once each; 012's
+    # order_lines has the column from its CREATE.
     with_campaign = [
         row["table"]
         for row in await clickhouse.client.fetch(
@@ -72,6 +74,7 @@ async def test_migrations_create_everything_once_and_are_recorded(clickhouse: Cl
     ]
     assert with_campaign == [
         "campaigns",
+        "order_lines",
         "orders_analytics",
         "promo_code_usages_analytics",
         "promo_codes",

@@ -10,7 +10,7 @@ TOO_MANY_PARTS would.
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -26,7 +26,7 @@ from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.config import ClickHouseSettings
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
 from sync_consumer.adapters.event_rows import DERIVED, rows_for
-from sync_consumer.domain.model import StreamEntry
+from sync_consumer.domain.model import Row, StreamEntry
 from sync_consumer.service_layer.pipeline import StreamPipeline
 from sync_consumer_testing import synthetic
 from sync_consumer_testing.memory import InMemoryDeadLetters, InMemoryFailures
@@ -214,3 +214,74 @@ async def test_an_insert_the_client_gave_up_on_while_the_server_committed_is_cou
     # The server was still inserting when the client gave up.
     assert stored_at_timeout[0] < 4
     await assert_exact(clickhouse)
+
+
+class CountingSink(ClickHouseSink):
+    """The real sink, remembering how many rows each INSERT sent per table."""
+
+    def __init__(self, client: ChClient, database: str) -> None:
+        super().__init__(client, database)
+        self.sent: dict[str, list[int]] = {}
+
+    async def insert(self, table: str, rows: Sequence[Row]) -> None:
+        self.sent.setdefault(table, []).append(len(rows))
+        await super().insert(table, rows)
+
+
+async def test_an_order_whose_lines_insert_failed_between_its_parts_gets_every_line_once(
+    clickhouse: ClickHouse,
+) -> None:
+    """Issue 14: one order of four lines, one part per line, and a view that throws after the
+    third line's part committed: the INSERT stops there, the fourth line never lands. The
+    guard, keyed by line, sends exactly that line again; one keyed by order would find the
+    order's version stored and skip it for good."""
+    db = clickhouse.database
+    message = synthetic.order_event("confirmed", "cart", "u1", FEB, subtotal=800, version=2)
+    for n in range(4):
+        message.order_confirmed.order.lines.add(
+            sku=f"s{n}", product_id="p", quantity=1, unit_price_minor=200, discount_minor=n
+        )
+    cart = [
+        StreamEntry(
+            STREAM, "6000-0", {EVENT_ID_FIELD: b"x", ENVELOPE_FIELD: message.SerializeToString()}
+        )
+    ]
+    await clickhouse.client.execute(f"CREATE TABLE {db}.sink (x UInt8) ENGINE = Null")
+    await clickhouse.client.execute(
+        f"CREATE MATERIALIZED VIEW {db}.fault TO {db}.sink AS"
+        f" SELECT toUInt8(throwIf(line_index = 2)) AS x FROM {db}.order_lines"
+    )
+    stored_at_failure: list[int] = []
+
+    def on_retry(what: str, exc: Exception) -> None:
+        if what == "order_lines" and not stored_at_failure:
+            counted = clickhouse_query(
+                clickhouse.settings.clickhouse_host,
+                clickhouse.settings.clickhouse_port,
+                f"SELECT count() FROM {db}.order_lines",
+            )
+            stored_at_failure.append(int(counted))
+
+    async with aiohttp.ClientSession() as session:
+        client = ChClient(
+            session,
+            url=clickhouse.url,
+            database="default",
+            # One block, hence one part, per row: nothing squashes them together.
+            max_insert_block_size=1,
+            min_insert_block_size_rows=0,
+            min_insert_block_size_bytes=0,
+        )
+        sink = CountingSink(client, db)
+        task = asyncio.create_task(pipeline(sink, on_retry).handle(cart))
+        await until(lambda: bool(stored_at_failure))
+        await clickhouse.client.execute(f"DROP TABLE {db}.fault")
+        await asyncio.wait_for(task, 30)
+    assert stored_at_failure == [3]  # lines 0-2 committed, the fourth never sent to a part
+    # The retries sent the missing line only, once (a guard keyed by order would send none).
+    assert sink.sent["order_lines"][0] == 4 and sum(sink.sent["order_lines"][1:]) == 1, sink.sent
+    assert await rows(
+        clickhouse,
+        "SELECT line_id, version, discount_minor, count() FROM {db}.order_lines"
+        " GROUP BY line_id, version, discount_minor ORDER BY line_id",
+    ) == [[f"cart#{n}", "2", str(n), "1"] for n in range(4)]

@@ -21,6 +21,8 @@ from analytics_service.domain.model import (
     CampaignInfo,
     CodeTotals,
     Consumption,
+    CostGrouping,
+    DiscountCost,
     Granularity,
     Money,
     OrderTotals,
@@ -270,3 +272,24 @@ class ClickHouseStore(AnalyticsStore):
             )
             for row in await self._run(sql.campaign_consumption(self._db, campaign_id))
         }
+
+    async def discount_costs(
+        self,
+        time_range: TimeRange,
+        grouping: CostGrouping,
+        limit: int,
+        campaign_id: str | None = None,
+    ) -> dict[str, list[DiscountCost]]:
+        statement = sql.discount_costs(self._db, time_range, grouping, limit, campaign_id)
+        costs: dict[str, list[DiscountCost]] = {}
+        for row in await self._run(statement):
+            costs.setdefault(str(row["currency_code"]), []).append(
+                DiscountCost(
+                    key=str(row["cost_key"]),
+                    discount=_int(row["discount"]),
+                    gross=_int(row["gross"]),
+                    units=_int(row["units"]),
+                    orders=_int(row["orders"]),
+                )
+            )
+        return costs

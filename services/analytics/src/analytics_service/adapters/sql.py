@@ -20,6 +20,8 @@ all through chdb):
   of its partial months (the daily rollups) and the partial days at its edges (raw rows,
   argMax): rows read grow with the months of the range, not with its days or orders
   (`_rollup_ranges`); day and week buckets read days only, hour buckets raw rows;
+- ListDiscountCosts reads the order lines themselves (order_lines, no rollup yet): FINAL or
+  argMax by the same rule, categories expanded by arrayJoin;
 - results as plain String, Int64 and UInt32 columns (and one Array(String)), no LowCardinality,
   no DateTime64; UNION ALL branches cast to identical types.
 """
@@ -29,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from analytics_service.domain.model import Granularity, Ranking, TimeRange
+from analytics_service.domain.model import CostGrouping, Granularity, Ranking, TimeRange
 from promo_libs import analytics_schema as tables
 from promo_libs.clickhouse.client import ch_date, ch_datetime
 
@@ -45,6 +47,7 @@ REQUIRED_TABLES = (
     *tables.MONTHLY_TABLES,
     tables.CODE_DICTIONARY,
     tables.CAMPAIGNS,
+    tables.ORDER_LINES,
 )
 
 
@@ -587,6 +590,71 @@ def top_promo_codes(database: str, time_range: TimeRange, ranking: Ranking, limi
         f" FROM {database}.{tables.PROMO_CODES} GROUP BY promo_code_id) AS dimension"
         " USING promo_code_id"
         f" ORDER BY currency_code, {measure} DESC, rank_text, promo_code_id"
+        f" LIMIT {int(limit)} BY currency_code"
+    )
+
+
+def latest_lines(database: str, time_range: TimeRange, campaign_id: str | None = None) -> str:
+    """One row per line of the orders created in the range, with its order's current state.
+
+    A line's latest version is its order's latest version (every order event writes all its
+    lines). Conditions inside the de-duplication only on columns every version of a line
+    shares (creation time and date); status, discount share and campaign change, so they are
+    read as of the latest version and filtered outside."""
+    created = in_range("create_time", time_range, "order_date")
+    if _keeps_most(time_range, campaign_id):
+        return (
+            "SELECT order_id AS oid, currency_code AS currency, product_id AS product,"
+            " category_ids AS categories, quantity AS qty, unit_price_minor AS price,"
+            " discount_minor AS share, status AS state, campaign_id AS campaign"
+            f" FROM {database}.{tables.ORDER_LINES} FINAL WHERE {created}"
+        )
+    conditions = [created]
+    if campaign_id is not None:
+        # Narrows the scan to lines that ever named the campaign; the latest is checked outside.
+        conditions.append(
+            f"line_id IN (SELECT line_id FROM {database}.{tables.ORDER_LINES}"
+            f" WHERE campaign_id = {quote(campaign_id)} AND {created})"
+        )
+    return (
+        "SELECT any(order_id) AS oid, any(currency_code) AS currency, any(product_id) AS product,"
+        " any(category_ids) AS categories, any(quantity) AS qty, any(unit_price_minor) AS price,"
+        " argMax(discount_minor, version) AS share, argMax(status, version) AS state,"
+        " argMax(campaign_id, version) AS campaign"
+        f" FROM {database}.{tables.ORDER_LINES} WHERE {_where(*conditions)} GROUP BY line_id"
+    )
+
+
+_COST_KEYS = {
+    CostGrouping.PRODUCT: "product",
+    # A line counts once in each of its categories (arrayDistinct: a category listed twice
+    # on one line is still one category of it).
+    CostGrouping.CATEGORY: "arrayJoin(arrayDistinct(categories))",
+}
+
+
+def discount_costs(
+    database: str,
+    time_range: TimeRange,
+    grouping: CostGrouping,
+    limit: int,
+    campaign_id: str | None = None,
+) -> str:
+    """Per currency, the `limit` keys (product or category ids) with the largest discount over
+    the lines of the orders created in the range and CONFIRMED now, ties by ascending key;
+    `LIMIT n BY currency` keeps every currency's own list (the caller applies the currency
+    rule). Keys without discount, and the empty key (a line without product id), left out."""
+    lines = latest_lines(database, time_range, campaign_id)
+    kept = ["state = 'CONFIRMED'"]
+    if campaign_id is not None:
+        kept.append(f"campaign = {quote(campaign_id)}")
+    return (
+        f"SELECT currency AS currency_code, {_COST_KEYS[grouping]} AS cost_key,"
+        " toInt64(sum(share)) AS discount, toInt64(sum(qty * price)) AS gross,"
+        " toInt64(sum(qty)) AS units, toInt64(uniqExact(oid)) AS orders"
+        f" FROM ({lines}) WHERE {_where(*kept)}"
+        " GROUP BY currency_code, cost_key HAVING discount > 0 AND cost_key != ''"
+        " ORDER BY currency_code, discount DESC, cost_key"
         f" LIMIT {int(limit)} BY currency_code"
     )
 

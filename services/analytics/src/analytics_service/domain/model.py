@@ -18,6 +18,11 @@ class Granularity(enum.Enum):
     MONTH = "month"
 
 
+class CostGrouping(enum.Enum):
+    PRODUCT = "product"
+    CATEGORY = "category"
+
+
 class Ranking(enum.Enum):
     REDEMPTIONS = "redemptions"
     DISCOUNT = "discount"
@@ -194,3 +199,26 @@ class Overview:
     active_users: int = 0
     active_codes: int = 0
     per_currency: tuple[Overview, ...] = ()  # without a currency, on data of several
+
+
+@dataclass(frozen=True, slots=True)
+class DiscountCost:
+    """The lines of one product or category in the orders of a range CONFIRMED now, in one
+    currency: the sum of their discount shares, their gross (quantity x unit price), units and
+    distinct orders."""
+
+    key: str
+    discount: int = 0
+    gross: int = 0
+    units: int = 0
+    orders: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DiscountCosts:
+    """One currency's list, largest discount first; or, without a currency on data of several,
+    none at the top and one list per currency."""
+
+    currency: str
+    entries: tuple[DiscountCost, ...] = ()
+    per_currency: tuple[DiscountCosts, ...] = ()

@@ -15,6 +15,8 @@ from analytics_service.domain.model import (
     CampaignInfo,
     CodeTotals,
     Consumption,
+    CostGrouping,
+    DiscountCost,
     Granularity,
     OrderTotals,
     PromoCodeInfo,
@@ -108,6 +110,20 @@ class AnalyticsStore(abc.ABC):
     @abc.abstractmethod
     async def campaign_consumption(self, campaign_id: str) -> dict[str, Consumption]:
         """All-time ACTIVE usages of the campaign's codes, per currency."""
+
+    @abc.abstractmethod
+    async def discount_costs(
+        self,
+        time_range: TimeRange,
+        grouping: CostGrouping,
+        limit: int,
+        campaign_id: str | None = None,
+    ) -> dict[str, list[DiscountCost]]:
+        """Per currency, its `limit` products or categories (a line counts in each of its
+        categories) with the largest discount, ties by ascending key, over the lines of the
+        orders created in the range that are CONFIRMED now (with `campaign_id`: only orders
+        whose latest version names that campaign); keys without discount, and lines without a
+        product id, left out."""
 
     @abc.abstractmethod
     async def ready(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analytics_service.domain.model import ALL_TIME, Granularity, Ranking, TimeRange
+from analytics_service.domain.model import ALL_TIME, CostGrouping, Granularity, Ranking, TimeRange
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +51,12 @@ class GetCampaignStats:
     campaign_id: str
     time_range: TimeRange = ALL_TIME
     currency: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListDiscountCosts:
+    time_range: TimeRange = ALL_TIME
+    grouping: CostGrouping | None = CostGrouping.PRODUCT  # None: a value this version does not know
+    limit: int = 0
+    currency: str = ""
+    campaign_id: str | None = None

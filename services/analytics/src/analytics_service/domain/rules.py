@@ -7,8 +7,8 @@
   00:00, months from the 1st. A series has at most MAX_BUCKETS points (RANGE_TOO_LARGE).
 - Currency: sums never mix currencies. A requested currency selects its rows; an empty one means
   "the only currency present", and zeros with an empty currency when none is. When several are
-  present, the overview, the top list and the time series answer per currency
-  (`currencies_to_answer`); a code's or a user's statistics refuse with CURRENCY_REQUIRED.
+  present, the overview, the top list, the discount costs and the time series answer per
+  currency (`currencies_to_answer`); a code's or a user's statistics refuse with CURRENCY_REQUIRED.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from promo_libs.errors import FieldViolation, InvalidArgument, Violations
 MAX_BUCKETS = 1000
 DEFAULT_TOP_LIMIT = 10
 MAX_TOP_LIMIT = 100
+MAX_COST_LIMIT = 1000  # ListDiscountCosts
 MAX_ID_LENGTH = 128
 MAX_CODE_LENGTH = 64
 
@@ -103,11 +104,13 @@ def check_identifier(
         violations.add(path, "must not contain control characters")
 
 
-def top_limit(violations: Violations, limit: int, *, path: str = "limit") -> int:
+def top_limit(
+    violations: Violations, limit: int, *, path: str = "limit", maximum: int = MAX_TOP_LIMIT
+) -> int:
     if limit == 0:
         return DEFAULT_TOP_LIMIT
-    if not 1 <= limit <= MAX_TOP_LIMIT:
-        violations.add(path, f"must be between 1 and {MAX_TOP_LIMIT} (0 means {DEFAULT_TOP_LIMIT})")
+    if not 1 <= limit <= maximum:
+        violations.add(path, f"must be between 1 and {maximum} (0 means {DEFAULT_TOP_LIMIT})")
     return limit
 
 

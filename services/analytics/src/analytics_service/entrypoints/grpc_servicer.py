@@ -19,6 +19,7 @@ from analytics_service.domain.queries import (
     GetOverview,
     GetPromoCodeStats,
     GetUserStats,
+    ListDiscountCosts,
     ListTopPromoCodes,
 )
 from analytics_service.service_layer.analytics import Analytics
@@ -40,6 +41,12 @@ _GRANULARITIES = {
     analytics_pb2.TIME_GRANULARITY_DAY: model.Granularity.DAY,
     analytics_pb2.TIME_GRANULARITY_WEEK: model.Granularity.WEEK,
     analytics_pb2.TIME_GRANULARITY_MONTH: model.Granularity.MONTH,
+}
+
+_GROUPINGS = {
+    analytics_pb2.DISCOUNT_COST_GROUPING_UNSPECIFIED: model.CostGrouping.PRODUCT,
+    analytics_pb2.DISCOUNT_COST_GROUPING_PRODUCT: model.CostGrouping.PRODUCT,
+    analytics_pb2.DISCOUNT_COST_GROUPING_CATEGORY: model.CostGrouping.CATEGORY,
 }
 
 
@@ -124,6 +131,19 @@ def overview_message(o: model.Overview) -> analytics_pb2.Overview:
         active_users=o.active_users,
         active_codes=o.active_codes,
     )
+
+
+def cost_messages(costs: model.DiscountCosts) -> list[analytics_pb2.DiscountCost]:
+    return [
+        analytics_pb2.DiscountCost(
+            key=entry.key,
+            discount=money(costs.currency, entry.discount),
+            gross=money(costs.currency, entry.gross),
+            units=entry.units,
+            orders=entry.orders,
+        )
+        for entry in costs.entries
+    ]
 
 
 async def _within_deadline(context: Context, call: Awaitable[T]) -> T:
@@ -216,4 +236,26 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         query = GetOverview(time_range(request), request.currency_code)
         return overview_message(
             await _within_deadline(context, self._analytics.get_overview(query))
+        )
+
+    async def ListDiscountCosts(
+        self, request: analytics_pb2.ListDiscountCostsRequest, context: Context
+    ) -> analytics_pb2.ListDiscountCostsResponse:
+        query = ListDiscountCosts(
+            time_range=time_range(request),
+            grouping=_GROUPINGS.get(request.group_by),
+            limit=request.limit,
+            currency=request.currency_code,
+            # Optional in the contract: an empty one filters nothing.
+            campaign_id=request.campaign_id or None,
+        )
+        costs = await _within_deadline(context, self._analytics.list_discount_costs(query))
+        return analytics_pb2.ListDiscountCostsResponse(
+            entries=cost_messages(costs),
+            per_currency=[
+                analytics_pb2.CurrencyDiscountCosts(
+                    currency_code=one.currency, entries=cost_messages(one)
+                )
+                for one in costs.per_currency
+            ],
         )

@@ -16,6 +16,7 @@ from analytics_service.domain.model import (
     CampaignInfo,
     CampaignStats,
     Consumption,
+    DiscountCosts,
     Money,
     OrderTotals,
     Overview,
@@ -34,6 +35,7 @@ from analytics_service.domain.queries import (
     GetOverview,
     GetPromoCodeStats,
     GetUserStats,
+    ListDiscountCosts,
     ListTopPromoCodes,
 )
 from promo_libs.errors import NotFound, Violations
@@ -338,6 +340,32 @@ class Analytics:
                 per_currency=tuple(_overview(c, orders, usages, releases) for c in several),
             )
         return _overview(currency, orders, usages, releases)
+
+    # --- ListDiscountCosts ------------------------------------------------------------------
+
+    async def list_discount_costs(self, query: ListDiscountCosts) -> DiscountCosts:
+        violations = Violations()
+        rules.check_range(violations, query.time_range, path="time_range")
+        rules.check_currency(violations, query.currency)
+        limit = rules.top_limit(violations, query.limit, maximum=rules.MAX_COST_LIMIT)
+        if query.grouping is None:
+            violations.add("group_by", "unknown grouping")
+        if query.campaign_id is not None:
+            rules.check_identifier(violations, query.campaign_id, path="campaign_id")
+        violations.raise_if_any()
+        assert query.grouping is not None
+
+        # Ranked and cut in the store (SQL), per currency; the currency rule applies here.
+        costs = await self._store.discount_costs(
+            query.time_range, query.grouping, limit, query.campaign_id
+        )
+        currency, several = rules.currencies_to_answer(query.currency, set(costs))
+        if several:
+            return DiscountCosts(
+                currency="",
+                per_currency=tuple(DiscountCosts(c, tuple(costs[c])) for c in several),
+            )
+        return DiscountCosts(currency, tuple(costs.get(currency, ())))
 
 
 def _overview(

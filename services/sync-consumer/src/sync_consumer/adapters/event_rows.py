@@ -1,4 +1,5 @@
-"""promo.v1 event envelopes -> ClickHouse rows (denormalized, one row per event and table).
+"""promo.v1 event envelopes -> ClickHouse rows (denormalized, one row per event and table; an
+order event also gives one order_lines row per line of the order).
 
 Each row carries the event's id, type and time, the entity's version (ReplacingMergeTree keeps
 the highest) and the source stream position (the exactly-once guard). Payloads this consumer
@@ -20,6 +21,7 @@ from promo_libs.analytics_schema import (
     CODE_DICTIONARY,
     CODE_ORDERS_DAILY,
     CODE_ORDERS_MONTHLY,
+    ORDER_LINES,
     ORDERS,
     ORDERS_DAILY,
     ORDERS_MONTHLY,
@@ -225,12 +227,15 @@ def _usage(event: events_pb2.PromoCodeRedeemed | events_pb2.PromoCodeReleased) -
     }
 
 
-def _order(
-    event: events_pb2.OrderCreated
+_OrderEvent = (
+    events_pb2.OrderCreated
     | events_pb2.OrderConfirmed
     | events_pb2.OrderRejected
-    | events_pb2.OrderCancelled,
-) -> Row:
+    | events_pb2.OrderCancelled
+)
+
+
+def _order(event: _OrderEvent) -> Row:
     _require(event, "order")
     order = event.order
     created = _created(order, "order")
@@ -261,27 +266,68 @@ def _order(
     }
 
 
-def _user_row(envelope: events_pb2.EventEnvelope, field: str) -> TableRow:
+def _lines(event: _OrderEvent, order_row: Row) -> list[TableRow]:
+    """Every line of the order at this event's version, with the order's state: the latest
+    version of each line is then the order's latest state (status, discount shares, campaign),
+    and a status change reaches every line."""
+    order = event.order
+    return [
+        TableRow(
+            ORDER_LINES,
+            {
+                "line_id": f"{order.id}#{index}",
+                "order_id": order.id,
+                "line_index": index,
+                "order_date": order_row["order_date"],
+                "sku": line.sku,
+                "product_id": line.product_id,
+                "category_ids": list(line.category_ids),
+                "quantity": line.quantity,
+                "unit_price_minor": line.unit_price_minor,
+                "discount_minor": line.discount_minor,
+                "currency_code": order.currency_code,
+                "user_id": order.user_id,
+                "promo_code_id": order.promo_code_id,
+                "campaign_id": order.campaign_id,
+                "status": order_row["status"],
+                "create_time": order_row["create_time"],
+            },
+        )
+        for index, line in enumerate(order.lines)
+    ]
+
+
+def _order_rows(envelope: events_pb2.EventEnvelope, field: str) -> list[TableRow]:
+    event = getattr(envelope, field)
+    row = _order(event)
+    return [TableRow(ORDERS, row), *_lines(event, row)]
+
+
+def _user_row(envelope: events_pb2.EventEnvelope, field: str) -> list[TableRow]:
     event = getattr(envelope, field)
     _require(event, "user")
-    return TableRow(USERS, _user(event.user))
+    return [TableRow(USERS, _user(event.user))]
 
 
-def _promo_code_row(envelope: events_pb2.EventEnvelope, field: str) -> TableRow:
+def _promo_code_row(envelope: events_pb2.EventEnvelope, field: str) -> list[TableRow]:
     event = getattr(envelope, field)
     _require(event, "promo_code")
-    return TableRow(PROMO_CODES, _promo_code(event.promo_code))
+    return [TableRow(PROMO_CODES, _promo_code(event.promo_code))]
 
 
-def _campaign_row(envelope: events_pb2.EventEnvelope, field: str) -> TableRow:
+def _campaign_row(envelope: events_pb2.EventEnvelope, field: str) -> list[TableRow]:
     event = getattr(envelope, field)
     _require(event, "campaign")
     if not event.campaign.id:
         raise MalformedEvent(f"{field} without a campaign id")
-    return TableRow(CAMPAIGNS, _campaign(event.campaign))
+    return [TableRow(CAMPAIGNS, _campaign(event.campaign))]
 
 
-_MAPPERS: dict[str, Callable[[events_pb2.EventEnvelope, str], TableRow]] = {
+def _usage_row(envelope: events_pb2.EventEnvelope, field: str) -> list[TableRow]:
+    return [TableRow(USAGES, _usage(getattr(envelope, field)))]
+
+
+_MAPPERS: dict[str, Callable[[events_pb2.EventEnvelope, str], list[TableRow]]] = {
     "user_created": _user_row,
     "user_updated": _user_row,
     "user_deactivated": _user_row,
@@ -290,12 +336,12 @@ _MAPPERS: dict[str, Callable[[events_pb2.EventEnvelope, str], TableRow]] = {
     "promo_code_deactivated": _promo_code_row,
     "campaign_created": _campaign_row,
     "campaign_updated": _campaign_row,
-    "promo_code_redeemed": lambda e, f: TableRow(USAGES, _usage(getattr(e, f))),
-    "promo_code_released": lambda e, f: TableRow(USAGES, _usage(getattr(e, f))),
-    "order_created": lambda e, f: TableRow(ORDERS, _order(getattr(e, f))),
-    "order_confirmed": lambda e, f: TableRow(ORDERS, _order(getattr(e, f))),
-    "order_rejected": lambda e, f: TableRow(ORDERS, _order(getattr(e, f))),
-    "order_cancelled": lambda e, f: TableRow(ORDERS, _order(getattr(e, f))),
+    "promo_code_redeemed": _usage_row,
+    "promo_code_released": _usage_row,
+    "order_created": _order_rows,
+    "order_confirmed": _order_rows,
+    "order_rejected": _order_rows,
+    "order_cancelled": _order_rows,
 }
 
 
@@ -320,8 +366,10 @@ def rows_for(entry: StreamEntry) -> list[TableRow]:
     if mapper is None:
         return []  # a payload added to the contract after this consumer: not ours to store
     try:
-        table_row = mapper(envelope, field or "")
+        table_rows = mapper(envelope, field or "")
     except (ValueError, OverflowError) as exc:  # e.g. a time no datetime can hold
         raise MalformedEvent(f"{field}: {exc}") from None
-    table_row.row.update(_common(entry, envelope))
-    return [table_row]
+    common = _common(entry, envelope)
+    for table_row in table_rows:
+        table_row.row.update(common)
+    return table_rows

@@ -6,16 +6,16 @@ part per partition it touches, committed one by one, so an INSERT that fails, or
 gave up while the server went on, may have stored any subset of its rows, at any time until the
 query ends. No guard based on "the highest position stored" survives that. So:
 
-1. Event tables (users, promo_codes, orders_analytics, promo_code_usages_analytics) are
-   ReplacingMergeTree keyed by entity id, and every reader takes the latest version per
-   entity. A row is a fact "entity E at version V looked like this": storing it twice changes
-   no answer. The version guard stores a row only when its version is above the highest one
-   stored for its entity, and each event id once per batch, so in practice each (entity,
-   version) is stored once: a part that landed before a failure is found by the retry and not
-   sent again; a redelivered or duplicated event, or one a rebuild already replayed, is
-   skipped. The guard's read is taken only after the sink settled every failed write
-   (AnalyticsSink.insert: killed or finished, never still committing), so it sees the final
-   outcome of the failed attempt.
+1. Event tables (users, promo_codes, orders_analytics, promo_code_usages_analytics,
+   order_lines) are ReplacingMergeTree keyed by entity id, and every reader takes the latest
+   version per entity. A row is a fact "entity E at version V looked like this": storing it
+   twice changes no answer. The version guard stores a row only when its version is above the
+   highest one stored for its entity, and each (event id, entity) once per batch, so in
+   practice each (entity, version) is stored once: a part that landed before a failure is
+   found by the retry and not sent again; a redelivered or duplicated event, or one a rebuild
+   already replayed, is skipped. The guard's read is taken only after the sink settled every
+   failed write (AnalyticsSink.insert: killed or finished, never still committing), so it sees
+   the final outcome of the failed attempt.
 2. Derived tables (users_analytics) are never fed deltas. After a batch's source rows are all
    stored, the pipeline asks the sink to recompute the keys the batch touched from the latest
    state of the sources (adapters.derived: exact and idempotent, whoever computes it and in
@@ -226,16 +226,18 @@ class StreamPipeline:
         await self._retrying(table, attempt)
 
     def _newer(self, table: str, rows: list[Row], stored: dict[str, int]) -> list[Row]:
-        """Rows above their entity's stored version, each event id once."""
+        """Rows above their entity's stored version, each (event id, entity) once: one event
+        gives one row per entity, and order_lines one entity per line of the order."""
         key = self._versioned.get(table)
         if key is None:
             return rows
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         newer = []
         for row in rows:
-            if row["event_id"] in seen or int(row["version"]) <= stored.get(str(row[key]), -1):
+            entity = str(row[key])
+            if (row["event_id"], entity) in seen or int(row["version"]) <= stored.get(entity, -1):
                 continue
-            seen.add(row["event_id"])
+            seen.add((row["event_id"], entity))
             newer.append(row)
         return newer
 
