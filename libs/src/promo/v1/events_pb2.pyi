@@ -94,7 +94,9 @@ class EventEnvelope(_message.Message):
     set payload's type; lets consumers route without decoding the payload.
     """
     aggregate_type: _builtins.str
-    """Kind of the entity that changed: "user", "promo_code", "promo_code_usage" or "order"."""
+    """Kind of the entity that changed: "user", "promo_code", "campaign", "promo_code_usage" or
+    "order".
+    """
     aggregate_id: _builtins.str
     """Id of the entity that changed."""
     aggregate_version: _builtins.int
@@ -136,9 +138,13 @@ class EventEnvelope(_message.Message):
         """aggregate_type "promo_code"."""
 
     @_builtins.property
-    def campaign_created(self) -> Global___CampaignCreated: ...
+    def campaign_created(self) -> Global___CampaignCreated:
+        """aggregate_type "campaign"; its version counts rule changes only (redemptions publish none)."""
+
     @_builtins.property
-    def campaign_updated(self) -> Global___CampaignUpdated: ...
+    def campaign_updated(self) -> Global___CampaignUpdated:
+        """aggregate_type "campaign"."""
+
     @_builtins.property
     def promo_code_redeemed(self) -> Global___PromoCodeRedeemed:
         """aggregate_type "promo_code_usage"."""
