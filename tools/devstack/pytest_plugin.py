@@ -59,7 +59,7 @@ SECRETS_USED = (
 def secrets_in_logs(local_stack: Stack) -> list[str]:
     """`file: secret` for each secret of the run found in a service log of `local_stack`."""
     secrets_: set[str] = set(SECRETS_USED)
-    for key in local_stack.pki.folder.glob("*.key"):
+    for key in local_stack.pki.secret_files():
         # A line of the key's base64 body is as telling as the whole key.
         secrets_.update(line for line in key.read_text().splitlines() if "-----" not in line)
     for name, value in local_stack.env.items():

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from devstack.pki import BUNDLE_NAME, CERT_NAME, KEY_NAME, TRUST_FOLDER
 from devstack.processes import ChildProcess
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
@@ -74,18 +75,24 @@ class Supervisor:
         is mutual TLS, so each line presents a certificate of the stack's development CA."""
         grpcurl = Path(sys.executable).parent / "grpcurl"
         shown = os.path.relpath(grpcurl) if grpcurl.exists() else "grpcurl"
-        pki = self.stack.pki.folder
-        folder = os.path.relpath(pki) if pki.is_relative_to(Path.cwd()) else str(pki)
+        pki = self.stack.pki
+
+        def shown_path(path: Path) -> str:
+            return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+
+        folder = shown_path(pki.folder)
         print(
-            f"devstack: certificates in {folder}: ca.pem, and <identity>.pem/.key for "
-            "back-office, storefront and operator (reflection is the operator's)",
+            f"devstack: certificates in {folder}: the trust bundle {TRUST_FOLDER}/{BUNDLE_NAME}, "
+            f"and <identity>/{CERT_NAME} and {KEY_NAME} for back-office, storefront and "
+            "operator (reflection is the operator's)",
             flush=True,
         )
 
         def as_(identity: str) -> str:
+            files = pki.files(identity)
             return (
-                f"{shown} -cacert {folder}/ca.pem -cert {folder}/{identity}.pem "
-                f"-key {folder}/{identity}.key"
+                f"{shown} -cacert {shown_path(files.ca)} -cert {shown_path(files.cert)} "
+                f"-key {shown_path(files.key)}"
             )
 
         for service in self.services:
