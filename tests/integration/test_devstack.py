@@ -49,7 +49,7 @@ def test_every_server_answers(stack: Stack) -> None:
     assert stack.env["MONGODB_URI"] == stack.mongo_uri
     assert stack.env["CLICKHOUSE_DATABASE"] == "analytics"
     assert ping_mongo(stack.mongo_uri)
-    assert ping_redis(stack.redis_host, stack.redis_port)
+    assert ping_redis(stack.redis_host, stack.redis_port, password=stack.redis_password)
     assert ping_clickhouse(stack.clickhouse_host, stack.clickhouse_port)
     databases = clickhouse_query(stack.clickhouse_host, stack.clickhouse_port, "SHOW DATABASES")
     assert "analytics" in databases.split()
@@ -80,15 +80,15 @@ def test_redis_restarts_on_same_port_with_its_data(stack: Stack) -> None:
     if not stack.is_managed("redis"):
         pytest.skip("Redis comes from REDIS_HOST")
     port = stack.redis_port
-    with redis.Redis(host=stack.redis_host, port=port) as client:
+    with redis.Redis(host=stack.redis_host, port=port, password=stack.redis_password) as client:
         client.set("devstack:test", "kept")
 
     stack.stop_server("redis")
-    assert not ping_redis(stack.redis_host, port)
+    assert not ping_redis(stack.redis_host, port, password=stack.redis_password)
     stack.start_server("redis")
 
     assert stack.redis_port == port
-    with redis.Redis(host=stack.redis_host, port=port) as client:
+    with redis.Redis(host=stack.redis_host, port=port, password=stack.redis_password) as client:
         assert client.get("devstack:test") == b"kept"
 
 

@@ -12,7 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from devstack.pki import CALLER_IDENTITIES, DevPki, tls_env
+from devstack.redis_acl import RedisUsers
 from devstack.servers import (
     CLICKHOUSE_DATABASE,
     ClickHouseServer,
@@ -24,6 +27,7 @@ from devstack.servers import (
 )
 from devstack.service import ServiceProcess
 from devstack.state import PidRegistry, StateLock, default_state_dir
+from promo_libs.config import RedisSettings
 
 SERVER_NAMES = ("mongo", "redis", "clickhouse")
 ENV_FILE = "stack.env"
@@ -76,7 +80,8 @@ class Stack:
                 {"REDIS_HOST": env["REDIS_HOST"], "REDIS_PORT": env.get("REDIS_PORT", "6379")},
             )
         else:
-            servers["redis"] = RedisServer(state, None, ports.get("redis"))
+            # The dev overlay's ACL users, each service as its own (devstack.redis_acl).
+            servers["redis"] = RedisServer(state, None, ports.get("redis"), users=RedisUsers(state))
         database = env.get("CLICKHOUSE_DATABASE", CLICKHOUSE_DATABASE)
         if env.get("CLICKHOUSE_HOST"):
             servers["clickhouse"] = ExternalServer(
@@ -115,6 +120,31 @@ class Stack:
     @property
     def redis_port(self) -> int:
         return int(self.env["REDIS_PORT"])
+
+    @property
+    def redis_password(self) -> str | None:
+        """The administrator's (`default`) password on the stack's own Redis, for a test's or
+        a tool's own client; None for a Redis from the environment (as it was given)."""
+        server = self.servers["redis"]
+        return server.admin_password if isinstance(server, RedisServer) else None
+
+    def redis_user_env(self, identity: str) -> dict[str, str]:
+        """REDIS_USERNAME/REDIS_PASSWORD of `identity`'s own user on the stack's Redis, for a
+        service or a tool run as that workload; nothing when it has none (or for a Redis from
+        the environment)."""
+        server = self.servers["redis"]
+        return server.user_env(identity) if isinstance(server, RedisServer) else {}
+
+    def redis_settings(self) -> RedisSettings:
+        """promo_libs settings for an administrator's client of the stack's Redis."""
+        password = self.redis_password
+        return RedisSettings.model_validate(
+            {
+                "redis_host": self.redis_host,
+                "redis_port": self.redis_port,
+                "redis_password": SecretStr(password) if password is not None else None,
+            }
+        )
 
     @property
     def clickhouse_host(self) -> str:
@@ -240,9 +270,12 @@ class Stack:
         subcommand = _subcommand(argv)
         if managed_clickhouse and identity == "sync-consumer" and subcommand in _SCHEMA_COMMANDS:
             clickhouse_user = {"CLICKHOUSE_USER": ClickHouseServer.MIGRATOR}
+        # Its own ACL user on the stack's Redis; nothing for a workload that has none.
+        redis_user = self.redis_user_env(identity)
         env = {
             **os.environ,
             **self.env,
+            **redis_user,
             **clickhouse_user,
             **tls_env(self.pki.files(identity)),
             **tokens,
