@@ -7,7 +7,7 @@ import json
 import os
 import shlex
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -283,6 +283,7 @@ class Stack:
             **(extra_env or {}),
         }
         log_dir = self.state_dir / "services"
+        before_start: Callable[[], None] | None = None
         if (
             managed_clickhouse
             and identity == "sync-consumer"
@@ -290,12 +291,19 @@ class Stack:
             and "-m" in argv
         ):
             # The serving consumer may not change the schema: as the promo-migrations Job does
-            # before the Deployment, the migrator applies it first (idempotent).
-            self._migrate_clickhouse(
-                [*argv[: list(argv).index("-m") + 2], "migrate"],
-                {**env, "CLICKHOUSE_USER": ClickHouseServer.MIGRATOR},
-                log_dir / f"{name}.migrate.log",
-            )
+            # before the Deployment, the migrator applies it first (idempotent). Now if the
+            # servers are up, else when the service starts (after them).
+            migrate_argv = [*argv[: list(argv).index("-m") + 2], "migrate"]
+            migrate_env = {**env, "CLICKHOUSE_USER": ClickHouseServer.MIGRATOR}
+            migrate_log = log_dir / f"{name}.migrate.log"
+
+            def migrate() -> None:
+                self._migrate_clickhouse(migrate_argv, migrate_env, migrate_log)
+
+            if self._started:
+                migrate()
+            else:
+                before_start = migrate
         return ServiceProcess(
             name,
             argv,
@@ -304,6 +312,7 @@ class Stack:
             log_dir=log_dir,
             registry=self.registry,
             pki=self.pki,
+            before_start=before_start,
         )
 
     @staticmethod
