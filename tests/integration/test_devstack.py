@@ -151,3 +151,13 @@ def test_servers_from_the_environment_are_not_started(tmp_path: Path) -> None:
         }
         with pytest.raises(RuntimeError, match="from the environment"):
             external.stop_server("redis")
+
+
+def test_a_consumer_made_before_the_stack_starts_migrates_when_it_starts(tmp_path: Path) -> None:
+    """`make run` (devstack run) makes its services before the servers are up: sync-consumer's
+    ClickHouse migration (as the migrator) must wait for its start, not fail at once."""
+    state = tmp_path / "state"
+    stack = Stack.from_environ(state, environ={})
+    consumer = stack.service("sync-consumer", [sys.executable, "-m", "sync_consumer"], free_port())
+    assert not (state / "services" / "sync-consumer.migrate.log").exists()
+    assert consumer.env["REDIS_USERNAME"] == "sync-consumer"  # its own Redis user, even so
