@@ -270,8 +270,10 @@ class Stack:
         subcommand = _subcommand(argv)
         if managed_clickhouse and identity == "sync-consumer" and subcommand in _SCHEMA_COMMANDS:
             clickhouse_user = {"CLICKHOUSE_USER": ClickHouseServer.MIGRATOR}
-        # Its own ACL user on the stack's Redis; nothing for a workload that has none.
-        redis_user = self.redis_user_env(identity)
+        # Its own ACL user on the stack's Redis; nothing for a workload that has none, nor for
+        # one pointed at another Redis (a test's cluster: REDIS_HOST in `extra_env`; a proxy
+        # in front of this one changes the port only and keeps the credentials).
+        redis_user = {} if "REDIS_HOST" in (extra_env or {}) else self.redis_user_env(identity)
         env = {
             **os.environ,
             **self.env,
