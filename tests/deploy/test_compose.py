@@ -253,6 +253,7 @@ def test_mounted_keys_are_readable_by_the_containers_user_only(
         pki.files(service.name)
     keys = pki.secret_files()
     assert len(keys) == len(SERVICES) + 2  # theirs, the CA's, the token signer's
+    assert pki.earlier_layout_files() == []  # nothing loose in the PKI folder itself
     for folder in [tmp_path / "pki", *(key.parent for key in keys), jwks.parent]:
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     for key in keys:

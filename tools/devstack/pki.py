@@ -93,6 +93,14 @@ class DevPki:
         keys.append(self.folder / SIGNING_FOLDER / SIGNING_KEY_NAME)
         return sorted(key for key in keys if key.exists())
 
+    def earlier_layout_files(self) -> list[Path]:
+        """Keys and certificates a devstack before the per-identity folders wrote directly in
+        the PKI folder (compose mounted it whole): unused, reported so they get removed."""
+        if not self.folder.is_dir():
+            return []
+        suffixes = (".pem", ".key", ".json")
+        return sorted(p for p in self.folder.iterdir() if p.is_file() and p.suffix in suffixes)
+
     def files(self, identity: str) -> TlsPaths:
         """The identity's files, issued now if they do not exist yet."""
         with self._lock:

@@ -175,6 +175,13 @@ class Stack:
             for identity in CALLER_IDENTITIES:
                 self.pki.files(identity)
             print(f"devstack: certificates (development CA) in {self.pki.folder}", flush=True)
+            if leftovers := self.pki.earlier_layout_files():
+                print(
+                    f"devstack: {len(leftovers)} files directly in {self.pki.folder} are an "
+                    "earlier layout's (keys of every identity and the CA's in one folder), "
+                    "unused now: remove them",
+                    flush=True,
+                )
             for server in self.managed():
                 print(f"devstack: starting {server.name} at {server.address()}", flush=True)
                 server.launch()
