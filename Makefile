@@ -70,7 +70,7 @@ deploy-check: bootstrap
 
 # Operator commands against the stack that `make run` / `make stack` started (.state/dev).
 rebuild: bootstrap
-	@eval "$$($(PY) -m devstack env)" && $(PY) -m sync_consumer rebuild
+	@eval "$$($(PY) -m devstack env --identity sync-consumer)" && $(PY) -m sync_consumer rebuild
 
 reconcile: bootstrap
 	@eval "$$($(PY) -m devstack env)" && $(PY) -m promo_reconcile

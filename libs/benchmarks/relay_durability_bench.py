@@ -26,7 +26,6 @@ from pymongo import AsyncMongoClient
 from devstack.stack import Stack
 from promo.v1 import events_pb2
 from promo_libs.bus import RedisStreamPublisher, redis_client
-from promo_libs.config import RedisSettings
 from promo_libs.events import outbox_entry
 from promo_libs.mongo.outbox_store import MongoOutboxStore
 from promo_libs.outbox import outbox_fields
@@ -57,7 +56,7 @@ def _document(n: int, stream: str) -> dict[str, Any]:
 
 
 async def run_mode(stack: Stack, mode: str, durable: bool, args: argparse.Namespace) -> None:
-    settings = RedisSettings(redis_host=stack.redis_host, redis_port=stack.redis_port)
+    settings = stack.redis_settings()
     client = redis_client(settings)
     await client.config_set("appendfsync", mode)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_uri)

@@ -155,30 +155,85 @@ def test_every_data_store_client_authenticates() -> None:
             assert "CLICKHOUSE_PASSWORD" in env, service.name
 
 
-@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
-def test_every_service_container_gets_its_certificate(service: Service, tmp_path: Path) -> None:
-    """Each service reads its own certificate, key and the CA from the folder devstack issues
-    into, mounted read-only as a folder (so rotation by rename is seen), and that certificate
-    names the service as compose addresses it, with its SPIFFE ID."""
-    entry = compose()["services"][service.name]
+def _mounts(entry: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
+    """target -> (source, options) of a compose service's bind mounts."""
     mounts = {}
-    for volume in entry["volumes"]:
+    for volume in entry.get("volumes", []):
         source, target, *options = str(volume).split(":")
         mounts[target] = (source, options)
-    source, options = mounts[_TLS_MOUNT]
-    assert source.endswith(".state/dev/pki") and options == ["ro"], volume
+    return mounts
+
+
+def _pki_folder(source: str) -> str | None:
+    """The folder of devstack's PKI layout a mount's source names (None: not the PKI)."""
+    prefix = "../../.state/dev/pki"
+    if source == prefix or source.startswith(prefix + "/"):
+        return source[len(prefix) :].strip("/")
+    return None
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_every_service_container_gets_its_certificate(service: Service, tmp_path: Path) -> None:
+    """Each service reads its own certificate and key from its own identity's folder of what
+    devstack issues, and the trust bundle from the bundle's folder, each mounted read-only as a
+    folder (so rotation by rename is seen); that certificate names the service as compose
+    addresses it, with its SPIFFE ID."""
+    entry = compose()["services"][service.name]
+    mounts = _mounts(entry)
+    pki = DevPki(tmp_path)
+    issued = pki.files(service.name)  # the layout devstack writes
+    for target, folder in ((_TLS_MOUNT, issued.cert.parent), (_TRUST_MOUNT, issued.ca.parent)):
+        source, options = mounts[target]
+        assert _pki_folder(source) == folder.relative_to(tmp_path).as_posix(), source
+        assert options == ["ro"], source
     env = compose_env(entry)
-    issued = DevPki(tmp_path).files(service.name)  # the names devstack gives the files
     assert env["GRPC_TLS_CERT_FILE"] == f"{_TLS_MOUNT}/{issued.cert.name}"
     assert env["GRPC_TLS_KEY_FILE"] == f"{_TLS_MOUNT}/{issued.key.name}"
-    assert env["GRPC_TLS_CA_FILE"] == f"{_TLS_MOUNT}/{issued.ca.name}"
+    assert env["GRPC_TLS_CA_FILE"] == f"{_TRUST_MOUNT}/{issued.ca.name}"
     certificate = x509.load_pem_x509_certificate(issued.cert.read_bytes())
     names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert service.name in names.get_values_for_type(x509.DNSName)
     assert names.get_values_for_type(x509.UniformResourceIdentifier) == [spiffe_id(service.name)]
 
 
+def test_no_container_sees_another_identitys_key_or_the_cas(tmp_path: Path) -> None:
+    """Every container of the file (services, one-shots, data stores): whatever it mounts of
+    the PKI is one folder of the layout, and the only private keys in those folders are its own
+    identity's (and, for users alone, the user token signing key). The CA's folder, and so its
+    key, is mounted nowhere; the whole PKI folder neither."""
+    pki = DevPki(tmp_path)
+    for service in SERVICES:
+        pki.files(service.name)
+    signing_key, jwks = pki.user_token_keys()
+    keys = {
+        key.relative_to(tmp_path).as_posix(): key for key in pki.secret_files()
+    }  # every private key devstack writes, the CA's included
+    assert "ca/ca.key" in keys and len(keys) == len(SERVICES) + 2
+    own = {s.name: s.name for s in SERVICES}
+    for name, entry in compose()["services"].items():
+        folders = [
+            f for source, _ in _mounts(entry).values() if (f := _pki_folder(source)) is not None
+        ]
+        assert "" not in folders and "ca" not in folders, f"{name} mounts {folders}"
+        visible = {path for path in keys for folder in folders if path.startswith(folder + "/")}
+        allowed = set()
+        if name in own:
+            allowed.add(f"{own[name]}/{pki.files(name).key.name}")
+        if name == "users":
+            allowed.add(signing_key.relative_to(tmp_path).as_posix())
+        assert visible == allowed, f"{name} sees {sorted(visible)}"
+        for folder in folders:
+            assert (tmp_path / folder).is_dir(), f"{name}: {folder} is no folder devstack writes"
+    jwks_folder = jwks.parent.relative_to(tmp_path).as_posix()
+    for service in SERVICES:  # the public keys only where a user's token is verified
+        folders = {_pki_folder(s) for s, _ in _mounts(compose()["services"][service.name]).values()}
+        verifies = "USER_TOKEN_JWKS_FILE" in compose_env(compose()["services"][service.name])
+        assert (jwks_folder in folders) == verifies, service.name
+        assert verifies == (service.name != "sync-consumer"), service.name
+
+
 _TLS_MOUNT = "/var/run/promo/tls"
+_TRUST_MOUNT = "/var/run/promo/trust"
 _HOST_USER = (
     "${PROMO_UID:?export PROMO_UID first: the uid owning .state/dev/pki (id -u)}"
     ":${PROMO_GID:?export PROMO_GID first: its gid (id -g)}"
@@ -188,14 +243,19 @@ _HOST_USER = (
 def test_mounted_keys_are_readable_by_the_containers_user_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """devstack writes every key 0600 in a 0700 folder, owned by the user running it; compose
+    """devstack writes every key 0600 in 0700 folders, owned by the user running it; compose
     runs each container as the uid and gid the operator exports (PROMO_UID/PROMO_GID, required),
     so with the documented `id -u`/`id -g` the container's user is the keys' owner: it reads
     them, and no other uid can (the image's 10001 could not even enter the folder)."""
     pki = DevPki(tmp_path / "pki")
-    signing_key, jwks = pki.user_token_keys()
-    keys = [pki.files(s.name).key for s in SERVICES] + [signing_key, tmp_path / "pki" / "ca.key"]
-    assert stat.S_IMODE((tmp_path / "pki").stat().st_mode) == 0o700
+    _, jwks = pki.user_token_keys()
+    for service in SERVICES:
+        pki.files(service.name)
+    keys = pki.secret_files()
+    assert len(keys) == len(SERVICES) + 2  # theirs, the CA's, the token signer's
+    assert pki.earlier_layout_files() == []  # nothing loose in the PKI folder itself
+    for folder in [tmp_path / "pki", *(key.parent for key in keys), jwks.parent]:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     for key in keys:
         info = key.stat()
         assert stat.S_IMODE(info.st_mode) == 0o600, key.name

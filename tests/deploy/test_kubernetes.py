@@ -265,6 +265,56 @@ def test_every_container_gets_its_certificate(overlay: str) -> None:
             assert env[f"GRPC_TLS_{var}_FILE"][1] == f"{mounts['tls']['mountPath']}/{file}"
 
 
+# Where private keys come from in a pod: the cert-manager CSI driver (one identity's key, issued
+# in the pod) and the Secrets that may hold keys; the CA's key lives in the cluster's issuer.
+_KEY_ITEM = re.compile(r"(^|[._-])(key|ca\.key|tls\.key)($|\.)|signing-key|private", re.I)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_holds_its_own_identity_only(overlay: str) -> None:
+    """Every container of every workload (services, Jobs, CronJobs, data stores): a certificate
+    volume is the pod's own, issued for the pod's service account (a cert-manager CSI volume,
+    whose SPIFFE ID comes from that account and whose DNS names are the workload's), never a
+    Secret or a host folder with someone else's key; no volume carries a CA key; the user
+    token signing key reaches users alone."""
+    objects = render(overlay)
+    service_names = {s.name for s in SERVICES}
+    for name, workload in workloads(objects).items():
+        pod = workload["pod"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for volume_name, volume in volumes.items():
+            where = f"{overlay} {name}: volume {volume_name}"
+            assert "hostPath" not in volume, where
+            if "csi" in volume:
+                attributes = volume["csi"]["volumeAttributes"]
+                assert name in service_names, f"{where}: a certificate for a non-service"
+                assert pod["serviceAccountName"] == name, where
+                assert attributes["csi.cert-manager.io/uri-sans"] == (
+                    "spiffe://promo.local/ns/${POD_NAMESPACE}/sa/${SERVICE_ACCOUNT_NAME}"
+                ), where
+                assert attributes["csi.cert-manager.io/dns-names"].split(",")[0] == name, where
+            for source in ("secret", "configMap"):
+                if source not in volume:
+                    continue
+                items = [i["key"] for i in volume[source].get("items", [])]
+                secret_name = str(volume[source].get("secretName", ""))
+                # A whole Secret only for the replica set's internal key, mongod's alone.
+                assert (
+                    items or source == "configMap" or secret_name.startswith("mongodb-keyfile")
+                ), f"{where}: a whole Secret mounted, keys not listed"
+                for item in items:
+                    assert "ca.key" not in item, f"{where}: a CA key"
+                    if _KEY_ITEM.search(item) and item != "keyfile":
+                        assert (name, item) == ("users", "signing-key.pem"), f"{where}: {item}"
+        if name not in service_names:
+            assert not any("csi" in v for v in volumes.values()), f"{name} holds a certificate"
+        for container in containers(pod):
+            for mount in container.get("volumeMounts", []):
+                volume = volumes.get(mount["name"], {})  # else a StatefulSet's volume claim
+                if "csi" in volume or "secret" in volume:
+                    assert mount.get("readOnly") is True, f"{name}/{container['name']}"
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
 def test_probes_and_service_point_at_the_listening_ports(overlay: str, service: Service) -> None:

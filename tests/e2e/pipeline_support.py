@@ -69,7 +69,12 @@ class Platform:
 
     def tool_env(self) -> dict[str, str]:
         """What reconcile and rebuild need: the stack, the consumer's settings, the databases."""
-        return {**self.stack.env, **self.consumer_env, **self.databases}
+        return {
+            **self.stack.env,
+            **self.stack.redis_user_env("sync-consumer"),
+            **self.consumer_env,
+            **self.databases,
+        }
 
     def reconcile_settings(self) -> ReconcileSettings:
         env = self.tool_env()
@@ -98,7 +103,9 @@ class Platform:
 
 def start_platform(stack: Stack) -> Platform:
     token = uuid.uuid4().hex[:8]
-    client = redis.Redis(host=stack.redis_host, port=stack.redis_port)
+    client = redis.Redis(
+        host=stack.redis_host, port=stack.redis_port, password=stack.redis_password
+    )
     client.delete(*LIVE_STREAMS)  # the producers' streams are fixed: start them empty
     client.close()
     databases = {

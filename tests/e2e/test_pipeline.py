@@ -190,7 +190,11 @@ async def test_an_event_on_the_stream_twice_is_counted_once(
     order_id = await place(clients, user.id, None, 7000)
     assert order_id is not None
     await until_reconciled(platform, DRAIN_SECONDS)
-    client = redis.Redis(host=platform.stack.redis_host, port=platform.stack.redis_port)
+    client = redis.Redis(
+        host=platform.stack.redis_host,
+        port=platform.stack.redis_port,
+        password=platform.stack.redis_password,
+    )
     with contextlib.closing(client):
         entries = client.xrevrange(ORDERS_STREAM, count=50)
         again = [fields for _, fields in entries]  # type: ignore[union-attr]
@@ -249,7 +253,11 @@ async def test_redis_failing_during_the_rebuild_hold_aborts_it_and_nothing_is_lo
         pytest.skip("Redis comes from the environment")
     ttl_ms = 2000
     env = {**os.environ, **platform.tool_env(), "REBUILD_HOLD_TTL_MS": str(ttl_ms)}
-    probe = redis.Redis(host=platform.stack.redis_host, port=platform.stack.redis_port)
+    probe = redis.Redis(
+        host=platform.stack.redis_host,
+        port=platform.stack.redis_port,
+        password=platform.stack.redis_password,
+    )
     hold = f"promo:sync:{{{platform.consumer_env['CONSUMER_GROUP']}}}:hold"
     work = await LoadProcess(platform, load, 300, 4).start()
     rebuild = await asyncio.create_subprocess_exec(

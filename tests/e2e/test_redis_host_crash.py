@@ -195,7 +195,9 @@ def start(stack: Stack, token: str, redis_port: int) -> tuple[Platform, list[Ser
 
 @pytest.fixture(scope="module")
 def direct(stack: Stack) -> Iterator[redis.Redis]:
-    client = redis.Redis(host=stack.redis_host, port=stack.redis_port)
+    client = redis.Redis(
+        host=stack.redis_host, port=stack.redis_port, password=stack.redis_password
+    )
     yield client
     client.close()
 

@@ -132,7 +132,12 @@ def platform(stack: Stack) -> Iterator[Platform]:
         "sync-consumer-zt",
         [sys.executable, "-m", "sync_consumer"],
         free_port(),
-        {**COMMON, **clickhouse, "STREAMS": f"zt.{token}", "CONSUMER_GROUP": f"zt-{token}"},
+        {
+            **COMMON,
+            **clickhouse,
+            "STREAMS": f"promo.events.zt-{token}",
+            "CONSUMER_GROUP": f"zt-{token}",
+        },
     )
     analytics = stack.service(
         "analytics-zt", [sys.executable, "-m", "analytics_service"], free_port(),

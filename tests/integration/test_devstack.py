@@ -49,7 +49,7 @@ def test_every_server_answers(stack: Stack) -> None:
     assert stack.env["MONGODB_URI"] == stack.mongo_uri
     assert stack.env["CLICKHOUSE_DATABASE"] == "analytics"
     assert ping_mongo(stack.mongo_uri)
-    assert ping_redis(stack.redis_host, stack.redis_port)
+    assert ping_redis(stack.redis_host, stack.redis_port, password=stack.redis_password)
     assert ping_clickhouse(stack.clickhouse_host, stack.clickhouse_port)
     databases = clickhouse_query(stack.clickhouse_host, stack.clickhouse_port, "SHOW DATABASES")
     assert "analytics" in databases.split()
@@ -80,15 +80,15 @@ def test_redis_restarts_on_same_port_with_its_data(stack: Stack) -> None:
     if not stack.is_managed("redis"):
         pytest.skip("Redis comes from REDIS_HOST")
     port = stack.redis_port
-    with redis.Redis(host=stack.redis_host, port=port) as client:
+    with redis.Redis(host=stack.redis_host, port=port, password=stack.redis_password) as client:
         client.set("devstack:test", "kept")
 
     stack.stop_server("redis")
-    assert not ping_redis(stack.redis_host, port)
+    assert not ping_redis(stack.redis_host, port, password=stack.redis_password)
     stack.start_server("redis")
 
     assert stack.redis_port == port
-    with redis.Redis(host=stack.redis_host, port=port) as client:
+    with redis.Redis(host=stack.redis_host, port=port, password=stack.redis_password) as client:
         assert client.get("devstack:test") == b"kept"
 
 
@@ -151,3 +151,13 @@ def test_servers_from_the_environment_are_not_started(tmp_path: Path) -> None:
         }
         with pytest.raises(RuntimeError, match="from the environment"):
             external.stop_server("redis")
+
+
+def test_a_consumer_made_before_the_stack_starts_migrates_when_it_starts(tmp_path: Path) -> None:
+    """`make run` (devstack run) makes its services before the servers are up: sync-consumer's
+    ClickHouse migration (as the migrator) must wait for its start, not fail at once."""
+    state = tmp_path / "state"
+    stack = Stack.from_environ(state, environ={})
+    consumer = stack.service("sync-consumer", [sys.executable, "-m", "sync_consumer"], free_port())
+    assert not (state / "services" / "sync-consumer.migrate.log").exists()
+    assert consumer.env["REDIS_USERNAME"] == "sync-consumer"  # its own Redis user, even so

@@ -5,21 +5,34 @@ sends fails here, not in a cluster.
 
 Local limit: Redis here is 7.0, which has no WAITAOF, so the outbox's durability check falls
 back to CONFIG GET, which no service user may run (it would read requirepass); the deployments
-run Redis 7.2+, where the check is WAITAOF. The test asserts that refusal on 7.0.
+run Redis 7.2+, where the check is WAITAOF. The test asserts that refusal on 7.0, and that with
+REDIS_APPENDFSYNC_ALWAYS (what the local stack sets: it runs appendfsync always) the check
+needs only INFO, which the users have.
+
+The local stack runs these same rules (devstack.redis_acl): the last tests check that the
+stack's Redis refuses a client without a password and that each service it starts logs in as
+its own user.
 """
 
 from __future__ import annotations
 
+import shutil
+import stat
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import redis.exceptions
 from pydantic import SecretStr
 
-from devstack.servers import RedisServer
-from promo_libs.bus import RedisClient, RedisStreamPublisher, redis_client
+from devstack.ports import free_port
+from devstack.redis_acl import RedisUsers, local_rules, manifest_rules
+from devstack.servers import RedisServer, redis_version
+from devstack.stack import Stack
+from promo_libs.bus import NotDurable, RedisClient, RedisStreamPublisher, redis_client
 from promo_libs.config import RedisSettings
 from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM, USERS_STREAM
 from promo_libs.outbox import OutboxEntry
@@ -142,6 +155,9 @@ async def test_a_producer_publishes_to_its_stream_only(
                 await publisher.durable()  # CONFIG GET: the module docstring says why
         else:
             await publisher.durable()
+        # As the local stack configures it: the operator states appendfsync always, the
+        # check reads INFO persistence only (on 7.2+, WAITAOF either way).
+        await RedisStreamPublisher(client, appendfsync_always=True).durable()
 
         others = [s for _, s, _ in PRODUCERS if s != stream]
         for other in others:
@@ -201,6 +217,14 @@ async def test_sync_consumer_runs_its_whole_stream_protocol(
         await client.delete(stream)
         assert await admin.exists(stream) == 0
 
+        # The rebuild's replays run as this user (sync_consumer.rebuild): they publish into
+        # the rebuild's own streams, which it then reads and deletes.
+        rebuild_stream = f"promo.rebuild.{uuid.uuid4().hex[:6]}.users_service"
+        replay = RedisStreamPublisher(client, dedupe_ttl_seconds=600)
+        await replay.publish([OutboxEntry("e-1", "promo.v1.Test", rebuild_stream, b"x")])
+        assert len(await client.xrange(rebuild_stream)) == 1
+        await client.delete(rebuild_stream)
+
         with pytest.raises(redis.exceptions.NoPermissionError):
             await client.set("rl:{test:x}", "1")  # the producers' buckets are not its keys
         for forbidden in (("CONFIG", "GET", "requirepass"), ("FLUSHALL",)):
@@ -213,3 +237,98 @@ async def test_sync_consumer_runs_its_whole_stream_protocol(
 def test_the_rules_come_from_the_manifest_file() -> None:
     manifest = Path(__file__).resolve().parents[2] / "deploy/k8s/overlays/dev/redis.yaml"
     assert "--user" in manifest.read_text()
+
+
+async def test_the_durability_statement_is_checked_against_the_append_only_file(
+    server: RedisServer, admin: RedisClient
+) -> None:
+    """REDIS_APPENDFSYNC_ALWAYS is not taken blindly: with the append-only file off, the
+    events are not known durable (on 7.0; 7.2+ proves it with WAITAOF)."""
+    if redis_version(_redis_server()) >= (7, 2):
+        pytest.skip("Redis 7.2+: WAITAOF, the statement is not used")
+    client = as_user(server, "users")
+    await admin.config_set("appendonly", "no")
+    try:
+        with pytest.raises(NotDurable, match="append-only file is off"):
+            await RedisStreamPublisher(client, appendfsync_always=True).durable()
+    finally:
+        await admin.config_set("appendonly", "yes")
+        await client.aclose()
+
+
+def _redis_server() -> str:
+    found = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/bin")
+    assert found is not None
+    return found
+
+
+def test_devstack_runs_the_rendered_rules() -> None:
+    """The local stack's rules are read from the manifest file, and are the rendered dev
+    overlay's (kustomize changes nothing in them), less only what this Redis does not know."""
+    rendered = {name: [t for t in tokens if t != f">{PASSWORD}"] for name, tokens in RULES.items()}
+    assert manifest_rules() == rendered
+    local = local_rules(redis_version(_redis_server()))
+    for name, tokens in rendered.items():
+        assert set(tokens) - set(local[name]) <= NEWER_THAN_LOCAL, name
+
+
+def test_the_stack_redis_refuses_a_client_without_a_password(stack: Stack) -> None:
+    if not stack.is_managed("redis"):
+        pytest.skip("a Redis from the environment is used as given")
+    with (
+        redis.Redis(host=stack.redis_host, port=stack.redis_port) as anonymous,
+        pytest.raises(redis.exceptions.AuthenticationError),
+    ):
+        anonymous.ping()
+    with (
+        redis.Redis(
+            host=stack.redis_host, port=stack.redis_port, password="not the password"
+        ) as wrong,
+        pytest.raises(redis.exceptions.AuthenticationError),
+    ):
+        wrong.ping()
+    users = RedisUsers(stack.state_dir)
+    assert stat.S_IMODE(users.file.stat().st_mode) == 0o600
+    config = (stack.state_dir / "redis" / "users.conf").read_text()
+    for password in users.passwords().values():  # hashes only in the server's configuration
+        assert password not in config
+
+
+async def test_each_service_of_the_stack_logs_in_as_its_own_user(stack: Stack) -> None:
+    """What Stack.service gives a service: its own user and password (never the
+    administrator's); a workload without a Redis user gets no credentials at all."""
+    if not stack.is_managed("redis"):
+        pytest.skip("a Redis from the environment is used as given")
+    admin_password = stack.redis_password
+    for module, user in (
+        ("users_service", "users"),
+        ("promocodes_service", "promocodes"),
+        ("orders_service", "orders"),
+        ("sync_consumer", "sync-consumer"),
+    ):
+        # Made, not started; sync_consumer with a command that is not serving (no migration).
+        argv = [
+            sys.executable,
+            "-m",
+            module,
+            *(["replay-dead-letters"] if "sync" in module else []),
+        ]
+        env = stack.service(f"acl-{user}", argv, free_port()).env
+        assert env["REDIS_USERNAME"] == user and env["REDIS_PASSWORD"] != admin_password
+        client = redis_client(
+            RedisSettings(
+                redis_host=stack.redis_host,
+                redis_port=stack.redis_port,
+                redis_username=env["REDIS_USERNAME"],
+                redis_password=SecretStr(env["REDIS_PASSWORD"]),
+            )
+        )
+        try:
+            assert await client.ping()  # logged in as that user (ACL WHOAMI is not its)
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                await client.execute_command("CONFIG", "GET", "appendfsync")
+        finally:
+            await client.aclose()
+    analytics = stack.service("acl-analytics", [sys.executable, "-m", "analytics_service"], 1)
+    assert "REDIS_USERNAME" not in analytics.env
+    assert analytics.env.get("REDIS_PASSWORD") in (None, "")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from devstack.processes import StartupError
+from devstack.redis_acl import RedisUsers
 from devstack.service import ServiceProcess
 from devstack.stack import Stack, read_env_file
 from devstack.state import StateLockedError, default_state_dir
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--state", type=Path, default=default_state_dir(), help="state folder")
+    commands.choices["env"].add_argument(
+        "--identity", help="add that workload's Redis user (its password) to the env"
+    )
     run = commands.choices["run"]
     run.add_argument("--service", action="append", default=[], metavar="NAME=MODULE:GRPC_PORT")
     for sub in (commands.choices["up"], run):
@@ -45,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError:
             print(f"devstack: no stack running on {args.state}", file=sys.stderr)
             return 1
+        if args.identity is not None and env.get("REDIS_APPENDFSYNC_ALWAYS"):
+            # The stack's own Redis (with ACL users): that workload's user, for a command run
+            # as it (`make rebuild` as sync-consumer). Printed for `eval` only, never echoed.
+            env |= RedisUsers(args.state).service_env(args.identity)
         for key, value in env.items():
             print(f"export {key}={shlex.quote(value)}")
         return 0

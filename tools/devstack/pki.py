@@ -1,13 +1,23 @@
 """The local stack's development CA and one certificate per workload identity.
 
-What cert-manager (or SPIRE) does in Kubernetes, done here with `cryptography`: a CA under
-`<state>/pki/`, and for each identity a key and a certificate whose URI SAN is its SPIFFE ID
+What cert-manager (or SPIRE) does in Kubernetes, done here with `cryptography`: a CA, and for
+each identity a key and a certificate whose URI SAN is its SPIFFE ID
 (`spiffe://<trust domain>/ns/promo/sa/<identity>`), with `localhost`, `127.0.0.1` and the
 identity's own name as server names, valid for both TLS server and client use (every service is
 both). Files are created once and reused by later runs on the same state folder; `reissue`
 writes a fresh certificate in place, as a rotation would.
 
-These are development secrets: the keys are written 0600 under the state folder, never printed.
+One folder per thing a workload may be given, so that a container mounts exactly its own
+(deploy/compose/compose.yaml mounts folders, never single files: a file bind mount pins the
+inode and a certificate replaced by rename would never be seen):
+
+    <pki>/ca/ca.crt, ca.key           the issuer: never mounted anywhere
+    <pki>/trust/ca.crt                the trust bundle every workload verifies peers with
+    <pki>/<identity>/tls.crt, tls.key one workload's certificate and key (cert-manager's names)
+    <pki>/jwks/jwks.json              the public keys that verify user tokens
+    <pki>/user-token-signing/signing-key.pem   the key users alone signs user tokens with
+
+These are development secrets: the keys are written 0600 in 0700 folders, never printed.
 """
 
 from __future__ import annotations
@@ -37,6 +47,12 @@ _LEAF_DAYS = 30
 
 # The people's identities, issued at stack start so grpcurl users find them (README).
 CALLER_IDENTITIES = ("back-office", "storefront", "operator")
+# Folders of the layout that are not an identity's (no identity may take these names).
+CA_FOLDER, TRUST_FOLDER, JWKS_FOLDER, SIGNING_FOLDER = "ca", "trust", "jwks", "user-token-signing"
+RESERVED = frozenset({CA_FOLDER, TRUST_FOLDER, JWKS_FOLDER, SIGNING_FOLDER})
+# File names inside the folders: cert-manager's, so compose and Kubernetes read the same names.
+CERT_NAME, KEY_NAME, BUNDLE_NAME = "tls.crt", "tls.key", "ca.crt"
+JWKS_NAME, SIGNING_KEY_NAME = "jwks.json", "signing-key.pem"
 
 
 def tls_env(files: TlsPaths) -> dict[str, str]:
@@ -62,7 +78,28 @@ class DevPki:
 
     @property
     def ca_file(self) -> Path:
-        return self.folder / "ca.pem"
+        """The trust bundle (what a workload is given), not the issuer's own files."""
+        return self.folder / TRUST_FOLDER / BUNDLE_NAME
+
+    def identity_folder(self, identity: str) -> Path:
+        """The one folder holding `identity`'s certificate and key (what its container mounts)."""
+        if identity in RESERVED or not identity or "/" in identity or identity.startswith("."):
+            raise ValueError(f"not an identity name: {identity!r}")
+        return self.folder / identity
+
+    def secret_files(self) -> list[Path]:
+        """Every private key under this folder: the issuer's, each identity's, the signer's."""
+        keys = [*self.folder.glob(f"*/{KEY_NAME}"), self.folder / CA_FOLDER / "ca.key"]
+        keys.append(self.folder / SIGNING_FOLDER / SIGNING_KEY_NAME)
+        return sorted(key for key in keys if key.exists())
+
+    def earlier_layout_files(self) -> list[Path]:
+        """Keys and certificates a devstack before the per-identity folders wrote directly in
+        the PKI folder (compose mounted it whole): unused, reported so they get removed."""
+        if not self.folder.is_dir():
+            return []
+        suffixes = (".pem", ".key", ".json")
+        return sorted(p for p in self.folder.iterdir() if p.is_file() and p.suffix in suffixes)
 
     def files(self, identity: str) -> TlsPaths:
         """The identity's files, issued now if they do not exist yet."""
@@ -86,9 +123,11 @@ class DevPki:
         """(signing key, JWKS): UserService signs user tokens with the first, every service
         verifies them with the second (promo_libs.user_tokens). Created on first use."""
         with self._lock:
-            key_file, jwks_file = self.folder / "user-token.key", self.folder / "jwks.json"
+            key_file = self.folder / SIGNING_FOLDER / SIGNING_KEY_NAME
+            jwks_file = self.folder / JWKS_FOLDER / JWKS_NAME
             if not (key_file.exists() and jwks_file.exists()):
-                self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                _folder(key_file.parent)
+                _folder(jwks_file.parent)
                 key = ec.generate_private_key(ec.SECP256R1())
                 jwks = {"keys": [public_jwk(key.public_key())]}
                 _write(key_file, _key_pem(key), secret=True)
@@ -104,18 +143,22 @@ class DevPki:
             return files
 
     def _paths(self, identity: str) -> TlsPaths:
-        return TlsPaths(
-            self.folder / f"{identity}.pem", self.folder / f"{identity}.key", self.ca_file
-        )
+        folder = self.identity_folder(identity)
+        return TlsPaths(folder / CERT_NAME, folder / KEY_NAME, self.ca_file)
 
     def _ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key_file = self.folder / "ca.key"
-        if self.ca_file.exists() and key_file.exists():
-            cert = x509.load_pem_x509_certificate(self.ca_file.read_bytes())
+        cert_file = self.folder / CA_FOLDER / BUNDLE_NAME
+        key_file = self.folder / CA_FOLDER / "ca.key"
+        if cert_file.exists() and key_file.exists():
+            cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
             key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
             if isinstance(key, ec.EllipticCurvePrivateKey):
+                if not self.ca_file.exists():  # a bundle removed by hand: the CA's own again
+                    _folder(self.ca_file.parent)
+                    _write(self.ca_file, cert_file.read_bytes(), secret=False)
                 return cert, key
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _folder(key_file.parent)
+        _folder(self.ca_file.parent)
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "promo development CA")])
         now = datetime.datetime.now(datetime.UTC)
@@ -145,8 +188,10 @@ class DevPki:
             )
             .sign(key, hashes.SHA256())
         )
+        pem = cert.public_bytes(serialization.Encoding.PEM)
         _write(key_file, _key_pem(key), secret=True)
-        _write(self.ca_file, cert.public_bytes(serialization.Encoding.PEM), secret=False)
+        _write(cert_file, pem, secret=False)
+        _write(self.ca_file, pem, secret=False)
         return cert, key
 
     def _issue(
@@ -192,6 +237,7 @@ class DevPki:
             )
             .sign(ca_key, hashes.SHA256())
         )
+        _folder(files.key.parent)
         # Key first: a reader that sees the new certificate must find its key already there.
         _write(files.key, _key_pem(key), secret=True)
         _write(files.cert, cert.public_bytes(serialization.Encoding.PEM), secret=False)
@@ -203,6 +249,12 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+
+
+def _folder(path: Path) -> None:
+    """One folder of the layout and the PKI folder above it, 0700: their owner's alone."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.mkdir(exist_ok=True, mode=0o700)
 
 
 def _write(path: Path, data: bytes, *, secret: bool) -> None:

@@ -18,8 +18,15 @@ from promo_libs.config import TlsPaths
 from promo_libs.grpc.client import secure_sync_channel
 
 
-def ping_redis(host: str, port: int, timeout: float = 0.5, tls: TlsPaths | None = None) -> bool:
-    """Whether Redis answers; over TLS with `tls`'s certificate (a TLS-only server)."""
+def ping_redis(
+    host: str,
+    port: int,
+    timeout: float = 0.5,
+    tls: TlsPaths | None = None,
+    password: str | None = None,
+) -> bool:
+    """Whether Redis answers; over TLS with `tls`'s certificate (a TLS-only server); as the
+    administrator `default` with `password` (a server with ACL users)."""
     secure: dict[str, Any] = {}
     if tls is not None:
         secure = {
@@ -29,7 +36,12 @@ def ping_redis(host: str, port: int, timeout: float = 0.5, tls: TlsPaths | None 
             "ssl_keyfile": str(tls.key),
         }
     client = redis.Redis(
-        host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout, **secure
+        host=host,
+        port=port,
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        **secure,
     )
     try:
         return bool(client.ping())

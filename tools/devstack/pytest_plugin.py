@@ -31,6 +31,7 @@ from pymongo import AsyncMongoClient
 
 from devstack.mongo_rules import MongoRules
 from devstack.ports import free_port
+from devstack.redis_acl import RedisUsers
 from devstack.servers import RedisCluster
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
@@ -59,12 +60,15 @@ SECRETS_USED = (
 def secrets_in_logs(local_stack: Stack) -> list[str]:
     """`file: secret` for each secret of the run found in a service log of `local_stack`."""
     secrets_: set[str] = set(SECRETS_USED)
-    for key in local_stack.pki.folder.glob("*.key"):
+    for key in local_stack.pki.secret_files():
         # A line of the key's base64 body is as telling as the whole key.
         secrets_.update(line for line in key.read_text().splitlines() if "-----" not in line)
     for name, value in local_stack.env.items():
         if "PASSWORD" in name and value:
             secrets_.add(value)
+    users = RedisUsers(local_stack.state_dir)
+    if users.file.exists():  # the stack's Redis users' passwords (devstack.redis_acl)
+        secrets_.update(users.passwords().values())
     found: list[str] = []
     for log in sorted((local_stack.state_dir / "services").glob("*.log")):
         text = log.read_text(errors="replace")

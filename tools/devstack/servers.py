@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import string
 import subprocess
@@ -21,6 +23,7 @@ from devstack.probes import (
     ping_redis,
 )
 from devstack.processes import ChildProcess
+from devstack.redis_acl import ADMIN, RedisUsers
 from devstack.state import PidRegistry
 from promo_libs.config import TlsPaths
 
@@ -148,7 +151,9 @@ class ManagedServer(Server):
 
 class RedisServer(ManagedServer):
     """With `tls` (its certificate, key and the CA it trusts): TLS only, on `port`, and every
-    client must present a certificate of that CA (Redis' tls-auth-clients yes)."""
+    client must present a certificate of that CA (Redis' tls-auth-clients yes). With `users`:
+    the dev overlay's ACL users, and `default` (the administrator) password-protected
+    (devstack.redis_acl); without, anyone connecting is `default` (a test's own server)."""
 
     def __init__(
         self,
@@ -158,10 +163,34 @@ class RedisServer(ManagedServer):
         *,
         name: str = "redis",
         tls: TlsPaths | None = None,
+        users: RedisUsers | None = None,
     ) -> None:
         super().__init__(name, state_dir, registry)
         self.port = pick_port(port)
         self.tls = tls
+        self.users = users
+
+    @property
+    def admin_password(self) -> str | None:
+        """What the administrator (`default`) logs in with; None: no password needed."""
+        return self.users.password(ADMIN) if self.users is not None else None
+
+    def user_env(self, user: str) -> dict[str, str]:
+        """The credentials of `user` (a service's identity) here, if it has any."""
+        return self.users.service_env(user) if self.users is not None else {}
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.users is not None:
+            lines = self.users.config_lines(redis_version(_which("redis-server")))
+            # Hashes only, yet nobody else's business: the owner alone reads it.
+            fd = os.open(self._config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write("\n".join(lines) + "\n")
+
+    @property
+    def _config(self) -> Path:
+        return self.dir / "users.conf"
 
     def _listen(self) -> list[str]:
         if self.tls is None:
@@ -176,8 +205,10 @@ class RedisServer(ManagedServer):
         ]  # fmt: skip
 
     def argv(self) -> list[str]:
+        config = [str(self._config)] if self.users is not None else []
         return [
             _which("redis-server"),
+            *config,  # the configuration file comes first, then the options
             *self._listen(),
             "--bind", HOST,
             "--dir", str(self.dir),
@@ -193,7 +224,7 @@ class RedisServer(ManagedServer):
         return [self.dir / "redis.log"]
 
     def ping(self) -> bool:
-        return ping_redis(HOST, self.port, tls=self.tls)
+        return ping_redis(HOST, self.port, tls=self.tls, password=self.admin_password)
 
     def address(self) -> str:
         return f"{'rediss' if self.tls else 'redis'}://{HOST}:{self.port}"
@@ -202,6 +233,10 @@ class RedisServer(ManagedServer):
         """What a client needs; with TLS, the server's bundle (a client adds its own
         certificate: REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE)."""
         env = {"REDIS_HOST": HOST, "REDIS_PORT": str(self.port)}
+        if self.users is not None:
+            # It runs appendonly yes + appendfsync always (argv), and its users may not run
+            # CONFIG GET to see it: what the outbox's durability check needs on Redis < 7.2.
+            env["REDIS_APPENDFSYNC_ALWAYS"] = "true"
         if self.tls is not None:
             env |= {"REDIS_TLS": "true", "REDIS_TLS_CA_FILE": str(self.tls.ca)}
         return env
@@ -410,3 +445,14 @@ class RedisCluster:
 
     def address(self) -> str:
         return ",".join(node.address() for node in self.nodes)
+
+
+def redis_version(binary: str) -> tuple[int, int]:
+    """(major, minor) of a redis-server binary, from its --version line."""
+    line = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    found = re.search(r"v=(\d+)\.(\d+)", line)
+    if found is None:
+        raise RuntimeError(f"cannot read the version of {binary}: {line!r}")
+    return int(found[1]), int(found[2])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -46,8 +46,13 @@ class ServiceProcess:
         stop_timeout: float = 15.0,
         registry: PidRegistry | None = None,
         pki: DevPki | None = None,
+        before_start: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
+        # Work that needs the servers up (sync-consumer's ClickHouse migrations), for a service
+        # made before the stack started (`devstack run` parses its --service list first): done
+        # by the first start().
+        self._before_start = before_start
         self.argv = list(argv)
         self.env = dict(env)
         self.grpc_port = grpc_port
@@ -104,6 +109,9 @@ class ServiceProcess:
         return self._child is not None and self._child.running
 
     def start(self) -> None:
+        if self._before_start is not None:
+            self._before_start()
+            self._before_start = None
         self._child = ChildProcess(
             self.name,
             self.argv,

@@ -7,12 +7,15 @@ import json
 import os
 import shlex
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from devstack.pki import CALLER_IDENTITIES, DevPki, tls_env
+from devstack.redis_acl import RedisUsers
 from devstack.servers import (
     CLICKHOUSE_DATABASE,
     ClickHouseServer,
@@ -24,6 +27,7 @@ from devstack.servers import (
 )
 from devstack.service import ServiceProcess
 from devstack.state import PidRegistry, StateLock, default_state_dir
+from promo_libs.config import RedisSettings
 
 SERVER_NAMES = ("mongo", "redis", "clickhouse")
 ENV_FILE = "stack.env"
@@ -76,7 +80,8 @@ class Stack:
                 {"REDIS_HOST": env["REDIS_HOST"], "REDIS_PORT": env.get("REDIS_PORT", "6379")},
             )
         else:
-            servers["redis"] = RedisServer(state, None, ports.get("redis"))
+            # The dev overlay's ACL users, each service as its own (devstack.redis_acl).
+            servers["redis"] = RedisServer(state, None, ports.get("redis"), users=RedisUsers(state))
         database = env.get("CLICKHOUSE_DATABASE", CLICKHOUSE_DATABASE)
         if env.get("CLICKHOUSE_HOST"):
             servers["clickhouse"] = ExternalServer(
@@ -117,6 +122,31 @@ class Stack:
         return int(self.env["REDIS_PORT"])
 
     @property
+    def redis_password(self) -> str | None:
+        """The administrator's (`default`) password on the stack's own Redis, for a test's or
+        a tool's own client; None for a Redis from the environment (as it was given)."""
+        server = self.servers["redis"]
+        return server.admin_password if isinstance(server, RedisServer) else None
+
+    def redis_user_env(self, identity: str) -> dict[str, str]:
+        """REDIS_USERNAME/REDIS_PASSWORD of `identity`'s own user on the stack's Redis, for a
+        service or a tool run as that workload; nothing when it has none (or for a Redis from
+        the environment)."""
+        server = self.servers["redis"]
+        return server.user_env(identity) if isinstance(server, RedisServer) else {}
+
+    def redis_settings(self) -> RedisSettings:
+        """promo_libs settings for an administrator's client of the stack's Redis."""
+        password = self.redis_password
+        return RedisSettings.model_validate(
+            {
+                "redis_host": self.redis_host,
+                "redis_port": self.redis_port,
+                "redis_password": SecretStr(password) if password is not None else None,
+            }
+        )
+
+    @property
     def clickhouse_host(self) -> str:
         return self.env["CLICKHOUSE_HOST"]
 
@@ -145,6 +175,13 @@ class Stack:
             for identity in CALLER_IDENTITIES:
                 self.pki.files(identity)
             print(f"devstack: certificates (development CA) in {self.pki.folder}", flush=True)
+            if leftovers := self.pki.earlier_layout_files():
+                print(
+                    f"devstack: {len(leftovers)} files directly in {self.pki.folder} are an "
+                    "earlier layout's (keys of every identity and the CA's in one folder), "
+                    "unused now: remove them",
+                    flush=True,
+                )
             for server in self.managed():
                 print(f"devstack: starting {server.name} at {server.address()}", flush=True)
                 server.launch()
@@ -240,9 +277,14 @@ class Stack:
         subcommand = _subcommand(argv)
         if managed_clickhouse and identity == "sync-consumer" and subcommand in _SCHEMA_COMMANDS:
             clickhouse_user = {"CLICKHOUSE_USER": ClickHouseServer.MIGRATOR}
+        # Its own ACL user on the stack's Redis; nothing for a workload that has none, nor for
+        # one pointed at another Redis (a test's cluster: REDIS_HOST in `extra_env`; a proxy
+        # in front of this one changes the port only and keeps the credentials).
+        redis_user = {} if "REDIS_HOST" in (extra_env or {}) else self.redis_user_env(identity)
         env = {
             **os.environ,
             **self.env,
+            **redis_user,
             **clickhouse_user,
             **tls_env(self.pki.files(identity)),
             **tokens,
@@ -250,6 +292,7 @@ class Stack:
             **(extra_env or {}),
         }
         log_dir = self.state_dir / "services"
+        before_start: Callable[[], None] | None = None
         if (
             managed_clickhouse
             and identity == "sync-consumer"
@@ -257,12 +300,19 @@ class Stack:
             and "-m" in argv
         ):
             # The serving consumer may not change the schema: as the promo-migrations Job does
-            # before the Deployment, the migrator applies it first (idempotent).
-            self._migrate_clickhouse(
-                [*argv[: list(argv).index("-m") + 2], "migrate"],
-                {**env, "CLICKHOUSE_USER": ClickHouseServer.MIGRATOR},
-                log_dir / f"{name}.migrate.log",
-            )
+            # before the Deployment, the migrator applies it first (idempotent). Now if the
+            # servers are up, else when the service starts (after them).
+            migrate_argv = [*argv[: list(argv).index("-m") + 2], "migrate"]
+            migrate_env = {**env, "CLICKHOUSE_USER": ClickHouseServer.MIGRATOR}
+            migrate_log = log_dir / f"{name}.migrate.log"
+
+            def migrate() -> None:
+                self._migrate_clickhouse(migrate_argv, migrate_env, migrate_log)
+
+            if self._started:
+                migrate()
+            else:
+                before_start = migrate
         return ServiceProcess(
             name,
             argv,
@@ -271,6 +321,7 @@ class Stack:
             log_dir=log_dir,
             registry=self.registry,
             pki=self.pki,
+            before_start=before_start,
         )
 
     @staticmethod

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import sys
 import threading
@@ -10,11 +12,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from devstack.pki import BUNDLE_NAME, CERT_NAME, KEY_NAME, TRUST_FOLDER
 from devstack.processes import ChildProcess
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
+from promo_libs.config import redacted_uri
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+_SECRET = re.compile(r"PASSWORD|SECRET|TOKEN")
+
+
+def screen_line(key: str, value: str) -> str:
+    """The `export` line `make run` prints for one variable of the stack: a secret stays in
+    stack.env (0600; `python -m devstack env` prints it for `eval`), off the screen and out of
+    any log of this output; a URI without its password (a MongoDB from the environment)."""
+    if value and _SECRET.search(key):
+        return f"export {key}='<in stack.env>'"
+    shown = redacted_uri(value) if key.endswith("_URI") else value
+    return f"export {key}={shlex.quote(shown)}"
 
 
 class Supervisor:
@@ -51,8 +68,8 @@ class Supervisor:
             self._start_all()
             self._starting = False
             print(f"devstack: up; env written to {self.stack.state_dir / 'stack.env'}")
-            for line in self.stack.env_lines():
-                print(line)
+            for key, value in self.stack.env.items():
+                print(screen_line(key, value))
             self._print_examples()
             print("devstack: Ctrl-C (SIGINT) or SIGTERM stops everything", flush=True)
             while not self._stop.wait(self.poll_interval):
@@ -74,18 +91,24 @@ class Supervisor:
         is mutual TLS, so each line presents a certificate of the stack's development CA."""
         grpcurl = Path(sys.executable).parent / "grpcurl"
         shown = os.path.relpath(grpcurl) if grpcurl.exists() else "grpcurl"
-        pki = self.stack.pki.folder
-        folder = os.path.relpath(pki) if pki.is_relative_to(Path.cwd()) else str(pki)
+        pki = self.stack.pki
+
+        def shown_path(path: Path) -> str:
+            return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+
+        folder = shown_path(pki.folder)
         print(
-            f"devstack: certificates in {folder}: ca.pem, and <identity>.pem/.key for "
-            "back-office, storefront and operator (reflection is the operator's)",
+            f"devstack: certificates in {folder}: the trust bundle {TRUST_FOLDER}/{BUNDLE_NAME}, "
+            f"and <identity>/{CERT_NAME} and {KEY_NAME} for back-office, storefront and "
+            "operator (reflection is the operator's)",
             flush=True,
         )
 
         def as_(identity: str) -> str:
+            files = pki.files(identity)
             return (
-                f"{shown} -cacert {folder}/ca.pem -cert {folder}/{identity}.pem "
-                f"-key {folder}/{identity}.key"
+                f"{shown} -cacert {shown_path(files.ca)} -cert {shown_path(files.cert)} "
+                f"-key {shown_path(files.key)}"
             )
 
         for service in self.services:

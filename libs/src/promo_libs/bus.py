@@ -140,8 +140,13 @@ class RedisStreamPublisher(EventPublisher):
         client: RedisClient,
         dedupe_ttl_seconds: int = 7 * 24 * 3600,
         durable_timeout_seconds: float = 2.0,
+        *,
+        appendfsync_always: bool = False,
     ) -> None:
         self._client = client
+        # RedisSettings.redis_appendfsync_always: the operator says the server fsyncs every
+        # write, for a Redis < 7.2 whose ACL user may not run CONFIG GET to see it.
+        self._appendfsync_always = appendfsync_always
         self._ttl = dedupe_ttl_seconds
         self._script = client.register_script(_PUBLISH_ONCE)
         self._durable_timeout_ms = int(durable_timeout_seconds * 1000)
@@ -162,7 +167,10 @@ class RedisStreamPublisher(EventPublisher):
     #   this connection's writes (any appendfsync; with everysec it costs up to a second of
     #   latency per pass, not per event: the relay waits once per page of documents);
     # - older Redis with `appendonly yes` and `appendfsync always`: every write is fsynced
-    #   before its reply, so a reply is proof;
+    #   before its reply, so a reply is proof. Read with CONFIG GET, which an ACL user should
+    #   not be granted (it reads every setting, requirepass included): there, the operator
+    #   states `appendfsync always` (REDIS_APPENDFSYNC_ALWAYS, the local stack does), and the
+    #   probe only checks with INFO (allowed) that the append-only file is on;
     # - anything else: NotDurable. The entries stay and are republished (de-duplicated) until
     #   the server is configured durably: a loud failure instead of a silent loss.
     # Decided once per connection pool from INFO/CONFIG; a restart of Redis with another
@@ -188,6 +196,16 @@ class RedisStreamPublisher(EventPublisher):
         if version >= (7, 2):
             self._mode = "waitaof"
             return self._mode
+        if self._appendfsync_always:
+            persistence = await self._client.info("persistence")
+            if str(persistence.get("aof_enabled")) == "1":
+                self._mode = "always"
+                return self._mode
+            return (
+                f"Redis {info.get('redis_version')} has no WAITAOF and its append-only file is "
+                "off, though REDIS_APPENDFSYNC_ALWAYS says it fsyncs every write: published "
+                "events are not known durable"
+            )
         values = await _fsync_config(self._client)
         if values == ("yes", "always"):
             self._mode = "always"

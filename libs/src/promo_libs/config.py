@@ -130,6 +130,11 @@ class RedisSettings(BaseSettings):
     redis_tls_ca_file: Path | None = None
     redis_tls_cert_file: Path | None = None
     redis_tls_key_file: Path | None = None
+    # The server runs `appendonly yes` and `appendfsync always`, as its operator states: the
+    # outbox's durability proof on a Redis < 7.2 (no WAITAOF) when this process's ACL user may
+    # not run CONFIG GET to read it (promo_libs.bus). Only the local stack sets it; Redis 7.2+
+    # ignores it (WAITAOF proves each pass).
+    redis_appendfsync_always: bool = False
 
     @model_validator(mode="after")
     def _tls_files_need_tls(self) -> RedisSettings:

@@ -86,7 +86,9 @@ def replay_command(
             db = (await kit.mongo(settings, migrations)).db
             # A short de-duplication window: replayed events get fresh ids, none is re-sent.
             publisher = RedisStreamPublisher(
-                kit.redis(settings, timeout_seconds=10.0), dedupe_ttl_seconds=600
+                kit.redis(settings, timeout_seconds=10.0),
+                dedupe_ttl_seconds=600,
+                appendfsync_always=settings.redis_appendfsync_always,
             )
             count = await replay(db, build_sources(db), publisher, args.stream)
         print_json({"producer": producer, "stream": args.stream, "events": count})

@@ -14,7 +14,6 @@ from pymongo import AsyncMongoClient, UpdateOne
 from devstack.stack import Stack
 from promo.v1 import events_pb2
 from promo_libs.bus import EventPublisher, NotDurable, RedisStreamPublisher
-from promo_libs.config import RedisSettings
 from promo_libs.events import outbox_entry
 from promo_libs.mongo.outbox_store import MongoOutboxStore
 from promo_libs.outbox import OutboxEntry, outbox_fields
@@ -28,7 +27,7 @@ async def redis(stack: Stack) -> AsyncIterator[aioredis.Redis]:
     from promo_libs.bus import redis_client
 
     client = redis_client(
-        RedisSettings(redis_host=stack.redis_host, redis_port=stack.redis_port),
+        stack.redis_settings(),
         timeout_seconds=0.5,
     )
     yield client

@@ -93,7 +93,7 @@ async def confirmed_in_summary(ch: ClickHouse) -> int:
 
 async def throughput(stack: Stack, events: int, batch_size: int) -> None:
     token = uuid.uuid4().hex[:8]
-    stream, database = f"bench.{token}.orders", f"bench_{token}"
+    stream, database = f"promo.events.bench-{token}.orders", f"bench_{token}"
     consumer = stack.service(
         "sync-consumer-bench",
         [sys.executable, "-m", "sync_consumer"],
@@ -122,7 +122,9 @@ async def throughput(stack: Stack, events: int, batch_size: int) -> None:
         )
         for n in range(events)
     ]
-    redis = aioredis.Redis(host=stack.redis_host, port=stack.redis_port)
+    redis = aioredis.Redis(
+        host=stack.redis_host, port=stack.redis_port, password=stack.redis_password
+    )
     ch = clickhouse(stack, database)
     ch.connect()
     try:
@@ -352,7 +354,7 @@ async def watch_visible(
 
 async def stream_lag(stack: Stack, rate: float, seconds: float) -> None:
     token = uuid.uuid4().hex[:8]
-    stream, database = f"bench.{token}.orders", f"bench_slag_{token}"
+    stream, database = f"promo.events.bench-{token}.orders", f"bench_slag_{token}"
     consumer = stack.service(
         "sync-consumer-bench",
         [sys.executable, "-m", "sync_consumer"],
@@ -365,7 +367,9 @@ async def stream_lag(stack: Stack, rate: float, seconds: float) -> None:
         },
     )
     consumer.start_and_wait()
-    redis = aioredis.Redis(host=stack.redis_host, port=stack.redis_port)
+    redis = aioredis.Redis(
+        host=stack.redis_host, port=stack.redis_port, password=stack.redis_password
+    )
     ch = clickhouse(stack, database)
     ch.connect()
     published: dict[str, float] = {}

@@ -95,7 +95,9 @@ class ServiceKit:
             return store
         self._background.append(connection.size_metric_loop)
         if relayed:
-            publisher = RedisStreamPublisher(self.redis(settings))
+            publisher = RedisStreamPublisher(
+                self.redis(settings), appendfsync_always=settings.redis_appendfsync_always
+            )
             for collection in relayed:
                 relay = OutboxRelay(
                     MongoOutboxStore(connection.db[collection]),

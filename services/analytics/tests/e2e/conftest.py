@@ -35,9 +35,11 @@ from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD, TYPE_FIELD
 def pipeline(stack: Stack) -> Iterator[Pipeline]:
     token = uuid.uuid4().hex[:10]
     database = f"e2e_analytics_{token}"
-    streams = {kind: f"t{token}.{kind}" for kind in ("users", "promo_codes", "orders")}
+    streams = {kind: f"promo.events.t{token}.{kind}" for kind in ("users", "promo_codes", "orders")}
     scenario = Scenario.generate(seed=2024)
-    client = redis.Redis(host=stack.redis_host, port=stack.redis_port)
+    client = redis.Redis(
+        host=stack.redis_host, port=stack.redis_port, password=stack.redis_password
+    )
     consumer = service(
         stack,
         "sync-consumer",

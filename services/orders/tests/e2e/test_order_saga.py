@@ -292,7 +292,7 @@ async def test_order_events_reach_the_orders_stream(clients: Clients, stack: Sta
     code = await new_code(clients)
     order = await clients.orders.CreateOrder(order_request(user.id, code.code))
     await clients.orders.CancelOrder(orders_pb2.CancelOrderRequest(id=order.id, reason="changed"))
-    redis = Redis(host=stack.redis_host, port=stack.redis_port)
+    redis = Redis(host=stack.redis_host, port=stack.redis_port, password=stack.redis_password)
 
     async def published() -> list[events_pb2.EventEnvelope] | None:
         entries = await redis.xrange(ORDERS_STREAM)

@@ -54,7 +54,9 @@ def replica(stack: Stack, name: str, db_name: str, users_addr: str) -> ServicePr
 
 @pytest.fixture
 def bus(stack: Stack) -> Iterator[redis.Redis]:
-    client = redis.Redis(host=stack.redis_host, port=stack.redis_port)
+    client = redis.Redis(
+        host=stack.redis_host, port=stack.redis_port, password=stack.redis_password
+    )
     yield client
     client.close()
 

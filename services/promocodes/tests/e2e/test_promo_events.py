@@ -67,7 +67,7 @@ async def test_code_and_redemption_events_reach_the_stream(
     await saga.ReleasePromoCode(
         pb.ReleasePromoCodeRequest(redemption_id=redemption_id, reason="order cancelled")
     )
-    redis = Redis(host=stack.redis_host, port=stack.redis_port)
+    redis = Redis(host=stack.redis_host, port=stack.redis_port, password=stack.redis_password)
     try:
         envelopes = await events_of(redis, {code.id, redemption_id}, 3)
     finally:
@@ -115,7 +115,7 @@ async def test_events_of_a_campaign_code_carry_the_campaign(
         )
     )
     assert usage.promo_code.campaign_id == campaign.id
-    redis = Redis(host=stack.redis_host, port=stack.redis_port)
+    redis = Redis(host=stack.redis_host, port=stack.redis_port, password=stack.redis_password)
     try:
         envelopes = await events_of(redis, {code.id, redemption_id}, 2)
     finally:

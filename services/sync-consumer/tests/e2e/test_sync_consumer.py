@@ -116,10 +116,12 @@ class Harness:
         token = uuid.uuid4().hex[:10]
         self.stack = stack
         self.database = f"e2e_{token}"
-        self.users = f"t{token}.users"
-        self.codes = f"t{token}.promo_codes"
-        self.orders = f"t{token}.orders"
-        self.redis = client or redis.Redis(host=stack.redis_host, port=stack.redis_port)
+        self.users = f"promo.events.t{token}.users"
+        self.codes = f"promo.events.t{token}.promo_codes"
+        self.orders = f"promo.events.t{token}.orders"
+        self.redis = client or redis.Redis(
+            host=stack.redis_host, port=stack.redis_port, password=stack.redis_password
+        )
         self._start_service = start_service
         self.env = {
             "CLICKHOUSE_DATABASE": self.database,
@@ -140,7 +142,9 @@ class Harness:
 
     def tool(self, *args: str) -> str:
         """Runs `python -m sync_consumer <args>` as an operator would, with the consumer's env."""
-        env = {**os.environ, **self.stack.env, **self.env}
+        # The consumer's own Redis user on the stack's Redis (none on a test's cluster).
+        user = {} if "REDIS_HOST" in self.env else self.stack.redis_user_env("sync-consumer")
+        env = {**os.environ, **self.stack.env, **user, **self.env}
         done = subprocess.run(
             [sys.executable, "-m", "sync_consumer", *args],
             env=env,

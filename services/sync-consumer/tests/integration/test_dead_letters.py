@@ -13,7 +13,9 @@ from sync_consumer.domain.model import DeadLetter, StreamEntry
 
 @pytest.fixture
 async def client(stack: Stack) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis(host=stack.redis_host, port=stack.redis_port)
+    redis = aioredis.Redis(
+        host=stack.redis_host, port=stack.redis_port, password=stack.redis_password
+    )
     yield redis
     await redis.aclose()
 

@@ -20,7 +20,11 @@ from sync_consumer.adapters.rebuild_gate import (
 @pytest.fixture
 async def client(stack: Stack) -> AsyncIterator[aioredis.Redis]:
     redis = aioredis.Redis(
-        host=stack.redis_host, port=stack.redis_port, socket_timeout=1, socket_connect_timeout=1
+        host=stack.redis_host,
+        port=stack.redis_port,
+        password=stack.redis_password,
+        socket_timeout=1,
+        socket_connect_timeout=1,
     )
     yield redis
     await redis.aclose()

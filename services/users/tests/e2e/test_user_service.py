@@ -108,7 +108,7 @@ async def test_each_change_is_published_as_an_event(
         )
     )
     await stub.DeleteUser(users_pb2.DeleteUserRequest(id=user.id))
-    redis = Redis(host=stack.redis_host, port=stack.redis_port)
+    redis = Redis(host=stack.redis_host, port=stack.redis_port, password=stack.redis_password)
     try:
         envelopes = await wait_for_events(redis, user.id, 3)
     finally:
