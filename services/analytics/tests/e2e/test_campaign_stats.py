@@ -307,8 +307,10 @@ class Served:
 def served(stack: Stack) -> Iterator[Served]:
     token = uuid.uuid4().hex[:10]
     database = f"e2e_campaigns_{token}"
-    streams = {kind: f"t{token}.{kind}" for kind in ("users", "promo_codes", "orders")}
-    client = redis.Redis(host=stack.redis_host, port=stack.redis_port)
+    streams = {kind: f"promo.events.t{token}.{kind}" for kind in ("users", "promo_codes", "orders")}
+    client = redis.Redis(
+        host=stack.redis_host, port=stack.redis_port, password=stack.redis_password
+    )
     consumer = service(
         stack,
         "sync-consumer",
@@ -472,7 +474,9 @@ async def test_rebuild_swaps_in_tables_that_reconcile_and_answer_the_same(
     db = served.database
     clickhouse = ClickHouse(settings_of(stack, db))
     client = clickhouse.connect()
-    bus = aioredis.Redis(host=stack.redis_host, port=stack.redis_port)
+    bus = aioredis.Redis(
+        host=stack.redis_host, port=stack.redis_port, password=stack.redis_password
+    )
     token = uuid.uuid4().hex[:8]
     try:
         await rebuild.drop_tables(client, db, rebuild.REBUILD)
@@ -484,7 +488,7 @@ async def test_rebuild_swaps_in_tables_that_reconcile_and_answer_the_same(
             latest[(event.aggregate_type, event.aggregate_id)] = (kind, event)
         sink = ClickHouseSink(client, db)
         for kind in ("promo_codes", "orders"):
-            stream = f"t{token}.rebuild.{kind}"
+            stream = f"promo.rebuild.t{token}.{kind}"
             for event_kind, event in latest.values():
                 if event_kind == kind:
                     await bus.xadd(stream, {ENVELOPE_FIELD: event.SerializeToString()})

@@ -81,8 +81,10 @@ class Lines:
 def lines(stack: Stack) -> Iterator[Lines]:
     token = uuid.uuid4().hex[:10]
     database = f"e2e_lines_{token}"
-    stream = f"t{token}.orders"
-    client = redis.Redis(host=stack.redis_host, port=stack.redis_port)
+    stream = f"promo.events.t{token}.orders"
+    client = redis.Redis(
+        host=stack.redis_host, port=stack.redis_port, password=stack.redis_password
+    )
     consumer = service(
         stack,
         "sync-consumer-lines",

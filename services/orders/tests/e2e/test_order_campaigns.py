@@ -118,7 +118,7 @@ async def test_the_order_events_and_the_usage_events_name_the_campaign_of_the_co
         assert order.status == orders_pb2.ORDER_STATUS_CONFIRMED
         await clients.orders.CancelOrder(orders_pb2.CancelOrderRequest(id=order.id, reason="no"))
     orders = {with_campaign.id, without.id, no_code.id}
-    redis = Redis(host=stack.redis_host, port=stack.redis_port)
+    redis = Redis(host=stack.redis_host, port=stack.redis_port, password=stack.redis_password)
 
     async def on(stream: str, ids: set[str], count: int) -> list[events_pb2.EventEnvelope] | None:
         entries = await redis.xrange(stream)

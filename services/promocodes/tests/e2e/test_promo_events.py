@@ -195,7 +195,7 @@ async def test_campaign_events_carry_its_rules_and_redemptions_publish_none(
             break
         assert loop.time() < deadline, stored
         await asyncio.sleep(0.05)
-    redis = Redis(host=stack.redis_host, port=stack.redis_port)
+    redis = Redis(host=stack.redis_host, port=stack.redis_port, password=stack.redis_password)
     try:
         envelopes = await events_of(redis, {campaign.id, *rids.values()}, 6)
     finally:
