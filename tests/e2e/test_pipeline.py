@@ -294,8 +294,10 @@ async def test_rebuild_from_mongodb_under_live_load_reconciles(
     are the same after the rebuild as before it."""
     campaigns = load.campaigns
     assert campaigns is not None
-    await (await LoadProcess(platform, load, 150, 8).start()).wait()  # the settled history
-    await until_reconciled(platform, DRAIN_SECONDS)
+    started = time.monotonic()
+    settled = await (await LoadProcess(platform, load, 150, 8).start()).wait()
+    drained = await until_reconciled(platform, DRAIN_SECONDS)
+    history = time.monotonic() - started
     # Event times are stored to the second: the live load starts in the second after `until`.
     until = datetime.fromtimestamp(int(time.time()) + 1, UTC)
     with _analytics(platform) as analytics:
@@ -343,7 +345,10 @@ async def test_rebuild_from_mongodb_under_live_load_reconciles(
         assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
         await work.wait()
         took = await until_reconciled(platform, DRAIN_SECONDS)
-        print(f"\n{rebuilt.stdout.strip()}; reconciled {took:.1f}s after the load")
+        print(
+            f"\nsettled history {settled} in {history:.1f}s (drained in {drained:.1f}s);"
+            f" {rebuilt.stdout.strip()}; reconciled {took:.1f}s after the load"
+        )
         checked = _run_tool(platform, "promo_reconcile")
         assert checked.returncode == 0, checked.stdout
         _, sizes = await reconcile(platform.reconcile_settings())
