@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 import pytest_asyncio
@@ -284,6 +284,18 @@ async def _campaign_answers(
     return CampaignAnswers(settled, live, costs)
 
 
+async def _until_held(platform: Platform, rebuilding: asyncio.Future[Any]) -> None:
+    """Until the rebuild holds the consumers (its hold key exists); it must not end first."""
+    probe = redis.Redis(host=platform.stack.redis_host, port=platform.stack.redis_port)
+    hold = f"promo:sync:{{{platform.consumer_env['CONSUMER_GROUP']}}}:hold"
+    deadline = time.monotonic() + 120
+    with contextlib.closing(probe):
+        while not probe.exists(hold):
+            assert not rebuilding.done(), "the rebuild ended before it was seen holding"
+            assert time.monotonic() < deadline, "the rebuild never took its hold"
+            await asyncio.sleep(0.05)
+
+
 async def test_rebuild_from_mongodb_under_live_load_reconciles(
     platform: Platform, load: Load
 ) -> None:
@@ -338,15 +350,21 @@ async def test_rebuild_from_mongodb_under_live_load_reconciles(
         assert {d.fact for d in found} - {"order_lines"} <= {"users_analytics"}, found
         assert _run_tool(platform, "promo_reconcile").returncode == 1
 
-        # Live events during the rebuild, none of the settled campaign.
+        # Live events during the rebuild, none of the settled campaign: the load starts once the
+        # rebuild holds the consumers, so its events wait in Redis while the replays read
+        # MongoDB (some are in both) and land in the swapped tables after it.
+        rebuilding = asyncio.create_task(
+            asyncio.to_thread(_run_tool, platform, "sync_consumer", "rebuild")
+        )
+        await _until_held(platform, rebuilding)
         work = await LoadProcess(platform, load, 300, 4, campaigns.settled_codes).start()
-        await asyncio.sleep(0.5)
-        rebuilt = await asyncio.to_thread(_run_tool, platform, "sync_consumer", "rebuild")
+        rebuilt = await rebuilding
         assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
-        await work.wait()
+        during = await work.wait()
         took = await until_reconciled(platform, DRAIN_SECONDS)
         print(
             f"\nsettled history {settled} in {history:.1f}s (drained in {drained:.1f}s);"
+            f" live load {during};"
             f" {rebuilt.stdout.strip()}; reconciled {took:.1f}s after the load"
         )
         checked = _run_tool(platform, "promo_reconcile")
@@ -360,6 +378,12 @@ async def test_rebuild_from_mongodb_under_live_load_reconciles(
             "order_lines",
         ):
             assert sizes[fact] > 0, (fact, sizes)
+        # Equal to MongoDB now: carts of several lines, lines in two categories and in none.
+        ((last_index, in_two, in_none),) = platform.query(
+            "SELECT max(line_index), countIf(length(category_ids) = 2),"
+            " countIf(length(category_ids) = 0) FROM {db}.order_lines FINAL"
+        )
+        assert int(last_index) >= 1 and int(in_two) > 0 and int(in_none) > 0
         assert await _campaign_answers(analytics, campaigns, until) == answers
     tables = platform.query("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name")
     assert not [t for t in tables if t[0].endswith(("__rebuild", "__old"))]
