@@ -307,7 +307,7 @@ async def test_rebuild_from_mongodb_under_live_load_reconciles(
     campaigns = load.campaigns
     assert campaigns is not None
     started = time.monotonic()
-    settled = await (await LoadProcess(platform, load, 150, 8).start()).wait()
+    settled = await (await LoadProcess(platform, load, 120, 12).start()).wait()
     drained = await until_reconciled(platform, DRAIN_SECONDS)
     history = time.monotonic() - started
     # Event times are stored to the second: the live load starts in the second after `until`.
