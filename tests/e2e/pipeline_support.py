@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 import redis
+from google.protobuf import field_mask_pb2
 
 from devstack.ports import free_port
 from devstack.probes import clickhouse_query
@@ -202,11 +203,63 @@ async def new_code(clients: Clients, **fields: Any) -> promo_codes_pb2.PromoCode
     return await retried(lambda: clients.codes.CreatePromoCode(request, timeout=30))
 
 
-async def place(clients: Clients, user_id: str, code: str | None, amount: int) -> str | None:
-    """CreateOrder until definite; the order id when CONFIRMED, None when rejected."""
-    request = orders_pb2.CreateOrderRequest(
-        user_id=user_id, amount=eur(amount), idempotency_key=uuid.uuid4().hex
+async def new_campaign(clients: Clients, **fields: Any) -> promo_codes_pb2.Campaign:
+    request = promo_codes_pb2.CreateCampaignRequest(
+        campaign=promo_codes_pb2.Campaign(display_name=f"C{uuid.uuid4().hex[:8]}", **fields)
     )
+    return await retried(lambda: clients.codes.CreateCampaign(request, timeout=30))
+
+
+async def generated_codes(clients: Clients, campaign_id: str, count: int) -> list[str]:
+    """`count` codes generated into the campaign (the generator's path, not CreatePromoCode)."""
+    request = promo_codes_pb2.GeneratePromoCodesRequest(
+        prefix="G",
+        count=count,
+        template=promo_codes_pb2.PromoCode(fixed_amount=eur(300), campaign_id=campaign_id),
+        request_id=uuid.uuid4().hex,
+    )
+    answer = await retried(lambda: clients.codes.GeneratePromoCodes(request, timeout=30))
+    return list(answer.codes)
+
+
+# Products of the load's carts: (product id, category ids, unit price); one without a category
+# and one in two, so a line counts in several categories or in none.
+CATALOG = (
+    ("shoe", ("shoes", "spring"), 3000),
+    ("sock", ("kids",), 250),
+    ("hat", (), 1200),
+    ("bag", ("spring", "sale"), 4500),
+)
+
+
+def cart(rng: random.Random) -> list[common_pb2.LineItem]:
+    """One to three lines of distinct products, quantities 1 to 3."""
+    return [
+        common_pb2.LineItem(
+            sku=f"{product}-1",
+            product_id=product,
+            category_ids=categories,
+            quantity=rng.randint(1, 3),
+            unit_price=eur(price),
+        )
+        for product, categories, price in rng.sample(CATALOG, rng.randint(1, 3))
+    ]
+
+
+async def place(
+    clients: Clients,
+    user_id: str,
+    code: str | None,
+    amount: int,
+    lines: list[common_pb2.LineItem] | None = None,
+) -> str | None:
+    """CreateOrder until definite; the order id when CONFIRMED, None when rejected. With `lines`
+    the order is that cart (and `amount` is not sent)."""
+    request = orders_pb2.CreateOrderRequest(user_id=user_id, idempotency_key=uuid.uuid4().hex)
+    if lines:
+        request.lines.extend(lines)
+    else:
+        request.amount.CopyFrom(eur(amount))
     if code is not None:
         request.promo_code = code
     try:
@@ -222,9 +275,23 @@ async def cancel(clients: Clients, order_id: str) -> None:
     await retried(lambda: clients.orders.CancelOrder(request, timeout=30))
 
 
+@dataclass(frozen=True)
+class Campaigns:
+    """The load's two campaigns. A load started with `LoadProcess(..., leave_out=settled_codes)`
+    does not use `settled`'s codes, so its statistics stay what they were while that load runs;
+    `live` was updated after its creation (a second version) and has no limit, so its statistics
+    over a past range do not change either."""
+
+    settled: str
+    live: str
+    settled_codes: tuple[str, ...]
+
+
 @dataclass
 class Load:
-    """Orders with and without codes (some rejected: an exhausted code) and cancellations."""
+    """Orders with and without codes (some rejected: an exhausted code, a code of items of a
+    category the cart lacks), half of them carts of several lines, and cancellations (which
+    release the order's usage)."""
 
     clients: Clients
     users: list[str]
@@ -232,6 +299,7 @@ class Load:
     placed: int = 0
     cancelled: int = 0
     rejected: int = 0
+    campaigns: Campaigns | None = None  # set by make_load (the load process needs only codes)
     _rng: random.Random = field(default_factory=lambda: random.Random(5))
 
     async def run(self, operations: int, concurrency: int = 16) -> None:
@@ -249,7 +317,8 @@ class Load:
     async def one(self) -> None:
         user = self._rng.choice(self.users)
         code = self._rng.choice([*self.codes, None])
-        order_id = await place(self.clients, user, code, self._rng.randrange(1000, 20000))
+        lines = cart(self._rng) if self._rng.random() < 0.5 else None
+        order_id = await place(self.clients, user, code, self._rng.randrange(1000, 20000), lines)
         self.placed += 1
         if order_id is None:
             self.rejected += 1
@@ -260,19 +329,55 @@ class Load:
 
 async def make_load(clients: Clients, users: int = 12) -> Load:
     made = [await new_user(clients) for _ in range(users)]
+    settled = await new_campaign(clients, max_uses=10_000, budget=eur(10_000_000))
+    live = await new_campaign(clients)
+    renamed = promo_codes_pb2.Campaign(id=live.id, display_name=f"{live.display_name} (2)")
+    update = promo_codes_pb2.UpdateCampaignRequest(
+        campaign=renamed, update_mask=field_mask_pb2.FieldMask(paths=["display_name"])
+    )
+    await retried(lambda: clients.codes.UpdateCampaign(update, timeout=30))
+    settled_codes = [
+        *await generated_codes(clients, settled.id, 2),
+        (await new_code(clients, campaign_id=settled.id, max_uses_per_user=3)).code,
+    ]
+    items = promo_codes_pb2.ItemTargeting(include_category_ids=["spring"])
     codes = [
         await new_code(clients),
         await new_code(clients, percentage=promo_codes_pb2.PercentageDiscount(basis_points=1500)),
         await new_code(clients, max_uses_per_user=2),
         await new_code(clients, max_uses=25),  # exhausted early: rejections
+        # 20% of the spring lines: rejected for a cart without one (and for an amount).
+        await new_code(
+            clients,
+            campaign_id=live.id,
+            percentage=promo_codes_pb2.PercentageDiscount(basis_points=2000),
+            target=promo_codes_pb2.DISCOUNT_TARGET_ITEMS,
+            targeting=items,
+        ),
+        await new_code(clients, campaign_id=live.id),
     ]
-    return Load(clients, [u.id for u in made], [c.code for c in codes])
+    all_codes = [*settled_codes, *(c.code for c in codes)]
+    return Load(
+        clients,
+        [u.id for u in made],
+        all_codes,
+        campaigns=Campaigns(settled.id, live.id, tuple(settled_codes)),
+    )
 
 
 class LoadProcess:
     """`Load.run` in a child process (pipeline_load.py), started and awaited from a test."""
 
-    def __init__(self, platform: Platform, load: Load, operations: int, concurrency: int) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        load: Load,
+        operations: int,
+        concurrency: int,
+        leave_out: tuple[str, ...] = (),
+    ) -> None:
+        """`leave_out`: codes this run does not use."""
+        codes = [c for c in load.codes if c not in leave_out]
         self._argv = [
             sys.executable,
             str(Path(__file__).with_name("pipeline_load.py")),
@@ -284,7 +389,7 @@ class LoadProcess:
             str(concurrency),
             str(random.randrange(1_000_000)),
             ",".join(load.users),
-            ",".join(load.codes),
+            ",".join(codes),
         ]
         self._process: asyncio.subprocess.Process | None = None
 

@@ -11,11 +11,15 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import pytest
 import pytest_asyncio
 import redis
 from pipeline_support import (
+    COMMON,
+    Campaigns,
     Clients,
     Load,
     LoadProcess,
@@ -29,9 +33,20 @@ from pipeline_support import (
     until_reconciled,
 )
 
+from devstack.ports import free_port
+from devstack.service import ServiceProcess
 from devstack.stack import Stack
-from promo.v1 import orders_pb2_grpc, promo_codes_pb2_grpc, users_pb2_grpc
+from promo.v1 import (
+    analytics_pb2,
+    analytics_pb2_grpc,
+    common_pb2,
+    orders_pb2_grpc,
+    promo_codes_pb2_grpc,
+    users_pb2_grpc,
+)
 from promo_libs.events import ORDERS_STREAM
+from promo_libs.grpc.mapping import timestamp
+from promo_reconcile import reconcile
 
 DRAIN_SECONDS = 180.0
 
@@ -221,24 +236,159 @@ def _run_tool(platform: Platform, module: str, *args: str) -> subprocess.Complet
     )
 
 
+@contextlib.contextmanager
+def _analytics(platform: Platform) -> Iterator[ServiceProcess]:
+    """AnalyticsService on the consumer's ClickHouse database, for as long as a test needs it."""
+    service = platform.stack.service(
+        "analytics-pipe",
+        [sys.executable, "-m", "analytics_service"],
+        free_port(),
+        {**COMMON, "CLICKHOUSE_DATABASE": platform.clickhouse_db},
+    )
+    service.start_and_wait()
+    try:
+        yield service
+    finally:
+        service.terminate()
+
+
+class CampaignAnswers(NamedTuple):
+    settled: analytics_pb2.CampaignStats
+    live: analytics_pb2.CampaignStats
+    costs: list[analytics_pb2.ListDiscountCostsResponse]
+
+
+async def _campaign_answers(
+    analytics: ServiceProcess, campaigns: Campaigns, until: datetime
+) -> CampaignAnswers:
+    """What AnalyticsService says of the settled campaign (all time: nothing the live load does
+    touches it), of the live one and of the discount costs by product and by category (all
+    campaigns, the settled one), over everything before `until` (the live load's orders and
+    usages are later; it cancels only its own orders)."""
+    before = common_pb2.TimeRange(end_time=timestamp(until))
+    async with analytics.channel() as channel:
+        stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
+        settled = await stub.GetCampaignStats(
+            analytics_pb2.GetCampaignStatsRequest(campaign_id=campaigns.settled), timeout=30
+        )
+        live = await stub.GetCampaignStats(
+            analytics_pb2.GetCampaignStatsRequest(campaign_id=campaigns.live, time_range=before),
+            timeout=30,
+        )
+        costs = []
+        for group_by in (
+            analytics_pb2.DISCOUNT_COST_GROUPING_PRODUCT,
+            analytics_pb2.DISCOUNT_COST_GROUPING_CATEGORY,
+        ):
+            for campaign in ("", campaigns.settled):
+                request = analytics_pb2.ListDiscountCostsRequest(
+                    time_range=before, group_by=group_by, limit=1000, campaign_id=campaign
+                )
+                costs.append(await stub.ListDiscountCosts(request, timeout=30))
+    return CampaignAnswers(settled, live, costs)
+
+
+async def _until_held(platform: Platform, rebuilding: asyncio.Future[Any]) -> None:
+    """Until the rebuild holds the consumers (its hold key exists); it must not end first."""
+    probe = redis.Redis(host=platform.stack.redis_host, port=platform.stack.redis_port)
+    hold = f"promo:sync:{{{platform.consumer_env['CONSUMER_GROUP']}}}:hold"
+    deadline = time.monotonic() + 120
+    with contextlib.closing(probe):
+        while not probe.exists(hold):
+            assert not rebuilding.done(), "the rebuild ended before it was seen holding"
+            assert time.monotonic() < deadline, "the rebuild never took its hold"
+            await asyncio.sleep(0.05)
+
+
 async def test_rebuild_from_mongodb_under_live_load_reconciles(
     platform: Platform, load: Load
 ) -> None:
-    # Damage the analytics first: only a rebuild from MongoDB can repair this.
-    platform.query(
-        "INSERT INTO {db}.users_analytics (user_id, day, currency_code, orders, revenue_minor, "
-        "discounts_minor, redemptions) VALUES ('ghost', today(), 'EUR', 1, 100, 0, 0)"
-    )
-    assert _run_tool(platform, "promo_reconcile").returncode == 1
-    work = await LoadProcess(platform, load, 300, 4).start()  # live events during the rebuild
-    await asyncio.sleep(0.5)
-    rebuilt = await asyncio.to_thread(_run_tool, platform, "sync_consumer", "rebuild")
-    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
-    await work.wait()
-    took = await until_reconciled(platform, DRAIN_SECONDS)
-    print(f"\n{rebuilt.stdout.strip()}; reconciled {took:.1f}s after the load")
-    checked = _run_tool(platform, "promo_reconcile")
-    assert checked.returncode == 0, checked.stdout
+    """The rebuild from every service's replay, under live load, on a history with campaigns (one
+    updated, codes generated into one and made by hand), carts of several lines and categories,
+    rejections, releases and cancellations: every fact reconciles to zero, the new ones
+    included, and the campaign and discount-cost answers of the history before the live load
+    are the same after the rebuild as before it."""
+    campaigns = load.campaigns
+    assert campaigns is not None
+    started = time.monotonic()
+    settled = await (await LoadProcess(platform, load, 120, 12).start()).wait()
+    drained = await until_reconciled(platform, DRAIN_SECONDS)
+    history = time.monotonic() - started
+    # Event times are stored to the second: the live load starts in the second after `until`.
+    until = datetime.fromtimestamp(int(time.time()) + 1, UTC)
+    with _analytics(platform) as analytics:
+        answers = await _campaign_answers(analytics, campaigns, until)
+        assert answers.settled.redemptions and answers.settled.releases
+        assert answers.settled.codes == 3 and answers.settled.HasField("remaining_uses")
+        assert answers.live.redemptions and answers.live.display_name.endswith("(2)")
+        assert all(cost.entries for cost in answers.costs)
+        # Not a synchronisation: nothing to wait for but the clock reaching `until`.
+        await asyncio.sleep(max(0.0, until.timestamp() - time.time()))
+
+        # Damage the analytics first: only a rebuild from MongoDB can repair this. A line
+        # naming a campaign its order does not have, a user summary of no user.
+        ((line_id, order_id, index),) = platform.query(
+            "SELECT line_id, order_id, toString(line_index) FROM {db}.order_lines FINAL"
+            " WHERE campaign_id != '' ORDER BY line_id LIMIT 1"
+        )
+        kept = (
+            "order_id, line_index, order_date, sku, product_id, category_ids, quantity,"
+            " unit_price_minor, discount_minor, currency_code, user_id, promo_code_id, status,"
+            " create_time"
+        )
+        platform.query(
+            f"INSERT INTO {{db}}.order_lines (line_id, version, campaign_id, {kept})"
+            f" SELECT line_id, version + 10, 'camp-wrong', {kept} FROM {{db}}.order_lines FINAL"
+            f" WHERE line_id = '{line_id}'"
+        )
+        platform.query(
+            "INSERT INTO {db}.users_analytics (user_id, day, currency_code, orders,"
+            " revenue_minor, discounts_minor, redemptions)"
+            " VALUES ('ghost', today(), 'EUR', 1, 100, 0, 0)"
+        )
+        found, _ = await reconcile(platform.reconcile_settings())
+        (wrong,) = [d for d in found if d.fact == "order_lines"]
+        assert wrong.key == (order_id, int(index)) and wrong.truth and wrong.analytics
+        assert wrong.analytics[1] == "camp-wrong" != wrong.truth[1]
+        assert wrong.analytics[:1] + wrong.analytics[2:] == wrong.truth[:1] + wrong.truth[2:]
+        assert {d.fact for d in found} - {"order_lines"} <= {"users_analytics"}, found
+        assert _run_tool(platform, "promo_reconcile").returncode == 1
+
+        # Live events during the rebuild, none of the settled campaign: the load starts once the
+        # rebuild holds the consumers, so its events wait in Redis while the replays read
+        # MongoDB (some are in both) and land in the swapped tables after it.
+        rebuilding = asyncio.create_task(
+            asyncio.to_thread(_run_tool, platform, "sync_consumer", "rebuild")
+        )
+        await _until_held(platform, rebuilding)
+        work = await LoadProcess(platform, load, 300, 4, campaigns.settled_codes).start()
+        rebuilt = await rebuilding
+        assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+        during = await work.wait()
+        took = await until_reconciled(platform, DRAIN_SECONDS)
+        print(
+            f"\nsettled history {settled} in {history:.1f}s (drained in {drained:.1f}s);"
+            f" live load {during};"
+            f" {rebuilt.stdout.strip()}; reconciled {took:.1f}s after the load"
+        )
+        checked = _run_tool(platform, "promo_reconcile")
+        assert checked.returncode == 0, checked.stdout
+        _, sizes = await reconcile(platform.reconcile_settings())
+        for fact in (
+            "campaigns",
+            "campaign codes",
+            "usages by campaign",
+            "orders by campaign",
+            "order_lines",
+        ):
+            assert sizes[fact] > 0, (fact, sizes)
+        # Equal to MongoDB now: carts of several lines, lines in two categories and in none.
+        ((last_index, in_two, in_none),) = platform.query(
+            "SELECT max(line_index), countIf(length(category_ids) = 2),"
+            " countIf(length(category_ids) = 0) FROM {db}.order_lines FINAL"
+        )
+        assert int(last_index) >= 1 and int(in_two) > 0 and int(in_none) > 0
+        assert await _campaign_answers(analytics, campaigns, until) == answers
     tables = platform.query("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name")
     assert not [t for t in tables if t[0].endswith(("__rebuild", "__old"))]
 
