@@ -168,8 +168,7 @@ class PromoCode(_message.Message):
     campaign_id: _builtins.str
     """Optional, immutable. The campaign the code belongs to. GeneratePromoCodes takes it from the
     template. Errors: FAILED_PRECONDITION CAMPAIGN_NOT_FOUND when no such campaign exists.
-    Not yet enforced: redemption does not check the campaign's limits until the campaign
-    redemption protocol lands (services/promocodes/README.md, "Campaigns").
+    Redemption checks the campaign's limits and window beside the code's (rules c1-c6 above).
     """
     @_builtins.property
     def percentage(self) -> Global___PercentageDiscount:
@@ -287,9 +286,9 @@ Global___PromoCode: _TypeAlias = PromoCode  # noqa: Y015
 @_typing.final
 class Campaign(_message.Message):
     """Limits shared by all the codes of a campaign (PromoCode.campaign_id), on top of each code's own.
-    This slice stores and manages them; RedeemPromoCode and ValidatePromoCode do not check them yet
-    (services/promocodes/README.md, "Campaigns", has the protocol that will), and `uses` and
-    `discount_granted` stay 0 until then.
+    RedeemPromoCode and ValidatePromoCode check them (rules c1-c6 above); the redemption protocol
+    that keeps them exact without multi-document transactions is in services/promocodes/README.md,
+    "Campaigns".
     """
 
     DESCRIPTOR: _descriptor.Descriptor
