@@ -28,8 +28,18 @@ from devstack.stack import Stack
 from promo.v1 import orders_pb2, promo_codes_pb2
 from promo_libs.grpc.errors import error_info
 
-from .conftest import Clients, definite, eur, eventually, new_code, new_user, order_request
-from .test_two_replicas import Replicas, _clients, start_replicas
+from .conftest import (
+    Clients,
+    Replicas,
+    clients_of,
+    definite,
+    eur,
+    eventually,
+    new_code,
+    new_user,
+    order_request,
+    start_replicas,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -228,7 +238,7 @@ async def test_thousand_orders_over_two_replicas_get_exactly_the_campaigns_fifty
         replicas.r1.channel() as r1,
         replicas.r2.channel() as r2,
     ):
-        via = [_clients(u, p2, r1), _clients(u, p2, r2)]
+        via = [clients_of(u, p2, r1), clients_of(u, p2, r2)]
         users = await _users(via[1], user_cache)
         campaign, codes = await _campaign_with_codes(
             via[1], "OCAP50", max_uses=50, max_uses_per_user=1
@@ -256,7 +266,7 @@ async def test_thousand_orders_over_two_replicas_get_exactly_the_campaigns_budge
         replicas.r1.channel() as r1,
         replicas.r2.channel() as r2,
     ):
-        via = [_clients(u, p2, r1), _clients(u, p2, r2)]
+        via = [clients_of(u, p2, r1), clients_of(u, p2, r2)]
         users = await _users(via[1], user_cache)
         campaign, codes = await _campaign_with_codes(
             via[1], "OCAPBUD", max_uses_per_user=1, budget=eur(budget)
@@ -278,6 +288,10 @@ async def test_thousand_orders_over_two_replicas_get_exactly_the_campaigns_budge
         assert read.discount_granted == eur(budget)
 
 
+def _orders_with_ids(orders_db: Any, ids: list[str]) -> list[dict[str, Any]]:
+    return list(orders_db.orders.find({"_id": {"$in": ids}}))
+
+
 async def _freeze_holding_reservations(
     victim: ServiceProcess, promo_db: Any, orders_db: Any, campaign_id: str, r1_keys: set[str]
 ) -> set[str]:
@@ -292,9 +306,7 @@ async def _freeze_holding_reservations(
         stored = await asyncio.to_thread(promo_db.campaigns.find_one, {"_id": campaign_id})
         pending = set(stored.get("pending") or {})
         # The victim's own: orders placed through R1 (those of the even requests).
-        placed = await asyncio.to_thread(
-            lambda held=list(pending): list(orders_db.orders.find({"_id": {"$in": held}}))
-        )
+        placed = await asyncio.to_thread(_orders_with_ids, orders_db, list(pending))
         mine = {o["_id"] for o in placed if o["idempotency_key"] in r1_keys}
         if mine:
             return mine
@@ -340,7 +352,7 @@ async def test_sigkill_of_a_promocodes_replica_inside_the_order_load_then_recove
         replicas.r1.channel() as r1,
         replicas.r2.channel() as r2,
     ):
-        via = [_clients(u, p2, r1), _clients(u, p2, r2)]
+        via = [clients_of(u, p2, r1), clients_of(u, p2, r2)]
         users = await _users(via[1], user_cache)
         campaign, codes = await _campaign_with_codes(
             via[1], "OCAPKILL", max_uses=50, max_uses_per_user=1
@@ -411,7 +423,7 @@ async def test_two_first_orders_of_a_user_on_two_replicas_get_the_code_at_most_o
         replicas.r1.channel() as r1,
         replicas.r2.channel() as r2,
     ):
-        via = [_clients(u, p2, r1), _clients(u, p2, r2)]
+        via = [clients_of(u, p2, r1), clients_of(u, p2, r2)]
         # New users: those of the tests above may have a confirmed order already.
         users = [(await new_user(via[1])).id for _ in range(40)]
         welcome = await new_code(via[1], fixed_amount=eur(500), first_order_only=True)
