@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -121,8 +122,14 @@ async def _campaign_with_codes(
 
 
 def _requests(users: list[str], codes: list[str]) -> list[orders_pb2.CreateOrderRequest]:
-    # Each user orders five times, each time with another code of the campaign.
-    return [order_request(users[i % USERS], codes[(i * 7) % CODES], AMOUNT) for i in range(ORDERS)]
+    """Each user orders five times, each time with another code of the campaign (so the limit
+    per user is the campaign's, not a code's), in a shuffled order: a user's orders overlap."""
+    requests = [
+        order_request(users[i % USERS], codes[(7 * i + i // USERS) % CODES], AMOUNT)
+        for i in range(ORDERS)
+    ]
+    random.Random(14).shuffle(requests)
+    return requests
 
 
 async def _definite_spread(
