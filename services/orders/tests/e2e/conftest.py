@@ -245,3 +245,90 @@ async def definite(
             assert info is not None and info.metadata["order_id"]
             return info.reason, info.metadata["order_id"]
         return orders_pb2.OrderStatus.Name(order.status).removeprefix("ORDER_STATUS_"), order.id
+
+
+@dataclass
+class Replicas:
+    """Two orders replicas and two promocodes replicas against the same stores (issue 12), each
+    orders replica calling its own promocodes replica."""
+
+    users: ServiceProcess
+    p1: ServiceProcess
+    p2: ServiceProcess
+    r1: ServiceProcess  # orders, calling p1
+    r2: ServiceProcess  # orders, calling p2
+    promocodes_db: str
+    orders_db: str
+
+    def all(self) -> list[ServiceProcess]:
+        return [self.r1, self.r2, self.p1, self.p2, self.users]
+
+
+def start_replicas(
+    stack: Stack,
+    label: str,
+    r1_env: Mapping[str, str],
+    r2_env: Mapping[str, str],
+    promocodes_env: Mapping[str, str] | None = None,
+) -> Replicas:
+    suffix = f"{label}_{free_port()}"
+    users = stack.service(
+        f"users-{label}",
+        [sys.executable, "-m", "users_service"],
+        free_port(),
+        {
+            **COMMON,
+            "MONGODB_DB_NAME": f"e2e_ru_{suffix}",
+            "ARGON2_MEMORY_KIB": "8192",
+            "ARGON2_TIME_COST": "1",
+            "ARGON2_PARALLELISM": "1",
+        },
+    )
+    promocodes_db, orders_db = f"e2e_rp_{suffix}", f"e2e_ro_{suffix}"
+
+    def promocodes(name: str) -> ServiceProcess:
+        return stack.service(
+            f"promocodes-{label}-{name}",
+            [sys.executable, "-m", "promocodes_service"],
+            free_port(),
+            {
+                **COMMON,
+                "MONGODB_DB_NAME": promocodes_db,
+                "USERS_ADDR": users.address,
+                **(promocodes_env or {}),
+            },
+        )
+
+    p1, p2 = promocodes("p1"), promocodes("p2")
+
+    def orders(name: str, promocodes: ServiceProcess, env: Mapping[str, str]) -> ServiceProcess:
+        return stack.service(
+            f"orders-{label}-{name}",
+            [sys.executable, "-m", "orders_service"],
+            free_port(),
+            {
+                **COMMON,
+                "MONGODB_DB_NAME": orders_db,
+                "USERS_ADDR": users.address,
+                "PROMOCODES_ADDR": promocodes.address,
+                **env,
+            },
+        )
+
+    running = Replicas(
+        users, p1, p2, orders("r1", p1, r1_env), orders("r2", p2, r2_env), promocodes_db, orders_db
+    )
+    for service in reversed(running.all()):
+        service.start_and_wait()
+    return running
+
+
+def clients_of(
+    users: grpc.aio.Channel, codes: grpc.aio.Channel, orders: grpc.aio.Channel
+) -> Clients:
+    """Clients that call users, promocodes and orders over the given channels."""
+    return Clients(
+        users_pb2_grpc.UserServiceStub(users),
+        promo_codes_pb2_grpc.PromoCodeServiceStub(codes),
+        orders_pb2_grpc.OrderServiceStub(orders),
+    )

@@ -7,29 +7,33 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pymongo
 import pytest
 
-from devstack.ports import free_port
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from promo.v1 import (
     orders_pb2,
-    orders_pb2_grpc,
     promo_codes_pb2,
     promo_codes_pb2_grpc,
-    users_pb2_grpc,
 )
 from promo_libs.grpc.errors import error_info
 
-from .conftest import COMMON, Clients, eur, eventually, new_code, new_user, order_request
+from .conftest import (
+    Clients,
+    clients_of,
+    eur,
+    eventually,
+    new_code,
+    new_user,
+    order_request,
+    start_replicas,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -38,79 +42,6 @@ REJECTED = orders_pb2.ORDER_STATUS_REJECTED
 CONFIRMED = orders_pb2.ORDER_STATUS_CONFIRMED
 PENDING = orders_pb2.ORDER_STATUS_PENDING
 HOLDERS = 40
-
-
-@dataclass
-class Replicas:
-    users: ServiceProcess
-    p1: ServiceProcess
-    p2: ServiceProcess
-    r1: ServiceProcess  # orders, calling p1
-    r2: ServiceProcess  # orders, calling p2
-    promocodes_db: str
-    orders_db: str
-
-    def all(self) -> list[ServiceProcess]:
-        return [self.r1, self.r2, self.p1, self.p2, self.users]
-
-
-def start_replicas(
-    stack: Stack,
-    label: str,
-    r1_env: Mapping[str, str],
-    r2_env: Mapping[str, str],
-    promocodes_env: Mapping[str, str] | None = None,
-) -> Replicas:
-    suffix = f"{label}_{free_port()}"
-    users = stack.service(
-        f"users-{label}",
-        [sys.executable, "-m", "users_service"],
-        free_port(),
-        {
-            **COMMON,
-            "MONGODB_DB_NAME": f"e2e_ru_{suffix}",
-            "ARGON2_MEMORY_KIB": "8192",
-            "ARGON2_TIME_COST": "1",
-            "ARGON2_PARALLELISM": "1",
-        },
-    )
-    promocodes_db, orders_db = f"e2e_rp_{suffix}", f"e2e_ro_{suffix}"
-
-    def promocodes(name: str) -> ServiceProcess:
-        return stack.service(
-            f"promocodes-{label}-{name}",
-            [sys.executable, "-m", "promocodes_service"],
-            free_port(),
-            {
-                **COMMON,
-                "MONGODB_DB_NAME": promocodes_db,
-                "USERS_ADDR": users.address,
-                **(promocodes_env or {}),
-            },
-        )
-
-    p1, p2 = promocodes("p1"), promocodes("p2")
-
-    def orders(name: str, promocodes: ServiceProcess, env: Mapping[str, str]) -> ServiceProcess:
-        return stack.service(
-            f"orders-{label}-{name}",
-            [sys.executable, "-m", "orders_service"],
-            free_port(),
-            {
-                **COMMON,
-                "MONGODB_DB_NAME": orders_db,
-                "USERS_ADDR": users.address,
-                "PROMOCODES_ADDR": promocodes.address,
-                **env,
-            },
-        )
-
-    running = Replicas(
-        users, p1, p2, orders("r1", p1, r1_env), orders("r2", p2, r2_env), promocodes_db, orders_db
-    )
-    for service in reversed(running.all()):
-        service.start_and_wait()
-    return running
 
 
 def _signal(service: ServiceProcess, sig: signal.Signals) -> None:
@@ -123,14 +54,6 @@ def mongo(stack: Stack) -> Iterator[Any]:
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(stack.mongo_uri)
     yield client
     client.close()
-
-
-def _clients(users: grpc.aio.Channel, codes: grpc.aio.Channel, orders: grpc.aio.Channel) -> Clients:
-    return Clients(
-        users_pb2_grpc.UserServiceStub(users),
-        promo_codes_pb2_grpc.PromoCodeServiceStub(codes),
-        orders_pb2_grpc.OrderServiceStub(orders),
-    )
 
 
 def assert_counters_match_usages(db: Any, promo_id: str) -> None:
@@ -231,7 +154,7 @@ async def test_a_redeem_stuck_behind_the_bulkhead_leaks_no_use_after_another_rep
             replicas.r1.channel() as r1_channel,
             replicas.r2.channel() as r2_channel,
         ):
-            via_r1, via_r2 = _clients(u, p2, r1_channel), _clients(u, p2, r2_channel)
+            via_r1, via_r2 = clients_of(u, p2, r1_channel), clients_of(u, p2, r2_channel)
             u1, u2, u3 = [await new_user(via_r2) for _ in range(3)]
             code_a = await new_code(via_r2)
             code_b = await new_code(via_r2, max_uses=1)
@@ -363,7 +286,7 @@ async def test_one_stale_reservation_neither_delays_its_code_nor_starves_others(
             replicas.r1.channel() as r1_channel,
             replicas.r2.channel() as r2_channel,
         ):
-            via_r1, via_r2 = _clients(u, p2, r1_channel), _clients(u, p2, r2_channel)
+            via_r1, via_r2 = clients_of(u, p2, r1_channel), clients_of(u, p2, r2_channel)
             users = [await new_user(via_r2) for _ in range(12)]
             code_c = await new_code(via_r2, max_uses=1_000_000)
             code_d = await new_code(via_r2)
