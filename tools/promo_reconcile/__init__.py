@@ -221,7 +221,7 @@ def add_order_lines(facts: Facts, orders: Iterable[Document]) -> None:
     """Every line of every order with its order's current state (fact `order_lines`), and the
     confirmed lines' costs per day, currency, grouping, key and campaign (`line_costs_daily`,
     `line_costs_monthly`)."""
-    holders: dict[Key, set[str]] = defaultdict(set)
+    holders: dict[tuple[str, Key], set[str]] = defaultdict(set)
     for order in orders:
         lines = order.get("lines") or [
             {
@@ -254,11 +254,11 @@ def add_order_lines(facts: Facts, orders: Iterable[Document]) -> None:
                     ("line_costs_daily", day),
                     ("line_costs_monthly", day[:8] + "01"),
                 ):
-                    cost = (first, order["currency"], kind, key, campaign)
-                    _add(facts[fact], (*cost,), discount, quantity * price, quantity, 0)
-                    holders[(fact, *cost)].add(order["_id"])
-    for (fact, *cost), ids in holders.items():
-        facts[fact][tuple(cost)] = (*facts[fact][tuple(cost)][:-1], len(ids))
+                    cost: Key = (first, order["currency"], kind, key, campaign)
+                    _add(facts[fact], cost, discount, quantity * price, quantity, 0)
+                    holders[(fact, cost)].add(order["_id"])
+    for (fact, key_of), ids in holders.items():
+        facts[fact][key_of] = (*facts[fact][key_of][:-1], len(ids))
 
 
 def _add_months(
