@@ -7,7 +7,8 @@
 -- never fed deltas: a key's entities are the lines that ever named its campaign (adapters/
 -- derived.py says why that is exact), recomputed by sync-consumer for the days a batch touched.
 -- The campaign is part of the key so that a campaign's costs read the rollup too; the
--- unfiltered answer sums a key's campaigns.
+-- unfiltered answer sums a key's campaigns. Sorted by kind, then day: every reader asks for
+-- one kind and a range of days, with or without a campaign.
 --
 -- Idempotent: the table is derived, so a run that dies midway drops what it made and
 -- recomputes it from order_lines again.
@@ -23,7 +24,7 @@ CREATE TABLE IF NOT EXISTS ${database}.line_costs_daily (
     ${line_cost_columns}
 ) ENGINE = ReplacingMergeTree(state_version)
 PARTITION BY toYYYYMM(day)
-ORDER BY (kind, campaign_id, day, currency_code, cost_key);
+ORDER BY (kind, day, campaign_id, currency_code, cost_key);
 
 -- The statement sync_consumer.adapters.derived.refresh_line_costs_daily builds for every key
 -- (a unit test keeps the two equal).

@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS ${database}.line_costs_monthly (
     ${line_cost_columns}
 ) ENGINE = ReplacingMergeTree(state_version)
 PARTITION BY toYear(month)
-ORDER BY (kind, campaign_id, month, currency_code, cost_key);
+ORDER BY (kind, month, campaign_id, currency_code, cost_key);
 
 -- The statement sync_consumer.adapters.derived.refresh_line_costs_monthly builds for every
 -- month (a unit test keeps the two equal).
