@@ -7,7 +7,9 @@ Starts ClickHouse 18.16 through devstack (or uses CLICKHOUSE_HOST etc.), applies
 to a fresh database and loads `--orders` orders of three lines over 180 days straight into
 order_lines with INSERT ... SELECT (every line at version 1, PENDING without a campaign, and
 version 2, its final state: 70% CONFIRMED, 20% CANCELLED, 10% still PENDING; 500 products,
-40 categories, 8 campaigns, two currencies), then fills the rollups with sync-consumer's own
+40 categories, 8 campaigns, two currencies; order ids begin with their creation second in hex,
+as the orders service's ObjectIds do, so order_lines' sort by line is about a sort by time),
+then fills the rollups with sync-consumer's own
 recomputation over every key, as a rebuild does. Then:
 1. each query `--calls` times, one at a time: the statement ListDiscountCosts builds now
    (rollups for whole months and days, raw lines at the partial edges) against the one it
@@ -78,7 +80,7 @@ def _lines(db: str, first: int, count: int, at: str | None = None, final_only: b
         " if(ver = 2 AND n % 9 != 0, concat('k', toString(n % 8)), ''),"
         f" if(ver = 2, {final}, 'PENDING'), t, concat(oid, '-', toString(ver)), 'OrderEvent',"
         " t, 'orders', toUInt64(n), toUInt64(ver)"
-        " FROM (SELECT n, concat('o', toString(n)) AS oid,"
+        " FROM (SELECT n, concat(lower(hex(toUInt32(t))), lower(hex(toUInt64(n)))) AS oid,"
         f" {created} AS t, arrayJoin([0, 1, 2]) AS i, arrayJoin({versions}) AS ver"
         f" FROM (SELECT number AS n FROM system.numbers LIMIT {count} OFFSET {first}))"
     )
