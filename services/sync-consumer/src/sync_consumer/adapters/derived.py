@@ -75,15 +75,6 @@ def _date_set(values: Collection[str]) -> str:
     return f"({dates})"
 
 
-def _order_days(scope: Scope | None) -> str:
-    """The rows of the order days in `scope`: all without one, none when it names no day."""
-    if scope is None:
-        return "1"
-    if days := scope.get("day", ()):
-        return f"order_date IN {_date_set(days)}"
-    return "0"
-
-
 def _is_date(value: str) -> bool:
     parts = value.split("-")
     return len(parts) == 3 and all(p.isdigit() for p in parts)
@@ -152,7 +143,12 @@ def refresh_orders_daily(database: str, *, suffix: str = "", scope: Scope | None
     """
     target = f"{database}.{ORDERS_DAILY}{suffix}"
     orders = f"{database}.{ORDERS}{suffix}"
-    condition = _order_days(scope)
+    if scope is None:
+        condition = "1"
+    elif days := scope.get("day", ()):
+        condition = f"order_date IN {_date_set(days)}"
+    else:
+        condition = "0"
     # Aliases never repeat a column name: current ClickHouse would read them in WHERE too.
     return (
         f"INSERT INTO {target} (day, currency_code, orders, confirmed, rejected, cancelled,"
@@ -284,7 +280,12 @@ def refresh_line_costs_daily(database: str, *, suffix: str = "", scope: Scope | 
     """
     target = f"{database}.{LINE_COSTS_DAILY}{suffix}"
     lines = f"{database}.{ORDER_LINES}{suffix}"
-    condition = _order_days(scope)
+    if scope is None:
+        condition = "1"
+    elif days := scope.get("day", ()):
+        condition = f"order_date IN {_date_set(days)}"
+    else:
+        condition = "0"
     mine = "state = 'CONFIRMED' AND latest = cid"
     # Two nested ARRAY JOINs (18.16 allows one per SELECT): campaigns ever named, then the
     # grouping keys (the product, then each distinct category) with their kinds alongside.
