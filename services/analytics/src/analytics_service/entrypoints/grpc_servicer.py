@@ -60,6 +60,18 @@ def time_range(request: Any, field: str = "time_range") -> model.TimeRange:
     )
 
 
+def _set_remaining(
+    message: analytics_pb2.PromoCodeStats | analytics_pb2.CampaignStats,
+    uses: int | None,
+    budget: model.Money | None,
+) -> None:
+    """The optional limits left, set only where the code or campaign has them."""
+    if uses is not None:
+        message.remaining_uses = uses
+    if budget is not None:
+        message.remaining_budget.CopyFrom(money(budget.currency, budget.amount))
+
+
 def code_stats_message(stats: model.PromoCodeStats) -> analytics_pb2.PromoCodeStats:
     message = analytics_pb2.PromoCodeStats(
         promo_code_id=stats.promo_code_id,
@@ -72,12 +84,7 @@ def code_stats_message(stats: model.PromoCodeStats) -> analytics_pb2.PromoCodeSt
         revenue=money(stats.currency, stats.revenue),
         average_order_value=money(stats.currency, stats.average_order_value),
     )
-    if stats.remaining_uses is not None:
-        message.remaining_uses = stats.remaining_uses
-    if stats.remaining_budget is not None:
-        message.remaining_budget.CopyFrom(
-            money(stats.remaining_budget.currency, stats.remaining_budget.amount)
-        )
+    _set_remaining(message, stats.remaining_uses, stats.remaining_budget)
     return message
 
 
@@ -93,12 +100,7 @@ def campaign_stats_message(stats: model.CampaignStats) -> analytics_pb2.Campaign
         orders=stats.orders,
         revenue=money(stats.currency, stats.revenue),
     )
-    if stats.remaining_uses is not None:
-        message.remaining_uses = stats.remaining_uses
-    if stats.remaining_budget is not None:
-        message.remaining_budget.CopyFrom(
-            money(stats.remaining_budget.currency, stats.remaining_budget.amount)
-        )
+    _set_remaining(message, stats.remaining_uses, stats.remaining_budget)
     return message
 
 
