@@ -290,7 +290,11 @@ async def _campaign_answers(
 
 async def _until_held(platform: Platform, rebuilding: asyncio.Future[Any]) -> None:
     """Until the rebuild holds the consumers (its hold key exists); it must not end first."""
-    probe = redis.Redis(host=platform.stack.redis_host, port=platform.stack.redis_port)
+    probe = redis.Redis(
+        host=platform.stack.redis_host,
+        port=platform.stack.redis_port,
+        password=platform.stack.redis_password,
+    )
     hold = f"promo:sync:{{{platform.consumer_env['CONSUMER_GROUP']}}}:hold"
     deadline = time.monotonic() + 120
     with contextlib.closing(probe):
