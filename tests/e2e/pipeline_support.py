@@ -21,7 +21,6 @@ import redis
 from google.protobuf import field_mask_pb2
 
 from devstack.ports import free_port
-from devstack.probes import clickhouse_query
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from promo.v1 import (
@@ -90,9 +89,7 @@ class Platform:
         )
 
     def query(self, sql: str) -> list[list[str]]:
-        text = clickhouse_query(
-            self.stack.clickhouse_host,
-            self.stack.clickhouse_port,
+        text = self.stack.clickhouse_query(
             sql.format(db=self.clickhouse_db),
         )
         return [line.split("\t") for line in text.splitlines()]

@@ -48,7 +48,6 @@ from promo.v1 import (
 )
 from promo_libs import analytics_schema
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.config import ClickHouseSettings
 from promo_libs.grpc.errors import bad_request, error_info
 from promo_libs.identity import Workload
 
@@ -148,13 +147,7 @@ def _caller_for(service: str, method: str) -> str:
 
 def _migrate_clickhouse(stack: Stack, database: str) -> None:
     async def run() -> None:
-        clickhouse = ClickHouse(
-            ClickHouseSettings(
-                clickhouse_host=stack.clickhouse_host,
-                clickhouse_port=stack.clickhouse_port,
-                clickhouse_database=database,
-            )
-        )
+        clickhouse = ClickHouse(stack.clickhouse_settings(database))
         try:
             clickhouse.connect()
             await analytics_schema.migrate(clickhouse.client, clickhouse.database)

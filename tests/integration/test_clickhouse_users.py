@@ -6,18 +6,19 @@ same three users (tests/deploy)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 from aiochclient import ChClientError
+from pydantic import SecretStr
 
 from devstack.servers import ClickHouseServer
 from devstack.stack import Stack
 from promo_libs import analytics_schema
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.config import ClickHouseSettings
 from sync_consumer.adapters.derived import refresh_statement
 
 pytestmark = pytest.mark.integration
@@ -35,12 +36,7 @@ async def as_user(stack: Stack) -> AsyncIterator[dict[str, ClickHouse]]:
         ("writer", ClickHouseServer.USERS["sync-consumer"]),
         ("reader", ClickHouseServer.USERS["analytics"]),
     ):
-        settings = ClickHouseSettings(
-            clickhouse_host=stack.clickhouse_host,
-            clickhouse_port=stack.clickhouse_port,
-            clickhouse_database=database,
-            clickhouse_user=user,
-        )
+        settings = stack.clickhouse_settings(database, user)
         clients[role] = ClickHouse(settings)
         clients[role].connect()
     await analytics_schema.migrate(clients["migrator"].client, database)
@@ -121,11 +117,8 @@ async def test_the_consumer_refuses_a_schema_not_migrated(stack: Stack) -> None:
     """sync-consumer's start (as the writer) on a database no migration reached."""
     if not stack.is_managed("clickhouse"):
         pytest.skip("the users are the local stack's")
-    settings = ClickHouseSettings(
-        clickhouse_host=stack.clickhouse_host,
-        clickhouse_port=stack.clickhouse_port,
-        clickhouse_database=f"it_none_{uuid.uuid4().hex[:10]}",
-        clickhouse_user=ClickHouseServer.USERS["sync-consumer"],
+    settings = stack.clickhouse_settings(
+        f"it_none_{uuid.uuid4().hex[:10]}", ClickHouseServer.USERS["sync-consumer"]
     )
     writer = ClickHouse(settings)
     writer.connect()
@@ -136,3 +129,42 @@ async def test_the_consumer_refuses_a_schema_not_migrated(stack: Stack) -> None:
             await analytics_schema.migrate(writer.client, settings.clickhouse_database)
     finally:
         await writer.close()
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        ClickHouseServer.ADMIN,
+        ClickHouseServer.MIGRATOR,
+        *ClickHouseServer.USERS.values(),
+    ],
+)
+async def test_every_local_user_needs_its_own_password(stack: Stack, user: str) -> None:
+    """Issue 13: no user of the local ClickHouse logs in without a password, nor with
+    another user's; its own answers."""
+    if not stack.is_managed("clickhouse"):
+        pytest.skip("the users are the local stack's")
+    own = stack.clickhouse_settings(stack.env["CLICKHOUSE_DATABASE"], user)
+    other = ClickHouseServer.MIGRATOR if user != ClickHouseServer.MIGRATOR else "default"
+    others = stack.clickhouse_settings(stack.env["CLICKHOUSE_DATABASE"], other)
+    attempts = {
+        "none": own.model_copy(update={"clickhouse_password": SecretStr("")}),
+        "another user's": own.model_copy(
+            update={"clickhouse_password": others.clickhouse_password}
+        ),
+    }
+    for what, settings in attempts.items():
+        client = ClickHouse(settings)
+        client.connect()
+        try:
+            with pytest.raises(ChClientError) as refused:
+                await client.client.fetchval("SELECT 1")
+            assert re.search("Password required|Wrong password", str(refused.value)), what
+        finally:
+            await client.close()
+    client = ClickHouse(own)
+    client.connect()
+    try:
+        assert await client.client.fetchval("SELECT 1") == 1
+    finally:
+        await client.close()

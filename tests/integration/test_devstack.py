@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,10 @@ import redis
 from pymongo import AsyncMongoClient
 
 from devstack.ports import free_port
-from devstack.probes import clickhouse_query, ping_clickhouse, ping_mongo, ping_redis
+from devstack.probes import ping_clickhouse, ping_mongo, ping_redis
 from devstack.processes import StartupError
+from devstack.pytest_plugin import secrets_in_logs
+from devstack.servers import ClickHouseServer
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
 
@@ -51,7 +54,7 @@ def test_every_server_answers(stack: Stack) -> None:
     assert ping_mongo(stack.mongo_uri)
     assert ping_redis(stack.redis_host, stack.redis_port, password=stack.redis_password)
     assert ping_clickhouse(stack.clickhouse_host, stack.clickhouse_port)
-    databases = clickhouse_query(stack.clickhouse_host, stack.clickhouse_port, "SHOW DATABASES")
+    databases = stack.clickhouse_query("SHOW DATABASES")
     assert "analytics" in databases.split()
 
 
@@ -96,14 +99,14 @@ def test_clickhouse_restarts_on_same_port_with_its_data(stack: Stack) -> None:
     if not stack.is_managed("clickhouse"):
         pytest.skip("ClickHouse comes from CLICKHOUSE_HOST")
     host, port = stack.clickhouse_host, stack.clickhouse_port
-    clickhouse_query(host, port, "CREATE TABLE analytics.devstack_t (n UInt32) ENGINE = Log")
-    clickhouse_query(host, port, "INSERT INTO analytics.devstack_t VALUES (7)")
+    stack.clickhouse_query("CREATE TABLE analytics.devstack_t (n UInt32) ENGINE = Log")
+    stack.clickhouse_query("INSERT INTO analytics.devstack_t VALUES (7)")
 
     with stack.server_down("clickhouse"):
         assert not ping_clickhouse(host, port)
 
     assert stack.clickhouse_port == port
-    assert clickhouse_query(host, port, "SELECT sum(n) FROM analytics.devstack_t").strip() == "7"
+    assert stack.clickhouse_query("SELECT sum(n) FROM analytics.devstack_t").strip() == "7"
 
 
 def test_service_process_waits_for_serving_and_terminates(stack: Stack, tmp_path: Path) -> None:
@@ -143,6 +146,7 @@ def test_servers_from_the_environment_are_not_started(tmp_path: Path) -> None:
             "MONGODB_URI": "mongodb://db.example:27017",
             "REDIS_HOST": "cache.example",
             "REDIS_PORT": "6379",
+            "REDIS_PASSWORD": "",  # none given: a Redis without one, said explicitly
             "CLICKHOUSE_HOST": "olap.example",
             "CLICKHOUSE_PORT": "18123",
             "CLICKHOUSE_DATABASE": "analytics",
@@ -161,3 +165,29 @@ def test_a_consumer_made_before_the_stack_starts_migrates_when_it_starts(tmp_pat
     consumer = stack.service("sync-consumer", [sys.executable, "-m", "sync_consumer"], free_port())
     assert not (state / "services" / "sync-consumer.migrate.log").exists()
     assert consumer.env["REDIS_USERNAME"] == "sync-consumer"  # its own Redis user, even so
+
+
+def test_the_log_search_finds_every_kind_of_secret_of_the_run(tmp_path: Path) -> None:
+    """What the session's stack fixture asserts at its end (no secret in any service log)
+    can fail: a JWT of any issuer, a ClickHouse user's password and a key's line are found;
+    a log without them is clean."""
+    state = tmp_path / "state"
+    stack = Stack.from_environ(state, environ={})
+    clickhouse = stack.managed_clickhouse()
+    writer_password = clickhouse.password(ClickHouseServer.USERS["sync-consumer"])
+    key_line = next(
+        line
+        for line in stack.pki.files("orders").key.read_text().splitlines()
+        if "-----" not in line
+    )
+    header = base64.urlsafe_b64encode(b'{"alg":"EdDSA","typ":"JWT"}').decode().rstrip("=")
+    payload = base64.urlsafe_b64encode(b'{"sub":"u1","exp":1}').decode().rstrip("=")
+    token = f"{header}.{payload}.{'s' * 86}"
+    logs = state / "services"
+    logs.mkdir(parents=True)
+    (logs / "clean.log").write_text("event=order_created order_id=o1 user_id=u1\n")
+    (logs / "jwt.log").write_text(f"authorization: Bearer {token}\n")
+    (logs / "password.log").write_text(f"connecting with {writer_password}\n")
+    (logs / "key.log").write_text(f"key {key_line}\n")
+    found = secrets_in_logs(stack)
+    assert sorted(entry.split(":")[0] for entry in found) == ["jwt.log", "key.log", "password.log"]

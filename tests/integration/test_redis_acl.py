@@ -83,7 +83,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="module")
 async def admin(server: RedisServer) -> AsyncIterator[RedisClient]:
-    client = redis_client(RedisSettings(redis_host="127.0.0.1", redis_port=server.port))
+    client = redis_client(
+        RedisSettings(redis_host="127.0.0.1", redis_port=server.port, redis_password=None)
+    )
     for name, tokens in RULES.items():
         known = list(tokens)
         while True:

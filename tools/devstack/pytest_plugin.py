@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -32,7 +33,7 @@ from pymongo import AsyncMongoClient
 from devstack.mongo_rules import MongoRules
 from devstack.ports import free_port
 from devstack.redis_acl import RedisUsers
-from devstack.servers import RedisCluster
+from devstack.servers import ClickHouseServer, RedisCluster
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from devstack.state import PidRegistry
@@ -69,11 +70,20 @@ def secrets_in_logs(local_stack: Stack) -> list[str]:
     users = RedisUsers(local_stack.state_dir)
     if users.file.exists():  # the stack's Redis users' passwords (devstack.redis_acl)
         secrets_.update(users.passwords().values())
+    clickhouse = local_stack.servers["clickhouse"]
+    if isinstance(clickhouse, ClickHouseServer):  # its users' passwords, not only the admin's
+        secrets_.update(clickhouse.users.passwords().values())
     found: list[str] = []
     for log in sorted((local_stack.state_dir / "services").glob("*.log")):
         text = log.read_text(errors="replace")
         found.extend(f"{log.name}: {secret[:6]}..." for secret in secrets_ if secret in text)
+        # Every JWT, whoever issued it (users' AuthenticateUser, a test's own): none belongs
+        # in a log, and its shape is unmistakable (base64url header, payload, signature).
+        found.extend(f"{log.name}: a JWT {token[:10]}..." for token in _JWT.findall(text))
     return found
+
+
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")
 
 
 @pytest.fixture(scope="session")

@@ -22,14 +22,12 @@ on.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 import yaml  # type: ignore[import-untyped]
+
+from devstack.passwords import GeneratedPasswords
 
 DEV_REDIS_MANIFEST = (
     Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "overlays" / "dev" / "redis.yaml"
@@ -70,28 +68,16 @@ class RedisUsers:
     """The generated passwords of one state folder, and the configuration they go into."""
 
     def __init__(self, state_dir: Path, manifest: Path = DEV_REDIS_MANIFEST) -> None:
-        self.file = state_dir / "redis-users.json"
         self.manifest = manifest
         self.names = [ADMIN, *manifest_rules(manifest)]
+        self._passwords = GeneratedPasswords(state_dir / "redis-users.json", self.names)
+        self.file = self._passwords.file
 
     def passwords(self) -> dict[str, str]:
-        """user -> password, generated on first use (and for a user the manifest adds later)."""
-        known: dict[str, str] = {}
-        if self.file.exists():
-            known = {str(k): str(v) for k, v in json.loads(self.file.read_text()).items()}
-        missing = [name for name in self.names if name not in known]
-        if missing:
-            known |= {name: secrets.token_urlsafe(24) for name in missing}
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(known, handle)
-            tmp.replace(self.file)
-        return known
+        return self._passwords.passwords()
 
     def password(self, user: str) -> str:
-        return self.passwords()[user]
+        return self._passwords.password(user)
 
     def service_env(self, user: str) -> dict[str, str]:
         """REDIS_USERNAME/REDIS_PASSWORD for a service that has a user here, else nothing: a
@@ -103,10 +89,9 @@ class RedisUsers:
     def config_lines(self, version: tuple[int, int]) -> list[str]:
         """redis.conf `user` lines: the administrator with every right, each service with its
         manifest rule, every password as its SHA-256 hash."""
-        passwords = self.passwords()
 
         def hashed(user: str) -> str:
-            return "#" + hashlib.sha256(passwords[user].encode()).hexdigest()
+            return "#" + self._passwords.sha256_hex(user)
 
         lines = [f"user {ADMIN} on {hashed(ADMIN)} ~* &* +@all"]
         for name, tokens in local_rules(version, self.manifest).items():

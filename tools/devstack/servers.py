@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
+from devstack.passwords import GeneratedPasswords
 from devstack.ports import pick_port
 from devstack.probes import (
     clickhouse_query,
@@ -244,10 +245,12 @@ class RedisServer(ManagedServer):
 
 class ClickHouseServer(ManagedServer):
     binary = "/usr/sbin/clickhouse-server"
-    # The ClickHouse user each workload connects as (users.xml); the others use `default`.
+    # The ClickHouse user each workload connects as (users.xml); no other workload gets any.
     USERS: ClassVar[dict[str, str]] = {"analytics": "promo_reader", "sync-consumer": "promo_writer"}
     # Who applies the schema: `sync_consumer migrate` and `rebuild` (DDL).
     MIGRATOR: ClassVar[str] = "promo_migrator"
+    # Everything: devstack's set-up, the test suite's own clients, the operators' tools.
+    ADMIN: ClassVar[str] = "default"
 
     def __init__(
         self,
@@ -268,6 +271,17 @@ class ClickHouseServer(ManagedServer):
         # for devstack's own probes and set-up).
         self.tls = tls
         self.https_port = pick_port(None) if tls is not None else None
+        self.users = GeneratedPasswords(
+            state_dir / "clickhouse-users.json",
+            [self.ADMIN, self.MIGRATOR, *self.USERS.values()],
+        )
+
+    def password(self, user: str) -> str:
+        return self.users.password(user)
+
+    def user_env(self, user: str) -> dict[str, str]:
+        """CLICKHOUSE_USER/CLICKHOUSE_PASSWORD to connect as `user`."""
+        return {"CLICKHOUSE_USER": user, "CLICKHOUSE_PASSWORD": self.password(user)}
 
     def prepare(self) -> None:
         for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
@@ -276,6 +290,7 @@ class ClickHouseServer(ManagedServer):
             "dir": str(self.dir),
             "http_port": str(self.http_port),
             "tcp_port": str(self.tcp_port),
+            **{f"{user}_sha256": self.users.sha256_hex(user) for user in self.users.names},
         }
         for name in ("config.xml", "users.xml"):
             template = string.Template((_TEMPLATES / name).read_text())
@@ -304,7 +319,12 @@ class ClickHouseServer(ManagedServer):
         return ping_clickhouse(HOST, self.http_port)
 
     def after_ready(self) -> None:
-        clickhouse_query(HOST, self.http_port, f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        clickhouse_query(
+            HOST,
+            self.http_port,
+            f"CREATE DATABASE IF NOT EXISTS {self.database}",
+            password=self.password(self.ADMIN),
+        )
 
     def address(self) -> str:
         return f"http://{HOST}:{self.http_port} (native {self.tcp_port})"
@@ -314,8 +334,9 @@ class ClickHouseServer(ManagedServer):
             "CLICKHOUSE_HOST": HOST,
             "CLICKHOUSE_PORT": str(self.http_port),
             "CLICKHOUSE_DATABASE": self.database,
-            "CLICKHOUSE_USER": "default",
-            "CLICKHOUSE_PASSWORD": "",
+            # The administrator's, for tools run against the stack (`make reconcile`); a
+            # service gets its own user's instead, or none (Stack.service).
+            **self.user_env(self.ADMIN),
         }
 
 
@@ -441,7 +462,13 @@ class RedisCluster:
             node.stop()
 
     def env(self) -> dict[str, str]:
-        return {"REDIS_HOST": HOST, "REDIS_PORT": str(self.port), "REDIS_CLUSTER": "true"}
+        # A test's own cluster has no users: said explicitly (REDIS_PASSWORD is required).
+        return {
+            "REDIS_HOST": HOST,
+            "REDIS_PORT": str(self.port),
+            "REDIS_CLUSTER": "true",
+            "REDIS_PASSWORD": "",
+        }
 
     def address(self) -> str:
         return ",".join(node.address() for node in self.nodes)

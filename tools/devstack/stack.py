@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from devstack.pki import CALLER_IDENTITIES, DevPki, tls_env
+from devstack.probes import clickhouse_query
 from devstack.redis_acl import RedisUsers
 from devstack.servers import (
     CLICKHOUSE_DATABASE,
@@ -27,7 +28,7 @@ from devstack.servers import (
 )
 from devstack.service import ServiceProcess
 from devstack.state import PidRegistry, StateLock, default_state_dir
-from promo_libs.config import RedisSettings
+from promo_libs.config import ClickHouseSettings, RedisSettings
 
 SERVER_NAMES = ("mongo", "redis", "clickhouse")
 ENV_FILE = "stack.env"
@@ -75,10 +76,15 @@ class Stack:
         else:
             servers["mongo"] = MongoServer(state, None, ports.get("mongo"))
         if env.get("REDIS_HOST"):
-            servers["redis"] = ExternalServer(
-                "redis",
-                {"REDIS_HOST": env["REDIS_HOST"], "REDIS_PORT": env.get("REDIS_PORT", "6379")},
-            )
+            # As its variables say: no REDIS_PASSWORD there means a Redis without one.
+            redis_env = {
+                "REDIS_HOST": env["REDIS_HOST"],
+                "REDIS_PORT": env.get("REDIS_PORT", "6379"),
+                "REDIS_PASSWORD": env.get("REDIS_PASSWORD", ""),
+            }
+            if env.get("REDIS_USERNAME"):
+                redis_env["REDIS_USERNAME"] = env["REDIS_USERNAME"]
+            servers["redis"] = ExternalServer("redis", redis_env)
         else:
             # The dev overlay's ACL users, each service as its own (devstack.redis_acl).
             servers["redis"] = RedisServer(state, None, ports.get("redis"), users=RedisUsers(state))
@@ -124,9 +130,12 @@ class Stack:
     @property
     def redis_password(self) -> str | None:
         """The administrator's (`default`) password on the stack's own Redis, for a test's or
-        a tool's own client; None for a Redis from the environment (as it was given)."""
+        a tool's own client; for a Redis from the environment, REDIS_PASSWORD as it was given
+        (None: it has none)."""
         server = self.servers["redis"]
-        return server.admin_password if isinstance(server, RedisServer) else None
+        if isinstance(server, RedisServer):
+            return server.admin_password
+        return self.env.get("REDIS_PASSWORD") or None
 
     def redis_user_env(self, identity: str) -> dict[str, str]:
         """REDIS_USERNAME/REDIS_PASSWORD of `identity`'s own user on the stack's Redis, for a
@@ -153,6 +162,49 @@ class Stack:
     @property
     def clickhouse_port(self) -> int:
         return int(self.env["CLICKHOUSE_PORT"])
+
+    @property
+    def clickhouse_password(self) -> str:
+        """The password of CLICKHOUSE_USER in the stack's env (the administrator's on the
+        stack's own ClickHouse)."""
+        return self.env["CLICKHOUSE_PASSWORD"]
+
+    def clickhouse_settings(self, database: str, user: str | None = None) -> ClickHouseSettings:
+        """promo_libs settings for a client of `database`: as the administrator, or as one
+        of the stack's own ClickHouse users (ClickHouseServer.USERS, MIGRATOR)."""
+        env = self.env
+        if user is not None:
+            env |= self.managed_clickhouse().user_env(user)
+        return ClickHouseSettings.model_validate(
+            {
+                "clickhouse_host": env["CLICKHOUSE_HOST"],
+                "clickhouse_port": int(env["CLICKHOUSE_PORT"]),
+                "clickhouse_database": database,
+                "clickhouse_user": env["CLICKHOUSE_USER"],
+                "clickhouse_password": SecretStr(env["CLICKHOUSE_PASSWORD"]),
+            }
+        )
+
+    def clickhouse_query(
+        self, sql: str, timeout: float = 10.0, settings: Mapping[str, str] | None = None
+    ) -> str:
+        """One statement over HTTP as the administrator (devstack.probes.clickhouse_query)."""
+        env = self.env
+        return clickhouse_query(
+            env["CLICKHOUSE_HOST"],
+            int(env["CLICKHOUSE_PORT"]),
+            sql,
+            timeout,
+            settings,
+            user=env["CLICKHOUSE_USER"],
+            password=env["CLICKHOUSE_PASSWORD"],
+        )
+
+    def managed_clickhouse(self) -> ClickHouseServer:
+        server = self.servers["clickhouse"]
+        if not isinstance(server, ClickHouseServer):
+            raise RuntimeError("ClickHouse comes from the environment: its users are its own")
+        return server
 
     def is_managed(self, name: str) -> bool:
         return isinstance(self.servers[name], ManagedServer)
@@ -271,19 +323,24 @@ class Stack:
         # On the stack's own ClickHouse, each workload as its own user (analytics read-only,
         # sync-consumer's serving process without DDL, its schema commands as the migrator);
         # a ClickHouse from the environment is used as its variables say.
+        # A workload without a ClickHouse user gets no ClickHouse credentials at all (never
+        # the administrator's, which the stack's env carries for operators' tools).
+        base_env = dict(self.env)
         clickhouse_user: dict[str, str] = {}
-        if managed_clickhouse and identity in ClickHouseServer.USERS:
-            clickhouse_user = {"CLICKHOUSE_USER": ClickHouseServer.USERS[identity]}
         subcommand = _subcommand(argv)
-        if managed_clickhouse and identity == "sync-consumer" and subcommand in _SCHEMA_COMMANDS:
-            clickhouse_user = {"CLICKHOUSE_USER": ClickHouseServer.MIGRATOR}
+        if isinstance(clickhouse, ClickHouseServer):
+            del base_env["CLICKHOUSE_USER"], base_env["CLICKHOUSE_PASSWORD"]
+            if identity == "sync-consumer" and subcommand in _SCHEMA_COMMANDS:
+                clickhouse_user = clickhouse.user_env(ClickHouseServer.MIGRATOR)
+            elif identity in ClickHouseServer.USERS:
+                clickhouse_user = clickhouse.user_env(ClickHouseServer.USERS[identity])
         # Its own ACL user on the stack's Redis; nothing for a workload that has none, nor for
         # one pointed at another Redis (a test's cluster: REDIS_HOST in `extra_env`; a proxy
         # in front of this one changes the port only and keeps the credentials).
         redis_user = {} if "REDIS_HOST" in (extra_env or {}) else self.redis_user_env(identity)
         env = {
             **os.environ,
-            **self.env,
+            **base_env,
             **redis_user,
             **clickhouse_user,
             **tls_env(self.pki.files(identity)),
@@ -303,7 +360,8 @@ class Stack:
             # before the Deployment, the migrator applies it first (idempotent). Now if the
             # servers are up, else when the service starts (after them).
             migrate_argv = [*argv[: list(argv).index("-m") + 2], "migrate"]
-            migrate_env = {**env, "CLICKHOUSE_USER": ClickHouseServer.MIGRATOR}
+            assert isinstance(clickhouse, ClickHouseServer)
+            migrate_env = {**env, **clickhouse.user_env(ClickHouseServer.MIGRATOR)}
             migrate_log = log_dir / f"{name}.migrate.log"
 
             def migrate() -> None:

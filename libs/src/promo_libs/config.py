@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -107,7 +107,8 @@ class MongoSettings(BaseSettings):
 
     # TLS to MongoDB is the driver's own URI options (tls=true, tlsCAFile=..., and
     # tlsCertificateKeyFile=... for x.509 client authentication), so it needs no setting here.
-    mongodb_uri: str = Field("mongodb://localhost:27017", min_length=10)
+    # No default: the URI carries the service's own user and password (never logged whole).
+    mongodb_uri: str = Field(..., min_length=10)
     mongodb_db_name: str = Field(..., min_length=1, max_length=63)
     mongodb_timeout_ms: int = Field(5000, ge=100, le=120_000)
     mongodb_max_pool_size: int = Field(50, ge=1, le=1000)
@@ -120,7 +121,9 @@ class RedisSettings(BaseSettings):
     redis_port: int = Field(6379, ge=1, le=65535)
     # The ACL user (Redis 6+); unset: the `default` user (REDIS_PASSWORD alone, requirepass).
     redis_username: str | None = Field(None, min_length=1, max_length=128)
-    redis_password: SecretStr | None = None
+    # Required, no default: a deployment states it. Set empty, it means a Redis without
+    # authentication, as said explicitly (a test's own server), never by omission.
+    redis_password: SecretStr | None = Field(...)
     # Redis Cluster: REDIS_HOST:REDIS_PORT is then one seed node, the rest is discovered.
     redis_cluster: bool = False
     # TLS: the server verified against REDIS_TLS_CA_FILE, its name against REDIS_HOST; with a
@@ -135,6 +138,11 @@ class RedisSettings(BaseSettings):
     # not run CONFIG GET to read it (promo_libs.bus). Only the local stack sets it; Redis 7.2+
     # ignores it (WAITAOF proves each pass).
     redis_appendfsync_always: bool = False
+
+    @field_validator("redis_password", mode="after")
+    @classmethod
+    def _empty_is_none(cls, password: SecretStr | None) -> SecretStr | None:
+        return password if password is not None and password.get_secret_value() else None
 
     @model_validator(mode="after")
     def _tls_files_need_tls(self) -> RedisSettings:
@@ -166,8 +174,10 @@ class ClickHouseSettings(BaseSettings):
     clickhouse_host: str = "localhost"
     clickhouse_port: int = Field(8123, ge=1, le=65535)
     clickhouse_database: str = Field("analytics", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    clickhouse_user: str = "default"
-    clickhouse_password: SecretStr = SecretStr("")
+    # Required, no defaults: each workload states its own user (reader, writer or migrator)
+    # and password. An empty password has to be set explicitly (a server without one).
+    clickhouse_user: str = Field(..., min_length=1, max_length=128)
+    clickhouse_password: SecretStr = Field(...)
     # HTTPS to CLICKHOUSE_PORT (ClickHouse's https_port, 8443 by default), the server verified
     # against CLICKHOUSE_TLS_CA_FILE (the system's CAs when unset) and its name against the host.
     # The bundle is read when the client is made (a restart picks up a new one).

@@ -30,7 +30,10 @@ Client = AsyncMongoClient[dict[str, Any]]
 @pytest.fixture
 async def cluster(redis_cluster: LocalCluster) -> AsyncIterator[RedisClient]:
     settings = RedisSettings(
-        redis_host=redis_cluster.host, redis_port=redis_cluster.port, redis_cluster=True
+        redis_host=redis_cluster.host,
+        redis_port=redis_cluster.port,
+        redis_cluster=True,
+        redis_password=None,  # the test's own cluster, no users
     )
     client = redis_client(settings, timeout_seconds=2.0)
     assert isinstance(client, RedisCluster)

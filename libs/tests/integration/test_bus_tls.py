@@ -43,6 +43,8 @@ def settings(server: RedisServer, client: TlsPaths | None, **more: object) -> Re
     files = {}
     if client is not None:
         files = {"redis_tls_cert_file": client.cert, "redis_tls_key_file": client.key}
+    # The test's own server: TLS client certificates, and no password unless `more` says.
+    more = {"redis_password": None, **more}
     return RedisSettings(
         redis_host="127.0.0.1",
         redis_port=server.port,
@@ -73,13 +75,16 @@ async def test_a_client_with_a_certificate_of_the_ca_talks_tls(admin: RedisClien
 async def test_plaintext_and_certificate_less_clients_are_refused(
     server: RedisServer, pki: DevPki, tmp_path: Path
 ) -> None:
-    plain = redis_client(RedisSettings(redis_host="127.0.0.1", redis_port=server.port))
+    plain = redis_client(
+        RedisSettings(redis_host="127.0.0.1", redis_port=server.port, redis_password=None)
+    )
     no_certificate = redis_client(settings(server, None))
     other_ca = DevPki(tmp_path / "other")  # trusts another CA: the server is not verified
     impostor = redis_client(
         RedisSettings(
             redis_host="127.0.0.1",
             redis_port=server.port,
+            redis_password=None,
             redis_tls=True,
             redis_tls_ca_file=other_ca.files("operator").ca,
             redis_tls_cert_file=other_ca.files("operator").cert,
@@ -126,9 +131,9 @@ async def test_an_acl_user_reaches_its_own_stream_only(
 
 def test_tls_files_without_tls_are_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="REDIS_TLS is false"):
-        RedisSettings(redis_tls_ca_file=tmp_path / "ca.pem")
+        RedisSettings(redis_password=None, redis_tls_ca_file=tmp_path / "ca.pem")
     with pytest.raises(ValidationError, match="go together"):
-        RedisSettings(redis_tls=True, redis_tls_cert_file=tmp_path / "tls.crt")
+        RedisSettings(redis_password=None, redis_tls=True, redis_tls_cert_file=tmp_path / "tls.crt")
 
 
 async def test_a_client_certificate_replaced_on_disk_is_used_for_the_next_connection(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from devstack.pki import DevPki
 from devstack.servers import ClickHouseServer
@@ -38,11 +38,15 @@ def server(pki: DevPki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
         clickhouse.stop()
 
 
-def _settings(port: int | None, ca: Path | None, secure: bool = True) -> ClickHouseSettings:
+def _settings(
+    port: int | None, ca: Path | None, secure: bool = True, password: str = ""
+) -> ClickHouseSettings:
     assert port is not None
     return ClickHouseSettings(
         clickhouse_host="127.0.0.1",
         clickhouse_port=port,
+        clickhouse_user=ClickHouseServer.ADMIN,
+        clickhouse_password=SecretStr(password),
         clickhouse_secure=secure,
         clickhouse_tls_ca_file=ca,
     )
@@ -51,7 +55,9 @@ def _settings(port: int | None, ca: Path | None, secure: bool = True) -> ClickHo
 async def test_queries_go_over_https_to_a_server_of_the_trusted_ca(
     server: ClickHouseServer, pki: DevPki
 ) -> None:
-    clickhouse = ClickHouse(_settings(server.https_port, pki.ca_file))
+    clickhouse = ClickHouse(
+        _settings(server.https_port, pki.ca_file, password=server.password(server.ADMIN))
+    )
     assert clickhouse.url.startswith("https://")
     clickhouse.connect()
     try:
@@ -64,7 +70,9 @@ async def test_a_server_of_another_ca_is_not_trusted(
     server: ClickHouseServer, tmp_path: Path
 ) -> None:
     other = DevPki(tmp_path / "other").files("clickhouse").ca
-    clickhouse = ClickHouse(_settings(server.https_port, other))
+    clickhouse = ClickHouse(
+        _settings(server.https_port, other, password=server.password(server.ADMIN))
+    )
     clickhouse.connect()
     try:
         assert await clickhouse.ping() is False

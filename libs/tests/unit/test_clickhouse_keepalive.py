@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from xml.etree import ElementTree
 
+from pydantic import SecretStr
+
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.config import ClickHouseSettings
 
@@ -22,11 +24,22 @@ def server_keep_alive_seconds() -> float:
 
 
 def test_default_idle_reuse_is_shorter_than_the_servers_keep_alive() -> None:
-    assert ClickHouseSettings().clickhouse_keepalive_seconds < server_keep_alive_seconds()
+    assert (
+        ClickHouseSettings(
+            clickhouse_user="u", clickhouse_password=SecretStr("p")
+        ).clickhouse_keepalive_seconds
+        < server_keep_alive_seconds()
+    )
 
 
 async def test_the_client_session_applies_the_configured_idle_reuse() -> None:
-    clickhouse = ClickHouse(ClickHouseSettings(clickhouse_keepalive_seconds=1.5))
+    clickhouse = ClickHouse(
+        ClickHouseSettings(
+            clickhouse_user="u",
+            clickhouse_password=SecretStr("p"),
+            clickhouse_keepalive_seconds=1.5,
+        )
+    )
     clickhouse.connect()
     try:
         session = clickhouse._session

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from devstack.ports import free_port
-from devstack.probes import clickhouse_query
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from promo.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
@@ -132,10 +131,7 @@ def _codes(db: str) -> str:
     )
 
 
-async def _migrate(host: str, port: int, database: str) -> None:
-    settings = ClickHouseSettings(
-        clickhouse_host=host, clickhouse_port=port, clickhouse_database=database
-    )
+async def _migrate(settings: ClickHouseSettings, database: str) -> None:
     clickhouse = ClickHouse(settings)
     clickhouse.connect()
     try:
@@ -145,7 +141,7 @@ async def _migrate(host: str, port: int, database: str) -> None:
 
 
 def load(stack: Stack, database: str, rows: int) -> float:
-    asyncio.run(_migrate(stack.clickhouse_host, stack.clickhouse_port, database))
+    asyncio.run(_migrate(stack.clickhouse_settings(database), database))
     started = time.perf_counter()
     statements = [_codes(database)]
     batch = max(BATCH, math.ceil(rows / BATCHES))
@@ -155,9 +151,7 @@ def load(stack: Stack, database: str, rows: int) -> float:
     # The rollups by sync-consumer's own recomputation over every key, as a rebuild fills them.
     statements += [refresh_statement(table, database) for table in DERIVED_TABLES]
     for statement in statements:
-        clickhouse_query(
-            stack.clickhouse_host,
-            stack.clickhouse_port,
+        stack.clickhouse_query(
             statement,
             timeout=1800,
             settings=LOAD_SETTINGS,
@@ -254,18 +248,14 @@ def main() -> int:
         database = f"bench_analytics_{uuid.uuid4().hex[:8]}"
         try:
             seconds = load(stack, database, args.rows)
-            count = clickhouse_query(
-                stack.clickhouse_host,
-                stack.clickhouse_port,
+            count = stack.clickhouse_query(
                 f"SELECT count(), uniqExact(usage_id) FROM {database}.promo_code_usages_analytics",
             ).split()
             print(
                 f"loaded {count[1]} usages ({count[0]} rows with versions) and their orders"
                 f" in {seconds:.1f}s"
             )
-            version = clickhouse_query(
-                stack.clickhouse_host, stack.clickhouse_port, "SELECT version()"
-            ).strip()
+            version = stack.clickhouse_query("SELECT version()").strip()
             service = stack.service(
                 "analytics-bench",
                 [sys.executable, "-m", "analytics_service"],
@@ -278,9 +268,7 @@ def main() -> int:
             finally:
                 service.terminate()
         finally:
-            clickhouse_query(
-                stack.clickhouse_host, stack.clickhouse_port, f"DROP DATABASE IF EXISTS {database}"
-            )
+            stack.clickhouse_query(f"DROP DATABASE IF EXISTS {database}")
     print(
         f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, ClickHouse {version}; {args.calls} sequential calls per RPC"

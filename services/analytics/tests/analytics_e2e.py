@@ -13,7 +13,6 @@ import redis
 from analytics_scenario import Scenario
 
 from devstack.ports import free_port
-from devstack.probes import clickhouse_query
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from promo_libs import analytics_schema
@@ -42,9 +41,7 @@ def service(stack: Stack, name: str, argv: list[str], env: dict[str, str]) -> Se
 
 def drop(stack: Stack, database: str) -> None:
     with contextlib.suppress(OSError):
-        clickhouse_query(
-            stack.clickhouse_host, stack.clickhouse_port, f"DROP DATABASE IF EXISTS {database}"
-        )
+        stack.clickhouse_query(f"DROP DATABASE IF EXISTS {database}")
 
 
 def wait_until_drained(
@@ -72,9 +69,7 @@ def wait_until_drained(
 
 def assert_summed_once(stack: Stack, database: str, scenario: Scenario) -> None:
     """users_analytics (latest row per key) equals the latest state of the event tables."""
-    text = clickhouse_query(
-        stack.clickhouse_host,
-        stack.clickhouse_port,
+    text = stack.clickhouse_query(
         f"SELECT sum(orders), sum(redemptions) FROM {database}.users_analytics FINAL",
     )
     orders, redemptions = (int(value) for value in text.split())
@@ -94,12 +89,4 @@ async def _migrate(settings: ClickHouseSettings) -> None:
 
 def migrate(stack: Stack, database: str) -> None:
     """sync-consumer's migrations, applied the way it applies them."""
-    asyncio.run(
-        _migrate(
-            ClickHouseSettings(
-                clickhouse_host=stack.clickhouse_host,
-                clickhouse_port=stack.clickhouse_port,
-                clickhouse_database=database,
-            )
-        )
-    )
+    asyncio.run(_migrate(stack.clickhouse_settings(database)))

@@ -56,7 +56,6 @@ from promo_libs import analytics_schema
 from promo_libs.analytics_schema import ORDERS, USERS_ANALYTICS
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD, TYPE_FIELD
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.config import ClickHouseSettings
 from promo_libs.events import ORDERS_STREAM, PROMO_CODES_STREAM, USERS_STREAM
 from sync_consumer.adapters.event_rows import rows_for
 from sync_consumer.domain.model import StreamEntry
@@ -71,13 +70,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def clickhouse(stack: Stack, database: str) -> ClickHouse:
-    return ClickHouse(
-        ClickHouseSettings(
-            clickhouse_host=stack.clickhouse_host,
-            clickhouse_port=stack.clickhouse_port,
-            clickhouse_database=database,
-        )
-    )
+    return ClickHouse(stack.clickhouse_settings(database))
 
 
 async def count_rows(ch: ClickHouse, table: str) -> int:

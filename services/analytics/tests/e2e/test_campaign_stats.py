@@ -24,7 +24,6 @@ import redis
 import redis.asyncio as aioredis
 from analytics_e2e import drop, service, wait_until_drained
 
-from devstack.probes import clickhouse_query
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from promo.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2, events_pb2
@@ -276,11 +275,7 @@ def documents() -> dict[str, list[dict[str, Any]]]:
 
 
 def settings_of(stack: Stack, database: str) -> ClickHouseSettings:
-    return ClickHouseSettings(
-        clickhouse_host=stack.clickhouse_host,
-        clickhouse_port=stack.clickhouse_port,
-        clickhouse_database=database,
-    )
+    return stack.clickhouse_settings(database)
 
 
 async def reconcile(
@@ -356,7 +351,7 @@ def served(stack: Stack) -> Iterator[Served]:
 
 
 def query(stack: Stack, sql: str) -> list[list[str]]:
-    text = clickhouse_query(stack.clickhouse_host, stack.clickhouse_port, sql)
+    text = stack.clickhouse_query(sql)
     return [line.split("\t") for line in text.splitlines()]
 
 

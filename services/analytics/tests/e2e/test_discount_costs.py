@@ -36,7 +36,6 @@ from discount_costs_scenario import (
     truth,
 )
 
-from devstack.probes import clickhouse_query
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from promo.v1 import analytics_pb2 as pb
@@ -71,9 +70,7 @@ class Lines:
         wait_until_drained(self.client, [self.stream], "sync-consumer", timeout=60)
 
     def query(self, sql: str) -> list[list[str]]:
-        text = clickhouse_query(
-            self.stack.clickhouse_host, self.stack.clickhouse_port, sql.format(db=self.database)
-        )
+        text = self.stack.clickhouse_query(sql.format(db=self.database))
         return [line.split("\t") for line in text.splitlines()]
 
 

@@ -23,18 +23,13 @@ from devstack.stack import Stack
 from promo_libs import analytics_schema
 from promo_libs.analytics_schema import DERIVED_TABLES
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.config import ClickHouseSettings
 from promo_libs.errors import Unavailable
 from sync_consumer.adapters.derived import refresh_statement
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
-    settings = ClickHouseSettings(
-        clickhouse_host=stack.clickhouse_host,
-        clickhouse_port=stack.clickhouse_port,
-        clickhouse_database=f"it_analytics_{uuid.uuid4().hex[:10]}",
-    )
+    settings = stack.clickhouse_settings(f"it_analytics_{uuid.uuid4().hex[:10]}")
     clickhouse = ClickHouse(settings)
     clickhouse.connect()
     yield clickhouse
@@ -46,10 +41,8 @@ async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
 async def reader(stack: Stack, clickhouse: ClickHouse) -> AsyncIterator[ClickHouse]:
     """The same database, as analytics' own user (on a ClickHouse from the environment: as
     its variables say)."""
-    user = {}
-    if stack.is_managed("clickhouse"):
-        user = {"clickhouse_user": ClickHouseServer.USERS["analytics"]}
-    as_analytics = ClickHouse(clickhouse.settings.model_copy(update=user))
+    user = ClickHouseServer.USERS["analytics"] if stack.is_managed("clickhouse") else None
+    as_analytics = ClickHouse(stack.clickhouse_settings(clickhouse.database, user))
     as_analytics.connect()
     yield as_analytics
     await as_analytics.close()

@@ -18,7 +18,6 @@ from devstack.stack import Stack
 from promo_libs import analytics_schema
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.config import ClickHouseSettings
 from sync_consumer.adapters.derived import refresh_statement
 from sync_consumer.adapters.event_rows import rows_for
 from sync_consumer.domain.model import StreamEntry
@@ -30,11 +29,7 @@ AT = datetime(2024, 5, 1, tzinfo=UTC)
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
-    settings = ClickHouseSettings(
-        clickhouse_host=stack.clickhouse_host,
-        clickhouse_port=stack.clickhouse_port,
-        clickhouse_database=f"it_top_{uuid.uuid4().hex[:10]}",
-    )
+    settings = stack.clickhouse_settings(f"it_top_{uuid.uuid4().hex[:10]}")
     clickhouse = ClickHouse(settings)
     clickhouse.connect()
     await analytics_schema.migrate(clickhouse.client, clickhouse.database)

@@ -21,14 +21,12 @@ from typing import Any
 import pytest
 import redis
 
-from devstack.probes import clickhouse_query
 from devstack.servers import RedisCluster
 from devstack.service import ServiceProcess
 from devstack.stack import Stack
 from promo.v1 import events_pb2
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD, TYPE_FIELD
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.config import ClickHouseSettings
 from promo_reconcile import Difference, Facts, analytics_facts, differences, truth_facts
 from sync_consumer.adapters.redis_streams import dead_letter_stream
 from sync_consumer_testing import synthetic
@@ -168,9 +166,7 @@ class Harness:
         return self.redis.xadd(stream, fields).decode()  # type: ignore[union-attr]
 
     def query(self, sql: str) -> list[list[str]]:
-        text = clickhouse_query(
-            self.stack.clickhouse_host, self.stack.clickhouse_port, sql.format(db=self.database)
-        )
+        text = self.stack.clickhouse_query(sql.format(db=self.database))
         return [line.split("\t") for line in text.splitlines()]
 
     def scalar(self, sql: str) -> str:
@@ -220,9 +216,7 @@ class Harness:
             self.redis.delete(key)  # one by one: on a cluster they live in different slots
         self.redis.close()
         with contextlib.suppress(Exception):
-            clickhouse_query(
-                self.stack.clickhouse_host,
-                self.stack.clickhouse_port,
+            self.stack.clickhouse_query(
                 f"DROP DATABASE IF EXISTS {self.database}",
             )
 
@@ -669,11 +663,7 @@ def publish_dimensions(h: Harness, truth: Truth) -> None:
 
 def reconcile_differences(h: Harness, truth: Truth) -> list[Difference]:
     """reconcile's own comparison of every table, the truth built from the published events."""
-    settings = ClickHouseSettings(
-        clickhouse_host=h.stack.clickhouse_host,
-        clickhouse_port=h.stack.clickhouse_port,
-        clickhouse_database=h.database,
-    )
+    settings = h.stack.clickhouse_settings(h.database)
     facts = truth_facts(
         truth.users.values(), truth.codes.values(), truth.usages.values(), truth.orders.values()
     )

@@ -9,7 +9,6 @@ from devstack.stack import Stack
 from promo_libs import analytics_schema
 from promo_libs.clickhouse.client import ClickHouse
 from promo_libs.clickhouse.migrations import apply_migrations
-from promo_libs.config import ClickHouseSettings
 from sync_consumer import rebuild
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
 from sync_consumer.adapters.derived import refresh_statement, refresh_users_analytics
@@ -19,11 +18,7 @@ from sync_consumer.rebuild import REBUILD
 
 @pytest.fixture
 async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
-    settings = ClickHouseSettings(
-        clickhouse_host=stack.clickhouse_host,
-        clickhouse_port=stack.clickhouse_port,
-        clickhouse_database=f"it_{uuid.uuid4().hex[:12]}",
-    )
+    settings = stack.clickhouse_settings(f"it_{uuid.uuid4().hex[:12]}")
     connection = ClickHouse(settings)
     connection.connect()
     yield connection

@@ -17,13 +17,11 @@ import aiohttp
 import pytest
 from aiochclient import ChClient
 
-from devstack.probes import clickhouse_query
 from devstack.stack import Stack
 from promo_libs import analytics_schema
 from promo_libs.analytics_schema import ENTITY_KEYS
 from promo_libs.bus import ENVELOPE_FIELD, EVENT_ID_FIELD
 from promo_libs.clickhouse.client import ClickHouse
-from promo_libs.config import ClickHouseSettings
 from sync_consumer.adapters.clickhouse_sink import ClickHouseSink
 from sync_consumer.adapters.event_rows import DERIVED, rows_for
 from sync_consumer.domain.model import Row, StreamEntry
@@ -38,11 +36,7 @@ STREAM = "it.orders"
 
 @pytest.fixture
 async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
-    settings = ClickHouseSettings(
-        clickhouse_host=stack.clickhouse_host,
-        clickhouse_port=stack.clickhouse_port,
-        clickhouse_database=f"it_{uuid.uuid4().hex[:12]}",
-    )
+    settings = stack.clickhouse_settings(f"it_{uuid.uuid4().hex[:12]}")
     connection = ClickHouse(settings)
     connection.connect()
     await analytics_schema.migrate(connection.client, connection.database)
@@ -175,7 +169,7 @@ async def test_a_derived_write_failing_after_its_source_committed_is_exact(
 
 
 async def test_an_insert_the_client_gave_up_on_while_the_server_committed_is_counted_once(
-    clickhouse: ClickHouse,
+    clickhouse: ClickHouse, stack: Stack
 ) -> None:
     db = clickhouse.database
     # One source block (one part) per row, each followed by a 0.4 s view: the INSERT of four
@@ -190,9 +184,7 @@ async def test_an_insert_the_client_gave_up_on_while_the_server_committed_is_cou
     def on_retry(what: str, exc: Exception) -> None:
         if what == "orders_analytics" and not stored_at_timeout:
             # Read at once, before the retry settles the query: how far the server had got.
-            counted = clickhouse_query(
-                clickhouse.settings.clickhouse_host,
-                clickhouse.settings.clickhouse_port,
+            counted = stack.clickhouse_query(
                 f"SELECT count() FROM {db}.orders_analytics",
             )
             stored_at_timeout.append(int(counted))
@@ -201,6 +193,8 @@ async def test_an_insert_the_client_gave_up_on_while_the_server_committed_is_cou
         client = ChClient(
             session,
             url=clickhouse.url,
+            user=clickhouse.settings.clickhouse_user,
+            password=clickhouse.settings.clickhouse_password.get_secret_value(),
             database="default",
             # One block, hence one part, per row: nothing squashes them together.
             max_insert_block_size=1,
@@ -229,7 +223,7 @@ class CountingSink(ClickHouseSink):
 
 
 async def test_an_order_whose_lines_insert_failed_between_its_parts_gets_every_line_once(
-    clickhouse: ClickHouse,
+    clickhouse: ClickHouse, stack: Stack
 ) -> None:
     """Issue 14: one order of four lines, one part per line, and a view that throws after the
     third line's part committed: the INSERT stops there, the fourth line never lands. The
@@ -255,9 +249,7 @@ async def test_an_order_whose_lines_insert_failed_between_its_parts_gets_every_l
 
     def on_retry(what: str, exc: Exception) -> None:
         if what == "order_lines" and not stored_at_failure:
-            counted = clickhouse_query(
-                clickhouse.settings.clickhouse_host,
-                clickhouse.settings.clickhouse_port,
+            counted = stack.clickhouse_query(
                 f"SELECT count() FROM {db}.order_lines",
             )
             stored_at_failure.append(int(counted))
@@ -266,6 +258,8 @@ async def test_an_order_whose_lines_insert_failed_between_its_parts_gets_every_l
         client = ChClient(
             session,
             url=clickhouse.url,
+            user=clickhouse.settings.clickhouse_user,
+            password=clickhouse.settings.clickhouse_password.get_secret_value(),
             database="default",
             # One block, hence one part, per row: nothing squashes them together.
             max_insert_block_size=1,
