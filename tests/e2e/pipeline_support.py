@@ -78,11 +78,14 @@ class Platform:
 
     def reconcile_settings(self) -> ReconcileSettings:
         env = self.tool_env()
+        clickhouse = self.stack.clickhouse_settings(self.clickhouse_db)
         return ReconcileSettings(
             mongodb_uri=self.stack.mongo_uri,
-            clickhouse_host=self.stack.clickhouse_host,
-            clickhouse_port=self.stack.clickhouse_port,
-            clickhouse_database=self.clickhouse_db,
+            clickhouse_host=clickhouse.clickhouse_host,
+            clickhouse_port=clickhouse.clickhouse_port,
+            clickhouse_database=clickhouse.clickhouse_database,
+            clickhouse_user=clickhouse.clickhouse_user,
+            clickhouse_password=clickhouse.clickhouse_password,
             users_mongodb_db_name=env["USERS_MONGODB_DB_NAME"],
             promocodes_mongodb_db_name=env["PROMOCODES_MONGODB_DB_NAME"],
             orders_mongodb_db_name=env["ORDERS_MONGODB_DB_NAME"],
