@@ -60,7 +60,8 @@ Facts = dict[str, dict[Key, tuple[Any, ...]]]
 
 
 class ReconcileSettings(ClickHouseSettings):
-    mongodb_uri: str = Field("mongodb://localhost:27017", min_length=10)
+    # No default: it names a user that may read the three services' databases.
+    mongodb_uri: str = Field(..., min_length=10)
     users_mongodb_db_name: str = "promo_users"
     promocodes_mongodb_db_name: str = "promo_promocodes"
     orders_mongodb_db_name: str = "promo_orders"
