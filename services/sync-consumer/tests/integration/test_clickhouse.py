@@ -34,11 +34,11 @@ async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
 async def test_migrations_create_everything_once_and_are_recorded(clickhouse: ClickHouse) -> None:
     migrations = analytics_schema.migrations()
     db = clickhouse.database
-    assert await apply_migrations(clickhouse.client, db, migrations) == list(range(1, 13))
+    assert await apply_migrations(clickhouse.client, db, migrations) == list(range(1, 15))
     assert await apply_migrations(clickhouse.client, db, migrations) == []
     # A process that died after the statements but before recording them applies them again.
     await clickhouse.client.execute(f"DROP TABLE {db}.schema_migrations")
-    assert await apply_migrations(clickhouse.client, db, migrations) == list(range(1, 13))
+    assert await apply_migrations(clickhouse.client, db, migrations) == list(range(1, 15))
     tables = {
         row["name"]
         for row in await clickhouse.client.fetch(
@@ -60,6 +60,8 @@ async def test_migrations_create_everything_once_and_are_recorded(clickhouse: Cl
         "code_dictionary",
         "campaigns",
         "order_lines",
+        "line_costs_daily",
+        "line_costs_monthly",
         "schema_migrations",
     } <= tables
     # 011's ADD COLUMNs ran twice above (18.16 has no IF NOT EXISTS there): once each; 012's
@@ -74,6 +76,8 @@ async def test_migrations_create_everything_once_and_are_recorded(clickhouse: Cl
     ]
     assert with_campaign == [
         "campaigns",
+        "line_costs_daily",  # 013 and 014: the campaign is part of the rollups' key
+        "line_costs_monthly",
         "order_lines",
         "orders_analytics",
         "promo_code_usages_analytics",
@@ -346,16 +350,43 @@ async def test_the_rebuild_fills_derived_tables_in_several_chunks_equal_to_live(
             for n in range(30)
         ],
     )
+    # Two lines per order: PENDING without a campaign, and for odd orders a second version
+    # with the order's status and a campaign (line_costs_daily's keys move between campaigns).
+    await sink.insert(
+        "order_lines",
+        [
+            {
+                "line_id": f"o{n}#{i}",
+                "version": version,
+                "order_id": f"o{n}",
+                "line_index": i,
+                "order_date": day(n),
+                "product_id": f"p{(n + i) % 4}",
+                "category_ids": [f"g{n % 3}", "all"],
+                "quantity": 1 + i,
+                "unit_price_minor": 100 + n,
+                "discount_minor": 3 * version,
+                "currency_code": "EUR",
+                "campaign_id": f"k{n % 4}" if version == 2 else "",
+                "status": ("CONFIRMED" if n % 3 else "CANCELLED") if version == 2 else "PENDING",
+                "create_time": f"{day(n)} 08:00:00",
+            }
+            for n in range(40)
+            for i in range(2)
+            for version in ((1, 2) if n % 2 else (1,))
+        ],
+    )
     for derived in analytics_schema.DERIVED_TABLES:
         await clickhouse.client.execute(refresh_statement(derived, db))
     for table in analytics_schema.TABLES:
         await clickhouse.client.execute(f"CREATE TABLE {db}.{table}{REBUILD} AS {db}.{table}")
-    for table in ("orders_analytics", "promo_code_usages_analytics"):
+    for table in ("orders_analytics", "promo_code_usages_analytics", "order_lines"):
         await clickhouse.client.execute(
             f"INSERT INTO {db}.{table}{REBUILD} SELECT * FROM {db}.{table}"
         )
     monkeypatch.setattr(rebuild, "CHUNK_ROWS", 11)
-    assert await rebuild.chunk_count(clickhouse.client, db) == 7
+    # 40 orders, 30 usages and 120 line rows in chunks of 11 rows.
+    assert await rebuild.chunk_count(clickhouse.client, db) == 18
     # One user chunk alone is a strict part of the table: the hash does split the users.
     await clickhouse.client.execute(refresh_users_analytics(db, suffix=REBUILD, chunk=(0, 7)))
     count = f"SELECT count() FROM {db}.users_analytics{{}} FINAL"
