@@ -242,6 +242,69 @@ async def test_code_orders_daily_follows_an_order_that_gains_a_code_then_is_canc
         assert rows == [("p1", 2, 1, 1, 900, ["u1", "u2"])]
 
 
+async def test_line_costs_follow_lines_after_a_merge_dropped_their_pending_versions(
+    clickhouse: ClickHouse,
+) -> None:
+    """A line is PENDING without a campaign, then CONFIRMED with one: a background merge of
+    order_lines keeps only its latest version, so "the campaigns a line ever named" loses ''.
+    The '' key (lines without a campaign) must still follow a later order without one: its
+    state version may not drop with the merge, or the earlier, higher one wins for good."""
+    db = clickhouse.database
+    await analytics_schema.migrate(clickhouse.client, db)
+    sink = ClickHouseSink(clickhouse.client, db)
+
+    def line(order: str, version: int, status: str, campaign: str, off: int) -> dict[str, object]:
+        return {
+            "line_id": f"{order}#0",
+            "version": version,
+            "order_id": order,
+            "line_index": 0,
+            "order_date": "2024-02-29",
+            "product_id": "shoe",
+            "category_ids": ["spring"],
+            "quantity": 2,
+            "unit_price_minor": 3000,
+            "discount_minor": off,
+            "currency_code": "EUR",
+            "campaign_id": campaign,
+            "status": status,
+            "create_time": "2024-02-29 12:00:00",
+        }
+
+    async def store_and_refresh(rows: list[dict[str, object]]) -> None:
+        # As the pipeline does: the rows stored, then each rollup they feed, days first.
+        await sink.insert("order_lines", rows)
+        for derived, scope_of in DERIVED["order_lines"]:
+            scope: dict[str, set[str]] = {}
+            for row in rows:
+                for column, value in scope_of(row).items():
+                    scope.setdefault(column, set()).add(value)
+            await sink.refresh(derived, scope)
+
+    async def costs(table: str) -> list[tuple[object, ...]]:
+        return [
+            tuple(r.values())
+            for r in await clickhouse.client.fetch(
+                "SELECT kind, campaign_id, discount_minor, gross_minor, units, orders"
+                f" FROM {db}.{table} FINAL WHERE orders > 0 ORDER BY kind, campaign_id"
+            )
+        ]
+
+    # o1: pending without a campaign, confirmed with k1, cancelled (its version skips one: a
+    # cancellation request bumps it without an event).
+    await store_and_refresh([line("o1", 1, "PENDING", "", 0)])
+    await store_and_refresh([line("o1", 2, "CONFIRMED", "k1", 600)])
+    await store_and_refresh([line("o1", 4, "CANCELLED", "k1", 600)])
+    await clickhouse.client.execute(f"OPTIMIZE TABLE {db}.order_lines FINAL")
+    # o2: pending, then confirmed without a campaign, after the merge.
+    await store_and_refresh([line("o2", 1, "PENDING", "", 0), line("o2", 2, "CONFIRMED", "", 0)])
+    for table in ("line_costs_daily", "line_costs_monthly"):
+        assert await costs(table) == [
+            ("category", "", 0, 6000, 2, 1),
+            ("product", "", 0, 6000, 2, 1),
+        ], table
+
+
 async def test_latest_versions_of_many_ids_with_any_characters(clickhouse: ClickHouse) -> None:
     db = clickhouse.database
     await analytics_schema.migrate(clickhouse.client, db)

@@ -271,12 +271,18 @@ def refresh_line_costs_daily(database: str, *, suffix: str = "", scope: Scope | 
     The distinct orders add up over days (an order has one creation day) and over campaigns
     (an order has one latest campaign), never over keys, which readers never sum.
 
-    A line's day, currency, product and categories never change, its campaign does (a pending
-    order has none), so, as for code_orders_daily, a key's entities are the lines that *ever*
-    named its campaign: every campaign a line named gets a row (zero when the line is now
-    elsewhere or not confirmed), that set only grows, and its state version, the sum of
-    (highest stored version + 1) over it, never decreases: the module docstring's argument
-    holds. A day is recomputed whole (every key of it), so no key is written partially.
+    A line's day, currency, product and categories never change; its campaign changes once,
+    from none ('', a pending order) to the campaign of the code it is confirmed with, and
+    never after. A key's entities must be a set that only grows in what order_lines *keeps*:
+    a merge of its ReplacingMergeTree drops every version of a line but the latest, so the
+    campaigns a line ever named lose '' once it has one (the latest still names it). Hence,
+    as for code_orders_daily, a campaign's entities are the lines that ever named it, which
+    their latest version keeps naming, and those of no campaign ('') are *every* line of the
+    day and grouping key, whatever it names. Each set only grows, and its state version, the
+    sum of (highest stored version + 1) over it, never decreases: the module docstring's
+    argument holds. (With '' as "ever named" a merge shrank the set: a later recomputation
+    wrote a lower state version than an earlier one, and lost to its older values.) A day is
+    recomputed whole (every key of it), so no key is written partially.
     """
     target = f"{database}.{LINE_COSTS_DAILY}{suffix}"
     lines = f"{database}.{ORDER_LINES}{suffix}"
@@ -287,8 +293,8 @@ def refresh_line_costs_daily(database: str, *, suffix: str = "", scope: Scope | 
     else:
         condition = "0"
     mine = "state = 'CONFIRMED' AND latest = cid"
-    # Two nested ARRAY JOINs (18.16 allows one per SELECT): campaigns ever named, then the
-    # grouping keys (the product, then each distinct category) with their kinds alongside.
+    # Two nested ARRAY JOINs (18.16 allows one per SELECT): '' and the campaigns ever named, then
+    # the grouping keys (the product, then each distinct category) with their kinds alongside.
     return (
         f"INSERT INTO {target} (day, currency_code, kind, cost_key, campaign_id,"
         " discount_minor, gross_minor, units, orders, state_version)"
@@ -302,7 +308,8 @@ def refresh_line_costs_daily(database: str, *, suffix: str = "", scope: Scope | 
         " any(product_id) AS product, arrayDistinct(any(category_ids)) AS cats,"
         " any(quantity) AS qty, any(unit_price_minor) AS price,"
         " argMax(discount_minor, version) AS share, argMax(status, version) AS state,"
-        " argMax(campaign_id, version) AS latest, groupUniqArray(campaign_id) AS named,"
+        " argMax(campaign_id, version) AS latest,"
+        " arrayConcat([''], arrayFilter(c -> c != '', groupUniqArray(campaign_id))) AS named,"
         " max(version) + 1 AS v"
         f" FROM {lines} WHERE {condition} GROUP BY line_id"
         ") ARRAY JOIN named AS cid"
