@@ -217,38 +217,48 @@ def truth_facts(
     return facts
 
 
+def _lines(order: Document) -> list[Document]:
+    """The order's lines; an order stored before carts is one line of its subtotal."""
+    return order.get("lines") or [
+        {
+            "quantity": 1,
+            "unit_price": order["subtotal_minor"],
+            "discount": order.get("discount_minor", 0),
+        }
+    ]
+
+
 def add_order_lines(facts: Facts, orders: Iterable[Document]) -> None:
-    """Every line of every order with its order's current state (fact `order_lines`), and the
-    confirmed lines' costs per day, currency, grouping, key and campaign (`line_costs_daily`,
-    `line_costs_monthly`)."""
-    holders: dict[tuple[str, Key], set[str]] = defaultdict(set)
+    """Every line of every order with its order's current state (fact `order_lines`)."""
     for order in orders:
-        lines = order.get("lines") or [
-            {
-                "quantity": 1,
-                "unit_price": order["subtotal_minor"],
-                "discount": order.get("discount_minor", 0),
-            }
-        ]
-        campaign = order.get("campaign_id", "")
-        for index, line in enumerate(lines):
-            categories = line.get("category_ids") or ()
-            quantity, price = int(line["quantity"]), int(line["unit_price"])
-            discount = int(line.get("discount", 0))
+        for index, line in enumerate(_lines(order)):
             facts["order_lines"][(order["_id"], index)] = (
                 order["status"],
-                campaign,
+                order.get("campaign_id", ""),
                 line.get("product_id", ""),
-                ",".join(categories),
-                quantity,
-                price,
-                discount,
+                ",".join(line.get("category_ids") or ()),
+                int(line["quantity"]),
+                int(line["unit_price"]),
+                int(line.get("discount", 0)),
             )
-            if order["status"] != "CONFIRMED":
-                continue
-            day = _day(order["created_at"])
+
+
+def add_line_costs(facts: Facts, orders: Iterable[Document]) -> None:
+    """The lines of the orders CONFIRMED now, per day of the order's creation (or its month),
+    currency, grouping (the product, and each distinct category of a line), key and the
+    order's campaign: discount shares, gross, units and distinct orders (facts
+    `line_costs_daily`, `line_costs_monthly`)."""
+    holders: dict[tuple[str, Key], set[str]] = defaultdict(set)
+    for order in orders:
+        if order["status"] != "CONFIRMED":
+            continue
+        day = _day(order["created_at"])
+        campaign = order.get("campaign_id", "")
+        for line in _lines(order):
+            quantity, price = int(line["quantity"]), int(line["unit_price"])
+            discount = int(line.get("discount", 0))
             groups = [("product", line.get("product_id", ""))]
-            groups += [("category", category) for category in dict.fromkeys(categories)]
+            groups += [("category", c) for c in dict.fromkeys(line.get("category_ids") or ())]
             for kind, key in groups:
                 for fact, first in (
                     ("line_costs_daily", day),
@@ -363,7 +373,8 @@ _QUERIES: Mapping[str, str] = {
     "order_lines": "SELECT order_id, toInt64(line_index), status, campaign_id, product_id,"
     " arrayStringConcat(category_ids, ','), quantity, unit_price_minor, discount_minor"
     f" FROM {{db}}.{schema.ORDER_LINES} FINAL",
-    # Keys without a confirmed line hold zeros (a campaign the lines no longer name).
+    # Keys without a confirmed line hold zeros: every day and grouping key has a row of no
+    # campaign (''), and a campaign's row stays when its lines are no longer confirmed.
     "line_costs_daily": "SELECT toString(day), currency_code, kind, cost_key, campaign_id,"
     " discount_minor, gross_minor, units, orders"
     f" FROM {{db}}.{schema.LINE_COSTS_DAILY} FINAL WHERE orders > 0",
@@ -444,6 +455,7 @@ async def reconcile(settings: ReconcileSettings) -> tuple[list[Difference], dict
             await _documents(codes_db, "campaigns"),
         )
         add_order_lines(truth, orders)
+        add_line_costs(truth, orders)
         analytics = await analytics_facts(clickhouse)
     finally:
         await clickhouse.close()
