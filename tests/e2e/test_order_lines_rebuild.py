@@ -136,6 +136,8 @@ async def test_lines_reconcile_with_mongodb_and_a_rebuild_repairs_them(
     assert _lines_now(platform) == expected
     found, sizes = await reconcile(platform.reconcile_settings())
     assert found == [] and sizes["order_lines"] == 8
+    # Four products (one empty) and four categories of the confirmed carts, on their day(s).
+    assert sizes["line_costs_daily"] >= 8 and sizes["line_costs_monthly"] >= 8
 
     # Damage: a line's discount share changed by a later version, a line that never existed.
     first = placed[1].id
@@ -149,8 +151,22 @@ async def test_lines_reconcile_with_mongodb_and_a_rebuild_repairs_them(
         "INSERT INTO {db}.order_lines (line_id, version, order_id, line_index, order_date, status)"
         " VALUES ('ghost#0', 1, 'ghost', 0, today(), 'CONFIRMED')"
     )
+    # And a rollup row overwritten by a higher state version with a wrong discount.
+    platform.query(
+        "INSERT INTO {db}.line_costs_daily (day, currency_code, kind, cost_key, campaign_id,"
+        " discount_minor, gross_minor, units, orders, state_version) SELECT day, currency_code,"
+        " kind, cost_key, campaign_id, discount_minor + 7, gross_minor, units, orders,"
+        " state_version + 1000 FROM {db}.line_costs_daily FINAL"
+        " WHERE kind = 'product' AND cost_key = 'hat'"
+    )
     found, _ = await reconcile(platform.reconcile_settings())
-    assert {(d.fact, d.key[0]) for d in found} == {("order_lines", first), ("order_lines", "ghost")}
+    assert {(d.fact, d.key[0]) for d in found if d.fact == "order_lines"} == {
+        ("order_lines", first),
+        ("order_lines", "ghost"),
+    }
+    assert [(d.fact, d.key[2:4]) for d in found if d.fact != "order_lines"] == [
+        ("line_costs_daily", ("product", "hat"))
+    ]
 
     rebuilt = await asyncio.to_thread(_run_tool, platform, "sync_consumer", "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]

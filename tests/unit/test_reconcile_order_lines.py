@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from promo_reconcile import Difference, Facts, add_order_lines, differences
+from promo_reconcile import Difference, Facts, add_line_costs, add_order_lines, differences
 
 
 def _order(order_id: str, campaign_id: str | None) -> dict[str, Any]:
@@ -66,3 +66,28 @@ def test_a_line_with_a_wrong_campaign_is_reported_and_only_that_line() -> None:
                    wrong["order_lines"][("o1", 1)]),
     ]  # fmt: skip
     assert [d.key for d in differences(truth, stray)] == [("o2", 0)]
+
+
+def test_line_costs_count_confirmed_lines_per_day_month_grouping_and_campaign() -> None:
+    """`line_costs_daily`/`_monthly`: each distinct category of a line once, the distinct
+    orders of a key, only orders CONFIRMED now, an order before carts as its one line."""
+    day = 1_709_164_800_000  # 2024-02-29T00:00:00Z, in MongoDB's milliseconds
+    cart = {**_order("o1", "camp-a"), "created_at": day, "currency": "EUR"}
+    cart["lines"] = [*cart["lines"], {**cart["lines"][0], "category_ids": ["spring", "spring"]}]
+    second = {**_order("o2", "camp-a"), "created_at": day + 3_600_000, "currency": "EUR"}
+    cancelled = {**_order("o3", ""), "status": "CANCELLED", "created_at": day, "currency": "EUR"}
+    plain = {"_id": "o4", "status": "CONFIRMED", "subtotal_minor": 900, "discount_minor": 90,
+             "created_at": day, "currency": "EUR"}  # fmt: skip
+    facts: Facts = defaultdict(dict)
+    add_line_costs(facts, [cart, second, cancelled, plain])
+    daily = facts["line_costs_daily"]
+    # shoe: two lines of o1 and one of o2 (2 x 3000 each), discount 429 each.
+    assert daily[("2024-02-29", "EUR", "product", "shoe", "camp-a")] == (1287, 18_000, 6, 2)
+    assert daily[("2024-02-29", "EUR", "category", "spring", "camp-a")] == (1287, 18_000, 6, 2)
+    assert daily[("2024-02-29", "EUR", "category", "shoes", "camp-a")] == (858, 12_000, 4, 2)
+    assert daily[("2024-02-29", "EUR", "product", "sock", "camp-a")] == (142, 2_000, 8, 2)
+    assert daily[("2024-02-29", "EUR", "product", "", "")] == (90, 900, 1, 1)
+    assert not [key for key in daily if key[3] == "" and key[2] == "category"]
+    assert facts["line_costs_monthly"] == {
+        ("2024-02-01", *key[1:]): value for key, value in daily.items()
+    }

@@ -29,7 +29,10 @@ key is the recomputed value; its all-zero groups equal absent ones):
   the usages (count, discount) and the orders (count, total) that name it.
 - order_lines: per order line (order id, line index), its status, campaign, product, quantity,
   unit price and discount share; an order stored before carts is the one line of its subtotal
-  holding its discount, as the orders service reads (and publishes) it.
+  holding its discount, as the orders service reads (and publishes) it;
+- line_costs_daily, line_costs_monthly: per day (or month), currency, grouping (product, or
+  each distinct category of a line), key and the order's campaign, over the lines of the
+  orders CONFIRMED now: discount shares, gross, units and distinct orders.
 
 Database names come from USERS_MONGODB_DB_NAME, PROMOCODES_MONGODB_DB_NAME and
 ORDERS_MONGODB_DB_NAME (defaults: the services' own defaults) or the matching flags.
@@ -215,17 +218,21 @@ def truth_facts(
     return facts
 
 
+def _lines(order: Document) -> list[Document]:
+    """The order's lines; an order stored before carts is one line of its subtotal."""
+    return order.get("lines") or [
+        {
+            "quantity": 1,
+            "unit_price": order["subtotal_minor"],
+            "discount": order.get("discount_minor", 0),
+        }
+    ]
+
+
 def add_order_lines(facts: Facts, orders: Iterable[Document]) -> None:
     """Every line of every order with its order's current state (fact `order_lines`)."""
     for order in orders:
-        lines = order.get("lines") or [
-            {
-                "quantity": 1,
-                "unit_price": order["subtotal_minor"],
-                "discount": order.get("discount_minor", 0),
-            }
-        ]
-        for index, line in enumerate(lines):
+        for index, line in enumerate(_lines(order)):
             facts["order_lines"][(order["_id"], index)] = (
                 order["status"],
                 order.get("campaign_id", ""),
@@ -235,6 +242,34 @@ def add_order_lines(facts: Facts, orders: Iterable[Document]) -> None:
                 int(line["unit_price"]),
                 int(line.get("discount", 0)),
             )
+
+
+def add_line_costs(facts: Facts, orders: Iterable[Document]) -> None:
+    """The lines of the orders CONFIRMED now, per day of the order's creation (or its month),
+    currency, grouping (the product, and each distinct category of a line), key and the
+    order's campaign: discount shares, gross, units and distinct orders (facts
+    `line_costs_daily`, `line_costs_monthly`)."""
+    holders: dict[tuple[str, Key], set[str]] = defaultdict(set)
+    for order in orders:
+        if order["status"] != "CONFIRMED":
+            continue
+        day = _day(order["created_at"])
+        campaign = order.get("campaign_id", "")
+        for line in _lines(order):
+            quantity, price = int(line["quantity"]), int(line["unit_price"])
+            discount = int(line.get("discount", 0))
+            groups = [("product", line.get("product_id", ""))]
+            groups += [("category", c) for c in dict.fromkeys(line.get("category_ids") or ())]
+            for kind, key in groups:
+                for fact, first in (
+                    ("line_costs_daily", day),
+                    ("line_costs_monthly", day[:8] + "01"),
+                ):
+                    cost: Key = (first, order["currency"], kind, key, campaign)
+                    _add(facts[fact], cost, discount, quantity * price, quantity, 0)
+                    holders[(fact, cost)].add(order["_id"])
+    for (fact, key_of), ids in holders.items():
+        facts[fact][key_of] = (*facts[fact][key_of][:-1], len(ids))
 
 
 def _add_months(
@@ -339,6 +374,14 @@ _QUERIES: Mapping[str, str] = {
     "order_lines": "SELECT order_id, toInt64(line_index), status, campaign_id, product_id,"
     " arrayStringConcat(category_ids, ','), quantity, unit_price_minor, discount_minor"
     f" FROM {{db}}.{schema.ORDER_LINES} FINAL",
+    # Keys without a confirmed line hold zeros: every day and grouping key has a row of no
+    # campaign (''), and a campaign's row stays when its lines are no longer confirmed.
+    "line_costs_daily": "SELECT toString(day), currency_code, kind, cost_key, campaign_id,"
+    " discount_minor, gross_minor, units, orders"
+    f" FROM {{db}}.{schema.LINE_COSTS_DAILY} FINAL WHERE orders > 0",
+    "line_costs_monthly": "SELECT toString(month), currency_code, kind, cost_key, campaign_id,"
+    " discount_minor, gross_minor, units, orders"
+    f" FROM {{db}}.{schema.LINE_COSTS_MONTHLY} FINAL WHERE orders > 0",
 }
 # How many leading columns of each query form the key.
 _KEY_WIDTH = {
@@ -363,6 +406,8 @@ _KEY_WIDTH = {
     "usages by campaign": 2,
     "orders by campaign": 2,
     "order_lines": 2,
+    "line_costs_daily": 5,
+    "line_costs_monthly": 5,
 }
 
 
@@ -411,6 +456,7 @@ async def reconcile(settings: ReconcileSettings) -> tuple[list[Difference], dict
             await _documents(codes_db, "campaigns"),
         )
         add_order_lines(truth, orders)
+        add_line_costs(truth, orders)
         analytics = await analytics_facts(clickhouse)
     finally:
         await clickhouse.close()

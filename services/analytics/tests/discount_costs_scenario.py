@@ -257,6 +257,9 @@ RANGES = [
     (DAY + timedelta(days=1) - SECOND, DAY + timedelta(days=1) + SECOND),  # two seconds
     (DAY - timedelta(days=120), DAY + timedelta(days=10)),  # long: FINAL
     (DAY + timedelta(hours=12), None),  # open end
+    # Partial days at both edges, whole days of two partial months, two whole months: raw
+    # lines, line_costs_daily and line_costs_monthly in one answer.
+    (DAY - timedelta(days=70, hours=5), DAY + timedelta(days=1, hours=13)),
     (DAY - timedelta(days=400), DAY - timedelta(days=300)),  # nothing
 ]
 GROUPINGS = [

@@ -47,12 +47,17 @@ CODE_ORDERS_DAILY = "code_orders_daily"
 ORDERS_MONTHLY = "orders_monthly"
 USAGES_MONTHLY = "usages_monthly"
 CODE_ORDERS_MONTHLY = "code_orders_monthly"
+# Per UTC day of creation, currency, grouping (product or category), its key and campaign: the
+# confirmed lines' discount, gross, units and orders by latest state (ListDiscountCosts' rollup;
+# issues 11 and 14), and its monthly sums.
+LINE_COSTS_DAILY = "line_costs_daily"
+LINE_COSTS_MONTHLY = "line_costs_monthly"
 
 EVENT_TABLES = (USERS, PROMO_CODES, CAMPAIGNS, USAGES, ORDERS, ORDER_LINES)
 # Code text -> ids that ever carried it, per source (dimension, usages, orders): GetPromoCodeStats
 # by code text reads one primary-key range here instead of scanning the event tables' texts.
 CODE_DICTIONARY = "code_dictionary"
-MONTHLY_TABLES = (ORDERS_MONTHLY, USAGES_MONTHLY, CODE_ORDERS_MONTHLY)
+MONTHLY_TABLES = (ORDERS_MONTHLY, USAGES_MONTHLY, CODE_ORDERS_MONTHLY, LINE_COSTS_MONTHLY)
 # In refresh order: a monthly rollup is computed from its daily one, so it comes after it.
 DERIVED_TABLES = (
     USERS_ANALYTICS,
@@ -63,6 +68,8 @@ DERIVED_TABLES = (
     USAGES_MONTHLY,
     CODE_ORDERS_MONTHLY,
     CODE_DICTIONARY,
+    LINE_COSTS_DAILY,
+    LINE_COSTS_MONTHLY,
 )
 TABLES = (*EVENT_TABLES, *DERIVED_TABLES)
 # The entity key of each event table: the latest version per value of it is the entity's state.
@@ -104,6 +111,16 @@ MIGRATION_FRAGMENTS = {
             "revenue_minor Int64",
             "discounts_minor Int64",
             "buyers Array(String)",
+            "state_version UInt64",
+        )
+    ),
+    # The measures of line_costs_daily and line_costs_monthly (per grouping key and campaign).
+    "line_cost_columns": _INDENT.join(
+        (
+            "discount_minor Int64",
+            "gross_minor Int64",
+            "units Int64",
+            "orders Int64",
             "state_version UInt64",
         )
     ),

@@ -251,6 +251,21 @@ async def test_a_cancellation_re_emits_the_lines_and_drops_them_from_the_costs(
     (answer,) = await _answers(lines.analytics, [by_category])
     assert answer == truth(mine, None, None, pb.DISCOUNT_COST_GROUPING_CATEGORY, campaign="kc")
     assert answer.entries[0].discount.amount_minor == 190 and answer.entries[0].orders == 1
+    # The rollups computed before the cancellation were recomputed exactly: one order left.
+    assert lines.query(
+        "SELECT kind, cost_key, toString(discount_minor), toString(gross_minor),"
+        " toString(units), toString(orders) FROM {db}.line_costs_daily FINAL"
+        " WHERE campaign_id = 'kc' ORDER BY kind, cost_key"
+    ) == [
+        ["category", "kc-cat", "190", "2400", "3", "1"],
+        ["category", "sale", "150", "2000", "2", "1"],
+        ["product", "kc-other", "40", "400", "1", "1"],
+        ["product", "kc-product", "150", "2000", "2", "1"],
+    ]
+    assert lines.query(
+        "SELECT toString(month), toString(discount_minor), toString(orders)"
+        " FROM {db}.line_costs_monthly FINAL WHERE campaign_id = 'kc' AND cost_key = 'kc-cat'"
+    ) == [["2024-03-01", "190", "1"]]
     # The whole comparison still holds with these orders in the data.
     lines.orders += mine
     await _compare(lines, lines.orders)

@@ -99,8 +99,9 @@ def test_every_query_answers_the_truth(engine: Chdb) -> None:
 
 
 def test_discount_costs_answer_the_truth_on_the_current_engine(engine: Chdb) -> None:
-    """ListDiscountCosts' SQL (FINAL and argMax forms, arrayJoin over categories, LIMIT BY) on
-    current ClickHouse, over the order_lines rows sync-consumer writes for generated carts."""
+    """ListDiscountCosts' SQL (argMax edges, the line_costs rollups and their recomputation,
+    arrayJoin over categories, LIMIT BY) on current ClickHouse, over the order_lines rows
+    sync-consumer writes for generated carts."""
     orders = discount_costs_scenario.generate(seed=3)
     rows = []
     for n, event in enumerate(
@@ -110,6 +111,9 @@ def test_discount_costs_answer_the_truth_on_the_current_engine(engine: Chdb) -> 
         rows += [r.row for r in rows_for(entry) if r.table == analytics_schema.ORDER_LINES]
     body = "\n".join(json.dumps(row) for row in rows)
     engine.run(f"INSERT INTO {DATABASE}.{analytics_schema.ORDER_LINES} FORMAT JSONEachRow\n{body}")
+    # The rollups by sync-consumer's own statements, days before months (DERIVED_TABLES' order).
+    for derived in (analytics_schema.LINE_COSTS_DAILY, analytics_schema.LINE_COSTS_MONTHLY):
+        engine.run(refresh_statement(derived, DATABASE))
     call = servicer_call(ClickHouseStore(engine, DATABASE))
     cases = discount_costs_scenario.all_cases()
     for case in cases:

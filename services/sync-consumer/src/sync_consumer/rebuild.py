@@ -51,6 +51,8 @@ from promo_libs import analytics_schema
 from promo_libs.analytics_schema import (
     CODE_ORDERS_DAILY,
     DERIVED_TABLES,
+    LINE_COSTS_DAILY,
+    ORDER_LINES,
     ORDERS,
     ORDERS_DAILY,
     TABLES,
@@ -169,13 +171,14 @@ async def load_stream(
 # statement over every key exceeds at 10M rows (Code 241).
 CHUNK_ROWS = 2_000_000
 # Keyed by day: recomputed for chunks of days through their live scope (a batch's days).
-BY_DAY = (ORDERS_DAILY, USAGES_DAILY, CODE_ORDERS_DAILY)
+BY_DAY = (ORDERS_DAILY, USAGES_DAILY, CODE_ORDERS_DAILY, LINE_COSTS_DAILY)
 
 
 async def chunk_count(client: ChClient, db: str) -> int:
     """How many chunks the rebuild splits a full recomputation into."""
     rows = 0
-    for table in (ORDERS, USAGES):
+    # order_lines too: line_costs_daily groups its lines (about three per order) per line.
+    for table in (ORDERS, USAGES, ORDER_LINES):
         value = await client.fetchval(f"SELECT count() FROM {db}.{table}{REBUILD}")
         rows += int(value or 0)
     return max(1, -(-rows // CHUNK_ROWS))

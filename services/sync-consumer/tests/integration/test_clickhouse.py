@@ -29,11 +29,11 @@ async def clickhouse(stack: Stack) -> AsyncIterator[ClickHouse]:
 async def test_migrations_create_everything_once_and_are_recorded(clickhouse: ClickHouse) -> None:
     migrations = analytics_schema.migrations()
     db = clickhouse.database
-    assert await apply_migrations(clickhouse.client, db, migrations) == list(range(1, 13))
+    assert await apply_migrations(clickhouse.client, db, migrations) == list(range(1, 15))
     assert await apply_migrations(clickhouse.client, db, migrations) == []
     # A process that died after the statements but before recording them applies them again.
     await clickhouse.client.execute(f"DROP TABLE {db}.schema_migrations")
-    assert await apply_migrations(clickhouse.client, db, migrations) == list(range(1, 13))
+    assert await apply_migrations(clickhouse.client, db, migrations) == list(range(1, 15))
     tables = {
         row["name"]
         for row in await clickhouse.client.fetch(
@@ -55,6 +55,8 @@ async def test_migrations_create_everything_once_and_are_recorded(clickhouse: Cl
         "code_dictionary",
         "campaigns",
         "order_lines",
+        "line_costs_daily",
+        "line_costs_monthly",
         "schema_migrations",
     } <= tables
     # 011's ADD COLUMNs ran twice above (18.16 has no IF NOT EXISTS there): once each; 012's
@@ -69,6 +71,8 @@ async def test_migrations_create_everything_once_and_are_recorded(clickhouse: Cl
     ]
     assert with_campaign == [
         "campaigns",
+        "line_costs_daily",  # 013 and 014: the campaign is part of the rollups' key
+        "line_costs_monthly",
         "order_lines",
         "orders_analytics",
         "promo_code_usages_analytics",
@@ -233,6 +237,69 @@ async def test_code_orders_daily_follows_an_order_that_gains_a_code_then_is_canc
         assert rows == [("p1", 2, 1, 1, 900, ["u1", "u2"])]
 
 
+async def test_line_costs_follow_lines_after_a_merge_dropped_their_pending_versions(
+    clickhouse: ClickHouse,
+) -> None:
+    """A line is PENDING without a campaign, then CONFIRMED with one: a background merge of
+    order_lines keeps only its latest version, so "the campaigns a line ever named" loses ''.
+    The '' key (lines without a campaign) must still follow a later order without one: its
+    state version may not drop with the merge, or the earlier, higher one wins for good."""
+    db = clickhouse.database
+    await analytics_schema.migrate(clickhouse.client, db)
+    sink = ClickHouseSink(clickhouse.client, db)
+
+    def line(order: str, version: int, status: str, campaign: str, off: int) -> dict[str, object]:
+        return {
+            "line_id": f"{order}#0",
+            "version": version,
+            "order_id": order,
+            "line_index": 0,
+            "order_date": "2024-02-29",
+            "product_id": "shoe",
+            "category_ids": ["spring"],
+            "quantity": 2,
+            "unit_price_minor": 3000,
+            "discount_minor": off,
+            "currency_code": "EUR",
+            "campaign_id": campaign,
+            "status": status,
+            "create_time": "2024-02-29 12:00:00",
+        }
+
+    async def store_and_refresh(rows: list[dict[str, object]]) -> None:
+        # As the pipeline does: the rows stored, then each rollup they feed, days first.
+        await sink.insert("order_lines", rows)
+        for derived, scope_of in DERIVED["order_lines"]:
+            scope: dict[str, set[str]] = {}
+            for row in rows:
+                for column, value in scope_of(row).items():
+                    scope.setdefault(column, set()).add(value)
+            await sink.refresh(derived, scope)
+
+    async def costs(table: str) -> list[tuple[object, ...]]:
+        return [
+            tuple(r.values())
+            for r in await clickhouse.client.fetch(
+                "SELECT kind, campaign_id, discount_minor, gross_minor, units, orders"
+                f" FROM {db}.{table} FINAL WHERE orders > 0 ORDER BY kind, campaign_id"
+            )
+        ]
+
+    # o1: pending without a campaign, confirmed with k1, cancelled (its version skips one: a
+    # cancellation request bumps it without an event).
+    await store_and_refresh([line("o1", 1, "PENDING", "", 0)])
+    await store_and_refresh([line("o1", 2, "CONFIRMED", "k1", 600)])
+    await store_and_refresh([line("o1", 4, "CANCELLED", "k1", 600)])
+    await clickhouse.client.execute(f"OPTIMIZE TABLE {db}.order_lines FINAL")
+    # o2: pending, then confirmed without a campaign, after the merge.
+    await store_and_refresh([line("o2", 1, "PENDING", "", 0), line("o2", 2, "CONFIRMED", "", 0)])
+    for table in ("line_costs_daily", "line_costs_monthly"):
+        assert await costs(table) == [
+            ("category", "", 0, 6000, 2, 1),
+            ("product", "", 0, 6000, 2, 1),
+        ], table
+
+
 async def test_latest_versions_of_many_ids_with_any_characters(clickhouse: ClickHouse) -> None:
     db = clickhouse.database
     await analytics_schema.migrate(clickhouse.client, db)
@@ -341,16 +408,43 @@ async def test_the_rebuild_fills_derived_tables_in_several_chunks_equal_to_live(
             for n in range(30)
         ],
     )
+    # Two lines per order: PENDING without a campaign, and for odd orders a second version
+    # with the order's status and a campaign (line_costs_daily's keys move between campaigns).
+    await sink.insert(
+        "order_lines",
+        [
+            {
+                "line_id": f"o{n}#{i}",
+                "version": version,
+                "order_id": f"o{n}",
+                "line_index": i,
+                "order_date": day(n),
+                "product_id": f"p{(n + i) % 4}",
+                "category_ids": [f"g{n % 3}", "all"],
+                "quantity": 1 + i,
+                "unit_price_minor": 100 + n,
+                "discount_minor": 3 * version,
+                "currency_code": "EUR",
+                "campaign_id": f"k{n % 4}" if version == 2 else "",
+                "status": ("CONFIRMED" if n % 3 else "CANCELLED") if version == 2 else "PENDING",
+                "create_time": f"{day(n)} 08:00:00",
+            }
+            for n in range(40)
+            for i in range(2)
+            for version in ((1, 2) if n % 2 else (1,))
+        ],
+    )
     for derived in analytics_schema.DERIVED_TABLES:
         await clickhouse.client.execute(refresh_statement(derived, db))
     for table in analytics_schema.TABLES:
         await clickhouse.client.execute(f"CREATE TABLE {db}.{table}{REBUILD} AS {db}.{table}")
-    for table in ("orders_analytics", "promo_code_usages_analytics"):
+    for table in ("orders_analytics", "promo_code_usages_analytics", "order_lines"):
         await clickhouse.client.execute(
             f"INSERT INTO {db}.{table}{REBUILD} SELECT * FROM {db}.{table}"
         )
     monkeypatch.setattr(rebuild, "CHUNK_ROWS", 11)
-    assert await rebuild.chunk_count(clickhouse.client, db) == 7
+    # 40 orders, 30 usages and 120 line rows in chunks of 11 rows.
+    assert await rebuild.chunk_count(clickhouse.client, db) == 18
     # One user chunk alone is a strict part of the table: the hash does split the users.
     await clickhouse.client.execute(refresh_users_analytics(db, suffix=REBUILD, chunk=(0, 7)))
     count = f"SELECT count() FROM {db}.users_analytics{{}} FINAL"

@@ -9,6 +9,8 @@ from promo_libs.analytics_schema import (
     CODE_ORDERS_DAILY,
     CODE_ORDERS_MONTHLY,
     ENTITY_KEYS,
+    LINE_COSTS_DAILY,
+    LINE_COSTS_MONTHLY,
     ORDERS,
     ORDERS_DAILY,
     ORDERS_MONTHLY,
@@ -135,6 +137,8 @@ def test_migrations_fill_derived_tables_with_the_live_statements() -> None:
         (7, USAGES_MONTHLY),
         (8, CODE_ORDERS_MONTHLY),
         (9, CODE_DICTIONARY),
+        (13, LINE_COSTS_DAILY),
+        (14, LINE_COSTS_MONTHLY),
     ):
         assert by_version[version].statements("db")[-1] == refresh_statement(table, "db")
 

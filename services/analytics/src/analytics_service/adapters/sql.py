@@ -20,8 +20,9 @@ all through chdb):
   of its partial months (the daily rollups) and the partial days at its edges (raw rows,
   argMax): rows read grow with the months of the range, not with its days or orders
   (`_rollup_ranges`); day and week buckets read days only, hour buckets raw rows;
-- ListDiscountCosts reads the order lines themselves (order_lines, no rollup yet): FINAL or
-  argMax by the same rule, categories expanded by arrayJoin;
+- ListDiscountCosts reads line_costs_monthly and line_costs_daily for whole months and days,
+  the order lines themselves (order_lines, argMax) for the partial edges, categories expanded
+  by arrayJoin;
 - results as plain String, Int64 and UInt32 columns (and one Array(String)), no LowCardinality,
   no DateTime64; UNION ALL branches cast to identical types.
 """
@@ -48,6 +49,7 @@ REQUIRED_TABLES = (
     tables.CODE_DICTIONARY,
     tables.CAMPAIGNS,
     tables.ORDER_LINES,
+    tables.LINE_COSTS_DAILY,
 )
 
 
@@ -631,6 +633,8 @@ _COST_KEYS = {
     # on one line is still one category of it).
     CostGrouping.CATEGORY: "arrayJoin(arrayDistinct(categories))",
 }
+# The grouping's `kind` in line_costs_daily and line_costs_monthly.
+_COST_KINDS = {CostGrouping.PRODUCT: "product", CostGrouping.CATEGORY: "category"}
 
 
 def discount_costs(
@@ -643,16 +647,43 @@ def discount_costs(
     """Per currency, the `limit` keys (product or category ids) with the largest discount over
     the lines of the orders created in the range and CONFIRMED now, ties by ascending key;
     `LIMIT n BY currency` keeps every currency's own list (the caller applies the currency
-    rule). Keys without discount, and the empty key (a line without product id), left out."""
-    lines = latest_lines(database, time_range, campaign_id)
+    rule). Keys without discount, and the empty key (a line without product id), left out.
+
+    Whole months from line_costs_monthly, the whole days of the partial months from
+    line_costs_daily, raw lines (latest state) only for the partial days at the edges: rows
+    read grow with the months of the range and the keys, not with its lines. Every measure
+    is a sum over the branches: the distinct orders too, since the branches cover disjoint
+    days and an order has one creation day. The rollups hold the campaign in their key (the
+    line's latest campaign), so a campaign filter reads them too, exactly; without one, a
+    key's campaigns are summed (an order has one latest campaign)."""
+    edges, _, _ = _rollup_ranges(time_range)
     kept = ["state = 'CONFIRMED'"]
     if campaign_id is not None:
         kept.append(f"campaign = {quote(campaign_id)}")
+    branches = [
+        f"SELECT currency, {_COST_KEYS[grouping]} AS ck, toInt64(sum(share)) AS dis,"
+        " toInt64(sum(qty * price)) AS gro, toInt64(sum(qty)) AS uni,"
+        " toInt64(uniqExact(oid)) AS ord"
+        f" FROM ({latest_lines(database, edge, campaign_id)}) WHERE {_where(*kept)}"
+        " GROUP BY currency, ck"
+        for edge in edges
+    ]
+    rollup = [f"kind = {quote(_COST_KINDS[grouping])}"]
+    if campaign_id is not None:
+        rollup.append(f"campaign_id = {quote(campaign_id)}")
+    branches += _rollups(
+        database,
+        tables.LINE_COSTS_DAILY,
+        tables.LINE_COSTS_MONTHLY,
+        "currency_code AS currency, cost_key AS ck, discount_minor AS dis, gross_minor AS gro,"
+        " units AS uni, orders AS ord",
+        time_range,
+        extra=_where(*rollup),
+    )
     return (
-        f"SELECT currency AS currency_code, {_COST_KEYS[grouping]} AS cost_key,"
-        " toInt64(sum(share)) AS discount, toInt64(sum(qty * price)) AS gross,"
-        " toInt64(sum(qty)) AS units, toInt64(uniqExact(oid)) AS orders"
-        f" FROM ({lines}) WHERE {_where(*kept)}"
+        "SELECT currency AS currency_code, ck AS cost_key, toInt64(sum(dis)) AS discount,"
+        " toInt64(sum(gro)) AS gross, toInt64(sum(uni)) AS units, toInt64(sum(ord)) AS orders"
+        f" FROM ({' UNION ALL '.join(branches)})"
         " GROUP BY currency_code, cost_key HAVING discount > 0 AND cost_key != ''"
         " ORDER BY currency_code, discount DESC, cost_key"
         f" LIMIT {int(limit)} BY currency_code"

@@ -33,7 +33,8 @@ from the daily rows (the same argument, with the daily keys as the entities: `_m
 same statement fills a rebuild's tables (no scope: every key, in DERIVED_TABLES' order, days
 before months) and is the last statement of the migration that made the table (002 turned
 users_analytics from view-fed sums into this; 003-005 created the daily rollups, 006-008 the
-monthly ones). The code dictionary (009) is derived too, but needs no state version: its
+monthly ones; 013-014 line_costs_daily and line_costs_monthly, ListDiscountCosts' rollups
+over order_lines). The code dictionary (009) is derived too, but needs no state version: its
 readers aggregate with min and max (`refresh_code_dictionary`).
 """
 
@@ -45,6 +46,9 @@ from promo_libs.analytics_schema import (
     CODE_DICTIONARY,
     CODE_ORDERS_DAILY,
     CODE_ORDERS_MONTHLY,
+    LINE_COSTS_DAILY,
+    LINE_COSTS_MONTHLY,
+    ORDER_LINES,
     ORDERS,
     ORDERS_DAILY,
     ORDERS_MONTHLY,
@@ -257,6 +261,62 @@ def refresh_code_orders_daily(
     )
 
 
+def refresh_line_costs_daily(database: str, *, suffix: str = "", scope: Scope | None = None) -> str:
+    """INSERT ... SELECT that rewrites line_costs_daily{suffix} for the days in `scope`.
+
+    Per UTC day of the order's creation, currency, grouping (`product`: the line's product;
+    `category`: each distinct category of the line) with its key, and campaign: over the
+    lines whose order is CONFIRMED now and whose latest version names the campaign, the sum of
+    their discount shares, gross (quantity x unit price) and units, and their distinct orders.
+    The distinct orders add up over days (an order has one creation day) and over campaigns
+    (an order has one latest campaign), never over keys, which readers never sum.
+
+    A line's day, currency, product and categories never change; its campaign changes once,
+    from none ('', a pending order) to the campaign of the code it is confirmed with, and
+    never after. A key's entities must be a set that only grows in what order_lines *keeps*:
+    a merge of its ReplacingMergeTree drops every version of a line but the latest, so the
+    campaigns a line ever named lose '' once it has one (the latest still names it). Hence,
+    as for code_orders_daily, a campaign's entities are the lines that ever named it, which
+    their latest version keeps naming, and those of no campaign ('') are *every* line of the
+    day and grouping key, whatever it names. Each set only grows, and its state version, the
+    sum of (highest stored version + 1) over it, never decreases: the module docstring's
+    argument holds. (With '' as "ever named" a merge shrank the set: a later recomputation
+    wrote a lower state version than an earlier one, and lost to its older values.) A day is
+    recomputed whole (every key of it), so no key is written partially.
+    """
+    target = f"{database}.{LINE_COSTS_DAILY}{suffix}"
+    lines = f"{database}.{ORDER_LINES}{suffix}"
+    if scope is None:
+        condition = "1"
+    elif days := scope.get("day", ()):
+        condition = f"order_date IN {_date_set(days)}"
+    else:
+        condition = "0"
+    mine = "state = 'CONFIRMED' AND latest = cid"
+    # Two nested ARRAY JOINs (18.16 allows one per SELECT): '' and the campaigns ever named, then
+    # the grouping keys (the product, then each distinct category) with their kinds alongside.
+    return (
+        f"INSERT INTO {target} (day, currency_code, kind, cost_key, campaign_id,"
+        " discount_minor, gross_minor, units, orders, state_version)"
+        f" SELECT d, cur, kind, k, cid, toInt64(sumIf(share, {mine})),"
+        f" toInt64(sumIf(qty * price, {mine})), toInt64(sumIf(qty, {mine})),"
+        f" toInt64(uniqExactIf(oid, {mine})), toUInt64(sum(v)) FROM ("
+        "SELECT d, cur, oid, qty, price, share, state, latest, cid, v,"
+        " arrayConcat(['product'], arrayMap(c -> 'category', cats)) AS gkinds,"
+        " arrayConcat([product], cats) AS gkeys FROM ("
+        "SELECT line_id, any(order_date) AS d, any(currency_code) AS cur, any(order_id) AS oid,"
+        " any(product_id) AS product, arrayDistinct(any(category_ids)) AS cats,"
+        " any(quantity) AS qty, any(unit_price_minor) AS price,"
+        " argMax(discount_minor, version) AS share, argMax(status, version) AS state,"
+        " argMax(campaign_id, version) AS latest,"
+        " arrayConcat([''], arrayFilter(c -> c != '', groupUniqArray(campaign_id))) AS named,"
+        " max(version) + 1 AS v"
+        f" FROM {lines} WHERE {condition} GROUP BY line_id"
+        ") ARRAY JOIN named AS cid"
+        ") ARRAY JOIN gkinds AS kind, gkeys AS k GROUP BY d, cur, kind, k, cid"
+    )
+
+
 def _month_ranges(values: Collection[str]) -> str:
     """`day` in the months of `values` (ISO dates, any day of the month), as day ranges: a
     range on the partition's date column prunes the other months' partitions."""
@@ -355,6 +415,21 @@ def refresh_code_orders_monthly(
     )
 
 
+def refresh_line_costs_monthly(
+    database: str, *, suffix: str = "", scope: Scope | None = None
+) -> str:
+    """INSERT ... SELECT that rewrites line_costs_monthly{suffix} for the months in `scope`,
+    from line_costs_daily{suffix} (the distinct orders add up over days: an order has one)."""
+    return _monthly(
+        f"{database}.{LINE_COSTS_MONTHLY}{suffix}",
+        f"{database}.{LINE_COSTS_DAILY}{suffix}",
+        "currency_code, kind, cost_key, campaign_id",
+        ("discount_minor", "gross_minor", "units", "orders"),
+        (),
+        _monthly_condition(scope, by_code=False),
+    )
+
+
 # A source of the code dictionary: (numbered source, table, text column, entity key, extra
 # condition). The numbers are find_promo_code_id's preference: dimension, usages, orders.
 _CODE_SOURCES = (
@@ -411,6 +486,8 @@ REFRESH = {
     USAGES_MONTHLY: refresh_usages_monthly,
     CODE_ORDERS_MONTHLY: refresh_code_orders_monthly,
     CODE_DICTIONARY: refresh_code_dictionary,
+    LINE_COSTS_DAILY: refresh_line_costs_daily,
+    LINE_COSTS_MONTHLY: refresh_line_costs_monthly,
 }
 
 

@@ -21,6 +21,8 @@ from promo_libs.analytics_schema import (
     CODE_DICTIONARY,
     CODE_ORDERS_DAILY,
     CODE_ORDERS_MONTHLY,
+    LINE_COSTS_DAILY,
+    LINE_COSTS_MONTHLY,
     ORDER_LINES,
     ORDERS,
     ORDERS_DAILY,
@@ -98,6 +100,12 @@ DERIVED: dict[str, list[tuple[str, Callable[[Row], dict[str, str]]]]] = {
         (CODE_DICTIONARY, _named_code("usage_id", "code")),
     ],
     PROMO_CODES: [(CODE_DICTIONARY, _named_code("promo_code_id", "code"))],
+    # A line touches its order's creation day (every key of a day is recomputed together),
+    # then that day's month.
+    ORDER_LINES: [
+        (LINE_COSTS_DAILY, lambda row: {"day": str(row["order_date"])}),
+        (LINE_COSTS_MONTHLY, _months),
+    ],
 }
 
 
