@@ -35,7 +35,6 @@ from pathlib import Path
 
 from analytics_service.adapters import sql
 from analytics_service.domain.model import CostGrouping, TimeRange
-from devstack.probes import clickhouse_query
 from devstack.stack import Stack
 from promo_libs import analytics_schema
 from promo_libs.analytics_schema import LINE_COSTS_DAILY, LINE_COSTS_MONTHLY
@@ -87,9 +86,7 @@ def _lines(db: str, first: int, count: int, at: str | None = None, final_only: b
 
 
 def run(stack: Stack, statement: str, timeout: float = 1800) -> str:
-    return clickhouse_query(
-        stack.clickhouse_host, stack.clickhouse_port, statement, timeout, LOAD_SETTINGS
-    )
+    return stack.clickhouse_query(statement, timeout, LOAD_SETTINGS)
 
 
 def timed(stack: Stack, statement: str, calls: int = 1) -> tuple[float, str]:
@@ -145,10 +142,8 @@ def cases() -> dict[str, tuple[TimeRange, CostGrouping, str | None]]:
     }
 
 
-async def _migrate(host: str, port: int, database: str) -> None:
-    clickhouse = ClickHouse(
-        ClickHouseSettings(clickhouse_host=host, clickhouse_port=port, clickhouse_database=database)
-    )
+async def _migrate(settings: ClickHouseSettings, database: str) -> None:
+    clickhouse = ClickHouse(settings)
     clickhouse.connect()
     try:
         await analytics_schema.migrate(clickhouse.client, database)
@@ -174,7 +169,7 @@ def main() -> int:
     ):
         db = f"bench_costs_{uuid.uuid4().hex[:8]}"
         try:
-            asyncio.run(_migrate(stack.clickhouse_host, stack.clickhouse_port, db))
+            asyncio.run(_migrate(stack.clickhouse_settings(db), db))
             started = time.perf_counter()
             step = 100_000
             for first in range(0, args.orders, step):
