@@ -3,7 +3,9 @@
     .venv/bin/python services/orders/benchmarks/order_bench.py --concurrency 16 --orders 1000
 
 The floor is the raw round trips the saga needs, made directly by this client: GetUser (no code),
-GetUser then RedeemPromoCode (with a code). The last pair runs a three-line cart with a code of a
+GetUser then RedeemPromoCode with the user it answered (with a code), as the saga calls them
+(before 3 December 2026 the floor's Redeem had no user, so PromoCodeService read it again: one
+GetUser more than CreateOrder makes). The last pair runs a three-line cart with a code of a
 campaign that discounts one category's items (the campaign's reservation and settlement are the
 extra work), against the same floor with that cart. The gap between an order and its floor is the
 order service's own work (its MongoDB writes and gRPC hops). Starts the local stack and the three
@@ -143,22 +145,29 @@ async def run(addresses: dict[str, str], count: int, concurrency: int, pki: DevP
         async def floor_plain(n: int) -> None:
             await floor_users.GetUser(users_pb2.GetUserRequest(id=user(n)))
 
+        # Redeem gets the user GetUser answered, as CreateOrder passes it (so PromoCodeService
+        # reads no user of its own): the floor makes the saga's calls, no more.
         async def floor_code(n: int) -> None:
-            await floor_users.GetUser(users_pb2.GetUserRequest(id=user(n)))
+            shopper = await floor_users.GetUser(users_pb2.GetUserRequest(id=user(n)))
             await floor_codes.RedeemPromoCode(
                 promo_codes_pb2.RedeemPromoCodeRequest(
                     code=code,
                     user_id=user(n),
                     order_amount=eur(5000),
                     redemption_id=uuid.uuid4().hex,
+                    user=shopper,
                 )
             )
 
         async def floor_cart(n: int) -> None:
-            await floor_users.GetUser(users_pb2.GetUserRequest(id=user(n)))
+            shopper = await floor_users.GetUser(users_pb2.GetUserRequest(id=user(n)))
             await floor_codes.RedeemPromoCode(
                 promo_codes_pb2.RedeemPromoCodeRequest(
-                    code=cart_code, user_id=user(n), lines=cart, redemption_id=uuid.uuid4().hex
+                    code=cart_code,
+                    user_id=user(n),
+                    lines=cart,
+                    redemption_id=uuid.uuid4().hex,
+                    user=shopper,
                 )
             )
 
