@@ -89,6 +89,14 @@ def _condition(user_column: str, date_column: str, scope: Scope | None) -> str:
     return f"{user_column} IN {_hex_set(users)} AND {date_column} IN {_date_set(days)}"
 
 
+def _day_condition(scope: Scope | None) -> str:
+    """The rows of the scope's order days (every day without a scope, none for an empty one)."""
+    if scope is None:
+        return "1"
+    days = scope.get("day", ())
+    return f"order_date IN {_date_set(days)}" if days else "0"
+
+
 def refresh_users_analytics(
     database: str,
     *,
@@ -143,12 +151,7 @@ def refresh_orders_daily(database: str, *, suffix: str = "", scope: Scope | None
     """
     target = f"{database}.{ORDERS_DAILY}{suffix}"
     orders = f"{database}.{ORDERS}{suffix}"
-    if scope is None:
-        condition = "1"
-    elif days := scope.get("day", ()):
-        condition = f"order_date IN {_date_set(days)}"
-    else:
-        condition = "0"
+    condition = _day_condition(scope)
     # Aliases never repeat a column name: current ClickHouse would read them in WHERE too.
     return (
         f"INSERT INTO {target} (day, currency_code, orders, confirmed, rejected, cancelled,"
@@ -286,12 +289,7 @@ def refresh_line_costs_daily(database: str, *, suffix: str = "", scope: Scope | 
     """
     target = f"{database}.{LINE_COSTS_DAILY}{suffix}"
     lines = f"{database}.{ORDER_LINES}{suffix}"
-    if scope is None:
-        condition = "1"
-    elif days := scope.get("day", ()):
-        condition = f"order_date IN {_date_set(days)}"
-    else:
-        condition = "0"
+    condition = _day_condition(scope)
     mine = "state = 'CONFIRMED' AND latest = cid"
     # Two nested ARRAY JOINs (18.16 allows one per SELECT): '' and the campaigns ever named, then
     # the grouping keys (the product, then each distinct category) with their kinds alongside.
