@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 import uuid
@@ -75,6 +76,18 @@ class Platform:
             **self.consumer_env,
             **self.databases,
         }
+
+    def run_tool(self, module: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """`python -m <module> <args>` (reconcile, rebuild) with the tools' env; never raises on
+        its exit status, the caller asserts it."""
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            check=False,
+            env={**os.environ, **self.tool_env()},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     def reconcile_settings(self) -> ReconcileSettings:
         env = self.tool_env()

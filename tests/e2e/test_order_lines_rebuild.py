@@ -5,15 +5,9 @@ MongoDB, finds damage to the table, and the rebuild from MongoDB repairs it (I4,
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import pytest
-import pytest_asyncio
 from pipeline_support import (
     Clients,
     Platform,
@@ -21,39 +15,14 @@ from pipeline_support import (
     new_code,
     new_user,
     retried,
-    start_platform,
     until_reconciled,
 )
 from pipeline_support import cancel as cancel_order
 
-from devstack.stack import Stack
-from promo.v1 import common_pb2, orders_pb2, orders_pb2_grpc, promo_codes_pb2_grpc, users_pb2_grpc
+from promo.v1 import common_pb2, orders_pb2
 from promo_reconcile import reconcile
 
 DRAIN_SECONDS = 120.0
-
-
-@pytest.fixture(scope="module")
-def platform(stack: Stack) -> Iterator[Platform]:
-    running = start_platform(stack)
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def clients(platform: Platform) -> AsyncIterator[Clients]:
-    async with (
-        platform.users.channel() as users,
-        platform.promocodes.channel() as codes,
-        platform.orders.channel() as orders,
-    ):
-        yield Clients(
-            users_pb2_grpc.UserServiceStub(users),
-            promo_codes_pb2_grpc.PromoCodeServiceStub(codes),
-            orders_pb2_grpc.OrderServiceStub(orders),
-        )
 
 
 def _line(sku: str, product: str, categories: list[str], quantity: int, price: int) -> Any:
@@ -70,18 +39,6 @@ async def _order(clients: Clients, user_id: str, code: str | None, lines: list[A
     if code is not None:
         request.promo_code = code
     return await retried(lambda: clients.orders.CreateOrder(request, timeout=30))
-
-
-def _run_tool(platform: Platform, module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **platform.tool_env()}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def _lines_now(platform: Platform) -> list[list[str]]:
@@ -168,7 +125,7 @@ async def test_lines_reconcile_with_mongodb_and_a_rebuild_repairs_them(
         ("line_costs_daily", ("product", "hat"))
     ]
 
-    rebuilt = await asyncio.to_thread(_run_tool, platform, "sync_consumer", "rebuild")
+    rebuilt = await asyncio.to_thread(platform.run_tool, "sync_consumer", "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     await until_reconciled(platform, DRAIN_SECONDS)
     assert _lines_now(platform) == expected

@@ -7,10 +7,9 @@ import asyncio
 import contextlib
 import os
 import random
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -30,7 +29,6 @@ from pipeline_support import (
     new_code,
     new_user,
     place,
-    start_platform,
     until_reconciled,
 )
 
@@ -41,38 +39,12 @@ from promo.v1 import (
     analytics_pb2,
     analytics_pb2_grpc,
     common_pb2,
-    orders_pb2_grpc,
-    promo_codes_pb2_grpc,
-    users_pb2_grpc,
 )
 from promo_libs.events import ORDERS_STREAM
 from promo_libs.grpc.mapping import timestamp
 from promo_reconcile import reconcile
 
 DRAIN_SECONDS = 180.0
-
-
-@pytest.fixture(scope="module")
-def platform(stack: Stack) -> Iterator[Platform]:
-    running = start_platform(stack)
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def clients(platform: Platform) -> AsyncIterator[Clients]:
-    async with (
-        platform.users.channel() as users,
-        platform.promocodes.channel() as codes,
-        platform.orders.channel() as orders,
-    ):
-        yield Clients(
-            users_pb2_grpc.UserServiceStub(users),
-            promo_codes_pb2_grpc.PromoCodeServiceStub(codes),
-            orders_pb2_grpc.OrderServiceStub(orders),
-        )
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
@@ -231,18 +203,6 @@ async def test_an_event_on_the_stream_twice_is_counted_once(
     assert rows == [["1", "7000"]]
 
 
-def _run_tool(platform: Platform, module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **platform.tool_env()}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @contextlib.contextmanager
 def _analytics(platform: Platform) -> Iterator[ServiceProcess]:
     """AnalyticsService on the consumer's ClickHouse database, for as long as a test needs it."""
@@ -363,13 +323,13 @@ async def test_rebuild_from_mongodb_under_live_load_reconciles(
         assert wrong.analytics[1] == "camp-wrong" != wrong.truth[1]
         assert wrong.analytics[:1] + wrong.analytics[2:] == wrong.truth[:1] + wrong.truth[2:]
         assert {d.fact for d in found} - {"order_lines"} <= {"users_analytics"}, found
-        assert _run_tool(platform, "promo_reconcile").returncode == 1
+        assert platform.run_tool("promo_reconcile").returncode == 1
 
         # Live events during the rebuild, none of the settled campaign: the load starts once the
         # rebuild holds the consumers, so its events wait in Redis while the replays read
         # MongoDB (some are in both) and land in the swapped tables after it.
         rebuilding = asyncio.create_task(
-            asyncio.to_thread(_run_tool, platform, "sync_consumer", "rebuild")
+            asyncio.to_thread(platform.run_tool, "sync_consumer", "rebuild")
         )
         await _until_held(platform, rebuilding)
         work = await LoadProcess(platform, load, 300, 4, campaigns.settled_codes).start()
@@ -382,7 +342,7 @@ async def test_rebuild_from_mongodb_under_live_load_reconciles(
             f" live load {during};"
             f" {rebuilt.stdout.strip()}; reconciled {took:.1f}s after the load"
         )
-        checked = _run_tool(platform, "promo_reconcile")
+        checked = platform.run_tool("promo_reconcile")
         assert checked.returncode == 0, checked.stdout
         _, sizes = await reconcile(platform.reconcile_settings())
         for fact in (
@@ -445,6 +405,6 @@ async def test_redis_failing_during_the_rebuild_hold_aborts_it_and_nothing_is_lo
     print(f"\nrebuild aborted: {err.decode().strip().splitlines()[-1]}; reconciled in {took:.1f}s")
     tables = platform.query("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name")
     assert not [t for t in tables if t[0].endswith(("__rebuild", "__old"))]
-    again = await asyncio.to_thread(_run_tool, platform, "sync_consumer", "rebuild")
+    again = await asyncio.to_thread(platform.run_tool, "sync_consumer", "rebuild")
     assert again.returncode == 0, again.stderr[-3000:]
     await until_reconciled(platform, DRAIN_SECONDS)
