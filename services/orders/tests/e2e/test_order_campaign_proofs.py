@@ -9,6 +9,7 @@ code at most once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -130,6 +131,28 @@ def _requests(users: list[str], codes: list[str]) -> list[orders_pb2.CreateOrder
     ]
     random.Random(14).shuffle(requests)
     return requests
+
+
+@contextlib.asynccontextmanager
+async def _two_checkouts(replicas: Replicas) -> AsyncIterator[list[Clients]]:
+    """Clients of both orders replicas (R1 calls P1, R2 calls P2); users and the catalogue
+    through P2."""
+    async with (
+        replicas.users.channel() as u,
+        replicas.p2.channel() as p2,
+        replicas.r1.channel() as r1,
+        replicas.r2.channel() as r2,
+    ):
+        yield [clients_of(u, p2, r1), clients_of(u, p2, r2)]
+
+
+async def _campaign_orders(
+    via: list[Clients], cache: list[str], tag: str, **limits: Any
+) -> tuple[list[str], pb.Campaign, list[str], list[orders_pb2.CreateOrderRequest]]:
+    """The users, a campaign of `limits` with its codes, and the 1,000 orders over them."""
+    users = await _users(via[1], cache)
+    campaign, codes = await _campaign_with_codes(via[1], tag, **limits)
+    return users, campaign, codes, _requests(users, codes)
 
 
 async def _definite_spread(
@@ -303,18 +326,10 @@ async def test_sigkill_of_a_promocodes_replica_inside_the_order_load_then_recove
     The survivors' Redeems may give those back before the recovery runs (a reservation past
     its request's deadline is taken over); the end state is asserted, whichever path it took."""
     promo_db, orders_db = mongo[replicas.promocodes_db], mongo[replicas.orders_db]
-    async with (
-        replicas.users.channel() as u,
-        replicas.p2.channel() as p2,
-        replicas.r1.channel() as r1,
-        replicas.r2.channel() as r2,
-    ):
-        via = [clients_of(u, p2, r1), clients_of(u, p2, r2)]
-        users = await _users(via[1], user_cache)
-        campaign, codes = await _campaign_with_codes(
-            via[1], "OCAPKILL", max_uses=50, max_uses_per_user=1
+    async with _two_checkouts(replicas) as via:
+        users, campaign, codes, requests = await _campaign_orders(
+            via, user_cache, "OCAPKILL", max_uses=50, max_uses_per_user=1
         )
-        requests = _requests(users, codes)
         gate = asyncio.Semaphore(IN_FLIGHT)
 
         async def one(index: int, request: orders_pb2.CreateOrderRequest) -> Any:
@@ -373,18 +388,10 @@ async def test_sigkill_of_a_promocodes_replica_inside_the_order_load_then_recove
 async def test_thousand_orders_over_two_replicas_get_exactly_the_campaigns_fifty_uses(
     replicas: Replicas, mongo: Any, user_cache: list[str]
 ) -> None:
-    async with (
-        replicas.users.channel() as u,
-        replicas.p2.channel() as p2,
-        replicas.r1.channel() as r1,
-        replicas.r2.channel() as r2,
-    ):
-        via = [clients_of(u, p2, r1), clients_of(u, p2, r2)]
-        users = await _users(via[1], user_cache)
-        campaign, codes = await _campaign_with_codes(
-            via[1], "OCAP50", max_uses=50, max_uses_per_user=1
+    async with _two_checkouts(replicas) as via:
+        users, campaign, codes, requests = await _campaign_orders(
+            via, user_cache, "OCAP50", max_uses=50, max_uses_per_user=1
         )
-        requests = _requests(users, codes)
         started = time.monotonic()
         outcomes = await _definite_spread(via, requests)
         print(f"{ORDERS} orders answered in {time.monotonic() - started:.1f}s")
@@ -401,18 +408,10 @@ async def test_thousand_orders_over_two_replicas_get_exactly_the_campaigns_budge
     """No total uses, one per user, a budget of 37 discounts: the budget binds (37 of 200
     users), exactly, and is never exceeded."""
     budget = 37 * FIXED
-    async with (
-        replicas.users.channel() as u,
-        replicas.p2.channel() as p2,
-        replicas.r1.channel() as r1,
-        replicas.r2.channel() as r2,
-    ):
-        via = [clients_of(u, p2, r1), clients_of(u, p2, r2)]
-        users = await _users(via[1], user_cache)
-        campaign, codes = await _campaign_with_codes(
-            via[1], "OCAPBUD", max_uses_per_user=1, budget=eur(budget)
+    async with _two_checkouts(replicas) as via:
+        users, campaign, codes, requests = await _campaign_orders(
+            via, user_cache, "OCAPBUD", max_uses_per_user=1, budget=eur(budget)
         )
-        requests = _requests(users, codes)
         outcomes = await _definite_spread(via, requests)
         _check_outcomes(
             requests,
@@ -435,13 +434,7 @@ async def test_two_first_orders_of_a_user_on_two_replicas_get_the_code_at_most_o
     """For each of 40 users two orders with a first-order-only code at once, one through each
     orders replica: both replicas read "no confirmed order yet", so only PromoCodeService's
     first-order slot stands between the user and a second discount."""
-    async with (
-        replicas.users.channel() as u,
-        replicas.p2.channel() as p2,
-        replicas.r1.channel() as r1,
-        replicas.r2.channel() as r2,
-    ):
-        via = [clients_of(u, p2, r1), clients_of(u, p2, r2)]
+    async with _two_checkouts(replicas) as via:
         # New users: those of the tests above may have a confirmed order already.
         users = [(await new_user(via[1])).id for _ in range(40)]
         welcome = await new_code(via[1], fixed_amount=eur(500), first_order_only=True)
