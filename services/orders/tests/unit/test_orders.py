@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -213,35 +212,6 @@ async def test_the_sweep_rejects_and_rechecks(
     clock.advance(timedelta(seconds=31))
     assert await sweeper.sweep_once() == {"rechecked": 1}
     assert not await sweeper.sweep_once(clock.now + timedelta(days=1))
-
-
-async def test_one_sweep_pass_settles_its_due_orders_at_once(
-    orders: Orders, promo_codes: FakePromoCodes, repo: InMemoryOrderRepository, clock: Clock
-) -> None:
-    """Not one after another: four PENDING orders' Redeems are in flight together (each waits
-    for the others, so a pass that settled them in turn would never finish)."""
-    promo_codes.down = True
-    for key in "abcd":
-        with pytest.raises(errors.Unavailable):
-            await orders.create_order(create(key, code="SAVE10"))
-    promo_codes.down = False
-    redeem, waiting, together = promo_codes.redeem, 0, asyncio.Event()
-
-    async def redeem_with_the_others(redemption: Any) -> Any:
-        nonlocal waiting
-        waiting += 1
-        if waiting == 4:
-            together.set()
-        await together.wait()
-        return await redeem(redemption)
-
-    promo_codes.redeem = redeem_with_the_others  # type: ignore[method-assign]
-    clock.advance(timedelta(seconds=31))
-    report = await asyncio.wait_for(Sweeper(repo, orders, clock).sweep_once(), 10)
-    assert report == {"confirmed": 4}
-    assert sorted(promo_codes.active_usages()) == sorted(
-        o.id for o in repo.items.values() if o.status == CONFIRMED
-    )
 
 
 async def test_a_racing_attempt_that_redeemed_after_a_rejection_is_released(
