@@ -85,7 +85,7 @@ def clickhouse_query(
 
     `settings` go in the URL (query-level settings such as max_memory_usage: 18.16's INSERT ...
     SELECT takes no SETTINGS clause for the insert itself). The credentials travel as HTTP basic
-    authentication (18.16 reads no X-ClickHouse-* headers), never in the URL."""
+    authentication, never in the URL (which a proxy's access log would keep)."""
     query = "?" + urllib.parse.urlencode(settings) if settings else ""
     request = urllib.request.Request(
         f"http://{host}:{port}/{query}",
