@@ -121,9 +121,10 @@ class RedisSettings(BaseSettings):
     redis_port: int = Field(6379, ge=1, le=65535)
     # The ACL user (Redis 6+); unset: the `default` user (REDIS_PASSWORD alone, requirepass).
     redis_username: str | None = Field(None, min_length=1, max_length=128)
-    # Required, no default: a deployment states it. Set empty, it means a Redis without
-    # authentication, as said explicitly (a test's own server), never by omission.
-    redis_password: SecretStr | None = Field(...)
+    # Unset or empty: a Redis without authentication. Not required, because a service's schema
+    # commands (`migrate`) load its settings without touching Redis, and the migrations Job
+    # gets no Redis credentials (least privilege); the manifests set it for every server.
+    redis_password: SecretStr | None = None
     # Redis Cluster: REDIS_HOST:REDIS_PORT is then one seed node, the rest is discovered.
     redis_cluster: bool = False
     # TLS: the server verified against REDIS_TLS_CA_FILE, its name against REDIS_HOST; with a
