@@ -462,7 +462,7 @@ class RedisCluster:
             node.stop()
 
     def env(self) -> dict[str, str]:
-        # A test's own cluster has no users: said explicitly (REDIS_PASSWORD is required).
+        # A test's own cluster has no users: said explicitly rather than left to the default.
         return {
             "REDIS_HOST": HOST,
             "REDIS_PORT": str(self.port),

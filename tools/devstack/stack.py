@@ -163,12 +163,6 @@ class Stack:
     def clickhouse_port(self) -> int:
         return int(self.env["CLICKHOUSE_PORT"])
 
-    @property
-    def clickhouse_password(self) -> str:
-        """The password of CLICKHOUSE_USER in the stack's env (the administrator's on the
-        stack's own ClickHouse)."""
-        return self.env["CLICKHOUSE_PASSWORD"]
-
     def clickhouse_settings(self, database: str, user: str | None = None) -> ClickHouseSettings:
         """promo_libs settings for a client of `database`: as the administrator, or as one
         of the stack's own ClickHouse users (ClickHouseServer.USERS, MIGRATOR)."""
