@@ -15,7 +15,8 @@ key is the recomputed value; its all-zero groups equal absent ones):
 - promo_code_usages_analytics: per day and status, per user and status, per promo code and
   status (count, discount, order amount); abandoned ids (never redeemed) are not usages;
 - users_analytics: per user, day and currency (confirmed orders, revenue, discounts, active
-  redemptions);
+  redemptions); and GetUserStats' measures (orders placed, rejected and cancelled ones, usages
+  created, the active ones' discount, the usages' distinct code ids and texts);
 - orders_daily: per day and currency (orders; confirmed, rejected and cancelled ones; revenue
   and discounts of the confirmed ones; distinct buyers);
 - usages_daily: per day, currency and code (usages created that day; the active ones, their
@@ -215,6 +216,7 @@ def truth_facts(
         daily[key] = (*daily[key][:-1], len(users_of_key))
     _add_months(facts, buyers, holders)
     _add_code_dictionary(facts)
+    add_user_stats(facts, usages, orders)
     return facts
 
 
@@ -227,6 +229,29 @@ def _lines(order: Document) -> list[Document]:
             "discount": order.get("discount_minor", 0),
         }
     ]
+
+
+def add_user_stats(facts: Facts, usages: Iterable[Document], orders: Iterable[Document]) -> None:
+    """GetUserStats' measures of users_analytics per user, day and currency: orders placed,
+    rejected and cancelled; usages created (released ones included), the active ones'
+    discount; the usages' distinct code ids and texts."""
+    stats = facts["users_analytics user stats"]
+    codes: dict[Key, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+    for order in orders:
+        key = (order["user_id"], _day(order["created_at"]), order["currency"])
+        status = order["status"]
+        _add(stats, key, 1, int(status == "REJECTED"), int(status == "CANCELLED"), 0, 0)
+    for usage in usages:
+        status = usage.get("status")
+        if status not in ("ACTIVE", "RELEASED"):
+            continue  # an abandoned id: a fence, never a redemption
+        key = (usage["user_id"], _day(usage["created_at"]), usage["currency"])
+        _add(stats, key, 0, 0, 0, 1, int(usage["discount"]) * (status == "ACTIVE"))
+        codes[key][0].add(usage["promo_id"])
+        codes[key][1].add(usage.get("code", ""))
+    for key, counts in stats.items():
+        ids, texts = codes.get(key, (set(), set()))
+        stats[key] = (*counts, ",".join(sorted(ids)), ",".join(sorted(texts)))
 
 
 def add_order_lines(facts: Facts, orders: Iterable[Document]) -> None:
@@ -337,6 +362,10 @@ _QUERIES: Mapping[str, str] = {
     "sum(revenue_minor) AS r, sum(discounts_minor) AS d, sum(redemptions) AS u "
     f"FROM {{db}}.{schema.USERS_ANALYTICS} FINAL GROUP BY user_id, day, currency_code "
     "HAVING o != 0 OR r != 0 OR d != 0 OR u != 0",
+    "users_analytics user stats": "SELECT user_id, toString(day), currency_code, placed_orders,"
+    " rejected_orders, cancelled_orders, usages, active_discount_minor,"
+    " arrayStringConcat(code_ids, ','), arrayStringConcat(code_texts, ',')"
+    f" FROM {{db}}.{schema.USERS_ANALYTICS} FINAL WHERE placed_orders != 0 OR usages != 0",
     "orders_daily": "SELECT toString(day), currency_code, orders, confirmed, rejected,"
     " cancelled, revenue_minor, discounts_minor, toInt64(length(buyers))"
     f" FROM {{db}}.{schema.ORDERS_DAILY} FINAL",
@@ -394,6 +423,7 @@ _KEY_WIDTH = {
     "usages by user": 2,
     "usages by code": 2,
     "users_analytics": 3,
+    "users_analytics user stats": 3,
     "orders_daily": 2,
     "usages_daily": 3,
     "code_orders_daily": 3,

@@ -239,6 +239,7 @@ def documents() -> dict[str, list[dict[str, Any]]]:
             {
                 "_id": u.usage_id,
                 "promo_id": u.code_id,
+                "code": f"CODE-{u.code_id}".upper(),
                 "campaign_id": u.campaign_id,
                 "user_id": u.user_id,
                 "currency": "EUR",

@@ -52,32 +52,50 @@ DAY = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
-    ("window", "user_id", "final"),
+    ("window", "final"),
     [
-        (TimeRange(), None, True),  # all time
-        (TimeRange(DAY, None), None, True),  # open end
-        (TimeRange(None, DAY), None, True),  # open start
-        (TimeRange(DAY, DAY + timedelta(days=90)), None, True),
-        (TimeRange(DAY, DAY + timedelta(days=44)), None, False),
-        (TimeRange(DAY, DAY + timedelta(days=1)), None, False),
-        (TimeRange(), "u", False),  # one user: argMax reads only that user's rows
+        (TimeRange(), True),  # all time
+        (TimeRange(DAY, None), True),  # open end
+        (TimeRange(None, DAY), True),  # open start
+        (TimeRange(DAY, DAY + timedelta(days=90)), True),
+        (TimeRange(DAY, DAY + timedelta(days=44)), False),
+        (TimeRange(DAY, DAY + timedelta(days=1)), False),
     ],
 )
 def test_latest_state_by_final_only_where_a_query_keeps_most_rows(
-    window: TimeRange, user_id: str | None, final: bool
+    window: TimeRange, final: bool
 ) -> None:
+    # Raw orders of the whole platform (hourly series, the partial edges of a range).
+    statement = sql.latest_orders("db", window)
+    assert ("FINAL" in statement) is final
+    assert ("argMax" in statement) is not final
     # Unfiltered order and usage totals read the daily rollups
-    # (test_whole_days_come_from_the_rollup).
-    if user_id is not None:
-        for statement in (
-            sql.order_totals("db", window, user_id=user_id),
-            sql.usage_totals("db", window, user_id=user_id),
-        ):
-            assert ("FINAL" in statement) is final
-            assert ("argMax" in statement) is not final
+    # (test_whole_days_come_from_the_rollup), one user's users_analytics
+    # (test_one_users_whole_days_come_from_users_analytics).
     # A code's raw rows are always read through argMax, whatever the range.
     assert "orders_analytics FINAL" not in sql.order_totals("db", TimeRange(), promo_code_id="p")
     assert "orders_analytics FINAL" not in sql.order_series("db", window, Granularity.HOUR, "p")
+    assert "orders_analytics FINAL" not in sql.latest_orders("db", window, user_id="u")
+
+
+def test_one_users_whole_days_come_from_users_analytics() -> None:
+    noon = DAY + timedelta(hours=12)
+    for window, edges in (
+        (TimeRange(), 0),
+        (TimeRange(DAY, DAY + timedelta(days=3)), 0),
+        (TimeRange(noon, noon + timedelta(days=3)), 2),
+        (TimeRange(noon, noon + timedelta(hours=3)), 1),
+    ):
+        for statement, raw in (
+            (sql.order_totals("db", window, user_id="u"), "db.orders_analytics"),
+            (sql.usage_totals("db", window, user_id="u"), "db.promo_code_usages_analytics"),
+        ):
+            # The user's rows of the rollup (sorted by user) for whole days, if any.
+            whole = "db.users_analytics FINAL WHERE user_id = 'u'" in statement
+            assert whole is (window != TimeRange(noon, noon + timedelta(hours=3)))
+            # Raw rows only at the partial edges, latest state by argMax, never FINAL.
+            assert statement.count(f"FROM {raw} WHERE") == edges
+            assert f"{raw} FINAL" not in statement
 
 
 def test_a_range_splits_into_whole_utc_days_and_partial_edges() -> None:

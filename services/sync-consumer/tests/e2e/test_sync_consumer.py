@@ -605,6 +605,7 @@ def publish_month_spanning_orders(h: Harness, truth: Truth, numbers: range) -> N
         usage = {
             "_id": order_id,
             "promo_id": code,
+            "code": f"CODE-{code}".upper(),
             "user_id": user,
             "currency": "EUR",
             "created_at": _millis(at),

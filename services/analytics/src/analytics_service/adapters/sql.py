@@ -20,6 +20,8 @@ all through chdb):
   of its partial months (the daily rollups) and the partial days at its edges (raw rows,
   argMax): rows read grow with the months of the range, not with its days or orders
   (`_rollup_ranges`); day and week buckets read days only, hour buckets raw rows;
+- one user's figures (GetUserStats) come from users_analytics for the whole days of the range
+  (sorted by user: that user's rows only) and from the user's raw rows for the partial days;
 - ListDiscountCosts reads line_costs_monthly and line_costs_daily for whole months and days,
   the order lines themselves (order_lines, argMax) for the partial edges, categories expanded
   by arrayJoin;
@@ -348,10 +350,79 @@ def order_totals(
             f" FROM ({_order_facts(database, time_range, promo_code_id)})"
             " GROUP BY currency_code ORDER BY currency_code"
         )
+    if promo_code_id is None:
+        return _user_order_totals(database, time_range, user_id)
     source = latest_orders(database, time_range, user_id=user_id, promo_code_id=promo_code_id)
     return (
         f"SELECT currency AS currency_code, {_ORDER_MEASURES} FROM ({source})"
         " GROUP BY currency_code ORDER BY currency_code"
+    )
+
+
+def _user_days(database: str, select: str, days: TimeRange | None, user_id: str) -> list[str]:
+    """A branch over one user's rows of users_analytics for the whole days of a range (none
+    when it has no whole day): the table is sorted by user, so this reads that user's rows."""
+    if days is None:
+        return []
+    return [
+        f"SELECT {select} FROM {database}.{tables.USERS_ANALYTICS} FINAL"
+        f" WHERE {_where(f'user_id = {quote(user_id)}', _day_range(days))}"
+    ]
+
+
+def _user_order_totals(database: str, time_range: TimeRange, user_id: str) -> str:
+    """One user's orders of the range: whole days from users_analytics, the partial edges from
+    the user's raw orders (latest state)."""
+    days, edges = whole_days(time_range)
+    branches = [
+        "SELECT currency, toInt64(1) AS n, toInt64(state = 'CONFIRMED') AS c,"
+        " toInt64(state = 'REJECTED') AS r, toInt64(state = 'CANCELLED') AS x,"
+        " toInt64(if(state = 'CONFIRMED', total, 0)) AS rev,"
+        " toInt64(if(state = 'CONFIRMED', off, 0)) AS dis"
+        f" FROM ({latest_orders(database, edge, user_id=user_id)})"
+        for edge in edges
+    ]
+    branches += _user_days(
+        database,
+        "currency_code AS currency, placed_orders AS n, orders AS c, rejected_orders AS r,"
+        " cancelled_orders AS x, revenue_minor AS rev, discounts_minor AS dis",
+        days,
+        user_id,
+    )
+    # A day with usages only has a row with no orders: such a currency has no order totals.
+    return (
+        "SELECT currency AS currency_code, toInt64(sum(n)) AS orders,"
+        " toInt64(sum(c)) AS confirmed, toInt64(sum(r)) AS rejected,"
+        " toInt64(sum(x)) AS cancelled, toInt64(sum(rev)) AS revenue,"
+        " toInt64(sum(dis)) AS discount, toInt64(sum(n) > 0) AS users"
+        f" FROM ({' UNION ALL '.join(branches)})"
+        " GROUP BY currency_code HAVING orders > 0 ORDER BY currency_code"
+    )
+
+
+def _user_usage_totals(database: str, time_range: TimeRange, user_id: str) -> str:
+    """One user's usages of the range, as `_user_order_totals` reads orders; the distinct code
+    ids and texts over the union of the days' arrays."""
+    days, edges = whole_days(time_range)
+    branches = [
+        "SELECT currency, toInt64(1) AS n, toInt64(if(state = 'ACTIVE', off, 0)) AS dis,"
+        " [code_id] AS ids, [code_text] AS texts"
+        f" FROM ({_latest_usages(database, _usage_filters(edge, user_id, None))})"
+        for edge in edges
+    ]
+    branches += _user_days(
+        database,
+        "currency_code AS currency, usages AS n, active_discount_minor AS dis, code_ids AS ids,"
+        " code_texts AS texts",
+        days,
+        user_id,
+    )
+    return (
+        "SELECT currency AS currency_code, toInt64(sum(n)) AS redemptions,"
+        " toInt64(sum(n) > 0) AS users, toInt64(uniqExactArray(ids)) AS codes,"
+        " toInt64(sum(dis)) AS active_discount, groupUniqArrayArray(texts) AS code_texts"
+        f" FROM ({' UNION ALL '.join(branches)})"
+        " GROUP BY currency_code HAVING redemptions > 0 ORDER BY currency_code"
     )
 
 
@@ -481,6 +552,8 @@ def usage_totals(
             f" FROM ({_usage_facts(database, time_range, promo_code_id)})"
             " GROUP BY currency_code HAVING redemptions > 0 ORDER BY currency_code"
         )
+    if promo_code_id is None:
+        return _user_usage_totals(database, time_range, user_id)
     source = _latest_usages(
         database,
         _usage_filters(time_range, user_id, promo_code_id),

@@ -106,13 +106,17 @@ def refresh_users_analytics(
 ) -> str:
     """INSERT ... SELECT that rewrites users_analytics{suffix} for the keys in `scope`.
 
-    Per user, day (of the order or usage) and currency: confirmed orders, their revenue and
-    discounts, active redemptions, all by latest state; `suffix` names a rebuild's tables.
-    `scope` narrows to users x days (a superset of the keys a batch touched: recomputing a key
-    nothing changed rewrites the same values, which is harmless). `chunk` (i, n) narrows to the
-    users whose hash is i modulo n: the user is part of every key, so the n chunks write each
-    key once and completely, and each holds about 1/n of the per-order groups in memory (over
-    every key at 10M rows, one statement exceeds the local server's 2 GB cap).
+    Per user, day (of the order or usage) and currency, by latest state: confirmed orders,
+    their revenue and discounts, active redemptions (the seed's measures), and since migration
+    015 what GetUserStats reads: orders placed (every status), rejected and cancelled ones,
+    usages created (released ones included), the active ones' discount, and the distinct code
+    ids and texts of the usages (sorted arrays: distinct counts do not add up over days).
+    `suffix` names a rebuild's tables. `scope` narrows to users x days (a superset of the keys
+    a batch touched: recomputing a key nothing changed rewrites the same values, harmless).
+    `chunk` (i, n) narrows to the users whose hash is i modulo n: the user is part of every
+    key, so the n chunks write each key once and completely, and each holds about 1/n of the
+    per-order groups in memory (over every key at 10M rows, one statement exceeds the local
+    server's 2 GB cap).
     """
     target = f"{database}.{USERS_ANALYTICS}{suffix}"
     orders = f"{database}.{ORDERS}{suffix}"
@@ -120,19 +124,26 @@ def refresh_users_analytics(
     part = "" if chunk is None else f" AND cityHash64(user_id) % {chunk[1]} = {chunk[0]}"
     return (
         f"INSERT INTO {target} (user_id, day, currency_code, orders, revenue_minor,"
-        " discounts_minor, redemptions, state_version)"
+        " discounts_minor, redemptions, placed_orders, rejected_orders, cancelled_orders,"
+        " usages, active_discount_minor, code_ids, code_texts, state_version)"
         " SELECT user_id, day, currency_code, toInt64(sum(o)), toInt64(sum(r)), toInt64(sum(d)),"
-        " toInt64(sum(u)), toUInt64(sum(v)) FROM ("
+        " toInt64(sum(u)), toInt64(sum(p)), toInt64(sum(j)), toInt64(sum(x)), toInt64(sum(n)),"
+        " toInt64(sum(a)), arraySort(groupUniqArrayArray(ci)), arraySort(groupUniqArrayArray(ct)),"
+        " toUInt64(sum(v)) FROM ("
         "SELECT user_id, order_date AS day, currency_code,"
         " toInt64(argMax(status, version) = 'CONFIRMED') AS o,"
         " o * argMax(total_minor, version) AS r, o * argMax(discount_minor, version) AS d,"
-        " toInt64(0) AS u, max(version) + 1 AS v"
+        " toInt64(0) AS u, toInt64(1) AS p, toInt64(argMax(status, version) = 'REJECTED') AS j,"
+        " toInt64(argMax(status, version) = 'CANCELLED') AS x, toInt64(0) AS n, toInt64(0) AS a,"
+        " emptyArrayString() AS ci, emptyArrayString() AS ct, max(version) + 1 AS v"
         f" FROM {orders} WHERE {_condition('user_id', 'order_date', scope)}{part}"
         " GROUP BY user_id, day, currency_code, order_id"
         " UNION ALL "
         "SELECT user_id, usage_date AS day, currency_code, toInt64(0) AS o, toInt64(0) AS r,"
-        " toInt64(0) AS d, toInt64(argMax(status, version) = 'ACTIVE') AS u,"
-        " max(version) + 1 AS v"
+        " toInt64(0) AS d, toInt64(argMax(status, version) = 'ACTIVE') AS u, toInt64(0) AS p,"
+        " toInt64(0) AS j, toInt64(0) AS x, toInt64(1) AS n,"
+        " u * argMax(discount_minor, version) AS a, [any(promo_code_id)] AS ci,"
+        " [any(code)] AS ct, max(version) + 1 AS v"
         f" FROM {usages} WHERE {_condition('user_id', 'usage_date', scope)}{part}"
         " GROUP BY user_id, day, currency_code, usage_id"
         ") GROUP BY user_id, day, currency_code"
