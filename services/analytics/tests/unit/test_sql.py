@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from analytics_service.adapters import sql
-from analytics_service.domain.model import Granularity, Ranking, TimeRange
+from analytics_service.domain.model import CostGrouping, Granularity, Ranking, TimeRange
+from promo_libs import analytics_schema as tables
 
 
 def test_string_literals_are_escaped() -> None:
@@ -48,7 +49,32 @@ def test_no_statement_uses_what_clickhouse_18_16_lacks() -> None:
             assert missing not in statement
 
 
+def test_a_rollups_latest_rows_are_narrowed_before_final_merges_them() -> None:
+    # PREWHERE on key columns, never a WHERE after FINAL (sql._latest_rows): 18.16 would merge
+    # every row of the granules read first.
+    noon = datetime(2024, 1, 1, 12, tzinfo=UTC)
+    statements = []
+    for window in (TimeRange(noon, noon + timedelta(days=70)), TimeRange()):
+        statements += [
+            sql.order_totals("db", window, user_id="u"),
+            sql.usage_totals("db", window, user_id="u", with_code_texts=True),
+            sql.order_totals("db", window, promo_code_id="p"),
+            sql.usage_totals("db", window, promo_code_id="p", with_code_texts=True),
+            sql.order_series("db", window, Granularity.DAY, "p"),
+            sql.release_counts("db", window, "p"),
+            sql.campaign_order_totals("db", window, "k"),
+            sql.discount_costs("db", window, CostGrouping.CATEGORY, 10, "k"),
+        ]
+    statements += [sql.consumption("db", ["p"]), sql.campaign_consumption("db", "k")]
+    for statement in statements:
+        for table in tables.DERIVED_TABLES:
+            assert f"db.{table} FINAL WHERE" not in statement
+    assert "db.users_analytics FINAL PREWHERE user_id = 'u'" in statements[0]
+    assert "db.code_orders_daily FINAL PREWHERE promo_code_id = 'p'" in statements[2]
+
+
 DAY = datetime(2024, 1, 1, tzinfo=UTC)
+_WEEK = timedelta(days=7)
 
 
 @pytest.mark.parametrize(
@@ -91,7 +117,7 @@ def test_one_users_whole_days_come_from_users_analytics() -> None:
             (sql.usage_totals("db", window, user_id="u"), "db.promo_code_usages_analytics"),
         ):
             # The user's rows of the rollup (sorted by user) for whole days, if any.
-            whole = "db.users_analytics FINAL WHERE user_id = 'u'" in statement
+            whole = "db.users_analytics FINAL PREWHERE user_id = 'u'" in statement
             assert whole is (window != TimeRange(noon, noon + timedelta(hours=3)))
             # Raw rows only at the partial edges, latest state by argMax, never FINAL.
             assert statement.count(f"FROM {raw} WHERE") == edges
@@ -163,6 +189,18 @@ def test_whole_days_come_from_the_rollup_and_only_edges_from_raw_rows(days: int)
         assert "orders_analytics FINAL" not in statement
     # Hours do not fit in days: raw rows, as before.
     assert "orders_daily" not in sql.order_series("db", window, Granularity.HOUR)
+
+
+@pytest.mark.parametrize("granularity", list(Granularity))
+@pytest.mark.parametrize("promo_code_id", [None, "p"])
+def test_a_series_reads_no_buyers(granularity: Granularity, promo_code_id: str | None) -> None:
+    # A point has no distinct users: neither the rollups' buyer arrays nor the raw buyers.
+    noon = DAY + timedelta(hours=12)
+    for window in (TimeRange(noon, noon + timedelta(days=40)), TimeRange(DAY, DAY + _WEEK)):
+        statement = sql.order_series("db", window, granularity, promo_code_id)
+        assert "buyers" not in statement
+        assert "uniqExact" not in statement
+        assert " AS users" not in statement
 
 
 def test_whole_days_split_into_whole_months_and_the_days_around() -> None:

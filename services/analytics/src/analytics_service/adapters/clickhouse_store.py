@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,6 +84,11 @@ def _int(value: Any) -> int:
 
 
 def _order_totals(row: Row) -> OrderTotals:
+    return replace(_series_totals(row), users=_int(row["users"]))
+
+
+def _series_totals(row: Row) -> OrderTotals:
+    """A series point's totals: no distinct users (a point has none, the query reads none)."""
     return OrderTotals(
         orders=_int(row["orders"]),
         confirmed=_int(row["confirmed"]),
@@ -90,7 +96,6 @@ def _order_totals(row: Row) -> OrderTotals:
         cancelled=_int(row["cancelled"]),
         revenue=_int(row["revenue"]),
         discount=_int(row["discount"]),
-        users=_int(row["users"]),
     )
 
 
@@ -180,7 +185,7 @@ class ClickHouseStore(AnalyticsStore):
     ) -> dict[BucketKey, OrderTotals]:
         rows = await self._run(sql.order_series(self._db, time_range, granularity, promo_code_id))
         return {
-            (str(row["currency_code"]), _bucket(row["bucket"], granularity)): _order_totals(row)
+            (str(row["currency_code"]), _bucket(row["bucket"], granularity)): _series_totals(row)
             for row in rows
         }
 

@@ -88,6 +88,17 @@ def _where(*conditions: str) -> str:
     return " AND ".join(c for c in conditions if c) or "1"
 
 
+def _latest_rows(table: str, *key_conditions: str) -> str:
+    """`table FINAL` narrowed by conditions on its sorting-key columns only, as PREWHERE: 18.16
+    merges every row of the granules a FINAL query reads before it applies a WHERE, while a
+    PREWHERE narrows the granules first; a key condition holds alike for every row of a key,
+    so FINAL's answer is the same. At 10M orders, one user's users_analytics rows took 80-127
+    ms with WHERE and 25-36 ms with PREWHERE, one code's 30 days of code_orders_daily 62-85 ms
+    against 26-33 ms."""
+    condition = _where(*key_conditions)
+    return f"{table} FINAL" if condition == "1" else f"{table} FINAL PREWHERE {condition}"
+
+
 def _bucket(granularity: Granularity, epoch: str = "toInt64(toUInt32(created))") -> str:
     """Bucket start (epoch seconds for hour/day/week; YYYYMM for month) of `epoch` seconds."""
     return {
@@ -163,15 +174,18 @@ def latest_orders(
     )
 
 
-_ORDER_MEASURES = (
+# A series point has no distinct users (TimeSeriesPoint): its measures leave them out, so a
+# series never reads the buyers (at 10M orders, merging the daily buyer arrays of 90 days was
+# most of GetOrdersTimeSeries' 750 ms).
+_ORDER_SERIES_MEASURES = (
     "toInt64(count()) AS orders,"
     " toInt64(countIf(state = 'CONFIRMED')) AS confirmed,"
     " toInt64(countIf(state = 'REJECTED')) AS rejected,"
     " toInt64(countIf(state = 'CANCELLED')) AS cancelled,"
     " toInt64(sumIf(total, state = 'CONFIRMED')) AS revenue,"
-    " toInt64(sumIf(off, state = 'CONFIRMED')) AS discount,"
-    " toInt64(uniqExact(buyer)) AS users"
+    " toInt64(sumIf(off, state = 'CONFIRMED')) AS discount"
 )
+_ORDER_MEASURES = f"{_ORDER_SERIES_MEASURES}, toInt64(uniqExact(buyer)) AS users"
 
 
 _DAY = timedelta(days=1)
@@ -252,18 +266,18 @@ def _rollups(
 ) -> list[str]:
     """SELECT branches over the whole days and months of the range: `select` names the columns
     (`day` is the row's first day: the day, or the month's first day), `extra` a further
-    condition. The partial edges are the caller's (raw rows)."""
+    condition on key columns. The partial edges are the caller's (raw rows)."""
     _, day_ranges, months = _rollup_ranges(time_range, by_month)
     branches = [
-        f"SELECT {select.replace('{day}', 'day')} FROM {database}.{daily} FINAL"
-        f" WHERE {_where(_day_range(days, promo_code_id), extra)}"
+        f"SELECT {select.replace('{day}', 'day')} FROM"
+        f" {_latest_rows(f'{database}.{daily}', _day_range(days, promo_code_id), extra)}"
         for days in day_ranges
     ]
     if months is not None:
-        branches.append(
-            f"SELECT {select.replace('{day}', 'month')} FROM {database}.{monthly} FINAL"
-            f" WHERE {_where(_day_range(months, promo_code_id, 'month'), extra)}"
+        rows = _latest_rows(
+            f"{database}.{monthly}", _day_range(months, promo_code_id, "month"), extra
         )
+        branches.append(f"SELECT {select.replace('{day}', 'month')} FROM {rows}")
     return branches
 
 
@@ -274,20 +288,22 @@ def _order_facts(
     by_code: bool = False,
     by_month: bool = True,
     code_set: str | None = None,
+    with_buyers: bool = True,
 ) -> str:
     """Orders created in the range as additive facts (epoch, currency, code_id, n, c, r, x,
     rev, dis, buyers): one row per month or day and currency (and code: the code_orders
     rollups, for one code or `by_code`) from the rollups for the whole months and days, one
     row per order (latest state) for the partial edges. Every measure is a sum, except the
     distinct buyers, counted over the union of the arrays. `by_month` false: days only (for
-    buckets a month does not lie in)."""
+    buckets a month does not lie in). `with_buyers` false: no buyers column (not read)."""
     edges, _, _ = _rollup_ranges(time_range, by_month)
+    raw_buyers, rollup_buyers = (", [buyer] AS buyers", ", buyers") if with_buyers else ("", "")
     per_code = by_code or promo_code_id is not None or code_set is not None
     branches = [
         "SELECT toInt64(toUInt32(created)) AS epoch, currency, code_id, toInt64(1) AS n,"
         " toInt64(state = 'CONFIRMED') AS c, toInt64(state = 'REJECTED') AS r,"
         " toInt64(state = 'CANCELLED') AS x, toInt64(if(state = 'CONFIRMED', total, 0)) AS rev,"
-        " toInt64(if(state = 'CONFIRMED', off, 0)) AS dis, [buyer] AS buyers"
+        f" toInt64(if(state = 'CONFIRMED', off, 0)) AS dis{raw_buyers}"
         f" FROM ({latest_orders(database, edge, promo_code_id=promo_code_id, code_set=code_set)})"
         for edge in edges
     ]
@@ -299,7 +315,7 @@ def _order_facts(
     select = (
         "toInt64(toUInt16({day})) * 86400 AS epoch, currency_code AS currency,"
         f" {code} AS code_id, orders AS n, confirmed AS c, rejected AS r, cancelled AS x,"
-        " revenue_minor AS rev, discounts_minor AS dis, buyers"
+        f" revenue_minor AS rev, discounts_minor AS dis{rollup_buyers}"
     )
     branches += _rollups(
         database,
@@ -329,11 +345,11 @@ def _day_range(days: TimeRange, promo_code_id: str | None = None, column: str = 
     return _where(*conditions)
 
 
-_FACT_MEASURES = (
+_FACT_SERIES_MEASURES = (
     "toInt64(sum(n)) AS orders, toInt64(sum(c)) AS confirmed, toInt64(sum(r)) AS rejected,"
-    " toInt64(sum(x)) AS cancelled, toInt64(sum(rev)) AS revenue, toInt64(sum(dis)) AS discount,"
-    " toInt64(uniqExactArray(buyers)) AS users"
+    " toInt64(sum(x)) AS cancelled, toInt64(sum(rev)) AS revenue, toInt64(sum(dis)) AS discount"
 )
+_FACT_MEASURES = f"{_FACT_SERIES_MEASURES}, toInt64(uniqExactArray(buyers)) AS users"
 
 
 def order_totals(
@@ -364,10 +380,10 @@ def _user_days(database: str, select: str, days: TimeRange | None, user_id: str)
     when it has no whole day): the table is sorted by user, so this reads that user's rows."""
     if days is None:
         return []
-    return [
-        f"SELECT {select} FROM {database}.{tables.USERS_ANALYTICS} FINAL"
-        f" WHERE {_where(f'user_id = {quote(user_id)}', _day_range(days))}"
-    ]
+    rows = _latest_rows(
+        f"{database}.{tables.USERS_ANALYTICS}", f"user_id = {quote(user_id)}", _day_range(days)
+    )
+    return [f"SELECT {select} FROM {rows}"]
 
 
 def _user_order_totals(database: str, time_range: TimeRange, user_id: str) -> str:
@@ -444,17 +460,22 @@ def order_series(
     if granularity is not Granularity.HOUR:
         # A day lies in one day, week and month bucket, a month in one month bucket only.
         facts = _order_facts(
-            database, time_range, promo_code_id, by_month=granularity is Granularity.MONTH
+            database,
+            time_range,
+            promo_code_id,
+            by_month=granularity is Granularity.MONTH,
+            with_buyers=False,
         )
         return (
             f"SELECT currency AS currency_code, {_bucket(granularity, 'epoch')} AS bucket,"
-            f" {_FACT_MEASURES} FROM ({facts})"
+            f" {_FACT_SERIES_MEASURES} FROM ({facts})"
             " GROUP BY currency_code, bucket ORDER BY currency_code, bucket"
         )
     source = latest_orders(database, time_range, promo_code_id=promo_code_id)
     return (
-        f"SELECT currency AS currency_code, {_bucket(granularity)} AS bucket, {_ORDER_MEASURES}"
-        f" FROM ({source}) GROUP BY currency_code, bucket ORDER BY currency_code, bucket"
+        f"SELECT currency AS currency_code, {_bucket(granularity)} AS bucket,"
+        f" {_ORDER_SERIES_MEASURES} FROM ({source})"
+        " GROUP BY currency_code, bucket ORDER BY currency_code, bucket"
     )
 
 
@@ -765,10 +786,11 @@ def discount_costs(
 
 def consumption(database: str, ids: Sequence[str]) -> str:
     """Active uses and their discount per code, all time: the sum of its usages_monthly rows."""
+    monthly = f"{database}.{tables.USAGES_MONTHLY}"
     return (
         "SELECT promo_code_id, toInt64(sum(active)) AS active_uses,"
         " toInt64(sum(active_discount_minor)) AS discount_granted"
-        f" FROM {database}.{tables.USAGES_MONTHLY} FINAL WHERE promo_code_id IN {quote_list(ids)}"
+        f" FROM {_latest_rows(monthly, f'promo_code_id IN {quote_list(ids)}')}"
         " GROUP BY promo_code_id HAVING sum(redemptions) > 0"
         " ORDER BY promo_code_id"
     )
@@ -886,11 +908,11 @@ def campaign_order_totals(database: str, time_range: TimeRange, campaign_id: str
 def campaign_consumption(database: str, campaign_id: str) -> str:
     """The campaign's ACTIVE usages now and their discount, per currency, all time: the sum of
     its codes' usages_monthly rows."""
+    monthly, codes = f"{database}.{tables.USAGES_MONTHLY}", campaign_codes(database, campaign_id)
     return (
         "SELECT currency_code, toInt64(sum(active)) AS active_uses,"
         " toInt64(sum(active_discount_minor)) AS discount_granted"
-        f" FROM {database}.{tables.USAGES_MONTHLY} FINAL"
-        f" WHERE promo_code_id IN {campaign_codes(database, campaign_id)}"
+        f" FROM {_latest_rows(monthly, f'promo_code_id IN {codes}')}"
         " GROUP BY currency_code HAVING sum(redemptions) > 0 ORDER BY currency_code"
     )
 
