@@ -22,6 +22,7 @@ key is the recomputed value; its all-zero groups equal absent ones):
 - usages_daily: per day, currency and code (usages created that day; the active ones, their
   discount and order amount; usages released that day; distinct holders);
 - code_orders_daily: orders_daily's facts per day, currency and code (the order's code now);
+- orders_hourly, code_orders_hourly: the same per UTC hour of creation, without buyers;
 - orders_monthly, usages_monthly, code_orders_monthly: the three daily facts per month (its
   first day), their distinct buyers or holders counted over the month;
 - code_dictionary: per code text, id and source (the dimension; the usages), present;
@@ -84,6 +85,11 @@ class Difference:
 
 def _day(millis: int) -> str:
     return datetime.fromtimestamp(millis / 1000, UTC).date().isoformat()
+
+
+def _hour(millis: int) -> str:
+    """The UTC hour of a moment as ClickHouse prints a DateTime('UTC')."""
+    return datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%d %H:00:00")
 
 
 def _add(facts: dict[Key, tuple[Any, ...]], key: Key, *values: int) -> None:
@@ -216,8 +222,28 @@ def truth_facts(
         daily[key] = (*daily[key][:-1], len(users_of_key))
     _add_months(facts, buyers, holders)
     _add_code_dictionary(facts)
-    add_user_stats(facts, usages, orders)
+    _add_query_tables(facts, usages, orders)
     return facts
+
+
+def _add_query_tables(facts: Facts, usages: list[Document], orders: list[Document]) -> None:
+    """The facts of the tables made for one query's reads: GetUserStats' measures of
+    users_analytics, the hourly series' rollups."""
+    add_user_stats(facts, usages, orders)
+    add_hourly(facts, orders)
+
+
+def add_hourly(facts: Facts, orders: Iterable[Document]) -> None:
+    """orders_hourly and code_orders_hourly: orders_daily's facts per UTC hour, no buyers."""
+    for order in orders:
+        status, currency = order["status"], order["currency"]
+        discount = int(order.get("discount_minor", 0))
+        total = int(order["subtotal_minor"]) - discount
+        counts = facts_of_order(status, total, discount)[:-1]
+        hour = _hour(order["created_at"])
+        _add(facts["orders_hourly"], (hour, currency), *counts)
+        if order.get("promo_code_id"):
+            _add(facts["code_orders_hourly"], (hour, currency, order["promo_code_id"]), *counts)
 
 
 def _lines(order: Document) -> list[Document]:
@@ -372,6 +398,12 @@ _QUERIES: Mapping[str, str] = {
     "code_orders_daily": "SELECT toString(day), currency_code, promo_code_id, orders, confirmed,"
     " rejected, cancelled, revenue_minor, discounts_minor, toInt64(length(buyers))"
     f" FROM {{db}}.{schema.CODE_ORDERS_DAILY} FINAL WHERE orders > 0",
+    "orders_hourly": "SELECT toString(hour), currency_code, orders, confirmed, rejected,"
+    " cancelled, revenue_minor, discounts_minor"
+    f" FROM {{db}}.{schema.ORDERS_HOURLY} FINAL",
+    "code_orders_hourly": "SELECT toString(hour), currency_code, promo_code_id, orders,"
+    " confirmed, rejected, cancelled, revenue_minor, discounts_minor"
+    f" FROM {{db}}.{schema.CODE_ORDERS_HOURLY} FINAL WHERE orders > 0",
     "usages_daily": "SELECT toString(day), currency_code, promo_code_id, redemptions, active,"
     " active_discount_minor, active_order_amount_minor, releases, toInt64(length(holders))"
     f" FROM {{db}}.{schema.USAGES_DAILY} FINAL",
@@ -427,6 +459,8 @@ _KEY_WIDTH = {
     "orders_daily": 2,
     "usages_daily": 3,
     "code_orders_daily": 3,
+    "orders_hourly": 2,
+    "code_orders_hourly": 3,
     "orders_monthly": 2,
     "usages_monthly": 3,
     "code_orders_monthly": 3,

@@ -45,6 +45,10 @@ CODE_ORDERS_DAILY = "code_orders_daily"
 # The three daily rollups summed per month (first day of the month), from their daily rows:
 # long ranges read whole months there, whole days of the partial months from the daily ones.
 ORDERS_MONTHLY = "orders_monthly"
+# Per UTC hour of creation and currency (and code): the orders' latest state, for hourly
+# series (which report no distinct users, so these hold no buyers).
+ORDERS_HOURLY = "orders_hourly"
+CODE_ORDERS_HOURLY = "code_orders_hourly"
 USAGES_MONTHLY = "usages_monthly"
 CODE_ORDERS_MONTHLY = "code_orders_monthly"
 # Per UTC day of creation, currency, grouping (product or category), its key and campaign: the
@@ -70,6 +74,8 @@ DERIVED_TABLES = (
     CODE_DICTIONARY,
     LINE_COSTS_DAILY,
     LINE_COSTS_MONTHLY,
+    ORDERS_HOURLY,
+    CODE_ORDERS_HOURLY,
 )
 TABLES = (*EVENT_TABLES, *DERIVED_TABLES)
 # The entity key of each event table: the latest version per value of it is the entity's state.
@@ -111,6 +117,18 @@ MIGRATION_FRAGMENTS = {
             "revenue_minor Int64",
             "discounts_minor Int64",
             "buyers Array(String)",
+            "state_version UInt64",
+        )
+    ),
+    # The order figures of orders_hourly and code_orders_hourly: order_totals_columns' sums.
+    "order_count_columns": _INDENT.join(
+        (
+            "orders Int64",
+            "confirmed Int64",
+            "rejected Int64",
+            "cancelled Int64",
+            "revenue_minor Int64",
+            "discounts_minor Int64",
             "state_version UInt64",
         )
     ),

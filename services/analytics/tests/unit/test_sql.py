@@ -187,8 +187,31 @@ def test_whole_days_come_from_the_rollup_and_only_edges_from_raw_rows(days: int)
         by_one_code = "promo_code_id = 'p'" in statement
         assert statement.count("FROM db.orders_analytics") == (4 if by_one_code else 2)
         assert "orders_analytics FINAL" not in statement
-    # Hours do not fit in days: raw rows, as before.
+    # Hours do not fit in days: the hourly rollups (test_whole_hours_come_from_the_hourly_rollups).
     assert "orders_daily" not in sql.order_series("db", window, Granularity.HOUR)
+
+
+def test_whole_hours_come_from_the_hourly_rollups_and_only_edges_from_raw_rows() -> None:
+    start = DAY + timedelta(hours=13, minutes=7)
+    for window, edges in (
+        (TimeRange(start, start + timedelta(days=7)), 2),
+        (TimeRange(DAY, DAY + timedelta(days=7)), 0),
+        (TimeRange(start, start + timedelta(minutes=30)), 1),
+    ):
+        for code, rollup in ((None, "db.orders_hourly"), ("p", "db.code_orders_hourly")):
+            statement = sql.order_series("db", window, Granularity.HOUR, code)
+            assert (f"{rollup} FINAL PREWHERE" in statement) is (edges != 1)
+            raw = statement.count("FROM db.orders_analytics WHERE")
+            # One code's raw orders are found by a subquery over the same edge.
+            assert raw == edges * (1 if code is None else 2)
+            assert "orders_analytics FINAL" not in statement
+    assert sql.whole_hours(TimeRange(start, start + timedelta(hours=2))) == (
+        TimeRange(DAY + timedelta(hours=14), DAY + timedelta(hours=15)),
+        [
+            TimeRange(start, DAY + timedelta(hours=14)),
+            TimeRange(DAY + timedelta(hours=15), start + timedelta(hours=2)),
+        ],
+    )
 
 
 @pytest.mark.parametrize("granularity", list(Granularity))

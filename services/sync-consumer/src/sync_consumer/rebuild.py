@@ -50,11 +50,13 @@ from pydantic import Field
 from promo_libs import analytics_schema
 from promo_libs.analytics_schema import (
     CODE_ORDERS_DAILY,
+    CODE_ORDERS_HOURLY,
     DERIVED_TABLES,
     LINE_COSTS_DAILY,
     ORDER_LINES,
     ORDERS,
     ORDERS_DAILY,
+    ORDERS_HOURLY,
     TABLES,
     USAGES,
     USAGES_DAILY,
@@ -171,7 +173,14 @@ async def load_stream(
 # statement over every key exceeds at 10M rows (Code 241).
 CHUNK_ROWS = 2_000_000
 # Keyed by day: recomputed for chunks of days through their live scope (a batch's days).
-BY_DAY = (ORDERS_DAILY, USAGES_DAILY, CODE_ORDERS_DAILY, LINE_COSTS_DAILY)
+BY_DAY = (
+    ORDERS_DAILY,
+    USAGES_DAILY,
+    CODE_ORDERS_DAILY,
+    LINE_COSTS_DAILY,
+    ORDERS_HOURLY,
+    CODE_ORDERS_HOURLY,
+)
 
 
 async def chunk_count(client: ChClient, db: str) -> int:

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from promo_libs.analytics_schema import (
     CODE_DICTIONARY,
     CODE_ORDERS_DAILY,
+    CODE_ORDERS_HOURLY,
     LINE_COSTS_DAILY,
     MONTHLY_TABLES,
     ORDERS,
     ORDERS_DAILY,
+    ORDERS_HOURLY,
     USAGES,
     USAGES_DAILY,
     USERS_ANALYTICS,
@@ -78,6 +80,8 @@ class InMemorySink(AnalyticsSink):
         if table in (
             USAGES_DAILY,
             CODE_ORDERS_DAILY,
+            ORDERS_HOURLY,
+            CODE_ORDERS_HOURLY,
             CODE_DICTIONARY,
             LINE_COSTS_DAILY,
             *MONTHLY_TABLES,

@@ -59,6 +59,8 @@ async def test_migrations_create_everything_once_and_are_recorded(clickhouse: Cl
         "order_lines",
         "line_costs_daily",
         "line_costs_monthly",
+        "orders_hourly",
+        "code_orders_hourly",
         "schema_migrations",
     } <= tables
     # 011's ADD COLUMNs ran twice above (18.16 has no IF NOT EXISTS there): once each; 012's
@@ -198,8 +200,12 @@ async def test_usages_daily_follows_a_release_after_it_was_computed(
         ]
 
 
-async def test_code_orders_daily_follows_an_order_that_gains_a_code_then_is_cancelled(
-    clickhouse: ClickHouse,
+@pytest.mark.parametrize(
+    ("derived", "period"),
+    [("code_orders_daily", "2024-02-29"), ("code_orders_hourly", "2024-02-29 12:00:00")],
+)
+async def test_code_orders_rollups_follow_an_order_that_gains_a_code_then_is_cancelled(
+    clickhouse: ClickHouse, derived: str, period: str
 ) -> None:
     db = clickhouse.database
     await analytics_schema.migrate(clickhouse.client, db)
@@ -217,26 +223,33 @@ async def test_code_orders_daily_follows_an_order_that_gains_a_code_then_is_canc
             "discount_minor": 100,
             "status": status,
             "promo_code_id": code,
-            "create_time": "2024-02-29 12:00:00",
+            "create_time": f"2024-02-29 12:{n:02}:00",
         }
 
     async def store_and_refresh(rows: list[dict[str, object]]) -> None:
-        await _store_and_refresh(sink, table, "code_orders_daily", rows)
+        await _store_and_refresh(sink, table, derived, rows)
 
+    # The hourly rollup holds no buyers (a series reports none).
+    daily = derived == "code_orders_daily"
     rollup = (
-        "SELECT promo_code_id, orders, confirmed, cancelled, revenue_minor, buyers"
-        f" FROM {db}.code_orders_daily FINAL ORDER BY promo_code_id"
+        f"SELECT toString({'day' if daily else 'hour'}), promo_code_id, orders, confirmed,"
+        f" cancelled, revenue_minor{', buyers' if daily else ''}"
+        f" FROM {db}.{derived} FINAL ORDER BY promo_code_id"
     )
+
+    def expected(*values: object) -> list[tuple[object, ...]]:
+        return [(period, *values[: None if daily else -1])]
+
     # Pending without a code (no key), then confirmed with one; a second order of p1 too.
     await store_and_refresh([order(1, 1, "PENDING", ""), order(2, 2, "CONFIRMED", "p1")])
-    assert [tuple(r.values()) for r in await clickhouse.client.fetch(rollup)] == [
-        ("p1", 1, 1, 0, 900, ["u2"])
-    ]
+    assert [tuple(r.values()) for r in await clickhouse.client.fetch(rollup)] == expected(
+        "p1", 1, 1, 0, 900, ["u2"]
+    )
     await store_and_refresh([order(1, 2, "CONFIRMED", "p1")])
     for _ in range(3):  # cancelled after the rollup was computed; repeated: the same answer
         await store_and_refresh([order(1, 3, "CANCELLED", "p1")])
         rows = [tuple(r.values()) for r in await clickhouse.client.fetch(rollup)]
-        assert rows == [("p1", 2, 1, 1, 900, ["u1", "u2"])]
+        assert rows == expected("p1", 2, 1, 1, 900, ["u1", "u2"])
 
 
 async def test_line_costs_follow_lines_after_a_merge_dropped_their_pending_versions(

@@ -7,12 +7,14 @@ from promo_libs import analytics_schema
 from promo_libs.analytics_schema import (
     CODE_DICTIONARY,
     CODE_ORDERS_DAILY,
+    CODE_ORDERS_HOURLY,
     CODE_ORDERS_MONTHLY,
     ENTITY_KEYS,
     LINE_COSTS_DAILY,
     LINE_COSTS_MONTHLY,
     ORDERS,
     ORDERS_DAILY,
+    ORDERS_HOURLY,
     ORDERS_MONTHLY,
     USAGES,
     USAGES_DAILY,
@@ -104,7 +106,7 @@ async def test_a_derived_write_failing_after_its_source_committed_is_redone() ->
     await pipeline(sink).handle(two_months())
     # One successful recomputation per derived table the batch touched.
     touched = {derived for table in sink.tables for derived, _ in DERIVED.get(table, ())}
-    assert sink.latest_summary() == EXPECTED and sink.refreshes == len(touched) == 8
+    assert sink.latest_summary() == EXPECTED and sink.refreshes == len(touched) == 10
 
 
 async def test_a_batch_delivered_again_after_a_crash_before_the_refresh_is_exact() -> None:
@@ -139,6 +141,8 @@ def test_migrations_fill_derived_tables_with_the_live_statements() -> None:
         (9, CODE_DICTIONARY),
         (13, LINE_COSTS_DAILY),
         (14, LINE_COSTS_MONTHLY),
+        (16, ORDERS_HOURLY),
+        (17, CODE_ORDERS_HOURLY),
     ):
         assert by_version[version].statements("db")[-1] == refresh_statement(table, "db")
 

@@ -31,7 +31,7 @@ all through chdb):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from analytics_service.domain.model import CostGrouping, Granularity, Ranking, TimeRange
@@ -189,20 +189,37 @@ _ORDER_MEASURES = f"{_ORDER_SERIES_MEASURES}, toInt64(uniqExact(buyer)) AS users
 
 
 _DAY = timedelta(days=1)
+_HOUR = timedelta(hours=1)
 
 
 def _midnight(moment: datetime) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def _hour_start(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
 def whole_days(time_range: TimeRange) -> tuple[TimeRange | None, list[TimeRange]]:
     """The UTC days wholly inside the range, as a range of midnights (None: not one), and the
     partial edges around them (at most two, each shorter than a day)."""
+    return _whole(time_range, _midnight, _DAY)
+
+
+def whole_hours(time_range: TimeRange) -> tuple[TimeRange | None, list[TimeRange]]:
+    """The UTC hours wholly inside the range, and the partial edges around them (at most two,
+    each shorter than an hour), as `whole_days` splits by day."""
+    return _whole(time_range, _hour_start, _HOUR)
+
+
+def _whole(
+    time_range: TimeRange, floor: Callable[[datetime], datetime], step: timedelta
+) -> tuple[TimeRange | None, list[TimeRange]]:
     start, end = time_range.start, time_range.end
-    first = None if start is None else _midnight(start)
+    first = None if start is None else floor(start)
     if start is not None and first is not None and first < start:
-        first += _DAY
-    last = None if end is None else _midnight(end)
+        first += step
+    last = None if end is None else floor(end)
     if first is not None and last is not None and first >= last:
         return None, [time_range]
     edges = []
@@ -471,10 +488,34 @@ def order_series(
             f" {_FACT_SERIES_MEASURES} FROM ({facts})"
             " GROUP BY currency_code, bucket ORDER BY currency_code, bucket"
         )
-    source = latest_orders(database, time_range, promo_code_id=promo_code_id)
+    return _hourly_series(database, time_range, promo_code_id)
+
+
+def _hourly_series(database: str, time_range: TimeRange, promo_code_id: str | None) -> str:
+    """Whole hours from orders_hourly (code_orders_hourly for one code, sorted by code), the
+    partial hours at the edges from raw orders (latest state): rows read grow with the hours
+    of the range, not with its orders."""
+    hours, edges = whole_hours(time_range)
+    branches = [
+        "SELECT toInt64(toUInt32(created)) AS epoch, currency, toInt64(1) AS n,"
+        " toInt64(state = 'CONFIRMED') AS c, toInt64(state = 'REJECTED') AS r,"
+        " toInt64(state = 'CANCELLED') AS x, toInt64(if(state = 'CONFIRMED', total, 0)) AS rev,"
+        " toInt64(if(state = 'CONFIRMED', off, 0)) AS dis"
+        f" FROM ({latest_orders(database, edge, promo_code_id=promo_code_id)})"
+        for edge in edges
+    ]
+    if hours is not None:
+        table = tables.ORDERS_HOURLY if promo_code_id is None else tables.CODE_ORDERS_HOURLY
+        key = [] if promo_code_id is None else [f"promo_code_id = {quote(promo_code_id)}"]
+        rows = _latest_rows(f"{database}.{table}", *key, in_range("hour", hours))
+        branches.append(
+            "SELECT toInt64(toUInt32(hour)) AS epoch, currency_code AS currency, orders AS n,"
+            " confirmed AS c, rejected AS r, cancelled AS x, revenue_minor AS rev,"
+            f" discounts_minor AS dis FROM {rows}"
+        )
     return (
-        f"SELECT currency AS currency_code, {_bucket(granularity)} AS bucket,"
-        f" {_ORDER_SERIES_MEASURES} FROM ({source})"
+        f"SELECT currency AS currency_code, {_bucket(Granularity.HOUR, 'epoch')} AS bucket,"
+        f" {_FACT_SERIES_MEASURES} FROM ({' UNION ALL '.join(branches)})"
         " GROUP BY currency_code, bucket ORDER BY currency_code, bucket"
     )
 

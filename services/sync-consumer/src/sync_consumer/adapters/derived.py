@@ -34,8 +34,9 @@ same statement fills a rebuild's tables (no scope: every key, in DERIVED_TABLES'
 before months) and is the last statement of the migration that made the table (002 turned
 users_analytics from view-fed sums into this; 003-005 created the daily rollups, 006-008 the
 monthly ones; 013-014 line_costs_daily and line_costs_monthly, ListDiscountCosts' rollups
-over order_lines). The code dictionary (009) is derived too, but needs no state version: its
-readers aggregate with min and max (`refresh_code_dictionary`).
+over order_lines; 016-017 orders_hourly and code_orders_hourly, the hourly series'). The
+code dictionary (009) is derived too, but needs no state version: its readers aggregate with
+min and max (`refresh_code_dictionary`).
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ from collections.abc import Collection, Mapping, Sequence
 from promo_libs.analytics_schema import (
     CODE_DICTIONARY,
     CODE_ORDERS_DAILY,
+    CODE_ORDERS_HOURLY,
     CODE_ORDERS_MONTHLY,
     LINE_COSTS_DAILY,
     LINE_COSTS_MONTHLY,
     ORDER_LINES,
     ORDERS,
     ORDERS_DAILY,
+    ORDERS_HOURLY,
     ORDERS_MONTHLY,
     PROMO_CODES,
     USAGES,
@@ -160,21 +163,43 @@ def refresh_orders_daily(database: str, *, suffix: str = "", scope: Scope | None
     of (their highest stored version + 1), exactly as for users_analytics: an order never
     changes day or currency, and a day only gains orders and versions.
     """
-    target = f"{database}.{ORDERS_DAILY}{suffix}"
-    orders = f"{database}.{ORDERS}{suffix}"
-    condition = _day_condition(scope)
+    return _orders_by_time(
+        f"{database}.{ORDERS_DAILY}{suffix}", f"{database}.{ORDERS}{suffix}", scope, _BY_DAY
+    )
+
+
+def refresh_orders_hourly(database: str, *, suffix: str = "", scope: Scope | None = None) -> str:
+    """INSERT ... SELECT that rewrites orders_hourly{suffix} for the hours of the days in
+    `scope`: orders_daily's sums per UTC hour of creation and currency (no buyers: an hourly
+    series reports none). An order never changes hour either, so the same argument holds; a
+    scope's days name whole hours (every hour lies in one day)."""
+    return _orders_by_time(
+        f"{database}.{ORDERS_HOURLY}{suffix}", f"{database}.{ORDERS}{suffix}", scope, _BY_HOUR
+    )
+
+
+# A rollup's time key: (its column, the expression over an order's rows, with buyers or not).
+_BY_DAY = ("day", "any(order_date)", True)
+_BY_HOUR = ("hour", "toStartOfHour(any(create_time))", False)
+
+
+def _orders_by_time(
+    target: str, orders: str, scope: Scope | None, period: tuple[str, str, bool]
+) -> str:
+    column, bucket, with_buyers = period
+    buyers = (" buyers,", " arraySort(groupUniqArray(buyer)),") if with_buyers else ("", "")
     # Aliases never repeat a column name: current ClickHouse would read them in WHERE too.
     return (
-        f"INSERT INTO {target} (day, currency_code, orders, confirmed, rejected, cancelled,"
-        " revenue_minor, discounts_minor, buyers, state_version)"
+        f"INSERT INTO {target} ({column}, currency_code, orders, confirmed, rejected, cancelled,"
+        f" revenue_minor, discounts_minor,{buyers[0]} state_version)"
         " SELECT d, cur, toInt64(count()), toInt64(countIf(state = 'CONFIRMED')),"
         " toInt64(countIf(state = 'REJECTED')), toInt64(countIf(state = 'CANCELLED')),"
         " toInt64(sumIf(total, state = 'CONFIRMED')), toInt64(sumIf(off, state = 'CONFIRMED')),"
-        " arraySort(groupUniqArray(buyer)), toUInt64(sum(v)) FROM ("
-        "SELECT order_id, any(order_date) AS d, any(currency_code) AS cur, any(user_id) AS buyer,"
+        f"{buyers[1]} toUInt64(sum(v)) FROM ("
+        f"SELECT order_id, {bucket} AS d, any(currency_code) AS cur, any(user_id) AS buyer,"
         " argMax(status, version) AS state, argMax(total_minor, version) AS total,"
         " argMax(discount_minor, version) AS off, max(version) + 1 AS v"
-        f" FROM {orders} WHERE {condition} GROUP BY order_id"
+        f" FROM {orders} WHERE {_day_condition(scope)} GROUP BY order_id"
         ") GROUP BY d, cur"
     )
 
@@ -241,8 +266,29 @@ def refresh_code_orders_daily(
     order (the subquery), never only its rows naming a code in scope, and writes only keys of
     the scope's codes (a key of another code would lack that code's other orders).
     """
-    target = f"{database}.{CODE_ORDERS_DAILY}{suffix}"
-    orders = f"{database}.{ORDERS}{suffix}"
+    return _code_orders_by_time(
+        f"{database}.{CODE_ORDERS_DAILY}{suffix}", f"{database}.{ORDERS}{suffix}", scope, _BY_DAY
+    )
+
+
+def refresh_code_orders_hourly(
+    database: str, *, suffix: str = "", scope: Scope | None = None
+) -> str:
+    """INSERT ... SELECT that rewrites code_orders_hourly{suffix} for the hours of the days x
+    codes in `scope`: code_orders_daily's sums per UTC hour of creation (no buyers), by the
+    same argument."""
+    return _code_orders_by_time(
+        f"{database}.{CODE_ORDERS_HOURLY}{suffix}",
+        f"{database}.{ORDERS}{suffix}",
+        scope,
+        _BY_HOUR,
+    )
+
+
+def _code_orders_by_time(
+    target: str, orders: str, scope: Scope | None, period: tuple[str, str, bool]
+) -> str:
+    column, bucket, with_buyers = period
     if scope is None:
         condition, wanted = "1", "1"
     elif (days := scope.get("day", ())) and (codes := scope.get("promo_code_id", ())):
@@ -255,17 +301,20 @@ def refresh_code_orders_daily(
     else:
         condition, wanted = "0", "0"
     mine = "latest = cid"
+    buyers = (
+        (" buyers,", f" arraySort(groupUniqArrayIf(buyer, {mine})),") if with_buyers else ("", "")
+    )
     return (
-        f"INSERT INTO {target} (day, currency_code, promo_code_id, orders, confirmed, rejected,"
-        " cancelled, revenue_minor, discounts_minor, buyers, state_version)"
+        f"INSERT INTO {target} ({column}, currency_code, promo_code_id, orders, confirmed,"
+        f" rejected, cancelled, revenue_minor, discounts_minor,{buyers[0]} state_version)"
         f" SELECT d, cur, cid, toInt64(countIf({mine})),"
         f" toInt64(countIf({mine} AND state = 'CONFIRMED')),"
         f" toInt64(countIf({mine} AND state = 'REJECTED')),"
         f" toInt64(countIf({mine} AND state = 'CANCELLED')),"
         f" toInt64(sumIf(total, {mine} AND state = 'CONFIRMED')),"
         f" toInt64(sumIf(off, {mine} AND state = 'CONFIRMED')),"
-        f" arraySort(groupUniqArrayIf(buyer, {mine})), toUInt64(sum(v)) FROM ("
-        "SELECT order_id, any(order_date) AS d, any(currency_code) AS cur, any(user_id) AS buyer,"
+        f"{buyers[1]} toUInt64(sum(v)) FROM ("
+        f"SELECT order_id, {bucket} AS d, any(currency_code) AS cur, any(user_id) AS buyer,"
         " argMax(status, version) AS state, argMax(total_minor, version) AS total,"
         " argMax(discount_minor, version) AS off, argMax(promo_code_id, version) AS latest,"
         " arrayFilter(x -> x != '', groupUniqArray(promo_code_id)) AS named,"
@@ -491,6 +540,8 @@ REFRESH = {
     ORDERS_DAILY: refresh_orders_daily,
     USAGES_DAILY: refresh_usages_daily,
     CODE_ORDERS_DAILY: refresh_code_orders_daily,
+    ORDERS_HOURLY: refresh_orders_hourly,
+    CODE_ORDERS_HOURLY: refresh_code_orders_hourly,
     ORDERS_MONTHLY: refresh_orders_monthly,
     USAGES_MONTHLY: refresh_usages_monthly,
     CODE_ORDERS_MONTHLY: refresh_code_orders_monthly,
