@@ -92,9 +92,8 @@ def _latest_rows(table: str, *key_conditions: str) -> str:
     """`table FINAL` narrowed by conditions on its sorting-key columns only, as PREWHERE: 18.16
     merges every row of the granules a FINAL query reads before it applies a WHERE, while a
     PREWHERE narrows the granules first; a key condition holds alike for every row of a key,
-    so FINAL's answer is the same. At 10M orders, one user's users_analytics rows took 80-127
-    ms with WHERE and 25-36 ms with PREWHERE, one code's 30 days of code_orders_daily 62-85 ms
-    against 26-33 ms."""
+    so FINAL's answer is the same. At 10M orders, one code's 30 days of code_orders_daily took
+    62-85 ms with WHERE against 26-33 ms with PREWHERE."""
     condition = _where(*key_conditions)
     return f"{table} FINAL" if condition == "1" else f"{table} FINAL PREWHERE {condition}"
 
@@ -392,15 +391,22 @@ def order_totals(
     )
 
 
-def _user_days(database: str, select: str, days: TimeRange | None, user_id: str) -> list[str]:
+def _user_days(
+    database: str, columns: Sequence[tuple[str, str]], days: TimeRange | None, user_id: str
+) -> list[str]:
     """A branch over one user's rows of users_analytics for the whole days of a range (none
-    when it has no whole day): the table is sorted by user, so this reads that user's rows."""
+    when it has no whole day), `columns` as (column, alias), with `currency`: the table is
+    sorted by user, so this reads that user's rows. The latest row per day and currency by
+    argMax of the state version, not FINAL: at 10M orders (a user with 90 days of rows) 11-12
+    ms against 25-36 ms for FINAL PREWHERE and 80-127 ms for FINAL WHERE."""
     if days is None:
         return []
-    rows = _latest_rows(
-        f"{database}.{tables.USERS_ANALYTICS}", f"user_id = {quote(user_id)}", _day_range(days)
-    )
-    return [f"SELECT {select} FROM {rows}"]
+    latest = ", ".join(f"argMax({column}, state_version) AS {alias}" for column, alias in columns)
+    return [
+        f"SELECT currency_code AS currency, {latest} FROM {database}.{tables.USERS_ANALYTICS}"
+        f" WHERE {_where(f'user_id = {quote(user_id)}', _day_range(days))}"
+        " GROUP BY day, currency_code"
+    ]
 
 
 def _user_order_totals(database: str, time_range: TimeRange, user_id: str) -> str:
@@ -417,8 +423,14 @@ def _user_order_totals(database: str, time_range: TimeRange, user_id: str) -> st
     ]
     branches += _user_days(
         database,
-        "currency_code AS currency, placed_orders AS n, orders AS c, rejected_orders AS r,"
-        " cancelled_orders AS x, revenue_minor AS rev, discounts_minor AS dis",
+        (
+            ("placed_orders", "n"),
+            ("orders", "c"),
+            ("rejected_orders", "r"),
+            ("cancelled_orders", "x"),
+            ("revenue_minor", "rev"),
+            ("discounts_minor", "dis"),
+        ),
         days,
         user_id,
     )
@@ -445,8 +457,12 @@ def _user_usage_totals(database: str, time_range: TimeRange, user_id: str) -> st
     ]
     branches += _user_days(
         database,
-        "currency_code AS currency, usages AS n, active_discount_minor AS dis, code_ids AS ids,"
-        " code_texts AS texts",
+        (
+            ("usages", "n"),
+            ("active_discount_minor", "dis"),
+            ("code_ids", "ids"),
+            ("code_texts", "texts"),
+        ),
         days,
         user_id,
     )
