@@ -143,6 +143,8 @@ def test_migrations_fill_derived_tables_with_the_live_statements() -> None:
         (14, LINE_COSTS_MONTHLY),
         (16, ORDERS_HOURLY),
         (17, CODE_ORDERS_HOURLY),
+        (18, USAGES_DAILY),
+        (19, CODE_ORDERS_DAILY),
     ):
         assert by_version[version].statements("db")[-1] == refresh_statement(table, "db")
 
