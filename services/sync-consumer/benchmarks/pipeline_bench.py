@@ -73,6 +73,18 @@ def clickhouse(stack: Stack, database: str) -> ClickHouse:
     return ClickHouse(stack.clickhouse_settings(database))
 
 
+async def migrated(stack: Stack, database: str) -> None:
+    """The analytics schema in `database` before a consumer starts: the consumer only checks it
+    (the migrations Job applies it), and the stack runs the migrator only for a ClickHouse it
+    started itself, not for the one `devstack env` points at."""
+    ch = clickhouse(stack, database)
+    ch.connect()
+    try:
+        await analytics_schema.migrate(ch.client, database)
+    finally:
+        await ch.close()
+
+
 async def count_rows(ch: ClickHouse, table: str) -> int:
     return int(await ch.client.fetchval(f"SELECT count() FROM {ch.database}.{table}") or 0)
 
@@ -87,6 +99,7 @@ async def confirmed_in_summary(ch: ClickHouse) -> int:
 async def throughput(stack: Stack, events: int, batch_size: int) -> None:
     token = uuid.uuid4().hex[:8]
     stream, database = f"promo.events.bench-{token}.orders", f"bench_{token}"
+    await migrated(stack, database)
     consumer = stack.service(
         "sync-consumer-bench",
         [sys.executable, "-m", "sync_consumer"],
@@ -222,6 +235,7 @@ def platform(stack: Stack, token: str, database: str) -> list[ServiceProcess]:
 async def lag(stack: Stack, rate: float, seconds: float) -> None:
     token = uuid.uuid4().hex[:8]
     database = f"bench_lag_{token}"
+    await migrated(stack, database)
     processes = platform(stack, token, database)
     users, codes, orders = processes[0], processes[1], processes[2]
     ch = clickhouse(stack, database)
@@ -348,6 +362,7 @@ async def watch_visible(
 async def stream_lag(stack: Stack, rate: float, seconds: float) -> None:
     token = uuid.uuid4().hex[:8]
     stream, database = f"promo.events.bench-{token}.orders", f"bench_slag_{token}"
+    await migrated(stack, database)
     consumer = stack.service(
         "sync-consumer-bench",
         [sys.executable, "-m", "sync_consumer"],
