@@ -226,6 +226,14 @@ def test_a_series_reads_no_buyers(granularity: Granularity, promo_code_id: str |
         assert " AS users" not in statement
 
 
+def test_the_rankings_order_totals_read_no_buyers() -> None:
+    # ListTopPromoCodes reports a code's holders (from its usages), never its buyers.
+    noon = DAY + timedelta(hours=12)
+    for window in (TimeRange(noon, noon + timedelta(days=40)), TimeRange()):
+        assert "buyers" not in sql.order_totals_by_code("db", window)
+        assert "uniqExactArray(holders)" in sql.top_promo_codes("db", window, Ranking.REVENUE, 10)
+
+
 def test_whole_days_split_into_whole_months_and_the_days_around() -> None:
     jan15, mar1 = datetime(2024, 1, 15, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC)
     feb1 = datetime(2024, 2, 1, tzinfo=UTC)
