@@ -145,6 +145,7 @@ def test_migrations_fill_derived_tables_with_the_live_statements() -> None:
         (17, CODE_ORDERS_HOURLY),
         (18, USAGES_DAILY),
         (19, CODE_ORDERS_DAILY),
+        (20, ORDERS_DAILY),
     ):
         assert by_version[version].statements("db")[-1] == refresh_statement(table, "db")
 
