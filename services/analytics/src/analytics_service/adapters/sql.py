@@ -297,6 +297,15 @@ def _rollups(
     return branches
 
 
+# One raw order (a row of latest_orders) as the additive facts of a rollup row: orders,
+# confirmed, rejected, cancelled, confirmed revenue and discount.
+_ONE_ORDER_FACTS = (
+    "toInt64(1) AS n, toInt64(state = 'CONFIRMED') AS c, toInt64(state = 'REJECTED') AS r,"
+    " toInt64(state = 'CANCELLED') AS x, toInt64(if(state = 'CONFIRMED', total, 0)) AS rev,"
+    " toInt64(if(state = 'CONFIRMED', off, 0)) AS dis"
+)
+
+
 def _order_facts(
     database: str,
     time_range: TimeRange,
@@ -316,10 +325,8 @@ def _order_facts(
     raw_buyers, rollup_buyers = (", [buyer] AS buyers", ", buyers") if with_buyers else ("", "")
     per_code = by_code or promo_code_id is not None or code_set is not None
     branches = [
-        "SELECT toInt64(toUInt32(created)) AS epoch, currency, code_id, toInt64(1) AS n,"
-        " toInt64(state = 'CONFIRMED') AS c, toInt64(state = 'REJECTED') AS r,"
-        " toInt64(state = 'CANCELLED') AS x, toInt64(if(state = 'CONFIRMED', total, 0)) AS rev,"
-        f" toInt64(if(state = 'CONFIRMED', off, 0)) AS dis{raw_buyers}"
+        "SELECT toInt64(toUInt32(created)) AS epoch, currency, code_id,"
+        f" {_ONE_ORDER_FACTS}{raw_buyers}"
         f" FROM ({latest_orders(database, edge, promo_code_id=promo_code_id, code_set=code_set)})"
         for edge in edges
     ]
@@ -414,10 +421,7 @@ def _user_order_totals(database: str, time_range: TimeRange, user_id: str) -> st
     the user's raw orders (latest state)."""
     days, edges = whole_days(time_range)
     branches = [
-        "SELECT currency, toInt64(1) AS n, toInt64(state = 'CONFIRMED') AS c,"
-        " toInt64(state = 'REJECTED') AS r, toInt64(state = 'CANCELLED') AS x,"
-        " toInt64(if(state = 'CONFIRMED', total, 0)) AS rev,"
-        " toInt64(if(state = 'CONFIRMED', off, 0)) AS dis"
+        f"SELECT currency, {_ONE_ORDER_FACTS}"
         f" FROM ({latest_orders(database, edge, user_id=user_id)})"
         for edge in edges
     ]
@@ -517,10 +521,7 @@ def _hourly_series(database: str, time_range: TimeRange, promo_code_id: str | No
     of the range, not with its orders."""
     hours, edges = whole_hours(time_range)
     branches = [
-        "SELECT toInt64(toUInt32(created)) AS epoch, currency, toInt64(1) AS n,"
-        " toInt64(state = 'CONFIRMED') AS c, toInt64(state = 'REJECTED') AS r,"
-        " toInt64(state = 'CANCELLED') AS x, toInt64(if(state = 'CONFIRMED', total, 0)) AS rev,"
-        " toInt64(if(state = 'CONFIRMED', off, 0)) AS dis"
+        f"SELECT toInt64(toUInt32(created)) AS epoch, currency, {_ONE_ORDER_FACTS}"
         f" FROM ({latest_orders(database, edge, promo_code_id=promo_code_id)})"
         for edge in edges
     ]
